@@ -1,0 +1,298 @@
+//! Options of `#[cached(...)]`.
+
+use proc_macro2::Span;
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, ExprLit, Lit, LitInt, LitStr, Meta, Token};
+
+/// The parsed options of one `#[cached(...)]`.
+#[derive(Default)]
+pub struct CachedArgs {
+    pub timeout: Option<(u64, Span)>,
+    pub timeout_ms: Option<(u64, Span)>,
+    pub key_prefix: Option<LitStr>,
+    pub key: Option<LitStr>,
+    pub max_entries: Option<LitInt>,
+    pub in_impl: bool,
+}
+
+const OPTIONS: &[&str] = &[
+    "timeout",
+    "timeout_ms",
+    "key_prefix",
+    "key",
+    "max_entries",
+    "in_impl",
+];
+
+/// Names other caching libraries use for our options.
+const ALIASES: &[(&str, &str)] = &[
+    ("time", "timeout"),
+    ("ttl", "timeout"),
+    ("ttl_secs", "timeout"),
+    ("expire", "timeout"),
+    ("expires", "timeout"),
+    ("expiry", "timeout"),
+    ("expiration", "timeout"),
+    ("seconds", "timeout"),
+    ("secs", "timeout"),
+    ("ttl_ms", "timeout_ms"),
+    ("ttl_millis", "timeout_ms"),
+    ("timeout_millis", "timeout_ms"),
+    ("millis", "timeout_ms"),
+    ("ms", "timeout_ms"),
+    ("prefix", "key_prefix"),
+    ("namespace", "key_prefix"),
+    ("name", "key_prefix"),
+    ("template", "key"),
+    ("key_template", "key"),
+    ("convert", "key"),
+    ("max_size", "max_entries"),
+    ("size", "max_entries"),
+    ("capacity", "max_entries"),
+    ("max_capacity", "max_entries"),
+    ("limit", "max_entries"),
+];
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// "did you mean ...?" for an unknown option name, if one is close.
+pub fn suggest(name: &str, options: &[&'static str]) -> Option<&'static str> {
+    if let Some((_, to)) = ALIASES.iter().find(|(from, _)| *from == name) {
+        if options.contains(to) {
+            return Some(to);
+        }
+    }
+    options
+        .iter()
+        .map(|o| (levenshtein(name, o), *o))
+        .filter(|(d, o)| *d <= 2 && *d < o.len())
+        .min()
+        .map(|(_, o)| o)
+}
+
+pub fn unknown_option(
+    path: &syn::Path,
+    name: &str,
+    options: &[&'static str],
+    attr: &str,
+) -> syn::Error {
+    let list = options
+        .iter()
+        .map(|o| format!("`{o}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let msg = match suggest(name, options) {
+        Some(s) => format!("unknown `{attr}` option `{name}`: did you mean `{s}`?"),
+        None => format!("unknown `{attr}` option `{name}`; expected one of {list}"),
+    };
+    syn::Error::new_spanned(path, msg)
+}
+
+fn int_value(expr: &Expr, what: &str, example: &str) -> syn::Result<LitInt> {
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => Ok(i.clone()),
+        _ => Err(syn::Error::new(
+            expr.span(),
+            format!("expected {what} as an integer literal, like `{example}`"),
+        )),
+    }
+}
+
+fn str_value(expr: &Expr, what: &str, example: &str) -> syn::Result<LitStr> {
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Ok(s.clone()),
+        _ => Err(syn::Error::new(
+            expr.span(),
+            format!("expected {what} as a string literal, like `{example}`"),
+        )),
+    }
+}
+
+fn bool_value(expr: &Expr, name: &str) -> syn::Result<bool> {
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(b), ..
+        }) => Ok(b.value),
+        _ => Err(syn::Error::new(
+            expr.span(),
+            format!("expected `true` or `false` for `{name}`"),
+        )),
+    }
+}
+
+/// Characters a key prefix may not hold: glob characters (they would widen
+/// a `SCAN MATCH`), template braces, and white space.
+pub fn check_prefix(lit: &LitStr, what: &str) -> syn::Result<()> {
+    let value = lit.value();
+    if value.is_empty() {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("`{what}` must not be empty"),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| {
+        matches!(c, '*' | '?' | '[' | ']' | '\\' | '{' | '}') || c.is_whitespace() || c.is_control()
+    }) {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("`{what}` must not contain {c:?}: glob characters, braces and white space would break prefix invalidation"),
+        ));
+    }
+    if value.ends_with(':') {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("`{what}` must not end with `:`; the separator is added for you"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<CachedArgs> {
+    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(tokens)?;
+    let mut args = CachedArgs::default();
+    let mut seen: Vec<String> = Vec::new();
+    for meta in metas {
+        let path = meta.path().clone();
+        let name = path
+            .get_ident()
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| path.to_token_stream_string());
+        if seen.contains(&name) {
+            return Err(syn::Error::new_spanned(
+                &path,
+                format!("duplicate `cached` option `{name}`"),
+            ));
+        }
+        seen.push(name.clone());
+        let value = match &meta {
+            Meta::NameValue(nv) => Some(&nv.value),
+            Meta::Path(_) => None,
+            Meta::List(l) => {
+                return Err(syn::Error::new_spanned(
+                    l,
+                    format!("expected `{name} = value`, not `{name}(...)`"),
+                ))
+            }
+        };
+        let need = |example: &str| -> syn::Result<&Expr> {
+            value.ok_or_else(|| {
+                syn::Error::new_spanned(&path, format!("`{name}` needs a value, like `{example}`"))
+            })
+        };
+        match name.as_str() {
+            "timeout" => {
+                let lit = int_value(
+                    need("timeout = 300")?,
+                    "the timeout in seconds",
+                    "timeout = 300",
+                )?;
+                args.timeout = Some((lit.base10_parse()?, lit.span()));
+            }
+            "timeout_ms" => {
+                let lit = int_value(
+                    need("timeout_ms = 250")?,
+                    "the timeout in milliseconds",
+                    "timeout_ms = 250",
+                )?;
+                args.timeout_ms = Some((lit.base10_parse()?, lit.span()));
+            }
+            "key_prefix" => {
+                let lit = str_value(
+                    need("key_prefix = \"user_profile\"")?,
+                    "the key prefix",
+                    "key_prefix = \"user_profile\"",
+                )?;
+                check_prefix(&lit, "key_prefix")?;
+                args.key_prefix = Some(lit);
+            }
+            "key" => {
+                let lit = str_value(
+                    need("key = \"{query}:page:{page}\"")?,
+                    "the key template",
+                    "key = \"{query}:page:{page}\"",
+                )?;
+                args.key = Some(lit);
+            }
+            "max_entries" => {
+                let lit = int_value(
+                    need("max_entries = 10000")?,
+                    "the local bound",
+                    "max_entries = 10000",
+                )?;
+                if lit.base10_parse::<u64>()? == 0 {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "`max_entries` must be at least 1",
+                    ));
+                }
+                args.max_entries = Some(lit);
+            }
+            "in_impl" => {
+                args.in_impl = match value {
+                    Some(v) => bool_value(v, "in_impl")?,
+                    None => true,
+                };
+            }
+            _ => return Err(unknown_option(&path, &name, OPTIONS, "cached")),
+        }
+    }
+    if let (Some(_), Some((_, span))) = (args.timeout, args.timeout_ms) {
+        return Err(syn::Error::new(
+            span,
+            "use either `timeout` (seconds) or `timeout_ms`, not both",
+        ));
+    }
+    Ok(args)
+}
+
+trait PathString {
+    fn to_token_stream_string(&self) -> String;
+}
+
+impl PathString for syn::Path {
+    fn to_token_stream_string(&self) -> String {
+        quote::ToTokens::to_token_stream(self)
+            .to_string()
+            .replace(' ', "")
+    }
+}
+
+/// A `prefix = "..."` literal: glob characters are refused (braces are the
+/// template's own and are checked by the template parser).
+pub fn check_prefix_text(lit: &LitStr) -> syn::Result<()> {
+    let value = lit.value();
+    if value.is_empty() {
+        return Err(syn::Error::new(
+            lit.span(),
+            "an empty `prefix` would drop every entry; use `layercache::clear()` for that",
+        ));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| matches!(c, '*' | '?' | '[' | ']' | '\\'))
+    {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("`prefix` is a literal prefix, not a pattern: remove {c:?}"),
+        ));
+    }
+    Ok(())
+}

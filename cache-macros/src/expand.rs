@@ -1,0 +1,186 @@
+//! Expansion of `#[cached]`: the wrapper in place of the function, and its
+//! two hidden companions (see [`crate::target`]).
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::{FnArg, ItemFn};
+
+use crate::attr::parse_cached_args;
+use crate::sig::{analyze, mentions_self_type};
+use crate::target::{entry_ident, fn_ident};
+use crate::template::Template;
+
+pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let opts = parse_cached_args(args)?;
+    let func: ItemFn = syn::parse2(item).map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "`#[cached]` goes on a function (`fn` or `async fn`)",
+        )
+    })?;
+    if let Some(c) = &func.sig.constness {
+        return Err(syn::Error::new(
+            c.span,
+            "`#[cached]` cannot be used on a `const fn`",
+        ));
+    }
+    let sig = analyze(&func.sig, "cached")?;
+    let ItemFn {
+        attrs,
+        vis,
+        sig: fn_sig,
+        block,
+    } = &func;
+    let name = &fn_sig.ident;
+    let in_impl = opts.in_impl
+        || sig.receiver.is_some()
+        || mentions_self_type(fn_sig.to_token_stream())
+        || mentions_self_type(block.to_token_stream());
+
+    let arg_names: Vec<String> = sig.args.iter().map(|a| a.ident.to_string()).collect();
+    let template = opts
+        .key
+        .as_ref()
+        .map(|lit| Template::parse(lit, &arg_names, sig.receiver.is_some(), name, "key"))
+        .transpose()?;
+
+    // The exact-arguments key: the rendered template, or a tuple of owned arguments.
+    let (key_ty, key_expr, render, key_checks) = match &template {
+        Some(t) => (
+            quote!(::std::string::String),
+            t.render(),
+            quote!(::layercache::__private::render_template),
+            TokenStream::new(),
+        ),
+        None => {
+            let mut tys = Vec::new();
+            let mut exprs = Vec::new();
+            let mut checks = Vec::new();
+            if let Some(r) = &sig.receiver {
+                let span = r.tokens.span();
+                tys.push(quote_spanned!(span=> Self));
+                exprs.push(if r.by_ref {
+                    quote_spanned!(span=> ::core::clone::Clone::clone(self))
+                } else {
+                    quote_spanned!(span=> ::core::clone::Clone::clone(&self))
+                });
+                checks.push(
+                    quote_spanned!(span=> ::layercache::__private::require_key_arg::<Self>();),
+                );
+            }
+            for a in &sig.args {
+                let ty = a.key_type();
+                checks.push(quote_spanned!(a.ty.span()=> ::layercache::__private::require_key_arg::<#ty>();));
+                tys.push(ty);
+                exprs.push(a.key_expr());
+            }
+            let key_ty = quote!((#(#tys,)*));
+            (
+                key_ty.clone(),
+                quote!((#(#exprs,)*)),
+                quote!(::layercache::__private::render_hashed::<#key_ty>),
+                quote!(#(#checks)*),
+            )
+        }
+    };
+
+    let output = &sig.output;
+    let mode = sig.mode.marker();
+    let value_ty = quote!(::layercache::__private::ValueOf<#mode, #output>);
+    let value_check =
+        quote_spanned!(output.span()=> ::layercache::__private::require_value::<#value_ty>(););
+
+    let name_str = name.to_string();
+    let cache_name = match (&opts.key_prefix, in_impl) {
+        (Some(lit), _) => quote!(::std::string::String::from(#lit)),
+        (None, true) => {
+            quote!(::std::format!("{}::{}", ::core::any::type_name::<Self>(), #name_str))
+        }
+        (None, false) => quote!(::std::string::String::from(
+            ::core::concat!(::core::module_path!(), "::", #name_str)
+        )),
+    };
+    let timeout = match (opts.timeout, opts.timeout_ms) {
+        (Some((0, _)), _) | (_, Some((0, _))) => quote!(::layercache::__private::Timeout::Never),
+        (Some((s, span)), _) => {
+            quote_spanned!(span=> ::layercache::__private::Timeout::After(::layercache::__private::Duration::from_secs(#s)))
+        }
+        (_, Some((ms, span))) => {
+            quote_spanned!(span=> ::layercache::__private::Timeout::After(::layercache::__private::Duration::from_millis(#ms)))
+        }
+        (None, None) => quote!(::layercache::__private::Timeout::Default),
+    };
+    let max_entries = match &opts.max_entries {
+        Some(lit) => quote!(::core::option::Option::Some(#lit)),
+        None => quote!(::core::option::Option::None),
+    };
+
+    let fn_companion = fn_ident(name);
+    let entry_companion = entry_ident(name);
+    let cache_call = if in_impl {
+        quote!(Self::#fn_companion())
+    } else {
+        quote!(#fn_companion())
+    };
+
+    let call = if fn_sig.asyncness.is_some() {
+        quote! {
+            ::layercache::__private::get_or_compute_async::<#mode, _, #output>(__lc_cache, __lc_key, async move #block).await
+        }
+    } else {
+        quote! {
+            ::layercache::__private::get_or_compute::<#mode, _, #output>(__lc_cache, __lc_key, move || -> #output #block)
+        }
+    };
+
+    // The entry companion takes the same receiver and arguments (without `mut` bindings).
+    let receiver = sig.receiver.as_ref().map(|r| {
+        let mut tokens = r.tokens.clone();
+        if let FnArg::Receiver(rec) = &mut tokens {
+            rec.mutability = None;
+        }
+        quote!(#tokens,)
+    });
+    let params = sig.args.iter().map(|a| {
+        let (ident, ty) = (&a.ident, &a.ty);
+        quote!(#ident: #ty)
+    });
+    let generics = &fn_sig.generics;
+    let where_clause = &fn_sig.generics.where_clause;
+    let unsafety = &fn_sig.unsafety;
+
+    Ok(quote! {
+        #(#attrs)*
+        #vis #fn_sig {
+            let __lc_cache = #cache_call;
+            let __lc_key = #key_expr;
+            #call
+        }
+
+        #[doc(hidden)]
+        #[allow(non_snake_case, dead_code, clippy::all)]
+        #[inline]
+        #vis fn #fn_companion() -> &'static ::layercache::__private::FnCache<#key_ty, #value_ty> {
+            #key_checks
+            #value_check
+            static __LC_SLOT: ::layercache::__private::CacheSlot = ::layercache::__private::CacheSlot::new();
+            ::layercache::__private::slot_cache(&__LC_SLOT, || {
+                let name = #cache_name;
+                ::layercache::__private::FnSpec {
+                    namespace: ::core::clone::Clone::clone(&name),
+                    name,
+                    timeout: #timeout,
+                    max_entries: #max_entries,
+                    render: #render,
+                }
+            })
+        }
+
+        #[doc(hidden)]
+        #[allow(non_snake_case, dead_code, unused_variables, clippy::all)]
+        #vis #unsafety fn #entry_companion #generics (#receiver #(#params),*) -> ::layercache::__private::CallEntry<#key_ty, #value_ty> #where_clause {
+            #cache_call.entry(#key_expr)
+        }
+    })
+}

@@ -1,0 +1,81 @@
+//! Attribute macros of [layercache](https://docs.rs/layercache):
+//! `#[cached]`, `#[cache_invalidate]`, `#[cache_put]`, and the `entry!` /
+//! `fn_cache!` handles. Use them through the `layercache` facade; generated
+//! code names the runtime as `::layercache::__private`.
+//!
+//! The crate is cut by concern: [`attr`] parses `#[cached(...)]` options,
+//! [`sig`] checks the signature, [`template`] parses key templates,
+//! [`target`] parses invalidation targets, [`expand`] and [`invalidate`]
+//! write the code.
+#![deny(missing_docs)]
+
+use proc_macro::TokenStream;
+use proc_macro2::TokenStream as TokenStream2;
+use quote::ToTokens;
+
+mod attr;
+mod expand;
+mod invalidate;
+mod sig;
+mod target;
+mod template;
+
+/// Memoizes a function: see the `layercache` crate documentation.
+#[proc_macro_attribute]
+pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
+    with_fallback(item.clone(), expand::cached(args.into(), item.into()))
+}
+
+/// Invalidates cached entries after the function succeeds: see the `layercache` crate documentation.
+#[proc_macro_attribute]
+pub fn cache_invalidate(args: TokenStream, item: TokenStream) -> TokenStream {
+    with_fallback(
+        item.clone(),
+        invalidate::cache_invalidate(args.into(), item.into()),
+    )
+}
+
+/// Stores the function's result as another cached function's entry: see the `layercache` crate documentation.
+#[proc_macro_attribute]
+pub fn cache_put(args: TokenStream, item: TokenStream) -> TokenStream {
+    with_fallback(
+        item.clone(),
+        invalidate::cache_put(args.into(), item.into()),
+    )
+}
+
+/// The entry handle of one call of a cached function: see the `layercache` crate documentation.
+#[proc_macro]
+pub fn entry(input: TokenStream) -> TokenStream {
+    match target::entry_macro(input.into()) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// The cache handle of a cached function: see the `layercache` crate documentation.
+#[proc_macro]
+pub fn fn_cache(input: TokenStream) -> TokenStream {
+    match target::fn_cache_macro(input.into()) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// On error, emit the user's item untouched next to the errors (as
+/// `#[tokio::main]` does), so one mistake does not cascade into errors at
+/// every call site and editors keep working.
+fn with_fallback(item: TokenStream, result: syn::Result<TokenStream2>) -> TokenStream {
+    match result {
+        Ok(ts) => ts.into(),
+        Err(err) => {
+            let mut out = err.to_compile_error();
+            let item: TokenStream2 = item.into();
+            match syn::parse2::<syn::ItemFn>(item.clone()) {
+                Ok(f) => f.to_tokens(&mut out),
+                Err(_) => out.extend(item),
+            }
+            out.into()
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! What a `#[cached]` signature allows, and what the key and value types are.
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::{FnArg, GenericParam, Ident, Pat, ReturnType, Signature, Type};
+
+/// How the return value maps to what is cached.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Any value: always cached.
+    Plain,
+    /// `Result<T, E>` (or an alias whose name ends in `Result`): only `Ok`.
+    Result,
+    /// `Option<T>`: only `Some`.
+    Option,
+}
+
+impl Mode {
+    pub fn of(output: &ReturnType) -> Mode {
+        let ReturnType::Type(_, ty) = output else {
+            return Mode::Plain;
+        };
+        let Type::Path(p) = &**ty else {
+            return Mode::Plain;
+        };
+        let Some(last) = p.path.segments.last() else {
+            return Mode::Plain;
+        };
+        let name = last.ident.to_string();
+        if name == "Option" {
+            Mode::Option
+        } else if name.ends_with("Result") {
+            Mode::Result
+        } else {
+            Mode::Plain
+        }
+    }
+
+    /// The runtime's marker type for this mode.
+    pub fn marker(self) -> TokenStream {
+        match self {
+            Mode::Plain => quote!(::layercache::__private::Plain),
+            Mode::Result => quote!(::layercache::__private::OkOnly),
+            Mode::Option => quote!(::layercache::__private::SomeOnly),
+        }
+    }
+}
+
+/// One named argument.
+pub struct Arg {
+    pub ident: Ident,
+    pub ty: Type,
+    /// `Some(T)` for an argument of type `&T` (the key keeps `T::Owned`).
+    pub referent: Option<Type>,
+}
+
+impl Arg {
+    /// The type this argument has inside a key.
+    pub fn key_type(&self) -> TokenStream {
+        match &self.referent {
+            Some(t) => quote_spanned!(self.ty.span()=> ::layercache::__private::Owned<#t>),
+            None => self.ty.to_token_stream(),
+        }
+    }
+
+    /// An owned copy of the argument, for the key.
+    pub fn key_expr(&self) -> TokenStream {
+        let ident = &self.ident;
+        match &self.referent {
+            Some(_) => quote_spanned!(self.ty.span()=> ::layercache::__private::owned(#ident)),
+            None => quote_spanned!(self.ty.span()=> ::core::clone::Clone::clone(&#ident)),
+        }
+    }
+}
+
+/// The receiver of a method.
+pub struct Receiver {
+    /// `&self` (or `self: &Self`) rather than `self`.
+    pub by_ref: bool,
+    pub tokens: FnArg,
+}
+
+/// A checked `#[cached]` signature.
+pub struct FnSig {
+    pub receiver: Option<Receiver>,
+    pub args: Vec<Arg>,
+    pub output: Type,
+    pub mode: Mode,
+}
+
+fn err(span: Span, msg: impl std::fmt::Display) -> syn::Error {
+    syn::Error::new(span, msg)
+}
+
+/// Whether `tokens` mention `Self` anywhere.
+pub fn mentions_self_type(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|tt| match tt {
+        TokenTree::Ident(i) => i == "Self",
+        TokenTree::Group(g) => mentions_self_type(g.stream()),
+        _ => false,
+    })
+}
+
+fn contains_impl_trait(ty: &Type) -> Option<Span> {
+    match ty {
+        Type::ImplTrait(i) => Some(i.impl_token.span),
+        Type::Reference(r) => contains_impl_trait(&r.elem),
+        Type::Slice(s) => contains_impl_trait(&s.elem),
+        Type::Array(a) => contains_impl_trait(&a.elem),
+        Type::Tuple(t) => t.elems.iter().find_map(contains_impl_trait),
+        Type::Paren(p) => contains_impl_trait(&p.elem),
+        Type::Path(p) => p.path.segments.iter().find_map(|s| match &s.arguments {
+            syn::PathArguments::AngleBracketed(a) => a.args.iter().find_map(|a| match a {
+                syn::GenericArgument::Type(t) => contains_impl_trait(t),
+                _ => None,
+            }),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// Checks what `attr` (`cached`, ...) can work with and extracts the parts.
+pub fn analyze(sig: &Signature, attr: &str) -> syn::Result<FnSig> {
+    for param in &sig.generics.params {
+        match param {
+            GenericParam::Lifetime(_) => {}
+            GenericParam::Type(t) => {
+                return Err(err(
+                    t.ident.span(),
+                    format!("`#[{attr}]` functions cannot have type parameters: each cached function has one cache with one key and value type; cache a concrete function (it may call this generic one)"),
+                ))
+            }
+            GenericParam::Const(c) => {
+                return Err(err(
+                    c.ident.span(),
+                    format!("`#[{attr}]` functions cannot have const parameters; pass the value as an argument instead"),
+                ))
+            }
+        }
+    }
+    let mut receiver = None;
+    let mut args = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(r) => {
+                if r.mutability.is_some() && r.reference.is_some() {
+                    return Err(err(
+                        r.span(),
+                        format!("`#[{attr}]` cannot be used on a method taking `&mut self`: a cache hit skips the body, so its changes to `self` would be lost"),
+                    ));
+                }
+                receiver = Some(Receiver {
+                    by_ref: r.reference.is_some() || matches!(&*r.ty, Type::Reference(_)),
+                    tokens: input.clone(),
+                });
+            }
+            FnArg::Typed(pt) => {
+                let ident = match &*pt.pat {
+                    Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => pi.ident.clone(),
+                    other => {
+                        return Err(err(
+                            other.span(),
+                            format!("`#[{attr}]` needs plain argument names (`name: Type`) to build the key; destructure inside the body"),
+                        ))
+                    }
+                };
+                if let Type::Reference(r) = &*pt.ty {
+                    if let Some(m) = r.mutability {
+                        let and = r.and_token;
+                        return Err(syn::Error::new_spanned(
+                            quote!(#and #m),
+                            format!("`#[{attr}]` functions cannot take `&mut` arguments: a cache hit skips the body, so its changes would be lost"),
+                        ));
+                    }
+                }
+                if let Some(span) = contains_impl_trait(&pt.ty) {
+                    return Err(err(
+                        span,
+                        format!("`impl Trait` arguments cannot be part of a cache key: the key type must be nameable; take a concrete type, or `&dyn Trait` with a `key` template"),
+                    ));
+                }
+                let referent = match &*pt.ty {
+                    Type::Reference(r) => Some((*r.elem).clone()),
+                    _ => None,
+                };
+                args.push(Arg {
+                    ident,
+                    ty: (*pt.ty).clone(),
+                    referent,
+                });
+            }
+        }
+    }
+    let output = match &sig.output {
+        ReturnType::Default => {
+            return Err(err(
+                sig.paren_token.span.close(),
+                format!("a `#[{attr}]` function must return a value to cache"),
+            ))
+        }
+        ReturnType::Type(_, ty) => {
+            if let Some(span) = contains_impl_trait(ty) {
+                return Err(err(
+                    span,
+                    "`impl Trait` return values cannot be cached: the value type must be nameable (and `Clone`)",
+                ));
+            }
+            (**ty).clone()
+        }
+    };
+    Ok(FnSig {
+        receiver,
+        args,
+        output,
+        mode: Mode::of(&sig.output),
+    })
+}

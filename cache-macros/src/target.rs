@@ -1,0 +1,231 @@
+//! Targets of `#[cache_invalidate]`, `#[cache_put]`, `entry!` and `fn_cache!`.
+//!
+//! A cached function `f` comes with two hidden companions, generated next
+//! to it by `#[cached]`: `f__layercache_entry(args...)` (same receiver and
+//! arguments as `f`, returns the call's entry handle) and
+//! `f__layercache_fn()` (the function's cache). A target is rewritten into
+//! a call of a companion, so the compiler checks that the function exists
+//! and that the arguments have the right number and types.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, ExprAssign, ExprCall, ExprMethodCall, ExprPath, Ident, Lit, LitStr, Path, Token};
+
+pub fn entry_ident(f: &Ident) -> Ident {
+    format_ident!("{}__layercache_entry", f, span = f.span())
+}
+
+pub fn fn_ident(f: &Ident) -> Ident {
+    format_ident!("{}__layercache_fn", f, span = f.span())
+}
+
+/// `path` with its last segment renamed by `rename`.
+fn rename_last(path: &Path, rename: fn(&Ident) -> Ident) -> Path {
+    let mut path = path.clone();
+    if let Some(last) = path.segments.last_mut() {
+        last.ident = rename(&last.ident);
+    }
+    path
+}
+
+/// One call of a cached function: `f(a, b)`, `module::f(a)`, `Self::f(a)`, `recv.method(a)`.
+pub enum CallTarget {
+    Path(ExprCall, Path),
+    Method(ExprMethodCall),
+}
+
+impl CallTarget {
+    pub fn parse(expr: &Expr, what: &str) -> syn::Result<CallTarget> {
+        match expr {
+            Expr::Call(call) => match &*call.func {
+                Expr::Path(ExprPath { path, qself: None, .. }) => Ok(CallTarget::Path(call.clone(), path.clone())),
+                other => Err(syn::Error::new(
+                    other.span(),
+                    format!("`{what}` expects a cached function's name, like `get_user(user_id)`"),
+                )),
+            },
+            Expr::MethodCall(m) => {
+                if let Some(t) = &m.turbofish {
+                    return Err(syn::Error::new(t.span(), "cached methods take no type arguments"));
+                }
+                Ok(CallTarget::Method(m.clone()))
+            }
+            other => Err(syn::Error::new(
+                other.span(),
+                format!("`{what}` expects a call of a cached function, like `get_user(user_id)` or `self.get_user(user_id)`"),
+            )),
+        }
+    }
+
+    /// An expression of the call's entry handle.
+    pub fn entry_expr(&self) -> TokenStream {
+        match self {
+            CallTarget::Path(call, path) => {
+                let companion = rename_last(path, entry_ident);
+                let args = &call.args;
+                quote_spanned!(call.span()=> #companion(#args))
+            }
+            CallTarget::Method(m) => {
+                let receiver = &m.receiver;
+                let companion = entry_ident(&m.method);
+                let args = &m.args;
+                quote_spanned!(m.span()=> #receiver.#companion(#args))
+            }
+        }
+    }
+
+    pub fn span(&self) -> Span {
+        match self {
+            CallTarget::Path(c, _) => c.span(),
+            CallTarget::Method(m) => m.span(),
+        }
+    }
+}
+
+/// The cache of a cached function, named by path: `f`, `module::f`, `Self::method`.
+pub fn fn_cache_expr(path: &Path) -> TokenStream {
+    let companion = rename_last(path, fn_ident);
+    quote_spanned!(path.span()=> #companion())
+}
+
+/// What one `#[cache_invalidate(...)]` drops.
+pub enum Invalidation {
+    One(CallTarget),
+    All(Path),
+    Prefix(LitStr),
+}
+
+/// The parsed arguments of one `#[cache_invalidate(...)]`.
+pub struct InvalidateArgs {
+    pub targets: Vec<Invalidation>,
+    pub before: bool,
+}
+
+const INVALIDATE_OPTIONS: &[&str] = &["all", "prefix", "before"];
+
+fn assign_name(a: &ExprAssign) -> Option<(&Path, String)> {
+    match &*a.left {
+        Expr::Path(ExprPath { path, .. }) => path.get_ident().map(|i| (path, i.to_string())),
+        _ => None,
+    }
+}
+
+pub fn parse_invalidate_args(tokens: TokenStream) -> syn::Result<InvalidateArgs> {
+    let exprs = Punctuated::<Expr, Token![,]>::parse_terminated.parse2(tokens.clone())?;
+    if exprs.is_empty() {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            "`cache_invalidate` needs a target: `f(args)`, `all = f` or `prefix = \"...\"`",
+        ));
+    }
+    let mut out = InvalidateArgs {
+        targets: Vec::new(),
+        before: false,
+    };
+    for expr in exprs {
+        match &expr {
+            Expr::Assign(a) => {
+                let Some((path, name)) = assign_name(a) else {
+                    return Err(syn::Error::new(
+                        a.left.span(),
+                        "expected `all`, `prefix` or `before`",
+                    ));
+                };
+                match name.as_str() {
+                    "all" => match &*a.right {
+                        Expr::Path(ExprPath { path, qself: None, .. }) => out.targets.push(Invalidation::All(path.clone())),
+                        other => {
+                            return Err(syn::Error::new(
+                                other.span(),
+                                "`all` expects a cached function's name, like `all = search`",
+                            ))
+                        }
+                    },
+                    "prefix" => match &*a.right {
+                        Expr::Lit(l) => match &l.lit {
+                            Lit::Str(s) => out.targets.push(Invalidation::Prefix(s.clone())),
+                            other => {
+                                return Err(syn::Error::new(
+                                    other.span(),
+                                    "expected the prefix as a string literal, like `prefix = \"search:rust\"`",
+                                ))
+                            }
+                        },
+                        other => {
+                            return Err(syn::Error::new(
+                                other.span(),
+                                "expected the prefix as a string literal, like `prefix = \"search:{query}\"`",
+                            ))
+                        }
+                    },
+                    "before" => match &*a.right {
+                        Expr::Lit(l) => match &l.lit {
+                            Lit::Bool(b) => out.before = b.value,
+                            other => return Err(syn::Error::new(other.span(), "expected `true` or `false` for `before`")),
+                        },
+                        other => return Err(syn::Error::new(other.span(), "expected `true` or `false` for `before`")),
+                    },
+                    _ => return Err(crate::attr::unknown_option(path, &name, INVALIDATE_OPTIONS, "cache_invalidate")),
+                }
+            }
+            Expr::Path(ExprPath { path, .. }) => {
+                let name = path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+                let msg = if INVALIDATE_OPTIONS.contains(&name.as_str()) {
+                    format!("`{name}` needs a value, like `{name} = ...`")
+                } else {
+                    format!("to invalidate one entry, call the cached function with the key's arguments: `{}(...)`; to drop all its entries, write `all = {}`", quote!(#path).to_string().replace(' ', ""), quote!(#path).to_string().replace(' ', ""))
+                };
+                return Err(syn::Error::new(path.span(), msg));
+            }
+            other => out.targets.push(Invalidation::One(CallTarget::parse(
+                other,
+                "cache_invalidate",
+            )?)),
+        }
+    }
+    if out.targets.is_empty() {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            "`cache_invalidate` needs a target besides `before`: `f(args)`, `all = f` or `prefix = \"...\"`",
+        ));
+    }
+    Ok(out)
+}
+
+pub fn parse_put_target(tokens: TokenStream) -> syn::Result<CallTarget> {
+    let exprs = Punctuated::<Expr, Token![,]>::parse_terminated.parse2(tokens)?;
+    let mut iter = exprs.iter();
+    let Some(first) = iter.next() else {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            "`cache_put` needs the call whose entry to store, like `#[cache_put(get_user(user.id))]`",
+        ));
+    };
+    if let Some(extra) = iter.next() {
+        return Err(syn::Error::new(
+            extra.span(),
+            "`cache_put` takes exactly one target; stack several attributes for more",
+        ));
+    }
+    CallTarget::parse(first, "cache_put")
+}
+
+/// `entry!(f(args))`.
+pub fn entry_macro(tokens: TokenStream) -> syn::Result<TokenStream> {
+    let expr: Expr = syn::parse2(tokens)?;
+    Ok(CallTarget::parse(&expr, "entry!")?.entry_expr())
+}
+
+/// `fn_cache!(f)`.
+pub fn fn_cache_macro(tokens: TokenStream) -> syn::Result<TokenStream> {
+    let path: Path = syn::parse2(tokens).map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "`fn_cache!` expects a cached function's name, like `fn_cache!(search)`",
+        )
+    })?;
+    Ok(fn_cache_expr(&path))
+}

@@ -1,0 +1,155 @@
+//! Key templates: `"{query}:page:{page}"`, `"{self.id}:{user.name}"`.
+//!
+//! A placeholder is an argument name (or `self`) followed by `.field`
+//! accesses; its `Display` rendering is escaped at run time so a value can
+//! never forge a separator. `{{` and `}}` stand for literal braces.
+
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::LitStr;
+
+pub enum Piece {
+    Literal(String),
+    /// `root.field.field`, root being an argument or `self`.
+    Value {
+        root: String,
+        fields: Vec<String>,
+    },
+}
+
+pub struct Template {
+    pub pieces: Vec<Piece>,
+    span: Span,
+}
+
+fn is_ident(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_alphabetic())
+        && chars.all(|c| c == '_' || c.is_alphanumeric())
+}
+
+fn is_field(s: &str) -> bool {
+    is_ident(s) || (!s.is_empty() && s.chars().all(|c| c.is_ascii_digit()))
+}
+
+impl Template {
+    /// Parses `lit`, checking every placeholder root against `names`
+    /// (`self` allowed when `has_self`). `what` names the option in errors.
+    pub fn parse(
+        lit: &LitStr,
+        names: &[String],
+        has_self: bool,
+        fn_name: &Ident,
+        what: &str,
+    ) -> syn::Result<Template> {
+        let text = lit.value();
+        let span = lit.span();
+        let e = |msg: String| syn::Error::new(span, msg);
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    literal.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    literal.push('}');
+                }
+                '}' => {
+                    return Err(e(format!(
+                        "unmatched `}}` in `{what}` template; write `}}}}` for a literal brace"
+                    )))
+                }
+                '{' => {
+                    let mut inner = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) => inner.push(c),
+                            None => return Err(e(format!("unclosed `{{` in `{what}` template"))),
+                        }
+                    }
+                    let inner = inner.trim();
+                    if inner.is_empty() {
+                        return Err(e(format!("empty `{{}}` in `{what}` template: name an argument, like `{{user_id}}`")));
+                    }
+                    if inner.contains(':') {
+                        return Err(e(format!(
+                            "format specs are not supported in `{what}` templates (`{{{inner}}}`): values are rendered with `Display` and escaped"
+                        )));
+                    }
+                    let mut parts = inner.split('.').map(str::trim);
+                    let root = parts.next().unwrap_or_default().to_string();
+                    let fields: Vec<String> = parts.map(str::to_string).collect();
+                    if !is_ident(&root) || !fields.iter().all(|f| is_field(f)) {
+                        return Err(e(format!(
+                            "`{{{inner}}}` in `{what}` template is not an argument name or a field path like `{{user.id}}`"
+                        )));
+                    }
+                    let known = names.contains(&root) || (has_self && root == "self");
+                    if !known {
+                        let mut list: Vec<String> =
+                            names.iter().map(|n| format!("`{n}`")).collect();
+                        if has_self {
+                            list.insert(0, "`self`".into());
+                        }
+                        let list = if list.is_empty() {
+                            "none".to_string()
+                        } else {
+                            list.join(", ")
+                        };
+                        return Err(e(format!(
+                            "`{what}` template names `{root}`, which is not an argument of `{fn_name}` (its arguments: {list})"
+                        )));
+                    }
+                    if !literal.is_empty() {
+                        pieces.push(Piece::Literal(std::mem::take(&mut literal)));
+                    }
+                    pieces.push(Piece::Value { root, fields });
+                }
+                c => literal.push(c),
+            }
+        }
+        if !literal.is_empty() {
+            pieces.push(Piece::Literal(literal));
+        }
+        Ok(Template { pieces, span })
+    }
+
+    /// An expression rendering the template into a `String`.
+    pub fn render(&self) -> TokenStream {
+        let span = self.span;
+        let steps = self.pieces.iter().map(|p| match p {
+            Piece::Literal(text) => quote_spanned!(span=> __lc_key.literal(#text);),
+            Piece::Value { root, fields } => {
+                let root = if root == "self" {
+                    quote_spanned!(span=> self)
+                } else {
+                    let id = format_ident!("{}", root, span = span);
+                    quote!(#id)
+                };
+                let fields = fields.iter().map(|f| match f.parse::<u32>() {
+                    Ok(i) => {
+                        let idx = syn::Index { index: i, span };
+                        quote!(.#idx)
+                    }
+                    Err(_) => {
+                        let id = format_ident!("{}", f, span = span);
+                        quote!(.#id)
+                    }
+                });
+                quote_spanned!(span=> __lc_key.value(&#root #(#fields)*);)
+            }
+        });
+        quote_spanned! {span=>
+            {
+                let mut __lc_key = ::layercache::__private::KeyBuilder::new();
+                #(#steps)*
+                __lc_key.finish()
+            }
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! Configuration: [`Config`], its builder, the environment (the guide's
+//! variable names), and the process-wide runtime set up by [`init`].
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::local::LocalStoreKind;
+
+/// Which tiers serve cached calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CacheType {
+    /// In-process only (`CACHE_TYPE=simple`, the default).
+    #[default]
+    Simple,
+    /// Caching off: every call runs the function and counts as a miss
+    /// (`CACHE_TYPE=null`), for tests and for ruling the cache out.
+    Null,
+}
+
+impl CacheType {
+    const NAMES: &'static [(&'static str, CacheType)] =
+        &[("simple", CacheType::Simple), ("null", CacheType::Null)];
+
+    /// The name used in `CACHE_TYPE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheType::Simple => "simple",
+            CacheType::Null => "null",
+        }
+    }
+}
+
+impl std::str::FromStr for CacheType {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase();
+        if let Some((_, t)) = CacheType::NAMES.iter().find(|(n, _)| *n == wanted) {
+            return Ok(*t);
+        }
+        let reason = match wanted.as_str() {
+            "redis" | "rediss" | "memcached" | "filesystem" | "sqlite" | "redis-cluster" => {
+                format!("the `{wanted}` backend is not available in this build of layercache; expected `simple` or `null`")
+            }
+            "memory" | "inmemory" | "in-memory" | "local" | "simplecache" => {
+                "expected `simple` or `null` (did you mean `simple`?)".to_string()
+            }
+            "none" | "off" | "disabled" | "nullcache" => {
+                "expected `simple` or `null` (did you mean `null`?)".to_string()
+            }
+            _ => "expected `simple` or `null`".to_string(),
+        };
+        Err(ConfigError::invalid("CACHE_TYPE", s, reason))
+    }
+}
+
+impl fmt::Display for CacheType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A configuration value that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A variable (or builder field) holds a value that cannot be used.
+    #[error("{variable}={value:?} is invalid: {reason}")]
+    Invalid {
+        /// The variable's name, e.g. `CACHE_DEFAULT_TIMEOUT`.
+        variable: &'static str,
+        /// The value found.
+        value: String,
+        /// What was expected instead.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(variable: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            variable,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The name of the offending variable.
+    pub fn variable(&self) -> &'static str {
+        match self {
+            ConfigError::Invalid { variable, .. } => variable,
+        }
+    }
+}
+
+/// Everything the runtime needs to know, set once per process.
+///
+/// ```
+/// use std::time::Duration;
+/// use layercache_runtime::{CacheType, Config};
+///
+/// let config = Config::builder()
+///     .cache_type(CacheType::Simple)
+///     .default_timeout(Duration::from_secs(60))
+///     .key_prefix("myapp")
+///     .build();
+/// assert_eq!(config.default_timeout(), Some(Duration::from_secs(60)));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    cache_type: CacheType,
+    default_timeout: Option<Duration>,
+    key_prefix: String,
+    default_max_entries: u64,
+    local_store: LocalStoreKind,
+    clock: Clock,
+}
+
+/// The default timeout of a function without `timeout`/`timeout_ms`: 300 s.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// The default bound of a function's local tier without `max_entries`.
+pub const DEFAULT_MAX_ENTRIES: u64 = 10_000;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cache_type: CacheType::Simple,
+            default_timeout: Some(DEFAULT_TIMEOUT),
+            key_prefix: String::new(),
+            default_max_entries: DEFAULT_MAX_ENTRIES,
+            local_store: LocalStoreKind::default(),
+            clock: Clock::system(),
+        }
+    }
+}
+
+impl Config {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder(Config::default())
+    }
+
+    /// The defaults overridden by the environment: `CACHE_TYPE`,
+    /// `CACHE_DEFAULT_TIMEOUT` (whole seconds, `0` = never expire),
+    /// `CACHE_KEY_PREFIX` and `CACHE_MAX_ENTRIES`. Unset or empty variables
+    /// keep their defaults.
+    ///
+    /// ```
+    /// // With none of the variables set, this is the default configuration.
+    /// let config = layercache_runtime::Config::from_env().expect("valid environment");
+    /// # let _ = config;
+    /// ```
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::from_env`], reading variables through `lookup`
+    /// (for tests, or for configuration held in a map).
+    ///
+    /// ```
+    /// use layercache_runtime::Config;
+    /// let err = Config::from_lookup(|name| (name == "CACHE_DEFAULT_TIMEOUT").then(|| "-5".to_string()))
+    ///     .unwrap_err();
+    /// assert_eq!(err.variable(), "CACHE_DEFAULT_TIMEOUT");
+    /// ```
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut config = Config::default();
+        if let Some(v) = get("CACHE_TYPE") {
+            config.cache_type = v.parse()?;
+        }
+        if let Some(v) = get("CACHE_DEFAULT_TIMEOUT") {
+            let secs = parse_u64(
+                "CACHE_DEFAULT_TIMEOUT",
+                &v,
+                "a whole number of seconds (0 = never expire)",
+            )?;
+            config.default_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+        }
+        if let Some(v) = get("CACHE_KEY_PREFIX") {
+            config.key_prefix = validate_key_prefix("CACHE_KEY_PREFIX", &v)?;
+        }
+        if let Some(v) = get("CACHE_MAX_ENTRIES") {
+            let n = parse_u64(
+                "CACHE_MAX_ENTRIES",
+                &v,
+                "a positive whole number of entries",
+            )?;
+            if n == 0 {
+                return Err(ConfigError::invalid(
+                    "CACHE_MAX_ENTRIES",
+                    &v,
+                    "must be at least 1",
+                ));
+            }
+            config.default_max_entries = n;
+        }
+        Ok(config)
+    }
+
+    /// Which tiers serve cached calls.
+    pub fn cache_type(&self) -> CacheType {
+        self.cache_type
+    }
+    /// Timeout of functions that set none; `None` means entries never expire.
+    pub fn default_timeout(&self) -> Option<Duration> {
+        self.default_timeout
+    }
+    /// Namespace put in front of every key in shared tiers (empty for none).
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+    /// Local-tier bound of functions that set no `max_entries`.
+    pub fn default_max_entries(&self) -> u64 {
+        self.default_max_entries
+    }
+    /// The store behind the local tier.
+    pub fn local_store(&self) -> LocalStoreKind {
+        self.local_store
+    }
+    /// The clock used for expiry and latency.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+}
+
+fn parse_u64(variable: &'static str, value: &str, expected: &str) -> Result<u64, ConfigError> {
+    let v = value.trim();
+    if v.starts_with('-') {
+        return Err(ConfigError::invalid(
+            variable,
+            value,
+            format!("must not be negative; expected {expected}"),
+        ));
+    }
+    v.parse::<u64>()
+        .map_err(|_| ConfigError::invalid(variable, value, format!("expected {expected}")))
+}
+
+fn validate_key_prefix(variable: &'static str, value: &str) -> Result<String, ConfigError> {
+    if let Some(c) = value.chars().find(|c| {
+        matches!(c, '*' | '?' | '[' | ']' | '\\' | '{' | '}') || c.is_whitespace() || c.is_control()
+    }) {
+        return Err(ConfigError::invalid(
+            variable,
+            value,
+            format!("must not contain {c:?}: glob characters, braces and white space would break prefix matching"),
+        ));
+    }
+    Ok(value.trim_end_matches(':').to_string())
+}
+
+/// Builds a [`Config`]; see [`Config::builder`].
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder(Config);
+
+impl ConfigBuilder {
+    /// Which tiers serve cached calls (default [`CacheType::Simple`]).
+    pub fn cache_type(mut self, cache_type: CacheType) -> Self {
+        self.0.cache_type = cache_type;
+        self
+    }
+    /// Timeout of functions that set none (default 300 s). `Duration::ZERO` means never expire.
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.0.default_timeout = (!timeout.is_zero()).then_some(timeout);
+        self
+    }
+    /// Namespace put in front of every key in shared tiers (`CACHE_KEY_PREFIX`).
+    /// A trailing `:` is dropped; glob characters and white space are refused by [`ConfigBuilder::try_build`].
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.0.key_prefix = prefix.into();
+        self
+    }
+    /// Local-tier bound of functions that set no `max_entries` (default 10 000, at least 1).
+    pub fn default_max_entries(mut self, max_entries: u64) -> Self {
+        self.0.default_max_entries = max_entries.max(1);
+        self
+    }
+    /// The store behind the local tier (default [`LocalStoreKind::QuickCache`]).
+    pub fn local_store(mut self, kind: LocalStoreKind) -> Self {
+        self.0.local_store = kind;
+        self
+    }
+    /// The clock for expiry and latency (default [`Clock::system`]; tests use [`Clock::mock`]).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.0.clock = clock;
+        self
+    }
+    /// The configuration, or the first invalid field.
+    pub fn try_build(mut self) -> Result<Config, ConfigError> {
+        self.0.key_prefix = validate_key_prefix("key_prefix", &self.0.key_prefix)?;
+        Ok(self.0)
+    }
+    /// The configuration. An invalid `key_prefix` is logged and dropped;
+    /// use [`ConfigBuilder::try_build`] to get the error instead.
+    pub fn build(self) -> Config {
+        let fallback = self.0.clone();
+        self.try_build().unwrap_or_else(|err| {
+            tracing::error!(%err, "layercache: ignoring invalid key_prefix");
+            Config {
+                key_prefix: String::new(),
+                ..fallback
+            }
+        })
+    }
+}
+
+/// [`init`] was called after the runtime was already set up.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("layercache is already initialized (init was called twice, or after the first cached call configured it from the environment)")]
+pub struct AlreadyInitialized;
+
+static RUNTIME: OnceLock<Config> = OnceLock::new();
+
+/// Sets the process-wide configuration. Call it once, before the first
+/// cached call; without it the first call reads the environment
+/// ([`Config::from_env`]).
+///
+/// ```
+/// use layercache_runtime::{init, CacheType, Config};
+/// init(Config::builder().cache_type(CacheType::Null).build()).unwrap();
+/// assert!(init(Config::default()).is_err(), "a second init is refused");
+/// ```
+pub fn init(config: Config) -> Result<(), AlreadyInitialized> {
+    let mut config = Some(config);
+    RUNTIME.get_or_init(|| config.take().expect("taken once"));
+    match config {
+        None => {
+            tracing::debug!(cache_type = %RUNTIME.get().map(|c| c.cache_type).unwrap_or_default(), "layercache initialized");
+            Ok(())
+        }
+        Some(_) => Err(AlreadyInitialized),
+    }
+}
+
+/// The process-wide configuration, read from the environment on first use
+/// when [`init`] was not called. An invalid environment is logged (naming
+/// the variable) and the defaults are used, so a typo cannot take the
+/// service down; call [`Config::from_env`] at start-up to fail fast instead.
+pub fn config() -> &'static Config {
+    RUNTIME.get_or_init(|| match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            tracing::error!(%err, variable = err.variable(), "layercache: invalid cache configuration in the environment, using defaults");
+            Config::default()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn empty_environment_gives_the_defaults() {
+        let c = Config::from_lookup(env(&[])).unwrap();
+        assert_eq!(c.cache_type(), CacheType::Simple);
+        assert_eq!(c.default_timeout(), Some(DEFAULT_TIMEOUT));
+        assert_eq!(c.key_prefix(), "");
+        assert_eq!(c.default_max_entries(), DEFAULT_MAX_ENTRIES);
+    }
+
+    #[test]
+    fn the_guides_variables_are_read() {
+        let c = Config::from_lookup(env(&[
+            ("CACHE_TYPE", "NULL"),
+            ("CACHE_DEFAULT_TIMEOUT", "60"),
+            ("CACHE_KEY_PREFIX", "myapp:"),
+            ("CACHE_MAX_ENTRIES", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(c.cache_type(), CacheType::Null);
+        assert_eq!(c.default_timeout(), Some(Duration::from_secs(60)));
+        assert_eq!(c.key_prefix(), "myapp");
+        assert_eq!(c.default_max_entries(), 5);
+    }
+
+    #[test]
+    fn zero_timeout_means_never_expire() {
+        let c = Config::from_lookup(env(&[("CACHE_DEFAULT_TIMEOUT", "0")])).unwrap();
+        assert_eq!(c.default_timeout(), None);
+    }
+
+    #[test]
+    fn a_misspelt_cache_type_names_the_variable_and_the_choices() {
+        let err = Config::from_lookup(env(&[("CACHE_TYPE", "rediss")])).unwrap_err();
+        assert_eq!(err.variable(), "CACHE_TYPE");
+        let msg = err.to_string();
+        assert!(msg.starts_with("CACHE_TYPE=\"rediss\" is invalid"), "{msg}");
+        assert!(msg.contains("`simple` or `null`"), "{msg}");
+    }
+
+    #[test]
+    fn a_negative_timeout_is_refused_with_the_variable_named() {
+        let err = Config::from_lookup(env(&[("CACHE_DEFAULT_TIMEOUT", "-5")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CACHE_DEFAULT_TIMEOUT=\"-5\" is invalid: must not be negative; expected a whole number of seconds (0 = never expire)"
+        );
+    }
+
+    #[test]
+    fn a_non_numeric_timeout_and_a_zero_bound_are_refused() {
+        let err = Config::from_lookup(env(&[("CACHE_DEFAULT_TIMEOUT", "5m")])).unwrap_err();
+        assert_eq!(err.variable(), "CACHE_DEFAULT_TIMEOUT");
+        let err = Config::from_lookup(env(&[("CACHE_MAX_ENTRIES", "0")])).unwrap_err();
+        assert_eq!(err.variable(), "CACHE_MAX_ENTRIES");
+    }
+
+    #[test]
+    fn a_key_prefix_with_glob_characters_is_refused() {
+        let err = Config::from_lookup(env(&[("CACHE_KEY_PREFIX", "app*")])).unwrap_err();
+        assert_eq!(err.variable(), "CACHE_KEY_PREFIX");
+        assert!(Config::builder().key_prefix("a b").try_build().is_err());
+    }
+
+    #[test]
+    fn near_miss_cache_types_get_a_hint() {
+        let msg = "memory".parse::<CacheType>().unwrap_err().to_string();
+        assert!(msg.contains("did you mean `simple`?"), "{msg}");
+        let msg = "none".parse::<CacheType>().unwrap_err().to_string();
+        assert!(msg.contains("did you mean `null`?"), "{msg}");
+    }
+}

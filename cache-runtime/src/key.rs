@@ -1,0 +1,215 @@
+//! Keys: escaping of rendered argument values, template rendering and the
+//! stable 128-bit hash of a canonical argument encoding.
+//!
+//! Every cached call has two keys. The *local* key is the exact arguments
+//! (an owned tuple), so two different argument lists can never share a local
+//! entry. The *stable* key is a string, identical across processes, builds
+//! and platforms, used by shared tiers and by prefix invalidation:
+//!
+//! ```text
+//! {namespace}:{rendered template}            with a `key = "..."` template
+//! {namespace}:{32 hex digits}                without: xxh3-128 of the bincode encoding of the arguments
+//! ```
+//!
+//! `namespace` is the function's `key_prefix`, or `module::path::fn_name`.
+//! Values rendered into a template are escaped (see [`escape`]) so that a
+//! value holding `:` or `*` cannot forge another key or widen a prefix.
+
+use std::fmt::{self, Display, Write as _};
+
+use serde::Serialize;
+
+/// Why a stable key could not be computed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The arguments could not be encoded canonically (for example a
+    /// `Serialize` impl that streams a sequence of unknown length).
+    #[error("cannot encode cache key arguments canonically: {0}")]
+    Encode(String),
+}
+
+/// Whether `c` is escaped when an argument value is rendered into a key.
+///
+/// `%` (the escape character itself), `:` (the separator), the glob
+/// characters of Redis `SCAN MATCH` (`*`, `?`, `[`, `]`, `\`), the template
+/// braces and control characters are written as `%XX` (per UTF-8 byte).
+#[inline]
+fn needs_escape(c: char) -> bool {
+    matches!(c, '%' | ':' | '*' | '?' | '[' | ']' | '\\' | '{' | '}') || c.is_control()
+}
+
+/// Appends `value` to `out`, escaping separator, glob and control characters.
+pub fn escape_into(out: &mut String, value: &str) {
+    let mut rest = value;
+    while let Some(pos) = rest.find(needs_escape) {
+        out.push_str(&rest[..pos]);
+        let c = rest[pos..]
+            .chars()
+            .next()
+            .expect("find returned a char boundary");
+        let mut buf = [0u8; 4];
+        for b in c.encode_utf8(&mut buf).bytes() {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+        rest = &rest[pos + c.len_utf8()..];
+    }
+    out.push_str(rest);
+}
+
+/// `value` with separator, glob and control characters escaped, as it appears
+/// inside a rendered key.
+///
+/// Use it to build a `prefix` for [`invalidate_prefix`](crate::invalidate_prefix)
+/// from a runtime value:
+///
+/// ```
+/// assert_eq!(layercache_runtime::key::escape("a:b*"), "a%3Ab%2A");
+/// assert_eq!(layercache_runtime::key::escape("plain café"), "plain café");
+/// ```
+pub fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    escape_into(&mut out, value);
+    out
+}
+
+/// A `fmt::Write` adapter that escapes everything written through it.
+struct Escaping<'a>(&'a mut String);
+
+impl fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape_into(self.0, s);
+        Ok(())
+    }
+}
+
+/// Builds a rendered key from a template, one piece at a time.
+///
+/// Generated code for `key = "{query}:page:{page}"` calls
+/// `literal`/`value` in template order; [`KeyBuilder::finish`] returns the
+/// rendered string.
+#[derive(Debug, Default)]
+pub struct KeyBuilder {
+    buf: String,
+}
+
+impl KeyBuilder {
+    /// An empty key.
+    #[inline]
+    pub fn new() -> KeyBuilder {
+        KeyBuilder {
+            buf: String::with_capacity(32),
+        }
+    }
+
+    /// Appends template text verbatim.
+    #[inline]
+    pub fn literal(&mut self, text: &str) -> &mut Self {
+        self.buf.push_str(text);
+        self
+    }
+
+    /// Appends an argument value's `Display` rendering, escaped.
+    #[inline]
+    pub fn value<T: Display + ?Sized>(&mut self, value: &T) -> &mut Self {
+        // Display impls only fail when the writer fails, and ours never does.
+        let _ = write!(Escaping(&mut self.buf), "{value}");
+        self
+    }
+
+    /// The rendered key.
+    #[inline]
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.buf)
+    }
+}
+
+/// `std::io::Write` into an xxh3-128 hasher, so arguments are encoded and
+/// hashed in one pass without an intermediate buffer.
+struct HashWriter(xxhash_rust::xxh3::Xxh3);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The 128-bit hash of the canonical encoding of `value`: bincode 2's
+/// standard configuration (little-endian, variable-length integers, `usize`
+/// as 64 bits) hashed with xxh3-128. Identical on every platform and build
+/// for the same value of the same type.
+///
+/// ```
+/// use layercache_runtime::key::stable_hash;
+/// assert_eq!(stable_hash(&(42u64, "rust")), stable_hash(&(42u64, String::from("rust"))));
+/// assert_ne!(stable_hash(&(1u64, 2u64)), stable_hash(&(2u64, 1u64)));
+/// ```
+pub fn stable_hash<T: Serialize + ?Sized>(value: &T) -> Result<u128, KeyError> {
+    let mut writer = HashWriter(xxhash_rust::xxh3::Xxh3::new());
+    bincode::serde::encode_into_std_write(value, &mut writer, bincode::config::standard())
+        .map_err(|e| KeyError::Encode(e.to_string()))?;
+    Ok(writer.0.digest128())
+}
+
+/// Appends the stable key suffix of hashed (template-less) arguments: 32
+/// lower-case hex digits.
+pub fn render_hashed<K: Serialize>(key: &K, out: &mut String) -> Result<(), KeyError> {
+    let hash = stable_hash(key)?;
+    let _ = write!(out, "{hash:032x}");
+    Ok(())
+}
+
+/// Appends the stable key suffix of templated arguments: the rendered
+/// template itself (already escaped when it was built).
+pub fn render_template(key: &String, out: &mut String) -> Result<(), KeyError> {
+    out.push_str(key);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_is_injective_on_separators_and_the_escape_character() {
+        // "a:b" and "a%3Ab" must not render alike.
+        assert_eq!(escape("a:b"), "a%3Ab");
+        assert_eq!(escape("a%3Ab"), "a%253Ab");
+        assert_ne!(escape("a:b"), escape("a%3Ab"));
+    }
+
+    #[test]
+    fn escaping_covers_glob_characters_and_control_characters() {
+        assert_eq!(escape("*?[]\\{}"), "%2A%3F%5B%5D%5C%7B%7D");
+        assert_eq!(escape("line\nbreak"), "line%0Abreak");
+        assert_eq!(escape("ünïcode 空格"), "ünïcode 空格");
+    }
+
+    #[test]
+    fn key_builder_escapes_values_but_not_literals() {
+        let mut b = KeyBuilder::new();
+        b.literal("search:")
+            .value("rust:lang*")
+            .literal(":page:")
+            .value(&2u32);
+        assert_eq!(b.finish(), "search:rust%3Alang%2A:page:2");
+    }
+
+    #[test]
+    fn stable_hash_is_pinned_across_builds() {
+        // Pinned: a change here changes every stable key (and would orphan shared entries).
+        let mut out = String::new();
+        render_hashed(&(42u64,), &mut out).unwrap();
+        assert_eq!(out.len(), 32);
+        assert_eq!(out, format!("{:032x}", stable_hash(&(42u64,)).unwrap()));
+        assert_eq!(out, PINNED_42);
+    }
+
+    // xxh3-128 of [0x2a], the bincode standard encoding of (42u64,).
+    const PINNED_42: &str = "14c9ae9594c463c479d03016b7aeed0d";
+}

@@ -1,0 +1,78 @@
+use std::hash::Hash;
+
+use moka::notification::RemovalCause;
+use moka::sync::Cache;
+
+use super::{Evictions, LocalStore, Stored};
+
+/// A local store backed by [`moka::sync::Cache`] (TinyLFU admission, LRU eviction).
+pub struct MokaStore<K, V> {
+    cache: Cache<K, Stored<V>>,
+}
+
+impl<K, V> MokaStore<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A store holding at most `max_entries` entries.
+    pub fn new(max_entries: u64, evictions: Evictions) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(max_entries.max(1))
+            .eviction_listener(move |_k, _v, cause| {
+                if cause == RemovalCause::Size {
+                    evictions.add(1);
+                }
+            })
+            .build();
+        MokaStore { cache }
+    }
+}
+
+impl<K, V> LocalStore<K, V> for MokaStore<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    #[inline]
+    fn get(&self, key: &K) -> Option<Stored<V>> {
+        self.cache.get(key)
+    }
+
+    #[inline]
+    fn insert(&self, key: K, entry: Stored<V>) {
+        self.cache.insert(key, entry);
+    }
+
+    fn remove(&self, key: &K) -> bool {
+        self.cache.remove(key).is_some()
+    }
+
+    fn clear(&self) {
+        self.cache.invalidate_all();
+        // moka applies invalidate_all lazily; make it visible to len() and to readers now.
+        self.cache.run_pending_tasks();
+    }
+
+    fn retain(&self, keep: &dyn Fn(&K, &Stored<V>) -> bool) -> u64 {
+        let doomed: Vec<_> = self
+            .cache
+            .iter()
+            .filter(|(k, v)| !keep(k, v))
+            .map(|(k, _)| k)
+            .collect();
+        let mut removed = 0;
+        for k in doomed {
+            if self.cache.remove(&*k).is_some() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    fn len(&self) -> u64 {
+        // entry_count is eventually consistent; settle pending maintenance first.
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}

@@ -1,0 +1,240 @@
+//! The manual cache: the guide's `cache.get / set / delete / clear` for code
+//! that is not a function body, in a blocking ([`sync::Cache`]) and an async
+//! ([`future::Cache`]) flavour with the same method names.
+//!
+//! Keys are full keys (`"my_key"`, `"user:42"`): they share one keyspace
+//! with cached functions for [`invalidate_prefix`](crate::invalidate_prefix)
+//! and [`clear`](crate::clear). Values of any [`CacheValue`] type can be
+//! stored; reading a key as another type than it was written with is a miss.
+
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::key::render_template;
+use crate::pipeline::{FnCache, FnSpec, Timeout};
+
+/// What a cached value must be: cloneable (a hit hands out a copy),
+/// shareable across threads, and serializable so that shared tiers can
+/// store it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored in layercache",
+    label = "cached values must be `Clone + Send + Sync + Serialize + DeserializeOwned + 'static`",
+    note = "derive `Clone`, `serde::Serialize` and `serde::Deserialize` for it, or cache an owned, serializable form"
+)]
+pub trait CacheValue: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {}
+impl<T: Clone + Send + Sync + Serialize + DeserializeOwned + 'static> CacheValue for T {}
+
+type AnyValue = Arc<dyn Any + Send + Sync>;
+
+/// The metrics name of the manual cache in [`stats()`](crate::stats).
+pub const MANUAL_CACHE_NAME: &str = "layercache::manual";
+
+fn store() -> &'static FnCache<String, AnyValue> {
+    static STORE: OnceLock<&'static FnCache<String, AnyValue>> = OnceLock::new();
+    STORE.get_or_init(|| {
+        crate::invalidate::register(FnCache::new(FnSpec {
+            name: MANUAL_CACHE_NAME.to_string(),
+            namespace: String::new(),
+            timeout: Timeout::Default,
+            max_entries: None,
+            render: render_template,
+        }))
+    })
+}
+
+fn get<T: CacheValue>(key: &str) -> Option<T> {
+    store().lookup_with(&key.to_string(), |v| v.downcast_ref::<T>().cloned())
+}
+
+fn set<T: CacheValue>(key: &str, value: T, timeout: Option<Duration>) {
+    let value: AnyValue = Arc::new(value);
+    let ttl = match timeout {
+        Some(t) if t.is_zero() => None,
+        Some(t) => Some(t),
+        None => store().timeout(),
+    };
+    store().put_with_timeout(key.to_string(), value, ttl);
+}
+
+fn delete(key: &str) -> bool {
+    store().invalidate(&key.to_string())
+}
+
+fn has(key: &str) -> bool {
+    store().peek(&key.to_string()).is_some()
+}
+
+/// The blocking manual cache.
+pub mod sync {
+    use super::*;
+
+    /// A handle on the process's manual cache; cheap to copy.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use layercache_runtime::sync::Cache;
+    ///
+    /// let cache = Cache::global();
+    /// assert_eq!(cache.get::<String>("greeting"), None);
+    /// cache.set("greeting", "hello".to_string(), Duration::from_secs(300));
+    /// assert_eq!(cache.get::<String>("greeting").as_deref(), Some("hello"));
+    /// assert_eq!(cache.get::<u64>("greeting"), None, "another type is a miss");
+    /// assert!(cache.delete("greeting"));
+    /// let v = cache.get_or_insert_with("answer", Duration::from_secs(60), || 42u64);
+    /// assert_eq!(v, 42);
+    /// ```
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Cache {
+        _private: (),
+    }
+
+    impl Cache {
+        /// The process's manual cache.
+        pub fn global() -> Cache {
+            Cache { _private: () }
+        }
+
+        /// The value under `key` if present, fresh and of type `T`.
+        pub fn get<T: CacheValue>(&self, key: &str) -> Option<T> {
+            get(key)
+        }
+
+        /// Stores `value` under `key` for `timeout` (`Duration::ZERO`: never expires).
+        pub fn set<T: CacheValue>(&self, key: &str, value: T, timeout: Duration) {
+            set(key, value, Some(timeout))
+        }
+
+        /// Stores `value` under `key` for the configured default timeout.
+        pub fn set_default<T: CacheValue>(&self, key: &str, value: T) {
+            set(key, value, None)
+        }
+
+        /// Whether a fresh value is stored under `key` (counts neither hit nor miss).
+        pub fn has(&self, key: &str) -> bool {
+            has(key)
+        }
+
+        /// Removes `key`; `true` when it was there.
+        pub fn delete(&self, key: &str) -> bool {
+            delete(key)
+        }
+
+        /// Removes every key, of this cache and of every cached function,
+        /// that starts with `prefix`. Returns how many went.
+        pub fn delete_prefix(&self, prefix: &str) -> u64 {
+            crate::invalidate_prefix(prefix)
+        }
+
+        /// Empties this cache and every cached function's (Flask's `cache.clear()`).
+        pub fn clear(&self) -> u64 {
+            crate::clear()
+        }
+
+        /// The value under `key`, or `make()`'s result, stored for `timeout`.
+        pub fn get_or_insert_with<T: CacheValue>(
+            &self,
+            key: &str,
+            timeout: Duration,
+            make: impl FnOnce() -> T,
+        ) -> T {
+            if let Some(v) = get(key) {
+                return v;
+            }
+            let v = make();
+            set(key, v.clone(), Some(timeout));
+            v
+        }
+    }
+}
+
+/// The async manual cache: the same methods as [`sync::Cache`], as `async fn`s,
+/// so code keeps working unchanged when a networked shared tier is configured.
+pub mod future {
+    use super::*;
+
+    /// A handle on the process's manual cache; cheap to copy.
+    ///
+    /// ```
+    /// # futures_lite_block_on(async {
+    /// use std::time::Duration;
+    /// use layercache_runtime::future::Cache;
+    ///
+    /// let cache = Cache::global();
+    /// cache.set("page", vec![1u8, 2, 3], Duration::from_secs(30)).await;
+    /// assert_eq!(cache.get::<Vec<u8>>("page").await, Some(vec![1, 2, 3]));
+    /// let n = cache.get_or_insert_with("n", Duration::from_secs(30), async { 7u32 }).await;
+    /// assert_eq!(n, 7);
+    /// # });
+    /// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     use std::task::{Context, Poll, Waker};
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let mut cx = Context::from_waker(Waker::noop());
+    /// #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+    /// # }
+    /// ```
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Cache {
+        _private: (),
+    }
+
+    impl Cache {
+        /// The process's manual cache.
+        pub fn global() -> Cache {
+            Cache { _private: () }
+        }
+
+        /// The value under `key` if present, fresh and of type `T`.
+        pub async fn get<T: CacheValue>(&self, key: &str) -> Option<T> {
+            get(key)
+        }
+
+        /// Stores `value` under `key` for `timeout` (`Duration::ZERO`: never expires).
+        pub async fn set<T: CacheValue>(&self, key: &str, value: T, timeout: Duration) {
+            set(key, value, Some(timeout))
+        }
+
+        /// Stores `value` under `key` for the configured default timeout.
+        pub async fn set_default<T: CacheValue>(&self, key: &str, value: T) {
+            set(key, value, None)
+        }
+
+        /// Whether a fresh value is stored under `key`.
+        pub async fn has(&self, key: &str) -> bool {
+            has(key)
+        }
+
+        /// Removes `key`; `true` when it was there.
+        pub async fn delete(&self, key: &str) -> bool {
+            delete(key)
+        }
+
+        /// Removes every key starting with `prefix`, here and in every cached function.
+        pub async fn delete_prefix(&self, prefix: &str) -> u64 {
+            crate::invalidate_prefix(prefix)
+        }
+
+        /// Empties this cache and every cached function's.
+        pub async fn clear(&self) -> u64 {
+            crate::clear()
+        }
+
+        /// The value under `key`, or `make`'s output, stored for `timeout`.
+        pub async fn get_or_insert_with<T: CacheValue>(
+            &self,
+            key: &str,
+            timeout: Duration,
+            make: impl std::future::Future<Output = T>,
+        ) -> T {
+            if let Some(v) = get(key) {
+                return v;
+            }
+            let v = make.await;
+            set(key, v.clone(), Some(timeout));
+            v
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! Per-function counters and latency histograms, and the [`Stats`] snapshot.
+//!
+//! The hit path must stay cheap on many cores, so counters are striped: each
+//! thread bumps plain atomics in its own cache-line-padded stripe and a
+//! snapshot adds the stripes up. Hit latency is sampled (one hit in
+//! [`HIT_SAMPLE_EVERY`] per thread is timed); origin latency is measured on
+//! every miss, whose cost dwarfs a clock read.
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use crossbeam_utils::CachePadded;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
+
+use crate::local::Evictions;
+
+const STRIPES: usize = 8;
+
+/// One hit in this many (per thread) has its latency measured.
+pub const HIT_SAMPLE_EVERY: u32 = 64;
+
+/// The counters of one function, in the stripe of one group of threads.
+#[derive(Default)]
+struct Stripe {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    local_hits: AtomicU64,
+    shared_hits: AtomicU64,
+    expired: AtomicU64,
+    not_cached: AtomicU64,
+    origin_panics: AtomicU64,
+    invalidations: AtomicU64,
+}
+
+thread_local! {
+    // (stripe index + 1, 0 while unassigned; hit counter for sampling)
+    static THREAD_SLOT: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+}
+
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+#[inline]
+fn stripe_index() -> usize {
+    THREAD_SLOT.with(|slot| {
+        let (idx, tick) = slot.get();
+        if idx != 0 {
+            return idx as usize - 1;
+        }
+        let idx = NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES;
+        slot.set((idx as u32 + 1, tick));
+        idx
+    })
+}
+
+/// Whether this thread's current hit should be timed.
+#[inline]
+pub(crate) fn sample_this_hit() -> bool {
+    THREAD_SLOT.with(|slot| {
+        let (idx, tick) = slot.get();
+        let tick = tick.wrapping_add(1);
+        slot.set((idx, tick));
+        tick % HIT_SAMPLE_EVERY == 0
+    })
+}
+
+/// Live metrics of one cached function (or of the manual cache).
+pub struct FnMetrics {
+    name: String,
+    stripes: [CachePadded<Stripe>; STRIPES],
+    pub(crate) evictions: Evictions,
+    pub(crate) hit_latency: Histogram,
+    pub(crate) origin_latency: Histogram,
+}
+
+macro_rules! bump {
+    ($($method:ident => $field:ident),* $(,)?) => {
+        $(
+            #[inline]
+            pub(crate) fn $method(&self) {
+                self.stripes[stripe_index()].$field.fetch_add(1, Relaxed);
+            }
+        )*
+    };
+}
+
+impl FnMetrics {
+    pub(crate) fn new(name: String, evictions: Evictions) -> FnMetrics {
+        FnMetrics {
+            name,
+            stripes: Default::default(),
+            evictions,
+            hit_latency: Histogram::default(),
+            origin_latency: Histogram::default(),
+        }
+    }
+
+    /// The function's metrics name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    bump! {
+        record_miss => misses,
+        record_expired => expired,
+        record_not_cached => not_cached,
+        record_origin_panic => origin_panics,
+        record_invalidation => invalidations,
+    }
+
+    /// A hit served by the local tier.
+    #[inline]
+    pub(crate) fn record_local_hit(&self) {
+        let s = &self.stripes[stripe_index()];
+        s.hits.fetch_add(1, Relaxed);
+        s.local_hits.fetch_add(1, Relaxed);
+    }
+
+    fn sum(&self, field: impl Fn(&Stripe) -> &AtomicU64) -> u64 {
+        self.stripes.iter().map(|s| field(s).load(Relaxed)).sum()
+    }
+
+    pub(crate) fn snapshot(&self, entries: u64) -> FunctionStats {
+        FunctionStats {
+            name: self.name.clone(),
+            hits: self.sum(|s| &s.hits),
+            misses: self.sum(|s| &s.misses),
+            local_hits: self.sum(|s| &s.local_hits),
+            shared_hits: self.sum(|s| &s.shared_hits),
+            expired: self.sum(|s| &s.expired),
+            not_cached: self.sum(|s| &s.not_cached),
+            origin_panics: self.sum(|s| &s.origin_panics),
+            invalidations: self.sum(|s| &s.invalidations),
+            evictions: self.evictions.get(),
+            entries,
+            hit_latency: self.hit_latency.snapshot(),
+            origin_latency: self.origin_latency.snapshot(),
+        }
+    }
+}
+
+/// Sub-buckets per power of two: values are kept to within 25 %.
+const SUB_BITS: u32 = 2;
+const SUB: u64 = 1 << SUB_BITS;
+const BUCKETS: usize = (SUB + (64 - SUB_BITS as u64) * SUB) as usize;
+
+/// A lock-free log-linear histogram of nanosecond durations (4 buckets per
+/// power of two, so quantiles are within 25 %), with exact count, sum and max.
+pub(crate) struct Histogram {
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+    sum: AtomicU64,
+    max: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+            max: AtomicU64::new(0),
+        }
+    }
+}
+
+fn bucket_of(v: u64) -> usize {
+    if v < SUB {
+        return v as usize;
+    }
+    let exp = 63 - v.leading_zeros(); // >= SUB_BITS
+    let sub = (v >> (exp - SUB_BITS)) & (SUB - 1);
+    (SUB + u64::from(exp - SUB_BITS) * SUB + sub) as usize
+}
+
+/// The smallest value that falls in bucket `i`.
+fn bucket_floor(i: usize) -> u64 {
+    let i = i as u64;
+    if i < SUB {
+        return i;
+    }
+    let exp = (i - SUB) / SUB + u64::from(SUB_BITS);
+    let sub = (i - SUB) % SUB;
+    (1u64 << exp) | (sub << (exp - u64::from(SUB_BITS)))
+}
+
+impl Histogram {
+    pub(crate) fn record(&self, nanos: u64) {
+        self.buckets[bucket_of(nanos)].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum.fetch_add(nanos, Relaxed);
+        self.max.fetch_max(nanos, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> LatencyStats {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        let max = self.max.load(Relaxed);
+        let quantile = |q: f64| -> u64 {
+            if total == 0 {
+                return 0;
+            }
+            let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    return bucket_floor(i).min(max);
+                }
+            }
+            max
+        };
+        let count = self.count.load(Relaxed);
+        let sum = self.sum.load(Relaxed);
+        LatencyStats {
+            count,
+            mean_ns: sum.checked_div(count).unwrap_or(0),
+            max_ns: max,
+            p50_ns: quantile(0.50),
+            p90_ns: quantile(0.90),
+            p99_ns: quantile(0.99),
+        }
+    }
+}
+
+/// A latency distribution in nanoseconds. Quantiles are bucket floors, within 25 %.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LatencyStats {
+    /// Measurements taken.
+    pub count: u64,
+    /// Mean of the measurements.
+    pub mean_ns: u64,
+    /// Largest measurement.
+    pub max_ns: u64,
+    /// Median.
+    pub p50_ns: u64,
+    /// 90th percentile.
+    pub p90_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+}
+
+/// The counters of one cached function at one moment.
+///
+/// `hits + misses` is the number of calls that consulted the cache; calls in
+/// `null` mode count as misses.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct FunctionStats {
+    /// `key_prefix`, or `module::path::fn_name` without one.
+    pub name: String,
+    /// Calls answered from a cache tier.
+    pub hits: u64,
+    /// Calls that ran the function.
+    pub misses: u64,
+    /// Hits answered by the in-process tier.
+    pub local_hits: u64,
+    /// Hits answered by the shared tier (zero until a shared tier is configured).
+    pub shared_hits: u64,
+    /// Lookups that found an entry past its expiry (each is also a miss).
+    pub expired: u64,
+    /// Results not stored: `Err`, `None`, or stored while an invalidation raced them.
+    pub not_cached: u64,
+    /// Calls whose function panicked (the panic reached the caller; nothing was stored).
+    pub origin_panics: u64,
+    /// Entries dropped by invalidation (one, all, prefix) or replaced by `put`.
+    pub invalidations: u64,
+    /// Entries dropped by the local tier to stay within `max_entries`.
+    pub evictions: u64,
+    /// Entries held in the local tier now.
+    pub entries: u64,
+    /// Time to answer a hit (sampled, one hit in 64 per thread).
+    pub hit_latency: LatencyStats,
+    /// Time the function itself took, on every miss.
+    pub origin_latency: LatencyStats,
+}
+
+impl FunctionStats {
+    /// `hits / (hits + misses)`, or 0.0 before the first call.
+    pub fn hit_rate(&self) -> f64 {
+        let total = self.hits + self.misses;
+        if total == 0 {
+            0.0
+        } else {
+            self.hits as f64 / total as f64
+        }
+    }
+
+    /// `hits + misses`.
+    pub fn requests(&self) -> u64 {
+        self.hits + self.misses
+    }
+}
+
+impl Serialize for FunctionStats {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("FunctionStats", 14)?;
+        s.serialize_field("name", &self.name)?;
+        s.serialize_field("hits", &self.hits)?;
+        s.serialize_field("misses", &self.misses)?;
+        s.serialize_field("hit_rate", &self.hit_rate())?;
+        s.serialize_field("local_hits", &self.local_hits)?;
+        s.serialize_field("shared_hits", &self.shared_hits)?;
+        s.serialize_field("expired", &self.expired)?;
+        s.serialize_field("not_cached", &self.not_cached)?;
+        s.serialize_field("origin_panics", &self.origin_panics)?;
+        s.serialize_field("invalidations", &self.invalidations)?;
+        s.serialize_field("evictions", &self.evictions)?;
+        s.serialize_field("entries", &self.entries)?;
+        s.serialize_field("hit_latency", &self.hit_latency)?;
+        s.serialize_field("origin_latency", &self.origin_latency)?;
+        s.end()
+    }
+}
+
+/// A snapshot of every cached function's counters, from [`stats()`](crate::stats).
+///
+/// ```
+/// let stats = layercache_runtime::stats();
+/// assert!(stats.function("no_such_function").is_none());
+/// let json = serde_json::to_string(&stats).unwrap();
+/// assert!(json.starts_with("{\"functions\":"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// One entry per function that has been called, sorted by name.
+    pub functions: Vec<FunctionStats>,
+}
+
+impl Stats {
+    /// The counters of the function named `name` (its `key_prefix`, or
+    /// `module::path::fn_name`).
+    pub fn function(&self, name: &str) -> Option<&FunctionStats> {
+        self.functions.iter().find(|f| f.name == name)
+    }
+
+    /// Hits and misses over every function.
+    pub fn totals(&self) -> (u64, u64) {
+        self.functions
+            .iter()
+            .fold((0, 0), |(h, m), f| (h + f.hits, m + f.misses))
+    }
+}
+
+impl fmt::Display for Stats {
+    /// A table a person can read: one line per function.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<36} {:>9} {:>9} {:>8} {:>8} {:>11} {:>12}",
+            "function", "hits", "misses", "hit rate", "entries", "hit p50", "origin mean"
+        )?;
+        for s in &self.functions {
+            writeln!(
+                f,
+                "{:<36} {:>9} {:>9} {:>7.1}% {:>8} {:>11} {:>12}",
+                s.name,
+                s.hits,
+                s.misses,
+                s.hit_rate() * 100.0,
+                s.entries,
+                human_nanos(s.hit_latency.p50_ns),
+                human_nanos(s.origin_latency.mean_ns),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn human_nanos(ns: u64) -> String {
+    match ns {
+        0 => "-".to_string(),
+        n if n < 10_000 => format!("{n} ns"),
+        n if n < 10_000_000 => format!("{:.1} µs", n as f64 / 1e3),
+        n if n < 10_000_000_000 => format!("{:.1} ms", n as f64 / 1e6),
+        n => format!("{:.1} s", n as f64 / 1e9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_floors_round_trip() {
+        let mut last = 0;
+        for v in [
+            0u64,
+            1,
+            3,
+            4,
+            5,
+            7,
+            8,
+            100,
+            1_000,
+            123_456,
+            u64::MAX / 3,
+            u64::MAX,
+        ] {
+            let b = bucket_of(v);
+            assert!(b >= last, "bucket of {v} went backwards");
+            assert!(b < BUCKETS);
+            assert!(bucket_floor(b) <= v, "floor of bucket of {v} is above it");
+            last = b;
+        }
+        for i in 0..BUCKETS {
+            assert_eq!(bucket_of(bucket_floor(i)), i);
+        }
+    }
+
+    #[test]
+    fn histogram_reports_exact_count_mean_max_and_close_quantiles() {
+        let h = Histogram::default();
+        for v in 1..=1000u64 {
+            h.record(v * 1000);
+        }
+        let s = h.snapshot();
+        assert_eq!(s.count, 1000);
+        assert_eq!(s.max_ns, 1_000_000);
+        assert_eq!(s.mean_ns, 500_500);
+        assert!((375_000..=500_000).contains(&s.p50_ns), "p50 {}", s.p50_ns);
+        assert!((742_500..=990_000).contains(&s.p99_ns), "p99 {}", s.p99_ns);
+    }
+
+    #[test]
+    fn striped_counters_add_up_across_threads() {
+        let m = std::sync::Arc::new(FnMetrics::new("t".into(), Evictions::default()));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        m.record_local_hit();
+                        m.record_miss();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = m.snapshot(0);
+        assert_eq!((s.hits, s.local_hits, s.misses), (4000, 4000, 4000));
+        assert_eq!(s.hit_rate(), 0.5);
+    }
+}
