@@ -1,1 +1,144 @@
+//! A `#[cached]` hit on the in-process tier against its peers, in one run:
+//! the `cached` crate's `#[cached]` with a TTL, raw quick_cache and raw moka,
+//! at 1 and 2 threads. Prints the ratios at the end (`layercache / peer`:
+//! below 1.0 is faster than the peer).
+//!
+//! `cargo bench --bench local_hit` (scripts/test.sh runs a short version).
 
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion};
+
+const KEYS: u64 = 1024;
+
+#[layercache::cached(timeout = 300)]
+fn lc_square(x: u64) -> u64 {
+    x.wrapping_mul(x)
+}
+
+#[cached::proc_macro::cached(ttl_secs = 300)]
+fn cc_square(x: u64) -> u64 {
+    x.wrapping_mul(x)
+}
+
+type Peer = (&'static str, Box<dyn Fn(u64) -> u64 + Sync>);
+
+fn peers() -> Vec<Peer> {
+    let qc = quick_cache::sync::Cache::<u64, u64>::new(KEYS as usize * 2);
+    let moka = moka::sync::Cache::<u64, u64>::builder()
+        .max_capacity(KEYS * 2)
+        .time_to_live(Duration::from_secs(300))
+        .build();
+    for k in 0..KEYS {
+        lc_square(k);
+        cc_square(k);
+        qc.insert(k, k.wrapping_mul(k));
+        moka.insert(k, k.wrapping_mul(k));
+    }
+    vec![
+        ("layercache", Box::new(lc_square)),
+        ("cached_crate", Box::new(cc_square)),
+        (
+            "quick_cache_raw",
+            Box::new(move |k| qc.get(&k).unwrap_or(0)),
+        ),
+        ("moka_raw", Box::new(move |k| moka.get(&k).unwrap_or(0))),
+    ]
+}
+
+/// Time per operation with `threads` threads each doing `iters` hits.
+fn run_threads(threads: usize, iters: u64, f: &(dyn Fn(u64) -> u64 + Sync)) -> Duration {
+    let barrier = Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    let mut k = t as u64 * 7;
+                    for _ in 0..iters {
+                        black_box(f(black_box(k % KEYS)));
+                        k = k.wrapping_add(1);
+                    }
+                    start.elapsed()
+                })
+            })
+            .collect();
+        barrier.wait();
+        // Throughput view: the slowest thread's time for `iters` ops per thread,
+        // reported per op of one thread (so "no slower at 2 threads" compares like with like).
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap()
+    })
+}
+
+fn output_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("criterion")
+}
+
+fn mean_ns(group: &str, id: &str) -> Option<f64> {
+    let path = output_dir()
+        .join(group)
+        .join(id)
+        .join("new")
+        .join("estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["mean"]["point_estimate"].as_f64()
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .output_directory(&output_dir())
+        .configure_from_args();
+    let peers = peers();
+    for threads in [1usize, 2] {
+        let group_name = format!("local_hit_{threads}t");
+        let mut group = c.benchmark_group(&group_name);
+        for (name, f) in &peers {
+            group.bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.iter_custom(|iters| run_threads(threads, iters, f.as_ref()))
+            });
+        }
+        group.finish();
+    }
+    c.final_summary();
+
+    println!("\nlocal hit, time per hit per thread (lower is better); ratio = layercache / peer");
+    println!(
+        "{:<10} {:<16} {:>10} {:>10} {:>8}",
+        "threads", "peer", "peer ns", "ours ns", "ratio"
+    );
+    for threads in [1usize, 2] {
+        let group = format!("local_hit_{threads}t");
+        let Some(ours) = mean_ns(&group, "layercache") else {
+            println!(
+                "(no estimates under {}; run without --test)",
+                output_dir().display()
+            );
+            return;
+        };
+        for (peer, _) in peers.iter().skip(1) {
+            if let Some(theirs) = mean_ns(&group, peer) {
+                println!(
+                    "{:<10} {:<16} {:>10.1} {:>10.1} {:>7.2}x",
+                    threads,
+                    peer,
+                    theirs,
+                    ours,
+                    ours / theirs
+                );
+            }
+        }
+    }
+}

@@ -88,8 +88,11 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let output = &sig.output;
     let mode = sig.mode.marker();
     let value_ty = quote!(::layercache::__private::ValueOf<#mode, #output>);
-    let value_check =
-        quote_spanned!(output.span()=> ::layercache::__private::require_value::<#value_ty>(););
+    let value_check = {
+        let span = output.span();
+        let mode = sig.mode.marker_at(span);
+        quote_spanned!(span=> ::layercache::__private::require_value::<::layercache::__private::ValueOf<#mode, #output>>();)
+    };
 
     let name_str = name.to_string();
     let cache_name = match (&opts.key_prefix, in_impl) {

@@ -128,7 +128,7 @@ pub fn cache_put(args: TokenStream, item: TokenStream) -> syn::Result<TokenStrea
         if let ::core::option::Option::Some(__lc_value) =
             <#mode as ::layercache::__private::OutputMode<#output>>::cacheable(&__lc_ret)
         {
-            __lc_put.put(::core::clone::Clone::clone(__lc_value));
+            __lc_put.put(__lc_value.clone());
         }
     };
     Ok(wrap(&func, setup, after))

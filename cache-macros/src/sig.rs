@@ -39,10 +39,15 @@ impl Mode {
 
     /// The runtime's marker type for this mode.
     pub fn marker(self) -> TokenStream {
+        self.marker_at(Span::call_site())
+    }
+
+    /// The marker type, with its tokens spanned at `span` (so errors about it point there).
+    pub fn marker_at(self, span: Span) -> TokenStream {
         match self {
-            Mode::Plain => quote!(::layercache::__private::Plain),
-            Mode::Result => quote!(::layercache::__private::OkOnly),
-            Mode::Option => quote!(::layercache::__private::SomeOnly),
+            Mode::Plain => quote_spanned!(span=> ::layercache::__private::Plain),
+            Mode::Result => quote_spanned!(span=> ::layercache::__private::OkOnly),
+            Mode::Option => quote_spanned!(span=> ::layercache::__private::SomeOnly),
         }
     }
 }
@@ -146,8 +151,8 @@ pub fn analyze(sig: &Signature, attr: &str) -> syn::Result<FnSig> {
         match input {
             FnArg::Receiver(r) => {
                 if r.mutability.is_some() && r.reference.is_some() {
-                    return Err(err(
-                        r.span(),
+                    return Err(syn::Error::new_spanned(
+                        r,
                         format!("`#[{attr}]` cannot be used on a method taking `&mut self`: a cache hit skips the body, so its changes to `self` would be lost"),
                     ));
                 }
@@ -178,7 +183,7 @@ pub fn analyze(sig: &Signature, attr: &str) -> syn::Result<FnSig> {
                 if let Some(span) = contains_impl_trait(&pt.ty) {
                     return Err(err(
                         span,
-                        format!("`impl Trait` arguments cannot be part of a cache key: the key type must be nameable; take a concrete type, or `&dyn Trait` with a `key` template"),
+                        "`impl Trait` arguments cannot be part of a cache key: the key type must be nameable; take a concrete type, or `&dyn Trait` with a `key` template",
                     ));
                 }
                 let referent = match &*pt.ty {

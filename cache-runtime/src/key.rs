@@ -166,6 +166,7 @@ pub fn render_hashed<K: Serialize>(key: &K, out: &mut String) -> Result<(), KeyE
 
 /// Appends the stable key suffix of templated arguments: the rendered
 /// template itself (already escaped when it was built).
+#[allow(clippy::ptr_arg)] // must match `RenderKey<String>`, i.e. `fn(&String, ..)`
 pub fn render_template(key: &String, out: &mut String) -> Result<(), KeyError> {
     out.push_str(key);
     Ok(())

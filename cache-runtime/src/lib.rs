@@ -72,7 +72,7 @@ pub mod __private {
 
     /// Compile-time check that `T` can be part of a key.
     #[inline(always)]
-    pub fn require_key_arg<T: KeyArg + ?Sized>() {}
+    pub fn require_key_arg<T: KeyArg>() {}
 
     /// Compile-time check that `T` can be cached.
     #[inline(always)]

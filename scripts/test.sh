@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs missing servers, checks
+# formatting and lints, runs a short benchmark against the peers (printing
+# the ratios), then every test with every feature.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "==> benchmark: #[cached] hit vs the cached crate, quick_cache, moka (short run)"
+mkdir -p target
+log=target/bench-local-hit.log
+if ! cargo bench --bench local_hit -- --warm-up-time 1 --measurement-time 2 --noplot >"$log" 2>&1; then
+  cat "$log"
+  exit 1
+fi
+grep -vE '^(Benchmarking|Found| +[0-9]+ \(|\s*Compiling)' "$log" || true
+echo "==> cargo test"
+cargo test --workspace --all-features

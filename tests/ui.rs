@@ -1,0 +1,9 @@
+//! Macro misuse is a compile error with a pinned message that points at the
+//! offending token (`tests/ui/*.stderr`). Regenerate after an intended change
+//! with `TRYBUILD=overwrite cargo test --test ui` and review the diff.
+
+#[test]
+fn macro_misuse_is_a_compile_error_pointing_at_the_offending_token() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/*.rs");
+}

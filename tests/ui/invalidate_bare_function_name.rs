@@ -1,0 +1,11 @@
+use layercache::{cache_invalidate, cached};
+
+#[cached]
+fn search(query: &str) -> Vec<String> {
+    vec![query.to_string()]
+}
+
+#[cache_invalidate(search)]
+fn reindex() {}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use layercache::cached;
+
+#[cached]
+fn log(line: &str) {
+    println!("{line}");
+}
+
+fn main() {}

@@ -1,0 +1,11 @@
+use layercache::{cache_put, cached};
+
+#[cached]
+fn get_user(id: u64) -> String {
+    id.to_string()
+}
+
+#[cache_put(get_user(id))]
+fn save_user(id: u64) {}
+
+fn main() {}
