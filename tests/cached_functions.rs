@@ -720,3 +720,70 @@ fn many_threads_read_the_same_entries_consistently() {
     assert_eq!(s.hits, 8_000);
     assert!(s.hit_latency.count > 0, "some hits were timed");
 }
+
+// ---------------------------------------------------------------- paths, async methods, associated functions
+
+mod users {
+    use super::*;
+
+    counter!(NAME_CALLS);
+    #[cached(key_prefix = "users_name")]
+    pub fn name(id: u64) -> String {
+        NAME_CALLS.fetch_add(1, SeqCst);
+        format!("user {id}")
+    }
+
+    pub fn name_calls() -> usize {
+        NAME_CALLS.load(SeqCst)
+    }
+}
+
+#[cache_invalidate(users::name(id))]
+fn rename(id: u64) {}
+
+#[test]
+fn targets_in_other_modules_are_named_by_path() {
+    users::name(1);
+    users::name(1);
+    assert_eq!(users::name_calls(), 1);
+    rename(1);
+    assert!(!entry!(users::name(1)).is_cached());
+}
+
+struct Service {
+    region: &'static str,
+}
+
+counter!(SERVICE_CALLS);
+impl Service {
+    #[cached(key_prefix = "service_quote", key = "{self.region}:{item}")]
+    async fn quote(&self, item: u32) -> Result<String, String> {
+        SERVICE_CALLS.fetch_add(1, SeqCst);
+        tokio::task::yield_now().await;
+        Ok(format!("{}:{item}", self.region))
+    }
+
+    #[cache_invalidate(self.quote(item))]
+    async fn reprice(&self, item: u32) -> Result<(), String> {
+        Ok(())
+    }
+
+    #[cached(in_impl, key_prefix = "service_default_region")]
+    fn default_region(fallback: u32) -> u32 {
+        SERVICE_CALLS.fetch_add(100, SeqCst);
+        fallback
+    }
+}
+
+#[tokio::test]
+async fn async_methods_and_associated_functions_are_cached() {
+    let eu = Service { region: "eu" };
+    assert_eq!(eu.quote(1).await.unwrap(), "eu:1");
+    assert_eq!(eu.quote(1).await.unwrap(), "eu:1");
+    assert_eq!(SERVICE_CALLS.load(SeqCst), 1);
+    eu.reprice(1).await.unwrap();
+    assert!(!entry!(eu.quote(1)).is_cached());
+    assert_eq!(Service::default_region(5), 5);
+    assert_eq!(Service::default_region(5), 5);
+    assert_eq!(SERVICE_CALLS.load(SeqCst), 101);
+}

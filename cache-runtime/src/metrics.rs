@@ -24,7 +24,6 @@ pub const HIT_SAMPLE_EVERY: u32 = 64;
 /// The counters of one function, in the stripe of one group of threads.
 #[derive(Default)]
 struct Stripe {
-    hits: AtomicU64,
     misses: AtomicU64,
     local_hits: AtomicU64,
     shared_hits: AtomicU64,
@@ -41,6 +40,11 @@ thread_local! {
 
 static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
 
+#[cold]
+fn assign_stripe() -> u32 {
+    (NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES) as u32 + 1
+}
+
 #[inline]
 fn stripe_index() -> usize {
     THREAD_SLOT.with(|slot| {
@@ -48,21 +52,25 @@ fn stripe_index() -> usize {
         if idx != 0 {
             return idx as usize - 1;
         }
-        let idx = NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES;
-        slot.set((idx as u32 + 1, tick));
-        idx
+        let idx = assign_stripe();
+        slot.set((idx, tick));
+        idx as usize - 1
     })
 }
 
-/// Whether this thread's current hit should be timed.
+/// This thread's stripe, and whether its current hit should be timed (one
+/// thread-local access for both, on the hit path).
 #[inline]
-pub(crate) fn sample_this_hit() -> bool {
+fn stripe_and_sample() -> (usize, bool) {
     THREAD_SLOT.with(|slot| {
-        let (idx, tick) = slot.get();
+        let (mut idx, tick) = slot.get();
+        if idx == 0 {
+            idx = assign_stripe();
+        }
         let tick = tick.wrapping_add(1);
         slot.set((idx, tick));
         // The first hit of each thread is timed, then one in HIT_SAMPLE_EVERY.
-        tick % HIT_SAMPLE_EVERY == 1
+        (idx as usize - 1, tick % HIT_SAMPLE_EVERY == 1)
     })
 }
 
@@ -110,12 +118,12 @@ impl FnMetrics {
         record_invalidation => invalidations,
     }
 
-    /// A hit served by the local tier.
+    /// A hit served by the local tier; returns whether to time this hit.
     #[inline]
-    pub(crate) fn record_local_hit(&self) {
-        let s = &self.stripes[stripe_index()];
-        s.hits.fetch_add(1, Relaxed);
-        s.local_hits.fetch_add(1, Relaxed);
+    pub(crate) fn record_local_hit(&self) -> bool {
+        let (stripe, sample) = stripe_and_sample();
+        self.stripes[stripe].local_hits.fetch_add(1, Relaxed);
+        sample
     }
 
     fn sum(&self, field: impl Fn(&Stripe) -> &AtomicU64) -> u64 {
@@ -123,12 +131,14 @@ impl FnMetrics {
     }
 
     pub(crate) fn snapshot(&self, entries: u64) -> FunctionStats {
+        let local_hits = self.sum(|s| &s.local_hits);
+        let shared_hits = self.sum(|s| &s.shared_hits);
         FunctionStats {
             name: self.name.clone(),
-            hits: self.sum(|s| &s.hits),
+            hits: local_hits + shared_hits,
             misses: self.sum(|s| &s.misses),
-            local_hits: self.sum(|s| &s.local_hits),
-            shared_hits: self.sum(|s| &s.shared_hits),
+            local_hits,
+            shared_hits,
             expired: self.sum(|s| &s.expired),
             not_cached: self.sum(|s| &s.not_cached),
             origin_panics: self.sum(|s| &s.origin_panics),
@@ -449,7 +459,7 @@ mod tests {
                 let m = m.clone();
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
-                        m.record_local_hit();
+                        let _ = m.record_local_hit();
                         m.record_miss();
                     }
                 })

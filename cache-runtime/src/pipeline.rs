@@ -14,7 +14,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::config::{self, CacheType};
 use crate::key::KeyError;
 use crate::local::{build_store, Evictions, LocalStore, Stored};
-use crate::metrics::{sample_this_hit, FnMetrics, FunctionStats};
+use crate::metrics::{FnMetrics, FunctionStats};
 
 /// How long a function's entries live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,8 +164,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         match self.store.get(key) {
             Some(entry) if now < entry.expires_at => {
                 if let Some(found) = accept(entry.value) {
-                    self.metrics.record_local_hit();
-                    if sample_this_hit() {
+                    if self.metrics.record_local_hit() {
                         self.metrics
                             .hit_latency
                             .record(self.clock.now().nanos_since(now));
