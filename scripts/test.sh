@@ -21,6 +21,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "==> cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --all-features --quiet
 echo "==> benchmark: #[cached] hit vs the cached crate, quick_cache, moka (short run)"
 mkdir -p target
 log=target/bench-local-hit.log

@@ -59,7 +59,8 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             let mut checks = Vec::new();
             if let Some(r) = &sig.receiver {
                 let span = r.tokens.span();
-                tys.push(quote_spanned!(span=> Self));
+                let ty = &r.key_ty;
+                tys.push(quote_spanned!(span=> #ty));
                 exprs.push(if r.by_ref {
                     quote_spanned!(span=> ::core::clone::Clone::clone(self))
                 } else {

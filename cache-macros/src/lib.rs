@@ -3,9 +3,9 @@
 //! `fn_cache!` handles. Use them through the `layercache` facade; generated
 //! code names the runtime as `::layercache::__private`.
 //!
-//! The crate is cut by concern: [`attr`] parses `#[cached(...)]` options,
-//! [`sig`] checks the signature, [`template`] parses key templates,
-//! [`target`] parses invalidation targets, [`expand`] and [`invalidate`]
+//! The crate is cut by concern: `attr` parses `#[cached(...)]` options,
+//! `sig` checks the signature, `template` parses key templates,
+//! `target` parses invalidation targets, `expand` and `invalidate`
 //! write the code.
 #![deny(missing_docs)]
 

@@ -83,6 +83,9 @@ impl Arg {
 pub struct Receiver {
     /// `&self` (or `self: &Self`) rather than `self`.
     pub by_ref: bool,
+    /// The receiver's type in the key: `&self` and `self` → `Self`,
+    /// `self: &Arc<Self>` → `Arc<Self>`.
+    pub key_ty: Type,
     pub tokens: FnArg,
 }
 
@@ -156,8 +159,13 @@ pub fn analyze(sig: &Signature, attr: &str) -> syn::Result<FnSig> {
                         format!("`#[{attr}]` cannot be used on a method taking `&mut self`: a cache hit skips the body, so its changes to `self` would be lost"),
                     ));
                 }
+                let (by_ref, key_ty) = match &*r.ty {
+                    Type::Reference(reference) => (true, (*reference.elem).clone()),
+                    other => (false, other.clone()),
+                };
                 receiver = Some(Receiver {
-                    by_ref: r.reference.is_some() || matches!(&*r.ty, Type::Reference(_)),
+                    by_ref,
+                    key_ty,
                     tokens: input.clone(),
                 });
             }

@@ -1,0 +1,67 @@
+//! Generated code compiles without a warning under strict lints, in a
+//! library-like crate with public cached functions and methods.
+#![deny(warnings, missing_docs, unused, unreachable_pub, rust_2018_idioms)]
+
+use std::sync::Arc;
+
+use layercache::{cache_invalidate, cache_put, cached};
+use serde::{Deserialize, Serialize};
+
+/// A cached public function.
+#[cached(timeout = 60, key_prefix = "strict_square")]
+pub fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// A cached async function with a template.
+#[cached(key = "{query}:{page}")]
+pub async fn search(query: &str, page: u32) -> Result<Vec<String>, String> {
+    Ok(vec![format!("{query}{page}")])
+}
+
+/// An update.
+#[cache_invalidate(square(x), all = search)]
+pub fn update(x: u64) {}
+
+/// A put.
+#[cache_put(square(x))]
+pub fn store(x: u64) -> u64 {
+    x * x
+}
+
+/// A repository.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repo {
+    /// Its tenant.
+    pub tenant: String,
+}
+
+impl Repo {
+    /// A cached method keyed on `self`.
+    #[cached]
+    pub fn get(&self, id: u32) -> Option<String> {
+        Some(format!("{}{id}", self.tenant))
+    }
+
+    /// A cached method with an `Arc<Self>` receiver, keyed by a template.
+    #[cached(key = "{self.tenant}:{id}")]
+    pub fn shared(self: &Arc<Self>, id: u32) -> String {
+        format!("{}{id}", self.tenant)
+    }
+
+    /// A method that invalidates another.
+    #[cache_invalidate(self.get(id))]
+    pub fn set(&mut self, id: u32) {}
+}
+
+fn main() {
+    assert_eq!(square(3), 9);
+    update(3);
+    assert_eq!(store(4), 16);
+    let mut repo = Repo { tenant: "t".into() };
+    assert_eq!(repo.get(1).as_deref(), Some("t1"));
+    repo.set(1);
+    let shared = Arc::new(repo);
+    assert_eq!(shared.shared(2), "t2");
+    let _ = search;
+}
