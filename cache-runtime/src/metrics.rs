@@ -115,7 +115,16 @@ impl FnMetrics {
         record_expired => expired,
         record_not_cached => not_cached,
         record_origin_panic => origin_panics,
-        record_invalidation => invalidations,
+    }
+
+    /// `n` entries dropped by invalidation.
+    #[inline]
+    pub(crate) fn record_invalidations(&self, n: u64) {
+        if n > 0 {
+            self.stripes[stripe_index()]
+                .invalidations
+                .fetch_add(n, Relaxed);
+        }
     }
 
     /// A hit served by the local tier; returns whether to time this hit.

@@ -234,9 +234,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
     pub fn invalidate(&self, key: &K) -> bool {
         self.generation.fetch_add(1, SeqCst);
         let removed = self.store.remove(key);
-        if removed {
-            self.metrics.record_invalidation();
-        }
+        self.metrics.record_invalidations(u64::from(removed));
         removed
     }
 
@@ -245,9 +243,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         self.generation.fetch_add(1, SeqCst);
         let n = self.store.len();
         self.store.clear();
-        for _ in 0..n {
-            self.metrics.record_invalidation();
-        }
+        self.metrics.record_invalidations(n);
         n
     }
 
@@ -279,9 +275,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
             // A key that cannot be rendered cannot match a prefix: keep it.
             render(k, &mut buf).is_err() || !buf.starts_with(suffix_prefix)
         });
-        for _ in 0..removed {
-            self.metrics.record_invalidation();
-        }
+        self.metrics.record_invalidations(removed);
         removed
     }
 
@@ -416,34 +410,49 @@ impl<T: Value> OutputMode<Option<T>> for SomeOnly {
     }
 }
 
-/// Counts a panic of the origin if it unwinds through the pipeline. A
-/// cancelled async call (its future dropped) is not a panic and is not counted.
-struct OriginGuard<'a>(&'a FnMetrics);
+/// One run of the origin: started after a miss, finished with its result.
+///
+/// Dropped without [`Computation::finish`] while unwinding, it counts a
+/// panic of the origin; dropped otherwise (a cancelled async call) it counts
+/// nothing.
+struct Computation<'a, K, V> {
+    cache: &'a FnCache<K, V>,
+    generation: u64,
+    started: Timestamp,
+}
 
-impl Drop for OriginGuard<'_> {
+impl<K, V> Drop for Computation<'_, K, V> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.record_origin_panic();
+            self.cache.metrics.record_origin_panic();
         }
     }
 }
 
 impl<K: Key, V: Value> FnCache<K, V> {
-    fn finish<M: OutputMode<R, Value = V>, R>(
-        &self,
-        key: K,
-        r: &R,
-        started: Timestamp,
-        generation: u64,
-    ) {
-        self.metrics
+    /// Step 4 begins: note the generation (for the write-back guard) and the time.
+    fn begin(&self) -> Computation<'_, K, V> {
+        Computation {
+            cache: self,
+            generation: self.generation(),
+            started: self.clock.now(),
+        }
+    }
+}
+
+impl<K: Key, V: Value> Computation<'_, K, V> {
+    /// Step 5: record the origin's latency and write the result back if it is cacheable.
+    fn finish<M: OutputMode<R, Value = V>, R>(self, key: K, r: &R) {
+        let cache = self.cache;
+        cache
+            .metrics
             .origin_latency
-            .record(self.clock.now().nanos_since(started));
+            .record(cache.clock.now().nanos_since(self.started));
         match M::cacheable(r) {
-            Some(v) => self.write_back(key, v.clone(), generation),
+            Some(v) => cache.write_back(key, v.clone(), self.generation),
             None => {
-                if self.enabled {
-                    self.metrics.record_not_cached();
+                if cache.enabled {
+                    cache.metrics.record_not_cached();
                 }
             }
         }
@@ -473,11 +482,9 @@ where
     M: OutputMode<R>,
     K: Key,
 {
-    let generation = cache.generation();
-    let started = cache.clock.now();
-    let _guard = OriginGuard(&cache.metrics);
+    let computation = cache.begin();
     let r = origin();
-    cache.finish::<M, R>(key, &r, started, generation);
+    computation.finish::<M, R>(key, &r);
     r
 }
 
@@ -494,10 +501,8 @@ where
     if let Some(v) = cache.lookup_with(&key, Some) {
         return M::from_cached(v);
     }
-    let generation = cache.generation();
-    let started = cache.clock.now();
-    let _guard = OriginGuard(&cache.metrics);
+    let computation = cache.begin();
     let r = origin.await;
-    cache.finish::<M, R>(key, &r, started, generation);
+    computation.finish::<M, R>(key, &r);
     r
 }
