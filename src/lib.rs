@@ -41,10 +41,13 @@
 //! | `key_prefix = "user_profile"` | key namespace and metrics name; default `module::path::fn_name` |
 //! | `key = "{query}:page:{page}"` | key template over argument names and fields (`{user.id}`, `{self.tenant}`); arguments it does not name are not part of the key |
 //! | `max_entries = 10000` | bound of the in-process tier; default `CACHE_MAX_ENTRIES`, else 10 000 |
+//! | `output = "result"` | how to treat the return value when its type's name does not say: `"result"` (cache only `Ok`; for an alias of `Result` with another name), `"option"`, `"value"` |
 //! | `in_impl` | needed only on an associated function without `self` that never mentions `Self` |
 //!
 //! What is cached: a `Result<T, E>` caches only `Ok(T)`; an `Option<T>` only
-//! `Some(T)`; anything else always. Values must be
+//! `Some(T)`; anything else always. The macro goes by the type's name
+//! (`Result`, `io::Result`, `anyhow::Result`, `Option`): for an alias with
+//! another name say `output = "result"`, or its `Err` values are cached too. Values must be
 //! [`CacheValue`] (`Clone + Send + Sync + Serialize + DeserializeOwned`),
 //! so the same function can later be served from a shared tier.
 //! Without a template, every argument (and `self` for a method) is part of
@@ -71,7 +74,7 @@
 //! #[cache_invalidate(search(query, 1))]           // one entry
 //! fn reindex_first_page(query: &str) {}
 //!
-//! #[cache_invalidate(prefix = "search:{query}")]  // every page of one query (the value is escaped)
+//! #[cache_invalidate(prefix = "search:{query}:")] // every page of one query (the value is escaped)
 //! fn reindex_query(query: &str) {}
 //!
 //! #[cache_invalidate(all = search)]               // every entry of `search`

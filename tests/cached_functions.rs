@@ -787,3 +787,152 @@ async fn async_methods_and_associated_functions_are_cached() {
     assert_eq!(Service::default_region(5), 5);
     assert_eq!(SERVICE_CALLS.load(SeqCst), 101);
 }
+
+// ---------------------------------------------------------------- review findings
+
+counter!(HYGIENE_CALLS);
+#[cached]
+#[allow(non_snake_case)]
+fn hygiene(__lc_key: u32, __lc_cache: u32) -> u32 {
+    HYGIENE_CALLS.fetch_add(1, SeqCst);
+    __lc_key + __lc_cache
+}
+
+#[test]
+fn argument_names_never_collide_with_generated_locals() {
+    assert_eq!(hygiene(1, 2), 3);
+    assert_eq!(hygiene(1, 2), 3);
+    assert_eq!(HYGIENE_CALLS.load(SeqCst), 1);
+}
+
+counter!(OWNED_CALLS);
+#[cached(key_prefix = "owned_arg")]
+fn owned_arg(name: String) -> usize {
+    OWNED_CALLS.fetch_add(1, SeqCst);
+    name.len()
+}
+
+#[cache_invalidate(owned_arg(name))]
+fn consume(name: String) -> String {
+    name // the body still owns its argument: the target's key was built from a clone
+}
+
+#[test]
+fn targets_with_owned_arguments_do_not_move_them_out_of_the_body() {
+    owned_arg("ada".to_string());
+    assert_eq!(consume("ada".to_string()), "ada");
+    assert!(!entry!(owned_arg("ada".to_string())).is_cached());
+}
+
+#[cache_invalidate(all = square)]
+fn evens(limit: u64) -> impl Iterator<Item = u64> {
+    (0..limit).filter(|n| n % 2 == 0)
+}
+
+struct Buffer(Vec<u8>);
+
+impl Buffer {
+    #[cache_invalidate(all = square)]
+    fn bytes_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+#[test]
+fn invalidating_functions_may_return_impl_trait_and_borrows() {
+    assert_eq!(evens(5).collect::<Vec<_>>(), vec![0, 2, 4]);
+    let mut b = Buffer(vec![1]);
+    b.bytes_mut().push(2);
+    assert_eq!(b.0, vec![1, 2]);
+}
+
+#[cached]
+fn with_local_impl(x: u32) -> u32 {
+    struct Doubler;
+    impl Doubler {
+        fn new() -> Self {
+            Doubler
+        }
+        fn apply(&self, x: u32) -> u32 {
+            x * 2
+        }
+    }
+    Doubler::new().apply(x)
+}
+
+#[test]
+fn self_inside_a_nested_item_does_not_make_a_free_function_a_method() {
+    assert_eq!(with_local_impl(4), 8);
+    assert!(entry!(with_local_impl(4)).is_cached());
+}
+
+type ApiResult<T> = Result<T, String>;
+
+counter!(ALIAS_CALLS);
+#[cached(output = "result")]
+fn aliased(id: u32) -> ApiResult<u32> {
+    ALIAS_CALLS.fetch_add(1, SeqCst);
+    if id == 0 {
+        Err("zero".into())
+    } else {
+        Ok(id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct SearchResult {
+    hits: u32,
+}
+
+#[cached]
+fn search_result(hits: u32) -> SearchResult {
+    SearchResult { hits }
+}
+
+#[test]
+fn output_mode_follows_the_type_name_or_the_output_option() {
+    assert!(aliased(0).is_err());
+    assert!(aliased(0).is_err());
+    assert_eq!(
+        ALIAS_CALLS.load(SeqCst),
+        2,
+        "Err of an aliased Result is not cached"
+    );
+    // A struct whose name merely ends in "Result" is an ordinary value.
+    assert_eq!(search_result(3), SearchResult { hits: 3 });
+    assert!(entry!(search_result(3)).is_cached());
+}
+
+#[cached(key_prefix = "tenant_data", key = "{tenant}:{id}")]
+fn tenant_data(tenant: &str, id: u32) -> String {
+    format!("{tenant}/{id}")
+}
+
+#[cache_invalidate(prefix = "{tenant}")]
+fn drop_tenant(tenant: &str) {}
+
+#[test]
+fn a_prefix_template_that_renders_empty_drops_nothing() {
+    tenant_data("acme", 1);
+    drop_tenant("");
+    assert!(
+        entry!(tenant_data("acme", 1)).is_cached(),
+        "an empty prefix must not wipe the caches"
+    );
+    assert_eq!(layercache::invalidate_prefix(""), 0);
+}
+
+#[test]
+fn a_manual_value_computed_while_its_key_was_deleted_is_not_stored() {
+    let cache = layercache::sync::Cache::global();
+    let v = cache.get_or_insert_with("review:raced", Duration::from_secs(60), || {
+        cache.delete("review:raced"); // another request deletes the key mid-computation
+        7u32
+    });
+    assert_eq!(v, 7, "the caller still gets its value");
+    assert_eq!(
+        cache.get::<u32>("review:raced"),
+        None,
+        "but the possibly stale value is not cached"
+    );
+}

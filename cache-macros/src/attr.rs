@@ -15,6 +15,9 @@ pub struct CachedArgs {
     pub key: Option<LitStr>,
     pub max_entries: Option<LitInt>,
     pub in_impl: bool,
+    /// `output = "result" | "option" | "value"`: how to treat the return type
+    /// when its name does not say (an alias of `Result`, say).
+    pub output: Option<crate::sig::Mode>,
 }
 
 const OPTIONS: &[&str] = &[
@@ -244,6 +247,24 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
                     ));
                 }
                 args.max_entries = Some(lit);
+            }
+            "output" => {
+                let lit = str_value(
+                    need("output = \"result\"")?,
+                    "how to treat the return value",
+                    "output = \"result\"",
+                )?;
+                args.output = Some(match lit.value().as_str() {
+                    "result" => crate::sig::Mode::Result,
+                    "option" => crate::sig::Mode::Option,
+                    "value" => crate::sig::Mode::Plain,
+                    other => {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            format!("unknown `output` {other:?}: expected \"result\" (cache only `Ok`), \"option\" (cache only `Some`) or \"value\" (cache every value)"),
+                        ))
+                    }
+                });
             }
             "in_impl" => {
                 args.in_impl = match value {

@@ -33,10 +33,16 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         block,
     } = &func;
     let name = &fn_sig.ident;
+    // `Self` inside a nested item (a local `impl`) says nothing about where `f` is.
+    let body_mentions_self = block
+        .stmts
+        .iter()
+        .filter(|stmt| !matches!(stmt, syn::Stmt::Item(_)))
+        .any(|stmt| mentions_self_type(stmt.to_token_stream()));
     let in_impl = opts.in_impl
         || sig.receiver.is_some()
         || mentions_self_type(fn_sig.to_token_stream())
-        || mentions_self_type(block.to_token_stream());
+        || body_mentions_self;
 
     let arg_names: Vec<String> = sig.args.iter().map(|a| a.ident.to_string()).collect();
     let template = opts
@@ -71,6 +77,16 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 );
             }
             for a in &sig.args {
+                let owned_part = a.referent.as_ref().unwrap_or(&a.ty);
+                if let Some(span) = crate::sig::borrowed_part(owned_part) {
+                    return Err(syn::Error::new(
+                        span,
+                        format!(
+                            "`{}` borrows data, so it cannot be kept in a cache key; take an owned type (`String`, `Vec<String>`) or name what identifies the call with a `key` template",
+                            a.ident
+                        ),
+                    ));
+                }
                 let ty = a.key_type();
                 checks.push(quote_spanned!(a.ty.span()=> ::layercache::__private::require_key_arg::<#ty>();));
                 tys.push(ty);
@@ -87,11 +103,12 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     };
 
     let output = &sig.output;
-    let mode = sig.mode.marker();
+    let sig_mode = opts.output.unwrap_or(sig.mode);
+    let mode = sig_mode.marker();
     let value_ty = quote!(::layercache::__private::ValueOf<#mode, #output>);
     let value_check = {
         let span = output.span();
-        let mode = sig.mode.marker_at(span);
+        let mode = sig_mode.marker_at(span);
         quote_spanned!(span=> ::layercache::__private::require_value::<::layercache::__private::ValueOf<#mode, #output>>();)
     };
 
@@ -128,13 +145,15 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         quote!(#fn_companion())
     };
 
+    let cache_var = proc_macro2::Ident::new("__lc_cache", proc_macro2::Span::mixed_site());
+    let key_var = proc_macro2::Ident::new("__lc_key", proc_macro2::Span::mixed_site());
     let call = if fn_sig.asyncness.is_some() {
         quote! {
-            ::layercache::__private::get_or_compute_async::<#mode, _, #output>(__lc_cache, __lc_key, async move #block).await
+            ::layercache::__private::get_or_compute_async::<#mode, _, #output>(#cache_var, #key_var, async move #block).await
         }
     } else {
         quote! {
-            ::layercache::__private::get_or_compute::<#mode, _, #output>(__lc_cache, __lc_key, move || -> #output #block)
+            ::layercache::__private::get_or_compute::<#mode, _, #output>(#cache_var, #key_var, move || -> #output #block)
         }
     };
 
@@ -157,8 +176,8 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     Ok(quote! {
         #(#attrs)*
         #vis #fn_sig {
-            let __lc_cache = #cache_call;
-            let __lc_key = #key_expr;
+            let #cache_var = #cache_call;
+            let #key_var = #key_expr;
             #call
         }
 

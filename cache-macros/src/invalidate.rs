@@ -2,8 +2,8 @@
 //! targets' keys before the body runs (the body may consume the arguments),
 //! run the body, then act if it succeeded (anything but `Err`).
 
-use proc_macro2::TokenStream;
-use quote::{format_ident, quote, quote_spanned};
+use proc_macro2::{Ident, Span, TokenStream, TokenTree};
+use quote::{quote, quote_spanned, ToTokens};
 use syn::{FnArg, ItemFn, Pat, ReturnType};
 
 use crate::sig::Mode;
@@ -19,6 +19,29 @@ fn parse_fn(item: TokenStream, attr: &str) -> syn::Result<ItemFn> {
     })
 }
 
+/// Whether `tokens` hold a `return` or a `?`, which leave the function
+/// early: the body must then run in a closure so the actions still run.
+fn exits_early(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|tt| match tt {
+        TokenTree::Ident(i) => i == "return",
+        TokenTree::Punct(p) => p.as_char() == '?',
+        TokenTree::Group(g) => exits_early(g.stream()),
+        _ => false,
+    })
+}
+
+fn mentions_impl(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|tt| match tt {
+        TokenTree::Ident(i) => i == "impl",
+        TokenTree::Group(g) => mentions_impl(g.stream()),
+        _ => false,
+    })
+}
+
+fn ret_var() -> Ident {
+    Ident::new("__lc_ret", Span::mixed_site())
+}
+
 /// Runs `block` and, when it succeeds, `after`; `setup` runs first.
 fn wrap(func: &ItemFn, setup: TokenStream, after: TokenStream) -> TokenStream {
     let ItemFn {
@@ -27,25 +50,36 @@ fn wrap(func: &ItemFn, setup: TokenStream, after: TokenStream) -> TokenStream {
         sig,
         block,
     } = func;
+    let ret = ret_var();
+    // The return type is named only when it can be: `impl Trait` cannot be
+    // written in a closure or a `let`, and is inferred instead.
     let output = match &sig.output {
-        ReturnType::Default => quote!(()),
-        ReturnType::Type(_, ty) => quote!(#ty),
+        ReturnType::Default => Some(quote!(())),
+        ReturnType::Type(_, ty) if mentions_impl(ty.to_token_stream()) => None,
+        ReturnType::Type(_, ty) => Some(quote!(#ty)),
     };
     let mode = Mode::of(&sig.output).marker();
     let run = if sig.asyncness.is_some() {
         quote!(async move #block.await)
+    } else if !exits_early(block.to_token_stream()) {
+        // No early exit: the block runs in place (so it may return borrows of its arguments).
+        quote!(#block)
     } else {
-        quote!((move || -> #output #block)())
+        match &output {
+            Some(output) => quote!((move || -> #output #block)()),
+            None => quote!((move || #block)()),
+        }
     };
+    let annotation = output.as_ref().map(|o| quote!(: #o));
     quote! {
         #(#attrs)*
         #vis #sig {
             #setup
-            let __lc_ret: #output = #run;
-            if <#mode as ::layercache::__private::Succeeds<#output>>::succeeded(&__lc_ret) {
+            let #ret #annotation = #run;
+            if ::layercache::__private::succeeded::<#mode, _>(&#ret) {
                 #after
             }
-            __lc_ret
+            #ret
         }
     }
 }
@@ -70,11 +104,14 @@ pub fn cache_invalidate(args: TokenStream, item: TokenStream) -> syn::Result<Tok
     let mut setup = TokenStream::new();
     let mut act = TokenStream::new();
     for (i, target) in parsed.targets.iter().enumerate() {
-        let var = format_ident!("__lc_target_{}", i);
+        let var = Ident::new(&format!("__lc_target_{i}"), Span::mixed_site());
         match target {
             Invalidation::One(call) => {
-                let entry = call.entry_expr();
-                setup.extend(quote!(let #var = #entry;));
+                let entry = call.entry_expr_cloned();
+                setup.extend(quote! {
+                    #[allow(clippy::clone_on_copy, clippy::redundant_clone)]
+                    let #var = #entry;
+                });
                 act.extend(quote_spanned!(call.span()=> #var.invalidate();));
             }
             Invalidation::All(path) => {
@@ -122,13 +159,21 @@ pub fn cache_put(args: TokenStream, item: TokenStream) -> syn::Result<TokenStrea
         ));
     };
     let mode = Mode::of(&func.sig.output).marker();
-    let entry = target.entry_expr();
-    let setup = quote!(let __lc_put = #entry;);
+    let entry = target.entry_expr_cloned();
+    // Hygienic, but located at the target so type errors point there.
+    let at_target = Span::mixed_site().located_at(target.span());
+    let put = Ident::new("__lc_put", at_target);
+    let value = Ident::new("__lc_value", at_target);
+    let ret = ret_var();
+    let setup = quote! {
+        #[allow(clippy::clone_on_copy, clippy::redundant_clone)]
+        let #put = #entry;
+    };
     let after = quote_spanned! {target.span()=>
-        if let ::core::option::Option::Some(__lc_value) =
-            <#mode as ::layercache::__private::OutputMode<#output>>::cacheable(&__lc_ret)
+        if let ::core::option::Option::Some(#value) =
+            <#mode as ::layercache::__private::OutputMode<#output>>::cacheable(&#ret)
         {
-            __lc_put.put(__lc_value.clone());
+            #put.put(#value.clone());
         }
     };
     Ok(wrap(&func, setup, after))

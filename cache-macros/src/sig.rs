@@ -10,7 +10,7 @@ use syn::{FnArg, GenericParam, Ident, Pat, ReturnType, Signature, Type};
 pub enum Mode {
     /// Any value: always cached.
     Plain,
-    /// `Result<T, E>` (or an alias whose name ends in `Result`): only `Ok`.
+    /// `Result<T, E>` (or `output = "result"`): only `Ok`.
     Result,
     /// `Option<T>`: only `Some`.
     Option,
@@ -27,13 +27,12 @@ impl Mode {
         let Some(last) = p.path.segments.last() else {
             return Mode::Plain;
         };
-        let name = last.ident.to_string();
-        if name == "Option" {
-            Mode::Option
-        } else if name.ends_with("Result") {
-            Mode::Result
-        } else {
-            Mode::Plain
+        // By name: a macro cannot resolve types. `io::Result<T>` and `anyhow::Result<T>`
+        // end in `Result`; an alias with another name needs `output = "result"`.
+        match last.ident.to_string().as_str() {
+            "Option" => Mode::Option,
+            "Result" => Mode::Result,
+            _ => Mode::Plain,
         }
     }
 
@@ -129,6 +128,35 @@ fn contains_impl_trait(ty: &Type) -> Option<Span> {
     }
 }
 
+/// The first non-`'static` lifetime or reference inside `ty` (a key must own its data).
+pub fn borrowed_part(ty: &Type) -> Option<Span> {
+    fn scan(ts: TokenStream) -> Option<Span> {
+        let tokens: Vec<TokenTree> = ts.into_iter().collect();
+        let is_static_lifetime = |at: usize| {
+            matches!(tokens.get(at), Some(TokenTree::Punct(q)) if q.as_char() == '\'')
+                && matches!(tokens.get(at + 1), Some(TokenTree::Ident(i)) if i == "static")
+        };
+        for (at, tt) in tokens.iter().enumerate() {
+            match tt {
+                TokenTree::Punct(p) if p.as_char() == '&' && !is_static_lifetime(at + 1) => {
+                    return Some(p.span())
+                }
+                TokenTree::Punct(p) if p.as_char() == '\'' && !is_static_lifetime(at) => {
+                    return Some(p.span())
+                }
+                TokenTree::Group(g) => {
+                    if let Some(span) = scan(g.stream()) {
+                        return Some(span);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+    scan(ty.to_token_stream())
+}
+
 /// Checks what `attr` (`cached`, ...) can work with and extracts the parts.
 pub fn analyze(sig: &Signature, attr: &str) -> syn::Result<FnSig> {
     for param in &sig.generics.params {
@@ -153,7 +181,8 @@ pub fn analyze(sig: &Signature, attr: &str) -> syn::Result<FnSig> {
     for input in &sig.inputs {
         match input {
             FnArg::Receiver(r) => {
-                if r.mutability.is_some() && r.reference.is_some() {
+                let mut_ref = matches!(&*r.ty, Type::Reference(t) if t.mutability.is_some());
+                if mut_ref {
                     return Err(syn::Error::new_spanned(
                         r,
                         format!("`#[{attr}]` cannot be used on a method taking `&mut self`: a cache hit skips the body, so its changes to `self` would be lost"),

@@ -60,18 +60,35 @@ impl CallTarget {
         }
     }
 
-    /// An expression of the call's entry handle.
+    /// An expression of the call's entry handle, the arguments passed as written.
     pub fn entry_expr(&self) -> TokenStream {
+        self.entry_with(|args| quote!(#args))
+    }
+
+    /// The same with each argument cloned, for attribute targets: their keys
+    /// are computed before the body runs, which must still own its arguments
+    /// (`get(query)` with `query: String` would otherwise move it).
+    pub fn entry_expr_cloned(&self) -> TokenStream {
+        self.entry_with(|args| {
+            let args = args.iter().map(|a| quote_spanned!(a.span()=> (#a).clone()));
+            quote!(#(#args),*)
+        })
+    }
+
+    fn entry_with(
+        &self,
+        args: impl Fn(&Punctuated<Expr, Token![,]>) -> TokenStream,
+    ) -> TokenStream {
         match self {
             CallTarget::Path(call, path) => {
                 let companion = rename_last(path, entry_ident);
-                let args = &call.args;
+                let args = args(&call.args);
                 quote_spanned!(call.span()=> #companion(#args))
             }
             CallTarget::Method(m) => {
                 let receiver = &m.receiver;
                 let companion = entry_ident(&m.method);
-                let args = &m.args;
+                let args = args(&m.args);
                 quote_spanned!(m.span()=> #receiver.#companion(#args))
             }
         }

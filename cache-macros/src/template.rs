@@ -23,13 +23,16 @@ pub struct Template {
 }
 
 fn is_ident(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c == '_' || c.is_alphabetic())
-        && chars.all(|c| c == '_' || c.is_alphanumeric())
+    s == "self" || syn::parse_str::<Ident>(s).is_ok()
 }
 
 fn is_field(s: &str) -> bool {
-    is_ident(s) || (!s.is_empty() && s.chars().all(|c| c.is_ascii_digit()))
+    syn::parse_str::<syn::Member>(s).is_ok()
+}
+
+/// The hygienic name of the key builder in generated code.
+fn builder() -> Ident {
+    Ident::new("__lc_builder", Span::mixed_site())
 }
 
 impl Template {
@@ -105,6 +108,21 @@ impl Template {
                             "`{what}` template names `{root}`, which is not an argument of `{fn_name}` (its arguments: {list})"
                         )));
                     }
+                    // Values never hold a raw `:` (it is escaped), so a `:` between two
+                    // placeholders makes the rendering injective: no two calls share a key.
+                    let follows_value = matches!(pieces.last(), Some(Piece::Value { .. }));
+                    if follows_value && !literal.contains(':') {
+                        let prev = match pieces.last() {
+                            Some(Piece::Value { root, fields }) => std::iter::once(root.as_str())
+                                .chain(fields.iter().map(String::as_str))
+                                .collect::<Vec<_>>()
+                                .join("."),
+                            _ => String::new(),
+                        };
+                        return Err(e(format!(
+                            "separate `{{{prev}}}` and `{{{inner}}}` with `:` in the `{what}` template (e.g. `{{{prev}}}:{{{inner}}}`): values never contain a raw `:`, so the separator keeps two different calls from rendering the same key"
+                        )));
+                    }
                     if !literal.is_empty() {
                         pieces.push(Piece::Literal(std::mem::take(&mut literal)));
                     }
@@ -122,8 +140,9 @@ impl Template {
     /// An expression rendering the template into a `String`.
     pub fn render(&self) -> TokenStream {
         let span = self.span;
+        let b = builder();
         let steps = self.pieces.iter().map(|p| match p {
-            Piece::Literal(text) => quote_spanned!(span=> __lc_key.literal(#text);),
+            Piece::Literal(text) => quote_spanned!(span=> #b.literal(#text);),
             Piece::Value { root, fields } => {
                 let root = if root == "self" {
                     quote_spanned!(span=> self)
@@ -141,14 +160,14 @@ impl Template {
                         quote!(.#id)
                     }
                 });
-                quote_spanned!(span=> __lc_key.value(&#root #(#fields)*);)
+                quote_spanned!(span=> #b.value(&#root #(#fields)*);)
             }
         });
         quote_spanned! {span=>
             {
-                let mut __lc_key = ::layercache::__private::KeyBuilder::new();
+                let mut #b = ::layercache::__private::KeyBuilder::new();
                 #(#steps)*
-                __lc_key.finish()
+                #b.finish()
             }
         }
     }

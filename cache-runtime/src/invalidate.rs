@@ -116,7 +116,14 @@ pub fn stats() -> Stats {
 ///
 /// Rendered argument values are escaped (see [`key::escape`](crate::key::escape)),
 /// so build a prefix from a runtime value with `escape`.
+///
+/// An empty prefix drops nothing (it is refused and logged): a template
+/// rendered from an empty value must not wipe every cache; use [`clear`].
 pub fn invalidate_prefix(prefix: &str) -> u64 {
+    if prefix.is_empty() {
+        tracing::warn!("layercache: refusing to invalidate the empty prefix (it would drop everything); call clear() for that");
+        return 0;
+    }
     let removed = registry().iter().map(|c| c.invalidate_prefix(prefix)).sum();
     tracing::debug!(prefix, removed, "layercache: prefix invalidated");
     removed

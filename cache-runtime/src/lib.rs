@@ -52,6 +52,12 @@ pub mod __private {
     };
     pub use std::time::Duration;
 
+    /// Whether `r` counts as success under mode `M` (everything but `Err`).
+    #[inline(always)]
+    pub fn succeeded<M: Succeeds<R>, R>(r: &R) -> bool {
+        M::succeeded(r)
+    }
+
     /// The owned form a borrowed argument is kept as in a key (`&str` → `String`).
     pub type Owned<T> = <T as ToOwned>::Owned;
 

@@ -50,14 +50,28 @@ fn get<T: CacheValue>(key: &str) -> Option<T> {
     store().lookup_with(&key.to_string(), |v| v.downcast_ref::<T>().cloned())
 }
 
-fn set<T: CacheValue>(key: &str, value: T, timeout: Option<Duration>) {
-    let value: AnyValue = Arc::new(value);
-    let ttl = match timeout {
+fn ttl_of(timeout: Option<Duration>) -> Option<Duration> {
+    match timeout {
         Some(t) if t.is_zero() => None,
         Some(t) => Some(t),
         None => store().timeout(),
-    };
-    store().put_with_timeout(key.to_string(), value, ttl);
+    }
+}
+
+fn set<T: CacheValue>(key: &str, value: T, timeout: Option<Duration>) {
+    let value: AnyValue = Arc::new(value);
+    store().put_with_timeout(key.to_string(), value, ttl_of(timeout));
+}
+
+/// Stores a value computed after a miss, unless `key` was deleted (or the
+/// cache cleared) while it was being computed: it may be stale.
+fn store_computed<T: CacheValue>(key: &str, value: T, timeout: Duration, generation: u64) {
+    let value: AnyValue = Arc::new(value);
+    store().write_back_with_timeout(key.to_string(), value, generation, ttl_of(Some(timeout)));
+}
+
+fn generation() -> u64 {
+    store().generation()
 }
 
 fn delete(key: &str) -> bool {
@@ -144,8 +158,9 @@ pub mod sync {
             if let Some(v) = get(key) {
                 return v;
             }
+            let generation = generation();
             let v = make();
-            set(key, v.clone(), Some(timeout));
+            store_computed(key, v.clone(), timeout, generation);
             v
         }
     }
@@ -232,8 +247,9 @@ pub mod future {
             if let Some(v) = get(key) {
                 return v;
             }
+            let generation = generation();
             let v = make.await;
-            set(key, v.clone(), Some(timeout));
+            store_computed(key, v.clone(), timeout, generation);
             v
         }
     }

@@ -146,9 +146,9 @@ impl<K: Key, V: Value> FnCache<K, V> {
         Ok(out)
     }
 
-    fn expiry(&self, now: Timestamp) -> Timestamp {
-        self.ttl
-            .map_or(Timestamp::NEVER, |ttl| now.saturating_add(ttl))
+    /// When an entry written now with `ttl` expires.
+    fn expires_at(&self, ttl: Option<Duration>) -> Timestamp {
+        ttl.map_or(Timestamp::NEVER, |ttl| self.clock.now().saturating_add(ttl))
     }
 
     /// Step 1 of the pipeline: the local tier. Counts the hit or the miss;
@@ -188,7 +188,21 @@ impl<K: Key, V: Value> FnCache<K, V> {
 
     /// Step 5: write-back of a computed value, unless an invalidation happened
     /// since `generation` was read.
+    ///
+    /// When an invalidation or `put` races the insert, the entry is removed
+    /// afterwards, even if that was the `put`'s value: the race may cost a
+    /// recomputation, but it never leaves a stale value in place.
     pub(crate) fn write_back(&self, key: K, value: V, generation: u64) {
+        self.write_back_with_timeout(key, value, generation, self.ttl)
+    }
+
+    pub(crate) fn write_back_with_timeout(
+        &self,
+        key: K,
+        value: V,
+        generation: u64,
+        ttl: Option<Duration>,
+    ) {
         if !self.enabled {
             return;
         }
@@ -196,7 +210,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
             self.metrics.record_not_cached();
             return;
         }
-        let expires_at = self.expiry(self.clock.now());
+        let expires_at = self.expires_at(ttl);
         self.store.insert(key.clone(), Stored { value, expires_at });
         // An invalidation may have run between the check above and the insert;
         // it bumps the generation before removing, so re-checking closes the gap.
@@ -226,7 +240,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         if !self.enabled {
             return;
         }
-        let expires_at = ttl.map_or(Timestamp::NEVER, |ttl| self.clock.now().saturating_add(ttl));
+        let expires_at = self.expires_at(ttl);
         self.store.insert(key, Stored { value, expires_at });
     }
 

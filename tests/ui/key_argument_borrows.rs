@@ -1,0 +1,8 @@
+use layercache::cached;
+
+#[cached]
+fn total(words: &[&str]) -> usize {
+    words.len()
+}
+
+fn main() {}
