@@ -19,6 +19,18 @@ pub async fn search(query: &str, page: u32) -> Result<Vec<String>, String> {
     Ok(vec![format!("{query}{page}")])
 }
 
+/// A crate-visible unsafe function with a lifetime and a where clause.
+///
+/// # Safety
+/// None needed; it only shows that the signature is kept as written.
+#[cached(key = "{text}")]
+pub(crate) unsafe fn shout<'a>(text: &'a str) -> String
+where
+    'a: 'a,
+{
+    text.to_uppercase()
+}
+
 /// An update.
 #[cache_invalidate(square(x), all = search)]
 pub fn update(x: u64) {}
@@ -64,4 +76,5 @@ fn main() {
     let shared = Arc::new(repo);
     assert_eq!(shared.shared(2), "t2");
     let _ = search;
+    assert_eq!(unsafe { shout("hi") }, "HI");
 }
