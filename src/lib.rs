@@ -110,7 +110,120 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub use layercache_macros::{cache_invalidate, cache_put, cached, entry, fn_cache};
+/// Memoizes a function: the first call with given arguments runs the body
+/// and stores the result; later calls with equal arguments return a copy
+/// until the entry expires or is invalidated.
+///
+/// Options: `timeout` (seconds, `0` = never), `timeout_ms`, `key_prefix`,
+/// `key` (template), `max_entries`, `output`, `in_impl`; see the
+/// [crate documentation](crate#cached).
+///
+/// ```
+/// use layercache::cached;
+///
+/// #[cached(timeout = 60, key_prefix = "search", key = "{query}:page:{page}")]
+/// fn search(query: &str, page: u32) -> Vec<String> {
+///     vec![format!("{query} on page {page}")]
+/// }
+///
+/// #[derive(Clone, Hash, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// struct Repo { tenant: String }
+///
+/// impl Repo {
+///     #[cached(key = "{self.tenant}:{id}")]
+///     async fn load(&self, id: u64) -> Result<String, std::io::Error> {
+///         Ok(format!("{}/{id}", self.tenant))     // an Err is never cached
+///     }
+/// }
+///
+/// assert_eq!(search("rust", 2), search("rust", 2));
+/// let stats = layercache::stats();
+/// assert_eq!(stats.function("search").unwrap().hits, 1);
+/// ```
+#[doc(inline)]
+pub use layercache_macros::cached;
+
+/// Drops cached entries after the function returns anything but `Err`
+/// (before it, with `before = true`). Targets: `f(args)`, `recv.method(args)`,
+/// `all = f`, `prefix = "ns:{arg}:"`; several per attribute, attributes stack.
+/// Targets are checked by the compiler like ordinary calls.
+///
+/// ```
+/// use layercache::{cache_invalidate, cached, entry};
+///
+/// #[cached(key_prefix = "user")]
+/// fn get_user(id: u64) -> Option<String> { Some(format!("user {id}")) }
+///
+/// #[cache_invalidate(get_user(id))]
+/// fn rename(id: u64, name: &str) -> Result<(), String> {
+///     if name.is_empty() { return Err("empty".into()) }  // Err: nothing is dropped
+///     Ok(())
+/// }
+///
+/// get_user(1);
+/// assert!(rename(1, "").is_err());
+/// assert!(entry!(get_user(1)).is_cached());
+/// rename(1, "Ada").unwrap();
+/// assert!(!entry!(get_user(1)).is_cached());
+/// ```
+#[doc(inline)]
+pub use layercache_macros::cache_invalidate;
+
+/// Stores the function's return value (its `Ok` or `Some`) as the cached
+/// result of another cached call: an update that refreshes instead of drops.
+///
+/// ```
+/// use layercache::{cache_put, cached};
+///
+/// #[cached]
+/// fn price(item: u32) -> u64 { 100 }
+///
+/// #[cache_put(price(item))]
+/// fn set_price(item: u32, cents: u64) -> Result<u64, String> { Ok(cents) }
+///
+/// set_price(7, 250).unwrap();
+/// assert_eq!(price(7), 250); // served from the cache
+/// ```
+#[doc(inline)]
+pub use layercache_macros::cache_put;
+
+/// The entry of one call of a cached function, written as the call:
+/// `entry!(f(args))`, `entry!(repo.method(args))`. Returns a
+/// [`CallEntry`]: `get` (peek), `is_cached`, `put` (prime), `invalidate`,
+/// `stable_key`.
+///
+/// ```
+/// use layercache::{cached, entry};
+///
+/// #[cached(key_prefix = "square")]
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// entry!(square(12)).put(144);                // warm one call
+/// assert_eq!(entry!(square(12)).get(), Some(144));
+/// assert_eq!(entry!(square(12)).stable_key().unwrap().len(), "square:".len() + 32);
+/// assert!(entry!(square(12)).invalidate());
+/// ```
+#[doc(inline)]
+pub use layercache_macros::entry;
+
+/// The cache of a cached function, named by path: `fn_cache!(f)`,
+/// `fn_cache!(module::f)`, `fn_cache!(Type::method)`. Returns its
+/// [`FnCache`]: `invalidate_all`, `stats`, `len`, `timeout`, `name`.
+///
+/// ```
+/// use layercache::{cached, fn_cache};
+///
+/// #[cached(max_entries = 100)]
+/// fn double(x: u32) -> u32 { x * 2 }
+///
+/// double(1);
+/// double(2);
+/// assert_eq!(fn_cache!(double).len(), 2);
+/// assert_eq!(fn_cache!(double).invalidate_all(), 2);
+/// assert_eq!(fn_cache!(double).stats().misses, 2);
+/// ```
+#[doc(inline)]
+pub use layercache_macros::fn_cache;
 pub use layercache_runtime::*;
 
 #[doc(hidden)]
