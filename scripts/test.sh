@@ -32,4 +32,7 @@ if ! cargo bench --bench local_hit -- --warm-up-time 1 --measurement-time 2 --no
 fi
 grep -vE '^(Benchmarking|Found| +[0-9]+ \(|\s*Compiling)' "$log" || true
 echo "==> cargo test"
+# The tests configure the runtime themselves; a CACHE_* variable left in the
+# shell would change what the default-configuration tests see.
+unset CACHE_TYPE CACHE_DEFAULT_TIMEOUT CACHE_KEY_PREFIX CACHE_MAX_ENTRIES CACHE_REDIS_URL
 cargo test --workspace --all-features

@@ -56,9 +56,10 @@
 //!
 //! Keys: the in-process tier is keyed by the exact arguments, so two calls
 //! never share an entry by accident. Each call also has a stable string key,
-//! `{key_prefix}:{rendered template}` or `{fn path}:{xxh3-128 of the
+//! `{key_prefix}:{rendered template}` or `{key_prefix}:{xxh3-128 of the
 //! arguments' bincode encoding}`, used for prefix invalidation and shared
-//! tiers. Template values are escaped (`:` → `%3A`, `*` → `%2A`, ...) so an
+//! tiers (the function's path stands in for a missing `key_prefix`).
+//! Template values are escaped (`:` → `%3A`, `*` → `%2A`, ...) so an
 //! argument cannot forge another key: see [`key::escape`].
 //!
 //! ## Invalidation and updates
@@ -95,8 +96,9 @@
 //! ```
 //!
 //! `#[cache_invalidate]` is stackable, takes several targets, and runs after
-//! the function returns anything but `Err` (or before it with
-//! `before = true`). Targets are checked by the compiler: a misspelt
+//! the function returns anything but `Err` (an alias of `Result` with
+//! another name needs `output = "result"`), or before it with
+//! `before = true`. Targets are checked by the compiler: a misspelt
 //! function or a wrong argument is a compile error, never a dead key.
 //!
 //! ## Manual cache, stats, configuration
@@ -144,7 +146,8 @@
 pub use layercache_macros::cached;
 
 /// Drops cached entries after the function returns anything but `Err`
-/// (before it, with `before = true`). Targets: `f(args)`, `recv.method(args)`,
+/// (before it, with `before = true`; for an alias of `Result` with another
+/// name add `output = "result"`). Targets: `f(args)`, `recv.method(args)`,
 /// `all = f`, `prefix = "ns:{arg}:"`; several per attribute, attributes stack.
 /// Targets are checked by the compiler like ordinary calls.
 ///

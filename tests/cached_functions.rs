@@ -1,6 +1,8 @@
 //! Behaviour of `#[cached]`, `#[cache_invalidate]` and `#[cache_put]` on the
-//! default (in-process) configuration. Every test uses its own functions,
-//! so tests running in parallel never share an entry or a counter.
+//! default (in-process) configuration. Every test uses its own functions
+//! (or serializes on a lock where two share one), so tests running in
+//! parallel never disturb each other's entries or counters. Run with no
+//! `CACHE_*` variables set (scripts/test.sh unsets them).
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Mutex;
@@ -39,43 +41,71 @@ fn echo(text: &str, n: u32) -> String {
     format!("{text}#{n}")
 }
 
-#[test]
-fn different_arguments_get_separate_entries_even_with_separators_wildcards_and_unicode() {
-    let inputs = [
-        "a:b",
-        "a",
-        "b:a",
-        "*",
-        "a*",
-        "a b",
-        " ",
-        "",
-        "ünï:cödé 空",
-        "a%3Ab",
-        "a\nb",
-    ];
-    for text in inputs {
+counter!(ECHO_T_CALLS);
+#[cached(key_prefix = "echo_t", key = "{text}:{n}")]
+fn echo_templated(text: &str, n: u32) -> String {
+    ECHO_T_CALLS.fetch_add(1, SeqCst);
+    format!("{text}#{n}")
+}
+
+const AWKWARD: [&str; 12] = [
+    "a:b",
+    "a",
+    "b:a",
+    "*",
+    "a*",
+    "a b",
+    " ",
+    "",
+    "ünï:cödé 空",
+    "a%3Ab",
+    "a\nb",
+    "a:1",
+];
+
+fn two_rounds(f: fn(&str, u32) -> String, calls: &AtomicUsize) {
+    for text in AWKWARD {
         for n in [1, 2] {
-            assert_eq!(echo(text, n), format!("{text}#{n}"));
+            assert_eq!(f(text, n), format!("{text}#{n}"));
         }
     }
-    let first_round = ECHO_CALLS.load(SeqCst);
-    assert_eq!(first_round, inputs.len() * 2);
-    for text in inputs {
+    let first_round = calls.load(SeqCst);
+    assert_eq!(
+        first_round,
+        AWKWARD.len() * 2,
+        "every argument pair got its own entry"
+    );
+    for text in AWKWARD {
         for n in [1, 2] {
             assert_eq!(
-                echo(text, n),
+                f(text, n),
                 format!("{text}#{n}"),
                 "cached value of {text:?}/{n}"
             );
         }
     }
+    assert_eq!(calls.load(SeqCst), first_round, "second round was all hits");
+}
+
+#[test]
+fn different_arguments_get_separate_entries_even_with_separators_wildcards_and_unicode() {
+    two_rounds(echo, &ECHO_CALLS);
+    assert_eq!(fn_cache!(echo).len(), (AWKWARD.len() * 2) as u64);
+}
+
+#[test]
+fn templated_keys_escape_separators_wildcards_and_unicode_into_distinct_entries() {
+    two_rounds(echo_templated, &ECHO_T_CALLS);
+    assert_eq!(fn_cache!(echo_templated).len(), (AWKWARD.len() * 2) as u64);
+    // The value's own ':' is escaped, so ("a:1", 2) cannot render like ("a", ...) plus a literal.
     assert_eq!(
-        ECHO_CALLS.load(SeqCst),
-        first_round,
-        "second round was all hits"
+        entry!(echo_templated("a:1", 2)).stable_key().unwrap(),
+        "echo_t:a%3A1:2"
     );
-    assert_eq!(fn_cache!(echo).len(), (inputs.len() * 2) as u64);
+    assert_eq!(
+        entry!(echo_templated("*", 1)).stable_key().unwrap(),
+        "echo_t:%2A:1"
+    );
 }
 
 counter!(PAIR_CALLS);
@@ -113,7 +143,7 @@ fn hashed_keys_are_the_namespace_and_32_hex_digits() {
 // ---------------------------------------------------------------- expiry
 
 counter!(SHORT_CALLS);
-#[cached(timeout_ms = 150)]
+#[cached(timeout_ms = 500)]
 fn short_lived(x: u32) -> u32 {
     SHORT_CALLS.fetch_add(1, SeqCst);
     x + 1
@@ -124,7 +154,7 @@ fn an_entry_expires_after_timeout_ms() {
     assert_eq!(short_lived(1), 2);
     assert_eq!(short_lived(1), 2);
     assert_eq!(SHORT_CALLS.load(SeqCst), 1);
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(600));
     assert_eq!(short_lived(1), 2);
     assert_eq!(SHORT_CALLS.load(SeqCst), 2, "expired entry was recomputed");
     let stats = fn_cache!(short_lived).stats();
@@ -824,7 +854,14 @@ fn targets_with_owned_arguments_do_not_move_them_out_of_the_body() {
     assert!(!entry!(owned_arg("ada".to_string())).is_cached());
 }
 
-#[cache_invalidate(all = square)]
+counter!(BORROW_TARGET_CALLS);
+#[cached]
+fn borrow_target(x: u32) -> u32 {
+    BORROW_TARGET_CALLS.fetch_add(1, SeqCst);
+    x
+}
+
+#[cache_invalidate(all = borrow_target)]
 fn evens(limit: u64) -> impl Iterator<Item = u64> {
     (0..limit).filter(|n| n % 2 == 0)
 }
@@ -832,7 +869,7 @@ fn evens(limit: u64) -> impl Iterator<Item = u64> {
 struct Buffer(Vec<u8>);
 
 impl Buffer {
-    #[cache_invalidate(all = square)]
+    #[cache_invalidate(borrow_target(2))]
     fn bytes_mut(&mut self) -> &mut Vec<u8> {
         &mut self.0
     }
@@ -840,10 +877,20 @@ impl Buffer {
 
 #[test]
 fn invalidating_functions_may_return_impl_trait_and_borrows() {
+    borrow_target(1);
     assert_eq!(evens(5).collect::<Vec<_>>(), vec![0, 2, 4]);
+    assert!(
+        !entry!(borrow_target(1)).is_cached(),
+        "the impl Trait function invalidated"
+    );
+    borrow_target(2);
     let mut b = Buffer(vec![1]);
     b.bytes_mut().push(2);
     assert_eq!(b.0, vec![1, 2]);
+    assert!(
+        !entry!(borrow_target(2)).is_cached(),
+        "the borrowing method invalidated"
+    );
 }
 
 #[cached]
@@ -867,6 +914,50 @@ fn self_inside_a_nested_item_does_not_make_a_free_function_a_method() {
 }
 
 type ApiResult<T> = Result<T, String>;
+
+counter!(ALIAS_TARGET_CALLS);
+#[cached]
+fn alias_target(id: u32) -> u32 {
+    ALIAS_TARGET_CALLS.fetch_add(1, SeqCst);
+    id
+}
+
+#[cache_invalidate(alias_target(id), output = "result")]
+fn alias_update(id: u32, fail: bool) -> ApiResult<()> {
+    if fail {
+        Err("failed".into())
+    } else {
+        Ok(())
+    }
+}
+
+#[cache_put(alias_target(id), output = "result")]
+fn alias_store(id: u32, value: u32) -> ApiResult<u32> {
+    if value == 0 {
+        Err("zero".into())
+    } else {
+        Ok(value)
+    }
+}
+
+#[test]
+fn invalidate_and_put_on_an_aliased_result_follow_the_output_option() {
+    alias_target(1);
+    assert!(alias_update(1, true).is_err());
+    assert!(
+        entry!(alias_target(1)).is_cached(),
+        "an Err of the alias does not invalidate"
+    );
+    alias_update(1, false).unwrap();
+    assert!(!entry!(alias_target(1)).is_cached());
+    assert!(alias_store(1, 0).is_err());
+    assert!(
+        !entry!(alias_target(1)).is_cached(),
+        "an Err of the alias stores nothing"
+    );
+    alias_store(1, 42).unwrap();
+    assert_eq!(entry!(alias_target(1)).get(), Some(42));
+}
 
 counter!(ALIAS_CALLS);
 #[cached(output = "result")]

@@ -56,6 +56,9 @@ const ALIASES: &[(&str, &str)] = &[
     ("capacity", "max_entries"),
     ("max_capacity", "max_entries"),
     ("limit", "max_entries"),
+    ("mode", "output"),
+    ("returns", "output"),
+    ("result", "output"),
 ];
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -249,22 +252,8 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
                 args.max_entries = Some(lit);
             }
             "output" => {
-                let lit = str_value(
-                    need("output = \"result\"")?,
-                    "how to treat the return value",
-                    "output = \"result\"",
-                )?;
-                args.output = Some(match lit.value().as_str() {
-                    "result" => crate::sig::Mode::Result,
-                    "option" => crate::sig::Mode::Option,
-                    "value" => crate::sig::Mode::Plain,
-                    other => {
-                        return Err(syn::Error::new(
-                            lit.span(),
-                            format!("unknown `output` {other:?}: expected \"result\" (cache only `Ok`), \"option\" (cache only `Some`) or \"value\" (cache every value)"),
-                        ))
-                    }
-                });
+                let expr = need("output = \"result\"")?;
+                args.output = Some(output_mode(expr)?);
             }
             "in_impl" => {
                 args.in_impl = match value {
@@ -316,4 +305,19 @@ pub fn check_prefix_text(lit: &LitStr) -> syn::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// `output = "result" | "option" | "value"`: how to treat a return type whose
+/// name does not say (an alias of `Result` with another name, say).
+pub fn output_mode(expr: &Expr) -> syn::Result<crate::sig::Mode> {
+    let lit = str_value(expr, "how to treat the return value", "output = \"result\"")?;
+    match lit.value().as_str() {
+        "result" => Ok(crate::sig::Mode::Result),
+        "option" => Ok(crate::sig::Mode::Option),
+        "value" => Ok(crate::sig::Mode::Plain),
+        other => Err(syn::Error::new(
+            lit.span(),
+            format!("unknown `output` {other:?}: expected \"result\" (only `Ok` counts), \"option\" (only `Some` is cached) or \"value\" (every value)"),
+        )),
+    }
 }

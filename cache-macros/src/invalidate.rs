@@ -7,7 +7,7 @@ use quote::{quote, quote_spanned, ToTokens};
 use syn::{FnArg, ItemFn, Pat, ReturnType};
 
 use crate::sig::Mode;
-use crate::target::{fn_cache_expr, parse_invalidate_args, parse_put_target, Invalidation};
+use crate::target::{fn_cache_expr, parse_invalidate_args, parse_put_args, Invalidation};
 use crate::template::Template;
 
 fn parse_fn(item: TokenStream, attr: &str) -> syn::Result<ItemFn> {
@@ -43,7 +43,12 @@ fn ret_var() -> Ident {
 }
 
 /// Runs `block` and, when it succeeds, `after`; `setup` runs first.
-fn wrap(func: &ItemFn, setup: TokenStream, after: TokenStream) -> TokenStream {
+fn wrap(
+    func: &ItemFn,
+    output_mode: Option<Mode>,
+    setup: TokenStream,
+    after: TokenStream,
+) -> TokenStream {
     let ItemFn {
         attrs,
         vis,
@@ -58,7 +63,9 @@ fn wrap(func: &ItemFn, setup: TokenStream, after: TokenStream) -> TokenStream {
         ReturnType::Type(_, ty) if mentions_impl(ty.to_token_stream()) => None,
         ReturnType::Type(_, ty) => Some(quote!(#ty)),
     };
-    let mode = Mode::of(&sig.output).marker();
+    let mode = output_mode
+        .unwrap_or_else(|| Mode::of(&sig.output))
+        .marker();
     let run = if sig.asyncness.is_some() {
         quote!(async move #block.await)
     } else if !exits_early(block.to_token_stream()) {
@@ -124,7 +131,7 @@ pub fn cache_invalidate(args: TokenStream, item: TokenStream) -> syn::Result<Tok
                 let template = Template::parse(lit, &names, has_self, &func.sig.ident, "prefix")?;
                 let rendered = template.render();
                 setup.extend(quote!(let #var: ::std::string::String = #rendered;));
-                act.extend(quote!(::layercache::invalidate_prefix(&#var);));
+                act.extend(quote!(::layercache::__private::invalidate_prefix(&#var);));
             }
         }
     }
@@ -146,11 +153,11 @@ pub fn cache_invalidate(args: TokenStream, item: TokenStream) -> syn::Result<Tok
             }
         });
     }
-    Ok(wrap(&func, setup, act))
+    Ok(wrap(&func, parsed.output, setup, act))
 }
 
 pub fn cache_put(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
-    let target = parse_put_target(args)?;
+    let (target, output_mode) = parse_put_args(args)?;
     let func = parse_fn(item, "cache_put")?;
     let ReturnType::Type(_, output) = &func.sig.output else {
         return Err(syn::Error::new(
@@ -158,7 +165,8 @@ pub fn cache_put(args: TokenStream, item: TokenStream) -> syn::Result<TokenStrea
             "a `#[cache_put]` function must return the value to store",
         ));
     };
-    let mode = Mode::of(&func.sig.output).marker();
+    let output_mode = output_mode.unwrap_or_else(|| Mode::of(&func.sig.output));
+    let mode = output_mode.marker();
     let entry = target.entry_expr_cloned();
     // Hygienic, but located at the target so type errors point there.
     let at_target = Span::mixed_site().located_at(target.span());
@@ -176,5 +184,5 @@ pub fn cache_put(args: TokenStream, item: TokenStream) -> syn::Result<TokenStrea
             #put.put(#value.clone());
         }
     };
-    Ok(wrap(&func, setup, after))
+    Ok(wrap(&func, Some(output_mode), setup, after))
 }

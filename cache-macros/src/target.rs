@@ -119,9 +119,11 @@ pub enum Invalidation {
 pub struct InvalidateArgs {
     pub targets: Vec<Invalidation>,
     pub before: bool,
+    /// `output = "result"`: how to tell success when the return type's name does not say.
+    pub output: Option<crate::sig::Mode>,
 }
 
-const INVALIDATE_OPTIONS: &[&str] = &["all", "prefix", "before"];
+const INVALIDATE_OPTIONS: &[&str] = &["all", "prefix", "before", "output"];
 
 fn assign_name(a: &ExprAssign) -> Option<(&Path, String)> {
     match &*a.left {
@@ -141,6 +143,7 @@ pub fn parse_invalidate_args(tokens: TokenStream) -> syn::Result<InvalidateArgs>
     let mut out = InvalidateArgs {
         targets: Vec::new(),
         before: false,
+        output: None,
     };
     for expr in exprs {
         match &expr {
@@ -185,6 +188,7 @@ pub fn parse_invalidate_args(tokens: TokenStream) -> syn::Result<InvalidateArgs>
                         },
                         other => return Err(syn::Error::new(other.span(), "expected `true` or `false` for `before`")),
                     },
+                    "output" => out.output = Some(crate::attr::output_mode(&a.right)?),
                     _ => return Err(crate::attr::unknown_option(path, &name, INVALIDATE_OPTIONS, "cache_invalidate")),
                 }
             }
@@ -212,8 +216,35 @@ pub fn parse_invalidate_args(tokens: TokenStream) -> syn::Result<InvalidateArgs>
     Ok(out)
 }
 
-pub fn parse_put_target(tokens: TokenStream) -> syn::Result<CallTarget> {
+/// `#[cache_put(f(args))]` or `#[cache_put(f(args), output = "result")]`.
+pub fn parse_put_args(tokens: TokenStream) -> syn::Result<(CallTarget, Option<crate::sig::Mode>)> {
     let exprs = Punctuated::<Expr, Token![,]>::parse_terminated.parse2(tokens)?;
+    let mut output = None;
+    let mut calls = Vec::new();
+    for expr in exprs {
+        match &expr {
+            Expr::Assign(a) => match assign_name(a) {
+                Some((_, name)) if name == "output" => {
+                    output = Some(crate::attr::output_mode(&a.right)?)
+                }
+                Some((path, name)) => {
+                    return Err(crate::attr::unknown_option(
+                        path,
+                        &name,
+                        &["output"],
+                        "cache_put",
+                    ))
+                }
+                None => return Err(syn::Error::new(a.left.span(), "expected `output`")),
+            },
+            _ => calls.push(expr),
+        }
+    }
+    let target = parse_put_target(calls)?;
+    Ok((target, output))
+}
+
+fn parse_put_target(exprs: Vec<Expr>) -> syn::Result<CallTarget> {
     let mut iter = exprs.iter();
     let Some(first) = iter.next() else {
         return Err(syn::Error::new(

@@ -44,7 +44,7 @@ pub use pipeline::{CallEntry, FnCache, Timeout};
 /// What generated code uses. Not a stable API: do not name it in your code.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::invalidate::{slot_cache, CacheSlot};
+    pub use crate::invalidate::{invalidate_prefix, slot_cache, CacheSlot};
     pub use crate::key::{render_hashed, render_template, KeyBuilder};
     pub use crate::pipeline::{
         get_or_compute, get_or_compute_async, CallEntry, FnCache, FnSpec, OkOnly, OutputMode,

@@ -302,7 +302,7 @@ pub struct FunctionStats {
     pub evictions: u64,
     /// Entries held in the local tier now.
     pub entries: u64,
-    /// Time to answer a hit (sampled: each thread's first hit, then one in 64).
+    /// Time to answer a hit (sampled: one hit in 64 per thread, counted across functions).
     pub hit_latency: LatencyStats,
     /// Time the function itself took, on every miss.
     pub origin_latency: LatencyStats,
