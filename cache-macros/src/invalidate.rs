@@ -6,7 +6,7 @@ use proc_macro2::{Ident, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::{FnArg, ItemFn, Pat, ReturnType};
 
-use crate::sig::Mode;
+use crate::sig::{any_token, contains_impl_trait, Mode};
 use crate::target::{fn_cache_expr, parse_invalidate_args, parse_put_args, Invalidation};
 use crate::template::Template;
 
@@ -22,18 +22,9 @@ fn parse_fn(item: TokenStream, attr: &str) -> syn::Result<ItemFn> {
 /// Whether `tokens` hold a `return` or a `?`, which leave the function
 /// early: the body must then run in a closure so the actions still run.
 fn exits_early(tokens: TokenStream) -> bool {
-    tokens.into_iter().any(|tt| match tt {
+    any_token(tokens, &|tt| match tt {
         TokenTree::Ident(i) => i == "return",
         TokenTree::Punct(p) => p.as_char() == '?',
-        TokenTree::Group(g) => exits_early(g.stream()),
-        _ => false,
-    })
-}
-
-fn mentions_impl(tokens: TokenStream) -> bool {
-    tokens.into_iter().any(|tt| match tt {
-        TokenTree::Ident(i) => i == "impl",
-        TokenTree::Group(g) => mentions_impl(g.stream()),
         _ => false,
     })
 }
@@ -60,7 +51,7 @@ fn wrap(
     // written in a closure or a `let`, and is inferred instead.
     let output = match &sig.output {
         ReturnType::Default => Some(quote!(())),
-        ReturnType::Type(_, ty) if mentions_impl(ty.to_token_stream()) => None,
+        ReturnType::Type(_, ty) if contains_impl_trait(ty).is_some() => None,
         ReturnType::Type(_, ty) => Some(quote!(#ty)),
     };
     let mode = output_mode

@@ -102,14 +102,22 @@ fn err(span: Span, msg: impl std::fmt::Display) -> syn::Error {
 
 /// Whether `tokens` mention `Self` anywhere.
 pub fn mentions_self_type(tokens: TokenStream) -> bool {
-    tokens.into_iter().any(|tt| match tt {
-        TokenTree::Ident(i) => i == "Self",
-        TokenTree::Group(g) => mentions_self_type(g.stream()),
-        _ => false,
+    any_token(
+        tokens,
+        &|tt| matches!(tt, TokenTree::Ident(i) if i == "Self"),
+    )
+}
+
+/// Whether any token of `tokens`, inside groups too, satisfies `pred`.
+pub fn any_token(tokens: TokenStream, pred: &dyn Fn(&TokenTree) -> bool) -> bool {
+    tokens.into_iter().any(|tt| match &tt {
+        TokenTree::Group(g) => any_token(g.stream(), pred),
+        other => pred(other),
     })
 }
 
-fn contains_impl_trait(ty: &Type) -> Option<Span> {
+/// Where `ty` holds an `impl Trait`, if it does.
+pub fn contains_impl_trait(ty: &Type) -> Option<Span> {
     match ty {
         Type::ImplTrait(i) => Some(i.impl_token.span),
         Type::Reference(r) => contains_impl_trait(&r.elem),

@@ -110,15 +110,19 @@ impl Template {
                     }
                     // Values never hold a raw `:` (it is escaped), so a `:` between two
                     // placeholders makes the rendering injective: no two calls share a key.
-                    let follows_value = matches!(pieces.last(), Some(Piece::Value { .. }));
-                    if follows_value && !literal.contains(':') {
-                        let prev = match pieces.last() {
-                            Some(Piece::Value { root, fields }) => std::iter::once(root.as_str())
-                                .chain(fields.iter().map(String::as_str))
-                                .collect::<Vec<_>>()
-                                .join("."),
-                            _ => String::new(),
-                        };
+                    if let (
+                        Some(Piece::Value {
+                            root: prev_root,
+                            fields: prev_fields,
+                        }),
+                        false,
+                    ) = (pieces.last(), literal.contains(':'))
+                    {
+                        let prev = std::iter::once(prev_root)
+                            .chain(prev_fields)
+                            .map(String::as_str)
+                            .collect::<Vec<_>>()
+                            .join(".");
                         return Err(e(format!(
                             "separate `{{{prev}}}` and `{{{inner}}}` with `:` in the `{what}` template (e.g. `{{{prev}}}:{{{inner}}}`): values never contain a raw `:`, so the separator keeps two different calls from rendering the same key"
                         )));

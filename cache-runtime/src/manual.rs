@@ -70,10 +70,6 @@ fn store_computed<T: CacheValue>(key: &str, value: T, timeout: Duration, generat
     store().write_back_with_timeout(key.to_string(), value, generation, ttl_of(Some(timeout)));
 }
 
-fn generation() -> u64 {
-    store().generation()
-}
-
 fn delete(key: &str) -> bool {
     store().invalidate(&key.to_string())
 }
@@ -158,7 +154,7 @@ pub mod sync {
             if let Some(v) = get(key) {
                 return v;
             }
-            let generation = generation();
+            let generation = store().generation();
             let v = make();
             store_computed(key, v.clone(), timeout, generation);
             v
@@ -247,7 +243,7 @@ pub mod future {
             if let Some(v) = get(key) {
                 return v;
             }
-            let generation = generation();
+            let generation = store().generation();
             let v = make.await;
             store_computed(key, v.clone(), timeout, generation);
             v

@@ -45,33 +45,27 @@ fn assign_stripe() -> u32 {
     (NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES) as u32 + 1
 }
 
+/// This thread's stripe and, when `hit` is set, whether this hit is to be
+/// timed: one thread-local access for both, on the hit path.
 #[inline]
-fn stripe_index() -> usize {
+fn thread_slot(hit: bool) -> (usize, bool) {
     THREAD_SLOT.with(|slot| {
-        let (idx, tick) = slot.get();
-        if idx != 0 {
-            return idx as usize - 1;
-        }
-        let idx = assign_stripe();
-        slot.set((idx, tick));
-        idx as usize - 1
-    })
-}
-
-/// This thread's stripe, and whether its current hit should be timed (one
-/// thread-local access for both, on the hit path).
-#[inline]
-fn stripe_and_sample() -> (usize, bool) {
-    THREAD_SLOT.with(|slot| {
-        let (mut idx, tick) = slot.get();
+        let (mut idx, mut tick) = slot.get();
         if idx == 0 {
             idx = assign_stripe();
         }
-        let tick = tick.wrapping_add(1);
+        if hit {
+            tick = tick.wrapping_add(1);
+        }
         slot.set((idx, tick));
         // The first hit of each thread is timed, then one in HIT_SAMPLE_EVERY.
-        (idx as usize - 1, tick % HIT_SAMPLE_EVERY == 1)
+        (idx as usize - 1, hit && tick % HIT_SAMPLE_EVERY == 1)
     })
+}
+
+#[inline]
+fn stripe_index() -> usize {
+    thread_slot(false).0
 }
 
 /// Live metrics of one cached function (or of the manual cache).
@@ -130,7 +124,7 @@ impl FnMetrics {
     /// A hit served by the local tier; returns whether to time this hit.
     #[inline]
     pub(crate) fn record_local_hit(&self) -> bool {
-        let (stripe, sample) = stripe_and_sample();
+        let (stripe, sample) = thread_slot(true);
         self.stripes[stripe].local_hits.fetch_add(1, Relaxed);
         sample
     }
