@@ -18,6 +18,18 @@ pub struct CachedArgs {
     /// `output = "result" | "option" | "value"`: how to treat the return type
     /// when its name does not say (an alias of `Result`, say).
     pub output: Option<crate::sig::Mode>,
+    /// `local_timeout` (seconds) or `local_timeout_ms`, in milliseconds.
+    pub local_timeout_ms: Option<(u64, Span)>,
+    /// `tier = "local" | "shared" | "both"`.
+    pub tier: Option<Tier>,
+}
+
+/// Which tiers a function uses.
+#[derive(Clone, Copy)]
+pub enum Tier {
+    Local,
+    Shared,
+    Both,
 }
 
 const OPTIONS: &[&str] = &[
@@ -27,6 +39,10 @@ const OPTIONS: &[&str] = &[
     "key",
     "max_entries",
     "in_impl",
+    "output",
+    "tier",
+    "local_timeout",
+    "local_timeout_ms",
 ];
 
 /// Names other caching libraries use for our options.
@@ -57,6 +73,12 @@ const ALIASES: &[(&str, &str)] = &[
     ("max_capacity", "max_entries"),
     ("limit", "max_entries"),
     ("mode", "output"),
+    ("tiers", "tier"),
+    ("layer", "tier"),
+    ("level", "tier"),
+    ("local_ttl", "local_timeout"),
+    ("l1_timeout", "local_timeout"),
+    ("local_ttl_ms", "local_timeout_ms"),
     ("returns", "output"),
     ("result", "output"),
 ];
@@ -255,6 +277,49 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
                 let expr = need("output = \"result\"")?;
                 args.output = Some(output_mode(expr)?);
             }
+            "tier" => {
+                let lit = str_value(need("tier = \"both\"")?, "the tiers", "tier = \"both\"")?;
+                args.tier = Some(match lit.value().as_str() {
+                    "local" => Tier::Local,
+                    "shared" => Tier::Shared,
+                    "both" => Tier::Both,
+                    other => {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            format!("unknown `tier` {other:?}: expected \"local\" (in-process only), \"shared\" (shared tier only) or \"both\""),
+                        ))
+                    }
+                });
+            }
+            "local_timeout" | "local_timeout_ms" => {
+                let ms = name == "local_timeout_ms";
+                let example = if ms {
+                    "local_timeout_ms = 500"
+                } else {
+                    "local_timeout = 5"
+                };
+                let what = if ms {
+                    "the local copies' life in milliseconds"
+                } else {
+                    "the local copies' life in seconds"
+                };
+                let lit = int_value(need(example)?, what, example)?;
+                let n: u64 = lit.base10_parse()?;
+                if n == 0 {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        format!("`{name}` must be at least 1; to keep no local copy, use `tier = \"shared\"`"),
+                    ));
+                }
+                if args.local_timeout_ms.is_some() {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "use either `local_timeout` (seconds) or `local_timeout_ms`, not both",
+                    ));
+                }
+                let n = if ms { n } else { n.saturating_mul(1000) };
+                args.local_timeout_ms = Some((n, lit.span()));
+            }
             "in_impl" => {
                 args.in_impl = match value {
                     Some(v) => bool_value(v, "in_impl")?,
@@ -268,6 +333,13 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
         return Err(syn::Error::new(
             span,
             "use either `timeout` (seconds) or `timeout_ms`, not both",
+        ));
+    }
+    if let (Some(Tier::Shared | Tier::Local), Some((_, span))) = (args.tier, args.local_timeout_ms)
+    {
+        return Err(syn::Error::new(
+            span,
+            "`local_timeout` caps the local copy of a two-tier function; it needs `tier = \"both\"` (the default)",
         ));
     }
     Ok(args)

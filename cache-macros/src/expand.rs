@@ -136,6 +136,17 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         Some(lit) => quote!(::core::option::Option::Some(#lit)),
         None => quote!(::core::option::Option::None),
     };
+    let tier = match opts.tier {
+        Some(crate::attr::Tier::Local) => quote!(Local),
+        Some(crate::attr::Tier::Shared) => quote!(Shared),
+        Some(crate::attr::Tier::Both) | None => quote!(Both),
+    };
+    let local_timeout = match opts.local_timeout_ms {
+        Some((ms, span)) => {
+            quote_spanned!(span=> ::core::option::Option::Some(::layercache::__private::Duration::from_millis(#ms)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
 
     let fn_companion = fn_ident(name);
     let entry_companion = entry_ident(name);
@@ -196,6 +207,8 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     timeout: #timeout,
                     max_entries: #max_entries,
                     render: #render,
+                    tier: ::layercache::__private::TierChoice::#tier,
+                    local_timeout: #local_timeout,
                 }
             })
         }

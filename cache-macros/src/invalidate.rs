@@ -98,6 +98,8 @@ pub fn cache_invalidate(args: TokenStream, item: TokenStream) -> syn::Result<Tok
         })
         .collect();
     let has_self = func.sig.receiver().is_some();
+    // In an `async fn`, shared-tier deletes are awaited instead of blocking the executor.
+    let is_async = func.sig.asyncness.is_some();
 
     let mut setup = TokenStream::new();
     let mut act = TokenStream::new();
@@ -110,19 +112,31 @@ pub fn cache_invalidate(args: TokenStream, item: TokenStream) -> syn::Result<Tok
                     #[allow(clippy::clone_on_copy, clippy::redundant_clone)]
                     let #var = #entry;
                 });
-                act.extend(quote_spanned!(call.span()=> #var.invalidate();));
+                act.extend(if is_async {
+                    quote_spanned!(call.span()=> #var.invalidate_async().await;)
+                } else {
+                    quote_spanned!(call.span()=> #var.invalidate();)
+                });
             }
             Invalidation::All(path) => {
                 let cache = fn_cache_expr(path);
                 setup.extend(quote!(let #var = #cache;));
-                act.extend(quote!(#var.invalidate_all();));
+                act.extend(if is_async {
+                    quote!(#var.invalidate_all_async().await;)
+                } else {
+                    quote!(#var.invalidate_all();)
+                });
             }
             Invalidation::Prefix(lit) => {
                 crate::attr::check_prefix_text(lit)?;
                 let template = Template::parse(lit, &names, has_self, &func.sig.ident, "prefix")?;
                 let rendered = template.render();
                 setup.extend(quote!(let #var: ::std::string::String = #rendered;));
-                act.extend(quote!(::layercache::__private::invalidate_prefix(&#var);));
+                act.extend(if is_async {
+                    quote!(::layercache::__private::invalidate_prefix_async(&#var).await;)
+                } else {
+                    quote!(::layercache::__private::invalidate_prefix(&#var);)
+                });
             }
         }
     }
@@ -168,11 +182,16 @@ pub fn cache_put(args: TokenStream, item: TokenStream) -> syn::Result<TokenStrea
         #[allow(clippy::clone_on_copy, clippy::redundant_clone)]
         let #put = #entry;
     };
+    let store = if func.sig.asyncness.is_some() {
+        quote_spanned!(target.span()=> #put.put_async(#value.clone()).await;)
+    } else {
+        quote_spanned!(target.span()=> #put.put(#value.clone());)
+    };
     let after = quote_spanned! {target.span()=>
         if let ::core::option::Option::Some(#value) =
             <#mode as ::layercache::__private::OutputMode<#output>>::cacheable(&#ret)
         {
-            #put.put(#value.clone());
+            #store
         }
     };
     Ok(wrap(&func, Some(output_mode), setup, after))

@@ -16,6 +16,8 @@ pub struct Timestamp(u64);
 impl Timestamp {
     /// The timestamp that never comes: entries stamped with it do not expire.
     pub const NEVER: Timestamp = Timestamp(u64::MAX);
+    /// The clock's origin.
+    pub const ZERO: Timestamp = Timestamp(0);
 
     /// This timestamp moved `d` into the future, saturating at [`Timestamp::NEVER`].
     pub fn saturating_add(self, d: Duration) -> Timestamp {
@@ -54,6 +56,10 @@ impl Timestamp {
 pub struct Clock {
     inner: quanta::Clock,
     origin: quanta::Instant,
+    /// For a mock clock: the Unix time (ms) at `origin`; wall time then
+    /// moves with the mock. `None` for the system clock, which reads the
+    /// real wall clock.
+    mock_wall_origin_ms: Option<u64>,
 }
 
 impl Clock {
@@ -67,12 +73,28 @@ impl Clock {
         let (clock, mock) = quanta::Clock::mock();
         // Start well away from zero so that "now minus something" never underflows in tests.
         mock.increment(Duration::from_secs(1));
-        (Clock::from_quanta(clock), MockClock(mock))
+        let mut clock = Clock::from_quanta(clock);
+        clock.mock_wall_origin_ms = Some(system_unix_millis());
+        (clock, MockClock(mock))
     }
 
     fn from_quanta(inner: quanta::Clock) -> Clock {
         let origin = inner.now();
-        Clock { inner, origin }
+        Clock {
+            inner,
+            origin,
+            mock_wall_origin_ms: None,
+        }
+    }
+
+    /// Wall-clock time in Unix milliseconds: what shared-tier envelopes
+    /// record, since other processes cannot read this process's monotonic
+    /// clock. A mock clock's wall time moves with the mock.
+    pub fn unix_millis(&self) -> u64 {
+        match self.mock_wall_origin_ms {
+            None => system_unix_millis(),
+            Some(base) => base + self.now().0 / 1_000_000,
+        }
     }
 
     /// The current time.
@@ -85,6 +107,12 @@ impl Clock {
             .as_nanos();
         Timestamp(nanos as u64)
     }
+}
+
+fn system_unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Default for Clock {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::local::LocalStoreKind;
+use crate::shared::SharedSettings;
 
 /// Which tiers serve cached calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -18,18 +19,40 @@ pub enum CacheType {
     /// Caching off: every call runs the function and counts as a miss
     /// (`CACHE_TYPE=null`), for tests and for ruling the cache out.
     Null,
+    /// In-process tier in front of Redis (`CACHE_TYPE=redis`, cargo
+    /// feature `redis`), at [`Config::redis_url`].
+    #[cfg(feature = "redis")]
+    Redis,
 }
 
 impl CacheType {
-    const NAMES: &'static [(&'static str, CacheType)] =
-        &[("simple", CacheType::Simple), ("null", CacheType::Null)];
+    const NAMES: &'static [(&'static str, CacheType)] = &[
+        ("simple", CacheType::Simple),
+        ("null", CacheType::Null),
+        #[cfg(feature = "redis")]
+        ("redis", CacheType::Redis),
+    ];
+
+    /// What `CACHE_TYPE` accepts in this build.
+    const EXPECTED: &'static str = if cfg!(feature = "redis") {
+        "`simple`, `redis` or `null`"
+    } else {
+        "`simple` or `null`"
+    };
 
     /// The name used in `CACHE_TYPE`.
     pub fn as_str(self) -> &'static str {
         match self {
             CacheType::Simple => "simple",
             CacheType::Null => "null",
+            #[cfg(feature = "redis")]
+            CacheType::Redis => "redis",
         }
+    }
+
+    /// Whether this type has a shared tier.
+    pub fn is_shared(self) -> bool {
+        !matches!(self, CacheType::Simple | CacheType::Null)
     }
 }
 
@@ -41,17 +64,21 @@ impl std::str::FromStr for CacheType {
         if let Some((_, t)) = CacheType::NAMES.iter().find(|(n, _)| *n == wanted) {
             return Ok(*t);
         }
+        let expected = CacheType::EXPECTED;
         let reason = match wanted.as_str() {
-            "redis" | "rediss" | "memcached" | "filesystem" | "sqlite" | "redis-cluster" => {
-                format!("the `{wanted}` backend is not available in this build of layercache; expected `simple` or `null`")
+            "redis" => format!("the `redis` backend is not in this build of layercache: enable the `redis` cargo feature; expected {expected}"),
+            "rediss" | "redis-tls" => format!("expected {expected} (TLS is chosen by a `rediss://` CACHE_REDIS_URL, with the `tls` feature)"),
+            "memcached" | "filesystem" | "sqlite" | "redis-cluster" => {
+                format!("the `{wanted}` backend is not available in this build of layercache; expected {expected}")
             }
             "memory" | "inmemory" | "in-memory" | "local" | "simplecache" => {
-                "expected `simple` or `null` (did you mean `simple`?)".to_string()
+                format!("expected {expected} (did you mean `simple`?)")
             }
             "none" | "off" | "disabled" | "nullcache" => {
-                "expected `simple` or `null` (did you mean `null`?)".to_string()
+                format!("expected {expected} (did you mean `null`?)")
             }
-            _ => "expected `simple` or `null`".to_string(),
+            "rediscache" => format!("expected {expected} (did you mean `redis`?)"),
+            _ => format!("expected {expected}"),
         };
         Err(ConfigError::invalid("CACHE_TYPE", s, reason))
     }
@@ -117,7 +144,12 @@ pub struct Config {
     default_max_entries: u64,
     local_store: LocalStoreKind,
     clock: Clock,
+    redis_url: String,
+    shared: SharedSettings,
 }
+
+/// The Redis URL used when `CACHE_REDIS_URL` is not set.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/";
 
 /// The default timeout of a function without `timeout`/`timeout_ms`: 300 s.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -133,6 +165,8 @@ impl Default for Config {
             default_max_entries: DEFAULT_MAX_ENTRIES,
             local_store: LocalStoreKind::default(),
             clock: Clock::system(),
+            redis_url: DEFAULT_REDIS_URL.to_string(),
+            shared: SharedSettings::default(),
         }
     }
 }
@@ -145,8 +179,10 @@ impl Config {
 
     /// The defaults overridden by the environment: `CACHE_TYPE`,
     /// `CACHE_DEFAULT_TIMEOUT` (whole seconds, `0` = never expire),
-    /// `CACHE_KEY_PREFIX` and `CACHE_MAX_ENTRIES`. Unset or empty variables
-    /// keep their defaults.
+    /// `CACHE_KEY_PREFIX`, `CACHE_MAX_ENTRIES`, `CACHE_REDIS_URL`,
+    /// `CACHE_SHARED_TIMEOUT_MS` (per shared operation, default 50) and
+    /// `CACHE_MAX_VALUE_SIZE` (bytes, default 1 MiB). Unset or empty
+    /// variables keep their defaults.
     ///
     /// ```
     /// // With none of the variables set, this is the default configuration.
@@ -198,6 +234,28 @@ impl Config {
             }
             config.default_max_entries = n;
         }
+        if let Some(v) = get("CACHE_REDIS_URL") {
+            config.redis_url = validate_redis_url("CACHE_REDIS_URL", v.trim())?;
+        }
+        if let Some(v) = get("CACHE_SHARED_TIMEOUT_MS") {
+            let ms = parse_u64(
+                "CACHE_SHARED_TIMEOUT_MS",
+                &v,
+                "a positive whole number of milliseconds",
+            )?;
+            if ms == 0 {
+                return Err(ConfigError::invalid(
+                    "CACHE_SHARED_TIMEOUT_MS",
+                    &v,
+                    "must be at least 1 (a shared operation without a time limit could hang every call)",
+                ));
+            }
+            config.shared.timeout = Duration::from_millis(ms);
+        }
+        if let Some(v) = get("CACHE_MAX_VALUE_SIZE") {
+            let n = parse_u64("CACHE_MAX_VALUE_SIZE", &v, "a whole number of bytes")?;
+            config.shared.max_value_size = usize::try_from(n).unwrap_or(usize::MAX);
+        }
         Ok(config)
     }
 
@@ -225,6 +283,43 @@ impl Config {
     pub fn clock(&self) -> &Clock {
         &self.clock
     }
+    /// The Redis server of `CACHE_TYPE=redis` (`CACHE_REDIS_URL`).
+    pub fn redis_url(&self) -> &str {
+        &self.redis_url
+    }
+    /// Timeout, size limit and circuit breaker of the shared tier.
+    pub fn shared(&self) -> &SharedSettings {
+        &self.shared
+    }
+}
+
+/// Checks the scheme (and, with the `redis` feature, the whole URL) so a
+/// typo fails at start-up with the variable named, not at the first call.
+fn validate_redis_url(variable: &'static str, url: &str) -> Result<String, ConfigError> {
+    let scheme = url.split("://").next().unwrap_or("");
+    match scheme {
+        "redis" | "redis+unix" | "unix" => {}
+        "rediss" if cfg!(feature = "tls") => {}
+        "rediss" => {
+            return Err(ConfigError::invalid(
+                variable,
+                url,
+                "`rediss://` needs the `tls` cargo feature of layercache",
+            ))
+        }
+        _ => {
+            return Err(ConfigError::invalid(
+                variable,
+                url,
+                "expected a `redis://[user[:password]@]host[:port][/db]` URL (or `rediss://` with the `tls` feature)",
+            ))
+        }
+    }
+    #[cfg(feature = "redis")]
+    if let Err(e) = redis::Client::open(url) {
+        return Err(ConfigError::invalid(variable, url, e.to_string()));
+    }
+    Ok(url.to_string())
 }
 
 fn parse_u64(variable: &'static str, value: &str, expected: &str) -> Result<u64, ConfigError> {
@@ -289,22 +384,52 @@ impl ConfigBuilder {
         self.0.clock = clock;
         self
     }
+    /// The Redis server of [`CacheType::Redis`] (default [`DEFAULT_REDIS_URL`]).
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.0.redis_url = url.into();
+        self
+    }
+    /// Longest a shared operation may take (default 50 ms, at least 1 ms);
+    /// after it the call goes on to the function.
+    pub fn shared_timeout(mut self, timeout: Duration) -> Self {
+        self.0.shared.timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+    /// Values whose encoding is larger are not written to the shared tier
+    /// (default 1 MiB); they are counted as `oversize`.
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.0.shared.max_value_size = bytes;
+        self
+    }
+    /// The circuit breaker: after `failures` consecutive failures, skip the
+    /// shared tier for `cooldown`, then probe it (default 5 and 500 ms).
+    pub fn breaker(mut self, failures: u32, cooldown: Duration) -> Self {
+        self.0.shared.breaker_threshold = failures.max(1);
+        self.0.shared.breaker_cooldown = cooldown;
+        self
+    }
     /// The configuration, or the first invalid field.
     pub fn try_build(mut self) -> Result<Config, ConfigError> {
         self.0.key_prefix = validate_key_prefix("key_prefix", &self.0.key_prefix)?;
+        self.0.redis_url = validate_redis_url("redis_url", &self.0.redis_url)?;
         Ok(self.0)
     }
-    /// The configuration. An invalid `key_prefix` is logged and dropped;
-    /// use [`ConfigBuilder::try_build`] to get the error instead.
+    /// The configuration. An invalid `key_prefix` is logged and dropped, an
+    /// invalid `redis_url` is logged and the default used; use
+    /// [`ConfigBuilder::try_build`] to get the error instead.
     pub fn build(self) -> Config {
-        let fallback = self.0.clone();
-        self.try_build().unwrap_or_else(|err| {
+        let mut config = self.0;
+        if let Err(err) =
+            validate_key_prefix("key_prefix", &config.key_prefix).map(|p| config.key_prefix = p)
+        {
             tracing::error!(%err, "layercache: ignoring invalid key_prefix");
-            Config {
-                key_prefix: String::new(),
-                ..fallback
-            }
-        })
+            config.key_prefix = String::new();
+        }
+        if let Err(err) = validate_redis_url("redis_url", &config.redis_url) {
+            tracing::error!(%err, "layercache: ignoring invalid redis_url");
+            config.redis_url = DEFAULT_REDIS_URL.to_string();
+        }
+        config
     }
 }
 
@@ -399,7 +524,8 @@ mod tests {
         assert_eq!(err.variable(), "CACHE_TYPE");
         let msg = err.to_string();
         assert!(msg.starts_with("CACHE_TYPE=\"rediss\" is invalid"), "{msg}");
-        assert!(msg.contains("`simple` or `null`"), "{msg}");
+        assert!(msg.contains("`simple`"), "{msg}");
+        assert!(msg.contains("`null`"), "{msg}");
     }
 
     #[test]
@@ -424,6 +550,37 @@ mod tests {
         let err = Config::from_lookup(env(&[("CACHE_KEY_PREFIX", "app*")])).unwrap_err();
         assert_eq!(err.variable(), "CACHE_KEY_PREFIX");
         assert!(Config::builder().key_prefix("a b").try_build().is_err());
+    }
+
+    #[test]
+    fn redis_settings_are_read_and_checked() {
+        let c = Config::from_lookup(env(&[
+            ("CACHE_REDIS_URL", "redis://:pw@10.0.0.1:6380/2"),
+            ("CACHE_SHARED_TIMEOUT_MS", "20"),
+            ("CACHE_MAX_VALUE_SIZE", "4096"),
+        ]))
+        .unwrap();
+        assert_eq!(c.redis_url(), "redis://:pw@10.0.0.1:6380/2");
+        assert_eq!(c.shared().timeout, Duration::from_millis(20));
+        assert_eq!(c.shared().max_value_size, 4096);
+        let err = Config::from_lookup(env(&[("CACHE_REDIS_URL", "http://x")])).unwrap_err();
+        assert_eq!(err.variable(), "CACHE_REDIS_URL");
+        let err = Config::from_lookup(env(&[("CACHE_SHARED_TIMEOUT_MS", "0")])).unwrap_err();
+        assert_eq!(err.variable(), "CACHE_SHARED_TIMEOUT_MS");
+    }
+
+    #[cfg(not(feature = "redis"))]
+    #[test]
+    fn redis_without_the_feature_names_the_feature() {
+        let msg = "redis".parse::<CacheType>().unwrap_err().to_string();
+        assert!(msg.contains("enable the `redis` cargo feature"), "{msg}");
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn redis_is_a_cache_type_with_the_feature() {
+        assert_eq!("Redis".parse::<CacheType>().unwrap(), CacheType::Redis);
+        assert!(CacheType::Redis.is_shared());
     }
 
     #[test]

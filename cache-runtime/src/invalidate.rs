@@ -3,28 +3,101 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::metrics::{FunctionStats, Stats};
 use crate::pipeline::{FnCache, FnSpec, Key, Value};
+use crate::shared::{self, BusEvent, BusHandler, Notice, Tier};
 
 /// What the registry needs of a function cache, whatever its key and value types.
 trait Registered: Send + Sync {
     fn stats(&self) -> FunctionStats;
+    fn namespace(&self) -> &str;
+    fn is_shared(&self) -> bool;
+    /// Everywhere: local, shared (new version) and, by notice, other processes.
     fn invalidate_all(&self) -> u64;
-    fn invalidate_prefix(&self, prefix: &str) -> u64;
+    /// This process's local tier only.
+    fn invalidate_all_local(&self) -> u64;
+    fn invalidate_prefix_local(&self, prefix: &str) -> u64;
+    fn drop_tagged(&self, tag: u64) -> u64;
+    fn remote_invalidate_all(&self, version: u64) -> u64;
+    fn forget_shared_state(&self) -> u64;
 }
 
 impl<K: Key, V: Value> Registered for FnCache<K, V> {
     fn stats(&self) -> FunctionStats {
         FnCache::stats(self)
     }
+    fn namespace(&self) -> &str {
+        FnCache::namespace(self)
+    }
+    fn is_shared(&self) -> bool {
+        FnCache::is_shared(self)
+    }
     fn invalidate_all(&self) -> u64 {
         FnCache::invalidate_all(self)
     }
-    fn invalidate_prefix(&self, prefix: &str) -> u64 {
+    fn invalidate_all_local(&self) -> u64 {
+        FnCache::invalidate_all_local(self)
+    }
+    fn invalidate_prefix_local(&self, prefix: &str) -> u64 {
         FnCache::invalidate_prefix(self, prefix)
     }
+    fn drop_tagged(&self, tag: u64) -> u64 {
+        FnCache::drop_tagged(self, tag)
+    }
+    fn remote_invalidate_all(&self, version: u64) -> u64 {
+        FnCache::remote_invalidate_all(self, version)
+    }
+    fn forget_shared_state(&self) -> u64 {
+        FnCache::forget_shared_state(self)
+    }
+}
+
+/// Applies invalidation notices from other processes to this process's
+/// local tiers.
+pub(crate) fn bus_handler(tier: &'static Tier) -> BusHandler {
+    Arc::new(move |event| match event {
+        BusEvent::Message(text) => {
+            let Some((from, notice)) = Notice::decode(&text) else {
+                tracing::debug!(text, "layercache: ignoring an unknown bus message");
+                return;
+            };
+            if from == tier.instance() {
+                return; // applied locally when it was sent
+            }
+            tier.count_notice();
+            let dropped: u64 = match notice {
+                Notice::Key { namespace, stable } => {
+                    let tag = xxhash_rust::xxh3::xxh3_64(stable.as_bytes());
+                    registry()
+                        .iter()
+                        .filter(|c| c.is_shared() && c.namespace() == namespace)
+                        .map(|c| c.drop_tagged(tag))
+                        .sum()
+                }
+                Notice::All { namespace, version } => registry()
+                    .iter()
+                    .filter(|c| c.is_shared() && c.namespace() == namespace)
+                    .map(|c| c.remote_invalidate_all(version))
+                    .sum(),
+                Notice::Prefix { prefix } => registry()
+                    .iter()
+                    .map(|c| c.invalidate_prefix_local(prefix))
+                    .sum(),
+                Notice::Clear => registry().iter().map(|c| c.invalidate_all_local()).sum(),
+            };
+            tracing::trace!(text, dropped, "layercache: invalidation notice applied");
+        }
+        BusEvent::Resubscribed => {
+            tier.count_resubscription();
+            let dropped: u64 = registry().iter().map(|c| c.forget_shared_state()).sum();
+            tracing::info!(
+                dropped,
+                "layercache: dropped local copies of shared entries after the bus reconnected"
+            );
+        }
+    })
 }
 
 static REGISTRY: RwLock<Vec<&'static dyn Registered>> = RwLock::new(Vec::new());
@@ -107,12 +180,28 @@ fn per_type_cache<K: Key, V: Value>(
 pub fn stats() -> Stats {
     let mut functions: Vec<FunctionStats> = registry().iter().map(|c| c.stats()).collect();
     functions.sort_by(|a, b| a.name.cmp(&b.name));
-    Stats { functions }
+    let shared_tier = crate::config::config()
+        .cache_type()
+        .is_shared()
+        .then(shared::tier)
+        .flatten()
+        .map(Tier::stats);
+    Stats {
+        functions,
+        shared_tier,
+    }
 }
 
 /// Drops every entry, of every function and of the manual cache, whose
 /// stable key starts with `prefix` (the global `CACHE_KEY_PREFIX` is not
-/// part of what is matched). Returns how many entries went.
+/// part of what is matched). Returns how many local entries went.
+///
+/// With a shared tier, the matching shared keys are deleted too (`SCAN
+/// MATCH` with the prefix's glob characters escaped, `UNLINK` in batches;
+/// never `KEYS`), and other processes are told to drop their local copies.
+/// This walks the shared keyspace, so it is O(keys); dropping all of one
+/// function is O(1) with `all =`. It blocks for the scan; from async code
+/// use [`invalidate_prefix_async`].
 ///
 /// Rendered argument values are escaped (see [`key::escape`](crate::key::escape)),
 /// so build a prefix from a runtime value with `escape`.
@@ -124,13 +213,64 @@ pub fn invalidate_prefix(prefix: &str) -> u64 {
         tracing::warn!("layercache: refusing to invalidate the empty prefix (it would drop everything); call clear() for that");
         return 0;
     }
-    let removed = registry().iter().map(|c| c.invalidate_prefix(prefix)).sum();
-    tracing::debug!(prefix, removed, "layercache: prefix invalidated");
+    let removed = invalidate_prefix_local(prefix);
+    if let Some(tier) = shared_tier() {
+        shared::block_on(invalidate_prefix_shared(tier, prefix));
+    }
     removed
 }
 
+/// [`invalidate_prefix`] for async code.
+pub async fn invalidate_prefix_async(prefix: &str) -> u64 {
+    if prefix.is_empty() {
+        tracing::warn!("layercache: refusing to invalidate the empty prefix (it would drop everything); call clear() for that");
+        return 0;
+    }
+    let removed = invalidate_prefix_local(prefix);
+    if let Some(tier) = shared_tier() {
+        invalidate_prefix_shared(tier, prefix).await;
+    }
+    removed
+}
+
+fn invalidate_prefix_local(prefix: &str) -> u64 {
+    let removed = registry()
+        .iter()
+        .map(|c| c.invalidate_prefix_local(prefix))
+        .sum();
+    tracing::debug!(prefix, removed, "layercache: prefix invalidated locally");
+    removed
+}
+
+fn shared_tier() -> Option<&'static Tier> {
+    crate::config::config()
+        .cache_type()
+        .is_shared()
+        .then(shared::tier)
+        .flatten()
+}
+
+async fn invalidate_prefix_shared(tier: &'static Tier, prefix: &str) {
+    // A scan walks the keyspace: give it far more than one round trip.
+    let budget = (tier.timeout() * 100).max(std::time::Duration::from_secs(5));
+    let full = tier.full_key(prefix);
+    match tier.call(None, budget, |s| s.delete_prefix(&full)).await {
+        Ok(n) => tracing::debug!(prefix, deleted = n, "layercache: shared prefix invalidated"),
+        Err(err) => {
+            tracing::warn!(prefix, %err, "layercache: could not delete a prefix in the shared tier; its entries live until they expire")
+        }
+    }
+    let notice = Notice::Prefix { prefix }.encode(tier.instance());
+    if let Err(err) = tier.publish(&notice).await {
+        tracing::warn!(prefix, %err, "layercache: could not tell other processes about a prefix invalidation");
+    }
+}
+
 /// Drops every entry of every cached function and of the manual cache
-/// (Flask-Caching's `cache.clear()`). Returns how many entries went.
+/// (Flask-Caching's `cache.clear()`). Returns how many local entries went.
+///
+/// With a shared tier, every function this process has called moves to a
+/// new shared version (O(1) each) and other processes drop their copies.
 pub fn clear() -> u64 {
     let removed = registry().iter().map(|c| c.invalidate_all()).sum();
     tracing::debug!(removed, "layercache: cleared");

@@ -125,13 +125,26 @@ impl KeyBuilder {
     }
 }
 
-/// `std::io::Write` into an xxh3-128 hasher, so arguments are encoded and
-/// hashed in one pass without an intermediate buffer.
-struct HashWriter(xxhash_rust::xxh3::Xxh3);
+/// `std::io::Write` into the key hash and the key check, so arguments are
+/// encoded and hashed in one pass without an intermediate buffer.
+struct HashWriter {
+    key: xxhash_rust::xxh3::Xxh3,
+    check: xxhash_rust::xxh3::Xxh3,
+}
+
+impl HashWriter {
+    fn new() -> HashWriter {
+        HashWriter {
+            key: xxhash_rust::xxh3::Xxh3::new(),
+            check: xxhash_rust::xxh3::Xxh3::with_seed(CHECK_SEED),
+        }
+    }
+}
 
 impl std::io::Write for HashWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
+        self.key.update(buf);
+        self.check.update(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -139,37 +152,47 @@ impl std::io::Write for HashWriter {
     }
 }
 
-/// The 128-bit hash of the canonical encoding of `value`: bincode 2's
-/// standard configuration (little-endian, variable-length integers, `usize`
-/// as 64 bits) hashed with xxh3-128. Identical on every platform and build
-/// for the same value of the same type.
+/// Seed of the key check: a second hash of the same canonical bytes,
+/// independent of the 128-bit key hash, stored in shared-tier envelopes to
+/// detect a key-hash collision.
+const CHECK_SEED: u64 = 0x6c61_7965_7263_6163; // "layercac"
+
+fn hash_both<T: Serialize + ?Sized>(value: &T) -> Result<(u128, u64), KeyError> {
+    let mut writer = HashWriter::new();
+    bincode::serde::encode_into_std_write(value, &mut writer, bincode::config::standard())
+        .map_err(|e| KeyError::Encode(e.to_string()))?;
+    Ok((writer.key.digest128(), writer.check.digest()))
+}
+
+/// The stable 128-bit hash of `value`: xxh3-128 of its bincode-2 encoding
+/// (standard configuration), identical across processes, builds and platforms.
 ///
 /// ```
 /// use layercache_runtime::key::stable_hash;
-/// assert_eq!(stable_hash(&(42u64, "rust")), stable_hash(&(42u64, String::from("rust"))));
+/// assert_eq!(stable_hash(&(1u64, "a")).unwrap(), stable_hash(&(1u64, "a")).unwrap());
 /// assert_ne!(stable_hash(&(1u64, 2u64)), stable_hash(&(2u64, 1u64)));
 /// ```
 pub fn stable_hash<T: Serialize + ?Sized>(value: &T) -> Result<u128, KeyError> {
-    let mut writer = HashWriter(xxhash_rust::xxh3::Xxh3::new());
-    bincode::serde::encode_into_std_write(value, &mut writer, bincode::config::standard())
-        .map_err(|e| KeyError::Encode(e.to_string()))?;
-    Ok(writer.0.digest128())
+    hash_both(value).map(|(key, _)| key)
 }
 
-/// Appends the stable key suffix of hashed (template-less) arguments: 32
-/// lower-case hex digits.
-pub fn render_hashed<K: Serialize>(key: &K, out: &mut String) -> Result<(), KeyError> {
-    let hash = stable_hash(key)?;
+/// Appends the stable key suffix of hashed (template-less) arguments (32
+/// lower-case hex digits) and returns the key check.
+pub fn render_hashed<K: Serialize>(key: &K, out: &mut String) -> Result<u64, KeyError> {
+    let (hash, check) = hash_both(key)?;
     let _ = write!(out, "{hash:032x}");
-    Ok(())
+    Ok(check)
 }
 
-/// Appends the stable key suffix of templated arguments: the rendered
-/// template itself (already escaped when it was built).
+/// Appends the stable key suffix of templated arguments (the rendered
+/// template itself, already escaped when it was built) and returns the key check.
 #[allow(clippy::ptr_arg)] // must match `RenderKey<String>`, i.e. `fn(&String, ..)`
-pub fn render_template(key: &String, out: &mut String) -> Result<(), KeyError> {
+pub fn render_template(key: &String, out: &mut String) -> Result<u64, KeyError> {
     out.push_str(key);
-    Ok(())
+    Ok(xxhash_rust::xxh3::xxh3_64_with_seed(
+        key.as_bytes(),
+        CHECK_SEED,
+    ))
 }
 
 #[cfg(test)]

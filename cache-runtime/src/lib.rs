@@ -13,6 +13,8 @@
 //! | [`config`](crate::Config) | [`Config`], [`Config::from_env`], [`init`] |
 //! | [`key`] | escaping, templates, the stable 128-bit argument hash |
 //! | [`local`] | the in-process tier behind the [`LocalStore`](local::LocalStore) trait |
+//! | [`codec`] | the [`Codec`](codec::Codec) trait, bincode, the shared-tier envelope |
+//! | [`shared`] | the [`SharedStore`](shared::SharedStore) trait, Redis, timeouts, the breaker, the bus |
 //! | `pipeline` | [`FnCache`]: lookup, origin, write-back, entry handles |
 //! | `invalidate` | the registry of caches: [`invalidate_prefix`], [`clear`], [`stats`] |
 //! | `metrics` | striped counters, latency histograms, [`Stats`] |
@@ -22,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 mod clock;
+pub mod codec;
 mod config;
 mod invalidate;
 pub mod key;
@@ -29,26 +32,30 @@ pub mod local;
 mod manual;
 mod metrics;
 mod pipeline;
+pub mod shared;
 
 pub use clock::{Clock, MockClock, Timestamp};
 pub use config::{
     config, init, AlreadyInitialized, CacheType, Config, ConfigBuilder, ConfigError,
-    DEFAULT_MAX_ENTRIES, DEFAULT_TIMEOUT,
+    DEFAULT_MAX_ENTRIES, DEFAULT_REDIS_URL, DEFAULT_TIMEOUT,
 };
-pub use invalidate::{clear, invalidate_prefix, stats};
+pub use invalidate::{clear, invalidate_prefix, invalidate_prefix_async, stats};
 pub use local::LocalStoreKind;
 pub use manual::{future, sync, CacheValue, MANUAL_CACHE_NAME};
 pub use metrics::{FunctionStats, LatencyStats, Stats, HIT_SAMPLE_EVERY};
-pub use pipeline::{CallEntry, FnCache, Timeout};
+pub use pipeline::{CallEntry, FnCache, TierChoice, Timeout};
+pub use shared::{SharedSettings, SharedStats, TierStats};
 
 /// What generated code uses. Not a stable API: do not name it in your code.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::invalidate::{invalidate_prefix, slot_cache, CacheSlot};
+    pub use crate::invalidate::{
+        invalidate_prefix, invalidate_prefix_async, slot_cache, CacheSlot,
+    };
     pub use crate::key::{render_hashed, render_template, KeyBuilder};
     pub use crate::pipeline::{
         get_or_compute, get_or_compute_async, CallEntry, FnCache, FnSpec, OkOnly, OutputMode,
-        Plain, SomeOnly, Succeeds, Timeout,
+        Plain, SomeOnly, Succeeds, TierChoice, Timeout,
     };
     pub use std::time::Duration;
 

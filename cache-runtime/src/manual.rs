@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::key::render_template;
-use crate::pipeline::{FnCache, FnSpec, Timeout};
+use crate::pipeline::{FnCache, FnSpec, TierChoice, Timeout};
 
 /// What a cached value must be: cloneable (a hit hands out a copy),
 /// shareable across threads, and serializable so that shared tiers can
@@ -42,6 +42,9 @@ fn store() -> &'static FnCache<String, AnyValue> {
             timeout: Timeout::Default,
             max_entries: None,
             render: render_template,
+            // Values are stored type-erased here, so they stay in-process.
+            tier: TierChoice::Local,
+            local_timeout: None,
         }))
     })
 }
@@ -60,14 +63,14 @@ fn ttl_of(timeout: Option<Duration>) -> Option<Duration> {
 
 fn set<T: CacheValue>(key: &str, value: T, timeout: Option<Duration>) {
     let value: AnyValue = Arc::new(value);
-    store().put_with_timeout(key.to_string(), value, ttl_of(timeout));
+    store().put_local(key.to_string(), value, ttl_of(timeout), 0);
 }
 
 /// Stores a value computed after a miss, unless `key` was deleted (or the
 /// cache cleared) while it was being computed: it may be stale.
 fn store_computed<T: CacheValue>(key: &str, value: T, timeout: Duration, generation: u64) {
     let value: AnyValue = Arc::new(value);
-    store().write_back_with_timeout(key.to_string(), value, generation, ttl_of(Some(timeout)));
+    store().write_back_with_timeout(key.to_string(), value, generation, ttl_of(Some(timeout)), 0);
 }
 
 fn delete(key: &str) -> bool {

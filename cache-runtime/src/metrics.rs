@@ -15,6 +15,7 @@ use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
 use crate::local::Evictions;
+use crate::shared::{SharedMetrics, SharedStats, TierStats};
 
 const STRIPES: usize = 8;
 
@@ -75,6 +76,7 @@ pub struct FnMetrics {
     pub(crate) evictions: Evictions,
     pub(crate) hit_latency: Histogram,
     pub(crate) origin_latency: Histogram,
+    pub(crate) shared: SharedMetrics,
 }
 
 macro_rules! bump {
@@ -96,6 +98,7 @@ impl FnMetrics {
             evictions,
             hit_latency: Histogram::default(),
             origin_latency: Histogram::default(),
+            shared: SharedMetrics::default(),
         }
     }
 
@@ -109,6 +112,7 @@ impl FnMetrics {
         record_expired => expired,
         record_not_cached => not_cached,
         record_origin_panic => origin_panics,
+        record_shared_hit => shared_hits,
     }
 
     /// `n` entries dropped by invalidation.
@@ -150,6 +154,7 @@ impl FnMetrics {
             entries,
             hit_latency: self.hit_latency.snapshot(),
             origin_latency: self.origin_latency.snapshot(),
+            shared: self.shared.snapshot(),
         }
     }
 }
@@ -300,6 +305,8 @@ pub struct FunctionStats {
     pub hit_latency: LatencyStats,
     /// Time the function itself took, on every miss.
     pub origin_latency: LatencyStats,
+    /// The shared tier's counters for this function (zero without one).
+    pub shared: SharedStats,
 }
 
 impl FunctionStats {
@@ -321,7 +328,7 @@ impl FunctionStats {
 
 impl Serialize for FunctionStats {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("FunctionStats", 14)?;
+        let mut s = serializer.serialize_struct("FunctionStats", 15)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("hits", &self.hits)?;
         s.serialize_field("misses", &self.misses)?;
@@ -336,6 +343,7 @@ impl Serialize for FunctionStats {
         s.serialize_field("entries", &self.entries)?;
         s.serialize_field("hit_latency", &self.hit_latency)?;
         s.serialize_field("origin_latency", &self.origin_latency)?;
+        s.serialize_field("shared", &self.shared)?;
         s.end()
     }
 }
@@ -352,6 +360,8 @@ impl Serialize for FunctionStats {
 pub struct Stats {
     /// One entry per function that has been called, sorted by name.
     pub functions: Vec<FunctionStats>,
+    /// The shared tier of this process, when one is configured.
+    pub shared_tier: Option<TierStats>,
 }
 
 impl Stats {
@@ -374,20 +384,43 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<36} {:>9} {:>9} {:>8} {:>8} {:>11} {:>12}",
-            "function", "hits", "misses", "hit rate", "entries", "hit p50", "origin mean"
+            "{:<36} {:>9} {:>9} {:>9} {:>8} {:>7} {:>8} {:>8} {:>11} {:>12}",
+            "function",
+            "hits",
+            "local",
+            "shared",
+            "misses",
+            "errors",
+            "hit rate",
+            "entries",
+            "hit p50",
+            "origin mean"
         )?;
         for s in &self.functions {
             writeln!(
                 f,
-                "{:<36} {:>9} {:>9} {:>7.1}% {:>8} {:>11} {:>12}",
+                "{:<36} {:>9} {:>9} {:>9} {:>8} {:>7} {:>7.1}% {:>8} {:>11} {:>12}",
                 s.name,
                 s.hits,
+                s.local_hits,
+                s.shared_hits,
                 s.misses,
+                s.shared.errors(),
                 s.hit_rate() * 100.0,
                 s.entries,
                 human_nanos(s.hit_latency.p50_ns),
                 human_nanos(s.origin_latency.mean_ns),
+            )?;
+        }
+        if let Some(t) = &self.shared_tier {
+            writeln!(
+                f,
+                "shared tier {}: breaker {} (opened {} times), {} notices received, {} resubscriptions",
+                t.store,
+                if t.breaker_open { "OPEN" } else { "closed" },
+                t.breaker_opens,
+                t.notices_received,
+                t.resubscriptions,
             )?;
         }
         Ok(())

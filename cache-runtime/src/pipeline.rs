@@ -2,19 +2,29 @@
 //! macro-generated wrappers run.
 //!
 //! ```text
-//! lookup (local tier, expiry checked) ── hit ─▶ return a clone
-//!   └─ miss ─▶ origin (the function body) ─▶ write-back unless Err / None / an invalidation raced it
+//! 1. local tier   exact-args lookup, expiry checked ── hit ─▶ return a clone
+//! 3. shared tier  GET {CACHE_KEY_PREFIX}:{ns}:{suffix}[:v{version}], envelope verified
+//!                 ── hit ─▶ backfill local (remaining TTL, capped by local_timeout) ─▶ return
+//! 4. origin       the function body
+//! 5. write-back   local + shared, unless Err / None / an invalidation raced it
 //! ```
+//!
+//! (Step 2, single-flight, is not built yet.) A failed shared operation is
+//! counted and skipped: the call goes on to the next step.
 
+use std::fmt::Write as _;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
 use crate::clock::{Clock, Timestamp};
+use crate::codec::{self, Bincode, Meta};
 use crate::config::{self, CacheType};
 use crate::key::KeyError;
 use crate::local::{build_store, Evictions, LocalStore, Stored};
+use crate::manual::CacheValue;
 use crate::metrics::{FnMetrics, FunctionStats};
+use crate::shared::{self, ErrorKind, Notice, SharedError, Tier};
 
 /// How long a function's entries live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +37,21 @@ pub enum Timeout {
     After(Duration),
 }
 
-/// How a key is rendered into the suffix of its stable string key.
-pub type RenderKey<K> = fn(&K, &mut String) -> Result<(), KeyError>;
+/// How a key is rendered into the suffix of its stable string key; returns
+/// the key check stored in shared envelopes (see [`codec`](crate::codec)).
+pub type RenderKey<K> = fn(&K, &mut String) -> Result<u64, KeyError>;
+
+/// Which tiers a function uses (`tier = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TierChoice {
+    /// The in-process tier only, even when a shared tier is configured.
+    Local,
+    /// The shared tier only: every call asks it (no local copy to go stale).
+    Shared,
+    /// Both (the default): local, then shared.
+    #[default]
+    Both,
+}
 
 /// What a cached function declares about its cache; built by generated code.
 pub struct FnSpec<K> {
@@ -43,6 +66,11 @@ pub struct FnSpec<K> {
     pub max_entries: Option<u64>,
     /// Renders a key's stable suffix.
     pub render: RenderKey<K>,
+    /// Which tiers the function uses.
+    pub tier: TierChoice,
+    /// Caps the life of local copies below `timeout` (`local_timeout`), so
+    /// a copy missed by an invalidation notice cannot outlive it.
+    pub local_timeout: Option<Duration>,
 }
 
 /// The bounds every local key satisfies: the exact (owned) arguments.
@@ -60,7 +88,12 @@ impl<T: Clone + Send + Sync + 'static> Value for T {}
 pub struct FnCache<K, V> {
     namespace: String,
     ttl: Option<Duration>,
+    /// Life of local copies: `ttl` capped by `local_timeout`.
+    local_ttl: Option<Duration>,
     enabled: bool,
+    /// Whether the local tier is used (`false` for `tier = "shared"`).
+    local: bool,
+    shared: Option<SharedFn>,
     clock: Clock,
     store: Box<dyn LocalStore<K, V>>,
     metrics: FnMetrics,
@@ -69,6 +102,38 @@ pub struct FnCache<K, V> {
     /// before the change that caused the invalidation).
     generation: AtomicU64,
     render: RenderKey<K>,
+}
+
+/// A function's link to the shared tier.
+struct SharedFn {
+    tier: &'static Tier,
+    /// The function's version in the shared tier ([`UNKNOWN_VERSION`] until read).
+    version: AtomicU64,
+}
+
+/// The version of a function not yet read from the shared tier.
+const UNKNOWN_VERSION: u64 = u64::MAX;
+
+/// A call's key in the shared tier, computed once per miss.
+pub(crate) struct SharedKey {
+    /// `{ns}:{suffix}`: what notices and prefix invalidation name.
+    stable: String,
+    /// `{CACHE_KEY_PREFIX}:{stable}[:v{version}]`: what is stored.
+    full: String,
+    /// Hash of `stable`: the local entry's tag.
+    tag: u64,
+    /// The key check written into envelopes.
+    check: u64,
+    /// The stored bytes failed verification: replace or delete them.
+    corrupt: bool,
+}
+
+fn min_ttl(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
 }
 
 impl<K: Key, V: Value> FnCache<K, V> {
@@ -86,11 +151,24 @@ impl<K: Key, V: Value> FnCache<K, V> {
             Timeout::Never => None,
             Timeout::After(d) => Some(d),
         };
-        tracing::debug!(name = %spec.name, ?ttl, max_entries, cache_type = %config.cache_type(), "layercache: function cache created");
+        let enabled = config.cache_type() != CacheType::Null;
+        let shared = (enabled && config.cache_type().is_shared() && spec.tier != TierChoice::Local)
+            .then(shared::tier)
+            .flatten()
+            .map(|tier| SharedFn {
+                tier,
+                version: AtomicU64::new(UNKNOWN_VERSION),
+            });
+        // Without a shared tier, `tier = "shared"` would cache nothing: keep the local tier.
+        let local = spec.tier != TierChoice::Shared || shared.is_none();
+        tracing::debug!(name = %spec.name, ?ttl, max_entries, cache_type = %config.cache_type(), shared = shared.is_some(), local, "layercache: function cache created");
         FnCache {
             namespace: spec.namespace,
             ttl,
-            enabled: config.cache_type() != CacheType::Null,
+            local_ttl: min_ttl(ttl, spec.local_timeout),
+            enabled,
+            local,
+            shared,
             clock: config.clock().clone(),
             store: build_store(config.local_store(), max_entries, evictions.clone()),
             metrics: FnMetrics::new(spec.name, evictions),
@@ -119,6 +197,11 @@ impl<K: Key, V: Value> FnCache<K, V> {
         self.enabled
     }
 
+    /// Whether this function uses a shared tier.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// Entries held in the local tier (expired ones until they are read or evicted).
     pub fn len(&self) -> u64 {
         self.store.len()
@@ -137,13 +220,17 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// The stable string key of `key` (without the global `CACHE_KEY_PREFIX`):
     /// `{namespace}:{rendered template or 128-bit hash}`.
     pub fn stable_key(&self, key: &K) -> Result<String, KeyError> {
+        self.render_stable(key).map(|(stable, _)| stable)
+    }
+
+    fn render_stable(&self, key: &K) -> Result<(String, u64), KeyError> {
         let mut out = String::with_capacity(self.namespace.len() + 40);
         if !self.namespace.is_empty() {
             out.push_str(&self.namespace);
             out.push(':');
         }
-        (self.render)(key, &mut out)?;
-        Ok(out)
+        let check = (self.render)(key, &mut out)?;
+        Ok((out, check))
     }
 
     /// When an entry written now with `ttl` expires.
@@ -156,8 +243,17 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// for type checks), which counts as a miss.
     #[inline]
     pub(crate) fn lookup_with<T>(&self, key: &K, accept: impl FnOnce(V) -> Option<T>) -> Option<T> {
-        if !self.enabled {
+        let found = self.local_get(key, accept);
+        if found.is_none() {
             self.metrics.record_miss();
+        }
+        found
+    }
+
+    /// Step 1 without counting a miss (a shared hit may still answer).
+    #[inline]
+    fn local_get<T>(&self, key: &K, accept: impl FnOnce(V) -> Option<T>) -> Option<T> {
+        if !self.enabled || !self.local {
             return None;
         }
         let now = self.clock.now();
@@ -177,7 +273,6 @@ impl<K: Key, V: Value> FnCache<K, V> {
             Some(_) => self.metrics.record_expired(),
             None => {}
         }
-        self.metrics.record_miss();
         None
     }
 
@@ -192,8 +287,8 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// When an invalidation or `put` races the insert, the entry is removed
     /// afterwards, even if that was the `put`'s value: the race may cost a
     /// recomputation, but it never leaves a stale value in place.
-    pub(crate) fn write_back(&self, key: K, value: V, generation: u64) {
-        self.write_back_with_timeout(key, value, generation, self.ttl)
+    pub(crate) fn write_back(&self, key: K, value: V, generation: u64, tag: u64) {
+        self.write_back_with_timeout(key, value, generation, self.local_ttl, tag)
     }
 
     pub(crate) fn write_back_with_timeout(
@@ -202,8 +297,9 @@ impl<K: Key, V: Value> FnCache<K, V> {
         value: V,
         generation: u64,
         ttl: Option<Duration>,
+        tag: u64,
     ) {
-        if !self.enabled {
+        if !self.enabled || !self.local {
             return;
         }
         if self.generation.load(SeqCst) != generation {
@@ -211,7 +307,14 @@ impl<K: Key, V: Value> FnCache<K, V> {
             return;
         }
         let expires_at = self.expires_at(ttl);
-        self.store.insert(key.clone(), Stored { value, expires_at });
+        self.store.insert(
+            key.clone(),
+            Stored {
+                value,
+                expires_at,
+                tag,
+            },
+        );
         // An invalidation may have run between the check above and the insert;
         // it bumps the generation before removing, so re-checking closes the gap.
         if self.generation.load(SeqCst) != generation {
@@ -231,29 +334,76 @@ impl<K: Key, V: Value> FnCache<K, V> {
 
     /// Stores `value` as the result for `key` (the `#[cache_put]` operation),
     /// replacing any entry and cancelling in-flight computations' write-backs.
-    pub fn put(&self, key: K, value: V) {
-        self.put_with_timeout(key, value, self.ttl);
-    }
-
-    pub(crate) fn put_with_timeout(&self, key: K, value: V, ttl: Option<Duration>) {
+    pub(crate) fn put_local(&self, key: K, value: V, ttl: Option<Duration>, tag: u64) {
         self.generation.fetch_add(1, SeqCst);
-        if !self.enabled {
+        if !self.enabled || !self.local {
             return;
         }
         let expires_at = self.expires_at(ttl);
-        self.store.insert(key, Stored { value, expires_at });
+        self.store.insert(
+            key,
+            Stored {
+                value,
+                expires_at,
+                tag,
+            },
+        );
     }
 
-    /// Drops the entry of `key`; `true` when there was one.
-    pub fn invalidate(&self, key: &K) -> bool {
+    /// Drops the local entry of `key` (this process only); `true` when there was one.
+    pub(crate) fn invalidate_local(&self, key: &K) -> bool {
         self.generation.fetch_add(1, SeqCst);
         let removed = self.store.remove(key);
         self.metrics.record_invalidations(u64::from(removed));
         removed
     }
 
-    /// Drops every entry of this function; returns how many there were.
-    pub fn invalidate_all(&self) -> u64 {
+    /// Drops the entry of `key` in every tier and, through the bus, in
+    /// every process's local tier; `true` when this process held it.
+    ///
+    /// With a shared tier this waits for the delete (at most the tier's
+    /// timeout); from async code prefer [`FnCache::invalidate_async`].
+    pub fn invalidate(&self, key: &K) -> bool {
+        let removed = self.invalidate_local(key);
+        if let Some(sf) = &self.shared {
+            shared::block_on(self.invalidate_shared(sf, key));
+        }
+        removed
+    }
+
+    /// [`FnCache::invalidate`] for async code.
+    pub async fn invalidate_async(&self, key: &K) -> bool {
+        let removed = self.invalidate_local(key);
+        if let Some(sf) = &self.shared {
+            self.invalidate_shared(sf, key).await;
+        }
+        removed
+    }
+
+    async fn invalidate_shared(&self, sf: &SharedFn, key: &K) {
+        let m = &self.metrics.shared;
+        let result = async {
+            let sk = self.shared_key(sf, key).await?;
+            let notice = Notice::Key {
+                namespace: &self.namespace,
+                stable: &sk.stable,
+            }
+            .encode(sf.tier.instance());
+            let keys = [sk.full];
+            sf.tier
+                .call(Some(m), sf.tier.timeout(), |s| {
+                    s.delete(&keys, Some(&notice))
+                })
+                .await
+        }
+        .await;
+        if let Err(err) = result {
+            tracing::warn!(name = self.name(), %err, "layercache: could not invalidate an entry in the shared tier; other processes may serve it until it expires");
+        }
+    }
+
+    /// Drops every local entry of this function (this process only).
+    pub(crate) fn invalidate_all_local(&self) -> u64 {
         self.generation.fetch_add(1, SeqCst);
         let n = self.store.len();
         self.store.clear();
@@ -261,8 +411,87 @@ impl<K: Key, V: Value> FnCache<K, V> {
         n
     }
 
-    /// Drops every entry whose stable key (without `CACHE_KEY_PREFIX`)
-    /// starts with `prefix`; returns how many went.
+    /// Drops every entry of this function in every tier and process:
+    /// O(1) in the shared tier, by moving the function to a new version
+    /// (old entries become unreachable and expire). Returns how many local
+    /// entries went.
+    pub fn invalidate_all(&self) -> u64 {
+        let n = self.invalidate_all_local();
+        if let Some(sf) = &self.shared {
+            shared::block_on(self.invalidate_all_shared(sf));
+        }
+        n
+    }
+
+    /// [`FnCache::invalidate_all`] for async code.
+    pub async fn invalidate_all_async(&self) -> u64 {
+        let n = self.invalidate_all_local();
+        if let Some(sf) = &self.shared {
+            self.invalidate_all_shared(sf).await;
+        }
+        n
+    }
+
+    async fn invalidate_all_shared(&self, sf: &SharedFn) {
+        let tier = sf.tier;
+        let m = &self.metrics.shared;
+        let key = tier.version_key(&self.namespace);
+        let now_ms = tier.clock().unix_millis();
+        let bumped = tier
+            .call(Some(m), tier.timeout(), |s| s.bump_version(&key, now_ms))
+            .await;
+        match bumped {
+            Ok(version) => {
+                sf.version.store(version, SeqCst);
+                let notice = Notice::All {
+                    namespace: &self.namespace,
+                    version,
+                }
+                .encode(tier.instance());
+                if let Err(err) = tier.publish(&notice).await {
+                    tracing::warn!(name = self.name(), %err, "layercache: could not tell other processes about an invalidation; their local copies live until local_timeout/timeout");
+                }
+            }
+            Err(err) => {
+                // Unknown now: the next shared lookup re-reads it.
+                sf.version.store(UNKNOWN_VERSION, SeqCst);
+                tracing::warn!(name = self.name(), %err, "layercache: could not move the function to a new shared version; shared entries live until they expire");
+            }
+        }
+    }
+
+    /// A notice from another process: drop local entries of the stable key
+    /// whose tag is `tag`, and void in-flight computations.
+    pub(crate) fn drop_tagged(&self, tag: u64) -> u64 {
+        self.generation.fetch_add(1, SeqCst);
+        let n = self.store.retain(&|_, e| e.tag != tag);
+        self.metrics.record_invalidations(n);
+        n
+    }
+
+    /// A notice from another process: the function moved to `version`.
+    pub(crate) fn remote_invalidate_all(&self, version: u64) -> u64 {
+        if let Some(sf) = &self.shared {
+            sf.version.store(version, SeqCst);
+        }
+        self.invalidate_all_local()
+    }
+
+    /// The bus came back after a gap: notices may have been lost, so drop
+    /// the local copies of shared entries and re-read the version.
+    pub(crate) fn forget_shared_state(&self) -> u64 {
+        match &self.shared {
+            Some(sf) => {
+                sf.version.store(UNKNOWN_VERSION, SeqCst);
+                self.invalidate_all_local()
+            }
+            None => 0,
+        }
+    }
+
+    /// Drops every local entry whose stable key (without `CACHE_KEY_PREFIX`)
+    /// starts with `prefix`; returns how many went. The shared tier is
+    /// handled once for all functions by [`invalidate_prefix`](crate::invalidate_prefix).
     pub fn invalidate_prefix(&self, prefix: &str) -> u64 {
         let ns = self.namespace.as_str();
         let suffix_prefix = if ns.is_empty() {
@@ -270,7 +499,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         } else if prefix.len() <= ns.len() {
             // Every key starts with "{ns}:", so either all match or none does.
             return if ns.starts_with(prefix) {
-                self.invalidate_all()
+                self.invalidate_all_local()
             } else {
                 0
             };
@@ -317,14 +546,15 @@ impl<K: Key, V: Value> CallEntry<K, V> {
         self.get().is_some()
     }
 
-    /// Drops this entry; `true` when there was one.
+    /// Drops this entry everywhere (see [`FnCache::invalidate`]); `true`
+    /// when this process held it.
     pub fn invalidate(&self) -> bool {
         self.cache.invalidate(&self.key)
     }
 
-    /// Stores `value` as this call's result (priming or refreshing it).
-    pub fn put(self, value: V) {
-        self.cache.put(self.key, value);
+    /// [`CallEntry::invalidate`] for async code.
+    pub async fn invalidate_async(&self) -> bool {
+        self.cache.invalidate_async(&self.key).await
     }
 
     /// The exact-arguments key.
@@ -340,6 +570,29 @@ impl<K: Key, V: Value> CallEntry<K, V> {
     /// The function's cache.
     pub fn cache(&self) -> &'static FnCache<K, V> {
         self.cache
+    }
+}
+
+impl<K: Key, V: CacheValue> CallEntry<K, V> {
+    /// Stores `value` as this call's result (priming or refreshing it), in
+    /// every tier (see [`FnCache::put`]).
+    pub fn put(self, value: V) {
+        self.cache.put(self.key, value);
+    }
+
+    /// [`CallEntry::put`] for async code.
+    pub async fn put_async(self, value: V) {
+        self.cache.put_async(self.key, value).await;
+    }
+
+    /// The full key of this call in the shared tier
+    /// (`{CACHE_KEY_PREFIX}:{stable key}[:v{version}]`), or `None` without
+    /// a shared tier (or when it cannot be reached to read the version).
+    pub fn shared_key(&self) -> Option<String> {
+        let sf = self.cache.shared.as_ref()?;
+        shared::block_on(self.cache.shared_key(sf, &self.key))
+            .ok()
+            .map(|k| k.full)
     }
 }
 
@@ -424,7 +677,7 @@ impl<T: Value> OutputMode<Option<T>> for SomeOnly {
     }
 }
 
-/// One run of the origin: started after a miss, finished with its result.
+/// One run of the origin: started after a miss.
 ///
 /// Dropped without [`Computation::finish`] while unwinding, it counts a
 /// panic of the origin; dropped otherwise (a cancelled async call) it counts
@@ -444,6 +697,211 @@ impl<K, V> Drop for Computation<'_, K, V> {
 }
 
 impl<K: Key, V: Value> FnCache<K, V> {
+    /// The function's version in the shared tier, read once and then kept
+    /// up to date by notices.
+    async fn version(&self, sf: &SharedFn) -> Result<u64, SharedError> {
+        let v = sf.version.load(SeqCst);
+        if v != UNKNOWN_VERSION {
+            return Ok(v);
+        }
+        let key = sf.tier.version_key(&self.namespace);
+        let read = sf
+            .tier
+            .call(Some(&self.metrics.shared), sf.tier.timeout(), |s| {
+                s.read_version(&key)
+            })
+            .await?;
+        // A notice may have set a newer version while we read: keep it.
+        let _ = sf
+            .version
+            .compare_exchange(UNKNOWN_VERSION, read, SeqCst, SeqCst);
+        Ok(sf.version.load(SeqCst))
+    }
+
+    async fn shared_key(&self, sf: &SharedFn, key: &K) -> Result<SharedKey, SharedError> {
+        let version = self.version(sf).await?;
+        let (stable, check) = self.render_stable(key).map_err(|e| {
+            self.metrics.shared.record_error(ErrorKind::Encode);
+            SharedError::new(ErrorKind::Encode, e.to_string())
+        })?;
+        let tag = xxhash_rust::xxh3::xxh3_64(stable.as_bytes());
+        let mut full = sf.tier.full_key(&stable);
+        if version != 0 {
+            let _ = write!(full, ":v{version}");
+        }
+        Ok(SharedKey {
+            stable,
+            full,
+            tag,
+            check,
+            corrupt: false,
+        })
+    }
+}
+
+impl<K: Key, V: CacheValue> FnCache<K, V> {
+    /// Step 3: the shared tier. `Ok(value, remaining life)` on a hit;
+    /// otherwise the key to write back under, or `None` when the tier
+    /// failed (no write-back then: it would likely cost a second timeout).
+    async fn shared_get(
+        &self,
+        sf: &SharedFn,
+        key: &K,
+    ) -> Result<(V, Option<Duration>, u64), Option<SharedKey>> {
+        let m = &self.metrics.shared;
+        let mut sk = self.shared_key(sf, key).await.map_err(|_| None)?;
+        let bytes = match sf
+            .tier
+            .call(Some(m), sf.tier.timeout(), |s| s.get(&sk.full))
+            .await
+        {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                m.record_miss();
+                return Err(Some(sk));
+            }
+            Err(_) => return Err(None),
+        };
+        match codec::open::<Bincode, V>(&bytes, sk.check) {
+            Ok((value, meta)) => {
+                let now_ms = sf.tier.clock().unix_millis();
+                let remaining = match meta.expires_at_ms {
+                    0 => None,
+                    at if at > now_ms => Some(Duration::from_millis(at - now_ms)),
+                    // Expired by its own clock (Redis had not dropped it yet).
+                    _ => {
+                        m.record_miss();
+                        return Err(Some(sk));
+                    }
+                };
+                Ok((value, remaining, sk.tag))
+            }
+            Err(err) => {
+                m.record_error(ErrorKind::Corrupt);
+                m.record_miss();
+                tracing::warn!(name = self.name(), key = %sk.full, %err, len = bytes.len(), "layercache: unusable bytes under a shared key; treating as a miss and replacing them");
+                sk.corrupt = true;
+                Err(Some(sk))
+            }
+        }
+    }
+
+    /// Step 5 for the shared tier: seal and store `value` unless an
+    /// invalidation raced the computation or it is too large.
+    async fn shared_put(&self, sf: &SharedFn, sk: &SharedKey, value: &V, generation: u64) -> bool {
+        let m = &self.metrics.shared;
+        if self.generation.load(SeqCst) != generation {
+            return false;
+        }
+        let now_ms = sf.tier.clock().unix_millis();
+        let meta = Meta {
+            type_fingerprint: codec::type_fingerprint::<V>(),
+            key_check: sk.check,
+            written_at_ms: now_ms,
+            expires_at_ms: self.ttl.map_or(0, |t| {
+                now_ms.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+            }),
+        };
+        let bytes = match codec::seal::<Bincode, V>(value, &meta) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                m.record_error(ErrorKind::Encode);
+                tracing::warn!(name = self.name(), %err, "layercache: cannot encode a value for the shared tier; kept in-process only");
+                return false;
+            }
+        };
+        let len = bytes.len();
+        if len > sf.tier.settings().max_value_size {
+            m.record_error(ErrorKind::Oversize);
+            tracing::debug!(
+                name = self.name(),
+                len,
+                limit = sf.tier.settings().max_value_size,
+                "layercache: value over the shared size limit; kept in-process only"
+            );
+            if sk.corrupt {
+                let keys = [sk.full.clone()];
+                let _ = sf
+                    .tier
+                    .call(Some(m), sf.tier.timeout(), |s| s.delete(&keys, None))
+                    .await;
+            }
+            return false;
+        }
+        let ttl = self.ttl;
+        let stored = sf
+            .tier
+            .call(Some(m), sf.tier.timeout(), |s| s.set(&sk.full, bytes, ttl))
+            .await
+            .is_ok();
+        if stored {
+            m.record_write(len);
+        }
+        stored
+    }
+
+    /// Deletes bytes that failed verification when nothing replaces them.
+    async fn drop_corrupt(&self, sf: &SharedFn, sk: &SharedKey) {
+        let keys = [sk.full.clone()];
+        let _ = sf
+            .tier
+            .call(Some(&self.metrics.shared), sf.tier.timeout(), |s| {
+                s.delete(&keys, None)
+            })
+            .await;
+    }
+
+    /// A shared hit: count it and keep a local copy for the rest of its
+    /// life (capped by `local_timeout`), unless an invalidation raced it.
+    fn backfill(&self, key: K, value: V, remaining: Option<Duration>, generation: u64, tag: u64) {
+        self.metrics.record_shared_hit();
+        self.write_back_with_timeout(
+            key,
+            value,
+            generation,
+            min_ttl(remaining, self.local_ttl),
+            tag,
+        );
+    }
+
+    /// Stores `value` as the result for `key` (the `#[cache_put]`
+    /// operation) in every tier, cancels in-flight computations'
+    /// write-backs, and tells other processes to drop their local copies.
+    /// With a shared tier this waits for the write (at most the tier's
+    /// timeout); from async code prefer [`FnCache::put_async`].
+    pub fn put(&self, key: K, value: V) {
+        match &self.shared {
+            Some(sf) => shared::block_on(self.put_shared(sf, key, value)),
+            None => self.put_local(key, value, self.local_ttl, 0),
+        }
+    }
+
+    /// [`FnCache::put`] for async code.
+    pub async fn put_async(&self, key: K, value: V) {
+        match &self.shared {
+            Some(sf) => self.put_shared(sf, key, value).await,
+            None => self.put_local(key, value, self.local_ttl, 0),
+        }
+    }
+
+    async fn put_shared(&self, sf: &SharedFn, key: K, value: V) {
+        let sk = self.shared_key(sf, &key).await.ok();
+        let tag = sk.as_ref().map_or(0, |k| k.tag);
+        self.put_local(key, value.clone(), self.local_ttl, tag);
+        let Some(sk) = sk else { return };
+        let generation = self.generation();
+        if self.shared_put(sf, &sk, &value, generation).await {
+            // Unlike write-backs after a miss, an explicit put is an update:
+            // other processes must drop the copies it replaces.
+            let notice = Notice::Key {
+                namespace: &self.namespace,
+                stable: &sk.stable,
+            }
+            .encode(sf.tier.instance());
+            let _ = sf.tier.publish(&notice).await;
+        }
+    }
+
     /// Step 4 begins: note the generation (for the write-back guard) and the time.
     fn begin(&self) -> Computation<'_, K, V> {
         Computation {
@@ -454,26 +912,36 @@ impl<K: Key, V: Value> FnCache<K, V> {
     }
 }
 
-impl<K: Key, V: Value> Computation<'_, K, V> {
-    /// Step 5: record the origin's latency and write the result back if it is cacheable.
-    fn finish<M: OutputMode<R, Value = V>, R>(self, key: K, r: &R) {
+impl<K: Key, V: CacheValue> Computation<'_, K, V> {
+    /// Step 5: record the origin's latency and write the result back
+    /// locally if it is cacheable; returns the value for the shared write.
+    fn finish<M: OutputMode<R, Value = V>, R>(
+        self,
+        key: K,
+        r: &R,
+        tag: u64,
+    ) -> Option<&V> {
         let cache = self.cache;
         cache
             .metrics
             .origin_latency
             .record(cache.clock.now().nanos_since(self.started));
         match M::cacheable(r) {
-            Some(v) => cache.write_back(key, v.clone(), self.generation),
+            Some(v) => {
+                cache.write_back(key, v.clone(), self.generation, tag);
+                Some(v)
+            }
             None => {
                 if cache.enabled {
                     cache.metrics.record_not_cached();
                 }
+                None
             }
         }
     }
 }
 
-/// The pipeline for a sync function: local tier, then `origin`, then write-back.
+/// The pipeline for a sync function: local tier, shared tier, `origin`, write-back.
 #[inline]
 pub fn get_or_compute<M, K, R>(
     cache: &FnCache<K, M::Value>,
@@ -482,9 +950,10 @@ pub fn get_or_compute<M, K, R>(
 ) -> R
 where
     M: OutputMode<R>,
+    M::Value: CacheValue,
     K: Key,
 {
-    if let Some(v) = cache.lookup_with(&key, Some) {
+    if let Some(v) = cache.local_get(&key, Some) {
         return M::from_cached(v);
     }
     compute::<M, K, R>(cache, key, origin)
@@ -494,15 +963,38 @@ where
 fn compute<M, K, R>(cache: &FnCache<K, M::Value>, key: K, origin: impl FnOnce() -> R) -> R
 where
     M: OutputMode<R>,
+    M::Value: CacheValue,
     K: Key,
 {
+    let generation = cache.generation();
+    let mut shared_key = None;
+    if let Some(sf) = &cache.shared {
+        match shared::block_on(cache.shared_get(sf, &key)) {
+            Ok((v, remaining, tag)) => {
+                cache.backfill(key, v.clone(), remaining, generation, tag);
+                return M::from_cached(v);
+            }
+            Err(sk) => shared_key = sk.map(|sk| (sf, sk)),
+        }
+    }
+    cache.metrics.record_miss();
     let computation = cache.begin();
     let r = origin();
-    computation.finish::<M, R>(key, &r);
+    let tag = shared_key.as_ref().map_or(0, |(_, sk)| sk.tag);
+    let stored = computation.finish::<M, R>(key, &r, tag);
+    if let Some((sf, sk)) = shared_key {
+        match stored {
+            Some(v) => {
+                shared::block_on(cache.shared_put(sf, &sk, v, generation));
+            }
+            None if sk.corrupt => shared::block_on(cache.drop_corrupt(sf, &sk)),
+            None => {}
+        }
+    }
     r
 }
 
-/// The pipeline for an `async fn`: local tier, then `origin.await`, then write-back.
+/// The pipeline for an `async fn`: local tier, shared tier, `origin.await`, write-back.
 pub async fn get_or_compute_async<M, K, R>(
     cache: &FnCache<K, M::Value>,
     key: K,
@@ -510,13 +1002,36 @@ pub async fn get_or_compute_async<M, K, R>(
 ) -> R
 where
     M: OutputMode<R>,
+    M::Value: CacheValue,
     K: Key,
 {
-    if let Some(v) = cache.lookup_with(&key, Some) {
+    if let Some(v) = cache.local_get(&key, Some) {
         return M::from_cached(v);
     }
+    let generation = cache.generation();
+    let mut shared_key = None;
+    if let Some(sf) = &cache.shared {
+        match cache.shared_get(sf, &key).await {
+            Ok((v, remaining, tag)) => {
+                cache.backfill(key, v.clone(), remaining, generation, tag);
+                return M::from_cached(v);
+            }
+            Err(sk) => shared_key = sk.map(|sk| (sf, sk)),
+        }
+    }
+    cache.metrics.record_miss();
     let computation = cache.begin();
     let r = origin.await;
-    computation.finish::<M, R>(key, &r);
+    let tag = shared_key.as_ref().map_or(0, |(_, sk)| sk.tag);
+    let stored = computation.finish::<M, R>(key, &r, tag);
+    if let Some((sf, sk)) = shared_key {
+        match stored {
+            Some(v) => {
+                cache.shared_put(sf, &sk, v, generation).await;
+            }
+            None if sk.corrupt => cache.drop_corrupt(sf, &sk).await,
+            None => {}
+        }
+    }
     r
 }

@@ -27,6 +27,10 @@ pub struct Stored<V> {
     pub value: V,
     /// When the entry expires; [`Timestamp::NEVER`] for no expiry.
     pub expires_at: Timestamp,
+    /// For a function with a shared tier, a 64-bit hash of the entry's
+    /// stable key, so an invalidation notice from another process (which
+    /// names the stable key, not the arguments) can find it; 0 otherwise.
+    pub tag: u64,
 }
 
 /// A bounded, concurrent map: the in-process tier of one cached function.
@@ -119,6 +123,7 @@ mod tests {
 
     fn entry(v: u32) -> Stored<u32> {
         Stored {
+            tag: 0,
             value: v,
             expires_at: Timestamp::NEVER,
         }
@@ -183,6 +188,7 @@ mod tests {
                 Stored {
                     value: 7,
                     expires_at: at,
+                    tag: 0,
                 },
             );
             assert_eq!(store.get(&1).map(|e| e.expires_at), Some(at), "{kind:?}");

@@ -1,0 +1,719 @@
+//! The shared tier: a store every process of a fleet reads and writes
+//! (Redis), reached through the [`SharedStore`] trait and guarded by a
+//! [`Tier`] that makes it fail-open.
+//!
+//! Every operation the pipeline sends to the store goes through
+//! [`Tier::call`], which
+//!
+//! - skips the store while the circuit breaker is open (a counted *skip*),
+//! - bounds the operation by the tier's timeout (a counted *timeout*),
+//! - counts every other failure by kind, and times every round trip.
+//!
+//! A failed shared operation never fails the call: the pipeline goes on to
+//! the function and returns its value.
+//!
+//! The store's I/O runs on a small runtime owned by layercache (one worker
+//! thread, `layercache-io`). Async callers poll the store's futures inline,
+//! inside that runtime's context, so they work from any executor; sync
+//! callers block on them with a thread-parking `block_on`, which neither
+//! builds a runtime per call nor deadlocks inside a tokio runtime, because
+//! the connection is driven by layercache's own thread.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::clock::{Clock, Timestamp};
+use crate::config::{self, CacheType, Config};
+use crate::metrics::Histogram;
+
+#[cfg(feature = "redis")]
+pub mod redis;
+
+/// A boxed, sendable future: what [`SharedStore`] methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What went wrong with a shared operation, as counted in the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The operation took longer than the tier's timeout.
+    Timeout,
+    /// The connection could not be made or was lost.
+    Connection,
+    /// The server answered with an error.
+    Server,
+    /// Bytes under one of our keys did not verify or decode.
+    Corrupt,
+    /// A value larger than the size limit was not written.
+    Oversize,
+    /// The circuit breaker was open: the store was not asked.
+    Skipped,
+    /// A value could not be encoded.
+    Encode,
+}
+
+impl ErrorKind {
+    /// A short name (`timeout`, `connection`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Connection => "connection",
+            ErrorKind::Server => "server",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Oversize => "oversize",
+            ErrorKind::Skipped => "skipped",
+            ErrorKind::Encode => "encode",
+        }
+    }
+
+    /// Whether this failure says the store is unhealthy (feeds the breaker).
+    fn is_health_failure(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Timeout | ErrorKind::Connection | ErrorKind::Server
+        )
+    }
+}
+
+/// A failed shared operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("shared tier {}: {message}", kind.as_str())]
+pub struct SharedError {
+    /// What kind of failure it was.
+    pub kind: ErrorKind,
+    /// What the store said.
+    pub message: String,
+}
+
+impl SharedError {
+    /// A failure of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> SharedError {
+        SharedError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// What the invalidation bus delivers to a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusEvent {
+    /// A notice published by some process.
+    Message(String),
+    /// The subscription was lost and is back: notices may have been missed.
+    Resubscribed,
+}
+
+/// A handler of bus events.
+pub type BusHandler = Arc<dyn Fn(BusEvent) + Send + Sync>;
+
+/// A store shared by every process: the operations the pipeline needs.
+///
+/// Keys are full keys (with `CACHE_KEY_PREFIX`). Implementations do no
+/// timeouts or retries of their own: [`Tier`] bounds every call.
+pub trait SharedStore: Send + Sync + 'static {
+    /// Where the store is, for logs (no password).
+    fn describe(&self) -> String;
+    /// The bytes under `key`, if any.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>>;
+    /// Stores `value` under `key`, expiring after `ttl` (never when `None`).
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), SharedError>>;
+    /// Deletes `keys` and, when given, publishes `notice` on the bus, in one
+    /// round trip where the store allows. Returns how many keys existed.
+    fn delete<'a>(
+        &'a self,
+        keys: &'a [String],
+        notice: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<u64, SharedError>>;
+    /// Deletes every key that starts with `prefix` (a literal prefix: the
+    /// store escapes any pattern characters), without blocking the server
+    /// (`SCAN` + `UNLINK` in batches for Redis, never `KEYS`). Keys under
+    /// [`RESERVED_PREFIX`] are kept.
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, SharedError>>;
+    /// The number stored under `key`, 0 when there is none.
+    fn read_version<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, SharedError>>;
+    /// Raises the number under `key` and returns the new one. A missing key
+    /// starts from the current Unix time in ms, so a lost version key can
+    /// never bring back numbers used before it was lost.
+    fn bump_version<'a>(
+        &'a self,
+        key: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<u64, SharedError>>;
+    /// Publishes `notice` to every subscribed process.
+    fn publish<'a>(&'a self, notice: &'a str) -> BoxFuture<'a, Result<(), SharedError>>;
+    /// Subscribes to the bus, forever: delivers every notice to `handler`,
+    /// reconnects by itself after a lost connection and then delivers
+    /// [`BusEvent::Resubscribed`]. Returns `None` when the store has no bus.
+    fn subscribe(&self, handler: BusHandler) -> Option<BoxFuture<'static, ()>>;
+}
+
+/// Keys and channels layercache keeps for itself (function versions, the
+/// bus); prefix invalidation never deletes them.
+pub const RESERVED_PREFIX: &str = "__layercache__:";
+
+/// Settings of the shared tier (part of [`Config`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedSettings {
+    /// Longest a shared operation may take before the call goes on without it.
+    pub timeout: Duration,
+    /// Values whose encoding is larger are not written to the shared tier.
+    pub max_value_size: usize,
+    /// Consecutive failures that open the circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker skips the store before one probe is let through.
+    pub breaker_cooldown: Duration,
+}
+
+/// Default [`SharedSettings::timeout`]: 50 ms.
+pub const DEFAULT_SHARED_TIMEOUT: Duration = Duration::from_millis(50);
+/// Default [`SharedSettings::max_value_size`]: 1 MiB.
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 1 << 20;
+
+impl Default for SharedSettings {
+    fn default() -> Self {
+        SharedSettings {
+            timeout: DEFAULT_SHARED_TIMEOUT,
+            max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Per-function counters of the shared tier.
+#[derive(Default)]
+pub(crate) struct SharedMetrics {
+    misses: AtomicU64,
+    errors: [AtomicU64; 7],
+    bytes_written: AtomicU64,
+    writes: AtomicU64,
+    pub(crate) latency: Histogram,
+}
+
+impl SharedMetrics {
+    pub(crate) fn record_miss(&self) {
+        self.misses.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn record_error(&self, kind: ErrorKind) {
+        self.errors[kind as usize].fetch_add(1, Relaxed);
+    }
+    pub(crate) fn record_write(&self, bytes: usize) {
+        self.writes.fetch_add(1, Relaxed);
+        self.bytes_written.fetch_add(bytes as u64, Relaxed);
+    }
+    pub(crate) fn snapshot(&self) -> SharedStats {
+        let e = |k: ErrorKind| self.errors[k as usize].load(Relaxed);
+        SharedStats {
+            misses: self.misses.load(Relaxed),
+            writes: self.writes.load(Relaxed),
+            bytes_written: self.bytes_written.load(Relaxed),
+            timeouts: e(ErrorKind::Timeout),
+            connection_errors: e(ErrorKind::Connection),
+            server_errors: e(ErrorKind::Server),
+            corrupt: e(ErrorKind::Corrupt),
+            oversize: e(ErrorKind::Oversize),
+            skipped: e(ErrorKind::Skipped),
+            encode_errors: e(ErrorKind::Encode),
+            latency: self.latency.snapshot(),
+        }
+    }
+}
+
+/// One function's shared-tier counters at one moment (all zero for a
+/// function that does not use a shared tier).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct SharedStats {
+    /// Shared lookups that found nothing usable (the function ran, or a
+    /// local hit made the lookup unnecessary is *not* counted).
+    pub misses: u64,
+    /// Values written to the shared tier.
+    pub writes: u64,
+    /// Bytes written to the shared tier (envelopes included).
+    pub bytes_written: u64,
+    /// Operations cut off by the tier's timeout.
+    pub timeouts: u64,
+    /// Operations failed by a refused or lost connection.
+    pub connection_errors: u64,
+    /// Operations the server answered with an error.
+    pub server_errors: u64,
+    /// Stored bytes that failed verification or decoding (each also a miss; the key is rewritten).
+    pub corrupt: u64,
+    /// Values not written because they exceeded the size limit.
+    pub oversize: u64,
+    /// Operations skipped because the circuit breaker was open.
+    pub skipped: u64,
+    /// Values that could not be encoded (not written).
+    pub encode_errors: u64,
+    /// Time of each shared round trip (hits, misses and writes).
+    pub latency: crate::metrics::LatencyStats,
+}
+
+impl SharedStats {
+    /// Every failure, whatever its kind (skips included).
+    pub fn errors(&self) -> u64 {
+        self.timeouts
+            + self.connection_errors
+            + self.server_errors
+            + self.corrupt
+            + self.oversize
+            + self.skipped
+            + self.encode_errors
+    }
+}
+
+/// Process-wide state of the shared tier, in [`Stats`](crate::Stats).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct TierStats {
+    /// Where the store is (no password).
+    pub store: String,
+    /// Whether the circuit breaker is open now.
+    pub breaker_open: bool,
+    /// Times the breaker opened.
+    pub breaker_opens: u64,
+    /// Invalidation notices received from other processes.
+    pub notices_received: u64,
+    /// Times the bus subscription was lost and restored (local copies were dropped each time).
+    pub resubscriptions: u64,
+}
+
+/// Skips the store for a cool-down after consecutive failures, then lets
+/// one probe through per cool-down until one succeeds.
+struct Breaker {
+    failures: AtomicU32,
+    /// Clock nanos until which the store is skipped; 0 when closed.
+    open_until: AtomicU64,
+    opens: AtomicU64,
+    threshold: u32,
+    cooldown: Duration,
+}
+
+impl Breaker {
+    fn allow(&self, now: Timestamp) -> bool {
+        let until = self.open_until.load(Relaxed);
+        if until == 0 {
+            return true;
+        }
+        let now_ns = now.nanos_since(Timestamp::ZERO);
+        if now_ns < until {
+            return false;
+        }
+        // Half-open: the first caller past the cool-down probes; the others
+        // keep skipping for another cool-down unless the probe succeeds.
+        let next = now
+            .saturating_add(self.cooldown)
+            .nanos_since(Timestamp::ZERO);
+        self.open_until
+            .compare_exchange(until, next, Relaxed, Relaxed)
+            .is_ok()
+    }
+
+    fn success(&self) {
+        if self.failures.load(Relaxed) != 0 {
+            self.failures.store(0, Relaxed);
+        }
+        if self.open_until.load(Relaxed) != 0 && self.open_until.swap(0, Relaxed) != 0 {
+            tracing::info!("layercache: shared tier answers again; circuit breaker closed");
+        }
+    }
+
+    fn failure(&self, now: Timestamp, err: &SharedError) {
+        let n = self.failures.fetch_add(1, Relaxed) + 1;
+        if n >= self.threshold {
+            let until = now
+                .saturating_add(self.cooldown)
+                .nanos_since(Timestamp::ZERO)
+                .max(1);
+            if self.open_until.swap(until, Relaxed) == 0 {
+                self.opens.fetch_add(1, Relaxed);
+                tracing::warn!(failures = n, cooldown = ?self.cooldown, %err, "layercache: shared tier failing; circuit breaker open, calls go straight to the function");
+            }
+        }
+    }
+
+    fn is_open(&self, now: Timestamp) -> bool {
+        let until = self.open_until.load(Relaxed);
+        until != 0 && now.nanos_since(Timestamp::ZERO) < until
+    }
+}
+
+/// The shared tier of this process: a store, its timeout and breaker, the
+/// runtime its I/O runs on, and the invalidation bus.
+pub struct Tier {
+    store: Arc<dyn SharedStore>,
+    runtime: tokio::runtime::Handle,
+    settings: SharedSettings,
+    breaker: Breaker,
+    key_prefix: String,
+    clock: Clock,
+    instance: String,
+    notices_received: AtomicU64,
+    resubscriptions: AtomicU64,
+}
+
+impl fmt::Debug for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tier")
+            .field("store", &self.store.describe())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The runtime the shared tier's I/O runs on: one worker thread, created on
+/// first use and kept for the life of the process.
+pub(crate) fn io_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("layercache-io")
+            .enable_all()
+            .build()
+            .expect("layercache: cannot start the I/O runtime (out of threads?)")
+    })
+}
+
+/// Polls `F` inside the I/O runtime's context, so that the store's timers
+/// and any task it spawns belong to that runtime whatever executor polls it.
+struct InRuntime<'h, F> {
+    handle: &'h tokio::runtime::Handle,
+    fut: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for InRuntime<'_, F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        let _guard = this.handle.enter();
+        this.fut.as_mut().poll(cx)
+    }
+}
+
+impl Tier {
+    /// A tier over `store`. Starts the bus subscription when the store has one.
+    pub(crate) fn new(store: Arc<dyn SharedStore>, config: &Config) -> Tier {
+        Tier {
+            store,
+            runtime: io_runtime().handle().clone(),
+            settings: config.shared().clone(),
+            breaker: Breaker {
+                failures: AtomicU32::new(0),
+                open_until: AtomicU64::new(0),
+                opens: AtomicU64::new(0),
+                threshold: config.shared().breaker_threshold.max(1),
+                cooldown: config.shared().breaker_cooldown,
+            },
+            key_prefix: config.key_prefix().to_string(),
+            clock: config.clock().clone(),
+            instance: format!("{:016x}", instance_id()),
+            notices_received: AtomicU64::new(0),
+            resubscriptions: AtomicU64::new(0),
+        }
+    }
+
+    /// The tier's settings.
+    pub fn settings(&self) -> &SharedSettings {
+        &self.settings
+    }
+
+    /// The global `CACHE_KEY_PREFIX` (without the trailing `:`).
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// This process's id on the bus (notices it sent are not applied twice).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The full shared key of `stable` (`{CACHE_KEY_PREFIX}:{stable}`).
+    pub fn full_key(&self, stable: &str) -> String {
+        if self.key_prefix.is_empty() {
+            stable.to_string()
+        } else {
+            let mut k = String::with_capacity(self.key_prefix.len() + 1 + stable.len());
+            k.push_str(&self.key_prefix);
+            k.push(':');
+            k.push_str(stable);
+            k
+        }
+    }
+
+    /// Where a function's version number lives.
+    pub(crate) fn version_key(&self, namespace: &str) -> String {
+        format!("{RESERVED_PREFIX}version:{}:{namespace}", self.key_prefix)
+    }
+
+    /// Runs one store operation: breaker, timeout, error counting, latency.
+    pub(crate) async fn call<'a, T>(
+        &'a self,
+        metrics: Option<&'a SharedMetrics>,
+        budget: Duration,
+        op: impl FnOnce(&'a dyn SharedStore) -> BoxFuture<'a, Result<T, SharedError>>,
+    ) -> Result<T, SharedError> {
+        let started = self.clock.now();
+        if !self.breaker.allow(started) {
+            if let Some(m) = metrics {
+                m.record_error(ErrorKind::Skipped);
+            }
+            return Err(SharedError::new(ErrorKind::Skipped, "circuit breaker open"));
+        }
+        let timed = {
+            let _guard = self.runtime.enter();
+            tokio::time::timeout(budget, op(&*self.store))
+        };
+        let result = InRuntime {
+            handle: &self.runtime,
+            fut: Box::pin(timed),
+        }
+        .await
+        .unwrap_or_else(|_| {
+            Err(SharedError::new(
+                ErrorKind::Timeout,
+                format!("no answer within {budget:?}"),
+            ))
+        });
+        let now = self.clock.now();
+        match &result {
+            Ok(_) => self.breaker.success(),
+            Err(e) if e.kind.is_health_failure() => self.breaker.failure(now, e),
+            Err(_) => {}
+        }
+        if let Some(m) = metrics {
+            m.latency.record(now.nanos_since(started));
+            if let Err(e) = &result {
+                m.record_error(e.kind);
+            }
+        }
+        if let Err(e) = &result {
+            tracing::debug!(err = %e, "layercache: shared operation failed");
+        }
+        result
+    }
+
+    /// The tier's per-operation timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+
+    /// Publishes `notice` (best effort, bounded by the timeout).
+    pub(crate) async fn publish(&self, notice: &str) -> Result<(), SharedError> {
+        self.call(None, self.timeout(), |s| s.publish(notice)).await
+    }
+
+    pub(crate) fn stats(&self) -> TierStats {
+        TierStats {
+            store: self.store.describe(),
+            breaker_open: self.breaker.is_open(self.clock.now()),
+            breaker_opens: self.breaker.opens.load(Relaxed),
+            notices_received: self.notices_received.load(Relaxed),
+            resubscriptions: self.resubscriptions.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn count_notice(&self) {
+        self.notices_received.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn count_resubscription(&self) {
+        self.resubscriptions.fetch_add(1, Relaxed);
+    }
+
+    /// Starts the bus subscription on the I/O runtime.
+    pub(crate) fn start_bus(&self, handler: BusHandler) {
+        if let Some(task) = self.store.subscribe(handler) {
+            self.runtime.spawn(task);
+        }
+    }
+}
+
+/// Runs `fut` to completion on this thread, parking between wake-ups.
+///
+/// Used by sync cached functions: the store's futures are driven by the
+/// I/O runtime's thread, so parking here cannot deadlock even inside a
+/// tokio runtime (it blocks that worker for at most the tier's timeout,
+/// as any blocking I/O in a sync function would).
+pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
+    pollster::block_on(fut)
+}
+
+/// A random id for this process on the bus.
+fn instance_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// The process's shared tier, built from the configuration on first use;
+/// `None` when the configuration has no shared tier (or it could not be
+/// built, which is logged).
+pub fn tier() -> Option<&'static Tier> {
+    static TIER: OnceLock<Option<&'static Tier>> = OnceLock::new();
+    *TIER.get_or_init(|| {
+        let config = config::config();
+        let store = match build_store(config) {
+            Ok(Some(store)) => store,
+            Ok(None) => return None,
+            Err(err) => {
+                tracing::error!(%err, "layercache: cannot set up the shared tier; caching in-process only");
+                return None;
+            }
+        };
+        let tier: &'static Tier = Box::leak(Box::new(Tier::new(store, config)));
+        tracing::info!(store = %tier.store.describe(), timeout = ?tier.settings.timeout, "layercache: shared tier ready");
+        tier.start_bus(crate::invalidate::bus_handler(tier));
+        Some(tier)
+    })
+}
+
+#[allow(unused_variables)]
+fn build_store(config: &Config) -> Result<Option<Arc<dyn SharedStore>>, SharedError> {
+    match config.cache_type() {
+        CacheType::Simple | CacheType::Null => Ok(None),
+        #[cfg(feature = "redis")]
+        CacheType::Redis => {
+            let _guard = io_runtime().enter();
+            let channel = format!("{RESERVED_PREFIX}bus:{}", config.key_prefix());
+            let store = redis::RedisStore::open(config.redis_url(), channel, config.shared())?;
+            Ok(Some(Arc::new(store)))
+        }
+    }
+}
+
+/// An invalidation notice on the bus:
+/// `1\t{instance}\t{op}\t{namespace}\t{argument}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Notice<'a> {
+    /// Drop the local copy of one stable key of a function.
+    Key { namespace: &'a str, stable: &'a str },
+    /// Drop every local copy of a function; its shared version is now `version`.
+    All { namespace: &'a str, version: u64 },
+    /// Drop local copies whose stable key starts with `prefix`.
+    Prefix { prefix: &'a str },
+    /// Drop every local copy.
+    Clear,
+}
+
+impl Notice<'_> {
+    pub(crate) fn encode(&self, instance: &str) -> String {
+        match self {
+            Notice::Key { namespace, stable } => format!("1\t{instance}\tk\t{namespace}\t{stable}"),
+            Notice::All { namespace, version } => {
+                format!("1\t{instance}\ta\t{namespace}\t{version}")
+            }
+            Notice::Prefix { prefix } => format!("1\t{instance}\tp\t\t{prefix}"),
+            Notice::Clear => format!("1\t{instance}\tc\t\t"),
+        }
+    }
+
+    /// The notice and the instance that sent it; `None` for anything else.
+    pub(crate) fn decode(text: &str) -> Option<(&str, Notice<'_>)> {
+        let mut parts = text.splitn(5, '\t');
+        if parts.next()? != "1" {
+            return None;
+        }
+        let instance = parts.next()?;
+        let op = parts.next()?;
+        let namespace = parts.next()?;
+        let arg = parts.next()?;
+        let notice = match op {
+            "k" => Notice::Key {
+                namespace,
+                stable: arg,
+            },
+            "a" => Notice::All {
+                namespace,
+                version: arg.parse().ok()?,
+            },
+            "p" => Notice::Prefix { prefix: arg },
+            "c" => Notice::Clear,
+            _ => return None,
+        };
+        Some((instance, notice))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_round_trip_and_garbage_is_ignored() {
+        for n in [
+            Notice::Key {
+                namespace: "user",
+                stable: "user:42",
+            },
+            Notice::All {
+                namespace: "a::b",
+                version: 17,
+            },
+            Notice::Prefix { prefix: "search:r" },
+            Notice::Clear,
+        ] {
+            let text = n.encode("abc");
+            assert_eq!(Notice::decode(&text), Some(("abc", n)));
+        }
+        for bad in [
+            "",
+            "2\tx\tk\tn\ts",
+            "1\tx\tz\tn\ts",
+            "1\tx\ta\tn\tNaN",
+            "1\tx",
+        ] {
+            assert_eq!(Notice::decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_breaker_opens_after_the_threshold_and_lets_one_probe_through_after_the_cooldown() {
+        let (clock, mock) = Clock::mock();
+        let b = Breaker {
+            failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            opens: AtomicU64::new(0),
+            threshold: 3,
+            cooldown: Duration::from_millis(500),
+        };
+        let err = SharedError::new(ErrorKind::Connection, "refused");
+        for _ in 0..2 {
+            assert!(b.allow(clock.now()));
+            b.failure(clock.now(), &err);
+        }
+        assert!(b.allow(clock.now()), "two failures: still closed");
+        b.failure(clock.now(), &err);
+        assert!(!b.allow(clock.now()), "third failure opens it");
+        assert!(b.is_open(clock.now()));
+        mock.advance(Duration::from_millis(501));
+        assert!(b.allow(clock.now()), "one probe after the cool-down");
+        assert!(!b.allow(clock.now()), "only one");
+        b.success();
+        assert!(b.allow(clock.now()) && b.allow(clock.now()), "closed again");
+        assert_eq!(b.opens.load(Relaxed), 1);
+    }
+}

@@ -1,0 +1,320 @@
+//! Redis as the shared tier (cargo feature `redis`), through redis-rs.
+//!
+//! Data goes over one multiplexed connection held by a
+//! [`ConnectionManager`], which reconnects by itself after a restart.
+//! Invalidation notices travel on a pub/sub channel with a connection of
+//! its own, kept up by a loop that reconnects with backoff and reports each
+//! re-subscription (notices may have been lost while it was down).
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Client, RedisError};
+
+use super::{
+    BoxFuture, BusEvent, BusHandler, ErrorKind, SharedError, SharedSettings, SharedStore,
+    RESERVED_PREFIX,
+};
+
+/// Keys `SCAN` returns per round trip during prefix invalidation.
+const SCAN_COUNT: usize = 500;
+
+/// The Redis store.
+pub struct RedisStore {
+    client: Client,
+    conn: ConnectionManager,
+    channel: String,
+    describe: String,
+}
+
+fn classify(err: &RedisError) -> ErrorKind {
+    if err.is_timeout() {
+        ErrorKind::Timeout
+    } else if err.is_io_error()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.is_unrecoverable_error()
+    {
+        ErrorKind::Connection
+    } else {
+        ErrorKind::Server
+    }
+}
+
+fn to_shared(err: RedisError) -> SharedError {
+    SharedError::new(classify(&err), err.to_string())
+}
+
+/// `url` without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Escapes Redis glob characters so `text` matches only itself in `SCAN MATCH`.
+pub fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 4);
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl RedisStore {
+    /// A store for `url` (`redis://[user[:password]@]host[:port][/db]`, or
+    /// `rediss://` with the `tls` feature). Does not connect yet: the first
+    /// operation does, and a failure there is a counted miss, not an error
+    /// at start-up. Must be called inside the I/O runtime's context.
+    pub fn open(
+        url: &str,
+        channel: String,
+        settings: &SharedSettings,
+    ) -> Result<RedisStore, SharedError> {
+        let client = Client::open(url).map_err(|e| {
+            SharedError::new(
+                ErrorKind::Connection,
+                format!("invalid CACHE_REDIS_URL {}: {e}", redact(url)),
+            )
+        })?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout.max(Duration::from_millis(100)) * 4))
+            .set_response_timeout(None)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(250))
+            .set_number_of_retries(3);
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(to_shared)?;
+        Ok(RedisStore {
+            client,
+            conn,
+            channel,
+            describe: redact(url),
+        })
+    }
+
+    /// The pub/sub channel of invalidation notices.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+}
+
+impl SharedStore for RedisStore {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move { conn.get(key).await.map_err(to_shared) })
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), SharedError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key).arg(value);
+            if let Some(ttl) = ttl {
+                cmd.arg("PX")
+                    .arg(ttl.as_millis().clamp(1, i64::MAX as u128) as u64);
+            }
+            cmd.query_async::<()>(&mut conn).await.map_err(to_shared)
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        keys: &'a [String],
+        notice: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<u64, SharedError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            if !keys.is_empty() {
+                pipe.cmd("UNLINK").arg(keys);
+            }
+            if let Some(notice) = notice {
+                pipe.cmd("PUBLISH").arg(&self.channel).arg(notice).ignore();
+            }
+            if keys.is_empty() {
+                pipe.query_async::<()>(&mut conn).await.map_err(to_shared)?;
+                return Ok(0);
+            }
+            let (n,): (u64,) = pipe.query_async(&mut conn).await.map_err(to_shared)?;
+            Ok(n)
+        })
+    }
+
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let pattern = format!("{}*", escape_glob(prefix));
+            let mut cursor: u64 = 0;
+            let mut deleted = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(to_shared)?;
+                let keys: Vec<Vec<u8>> = keys
+                    .into_iter()
+                    .filter(|k| !k.starts_with(RESERVED_PREFIX.as_bytes()))
+                    .collect();
+                if !keys.is_empty() {
+                    let n: u64 = redis::cmd("UNLINK")
+                        .arg(&keys)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(to_shared)?;
+                    deleted += n;
+                }
+                if next == 0 {
+                    return Ok(deleted);
+                }
+                cursor = next;
+            }
+        })
+    }
+
+    fn read_version<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let raw: Option<String> = conn.get(key).await.map_err(to_shared)?;
+            // A version that is not a number was not written by us: start over from 0
+            // (the next bump moves it to a fresh, time-based number).
+            Ok(raw.and_then(|v| v.parse().ok()).unwrap_or(0))
+        })
+    }
+
+    fn bump_version<'a>(
+        &'a self,
+        key: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<u64, SharedError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            let (v,): (u64,) = redis::pipe()
+                .cmd("SET")
+                .arg(key)
+                .arg(now_ms)
+                .arg("NX")
+                .ignore()
+                .cmd("INCR")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .map_err(to_shared)?;
+            Ok(v)
+        })
+    }
+
+    fn publish<'a>(&'a self, notice: &'a str) -> BoxFuture<'a, Result<(), SharedError>> {
+        let mut conn = self.conn.clone();
+        Box::pin(async move {
+            conn.publish::<_, _, ()>(&self.channel, notice)
+                .await
+                .map_err(to_shared)
+        })
+    }
+
+    fn subscribe(&self, handler: BusHandler) -> Option<BoxFuture<'static, ()>> {
+        let client = self.client.clone();
+        let channel = self.channel.clone();
+        Some(Box::pin(subscription_loop(client, channel, handler)))
+    }
+}
+
+/// Keeps a subscription to `channel` up for the life of the process.
+async fn subscription_loop(client: Client, channel: String, handler: BusHandler) {
+    use futures_util::StreamExt as _;
+    let mut backoff = Duration::from_millis(20);
+    let mut ever_subscribed = false;
+    loop {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, RedisError>(pubsub)
+        };
+        match tokio::time::timeout(Duration::from_secs(2), subscribed).await {
+            Ok(Ok(pubsub)) => {
+                backoff = Duration::from_millis(20);
+                if ever_subscribed {
+                    tracing::info!(channel, "layercache: invalidation bus resubscribed; dropping local copies of shared entries");
+                    handler(BusEvent::Resubscribed);
+                } else {
+                    tracing::debug!(channel, "layercache: invalidation bus subscribed");
+                }
+                ever_subscribed = true;
+                let mut messages = pubsub.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    match msg.get_payload::<String>() {
+                        Ok(text) => handler(BusEvent::Message(text)),
+                        Err(err) => {
+                            tracing::debug!(%err, "layercache: ignoring a bus message that is not text")
+                        }
+                    }
+                }
+                tracing::warn!(
+                    channel,
+                    "layercache: invalidation bus connection lost; reconnecting"
+                );
+            }
+            Ok(Err(err)) => {
+                tracing::debug!(%err, channel, "layercache: cannot subscribe to the invalidation bus yet")
+            }
+            Err(_) => tracing::debug!(
+                channel,
+                "layercache: subscribing to the invalidation bus timed out"
+            ),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_are_escaped_for_scan_match() {
+        assert_eq!(escape_glob("a*b?c[d]e\\f"), "a\\*b\\?c\\[d\\]e\\\\f");
+        assert_eq!(escape_glob("plain:key"), "plain:key");
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact("redis://:secret@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(
+            redact("rediss://user:pw@host/1"),
+            "rediss://user:***@host/1"
+        );
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+
+    #[test]
+    fn the_reserved_prefix_is_not_a_glob() {
+        assert_eq!(escape_glob(RESERVED_PREFIX), RESERVED_PREFIX);
+    }
+}

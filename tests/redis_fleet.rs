@@ -1,0 +1,721 @@
+//! The shared tier across OS processes, against a real `redis-server`
+//! started on a free loopback port.
+//!
+//! This is a `harness = false` test: run without arguments it is the
+//! *parent*, which starts Redis and spawns copies of this same binary as
+//! *nodes* (`LAYERCACHE_NODE=1`), each configured through the environment
+//! exactly as a service would be (`CACHE_TYPE=redis`, `CACHE_REDIS_URL`, …).
+//! The parent drives the nodes over stdin/stdout, one command per line,
+//! and checks what they answer. Every scenario ends by checking the
+//! server's `MONITOR` capture for a `KEYS` command.
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use redis_server::{RedisServer, SilentServer};
+
+// ---------------------------------------------------------------- node side
+
+mod node {
+    use std::io::{BufRead, Write};
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    use std::time::Instant;
+
+    use layercache::{cache_invalidate, cached, entry};
+
+    pub static PROFILE_RUNS: AtomicU64 = AtomicU64::new(0);
+    pub static SEARCH_RUNS: AtomicU64 = AtomicU64::new(0);
+    pub static SHARED_RUNS: AtomicU64 = AtomicU64::new(0);
+    pub static BIG_RUNS: AtomicU64 = AtomicU64::new(0);
+
+    /// The "database" all nodes share: one file per user.
+    fn db() -> PathBuf {
+        PathBuf::from(std::env::var("LAYERCACHE_DB_DIR").expect("LAYERCACHE_DB_DIR"))
+    }
+
+    fn read_user(id: u64) -> String {
+        std::fs::read_to_string(db().join(id.to_string())).unwrap_or_else(|_| format!("user-{id}"))
+    }
+
+    #[cached(timeout = 300, key_prefix = "user_profile")]
+    pub fn get_user_profile(user_id: u64) -> String {
+        PROFILE_RUNS.fetch_add(1, SeqCst);
+        read_user(user_id)
+    }
+
+    #[cache_invalidate(get_user_profile(user_id))]
+    pub fn update_user(user_id: u64, name: &str) {
+        std::fs::write(db().join(user_id.to_string()), name).expect("write db");
+    }
+
+    #[cached(timeout = 300, key_prefix = "search", key = "{query}:page:{page}")]
+    pub fn search(query: &str, page: u32) -> Vec<String> {
+        SEARCH_RUNS.fetch_add(1, SeqCst);
+        vec![format!("{query} result {page}")]
+    }
+
+    #[cache_invalidate(all = search)]
+    pub fn reindex() {}
+
+    #[cache_invalidate(prefix = "search:{query}:")]
+    pub fn reindex_query(query: &str) {
+        let _ = query;
+    }
+
+    /// No local tier: every call asks Redis.
+    #[cached(timeout = 300, key_prefix = "shared_only", tier = "shared")]
+    pub fn shared_only(id: u64) -> (u64, String) {
+        SHARED_RUNS.fetch_add(1, SeqCst);
+        (id, format!("value {id}"))
+    }
+
+    /// Same key shape, another value type: its envelopes must not decode as `shared_only`'s.
+    #[cached(timeout = 300, key_prefix = "other_type", tier = "shared")]
+    pub fn other_type(id: u64) -> Vec<u8> {
+        vec![id as u8; 3]
+    }
+
+    /// Over the 1 MiB default limit.
+    #[cached(timeout = 300, key_prefix = "big")]
+    pub fn big(id: u64) -> String {
+        BIG_RUNS.fetch_add(1, SeqCst);
+        "x".repeat(2 << 20) + &id.to_string()
+    }
+
+    /// Lives 400 ms in every tier.
+    #[cached(timeout_ms = 400, key_prefix = "short")]
+    pub fn short(id: u64) -> u64 {
+        SHARED_RUNS.fetch_add(1, SeqCst);
+        id * 2
+    }
+
+    /// Lives 300 s in Redis, but local copies only 100 ms.
+    #[cached(timeout = 300, local_timeout_ms = 100, key_prefix = "capped")]
+    pub fn capped(id: u64) -> u64 {
+        SHARED_RUNS.fetch_add(1, SeqCst);
+        id * 3
+    }
+
+    #[cached(timeout = 300, key_prefix = "async_profile")]
+    pub async fn get_profile_async(user_id: u64) -> String {
+        PROFILE_RUNS.fetch_add(1, SeqCst);
+        read_user(user_id)
+    }
+
+    fn stats_line(name: &str) -> String {
+        let stats = layercache::stats();
+        let Some(f) = stats.function(name) else {
+            return format!("stats {name} none");
+        };
+        let tier = stats.shared_tier.clone().unwrap_or_default();
+        format!(
+            "stats local={} shared={} misses={} corrupt={} timeouts={} connection={} skipped={} oversize={} writes={} bytes={} notices={} resubscriptions={} breaker_opens={}",
+            f.local_hits,
+            f.shared_hits,
+            f.misses,
+            f.shared.corrupt,
+            f.shared.timeouts,
+            f.shared.connection_errors,
+            f.shared.skipped,
+            f.shared.oversize,
+            f.shared.writes,
+            f.shared.bytes_written,
+            tier.notices_received,
+            tier.resubscriptions,
+            tier.breaker_opens,
+        )
+    }
+
+    fn timed<T: std::fmt::Debug>(runs: &AtomicU64, f: impl FnOnce() -> T) -> String {
+        let before = runs.load(SeqCst);
+        let started = Instant::now();
+        let v = f();
+        let us = started.elapsed().as_micros();
+        format!("ok {v:?} runs={} us={us}", runs.load(SeqCst) - before)
+    }
+
+    pub fn run() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let stdin = std::io::stdin();
+        let mut out = std::io::stdout();
+        for line in stdin.lock().lines() {
+            let line = line.expect("stdin");
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            let n = |i: usize| parts[i].parse::<u64>().expect("number");
+            let reply = match parts.as_slice() {
+                ["get", _] => timed(&PROFILE_RUNS, || get_user_profile(n(1))),
+                // A sync cached function called from inside a tokio runtime.
+                ["get_in_rt", _] => {
+                    let id = n(1);
+                    timed(&PROFILE_RUNS, || {
+                        rt.block_on(async { get_user_profile(id) })
+                    })
+                }
+                ["aget", _] => {
+                    let id = n(1);
+                    timed(&PROFILE_RUNS, || rt.block_on(get_profile_async(id)))
+                }
+                ["update", _, name] => {
+                    update_user(n(1), name);
+                    "ok".to_string()
+                }
+                ["search", q, _] => {
+                    let page = n(2) as u32;
+                    timed(&SEARCH_RUNS, || search(q, page))
+                }
+                ["reindex"] => {
+                    reindex();
+                    "ok".to_string()
+                }
+                ["reindex_query", q] => {
+                    reindex_query(q);
+                    "ok".to_string()
+                }
+                ["shared_only", _] => timed(&SHARED_RUNS, || shared_only(n(1))),
+                ["other_type", _] => timed(&SHARED_RUNS, || other_type(n(1))),
+                ["short", _] => timed(&SHARED_RUNS, || short(n(1))),
+                ["capped", _] => timed(&SHARED_RUNS, || capped(n(1))),
+                ["big", _] => timed(&BIG_RUNS, || big(n(1)).len()),
+                ["key", "shared_only", _] => {
+                    format!(
+                        "key {}",
+                        entry!(shared_only(n(2))).shared_key().unwrap_or_default()
+                    )
+                }
+                ["key", "other_type", _] => {
+                    format!(
+                        "key {}",
+                        entry!(other_type(n(2))).shared_key().unwrap_or_default()
+                    )
+                }
+                ["key", "big", _] => {
+                    format!("key {}", entry!(big(n(2))).shared_key().unwrap_or_default())
+                }
+                ["stats", name] => stats_line(name),
+                ["quit"] => return,
+                _ => format!("error unknown command {line:?}"),
+            };
+            writeln!(out, "{reply}").unwrap();
+            out.flush().unwrap();
+        }
+    }
+}
+
+// -------------------------------------------------------------- parent side
+
+/// A node process and its command channel.
+struct Node {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    name: &'static str,
+}
+
+/// What a node answered to a call: `ok <value> runs=<n> us=<micros>`.
+#[derive(Debug)]
+struct Call {
+    value: String,
+    runs: u64,
+    elapsed: Duration,
+}
+
+impl Node {
+    fn spawn(name: &'static str, url: &str, db: &std::path::Path, extra: &[(&str, &str)]) -> Node {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.env("LAYERCACHE_NODE", "1")
+            .env("CACHE_TYPE", "redis")
+            .env("CACHE_REDIS_URL", url)
+            .env("CACHE_KEY_PREFIX", "fleet")
+            .env("LAYERCACHE_DB_DIR", db)
+            .env_remove("CACHE_SHARED_TIMEOUT_MS")
+            .env_remove("CACHE_DEFAULT_TIMEOUT")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn node");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Node {
+            child,
+            stdin,
+            lines,
+            name,
+        }
+    }
+
+    fn send(&mut self, line: &str) -> String {
+        writeln!(self.stdin, "{line}").expect("node stdin");
+        self.stdin.flush().unwrap();
+        let reply = self
+            .lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("node {} did not answer {line:?} within 20 s", self.name));
+        assert!(!reply.starts_with("error"), "node {}: {reply}", self.name);
+        reply
+    }
+
+    fn call(&mut self, line: &str) -> Call {
+        let reply = self.send(line);
+        let rest = reply
+            .strip_prefix("ok ")
+            .unwrap_or_else(|| panic!("node {}: unexpected reply {reply:?}", self.name));
+        let (value, tail) = rest.rsplit_once(" runs=").expect("runs=");
+        let (runs, us) = tail.split_once(" us=").expect("us=");
+        Call {
+            value: value.to_string(),
+            runs: runs.parse().unwrap(),
+            elapsed: Duration::from_micros(us.parse().unwrap()),
+        }
+    }
+
+    fn stat(&mut self, function: &str, field: &str) -> u64 {
+        let reply = self.send(&format!("stats {function}"));
+        reply
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
+            .unwrap_or_else(|| panic!("no {field} in {reply:?}"))
+            .parse()
+            .unwrap()
+    }
+
+    fn key(&mut self, function: &str, id: u64) -> String {
+        let reply = self.send(&format!("key {function} {id}"));
+        let key = reply.strip_prefix("key ").unwrap().to_string();
+        assert!(!key.is_empty(), "no shared key for {function}({id})");
+        key
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn temp_db(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "layercache-fleet-{}-{name}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `f` every millisecond until it returns `Some`, for at most `limit`.
+fn within<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<(T, Duration)> {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some((v, started.elapsed()));
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+// ----------------------------------------------------------------- scenarios
+
+fn a_value_computed_by_one_process_is_served_to_another_and_an_update_reaches_both() {
+    let server = RedisServer::start();
+    let db = temp_db("share");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    let mut b = Node::spawn("B", &server.url(), &db, &[]);
+
+    let first = a.call("get 1");
+    assert_eq!((first.value.as_str(), first.runs), ("\"user-1\"", 1));
+    let from_b = b.call("get 1");
+    assert_eq!(
+        (from_b.value.as_str(), from_b.runs),
+        ("\"user-1\"", 0),
+        "B must get A's value from Redis without running the function"
+    );
+    assert_eq!(b.stat("user_profile", "shared"), 1);
+    // B now serves it from its own local tier.
+    assert_eq!(b.call("get 1").runs, 0);
+    assert_eq!(b.stat("user_profile", "local"), 1);
+    assert_eq!(a.call("get 1").runs, 0, "A's local copy");
+
+    // B updates: A's next call runs the function again and sees the new value.
+    b.send("update 1 alice");
+    let (call, waited) = within(Duration::from_millis(50), || {
+        let c = a.call("get 1");
+        (c.runs == 1).then_some(c)
+    })
+    .expect("A still served its old copy 50 ms after B's update");
+    assert_eq!(call.value, "\"alice\"");
+    println!("    A saw B's update after {waited:?}");
+    assert!(a.stat("user_profile", "notices") >= 1);
+    // And B's own next call is served by Redis (A wrote it back), not the function.
+    let again = b.call("get 1");
+    assert_eq!((again.value.as_str(), again.runs), ("\"alice\"", 0));
+
+    // Async functions take the same path.
+    assert_eq!(a.call("aget 7").runs, 1);
+    assert_eq!(b.call("aget 7").runs, 0);
+    // A sync cached function called inside a tokio runtime does not deadlock.
+    assert_eq!(b.call("get_in_rt 8").runs, 1);
+    assert_eq!(a.call("get_in_rt 8").runs, 0);
+    server.assert_no_keys_command();
+}
+
+fn all_and_prefix_invalidations_reach_every_process() {
+    let server = RedisServer::start();
+    let db = temp_db("all");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    let mut b = Node::spawn("B", &server.url(), &db, &[]);
+    for (q, p) in [("rust", 1), ("rust", 2), ("go", 1), ("rust*", 1)] {
+        assert_eq!(a.call(&format!("search {q} {p}")).runs, 1);
+        assert_eq!(
+            b.call(&format!("search {q} {p}")).runs,
+            0,
+            "B reads A's {q} {p}"
+        );
+    }
+
+    // prefix = "search:{query}:" with query = rust drops rust 1 and 2 only,
+    // in Redis and in A's local tier (the `*` of "rust*" is escaped, not a glob).
+    b.send("reindex_query rust");
+    let (_, waited) = within(Duration::from_millis(50), || {
+        (a.call("search rust 1").runs == 1).then_some(())
+    })
+    .expect("A kept its rust 1 copy after B's prefix invalidation");
+    println!("    prefix invalidation reached A after {waited:?}");
+    assert_eq!(a.call("search rust 2").runs, 1);
+    assert_eq!(a.call("search go 1").runs, 0, "go is outside the prefix");
+    assert_eq!(
+        a.call("search rust* 1").runs,
+        0,
+        "`rust*` is not matched by `rust`"
+    );
+    let remaining = server.keys_matching("fleet:search:*");
+    assert!(
+        remaining.iter().any(|k| k.contains("go:page:1")),
+        "{remaining:?}"
+    );
+
+    // all = search: a new version; every copy everywhere is gone at once.
+    b.send("reindex");
+    let (_, waited) = within(Duration::from_millis(50), || {
+        (a.call("search go 1").runs == 1).then_some(())
+    })
+    .expect("A kept its go 1 copy after B's `all =` invalidation");
+    println!("    `all =` invalidation reached A after {waited:?}");
+    assert_eq!(a.call("search rust* 1").runs, 1);
+    // B, which never held `search go 1` under the new version, reads A's write-back.
+    assert_eq!(b.call("search go 1").runs, 0);
+    let version = server.get_raw("__layercache__:version:fleet:search");
+    assert!(version.is_some(), "the version lives in Redis");
+    server.assert_no_keys_command();
+}
+
+fn calls_keep_their_values_while_redis_is_down_and_shared_hits_resume_after_a_restart() {
+    let mut server = RedisServer::start();
+    let db = temp_db("restart");
+    let env = [("CACHE_SHARED_TIMEOUT_MS", "50")];
+    let mut a = Node::spawn("A", &server.url(), &db, &env);
+    let mut b = Node::spawn("B", &server.url(), &db, &env);
+    assert_eq!(a.call("shared_only 1").runs, 1);
+    assert_eq!(b.call("shared_only 1").runs, 0);
+    assert_eq!(a.call("get 5").runs, 1, "a local copy in A");
+
+    server.stop();
+    let budget = Duration::from_millis(50 + 100); // timeout + origin (~0) + scheduling slack
+    let mut slowest = Duration::ZERO;
+    for i in 0..30 {
+        let c = a.call(&format!("shared_only {}", 100 + i % 3));
+        assert_eq!(
+            c.value,
+            format!("({}, \"value {}\")", 100 + i % 3, 100 + i % 3)
+        );
+        assert_eq!(c.runs, 1, "Redis is down: the function answers");
+        slowest = slowest.max(c.elapsed);
+        assert!(
+            c.elapsed < budget,
+            "call {i} took {:?} with Redis down",
+            c.elapsed
+        );
+    }
+    println!("    slowest call with Redis down: {slowest:?}");
+    let errors = a.stat("shared_only", "connection") + a.stat("shared_only", "timeouts");
+    assert!(errors >= 1, "failures are counted");
+    assert!(
+        a.stat("shared_only", "skipped") >= 1,
+        "the breaker opened and skipped the store"
+    );
+    assert!(a.stat("shared_only", "breaker_opens") >= 1);
+
+    server.restart();
+    let restarted = Instant::now();
+    let mut id = 1000;
+    let resumed = within(Duration::from_secs(2), || {
+        id += 1;
+        a.call(&format!("shared_only {id}"));
+        (b.call(&format!("shared_only {id}")).runs == 0).then_some(())
+    });
+    let (_, after) = resumed.expect("no shared hit within 2 s of the restart");
+    println!(
+        "    shared hits resumed {after:?} after the restart ({:?} total)",
+        restarted.elapsed()
+    );
+    assert!(b.stat("shared_only", "shared") >= 2);
+
+    // A's bus subscription dropped with the server: once it is back, A
+    // drops its local copies (notices may have been lost meanwhile).
+    within(Duration::from_secs(3), || {
+        (a.stat("user_profile", "resubscriptions") >= 1).then_some(())
+    })
+    .expect("A did not resubscribe to the invalidation bus");
+    assert_eq!(
+        a.call("get 5").runs,
+        1,
+        "A's local copy was dropped on resubscription"
+    );
+    server.assert_no_keys_command();
+}
+
+fn a_shared_hit_is_kept_locally_only_for_the_remaining_life_or_local_timeout() {
+    let server = RedisServer::start();
+    let db = temp_db("ttl");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    let mut b = Node::spawn("B", &server.url(), &db, &[]);
+
+    // timeout_ms = 400: B reads A's value 250 ms in, so its copy has ~150 ms left.
+    let t0 = Instant::now();
+    assert_eq!(a.call("short 1").runs, 1);
+    std::thread::sleep(Duration::from_millis(250).saturating_sub(t0.elapsed()));
+    assert_eq!(b.call("short 1").runs, 0, "shared hit");
+    assert_eq!(b.call("short 1").runs, 0, "local copy");
+    std::thread::sleep(Duration::from_millis(450).saturating_sub(t0.elapsed()));
+    // With the full 400 ms the local copy would live until ~650 ms.
+    assert_eq!(
+        b.call("short 1").runs,
+        1,
+        "B's copy expired with A's entry, not 400 ms after B read it"
+    );
+
+    // local_timeout_ms = 100 caps B's copy of a 300 s entry.
+    assert_eq!(a.call("capped 1").runs, 1);
+    assert_eq!(b.call("capped 1").runs, 0);
+    let shared_before = b.stat("capped", "shared");
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(b.call("capped 1").runs, 0, "still in Redis");
+    assert_eq!(
+        b.stat("capped", "shared"),
+        shared_before + 1,
+        "re-read from Redis after 100 ms"
+    );
+    server.assert_no_keys_command();
+}
+
+fn a_server_that_never_answers_costs_each_call_at_most_the_timeout() {
+    let silent = SilentServer::start();
+    let db = temp_db("silent");
+    let mut a = Node::spawn(
+        "A",
+        &silent.url(),
+        &db,
+        &[("CACHE_SHARED_TIMEOUT_MS", "50")],
+    );
+    let budget = Duration::from_millis(50 + 100);
+    let mut slowest = Duration::ZERO;
+    for i in 0..12 {
+        let c = a.call(&format!("get {i}"));
+        assert_eq!(c.value, format!("\"user-{i}\""));
+        assert_eq!(c.runs, 1);
+        assert!(c.elapsed < budget, "call {i} took {:?}", c.elapsed);
+        slowest = slowest.max(c.elapsed);
+        let c = a.call(&format!("aget {i}"));
+        assert!(c.elapsed < budget, "async call {i} took {:?}", c.elapsed);
+        slowest = slowest.max(c.elapsed);
+    }
+    println!("    slowest call against a silent server: {slowest:?}");
+    assert!(a.stat("user_profile", "timeouts") >= 1);
+    assert!(
+        a.stat("user_profile", "skipped") >= 1,
+        "the breaker skipped the silent server"
+    );
+    assert!(silent.connections_accepted() >= 1);
+}
+
+fn garbage_under_our_keys_is_a_counted_miss_and_is_replaced() {
+    let server = RedisServer::start();
+    let db = temp_db("garbage");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    assert_eq!(a.call("shared_only 1").runs, 1);
+    let key = a.key("shared_only", 1);
+    let valid = server.get_raw(&key).expect("A wrote its value");
+    assert_eq!(&valid[..4], b"LC\x01\x01", "an envelope, format 1, bincode");
+
+    // Another type's envelope, and this function's envelope for another key.
+    a.call("other_type 1");
+    let other_type = server.get_raw(&a.key("other_type", 1)).unwrap();
+    assert_eq!(a.call("shared_only 2").runs, 1);
+    let other_key = server.get_raw(&a.key("shared_only", 2)).unwrap();
+
+    let mut huge_length = valid[..36].to_vec();
+    huge_length.push(0); // the u64 id = 0
+    huge_length.push(253); // then a String claiming u64::MAX / 2 bytes
+    huge_length.extend_from_slice(&(u64::MAX / 2).to_le_bytes());
+
+    let mut random = vec![0u8; 200];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for b in &mut random {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("random bytes", random),
+        ("a truncated envelope", valid[..valid.len() - 3].to_vec()),
+        ("a header only", valid[..20].to_vec()),
+        ("another type's envelope", other_type),
+        ("another key's envelope", other_key),
+        ("a huge length prefix", huge_length),
+        ("an empty value", Vec::new()),
+        ("trailing bytes", [valid.clone(), vec![0]].concat()),
+    ];
+    for (i, (what, garbage)) in cases.into_iter().enumerate() {
+        server.set_raw(&key, &garbage);
+        let corrupt = a.stat("shared_only", "corrupt");
+        let c = a.call("shared_only 1");
+        assert_eq!(c.value, "(1, \"value 1\")", "{what}: the right value");
+        assert_eq!(c.runs, 1, "{what}: a miss, so the function ran");
+        assert_eq!(
+            a.stat("shared_only", "corrupt"),
+            corrupt + 1,
+            "{what}: counted as corrupt"
+        );
+        let now = server.get_raw(&key).unwrap();
+        assert_eq!(
+            now,
+            valid_with_new_times(&valid, &now),
+            "{what}: replaced by a valid envelope"
+        );
+        assert_eq!(
+            a.call("shared_only 1").runs,
+            0,
+            "{what}: and served from Redis again"
+        );
+        println!("    case {i}: {what}: counted miss, replaced");
+    }
+    server.assert_no_keys_command();
+}
+
+/// `now` must be `valid` except for the write and expiry times (bytes 20..36).
+fn valid_with_new_times(valid: &[u8], now: &[u8]) -> Vec<u8> {
+    assert_eq!(valid.len(), now.len());
+    let mut expected = valid.to_vec();
+    expected[20..36].copy_from_slice(&now[20..36]);
+    expected
+}
+
+fn values_over_the_size_limit_stay_in_process_and_are_counted() {
+    let server = RedisServer::start();
+    let db = temp_db("big");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    assert_eq!(a.call("big 1").runs, 1);
+    assert_eq!(a.call("big 1").runs, 0, "kept in the local tier");
+    assert_eq!(a.stat("big", "oversize"), 1);
+    assert_eq!(a.stat("big", "writes"), 0);
+    assert_eq!(
+        server.get_raw(&a.key("big", 1)),
+        None,
+        "not written to Redis"
+    );
+    server.assert_no_keys_command();
+}
+
+fn main() {
+    if std::env::var_os("LAYERCACHE_NODE").is_some() {
+        node::run();
+        return;
+    }
+    let scenarios: &[(&str, fn())] = &[
+        (
+            "a_value_computed_by_one_process_is_served_to_another_and_an_update_reaches_both",
+            a_value_computed_by_one_process_is_served_to_another_and_an_update_reaches_both,
+        ),
+        (
+            "all_and_prefix_invalidations_reach_every_process",
+            all_and_prefix_invalidations_reach_every_process,
+        ),
+        (
+            "calls_keep_their_values_while_redis_is_down_and_shared_hits_resume_after_a_restart",
+            calls_keep_their_values_while_redis_is_down_and_shared_hits_resume_after_a_restart,
+        ),
+        (
+            "a_shared_hit_is_kept_locally_only_for_the_remaining_life_or_local_timeout",
+            a_shared_hit_is_kept_locally_only_for_the_remaining_life_or_local_timeout,
+        ),
+        (
+            "a_server_that_never_answers_costs_each_call_at_most_the_timeout",
+            a_server_that_never_answers_costs_each_call_at_most_the_timeout,
+        ),
+        (
+            "garbage_under_our_keys_is_a_counted_miss_and_is_replaced",
+            garbage_under_our_keys_is_a_counted_miss_and_is_replaced,
+        ),
+        (
+            "values_over_the_size_limit_stay_in_process_and_are_counted",
+            values_over_the_size_limit_stay_in_process_and_are_counted,
+        ),
+    ];
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let mut failed = Vec::new();
+    let mut ran = 0;
+    for (name, scenario) in scenarios {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        ran += 1;
+        println!("test {name} ...");
+        let started = Instant::now();
+        match std::panic::catch_unwind(scenario) {
+            Ok(()) => println!("test {name} ... ok ({:?})", started.elapsed()),
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed.push(*name);
+            }
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        ran - failed.len(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        std::process::exit(1);
+    }
+}
