@@ -31,8 +31,16 @@ if ! cargo bench --bench local_hit -- --warm-up-time 1 --measurement-time 2 --no
   exit 1
 fi
 grep -vE '^(Benchmarking|Found| +[0-9]+ \(|\s*Compiling)' "$log" || true
+echo "==> benchmark: #[cached] shared hit vs raw redis-rs on one redis-server (short run)"
+log=target/bench-redis-hit.log
+if ! cargo bench --features redis --bench redis_hit -- --warm-up-time 1 --measurement-time 2 --noplot >"$log" 2>&1; then
+  cat "$log"
+  exit 1
+fi
+grep -vE '^(Benchmarking|Found| +[0-9]+ \(|\s*Compiling)' "$log" || true
 echo "==> cargo test"
 # The tests configure the runtime themselves; a CACHE_* variable left in the
 # shell would change what the default-configuration tests see.
-unset CACHE_TYPE CACHE_DEFAULT_TIMEOUT CACHE_KEY_PREFIX CACHE_MAX_ENTRIES CACHE_REDIS_URL
+unset CACHE_TYPE CACHE_DEFAULT_TIMEOUT CACHE_KEY_PREFIX CACHE_MAX_ENTRIES CACHE_REDIS_URL \
+  CACHE_SHARED_TIMEOUT_MS CACHE_MAX_VALUE_SIZE
 cargo test --workspace --all-features

@@ -915,12 +915,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
 impl<K: Key, V: CacheValue> Computation<'_, K, V> {
     /// Step 5: record the origin's latency and write the result back
     /// locally if it is cacheable; returns the value for the shared write.
-    fn finish<M: OutputMode<R, Value = V>, R>(
-        self,
-        key: K,
-        r: &R,
-        tag: u64,
-    ) -> Option<&V> {
+    fn finish<M: OutputMode<R, Value = V>, R>(self, key: K, r: &R, tag: u64) -> Option<&V> {
         let cache = self.cache;
         cache
             .metrics

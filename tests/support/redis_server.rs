@@ -290,6 +290,7 @@ pub struct RedisServer {
     child: Option<Child>,
     monitor: Option<Monitor>,
     lines: Arc<Mutex<Vec<String>>>,
+    monitored: bool,
 }
 
 impl RedisServer {
@@ -300,6 +301,17 @@ impl RedisServer {
     /// If `redis-server` is not installed, or it does not answer `PING`
     /// within 5 s.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(true)
+    }
+
+    /// Like [`RedisServer::start`] but without the MONITOR capture, which
+    /// makes the server format every command (for benchmarks). Use
+    /// [`RedisServer::command_calls`] to check what was sent.
+    pub fn start_unmonitored() -> RedisServer {
+        RedisServer::start_with(false)
+    }
+
+    fn start_with(monitored: bool) -> RedisServer {
         let dir = make_temp_dir();
         let mut server = RedisServer {
             port: 0,
@@ -307,6 +319,7 @@ impl RedisServer {
             child: None,
             monitor: None,
             lines: Arc::new(Mutex::new(Vec::new())),
+            monitored,
         };
         // The port from `free_port` can be taken before redis binds it; if the
         // child exits early, try again with another port.
@@ -317,7 +330,9 @@ impl RedisServer {
             match server.spawn_and_wait(Instant::now() + WAIT_LIMIT) {
                 Ok(child) => {
                     server.child = Some(child);
-                    server.attach_monitor();
+                    if server.monitored {
+                        server.attach_monitor();
+                    }
                     return server;
                 }
                 Err(SpawnFailure::Exited(status)) => last_exit = Some(status),
@@ -390,7 +405,9 @@ impl RedisServer {
             match self.spawn_and_wait(deadline) {
                 Ok(child) => {
                     self.child = Some(child);
-                    self.attach_monitor();
+                    if self.monitored {
+                        self.attach_monitor();
+                    }
                     return;
                 }
                 Err(SpawnFailure::Exited(_)) if Instant::now() < deadline => {
@@ -528,6 +545,10 @@ impl RedisServer {
 
     /// Panics, listing the offending lines, if any captured command is `KEYS`.
     pub fn assert_no_keys_command(&self) {
+        assert!(
+            self.monitored,
+            "started without MONITOR: check command_calls(\"keys\") instead"
+        );
         let offending: Vec<String> = self
             .monitor_lines()
             .into_iter()
@@ -545,6 +566,21 @@ impl RedisServer {
     // -- internals ----------------------------------------------------------
 
     /// Sends a unique `ECHO` and waits until the MONITOR thread captured it.
+    /// How many times the server executed command `name` (from `INFO
+    /// commandstats`; counts since the last start).
+    pub fn command_calls(&self, name: &str) -> u64 {
+        let RespValue::Bulk(Some(info)) = self.command(&[b"INFO", b"commandstats"]) else {
+            panic!("INFO commandstats did not return text");
+        };
+        let prefix = format!("cmdstat_{}:calls=", name.to_ascii_lowercase());
+        String::from_utf8_lossy(&info)
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
     fn sync_monitor(&self) {
         if self.child.is_none() || self.monitor.is_none() {
             return;

@@ -376,15 +376,22 @@ impl fmt::Debug for Tier {
 
 /// The runtime the shared tier's I/O runs on: one worker thread, created on
 /// first use and kept for the life of the process.
-pub(crate) fn io_runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+pub(crate) fn io_runtime() -> &'static tokio::runtime::Handle {
+    static RT: OnceLock<tokio::runtime::Handle> = OnceLock::new();
     RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("layercache-io")
+        // A current-thread runtime driven by one dedicated thread: the
+        // connection's tasks, its socket and every timeout live there, with
+        // none of a work-stealing pool's wake-up machinery.
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("layercache: cannot start the I/O runtime (out of threads?)")
+            .expect("layercache: cannot start the I/O runtime");
+        let handle = rt.handle().clone();
+        std::thread::Builder::new()
+            .name("layercache-io".into())
+            .spawn(move || rt.block_on(std::future::pending::<()>()))
+            .expect("layercache: cannot start the I/O thread");
+        handle
     })
 }
 
@@ -409,7 +416,7 @@ impl Tier {
     pub(crate) fn new(store: Arc<dyn SharedStore>, config: &Config) -> Tier {
         Tier {
             store,
-            runtime: io_runtime().handle().clone(),
+            runtime: io_runtime().clone(),
             settings: config.shared().clone(),
             breaker: Breaker {
                 failures: AtomicU32::new(0),

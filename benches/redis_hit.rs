@@ -1,0 +1,309 @@
+//! A `#[cached]` shared hit against raw redis-rs on the same `redis-server`
+//! (started here on a free loopback port), with a 100-byte value.
+//!
+//! - `shared_hit_1c`: one caller, one call at a time. layercache with the
+//!   local tier off (`tier = "shared"`): GET, envelope check, decode. Peer:
+//!   raw redis-rs multiplexed `GET` + bincode decode of the bare value.
+//!   Both async in the same multi-thread tokio runtime; the sync path
+//!   (`block_on` over layercache's I/O thread) against a raw blocking
+//!   `redis::Connection` is reported too.
+//! - `shared_hit_64c`: 64 concurrent async callers; time per call, so
+//!   throughput = 1 / time.
+//!
+//! Ratios (layercache / raw; lower is better) are printed at the end.
+
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion};
+use layercache::{cached, CacheType, Config};
+use redis::AsyncCommands;
+
+const VALUE_LEN: usize = 100;
+const CALLERS: u64 = 64;
+const BATCH: u64 = 200;
+
+fn value() -> String {
+    "v".repeat(VALUE_LEN)
+}
+
+#[cached(timeout = 3600, key_prefix = "bench_async", tier = "shared")]
+async fn cached_async(id: u64) -> String {
+    let _ = id;
+    value()
+}
+
+#[cached(timeout = 3600, key_prefix = "bench_sync", tier = "shared")]
+fn cached_sync(id: u64) -> String {
+    let _ = id;
+    value()
+}
+
+fn decode(bytes: &[u8]) -> String {
+    bincode::serde::decode_from_slice::<String, _>(bytes, bincode::config::standard())
+        .expect("decode")
+        .0
+}
+
+fn output_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("criterion")
+}
+
+fn mean_ns(group: &str, id: &str) -> Option<f64> {
+    let path = output_dir()
+        .join(group)
+        .join(id)
+        .join("new")
+        .join("estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["mean"]["point_estimate"].as_f64()
+}
+
+/// Runs `measure(true)` (layercache) and `measure(false)` (raw) in turn,
+/// `rounds` times each; returns the median of each side.
+fn alternate(rounds: usize, mut measure: impl FnMut(bool) -> Duration) -> (Duration, Duration) {
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Alternate which side goes first, so neither always follows the other.
+        let first = round % 2 == 0;
+        let a = measure(first);
+        let b = measure(!first);
+        let (o, t) = if first { (a, b) } else { (b, a) };
+        ours.push(o);
+        theirs.push(t);
+    }
+    ours.sort();
+    theirs.sort();
+    (ours[ours.len() / 2], theirs[theirs.len() / 2])
+}
+
+/// Runs `iters` calls of `f` spread over `CALLERS` tasks; returns the wall time.
+async fn concurrent<F, Fut>(iters: u64, f: F) -> Duration
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let f = Arc::new(f);
+    let per_task = iters.div_ceil(CALLERS);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let f = f.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    f().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Report per requested iteration so criterion's mean is time per call.
+    started
+        .elapsed()
+        .mul_f64(iters as f64 / (per_task * CALLERS) as f64)
+}
+
+fn main() {
+    // No MONITOR here: it makes the server format every command and would
+    // dominate the measurement. INFO commandstats still shows every KEYS.
+    let server = redis_server::RedisServer::start_unmonitored();
+    layercache::init(
+        Config::builder()
+            .cache_type(CacheType::Redis)
+            .redis_url(server.url())
+            .key_prefix("bench")
+            .shared_timeout(Duration::from_secs(1))
+            .build(),
+    )
+    .expect("first init");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let raw = rt
+        .block_on(client.get_multiplexed_async_connection())
+        .unwrap();
+    let encoded = bincode::serde::encode_to_vec(value(), bincode::config::standard()).unwrap();
+    rt.block_on(async {
+        let mut raw = raw.clone();
+        let _: () = raw.set("raw:1", &encoded).await.unwrap();
+        // Prime the shared entries (first calls write them).
+        assert_eq!(cached_async(1).await, value());
+    });
+    assert_eq!(cached_sync(1), value());
+    let mut sync_conn = client.get_connection().unwrap();
+
+    let mut c = Criterion::default()
+        .output_directory(&output_dir())
+        .configure_from_args();
+
+    let mut group = c.benchmark_group("shared_hit_1c");
+    group.bench_function(BenchmarkId::from_parameter("layercache_async"), |b| {
+        b.to_async(&rt)
+            .iter(|| async { assert_eq!(cached_async(1).await.len(), VALUE_LEN) })
+    });
+    group.bench_function(BenchmarkId::from_parameter("raw_async"), |b| {
+        b.to_async(&rt).iter(|| {
+            let mut raw = raw.clone();
+            async move {
+                let bytes: Vec<u8> = raw.get("raw:1").await.unwrap();
+                assert_eq!(decode(&bytes).len(), VALUE_LEN)
+            }
+        })
+    });
+    group.bench_function(BenchmarkId::from_parameter("layercache_sync"), |b| {
+        b.iter(|| assert_eq!(cached_sync(1).len(), VALUE_LEN))
+    });
+    group.bench_function(BenchmarkId::from_parameter("raw_sync"), |b| {
+        b.iter(|| {
+            let bytes: Vec<u8> = redis::Commands::get(&mut sync_conn, "raw:1").unwrap();
+            assert_eq!(decode(&bytes).len(), VALUE_LEN)
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("shared_hit_64c");
+    group.bench_function(BenchmarkId::from_parameter("layercache_async"), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(concurrent(iters, || async {
+                assert_eq!(cached_async(1).await.len(), VALUE_LEN)
+            }))
+        })
+    });
+    group.bench_function(BenchmarkId::from_parameter("raw_async"), |b| {
+        b.iter_custom(|iters| {
+            let raw = raw.clone();
+            rt.block_on(concurrent(iters, move || {
+                let mut raw = raw.clone();
+                async move {
+                    let bytes: Vec<u8> = raw.get("raw:1").await.unwrap();
+                    assert_eq!(decode(&bytes).len(), VALUE_LEN)
+                }
+            }))
+        })
+    });
+    group.finish();
+    c.final_summary();
+
+    // Round trips on a 2-core VM are dominated by how fast sleeping threads
+    // wake, which drifts over seconds; criterion measures one side after the
+    // other. Alternate short batches of both sides instead and compare medians.
+    let rounds = if std::env::args().any(|a| a == "--test") {
+        2
+    } else {
+        61
+    };
+    let one_caller = alternate(rounds, |ours| {
+        rt.block_on(async {
+            let mut conn = raw.clone();
+            let t = Instant::now();
+            for _ in 0..BATCH {
+                if ours {
+                    assert_eq!(cached_async(1).await.len(), VALUE_LEN);
+                } else {
+                    let bytes: Vec<u8> = conn.get("raw:1").await.unwrap();
+                    assert_eq!(decode(&bytes).len(), VALUE_LEN);
+                }
+            }
+            t.elapsed() / BATCH as u32
+        })
+    });
+    let many_callers = alternate(rounds, |ours| {
+        let iters = CALLERS * 32;
+        if ours {
+            rt.block_on(concurrent(iters, || async {
+                assert_eq!(cached_async(1).await.len(), VALUE_LEN)
+            })) / iters as u32
+        } else {
+            let raw = raw.clone();
+            rt.block_on(concurrent(iters, move || {
+                let mut raw = raw.clone();
+                async move {
+                    let bytes: Vec<u8> = raw.get("raw:1").await.unwrap();
+                    assert_eq!(decode(&bytes).len(), VALUE_LEN)
+                }
+            })) / iters as u32
+        }
+    });
+
+    let stats = layercache::stats();
+    for name in ["bench_async", "bench_sync"] {
+        if let Some(f) = stats.function(name) {
+            assert_eq!(
+                f.shared.errors(),
+                0,
+                "{name}: shared errors during the benchmark"
+            );
+            assert!(
+                f.shared_hits > 0,
+                "{name}: the benchmark measured shared hits"
+            );
+        }
+    }
+
+    println!("\nshared hit, 100-byte value, same redis-server; ratio = layercache / raw redis-rs (lower is better)");
+    println!(
+        "{:<34} {:>12} {:>12} {:>8}",
+        "case", "raw", "layercache", "ratio"
+    );
+    let rows = [
+        (
+            "1 caller, async: time per call",
+            "shared_hit_1c",
+            "layercache_async",
+            "raw_async",
+        ),
+        (
+            "1 caller, sync: time per call",
+            "shared_hit_1c",
+            "layercache_sync",
+            "raw_sync",
+        ),
+        (
+            "64 callers, async: time per call",
+            "shared_hit_64c",
+            "layercache_async",
+            "raw_async",
+        ),
+    ];
+    for (label, group, ours, theirs) in rows {
+        match (mean_ns(group, ours), mean_ns(group, theirs)) {
+            (Some(o), Some(t)) => println!(
+                "{label:<34} {:>9.1} us {:>9.1} us {:>7.2}x",
+                t / 1000.0,
+                o / 1000.0,
+                o / t
+            ),
+            _ => println!("{label:<34} (no estimates; run without --test)"),
+        }
+    }
+    println!("\nalternating rounds ({rounds} x both sides), medians:");
+    let (o, t) = one_caller;
+    println!(
+        "1 caller, async: raw {:.1} us, layercache {:.1} us per call = {:.2}x (bar: at most 1.15x)",
+        t.as_secs_f64() * 1e6,
+        o.as_secs_f64() * 1e6,
+        o.as_secs_f64() / t.as_secs_f64()
+    );
+    let (o, t) = many_callers;
+    println!(
+        "64 callers, async throughput: raw {:.0} calls/s, layercache {:.0} calls/s = {:.2}x of raw (bar: at least 0.9x)",
+        1.0 / t.as_secs_f64(),
+        1.0 / o.as_secs_f64(),
+        t.as_secs_f64() / o.as_secs_f64()
+    );
+    assert_eq!(server.command_calls("keys"), 0, "KEYS was sent");
+}
