@@ -68,7 +68,9 @@ fn timed<T>(label: &str, f: impl FnOnce() -> T) -> T {
 
 fn main() {
     // Optional: configure in code; without it the environment is read
-    // (CACHE_TYPE=simple|null, CACHE_DEFAULT_TIMEOUT, CACHE_KEY_PREFIX).
+    // (CACHE_TYPE=simple|redis|null, CACHE_REDIS_URL, CACHE_DEFAULT_TIMEOUT,
+    // CACHE_KEY_PREFIX). With CACHE_TYPE=redis (`--features redis`), run it
+    // twice: the second process gets the slow values from Redis.
     let config = layercache::Config::from_env().unwrap_or_else(|err| {
         eprintln!("invalid cache configuration: {err}");
         std::process::exit(2);
@@ -77,6 +79,12 @@ fn main() {
         "layercache quickstart (CACHE_TYPE={})\n",
         config.cache_type()
     );
+    if config.cache_type().is_shared() {
+        println!(
+            "shared tier: {} (run me again: the second process reads the first one's values)\n",
+            config.redis_url()
+        );
+    }
     layercache::init(config).expect("first and only init");
 
     println!("1. An expensive function made cheap (guide 2.2)");

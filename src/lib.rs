@@ -43,13 +43,15 @@
 //! | `max_entries = 10000` | bound of the in-process tier; default `CACHE_MAX_ENTRIES`, else 10 000 |
 //! | `output = "result"` | how to treat the return value when its type's name does not say: `"result"` (cache only `Ok`; for an alias of `Result` with another name), `"option"`, `"value"` |
 //! | `in_impl` | needed only on an associated function without `self` that never mentions `Self` |
+//! | `tier = "both"` | with a shared tier (`CACHE_TYPE=redis`): `"both"` (default), `"shared"` (no local copy), `"local"` (never shared) |
+//! | `local_timeout = 5` / `local_timeout_ms` | caps the life of local copies below `timeout` |
 //!
 //! What is cached: a `Result<T, E>` caches only `Ok(T)`; an `Option<T>` only
 //! `Some(T)`; anything else always. The macro goes by the type's name
 //! (`Result`, `io::Result`, `anyhow::Result`, `Option`): for an alias with
 //! another name say `output = "result"`, or its `Err` values are cached too. Values must be
 //! [`CacheValue`] (`Clone + Send + Sync + Serialize + DeserializeOwned`),
-//! so the same function can later be served from a shared tier.
+//! so any function can be served from the shared tier.
 //! Without a template, every argument (and `self` for a method) is part of
 //! the key and must be `Hash + Eq + Clone + Serialize`; `&str`, `&[T]` and
 //! `&T` arguments are kept as owned copies.

@@ -114,6 +114,23 @@ struct SharedFn {
 /// The version of a function not yet read from the shared tier.
 const UNKNOWN_VERSION: u64 = u64::MAX;
 
+/// Why a shared lookup found nothing: the key to write back under (`None`
+/// when the tier failed: a write would likely cost a second timeout) and
+/// the local tag either way.
+pub(crate) struct SharedMiss {
+    key: Option<SharedKey>,
+    tag: u64,
+}
+
+impl SharedMiss {
+    fn at(key: SharedKey) -> SharedMiss {
+        SharedMiss {
+            tag: key.tag,
+            key: Some(key),
+        }
+    }
+}
+
 /// A call's key in the shared tier, computed once per miss.
 pub(crate) struct SharedKey {
     /// `{ns}:{suffix}`: what notices and prefix invalidation name.
@@ -383,7 +400,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
     async fn invalidate_shared(&self, sf: &SharedFn, key: &K) {
         let m = &self.metrics.shared;
         let result = async {
-            let sk = self.shared_key(sf, key).await?;
+            let sk = self.shared_key(sf, key).await.map_err(|(e, _)| e)?;
             let notice = Notice::Key {
                 namespace: &self.namespace,
                 stable: &sk.stable,
@@ -718,13 +735,17 @@ impl<K: Key, V: Value> FnCache<K, V> {
         Ok(sf.version.load(SeqCst))
     }
 
-    async fn shared_key(&self, sf: &SharedFn, key: &K) -> Result<SharedKey, SharedError> {
-        let version = self.version(sf).await?;
+    /// The call's shared key. On failure, the error and the local tag (0
+    /// when the key cannot even be rendered): a local copy must carry its
+    /// tag even when the shared tier is down, or a later notice from
+    /// another process could not find it.
+    async fn shared_key(&self, sf: &SharedFn, key: &K) -> Result<SharedKey, (SharedError, u64)> {
         let (stable, check) = self.render_stable(key).map_err(|e| {
             self.metrics.shared.record_error(ErrorKind::Encode);
-            SharedError::new(ErrorKind::Encode, e.to_string())
+            (SharedError::new(ErrorKind::Encode, e.to_string()), 0)
         })?;
         let tag = xxhash_rust::xxh3::xxh3_64(stable.as_bytes());
+        let version = self.version(sf).await.map_err(|e| (e, tag))?;
         let mut full = sf.tier.full_key(&stable);
         if version != 0 {
             let _ = write!(full, ":v{version}");
@@ -740,16 +761,19 @@ impl<K: Key, V: Value> FnCache<K, V> {
 }
 
 impl<K: Key, V: CacheValue> FnCache<K, V> {
-    /// Step 3: the shared tier. `Ok(value, remaining life)` on a hit;
-    /// otherwise the key to write back under, or `None` when the tier
-    /// failed (no write-back then: it would likely cost a second timeout).
+    /// Step 3: the shared tier. `Ok(value, remaining life, tag)` on a hit;
+    /// otherwise what the write-back needs.
     async fn shared_get(
         &self,
         sf: &SharedFn,
         key: &K,
-    ) -> Result<(V, Option<Duration>, u64), Option<SharedKey>> {
+    ) -> Result<(V, Option<Duration>, u64), SharedMiss> {
         let m = &self.metrics.shared;
-        let mut sk = self.shared_key(sf, key).await.map_err(|_| None)?;
+        let mut sk = match self.shared_key(sf, key).await {
+            Ok(sk) => sk,
+            Err((_, tag)) => return Err(SharedMiss { key: None, tag }),
+        };
+        let tag = sk.tag;
         let bytes = match sf
             .tier
             .call(Some(m), sf.tier.timeout(), |s| s.get(&sk.full))
@@ -758,9 +782,9 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
                 m.record_miss();
-                return Err(Some(sk));
+                return Err(SharedMiss::at(sk));
             }
-            Err(_) => return Err(None),
+            Err(_) => return Err(SharedMiss { key: None, tag }),
         };
         match codec::open::<Bincode, V>(&bytes, sk.check) {
             Ok((value, meta)) => {
@@ -771,7 +795,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                     // Expired by its own clock (Redis had not dropped it yet).
                     _ => {
                         m.record_miss();
-                        return Err(Some(sk));
+                        return Err(SharedMiss::at(sk));
                     }
                 };
                 Ok((value, remaining, sk.tag))
@@ -781,7 +805,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                 m.record_miss();
                 tracing::warn!(name = self.name(), key = %sk.full, %err, len = bytes.len(), "layercache: unusable bytes under a shared key; treating as a miss and replacing them");
                 sk.corrupt = true;
-                Err(Some(sk))
+                Err(SharedMiss::at(sk))
             }
         }
     }
@@ -885,8 +909,13 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     }
 
     async fn put_shared(&self, sf: &SharedFn, key: K, value: V) {
-        let sk = self.shared_key(sf, &key).await.ok();
-        let tag = sk.as_ref().map_or(0, |k| k.tag);
+        let (sk, tag) = match self.shared_key(sf, &key).await {
+            Ok(sk) => {
+                let tag = sk.tag;
+                (Some(sk), tag)
+            }
+            Err((_, tag)) => (None, tag),
+        };
         self.put_local(key, value.clone(), self.local_ttl, tag);
         let Some(sk) = sk else { return };
         let generation = self.generation();
@@ -963,19 +992,22 @@ where
 {
     let generation = cache.generation();
     let mut shared_key = None;
+    let mut tag = 0;
     if let Some(sf) = &cache.shared {
         match shared::block_on(cache.shared_get(sf, &key)) {
             Ok((v, remaining, tag)) => {
                 cache.backfill(key, v.clone(), remaining, generation, tag);
                 return M::from_cached(v);
             }
-            Err(sk) => shared_key = sk.map(|sk| (sf, sk)),
+            Err(miss) => {
+                tag = miss.tag;
+                shared_key = miss.key.map(|sk| (sf, sk));
+            }
         }
     }
     cache.metrics.record_miss();
     let computation = cache.begin();
     let r = origin();
-    let tag = shared_key.as_ref().map_or(0, |(_, sk)| sk.tag);
     let stored = computation.finish::<M, R>(key, &r, tag);
     if let Some((sf, sk)) = shared_key {
         match stored {
@@ -1005,19 +1037,22 @@ where
     }
     let generation = cache.generation();
     let mut shared_key = None;
+    let mut tag = 0;
     if let Some(sf) = &cache.shared {
         match cache.shared_get(sf, &key).await {
             Ok((v, remaining, tag)) => {
                 cache.backfill(key, v.clone(), remaining, generation, tag);
                 return M::from_cached(v);
             }
-            Err(sk) => shared_key = sk.map(|sk| (sf, sk)),
+            Err(miss) => {
+                tag = miss.tag;
+                shared_key = miss.key.map(|sk| (sf, sk));
+            }
         }
     }
     cache.metrics.record_miss();
     let computation = cache.begin();
     let r = origin.await;
-    let tag = shared_key.as_ref().map_or(0, |(_, sk)| sk.tag);
     let stored = computation.finish::<M, R>(key, &r, tag);
     if let Some((sf, sk)) = shared_key {
         match stored {

@@ -3,7 +3,7 @@
 //! [`Tier`] that makes it fail-open.
 //!
 //! Every operation the pipeline sends to the store goes through
-//! [`Tier::call`], which
+//! `Tier::call`, which
 //!
 //! - skips the store while the circuit breaker is open (a counted *skip*),
 //! - bounds the operation by the tier's timeout (a counted *timeout*),
