@@ -384,7 +384,7 @@ impl ConfigBuilder {
         self.0.clock = clock;
         self
     }
-    /// The Redis server of [`CacheType::Redis`] (default [`DEFAULT_REDIS_URL`]).
+    /// The Redis server of `CacheType::Redis` (default [`DEFAULT_REDIS_URL`]).
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.0.redis_url = url.into();
         self
