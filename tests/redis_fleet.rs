@@ -200,6 +200,22 @@ mod node {
                 ["key", "big", _] => {
                     format!("key {}", entry!(big(n(2))).shared_key().unwrap_or_default())
                 }
+                ["mset", k, v] => {
+                    layercache::sync::Cache::global().set(
+                        k,
+                        v.to_string(),
+                        std::time::Duration::from_secs(300),
+                    );
+                    "ok".to_string()
+                }
+                ["mget", k] => format!("{:?}", layercache::sync::Cache::global().get::<String>(k)),
+                ["mget_u64", k] => format!("{:?}", layercache::sync::Cache::global().get::<u64>(k)),
+                ["mhas", k] => format!("{}", layercache::sync::Cache::global().has(k)),
+                ["mdel", k] => format!("{}", layercache::sync::Cache::global().delete(k)),
+                ["aget_manual", k] => format!(
+                    "{:?}",
+                    rt.block_on(layercache::future::Cache::global().get::<String>(k))
+                ),
                 ["stats", name] => stats_line(name),
                 ["quit"] => return,
                 _ => format!("error unknown command {line:?}"),
@@ -637,6 +653,50 @@ fn valid_with_new_times(valid: &[u8], now: &[u8]) -> Vec<u8> {
     expected
 }
 
+fn the_manual_cache_is_shared_and_its_writes_reach_every_process() {
+    let server = RedisServer::start();
+    let db = temp_db("manual");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    let mut b = Node::spawn("B", &server.url(), &db, &[]);
+    assert_eq!(b.send("mget greeting"), "None");
+    a.send("mset greeting hello");
+    assert_eq!(
+        b.send("mget greeting"),
+        "Some(\"hello\")",
+        "B reads A's set from Redis"
+    );
+    assert_eq!(b.send("mhas greeting"), "true");
+    assert_eq!(
+        b.send("mget_u64 greeting"),
+        "None",
+        "another type is a miss"
+    );
+    assert_eq!(
+        server.get_raw("fleet:greeting").map(|v| v[..2].to_vec()),
+        Some(b"LC".to_vec())
+    );
+
+    // A overwrites: B's local copy goes, B sees the new value.
+    a.send("mset greeting bye");
+    let (_, waited) = within(Duration::from_millis(50), || {
+        (b.send("mget greeting") == "Some(\"bye\")").then_some(())
+    })
+    .expect("B kept its old copy after A's set");
+    println!("    A's set reached B after {waited:?}");
+
+    // B deletes: gone for A too.
+    assert_eq!(b.send("mdel greeting"), "true");
+    within(Duration::from_millis(50), || {
+        (a.send("mget greeting") == "None").then_some(())
+    })
+    .expect("A kept its copy after B's delete");
+    assert_eq!(a.send("mhas greeting"), "false");
+    assert_eq!(server.get_raw("fleet:greeting"), None);
+    a.send("mset async_key value");
+    assert_eq!(b.send("aget_manual async_key"), "Some(\"value\")");
+    server.assert_no_keys_command();
+}
+
 fn values_over_the_size_limit_stay_in_process_and_are_counted() {
     let server = RedisServer::start();
     let db = temp_db("big");
@@ -682,6 +742,10 @@ fn main() {
         (
             "garbage_under_our_keys_is_a_counted_miss_and_is_replaced",
             garbage_under_our_keys_is_a_counted_miss_and_is_replaced,
+        ),
+        (
+            "the_manual_cache_is_shared_and_its_writes_reach_every_process",
+            the_manual_cache_is_shared_and_its_writes_reach_every_process,
         ),
         (
             "values_over_the_size_limit_stay_in_process_and_are_counted",

@@ -6,6 +6,12 @@
 //! with cached functions for [`invalidate_prefix`](crate::invalidate_prefix)
 //! and [`clear`](crate::clear). Values of any [`CacheValue`] type can be
 //! stored; reading a key as another type than it was written with is a miss.
+//!
+//! With a shared tier (`CACHE_TYPE=redis`) the manual cache uses it like a
+//! cached function does: `get` falls back to Redis and keeps a local copy,
+//! `set` writes both and tells other processes to drop their copies,
+//! `delete` deletes everywhere. The key `k` is stored as
+//! `{CACHE_KEY_PREFIX}:k` (unescaped: manual keys are the caller's own).
 
 use std::any::Any;
 use std::sync::{Arc, OnceLock};
@@ -16,6 +22,7 @@ use serde::Serialize;
 
 use crate::key::render_template;
 use crate::pipeline::{FnCache, FnSpec, TierChoice, Timeout};
+use crate::shared;
 
 /// What a cached value must be: cloneable (a hit hands out a copy),
 /// shareable across threads, and serializable so that shared tiers can
@@ -42,15 +49,36 @@ fn store() -> &'static FnCache<String, AnyValue> {
             timeout: Timeout::Default,
             max_entries: None,
             render: render_template,
-            // Values are stored type-erased here, so they stay in-process.
-            tier: TierChoice::Local,
+            tier: TierChoice::Both,
             local_timeout: None,
         }))
     })
 }
 
 fn get<T: CacheValue>(key: &str) -> Option<T> {
-    store().lookup_with(&key.to_string(), |v| v.downcast_ref::<T>().cloned())
+    match store().shared_fn() {
+        None => store().lookup_with(&key.to_string(), |v| v.downcast_ref::<T>().cloned()),
+        Some(_) => shared::block_on(get_async(key)),
+    }
+}
+
+/// Local tier, then the shared tier (backfilling the local one), as `T`.
+async fn get_async<T: CacheValue>(key: &str) -> Option<T> {
+    let s = store();
+    let key = key.to_string();
+    if let Some(v) = s.local_get(&key, |v| v.downcast_ref::<T>().cloned()) {
+        return Some(v);
+    }
+    if let Some(sf) = s.shared_fn() {
+        let generation = s.generation();
+        if let Ok((v, remaining, tag)) = s.shared_get::<T>(sf, &key).await {
+            let local: AnyValue = Arc::new(v.clone());
+            s.backfill(key, local, remaining, generation, tag);
+            return Some(v);
+        }
+    }
+    s.record_miss();
+    None
 }
 
 fn ttl_of(timeout: Option<Duration>) -> Option<Duration> {
@@ -62,23 +90,64 @@ fn ttl_of(timeout: Option<Duration>) -> Option<Duration> {
 }
 
 fn set<T: CacheValue>(key: &str, value: T, timeout: Option<Duration>) {
-    let value: AnyValue = Arc::new(value);
-    store().put_local(key.to_string(), value, ttl_of(timeout), 0);
+    match store().shared_fn() {
+        None => store().put_local(key.to_string(), Arc::new(value), ttl_of(timeout), 0),
+        Some(_) => shared::block_on(set_async(key, value, timeout)),
+    }
+}
+
+async fn set_async<T: CacheValue>(key: &str, value: T, timeout: Option<Duration>) {
+    let s = store();
+    let ttl = ttl_of(timeout);
+    match s.shared_fn() {
+        None => s.put_local(key.to_string(), Arc::new(value), ttl, 0),
+        Some(sf) => {
+            let local: AnyValue = Arc::new(value.clone());
+            s.put_shared(sf, key.to_string(), local, &value, ttl).await
+        }
+    }
 }
 
 /// Stores a value computed after a miss, unless `key` was deleted (or the
 /// cache cleared) while it was being computed: it may be stale.
-fn store_computed<T: CacheValue>(key: &str, value: T, timeout: Duration, generation: u64) {
-    let value: AnyValue = Arc::new(value);
-    store().write_back_with_timeout(key.to_string(), value, generation, ttl_of(Some(timeout)), 0);
+async fn store_computed<T: CacheValue>(key: &str, value: T, timeout: Duration, generation: u64) {
+    let s = store();
+    let ttl = ttl_of(Some(timeout));
+    match s.shared_fn() {
+        None => s.write_back_with_timeout(key.to_string(), Arc::new(value), generation, ttl, 0),
+        Some(sf) => {
+            let local: AnyValue = Arc::new(value.clone());
+            s.write_back_everywhere(sf, key.to_string(), local, &value, generation, ttl)
+                .await
+        }
+    }
 }
 
 fn delete(key: &str) -> bool {
     store().invalidate(&key.to_string())
 }
 
+async fn delete_async(key: &str) -> bool {
+    store().invalidate_async(&key.to_string()).await
+}
+
+async fn has_async(key: &str) -> bool {
+    let s = store();
+    let key = key.to_string();
+    if s.peek(&key).is_some() {
+        return true;
+    }
+    match s.shared_fn() {
+        Some(sf) => s.shared_contains(sf, &key).await,
+        None => false,
+    }
+}
+
 fn has(key: &str) -> bool {
-    store().peek(&key.to_string()).is_some()
+    match store().shared_fn() {
+        None => store().peek(&key.to_string()).is_some(),
+        Some(_) => shared::block_on(has_async(key)),
+    }
 }
 
 /// The blocking manual cache.
@@ -159,7 +228,7 @@ pub mod sync {
             }
             let generation = store().generation();
             let v = make();
-            store_computed(key, v.clone(), timeout, generation);
+            shared::block_on(store_computed(key, v.clone(), timeout, generation));
             v
         }
     }
@@ -203,32 +272,32 @@ pub mod future {
 
         /// The value under `key` if present, fresh and of type `T`.
         pub async fn get<T: CacheValue>(&self, key: &str) -> Option<T> {
-            get(key)
+            get_async(key).await
         }
 
         /// Stores `value` under `key` for `timeout` (`Duration::ZERO`: never expires).
         pub async fn set<T: CacheValue>(&self, key: &str, value: T, timeout: Duration) {
-            set(key, value, Some(timeout))
+            set_async(key, value, Some(timeout)).await
         }
 
         /// Stores `value` under `key` for the configured default timeout.
         pub async fn set_default<T: CacheValue>(&self, key: &str, value: T) {
-            set(key, value, None)
+            set_async(key, value, None).await
         }
 
         /// Whether a fresh value is stored under `key`.
         pub async fn has(&self, key: &str) -> bool {
-            has(key)
+            has_async(key).await
         }
 
         /// Removes `key`; `true` when it was there.
         pub async fn delete(&self, key: &str) -> bool {
-            delete(key)
+            delete_async(key).await
         }
 
         /// Removes every key starting with `prefix`, here and in every cached function.
         pub async fn delete_prefix(&self, prefix: &str) -> u64 {
-            crate::invalidate_prefix(prefix)
+            crate::invalidate_prefix_async(prefix).await
         }
 
         /// Empties this cache and every cached function's.
@@ -243,12 +312,12 @@ pub mod future {
             timeout: Duration,
             make: impl std::future::Future<Output = T>,
         ) -> T {
-            if let Some(v) = get(key) {
+            if let Some(v) = get_async(key).await {
                 return v;
             }
             let generation = store().generation();
             let v = make.await;
-            store_computed(key, v.clone(), timeout, generation);
+            store_computed(key, v.clone(), timeout, generation).await;
             v
         }
     }

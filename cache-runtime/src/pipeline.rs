@@ -17,8 +17,11 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 use crate::clock::{Clock, Timestamp};
-use crate::codec::{self, Bincode, Meta};
+use crate::codec::{self, Bincode, EnvelopeError, Meta};
 use crate::config::{self, CacheType};
 use crate::key::KeyError;
 use crate::local::{build_store, Evictions, LocalStore, Stored};
@@ -105,7 +108,7 @@ pub struct FnCache<K, V> {
 }
 
 /// A function's link to the shared tier.
-struct SharedFn {
+pub(crate) struct SharedFn {
     tier: &'static Tier,
     /// The function's version in the shared tier ([`UNKNOWN_VERSION`] until read).
     version: AtomicU64,
@@ -269,7 +272,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
 
     /// Step 1 without counting a miss (a shared hit may still answer).
     #[inline]
-    fn local_get<T>(&self, key: &K, accept: impl FnOnce(V) -> Option<T>) -> Option<T> {
+    pub(crate) fn local_get<T>(&self, key: &K, accept: impl FnOnce(V) -> Option<T>) -> Option<T> {
         if !self.enabled || !self.local {
             return None;
         }
@@ -760,14 +763,16 @@ impl<K: Key, V: Value> FnCache<K, V> {
     }
 }
 
-impl<K: Key, V: CacheValue> FnCache<K, V> {
-    /// Step 3: the shared tier. `Ok(value, remaining life, tag)` on a hit;
-    /// otherwise what the write-back needs.
-    async fn shared_get(
+impl<K: Key, V: Value> FnCache<K, V> {
+    /// Step 3: the shared tier, decoding a `T` (the value type for a
+    /// function; the caller's type for the manual cache).
+    /// `Ok(value, remaining life, tag)` on a hit; otherwise what the
+    /// write-back needs.
+    pub(crate) async fn shared_get<T: DeserializeOwned>(
         &self,
         sf: &SharedFn,
         key: &K,
-    ) -> Result<(V, Option<Duration>, u64), SharedMiss> {
+    ) -> Result<(T, Option<Duration>, u64), SharedMiss> {
         let m = &self.metrics.shared;
         let mut sk = match self.shared_key(sf, key).await {
             Ok(sk) => sk,
@@ -786,7 +791,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
             }
             Err(_) => return Err(SharedMiss { key: None, tag }),
         };
-        match codec::open::<Bincode, V>(&bytes, sk.check) {
+        match codec::open::<Bincode, T>(&bytes, sk.check) {
             Ok((value, meta)) => {
                 let now_ms = sf.tier.clock().unix_millis();
                 let remaining = match meta.expires_at_ms {
@@ -803,7 +808,12 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
             Err(err) => {
                 m.record_error(ErrorKind::Corrupt);
                 m.record_miss();
-                tracing::warn!(name = self.name(), key = %sk.full, %err, len = bytes.len(), "layercache: unusable bytes under a shared key; treating as a miss and replacing them");
+                if err == EnvelopeError::Type {
+                    // A deploy that changed the type, or the manual cache read as another type.
+                    tracing::debug!(name = self.name(), key = %sk.full, "layercache: shared value of another type; a miss");
+                } else {
+                    tracing::warn!(name = self.name(), key = %sk.full, %err, len = bytes.len(), "layercache: unusable bytes under a shared key; treating as a miss and replacing them");
+                }
                 sk.corrupt = true;
                 Err(SharedMiss::at(sk))
             }
@@ -812,21 +822,28 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
 
     /// Step 5 for the shared tier: seal and store `value` unless an
     /// invalidation raced the computation or it is too large.
-    async fn shared_put(&self, sf: &SharedFn, sk: &SharedKey, value: &V, generation: u64) -> bool {
+    pub(crate) async fn shared_put<T: Serialize>(
+        &self,
+        sf: &SharedFn,
+        sk: &SharedKey,
+        value: &T,
+        generation: u64,
+        ttl: Option<Duration>,
+    ) -> bool {
         let m = &self.metrics.shared;
         if self.generation.load(SeqCst) != generation {
             return false;
         }
         let now_ms = sf.tier.clock().unix_millis();
         let meta = Meta {
-            type_fingerprint: codec::type_fingerprint::<V>(),
+            type_fingerprint: codec::type_fingerprint::<T>(),
             key_check: sk.check,
             written_at_ms: now_ms,
-            expires_at_ms: self.ttl.map_or(0, |t| {
+            expires_at_ms: ttl.map_or(0, |t| {
                 now_ms.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
             }),
         };
-        let bytes = match codec::seal::<Bincode, V>(value, &meta) {
+        let bytes = match codec::seal::<Bincode, T>(value, &meta) {
             Ok(bytes) => bytes,
             Err(err) => {
                 m.record_error(ErrorKind::Encode);
@@ -852,7 +869,6 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
             }
             return false;
         }
-        let ttl = self.ttl;
         let stored = sf
             .tier
             .call(Some(m), sf.tier.timeout(), |s| s.set(&sk.full, bytes, ttl))
@@ -865,7 +881,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     }
 
     /// Deletes bytes that failed verification when nothing replaces them.
-    async fn drop_corrupt(&self, sf: &SharedFn, sk: &SharedKey) {
+    pub(crate) async fn drop_corrupt(&self, sf: &SharedFn, sk: &SharedKey) {
         let keys = [sk.full.clone()];
         let _ = sf
             .tier
@@ -877,7 +893,14 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
 
     /// A shared hit: count it and keep a local copy for the rest of its
     /// life (capped by `local_timeout`), unless an invalidation raced it.
-    fn backfill(&self, key: K, value: V, remaining: Option<Duration>, generation: u64, tag: u64) {
+    pub(crate) fn backfill(
+        &self,
+        key: K,
+        value: V,
+        remaining: Option<Duration>,
+        generation: u64,
+        tag: u64,
+    ) {
         self.metrics.record_shared_hit();
         self.write_back_with_timeout(
             key,
@@ -888,27 +911,18 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         );
     }
 
-    /// Stores `value` as the result for `key` (the `#[cache_put]`
-    /// operation) in every tier, cancels in-flight computations'
-    /// write-backs, and tells other processes to drop their local copies.
-    /// With a shared tier this waits for the write (at most the tier's
-    /// timeout); from async code prefer [`FnCache::put_async`].
-    pub fn put(&self, key: K, value: V) {
-        match &self.shared {
-            Some(sf) => shared::block_on(self.put_shared(sf, key, value)),
-            None => self.put_local(key, value, self.local_ttl, 0),
-        }
-    }
-
-    /// [`FnCache::put`] for async code.
-    pub async fn put_async(&self, key: K, value: V) {
-        match &self.shared {
-            Some(sf) => self.put_shared(sf, key, value).await,
-            None => self.put_local(key, value, self.local_ttl, 0),
-        }
-    }
-
-    async fn put_shared(&self, sf: &SharedFn, key: K, value: V) {
+    /// Stores `local` in this process and `shared` (the same value, in its
+    /// serializable form) in the shared tier, for `ttl`; then tells other
+    /// processes to drop the copies it replaces (an explicit write is an
+    /// update, unlike a write-back after a miss).
+    pub(crate) async fn put_shared<T: Serialize>(
+        &self,
+        sf: &SharedFn,
+        key: K,
+        local: V,
+        shared: &T,
+        ttl: Option<Duration>,
+    ) {
         let (sk, tag) = match self.shared_key(sf, &key).await {
             Ok(sk) => {
                 let tag = sk.tag;
@@ -916,18 +930,95 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
             }
             Err((_, tag)) => (None, tag),
         };
-        self.put_local(key, value.clone(), self.local_ttl, tag);
+        self.put_local(key, local, min_ttl(ttl, self.local_ttl), tag);
         let Some(sk) = sk else { return };
         let generation = self.generation();
-        if self.shared_put(sf, &sk, &value, generation).await {
-            // Unlike write-backs after a miss, an explicit put is an update:
-            // other processes must drop the copies it replaces.
+        if self.shared_put(sf, &sk, shared, generation, ttl).await {
             let notice = Notice::Key {
                 namespace: &self.namespace,
                 stable: &sk.stable,
             }
             .encode(sf.tier.instance());
             let _ = sf.tier.publish(&notice).await;
+        }
+    }
+
+    /// The function's link to the shared tier, if it has one.
+    pub(crate) fn shared_fn(&self) -> Option<&SharedFn> {
+        self.shared.as_ref()
+    }
+
+    /// Step 5 outside a `#[cached]` call (the manual cache's
+    /// get-or-insert): `local` here and `shared` in the shared tier, for
+    /// `ttl`, unless an invalidation happened since `generation`.
+    pub(crate) async fn write_back_everywhere<T: Serialize>(
+        &self,
+        sf: &SharedFn,
+        key: K,
+        local: V,
+        shared: &T,
+        generation: u64,
+        ttl: Option<Duration>,
+    ) {
+        match self.shared_key(sf, &key).await {
+            Ok(sk) => {
+                let local_ttl = min_ttl(ttl, self.local_ttl);
+                self.write_back_with_timeout(key, local, generation, local_ttl, sk.tag);
+                self.shared_put(sf, &sk, shared, generation, ttl).await;
+            }
+            Err((_, tag)) => self.write_back_with_timeout(
+                key,
+                local,
+                generation,
+                min_ttl(ttl, self.local_ttl),
+                tag,
+            ),
+        }
+    }
+
+    /// Whether the shared tier holds a fresh envelope under `key`, of any type.
+    pub(crate) async fn shared_contains(&self, sf: &SharedFn, key: &K) -> bool {
+        let Ok(sk) = self.shared_key(sf, key).await else {
+            return false;
+        };
+        let found = sf
+            .tier
+            .call(Some(&self.metrics.shared), sf.tier.timeout(), |s| {
+                s.get(&sk.full)
+            })
+            .await;
+        let now_ms = sf.tier.clock().unix_millis();
+        matches!(found, Ok(Some(bytes)) if codec::read_meta(&bytes)
+            .is_ok_and(|(_, m)| m.key_check == sk.check && (m.expires_at_ms == 0 || m.expires_at_ms > now_ms)))
+    }
+
+    /// Counts a call that found nothing in any tier.
+    pub(crate) fn record_miss(&self) {
+        self.metrics.record_miss();
+    }
+}
+
+impl<K: Key, V: CacheValue> FnCache<K, V> {
+    /// Stores `value` as the result for `key` (the `#[cache_put]`
+    /// operation) in every tier, cancels in-flight computations'
+    /// write-backs, and tells other processes to drop their local copies.
+    /// With a shared tier this waits for the write (at most the tier's
+    /// timeout); from async code prefer [`FnCache::put_async`].
+    pub fn put(&self, key: K, value: V) {
+        match &self.shared {
+            Some(sf) => shared::block_on(self.put_shared(sf, key, value.clone(), &value, self.ttl)),
+            None => self.put_local(key, value, self.local_ttl, 0),
+        }
+    }
+
+    /// [`FnCache::put`] for async code.
+    pub async fn put_async(&self, key: K, value: V) {
+        match &self.shared {
+            Some(sf) => {
+                self.put_shared(sf, key, value.clone(), &value, self.ttl)
+                    .await
+            }
+            None => self.put_local(key, value, self.local_ttl, 0),
         }
     }
 
@@ -994,7 +1085,7 @@ where
     let mut shared_key = None;
     let mut tag = 0;
     if let Some(sf) = &cache.shared {
-        match shared::block_on(cache.shared_get(sf, &key)) {
+        match shared::block_on(cache.shared_get::<M::Value>(sf, &key)) {
             Ok((v, remaining, tag)) => {
                 cache.backfill(key, v.clone(), remaining, generation, tag);
                 return M::from_cached(v);
@@ -1012,7 +1103,7 @@ where
     if let Some((sf, sk)) = shared_key {
         match stored {
             Some(v) => {
-                shared::block_on(cache.shared_put(sf, &sk, v, generation));
+                shared::block_on(cache.shared_put(sf, &sk, v, generation, cache.ttl));
             }
             None if sk.corrupt => shared::block_on(cache.drop_corrupt(sf, &sk)),
             None => {}
@@ -1039,7 +1130,7 @@ where
     let mut shared_key = None;
     let mut tag = 0;
     if let Some(sf) = &cache.shared {
-        match cache.shared_get(sf, &key).await {
+        match cache.shared_get::<M::Value>(sf, &key).await {
             Ok((v, remaining, tag)) => {
                 cache.backfill(key, v.clone(), remaining, generation, tag);
                 return M::from_cached(v);
@@ -1057,7 +1148,7 @@ where
     if let Some((sf, sk)) = shared_key {
         match stored {
             Some(v) => {
-                cache.shared_put(sf, &sk, v, generation).await;
+                cache.shared_put(sf, &sk, v, generation, cache.ttl).await;
             }
             None if sk.corrupt => cache.drop_corrupt(sf, &sk).await,
             None => {}
