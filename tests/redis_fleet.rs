@@ -160,6 +160,20 @@ mod node {
                         rt.block_on(async { get_user_profile(id) })
                     })
                 }
+                // Many sync calls from one tokio task: they must not exhaust
+                // the task's cooperative budget and park forever.
+                ["loop_in_task", _] => {
+                    let n = n(1);
+                    timed(&SHARED_RUNS, || {
+                        rt.block_on(async move {
+                            tokio::spawn(async move {
+                                (0..n).map(|i| shared_only(i % 4).0).sum::<u64>()
+                            })
+                            .await
+                            .unwrap()
+                        })
+                    })
+                }
                 ["aget", _] => {
                     let id = n(1);
                     timed(&PROFILE_RUNS, || rt.block_on(get_profile_async(id)))
@@ -394,9 +408,15 @@ fn a_value_computed_by_one_process_is_served_to_another_and_an_update_reaches_bo
     // Async functions take the same path.
     assert_eq!(a.call("aget 7").runs, 1);
     assert_eq!(b.call("aget 7").runs, 0);
-    // A sync cached function called inside a tokio runtime does not deadlock.
+    // A sync cached function called inside a tokio runtime does not deadlock,
+    // nor does a long run of them in one task.
     assert_eq!(b.call("get_in_rt 8").runs, 1);
     assert_eq!(a.call("get_in_rt 8").runs, 0);
+    let many = b.call("loop_in_task 500");
+    assert_eq!(
+        many.value,
+        format!("{}", (0..500u64).map(|i| i % 4).sum::<u64>())
+    );
     server.assert_no_keys_command();
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::local::LocalStoreKind;
-use crate::shared::SharedSettings;
+use crate::shared::{SharedSettings, MAX_SHARED_TIMEOUT};
 
 /// Which tiers serve cached calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -250,7 +250,7 @@ impl Config {
                     "must be at least 1 (a shared operation without a time limit could hang every call)",
                 ));
             }
-            config.shared.timeout = Duration::from_millis(ms);
+            config.shared.timeout = Duration::from_millis(ms).min(MAX_SHARED_TIMEOUT);
         }
         if let Some(v) = get("CACHE_MAX_VALUE_SIZE") {
             let n = parse_u64("CACHE_MAX_VALUE_SIZE", &v, "a whole number of bytes")?;
@@ -389,10 +389,10 @@ impl ConfigBuilder {
         self.0.redis_url = url.into();
         self
     }
-    /// Longest a shared operation may take (default 50 ms, at least 1 ms);
+    /// Longest a shared operation may take (default 50 ms, at least 1 ms, at most 60 s);
     /// after it the call goes on to the function.
     pub fn shared_timeout(mut self, timeout: Duration) -> Self {
-        self.0.shared.timeout = timeout.max(Duration::from_millis(1));
+        self.0.shared.timeout = timeout.clamp(Duration::from_millis(1), MAX_SHARED_TIMEOUT);
         self
     }
     /// Values whose encoding is larger are not written to the shared tier

@@ -89,13 +89,17 @@ pub(crate) fn bus_handler(tier: &'static Tier) -> BusHandler {
             };
             tracing::trace!(text, dropped, "layercache: invalidation notice applied");
         }
-        BusEvent::Resubscribed => {
-            tier.count_resubscription();
+        BusEvent::Subscribed { after_gap } => {
+            tier.mark_subscribed();
+            if after_gap {
+                tier.count_resubscription();
+            }
+            // Notices sent before this subscription were missed: local copies
+            // of shared entries may be stale, and versions may have moved.
             let dropped: u64 = registry().iter().map(|c| c.forget_shared_state()).sum();
-            tracing::info!(
-                dropped,
-                "layercache: dropped local copies of shared entries after the bus reconnected"
-            );
+            if after_gap || dropped > 0 {
+                tracing::info!(dropped, after_gap, "layercache: invalidation bus subscribed; dropped local copies of shared entries");
+            }
         }
     })
 }
@@ -216,6 +220,8 @@ pub fn invalidate_prefix(prefix: &str) -> u64 {
     let removed = invalidate_prefix_local(prefix);
     if let Some(tier) = shared_tier() {
         shared::block_on(invalidate_prefix_shared(tier, prefix));
+        // Reads during the scan may have kept old values: drop them again.
+        invalidate_prefix_local(prefix);
     }
     removed
 }
@@ -229,6 +235,7 @@ pub async fn invalidate_prefix_async(prefix: &str) -> u64 {
     let removed = invalidate_prefix_local(prefix);
     if let Some(tier) = shared_tier() {
         invalidate_prefix_shared(tier, prefix).await;
+        invalidate_prefix_local(prefix);
     }
     removed
 }

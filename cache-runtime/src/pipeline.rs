@@ -117,6 +117,18 @@ pub(crate) struct SharedFn {
 /// The version of a function not yet read from the shared tier.
 const UNKNOWN_VERSION: u64 = u64::MAX;
 
+/// Moves `version` up to `to`, never down: notices of two bumps may arrive
+/// out of order, and going back would revive keys the later bump retired.
+fn raise_version(version: &AtomicU64, to: u64) {
+    let mut cur = version.load(SeqCst);
+    while cur == UNKNOWN_VERSION || cur < to {
+        match version.compare_exchange(cur, to, SeqCst, SeqCst) {
+            Ok(_) => return,
+            Err(now) => cur = now,
+        }
+    }
+}
+
 /// Why a shared lookup found nothing: the key to write back under (`None`
 /// when the tier failed: a write would likely cost a second timeout) and
 /// the local tag either way.
@@ -387,6 +399,9 @@ impl<K: Key, V: Value> FnCache<K, V> {
         let removed = self.invalidate_local(key);
         if let Some(sf) = &self.shared {
             shared::block_on(self.invalidate_shared(sf, key));
+            // A read in this process during the round trip may have fetched
+            // the old value from the shared tier and kept it: drop it again.
+            self.invalidate_local(key);
         }
         removed
     }
@@ -396,6 +411,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         let removed = self.invalidate_local(key);
         if let Some(sf) = &self.shared {
             self.invalidate_shared(sf, key).await;
+            self.invalidate_local(key);
         }
         removed
     }
@@ -439,6 +455,8 @@ impl<K: Key, V: Value> FnCache<K, V> {
         let n = self.invalidate_all_local();
         if let Some(sf) = &self.shared {
             shared::block_on(self.invalidate_all_shared(sf));
+            // Reads during the round trip used the old version: drop what they kept.
+            self.invalidate_all_local();
         }
         n
     }
@@ -448,6 +466,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         let n = self.invalidate_all_local();
         if let Some(sf) = &self.shared {
             self.invalidate_all_shared(sf).await;
+            self.invalidate_all_local();
         }
         n
     }
@@ -462,7 +481,13 @@ impl<K: Key, V: Value> FnCache<K, V> {
             .await;
         match bumped {
             Ok(version) => {
-                sf.version.store(version, SeqCst);
+                raise_version(&sf.version, version);
+                if self.ttl.is_none() {
+                    // Entries that never expire would stay under the old
+                    // version forever: sweep them in the background.
+                    let prefix = format!("{}:", tier.full_key(&self.namespace));
+                    tier.spawn_prefix_delete(prefix);
+                }
                 let notice = Notice::All {
                     namespace: &self.namespace,
                     version,
@@ -492,7 +517,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// A notice from another process: the function moved to `version`.
     pub(crate) fn remote_invalidate_all(&self, version: u64) -> u64 {
         if let Some(sf) = &self.shared {
-            sf.version.store(version, SeqCst);
+            raise_version(&sf.version, version);
         }
         self.invalidate_all_local()
     }
@@ -876,6 +901,16 @@ impl<K: Key, V: Value> FnCache<K, V> {
             .is_ok();
         if stored {
             m.record_write(len);
+            // An invalidation may have deleted the key while the SET was in
+            // flight; the value may predate it, so take it out again.
+            if self.generation.load(SeqCst) != generation {
+                let keys = [sk.full.clone()];
+                let _ = sf
+                    .tier
+                    .call(Some(m), sf.tier.timeout(), |s| s.delete(&keys, None))
+                    .await;
+                return false;
+            }
         }
         stored
     }
@@ -1155,4 +1190,36 @@ where
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_only_moves_up_even_when_notices_arrive_out_of_order() {
+        let v = AtomicU64::new(UNKNOWN_VERSION);
+        raise_version(&v, 5);
+        assert_eq!(
+            v.load(SeqCst),
+            5,
+            "an unknown version takes the first one seen"
+        );
+        raise_version(&v, 9);
+        raise_version(&v, 7);
+        assert_eq!(
+            v.load(SeqCst),
+            9,
+            "a late notice of an older bump is ignored"
+        );
+    }
+
+    #[test]
+    fn min_ttl_keeps_the_shorter_life() {
+        let s = |n| Some(Duration::from_secs(n));
+        assert_eq!(min_ttl(s(300), s(5)), s(5));
+        assert_eq!(min_ttl(None, s(5)), s(5));
+        assert_eq!(min_ttl(s(3), None), s(3));
+        assert_eq!(min_ttl(None, None), None);
+    }
 }

@@ -107,8 +107,12 @@ impl SharedError {
 pub enum BusEvent {
     /// A notice published by some process.
     Message(String),
-    /// The subscription was lost and is back: notices may have been missed.
-    Resubscribed,
+    /// The subscription is up. Notices sent before it (at start-up, or while
+    /// a lost connection was down when `after_gap`) were missed.
+    Subscribed {
+        /// `true` when an earlier subscription was lost.
+        after_gap: bool,
+    },
 }
 
 /// A handler of bus events.
@@ -155,9 +159,14 @@ pub trait SharedStore: Send + Sync + 'static {
     /// Publishes `notice` to every subscribed process.
     fn publish<'a>(&'a self, notice: &'a str) -> BoxFuture<'a, Result<(), SharedError>>;
     /// Subscribes to the bus, forever: delivers every notice to `handler`,
-    /// reconnects by itself after a lost connection and then delivers
-    /// [`BusEvent::Resubscribed`]. Returns `None` when the store has no bus.
+    /// delivers [`BusEvent::Subscribed`] each time the subscription is
+    /// (re)established, and reconnects by itself after a lost connection.
+    /// Returns `None` when the store has no bus.
     fn subscribe(&self, handler: BusHandler) -> Option<BoxFuture<'static, ()>>;
+    /// Drops the current connection and starts a new one on the next
+    /// operation: called when operations keep timing out on a connection
+    /// that is up but no longer answers.
+    fn reset(&self) {}
 }
 
 /// Keys and channels layercache keeps for itself (function versions, the
@@ -179,6 +188,8 @@ pub struct SharedSettings {
 
 /// Default [`SharedSettings::timeout`]: 50 ms.
 pub const DEFAULT_SHARED_TIMEOUT: Duration = Duration::from_millis(50);
+/// The longest [`SharedSettings::timeout`] accepted: 60 s (longer ones are cut to it).
+pub const MAX_SHARED_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default [`SharedSettings::max_value_size`]: 1 MiB.
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 1 << 20;
 
@@ -331,7 +342,8 @@ impl Breaker {
         }
     }
 
-    fn failure(&self, now: Timestamp, err: &SharedError) {
+    /// Records a failure; `true` when it opened the breaker.
+    fn failure(&self, now: Timestamp, err: &SharedError) -> bool {
         let n = self.failures.fetch_add(1, Relaxed) + 1;
         if n >= self.threshold {
             let until = now
@@ -341,8 +353,10 @@ impl Breaker {
             if self.open_until.swap(until, Relaxed) == 0 {
                 self.opens.fetch_add(1, Relaxed);
                 tracing::warn!(failures = n, cooldown = ?self.cooldown, %err, "layercache: shared tier failing; circuit breaker open, calls go straight to the function");
+                return true;
             }
         }
+        false
     }
 
     fn is_open(&self, now: Timestamp) -> bool {
@@ -363,6 +377,8 @@ pub struct Tier {
     instance: String,
     notices_received: AtomicU64,
     resubscriptions: AtomicU64,
+    /// Whether the bus has been subscribed at least once.
+    subscribed: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Tier {
@@ -430,6 +446,7 @@ impl Tier {
             instance: format!("{:016x}", instance_id()),
             notices_received: AtomicU64::new(0),
             resubscriptions: AtomicU64::new(0),
+            subscribed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -502,7 +519,13 @@ impl Tier {
         let now = self.clock.now();
         match &result {
             Ok(_) => self.breaker.success(),
-            Err(e) if e.kind.is_health_failure() => self.breaker.failure(now, e),
+            Err(e) if e.kind.is_health_failure() => {
+                if self.breaker.failure(now, e) && e.kind == ErrorKind::Timeout {
+                    // Timeouts, not refusals: the connection may be up but
+                    // deaf. Start a fresh one for the probe after the cool-down.
+                    self.store.reset();
+                }
+            }
             Err(_) => {}
         }
         if let Some(m) = metrics {
@@ -545,6 +568,23 @@ impl Tier {
         self.resubscriptions.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn mark_subscribed(&self) {
+        self.subscribed.store(true, Relaxed);
+    }
+
+    /// Deletes every key starting with `full_prefix` in the background
+    /// (on the I/O thread), logging the outcome.
+    pub(crate) fn spawn_prefix_delete(&'static self, full_prefix: String) {
+        self.runtime.spawn(async move {
+            let budget = (self.timeout() * 100).max(Duration::from_secs(5));
+            match tokio::time::timeout(budget, self.store.delete_prefix(&full_prefix)).await {
+                Ok(Ok(n)) => tracing::debug!(prefix = full_prefix, deleted = n, "layercache: swept entries of an old version"),
+                Ok(Err(err)) => tracing::warn!(prefix = full_prefix, %err, "layercache: could not sweep entries of an old version"),
+                Err(_) => tracing::warn!(prefix = full_prefix, "layercache: sweeping entries of an old version timed out"),
+            }
+        });
+    }
+
     /// Starts the bus subscription on the I/O runtime.
     pub(crate) fn start_bus(&self, handler: BusHandler) {
         if let Some(task) = self.store.subscribe(handler) {
@@ -560,7 +600,10 @@ impl Tier {
 /// tokio runtime (it blocks that worker for at most the tier's timeout,
 /// as any blocking I/O in a sync function would).
 pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
-    pollster::block_on(fut)
+    // Unconstrained: inside a tokio task, an exhausted cooperative budget
+    // would make every poll return Pending and park this thread forever
+    // (the wake-up goes to the task this thread is blocking).
+    pollster::block_on(tokio::task::unconstrained(fut))
 }
 
 /// A random id for this process on the bus.
@@ -593,7 +636,19 @@ pub fn tier() -> Option<&'static Tier> {
         };
         let tier: &'static Tier = Box::leak(Box::new(Tier::new(store, config)));
         tracing::info!(store = %tier.store.describe(), timeout = ?tier.settings.timeout, "layercache: shared tier ready");
+        if tier.key_prefix.is_empty() {
+            tracing::warn!("layercache: CACHE_KEY_PREFIX is empty, so prefix invalidation matches every key of the shared database, not only this application's; set a prefix when the database is shared");
+        }
         tier.start_bus(crate::invalidate::bus_handler(tier));
+        // Give the bus one timeout to come up before the first call caches
+        // anything: the first subscription drops local copies of shared
+        // entries (notices before it were missed), which is free now and a
+        // wasted local copy later.
+        // Real time, not the configured clock: a mock clock never moves here.
+        let waited = std::time::Instant::now();
+        while !tier.subscribed.load(Relaxed) && waited.elapsed() < tier.settings.timeout {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         Some(tier)
     })
 }

@@ -22,7 +22,9 @@ const SCAN_COUNT: usize = 500;
 /// The Redis store.
 pub struct RedisStore {
     client: Client,
-    conn: ConnectionManager,
+    config: redis::aio::ConnectionManagerConfig,
+    /// Replaced by [`SharedStore::reset`]; cloned (an `Arc`) per operation.
+    conn: std::sync::RwLock<ConnectionManager>,
     channel: String,
     describe: String,
 }
@@ -91,11 +93,12 @@ impl RedisStore {
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(Duration::from_millis(250))
             .set_number_of_retries(3);
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(to_shared)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .map_err(to_shared)?;
         Ok(RedisStore {
             client,
-            conn,
+            config,
+            conn: std::sync::RwLock::new(conn),
             channel,
             describe: redact(url),
         })
@@ -105,6 +108,10 @@ impl RedisStore {
     pub fn channel(&self) -> &str {
         &self.channel
     }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 impl SharedStore for RedisStore {
@@ -113,7 +120,7 @@ impl SharedStore for RedisStore {
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         Box::pin(async move { conn.get(key).await.map_err(to_shared) })
     }
 
@@ -123,7 +130,7 @@ impl SharedStore for RedisStore {
         value: Vec<u8>,
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<(), SharedError>> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         Box::pin(async move {
             let mut cmd = redis::cmd("SET");
             cmd.arg(key).arg(value);
@@ -140,7 +147,7 @@ impl SharedStore for RedisStore {
         keys: &'a [String],
         notice: Option<&'a str>,
     ) -> BoxFuture<'a, Result<u64, SharedError>> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         Box::pin(async move {
             let mut pipe = redis::pipe();
             if !keys.is_empty() {
@@ -159,7 +166,7 @@ impl SharedStore for RedisStore {
     }
 
     fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         Box::pin(async move {
             let pattern = format!("{}*", escape_glob(prefix));
             let mut cursor: u64 = 0;
@@ -195,7 +202,7 @@ impl SharedStore for RedisStore {
     }
 
     fn read_version<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         Box::pin(async move {
             let raw: Option<String> = conn.get(key).await.map_err(to_shared)?;
             // A version that is not a number was not written by us: start over from 0
@@ -209,7 +216,7 @@ impl SharedStore for RedisStore {
         key: &'a str,
         now_ms: u64,
     ) -> BoxFuture<'a, Result<u64, SharedError>> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         Box::pin(async move {
             let (v,): (u64,) = redis::pipe()
                 .cmd("SET")
@@ -227,12 +234,24 @@ impl SharedStore for RedisStore {
     }
 
     fn publish<'a>(&'a self, notice: &'a str) -> BoxFuture<'a, Result<(), SharedError>> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         Box::pin(async move {
             conn.publish::<_, _, ()>(&self.channel, notice)
                 .await
                 .map_err(to_shared)
         })
+    }
+
+    fn reset(&self) {
+        // Inside the I/O runtime's context: the new manager's tasks live there.
+        let _guard = super::io_runtime().enter();
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
+            Ok(fresh) => {
+                *self.conn.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                tracing::info!(store = %self.describe, "layercache: replaced a Redis connection that stopped answering");
+            }
+            Err(err) => tracing::warn!(%err, "layercache: cannot replace the Redis connection"),
+        }
     }
 
     fn subscribe(&self, handler: BusHandler) -> Option<BoxFuture<'static, ()>> {
@@ -242,8 +261,14 @@ impl SharedStore for RedisStore {
     }
 }
 
+/// How long the bus may stay quiet before its connection is pinged.
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// How long a ping may go unanswered before the connection is replaced.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Keeps a subscription to `channel` up for the life of the process.
 async fn subscription_loop(client: Client, channel: String, handler: BusHandler) {
+    use futures_util::future::Either;
     use futures_util::StreamExt as _;
     let mut backoff = Duration::from_millis(20);
     let mut ever_subscribed = false;
@@ -256,19 +281,36 @@ async fn subscription_loop(client: Client, channel: String, handler: BusHandler)
         match tokio::time::timeout(Duration::from_secs(2), subscribed).await {
             Ok(Ok(pubsub)) => {
                 backoff = Duration::from_millis(20);
-                if ever_subscribed {
-                    tracing::info!(channel, "layercache: invalidation bus resubscribed; dropping local copies of shared entries");
-                    handler(BusEvent::Resubscribed);
-                } else {
-                    tracing::debug!(channel, "layercache: invalidation bus subscribed");
-                }
+                tracing::debug!(
+                    channel,
+                    after_gap = ever_subscribed,
+                    "layercache: invalidation bus subscribed"
+                );
+                handler(BusEvent::Subscribed {
+                    after_gap: ever_subscribed,
+                });
                 ever_subscribed = true;
-                let mut messages = pubsub.into_on_message();
-                while let Some(msg) = messages.next().await {
-                    match msg.get_payload::<String>() {
-                        Ok(text) => handler(BusEvent::Message(text)),
-                        Err(err) => {
-                            tracing::debug!(%err, "layercache: ignoring a bus message that is not text")
+                let (mut sink, mut messages) = pubsub.split();
+                loop {
+                    // A connection can stay open and still go deaf: after a
+                    // quiet spell, ask the server to answer.
+                    let next = std::pin::pin!(messages.next());
+                    let quiet = std::pin::pin!(tokio::time::sleep(PING_EVERY));
+                    match futures_util::future::select(next, quiet).await {
+                        Either::Left((Some(msg), _)) => match msg.get_payload::<String>() {
+                            Ok(text) => handler(BusEvent::Message(text)),
+                            Err(err) => {
+                                tracing::debug!(%err, "layercache: ignoring a bus message that is not text")
+                            }
+                        },
+                        Either::Left((None, _)) => break,
+                        Either::Right(_) => {
+                            let pong =
+                                tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>())
+                                    .await;
+                            if !matches!(pong, Ok(Ok(_))) {
+                                break;
+                            }
                         }
                     }
                 }
