@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::key::render_template;
-use crate::pipeline::{FnCache, FnSpec, TierChoice, Timeout};
+use crate::pipeline::{FnCache, FnSpec, Guard, TierChoice, Timeout};
 use crate::shared;
 
 /// What a cached value must be: cloneable (a hit hands out a copy),
@@ -70,7 +70,7 @@ async fn get_async<T: CacheValue>(key: &str) -> Option<T> {
         return Some(v);
     }
     if let Some(sf) = s.shared_fn() {
-        let generation = s.generation();
+        let generation = s.guard(s.key_hash(&key));
         if let Ok((v, remaining, tag)) = s.shared_get::<T>(sf, &key).await {
             let local: AnyValue = Arc::new(v.clone());
             s.backfill(key, local, remaining, generation, tag);
@@ -110,7 +110,7 @@ async fn set_async<T: CacheValue>(key: &str, value: T, timeout: Option<Duration>
 
 /// Stores a value computed after a miss, unless `key` was deleted (or the
 /// cache cleared) while it was being computed: it may be stale.
-async fn store_computed<T: CacheValue>(key: &str, value: T, timeout: Duration, generation: u64) {
+async fn store_computed<T: CacheValue>(key: &str, value: T, timeout: Duration, generation: Guard) {
     let s = store();
     let ttl = ttl_of(Some(timeout));
     match s.shared_fn() {
@@ -226,7 +226,7 @@ pub mod sync {
             if let Some(v) = get(key) {
                 return v;
             }
-            let generation = store().generation();
+            let generation = store().guard(store().key_hash(&key.to_string()));
             let v = make();
             shared::block_on(store_computed(key, v.clone(), timeout, generation));
             v
@@ -315,7 +315,7 @@ pub mod future {
             if let Some(v) = get_async(key).await {
                 return v;
             }
-            let generation = store().generation();
+            let generation = store().guard(store().key_hash(&key.to_string()));
             let v = make.await;
             store_computed(key, v.clone(), timeout, generation).await;
             v

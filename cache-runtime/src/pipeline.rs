@@ -104,7 +104,24 @@ pub struct FnCache<K, V> {
     /// under an older generation does not write back (it may hold data read
     /// before the change that caused the invalidation).
     generation: AtomicU64,
+    /// Bumped by invalidations of one key (this process's, other processes'
+    /// notices, `put`): a computation checks its key's slot, so an update of
+    /// one key does not void every other in-flight write-back.
+    slots: [AtomicU64; GUARD_SLOTS],
     render: RenderKey<K>,
+}
+
+/// Key-level guard slots per function.
+const GUARD_SLOTS: usize = 64;
+
+/// What a computation noted before it read anything: the function-wide
+/// generation and its key's slot. A write-back goes ahead only if neither
+/// moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Guard {
+    global: u64,
+    slot: u64,
+    index: usize,
 }
 
 /// A function's link to the shared tier.
@@ -205,6 +222,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
             store: build_store(config.local_store(), max_entries, evictions.clone()),
             metrics: FnMetrics::new(spec.name, evictions),
             generation: AtomicU64::new(0),
+            slots: std::array::from_fn(|_| AtomicU64::new(0)),
             render: spec.render,
         }
     }
@@ -308,9 +326,39 @@ impl<K: Key, V: Value> FnCache<K, V> {
         None
     }
 
-    /// The current generation, read before a computation starts.
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(SeqCst)
+    /// The hash that picks `key`'s guard slot: the local tag (hash of the
+    /// stable key, which is all a notice from another process names) for a
+    /// function with a shared tier; a hash of the arguments otherwise.
+    pub(crate) fn key_hash(&self, key: &K) -> u64 {
+        if self.shared.is_some() {
+            self.render_stable(key).map_or(0, |(stable, _)| {
+                xxhash_rust::xxh3::xxh3_64(stable.as_bytes())
+            })
+        } else {
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
+        }
+    }
+
+    /// What a computation for the key hashing to `hash` notes before it starts.
+    pub(crate) fn guard(&self, hash: u64) -> Guard {
+        let index = (hash % GUARD_SLOTS as u64) as usize;
+        Guard {
+            global: self.generation.load(SeqCst),
+            slot: self.slots[index].load(SeqCst),
+            index,
+        }
+    }
+
+    /// Whether nothing invalidated the guarded key since `guard` was taken.
+    fn is_current(&self, guard: Guard) -> bool {
+        self.generation.load(SeqCst) == guard.global
+            && self.slots[guard.index].load(SeqCst) == guard.slot
+    }
+
+    /// Voids in-flight computations of keys hashing to `hash`.
+    fn bump_slot(&self, hash: u64) {
+        self.slots[(hash % GUARD_SLOTS as u64) as usize].fetch_add(1, SeqCst);
     }
 
     /// Step 5: write-back of a computed value, unless an invalidation happened
@@ -319,7 +367,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// When an invalidation or `put` races the insert, the entry is removed
     /// afterwards, even if that was the `put`'s value: the race may cost a
     /// recomputation, but it never leaves a stale value in place.
-    pub(crate) fn write_back(&self, key: K, value: V, generation: u64, tag: u64) {
+    pub(crate) fn write_back(&self, key: K, value: V, generation: Guard, tag: u64) {
         self.write_back_with_timeout(key, value, generation, self.local_ttl, tag)
     }
 
@@ -327,14 +375,14 @@ impl<K: Key, V: Value> FnCache<K, V> {
         &self,
         key: K,
         value: V,
-        generation: u64,
+        generation: Guard,
         ttl: Option<Duration>,
         tag: u64,
     ) {
         if !self.enabled || !self.local {
             return;
         }
-        if self.generation.load(SeqCst) != generation {
+        if !self.is_current(generation) {
             self.metrics.record_not_cached();
             return;
         }
@@ -349,7 +397,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         );
         // An invalidation may have run between the check above and the insert;
         // it bumps the generation before removing, so re-checking closes the gap.
-        if self.generation.load(SeqCst) != generation {
+        if !self.is_current(generation) {
             self.store.remove(&key);
             self.metrics.record_not_cached();
         }
@@ -367,7 +415,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// Stores `value` as the result for `key` (the `#[cache_put]` operation),
     /// replacing any entry and cancelling in-flight computations' write-backs.
     pub(crate) fn put_local(&self, key: K, value: V, ttl: Option<Duration>, tag: u64) {
-        self.generation.fetch_add(1, SeqCst);
+        self.bump_slot(self.key_hash(&key));
         if !self.enabled || !self.local {
             return;
         }
@@ -384,7 +432,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
 
     /// Drops the local entry of `key` (this process only); `true` when there was one.
     pub(crate) fn invalidate_local(&self, key: &K) -> bool {
-        self.generation.fetch_add(1, SeqCst);
+        self.bump_slot(self.key_hash(key));
         let removed = self.store.remove(key);
         self.metrics.record_invalidations(u64::from(removed));
         removed
@@ -508,7 +556,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// A notice from another process: drop local entries of the stable key
     /// whose tag is `tag`, and void in-flight computations.
     pub(crate) fn drop_tagged(&self, tag: u64) -> u64 {
-        self.generation.fetch_add(1, SeqCst);
+        self.bump_slot(tag);
         let n = self.store.retain(&|_, e| e.tag != tag);
         self.metrics.record_invalidations(n);
         n
@@ -729,7 +777,7 @@ impl<T: Value> OutputMode<Option<T>> for SomeOnly {
 /// nothing.
 struct Computation<'a, K, V> {
     cache: &'a FnCache<K, V>,
-    generation: u64,
+    generation: Guard,
     started: Timestamp,
 }
 
@@ -852,11 +900,11 @@ impl<K: Key, V: Value> FnCache<K, V> {
         sf: &SharedFn,
         sk: &SharedKey,
         value: &T,
-        generation: u64,
+        generation: Guard,
         ttl: Option<Duration>,
     ) -> bool {
         let m = &self.metrics.shared;
-        if self.generation.load(SeqCst) != generation {
+        if !self.is_current(generation) {
             return false;
         }
         let now_ms = sf.tier.clock().unix_millis();
@@ -903,7 +951,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
             m.record_write(len);
             // An invalidation may have deleted the key while the SET was in
             // flight; the value may predate it, so take it out again.
-            if self.generation.load(SeqCst) != generation {
+            if !self.is_current(generation) {
                 let keys = [sk.full.clone()];
                 let _ = sf
                     .tier
@@ -933,7 +981,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         key: K,
         value: V,
         remaining: Option<Duration>,
-        generation: u64,
+        generation: Guard,
         tag: u64,
     ) {
         self.metrics.record_shared_hit();
@@ -967,7 +1015,8 @@ impl<K: Key, V: Value> FnCache<K, V> {
         };
         self.put_local(key, local, min_ttl(ttl, self.local_ttl), tag);
         let Some(sk) = sk else { return };
-        let generation = self.generation();
+        // After the put's own bump: only a later invalidation cancels the write.
+        let generation = self.guard(tag);
         if self.shared_put(sf, &sk, shared, generation, ttl).await {
             let notice = Notice::Key {
                 namespace: &self.namespace,
@@ -992,7 +1041,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         key: K,
         local: V,
         shared: &T,
-        generation: u64,
+        generation: Guard,
         ttl: Option<Duration>,
     ) {
         match self.shared_key(sf, &key).await {
@@ -1058,10 +1107,10 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     }
 
     /// Step 4 begins: note the generation (for the write-back guard) and the time.
-    fn begin(&self) -> Computation<'_, K, V> {
+    fn begin(&self, generation: Guard) -> Computation<'_, K, V> {
         Computation {
             cache: self,
-            generation: self.generation(),
+            generation,
             started: self.clock.now(),
         }
     }
@@ -1116,7 +1165,7 @@ where
     M::Value: CacheValue,
     K: Key,
 {
-    let generation = cache.generation();
+    let generation = cache.guard(cache.key_hash(&key));
     let mut shared_key = None;
     let mut tag = 0;
     if let Some(sf) = &cache.shared {
@@ -1132,7 +1181,7 @@ where
         }
     }
     cache.metrics.record_miss();
-    let computation = cache.begin();
+    let computation = cache.begin(generation);
     let r = origin();
     let stored = computation.finish::<M, R>(key, &r, tag);
     if let Some((sf, sk)) = shared_key {
@@ -1161,7 +1210,7 @@ where
     if let Some(v) = cache.local_get(&key, Some) {
         return M::from_cached(v);
     }
-    let generation = cache.generation();
+    let generation = cache.guard(cache.key_hash(&key));
     let mut shared_key = None;
     let mut tag = 0;
     if let Some(sf) = &cache.shared {
@@ -1177,7 +1226,7 @@ where
         }
     }
     cache.metrics.record_miss();
-    let computation = cache.begin();
+    let computation = cache.begin(generation);
     let r = origin.await;
     let stored = computation.finish::<M, R>(key, &r, tag);
     if let Some((sf, sk)) = shared_key {
@@ -1211,6 +1260,49 @@ mod tests {
             v.load(SeqCst),
             9,
             "a late notice of an older bump is ignored"
+        );
+    }
+
+    #[test]
+    fn invalidating_one_key_voids_only_computations_of_that_key_s_slot() {
+        let cache: FnCache<u64, u64> = FnCache::with_config(
+            FnSpec {
+                name: "guard_test".into(),
+                namespace: "guard_test".into(),
+                timeout: Timeout::Never,
+                max_entries: None,
+                render: crate::key::render_hashed::<u64>,
+                tier: TierChoice::Local,
+                local_timeout: None,
+            },
+            &config::Config::default(),
+        );
+        let (a, b) = (
+            1u64,
+            (1..1000)
+                .find(|k| {
+                    cache.guard(cache.key_hash(k)).index != cache.guard(cache.key_hash(&1)).index
+                })
+                .unwrap(),
+        );
+        let ga = cache.guard(cache.key_hash(&a));
+        let gb = cache.guard(cache.key_hash(&b));
+        cache.invalidate_local(&a);
+        cache.write_back(a, 10, ga, 0);
+        cache.write_back(b, 20, gb, 0);
+        assert_eq!(
+            cache.peek(&a),
+            None,
+            "a computation that raced its key's invalidation is not kept"
+        );
+        assert_eq!(cache.peek(&b), Some(20), "another key's computation is");
+        let gb = cache.guard(cache.key_hash(&b));
+        cache.invalidate_all_local();
+        cache.write_back(b, 21, gb, 0);
+        assert_eq!(
+            cache.peek(&b),
+            None,
+            "invalidating everything voids every computation"
         );
     }
 
