@@ -102,6 +102,13 @@ mod node {
         id * 3
     }
 
+    /// bincode cannot decode `serde_json::Value` (it needs `deserialize_any`).
+    #[cached(timeout = 300, key_prefix = "json")]
+    pub fn json(id: u64) -> serde_json::Value {
+        BIG_RUNS.fetch_add(1, SeqCst);
+        serde_json::json!({ "id": id })
+    }
+
     #[cached(timeout = 300, key_prefix = "async_profile")]
     pub async fn get_profile_async(user_id: u64) -> String {
         PROFILE_RUNS.fetch_add(1, SeqCst);
@@ -115,7 +122,9 @@ mod node {
         };
         let tier = stats.shared_tier.clone().unwrap_or_default();
         format!(
-            "stats local={} shared={} misses={} corrupt={} timeouts={} connection={} skipped={} oversize={} writes={} bytes={} notices={} resubscriptions={} breaker_opens={}",
+            "stats ops={} encode={} local={} shared={} misses={} corrupt={} timeouts={} connection={} skipped={} oversize={} writes={} bytes={} notices={} resubscriptions={} breaker_opens={}",
+            f.shared.latency.count,
+            f.shared.encode_errors,
             f.local_hits,
             f.shared_hits,
             f.misses,
@@ -199,6 +208,7 @@ mod node {
                 ["short", _] => timed(&SHARED_RUNS, || short(n(1))),
                 ["capped", _] => timed(&SHARED_RUNS, || capped(n(1))),
                 ["big", _] => timed(&BIG_RUNS, || big(n(1)).len()),
+                ["json", _] => timed(&BIG_RUNS, || json(n(1)).to_string()),
                 ["key", "shared_only", _] => {
                     format!(
                         "key {}",
@@ -209,6 +219,12 @@ mod node {
                     format!(
                         "key {}",
                         entry!(other_type(n(2))).shared_key().unwrap_or_default()
+                    )
+                }
+                ["key", "json", _] => {
+                    format!(
+                        "key {}",
+                        entry!(json(n(2))).shared_key().unwrap_or_default()
                     )
                 }
                 ["key", "big", _] => {
@@ -590,12 +606,19 @@ fn a_server_that_never_answers_costs_each_call_at_most_the_timeout() {
         assert!(c.elapsed < budget, "async call {i} took {:?}", c.elapsed);
         slowest = slowest.max(c.elapsed);
     }
-    println!("    slowest call against a silent server: {slowest:?}");
-    assert!(a.stat("user_profile", "timeouts") >= 1);
     assert!(
         a.stat("user_profile", "skipped") >= 1,
         "the breaker skipped the silent server"
     );
+    assert!(a.stat("user_profile", "breaker_opens") >= 1);
+    // After the cool-down (500 ms) one probe goes to the server, times out,
+    // and costs no more than the timeout either.
+    std::thread::sleep(Duration::from_millis(550));
+    let probe = a.call("get 100");
+    assert!(probe.elapsed < budget, "the probe took {:?}", probe.elapsed);
+    slowest = slowest.max(probe.elapsed);
+    assert!(a.stat("user_profile", "timeouts") >= 1, "the probe timed out");
+    println!("    slowest call against a silent server: {slowest:?}");
     assert!(silent.connections_accepted() >= 1);
 }
 

@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::clock::{Clock, Timestamp};
 use crate::codec::{self, Bincode, EnvelopeError, Meta};
@@ -129,10 +128,25 @@ pub(crate) struct SharedFn {
     tier: &'static Tier,
     /// The function's version in the shared tier ([`UNKNOWN_VERSION`] until read).
     version: AtomicU64,
+    /// Whether the value type survives the codec: unknown until the first
+    /// write checks it, then ok or broken. A type the codec cannot read
+    /// back (serde's untagged enums, `flatten`, `serde_json::Value` under
+    /// bincode) would make every call a GET, a failed decode and a SET.
+    codec: std::sync::atomic::AtomicU8,
 }
+
+const CODEC_UNKNOWN: u8 = 0;
+const CODEC_OK: u8 = 1;
+const CODEC_BROKEN: u8 = 2;
 
 /// The version of a function not yet read from the shared tier.
 const UNKNOWN_VERSION: u64 = u64::MAX;
+
+/// Whether the shared tier is asked for the function's own value type (not
+/// another type, as the manual cache does).
+fn is_value_type<T: 'static, V: 'static>() -> bool {
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<V>()
+}
 
 /// Moves `version` up to `to`, never down: notices of two bumps may arrive
 /// out of order, and going back would revive keys the later bump retired.
@@ -207,6 +221,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
             .map(|tier| SharedFn {
                 tier,
                 version: AtomicU64::new(UNKNOWN_VERSION),
+                codec: std::sync::atomic::AtomicU8::new(CODEC_UNKNOWN),
             });
         // Without a shared tier, `tier = "shared"` would cache nothing: keep the local tier.
         let local = spec.tier != TierChoice::Shared || shared.is_none();
@@ -841,12 +856,18 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// function; the caller's type for the manual cache).
     /// `Ok(value, remaining life, tag)` on a hit; otherwise what the
     /// write-back needs.
-    pub(crate) async fn shared_get<T: DeserializeOwned>(
+    pub(crate) async fn shared_get<T: DeserializeOwned + 'static>(
         &self,
         sf: &SharedFn,
         key: &K,
     ) -> Result<(T, Option<Duration>, u64), SharedMiss> {
         let m = &self.metrics.shared;
+        if sf.codec.load(SeqCst) == CODEC_BROKEN && is_value_type::<T, V>() {
+            return Err(SharedMiss {
+                key: None,
+                tag: self.key_hash(key),
+            });
+        }
         let mut sk = match self.shared_key(sf, key).await {
             Ok(sk) => sk,
             Err((_, tag)) => return Err(SharedMiss { key: None, tag }),
@@ -895,7 +916,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
 
     /// Step 5 for the shared tier: seal and store `value` unless an
     /// invalidation raced the computation or it is too large.
-    pub(crate) async fn shared_put<T: Serialize>(
+    pub(crate) async fn shared_put<T: CacheValue>(
         &self,
         sf: &SharedFn,
         sk: &SharedKey,
@@ -924,6 +945,17 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 return false;
             }
         };
+        if is_value_type::<T, V>() && sf.codec.load(SeqCst) != CODEC_OK {
+            // Once per function: can the codec read this type back?
+            if let Err(err) = codec::open::<Bincode, T>(&bytes, sk.check) {
+                if sf.codec.swap(CODEC_BROKEN, SeqCst) != CODEC_BROKEN {
+                    tracing::error!(name = self.name(), %err, "layercache: the value type does not survive the codec (bincode cannot decode serde's untagged/flatten/any-typed forms); this function stays in-process");
+                }
+                m.record_error(ErrorKind::Encode);
+                return false;
+            }
+            sf.codec.store(CODEC_OK, SeqCst);
+        }
         let len = bytes.len();
         if len > sf.tier.settings().max_value_size {
             m.record_error(ErrorKind::Oversize);
@@ -998,7 +1030,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// serializable form) in the shared tier, for `ttl`; then tells other
     /// processes to drop the copies it replaces (an explicit write is an
     /// update, unlike a write-back after a miss).
-    pub(crate) async fn put_shared<T: Serialize>(
+    pub(crate) async fn put_shared<T: CacheValue>(
         &self,
         sf: &SharedFn,
         key: K,
@@ -1035,7 +1067,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// Step 5 outside a `#[cached]` call (the manual cache's
     /// get-or-insert): `local` here and `shared` in the shared tier, for
     /// `ttl`, unless an invalidation happened since `generation`.
-    pub(crate) async fn write_back_everywhere<T: Serialize>(
+    pub(crate) async fn write_back_everywhere<T: CacheValue>(
         &self,
         sf: &SharedFn,
         key: K,

@@ -359,6 +359,20 @@ impl Breaker {
         false
     }
 
+    /// Opens the breaker now, whatever the count (the store did not come
+    /// up at start-up).
+    fn trip(&self, now: Timestamp, why: &str) {
+        self.failures.store(self.threshold, Relaxed);
+        let until = now
+            .saturating_add(self.cooldown)
+            .nanos_since(Timestamp::ZERO)
+            .max(1);
+        if self.open_until.swap(until, Relaxed) == 0 {
+            self.opens.fetch_add(1, Relaxed);
+            tracing::warn!(cooldown = ?self.cooldown, why, "layercache: circuit breaker open, calls go straight to the function");
+        }
+    }
+
     fn is_open(&self, now: Timestamp) -> bool {
         let until = self.open_until.load(Relaxed);
         until != 0 && now.nanos_since(Timestamp::ZERO) < until
@@ -649,6 +663,12 @@ pub fn tier() -> Option<&'static Tier> {
         while !tier.subscribed.load(Relaxed) && waited.elapsed() < tier.settings.timeout {
             std::thread::sleep(Duration::from_millis(1));
         }
+        if !tier.subscribed.load(Relaxed) {
+            // The store did not answer within one timeout: this call has
+            // spent its shared budget waiting, so skip the store until the
+            // breaker's probe rather than wait a second time.
+            tier.breaker.trip(tier.clock.now(), "the shared tier did not come up within the timeout");
+        }
         Some(tier)
     })
 }
@@ -777,5 +797,8 @@ mod tests {
         b.success();
         assert!(b.allow(clock.now()) && b.allow(clock.now()), "closed again");
         assert_eq!(b.opens.load(Relaxed), 1);
+        b.trip(clock.now(), "test");
+        assert!(!b.allow(clock.now()), "tripped at once");
+        assert_eq!(b.opens.load(Relaxed), 2);
     }
 }
