@@ -247,8 +247,9 @@ fn main() {
                 0,
                 "{name}: shared errors during the benchmark"
             );
+            // The sync function is only called by criterion's group (skipped by a filter).
             assert!(
-                f.shared_hits > 0,
+                f.shared_hits > 0 || name == "bench_sync",
                 "{name}: the benchmark measured shared hits"
             );
         }

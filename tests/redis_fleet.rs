@@ -109,6 +109,14 @@ mod node {
         serde_json::json!({ "id": id })
     }
 
+    /// No local tier, async: from a multi-thread runtime this goes over a
+    /// connection driven by that runtime.
+    #[cached(timeout = 300, key_prefix = "shared_async", tier = "shared")]
+    pub async fn shared_async(id: u64) -> (u64, String) {
+        SHARED_RUNS.fetch_add(1, SeqCst);
+        (id, format!("value {id}"))
+    }
+
     #[cached(timeout = 300, key_prefix = "async_profile")]
     pub async fn get_profile_async(user_id: u64) -> String {
         PROFILE_RUNS.fetch_add(1, SeqCst);
@@ -122,8 +130,8 @@ mod node {
         };
         let tier = stats.shared_tier.clone().unwrap_or_default();
         format!(
-            "stats ops={} encode={} local={} shared={} misses={} corrupt={} timeouts={} connection={} skipped={} oversize={} writes={} bytes={} notices={} resubscriptions={} breaker_opens={}",
-            f.shared.latency.count,
+            "stats smisses={} encode={} local={} shared={} misses={} corrupt={} timeouts={} connection={} skipped={} oversize={} writes={} bytes={} notices={} resubscriptions={} breaker_opens={}",
+            f.shared.misses,
             f.shared.encode_errors,
             f.local_hits,
             f.shared_hits,
@@ -151,6 +159,11 @@ mod node {
 
     pub fn run() {
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
@@ -182,6 +195,16 @@ mod node {
                             .unwrap()
                         })
                     })
+                }
+                ["mt_shared", _] => {
+                    let id = n(1);
+                    timed(&SHARED_RUNS, || {
+                        mt.block_on(async move { tokio::spawn(shared_async(id)).await.unwrap().0 })
+                    })
+                }
+                ["shared_async", _] => {
+                    let id = n(1);
+                    timed(&SHARED_RUNS, || rt.block_on(shared_async(id)).0)
                 }
                 ["aget", _] => {
                     let id = n(1);
@@ -495,6 +518,10 @@ fn calls_keep_their_values_while_redis_is_down_and_shared_hits_resume_after_a_re
     assert_eq!(a.call("shared_only 1").runs, 1);
     assert_eq!(b.call("shared_only 1").runs, 0);
     assert_eq!(a.call("get 5").runs, 1, "a local copy in A");
+    // The connection a multi-thread runtime drives works like the I/O thread's.
+    assert_eq!(a.call("mt_shared 1").runs, 1);
+    assert_eq!(b.call("shared_async 1").runs, 0);
+    assert_eq!(a.call("mt_shared 1").runs, 0);
 
     server.stop();
     let budget = Duration::from_millis(50 + 100); // timeout + origin (~0) + scheduling slack
@@ -536,6 +563,16 @@ fn calls_keep_their_values_while_redis_is_down_and_shared_hits_resume_after_a_re
         restarted.elapsed()
     );
     assert!(b.stat("shared_only", "shared") >= 2);
+    // The multi-thread runtime's connection comes back too.
+    let resumed = within(Duration::from_secs(2), || {
+        id += 1;
+        b.call(&format!("shared_async {id}"));
+        (a.call(&format!("mt_shared {id}")).runs == 0).then_some(())
+    });
+    assert!(
+        resumed.is_some(),
+        "the multi-thread runtime's connection did not recover within 2 s"
+    );
 
     // A's bus subscription dropped with the server: once it is back, A
     // drops its local copies (notices may have been lost meanwhile).
@@ -617,7 +654,10 @@ fn a_server_that_never_answers_costs_each_call_at_most_the_timeout() {
     let probe = a.call("get 100");
     assert!(probe.elapsed < budget, "the probe took {:?}", probe.elapsed);
     slowest = slowest.max(probe.elapsed);
-    assert!(a.stat("user_profile", "timeouts") >= 1, "the probe timed out");
+    assert!(
+        a.stat("user_profile", "timeouts") >= 1,
+        "the probe timed out"
+    );
     println!("    slowest call against a silent server: {slowest:?}");
     assert!(silent.connections_accepted() >= 1);
 }

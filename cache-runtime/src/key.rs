@@ -180,7 +180,13 @@ pub fn stable_hash<T: Serialize + ?Sized>(value: &T) -> Result<u128, KeyError> {
 /// lower-case hex digits) and returns the key check.
 pub fn render_hashed<K: Serialize>(key: &K, out: &mut String) -> Result<u64, KeyError> {
     let (hash, check) = hash_both(key)?;
-    let _ = write!(out, "{hash:032x}");
+    // `{hash:032x}` without the formatting machinery (it is on every shared lookup).
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((hash >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    out.push_str(std::str::from_utf8(&buf).expect("hex digits are ASCII"));
     Ok(check)
 }
 

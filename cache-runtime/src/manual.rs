@@ -70,8 +70,9 @@ async fn get_async<T: CacheValue>(key: &str) -> Option<T> {
         return Some(v);
     }
     if let Some(sf) = s.shared_fn() {
-        let generation = s.guard(s.key_hash(&key));
-        if let Ok((v, remaining, tag)) = s.shared_get::<T>(sf, &key).await {
+        let rendered = s.rendered(&key);
+        let generation = s.guard(rendered.as_ref().map_or(0, |r| r.tag()));
+        if let Ok((v, remaining, tag)) = s.shared_get::<T>(sf, rendered).await {
             let local: AnyValue = Arc::new(v.clone());
             s.backfill(key, local, remaining, generation, tag);
             return Some(v);

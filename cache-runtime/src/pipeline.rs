@@ -177,6 +177,20 @@ impl SharedMiss {
     }
 }
 
+/// A call's stable key, key check and local tag.
+pub(crate) struct Rendered {
+    stable: String,
+    check: u64,
+    tag: u64,
+}
+
+impl Rendered {
+    /// The local tag (and guard-slot hash) of the call.
+    pub(crate) fn tag(&self) -> u64 {
+        self.tag
+    }
+}
+
 /// A call's key in the shared tier, computed once per miss.
 pub(crate) struct SharedKey {
     /// `{ns}:{suffix}`: what notices and prefix invalidation name.
@@ -831,11 +845,25 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// tag even when the shared tier is down, or a later notice from
     /// another process could not find it.
     async fn shared_key(&self, sf: &SharedFn, key: &K) -> Result<SharedKey, (SharedError, u64)> {
-        let (stable, check) = self.render_stable(key).map_err(|e| {
+        self.shared_key_from(sf, self.rendered(key)).await
+    }
+
+    /// The stable key of `key`, its key check and its tag, rendered once per call.
+    pub(crate) fn rendered(&self, key: &K) -> Result<Rendered, KeyError> {
+        let (stable, check) = self.render_stable(key)?;
+        let tag = xxhash_rust::xxh3::xxh3_64(stable.as_bytes());
+        Ok(Rendered { stable, check, tag })
+    }
+
+    async fn shared_key_from(
+        &self,
+        sf: &SharedFn,
+        rendered: Result<Rendered, KeyError>,
+    ) -> Result<SharedKey, (SharedError, u64)> {
+        let Rendered { stable, check, tag } = rendered.map_err(|e| {
             self.metrics.shared.record_error(ErrorKind::Encode);
             (SharedError::new(ErrorKind::Encode, e.to_string()), 0)
         })?;
-        let tag = xxhash_rust::xxh3::xxh3_64(stable.as_bytes());
         let version = self.version(sf).await.map_err(|e| (e, tag))?;
         let mut full = sf.tier.full_key(&stable);
         if version != 0 {
@@ -859,16 +887,16 @@ impl<K: Key, V: Value> FnCache<K, V> {
     pub(crate) async fn shared_get<T: DeserializeOwned + 'static>(
         &self,
         sf: &SharedFn,
-        key: &K,
+        rendered: Result<Rendered, KeyError>,
     ) -> Result<(T, Option<Duration>, u64), SharedMiss> {
         let m = &self.metrics.shared;
         if sf.codec.load(SeqCst) == CODEC_BROKEN && is_value_type::<T, V>() {
             return Err(SharedMiss {
                 key: None,
-                tag: self.key_hash(key),
+                tag: rendered.map_or(0, |r| r.tag),
             });
         }
-        let mut sk = match self.shared_key(sf, key).await {
+        let mut sk = match self.shared_key_from(sf, rendered).await {
             Ok(sk) => sk,
             Err((_, tag)) => return Err(SharedMiss { key: None, tag }),
         };
@@ -1197,11 +1225,18 @@ where
     M::Value: CacheValue,
     K: Key,
 {
-    let generation = cache.guard(cache.key_hash(&key));
+    // Render the stable key once: it picks the guard slot and is the shared key.
+    let rendered = cache.shared.as_ref().map(|_| cache.rendered(&key));
+    let hash = match &rendered {
+        Some(r) => r.as_ref().map_or(0, Rendered::tag),
+        None => cache.key_hash(&key),
+    };
+    let generation = cache.guard(hash);
     let mut shared_key = None;
     let mut tag = 0;
     if let Some(sf) = &cache.shared {
-        match shared::block_on(cache.shared_get::<M::Value>(sf, &key)) {
+        let rendered = rendered.unwrap_or_else(|| cache.rendered(&key));
+        match shared::block_on(cache.shared_get::<M::Value>(sf, rendered)) {
             Ok((v, remaining, tag)) => {
                 cache.backfill(key, v.clone(), remaining, generation, tag);
                 return M::from_cached(v);
@@ -1242,11 +1277,18 @@ where
     if let Some(v) = cache.local_get(&key, Some) {
         return M::from_cached(v);
     }
-    let generation = cache.guard(cache.key_hash(&key));
+    // Render the stable key once: it picks the guard slot and is the shared key.
+    let rendered = cache.shared.as_ref().map(|_| cache.rendered(&key));
+    let hash = match &rendered {
+        Some(r) => r.as_ref().map_or(0, Rendered::tag),
+        None => cache.key_hash(&key),
+    };
+    let generation = cache.guard(hash);
     let mut shared_key = None;
     let mut tag = 0;
     if let Some(sf) = &cache.shared {
-        match cache.shared_get::<M::Value>(sf, &key).await {
+        let rendered = rendered.unwrap_or_else(|| cache.rendered(&key));
+        match cache.shared_get::<M::Value>(sf, rendered).await {
             Ok((v, remaining, tag)) => {
                 cache.backfill(key, v.clone(), remaining, generation, tag);
                 return M::from_cached(v);

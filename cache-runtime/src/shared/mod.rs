@@ -269,7 +269,8 @@ pub struct SharedStats {
     pub skipped: u64,
     /// Values that could not be encoded (not written).
     pub encode_errors: u64,
-    /// Time of each shared round trip (hits, misses and writes).
+    /// Time of shared round trips (hits, misses and writes; one in
+    /// [`SHARED_SAMPLE_EVERY`] per thread, the first one included).
     pub latency: crate::metrics::LatencyStats,
 }
 
@@ -515,15 +516,32 @@ impl Tier {
             }
             return Err(SharedError::new(ErrorKind::Skipped, "circuit breaker open"));
         }
-        let timed = {
+        // The operation is built in the caller's context, so a store can
+        // pick a connection driven by the caller's own runtime (see
+        // `caller_runtime`); otherwise the operation and its timer run in the
+        // I/O runtime's context, which always has timers.
+        let caller = caller_runtime().map(|h| h.id());
+        let on_caller = caller.is_some();
+        OP_RUNTIME.with(|o| o.set(caller));
+        let fut = op(&*self.store);
+        OP_RUNTIME.with(|o| o.set(None));
+        let timed = if on_caller {
+            // The caller's runtime has timers (checked): keep the timer with
+            // the connection, so no other thread is woken per operation.
+            tokio::time::timeout(budget, fut)
+        } else {
             let _guard = self.runtime.enter();
-            tokio::time::timeout(budget, op(&*self.store))
+            tokio::time::timeout(budget, fut)
         };
-        let result = InRuntime {
-            handle: &self.runtime,
-            fut: Box::pin(timed),
+        let result = if on_caller {
+            timed.await
+        } else {
+            InRuntime {
+                handle: &self.runtime,
+                fut: Box::pin(timed),
+            }
+            .await
         }
-        .await
         .unwrap_or_else(|_| {
             Err(SharedError::new(
                 ErrorKind::Timeout,
@@ -543,7 +561,9 @@ impl Tier {
             Err(_) => {}
         }
         if let Some(m) = metrics {
-            m.latency.record(now.nanos_since(started));
+            if sample_this_op() {
+                m.latency.record(now.nanos_since(started));
+            }
             if let Err(e) = &result {
                 m.record_error(e.kind);
             }
@@ -614,10 +634,114 @@ impl Tier {
 /// tokio runtime (it blocks that worker for at most the tier's timeout,
 /// as any blocking I/O in a sync function would).
 pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
+    // While this thread blocks, no connection driven by its own runtime may
+    // be used: that runtime's worker is the one being blocked.
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            BLOCKING.with(|b| b.set(self.0));
+        }
+    }
+    let _reset = Reset(BLOCKING.with(|b| b.replace(true)));
     // Unconstrained: inside a tokio task, an exhausted cooperative budget
     // would make every poll return Pending and park this thread forever
     // (the wake-up goes to the task this thread is blocking).
     pollster::block_on(tokio::task::unconstrained(fut))
+}
+
+thread_local! {
+    /// Set while [`block_on`] runs on this thread.
+    static BLOCKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The caller's own tokio runtime, when a store may drive a connection on
+/// it instead of on the I/O thread: an async caller (not inside
+/// [`block_on`]) on a multi-thread runtime other than the I/O one. Requests
+/// then go to a connection task on the caller's workers, saving two thread
+/// hand-offs per operation; a current-thread runtime is left out because
+/// a sync call blocking it would starve its own connection.
+pub(crate) fn caller_runtime() -> Option<tokio::runtime::Handle> {
+    if BLOCKING.with(|b| b.get()) {
+        return None;
+    }
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    let id = handle.id();
+    // The answer for the runtime this thread saw last, without a lock.
+    if let Some((last, usable)) = LAST_RUNTIME.with(|l| l.get()) {
+        if last == id {
+            return usable.then_some(handle);
+        }
+    }
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread
+        || id == io_runtime().id()
+    {
+        LAST_RUNTIME.with(|l| l.set(Some((id, false))));
+        return None;
+    }
+    // Whether each runtime has the drivers is asked once; a few recent
+    // runtimes are remembered (a test suite makes one per test).
+    type Seen = std::sync::Mutex<Vec<(tokio::runtime::Id, bool)>>;
+    static SEEN: Seen = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let usable = match seen.iter().find(|(i, _)| *i == id) {
+        Some((_, usable)) => *usable,
+        None => {
+            let usable = runtime_has_io_and_time();
+            if seen.len() >= 16 {
+                seen.remove(0);
+            }
+            seen.push((id, usable));
+            usable
+        }
+    };
+    LAST_RUNTIME.with(|l| l.set(Some((id, usable))));
+    usable.then_some(handle)
+}
+
+thread_local! {
+    /// The runtime this thread last asked `caller_runtime` about, and the answer.
+    static LAST_RUNTIME: std::cell::Cell<Option<(tokio::runtime::Id, bool)>> =
+        const { std::cell::Cell::new(None) };
+    /// While a store operation is being built: the caller's runtime, if the
+    /// store may use a connection on it.
+    static OP_RUNTIME: std::cell::Cell<Option<tokio::runtime::Id>> =
+        const { std::cell::Cell::new(None) };
+    /// Counts this thread's shared operations, to sample their latency.
+    static OP_TICK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// For a store building an operation: the caller's runtime whose own
+/// connection it may use (decided once per operation by `Tier::call`).
+pub fn operation_runtime() -> Option<tokio::runtime::Id> {
+    OP_RUNTIME.with(|o| o.get())
+}
+
+/// One shared operation in [`SHARED_SAMPLE_EVERY`] (per thread) has its
+/// latency recorded: the histogram's atomics are shared by every thread.
+pub const SHARED_SAMPLE_EVERY: u32 = 8;
+
+fn sample_this_op() -> bool {
+    OP_TICK.with(|t| {
+        let n = t.get().wrapping_add(1);
+        t.set(n);
+        n % SHARED_SAMPLE_EVERY == 1
+    })
+}
+
+/// Whether the current runtime has the I/O and time drivers a connection
+/// needs. Tokio only says so by panicking, so ask once per runtime with the
+/// panic caught and its message kept quiet.
+fn runtime_has_io_and_time() -> bool {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = std::panic::catch_unwind(|| {
+        drop(tokio::time::sleep(Duration::ZERO));
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        socket.set_nonblocking(true)?;
+        tokio::net::UdpSocket::from_std(socket).map(drop)
+    });
+    std::panic::set_hook(hook);
+    matches!(probe, Ok(Ok(())))
 }
 
 /// A random id for this process on the bus.
