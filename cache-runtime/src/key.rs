@@ -158,6 +158,30 @@ impl std::io::Write for HashWriter {
 const CHECK_SEED: u64 = 0x6c61_7965_7263_6163; // "layercac"
 
 fn hash_both<T: Serialize + ?Sized>(value: &T) -> Result<(u128, u64), KeyError> {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    // Typical keys encode to a few bytes: encode into a reused buffer and
+    // hash in one shot (the streaming hashers' set-up costs more than the
+    // hashing). Large or re-entrant encodings stream instead.
+    let one_shot = BUF.with(|buf| {
+        let mut buf = buf.try_borrow_mut().ok()?;
+        buf.clear();
+        let encoded = bincode::serde::encode_into_std_write(value, &mut *buf, bincode::config::standard());
+        let result = encoded.map(|_| {
+            (
+                xxhash_rust::xxh3::xxh3_128(&buf),
+                xxhash_rust::xxh3::xxh3_64_with_seed(&buf, CHECK_SEED),
+            )
+        });
+        if buf.capacity() > 4096 {
+            *buf = Vec::new();
+        }
+        Some(result.map_err(|e| KeyError::Encode(e.to_string())))
+    });
+    if let Some(result) = one_shot {
+        return result;
+    }
     let mut writer = HashWriter::new();
     bincode::serde::encode_into_std_write(value, &mut writer, bincode::config::standard())
         .map_err(|e| KeyError::Encode(e.to_string()))?;
