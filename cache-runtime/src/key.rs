@@ -167,7 +167,8 @@ fn hash_both<T: Serialize + ?Sized>(value: &T) -> Result<(u128, u64), KeyError> 
     let one_shot = BUF.with(|buf| {
         let mut buf = buf.try_borrow_mut().ok()?;
         buf.clear();
-        let encoded = bincode::serde::encode_into_std_write(value, &mut *buf, bincode::config::standard());
+        let encoded =
+            bincode::serde::encode_into_std_write(value, &mut *buf, bincode::config::standard());
         let result = encoded.map(|_| {
             (
                 xxhash_rust::xxh3::xxh3_128(&buf),
