@@ -24,6 +24,10 @@ use layercache::{cached, CacheType, Config};
 use redis::AsyncCommands;
 
 const VALUE_LEN: usize = 100;
+/// The raw side's key has the shape and length of layercache's
+/// (`{CACHE_KEY_PREFIX}:{key_prefix}:{32 hex digits}`): what a raw redis-rs
+/// user with namespaced keys sends, so both sides ask the server the same.
+const RAW_KEY: &str = "bench:bench_raw:00000000000000000000000000000001";
 const CALLERS: u64 = 64;
 const BATCH: u64 = 200;
 
@@ -139,7 +143,7 @@ fn main() {
     let encoded = bincode::serde::encode_to_vec(value(), bincode::config::standard()).unwrap();
     rt.block_on(async {
         let mut raw = raw.clone();
-        let _: () = raw.set("raw:1", &encoded).await.unwrap();
+        let _: () = raw.set(RAW_KEY, &encoded).await.unwrap();
         // Prime the shared entries (first calls write them).
         assert_eq!(cached_async(1).await, value());
     });
@@ -159,7 +163,7 @@ fn main() {
         b.to_async(&rt).iter(|| {
             let mut raw = raw.clone();
             async move {
-                let bytes: Vec<u8> = raw.get("raw:1").await.unwrap();
+                let bytes: Vec<u8> = raw.get(RAW_KEY).await.unwrap();
                 assert_eq!(decode(&bytes).len(), VALUE_LEN)
             }
         })
@@ -169,7 +173,7 @@ fn main() {
     });
     group.bench_function(BenchmarkId::from_parameter("raw_sync"), |b| {
         b.iter(|| {
-            let bytes: Vec<u8> = redis::Commands::get(&mut sync_conn, "raw:1").unwrap();
+            let bytes: Vec<u8> = redis::Commands::get(&mut sync_conn, RAW_KEY).unwrap();
             assert_eq!(decode(&bytes).len(), VALUE_LEN)
         })
     });
@@ -189,7 +193,7 @@ fn main() {
             rt.block_on(concurrent(iters, move || {
                 let mut raw = raw.clone();
                 async move {
-                    let bytes: Vec<u8> = raw.get("raw:1").await.unwrap();
+                    let bytes: Vec<u8> = raw.get(RAW_KEY).await.unwrap();
                     assert_eq!(decode(&bytes).len(), VALUE_LEN)
                 }
             }))
@@ -214,7 +218,7 @@ fn main() {
                 if ours {
                     assert_eq!(cached_async(1).await.len(), VALUE_LEN);
                 } else {
-                    let bytes: Vec<u8> = conn.get("raw:1").await.unwrap();
+                    let bytes: Vec<u8> = conn.get(RAW_KEY).await.unwrap();
                     assert_eq!(decode(&bytes).len(), VALUE_LEN);
                 }
             }
@@ -232,7 +236,7 @@ fn main() {
             rt.block_on(concurrent(iters, move || {
                 let mut raw = raw.clone();
                 async move {
-                    let bytes: Vec<u8> = raw.get("raw:1").await.unwrap();
+                    let bytes: Vec<u8> = raw.get(RAW_KEY).await.unwrap();
                     assert_eq!(decode(&bytes).len(), VALUE_LEN)
                 }
             })) / iters as u32
