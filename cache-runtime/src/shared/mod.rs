@@ -12,12 +12,15 @@
 //! A failed shared operation never fails the call: the pipeline goes on to
 //! the function and returns its value.
 //!
-//! The store's I/O runs on a small runtime owned by layercache (one worker
+//! The store's I/O runs on a small runtime owned by layercache (one
 //! thread, `layercache-io`). Async callers poll the store's futures inline,
 //! inside that runtime's context, so they work from any executor; sync
 //! callers block on them with a thread-parking `block_on`, which neither
 //! builds a runtime per call nor deadlocks inside a tokio runtime, because
-//! the connection is driven by layercache's own thread.
+//! the connection is driven by layercache's own thread. Async callers on a
+//! multi-thread tokio runtime with I/O and timers instead get a connection
+//! driven by their own runtime (`caller_runtime`), as a raw redis-rs user
+//! would, so no other thread is involved per operation.
 
 use std::fmt;
 use std::future::Future;
