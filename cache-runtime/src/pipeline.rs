@@ -160,6 +160,12 @@ fn raise_version(version: &AtomicU64, to: u64) {
     }
 }
 
+impl SharedKey {
+    fn stable(&self) -> &str {
+        &self.full[self.stable.clone()]
+    }
+}
+
 /// Why a shared lookup found nothing: the key to write back under (`None`
 /// when the tier failed: a write would likely cost a second timeout) and
 /// the local tag either way.
@@ -177,9 +183,11 @@ impl SharedMiss {
     }
 }
 
-/// A call's stable key, key check and local tag.
+/// A call's full key (`{CACHE_KEY_PREFIX}:{stable key}`, in one buffer),
+/// key check and local tag.
 pub(crate) struct Rendered {
-    stable: String,
+    buf: String,
+    stable_at: usize,
     check: u64,
     tag: u64,
 }
@@ -193,10 +201,10 @@ impl Rendered {
 
 /// A call's key in the shared tier, computed once per miss.
 pub(crate) struct SharedKey {
-    /// `{ns}:{suffix}`: what notices and prefix invalidation name.
-    stable: String,
     /// `{CACHE_KEY_PREFIX}:{stable}[:v{version}]`: what is stored.
     full: String,
+    /// Where `{ns}:{suffix}` (what notices and prefix invalidation name) sits in `full`.
+    stable: std::ops::Range<usize>,
     /// Hash of `stable`: the local entry's tag.
     tag: u64,
     /// The key check written into envelopes.
@@ -499,7 +507,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
             let sk = self.shared_key(sf, key).await.map_err(|(e, _)| e)?;
             let notice = Notice::Key {
                 namespace: &self.namespace,
-                stable: &sk.stable,
+                stable: sk.stable(),
             }
             .encode(sf.tier.instance());
             let keys = [sk.full];
@@ -850,9 +858,25 @@ impl<K: Key, V: Value> FnCache<K, V> {
 
     /// The stable key of `key`, its key check and its tag, rendered once per call.
     pub(crate) fn rendered(&self, key: &K) -> Result<Rendered, KeyError> {
-        let (stable, check) = self.render_stable(key)?;
-        let tag = xxhash_rust::xxh3::xxh3_64(stable.as_bytes());
-        Ok(Rendered { stable, check, tag })
+        let prefix = self.shared.as_ref().map_or("", |sf| sf.tier.key_prefix());
+        let mut buf = String::with_capacity(prefix.len() + self.namespace.len() + 48);
+        if !prefix.is_empty() {
+            buf.push_str(prefix);
+            buf.push(':');
+        }
+        let stable_at = buf.len();
+        if !self.namespace.is_empty() {
+            buf.push_str(&self.namespace);
+            buf.push(':');
+        }
+        let check = (self.render)(key, &mut buf)?;
+        let tag = xxhash_rust::xxh3::xxh3_64(&buf.as_bytes()[stable_at..]);
+        Ok(Rendered {
+            buf,
+            stable_at,
+            check,
+            tag,
+        })
     }
 
     async fn shared_key_from(
@@ -860,12 +884,17 @@ impl<K: Key, V: Value> FnCache<K, V> {
         sf: &SharedFn,
         rendered: Result<Rendered, KeyError>,
     ) -> Result<SharedKey, (SharedError, u64)> {
-        let Rendered { stable, check, tag } = rendered.map_err(|e| {
+        let Rendered {
+            buf: mut full,
+            stable_at,
+            check,
+            tag,
+        } = rendered.map_err(|e| {
             self.metrics.shared.record_error(ErrorKind::Encode);
             (SharedError::new(ErrorKind::Encode, e.to_string()), 0)
         })?;
         let version = self.version(sf).await.map_err(|e| (e, tag))?;
-        let mut full = sf.tier.full_key(&stable);
+        let stable = stable_at..full.len();
         if version != 0 {
             let _ = write!(full, ":v{version}");
         }
@@ -1080,7 +1109,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         if self.shared_put(sf, &sk, shared, generation, ttl).await {
             let notice = Notice::Key {
                 namespace: &self.namespace,
-                stable: &sk.stable,
+                stable: sk.stable(),
             }
             .encode(sf.tier.instance());
             let _ = sf.tier.publish(&notice).await;

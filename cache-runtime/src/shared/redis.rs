@@ -255,8 +255,17 @@ impl SharedStore for RedisStore {
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>> {
-        let mut conn = self.conn();
-        Box::pin(async move { conn.get(key).await.map_err(to_shared) })
+        let conn = self.conn();
+        // The hot path: on a direct connection, no wrapper future per call.
+        Box::pin(async move {
+            match conn {
+                Conn::Managed(mut c) => c.get(key).await.map_err(to_shared),
+                Conn::Direct(d) => {
+                    let mut c = d.connection().await.map_err(to_shared)?;
+                    d.check(c.get(key).await).map_err(to_shared)
+                }
+            }
+        })
     }
 
     fn set<'a>(
