@@ -523,7 +523,7 @@ impl Tier {
         // pick a connection driven by the caller's own runtime (see
         // `caller_runtime`); otherwise the operation and its timer run in the
         // I/O runtime's context, which always has timers.
-        let caller = caller_runtime().map(|h| h.id());
+        let caller = caller_runtime();
         let on_caller = caller.is_some();
         OP_RUNTIME.with(|o| o.set(caller));
         let fut = op(&*self.store);
@@ -663,7 +663,7 @@ thread_local! {
 /// then go to a connection task on the caller's workers, saving two thread
 /// hand-offs per operation; a current-thread runtime is left out because
 /// a sync call blocking it would starve its own connection.
-pub(crate) fn caller_runtime() -> Option<tokio::runtime::Handle> {
+pub(crate) fn caller_runtime() -> Option<tokio::runtime::Id> {
     if BLOCKING.with(|b| b.get()) {
         return None;
     }
@@ -672,7 +672,7 @@ pub(crate) fn caller_runtime() -> Option<tokio::runtime::Handle> {
     // The answer for the runtime this thread saw last, without a lock.
     if let Some((last, usable)) = LAST_RUNTIME.with(|l| l.get()) {
         if last == id {
-            return usable.then_some(handle);
+            return usable.then_some(id);
         }
     }
     if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread
@@ -698,7 +698,7 @@ pub(crate) fn caller_runtime() -> Option<tokio::runtime::Handle> {
         }
     };
     LAST_RUNTIME.with(|l| l.set(Some((id, usable))));
-    usable.then_some(handle)
+    usable.then_some(id)
 }
 
 thread_local! {
