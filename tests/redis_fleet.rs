@@ -117,6 +117,12 @@ mod node {
         (id, format!("value {id}"))
     }
 
+    /// Called once at start-up to bring the shared tier up.
+    #[cached(timeout = 1, key_prefix = "warmup")]
+    pub fn warmup(id: u64) -> u64 {
+        id
+    }
+
     #[cached(timeout = 300, key_prefix = "async_profile")]
     pub async fn get_profile_async(user_id: u64) -> String {
         PROFILE_RUNS.fetch_add(1, SeqCst);
@@ -269,6 +275,22 @@ mod node {
                     "{:?}",
                     rt.block_on(layercache::future::Cache::global().get::<String>(k))
                 ),
+                // Start the shared tier and wait for its invalidation bus, so
+                // scenarios do not race the first subscription (which drops
+                // local copies made before it).
+                ["wait_bus"] => {
+                    let _ = warmup(0);
+                    let started = Instant::now();
+                    loop {
+                        let up = layercache::stats()
+                            .shared_tier
+                            .is_some_and(|t| t.bus_subscribed);
+                        if up || started.elapsed() > std::time::Duration::from_secs(10) {
+                            break format!("bus {up}");
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                }
                 ["stats", name] => stats_line(name),
                 ["quit"] => return,
                 _ => format!("error unknown command {line:?}"),
@@ -298,7 +320,19 @@ struct Call {
 }
 
 impl Node {
+    /// A node whose shared tier is up, its invalidation bus subscribed.
     fn spawn(name: &'static str, url: &str, db: &std::path::Path, extra: &[(&str, &str)]) -> Node {
+        let mut node = Node::start(name, url, db, extra);
+        assert_eq!(
+            node.send("wait_bus"),
+            "bus true",
+            "node {name}: no invalidation bus"
+        );
+        node
+    }
+
+    /// A node left alone until its first call (for servers that never answer).
+    fn start(name: &'static str, url: &str, db: &std::path::Path, extra: &[(&str, &str)]) -> Node {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.env("LAYERCACHE_NODE", "1")
             .env("CACHE_TYPE", "redis")
@@ -625,7 +659,7 @@ fn a_shared_hit_is_kept_locally_only_for_the_remaining_life_or_local_timeout() {
 fn a_server_that_never_answers_costs_each_call_at_most_the_timeout() {
     let silent = SilentServer::start();
     let db = temp_db("silent");
-    let mut a = Node::spawn(
+    let mut a = Node::start(
         "A",
         &silent.url(),
         &db,

@@ -476,14 +476,15 @@ impl<K: Key, V: Value> FnCache<K, V> {
     }
 
     /// Drops the entry of `key` in every tier and, through the bus, in
-    /// every process's local tier; `true` when this process held it.
+    /// every process's local tier; `true` when this process's local tier or
+    /// the shared tier held it.
     ///
     /// With a shared tier this waits for the delete (at most the tier's
     /// timeout); from async code prefer [`FnCache::invalidate_async`].
     pub fn invalidate(&self, key: &K) -> bool {
-        let removed = self.invalidate_local(key);
+        let mut removed = self.invalidate_local(key);
         if let Some(sf) = &self.shared {
-            shared::block_on(self.invalidate_shared(sf, key));
+            removed |= shared::block_on(self.invalidate_shared(sf, key));
             // A read in this process during the round trip may have fetched
             // the old value from the shared tier and kept it: drop it again.
             self.invalidate_local(key);
@@ -493,15 +494,17 @@ impl<K: Key, V: Value> FnCache<K, V> {
 
     /// [`FnCache::invalidate`] for async code.
     pub async fn invalidate_async(&self, key: &K) -> bool {
-        let removed = self.invalidate_local(key);
+        let mut removed = self.invalidate_local(key);
         if let Some(sf) = &self.shared {
-            self.invalidate_shared(sf, key).await;
+            removed |= self.invalidate_shared(sf, key).await;
             self.invalidate_local(key);
         }
         removed
     }
 
-    async fn invalidate_shared(&self, sf: &SharedFn, key: &K) {
+    /// Deletes the shared entry and tells other processes; `true` when the
+    /// shared tier held it.
+    async fn invalidate_shared(&self, sf: &SharedFn, key: &K) -> bool {
         let m = &self.metrics.shared;
         let result = async {
             let sk = self.shared_key(sf, key).await.map_err(|(e, _)| e)?;
@@ -518,8 +521,12 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 .await
         }
         .await;
-        if let Err(err) = result {
-            tracing::warn!(name = self.name(), %err, "layercache: could not invalidate an entry in the shared tier; other processes may serve it until it expires");
+        match result {
+            Ok(n) => n > 0,
+            Err(err) => {
+                tracing::warn!(name = self.name(), %err, "layercache: could not invalidate an entry in the shared tier; other processes may serve it until it expires");
+                false
+            }
         }
     }
 
@@ -677,7 +684,7 @@ impl<K: Key, V: Value> CallEntry<K, V> {
     }
 
     /// Drops this entry everywhere (see [`FnCache::invalidate`]); `true`
-    /// when this process held it.
+    /// when this process or the shared tier held it.
     pub fn invalidate(&self) -> bool {
         self.cache.invalidate(&self.key)
     }

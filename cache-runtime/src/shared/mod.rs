@@ -304,6 +304,8 @@ pub struct TierStats {
     pub notices_received: u64,
     /// Times the bus subscription was lost and restored (local copies were dropped each time).
     pub resubscriptions: u64,
+    /// Whether the invalidation bus has been subscribed at least once.
+    pub bus_subscribed: bool,
 }
 
 /// Skips the store for a cool-down after consecutive failures, then lets
@@ -594,6 +596,7 @@ impl Tier {
             breaker_opens: self.breaker.opens.load(Relaxed),
             notices_received: self.notices_received.load(Relaxed),
             resubscriptions: self.resubscriptions.load(Relaxed),
+            bus_subscribed: self.subscribed.load(Relaxed),
         }
     }
 
