@@ -5,8 +5,11 @@
 //!
 //! `cargo bench --bench local_hit` (scripts/test.sh runs a short version).
 
+#[path = "support/report.rs"]
+mod report;
+use report::{mean_ns, output_dir};
+
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -77,24 +80,6 @@ fn run_threads(threads: usize, iters: u64, f: &(dyn Fn(u64) -> u64 + Sync)) -> D
             .max()
             .unwrap()
     })
-}
-
-fn output_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("criterion")
-}
-
-fn mean_ns(group: &str, id: &str) -> Option<f64> {
-    let path = output_dir()
-        .join(group)
-        .join(id)
-        .join("new")
-        .join("estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-    json["mean"]["point_estimate"].as_f64()
 }
 
 fn main() {

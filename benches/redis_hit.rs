@@ -15,7 +15,10 @@
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
 
-use std::path::PathBuf;
+#[path = "support/report.rs"]
+mod report;
+use report::{mean_ns, output_dir};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,24 +54,6 @@ fn decode(bytes: &[u8]) -> String {
     bincode::serde::decode_from_slice::<String, _>(bytes, bincode::config::standard())
         .expect("decode")
         .0
-}
-
-fn output_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("criterion")
-}
-
-fn mean_ns(group: &str, id: &str) -> Option<f64> {
-    let path = output_dir()
-        .join(group)
-        .join(id)
-        .join("new")
-        .join("estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-    json["mean"]["point_estimate"].as_f64()
 }
 
 /// Runs `measure(true)` (layercache) and `measure(false)` (raw) in turn,

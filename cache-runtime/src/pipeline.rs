@@ -1202,6 +1202,38 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         }
     }
 
+    /// After a local miss: the call's guard and, for a function with a
+    /// shared tier, its rendered key (rendered once: it picks the guard
+    /// slot and is the shared key).
+    fn miss_guard(&self, key: &K) -> (Guard, Option<Result<Rendered, KeyError>>) {
+        match &self.shared {
+            Some(_) => {
+                let rendered = self.rendered(key);
+                let guard = self.guard(rendered.as_ref().map_or(0, Rendered::tag));
+                (guard, Some(rendered))
+            }
+            None => (self.guard(self.key_hash(key)), None),
+        }
+    }
+
+    /// Step 5 for the shared tier: store the computed value, or delete the
+    /// unusable bytes it replaces when it is not cacheable.
+    async fn write_shared(
+        &self,
+        sf: &SharedFn,
+        sk: &SharedKey,
+        stored: Option<&V>,
+        generation: Guard,
+    ) {
+        match stored {
+            Some(v) => {
+                self.shared_put(sf, sk, v, generation, self.ttl).await;
+            }
+            None if sk.corrupt => self.drop_corrupt(sf, sk).await,
+            None => {}
+        }
+    }
+
     /// Step 4 begins: note the generation (for the write-back guard) and the time.
     fn begin(&self, generation: Guard) -> Computation<'_, K, V> {
         Computation {
@@ -1261,17 +1293,10 @@ where
     M::Value: CacheValue,
     K: Key,
 {
-    // Render the stable key once: it picks the guard slot and is the shared key.
-    let rendered = cache.shared.as_ref().map(|_| cache.rendered(&key));
-    let hash = match &rendered {
-        Some(r) => r.as_ref().map_or(0, Rendered::tag),
-        None => cache.key_hash(&key),
-    };
-    let generation = cache.guard(hash);
+    let (generation, rendered) = cache.miss_guard(&key);
     let mut shared_key = None;
     let mut tag = 0;
-    if let Some(sf) = &cache.shared {
-        let rendered = rendered.unwrap_or_else(|| cache.rendered(&key));
+    if let (Some(sf), Some(rendered)) = (&cache.shared, rendered) {
         match shared::block_on(cache.shared_get::<M::Value>(sf, rendered)) {
             Ok((v, remaining, tag)) => {
                 cache.backfill(key, v.clone(), remaining, generation, tag);
@@ -1288,13 +1313,7 @@ where
     let r = origin();
     let stored = computation.finish::<M, R>(key, &r, tag);
     if let Some((sf, sk)) = shared_key {
-        match stored {
-            Some(v) => {
-                shared::block_on(cache.shared_put(sf, &sk, v, generation, cache.ttl));
-            }
-            None if sk.corrupt => shared::block_on(cache.drop_corrupt(sf, &sk)),
-            None => {}
-        }
+        shared::block_on(cache.write_shared(sf, &sk, stored, generation));
     }
     r
 }
@@ -1313,17 +1332,10 @@ where
     if let Some(v) = cache.local_get(&key, Some) {
         return M::from_cached(v);
     }
-    // Render the stable key once: it picks the guard slot and is the shared key.
-    let rendered = cache.shared.as_ref().map(|_| cache.rendered(&key));
-    let hash = match &rendered {
-        Some(r) => r.as_ref().map_or(0, Rendered::tag),
-        None => cache.key_hash(&key),
-    };
-    let generation = cache.guard(hash);
+    let (generation, rendered) = cache.miss_guard(&key);
     let mut shared_key = None;
     let mut tag = 0;
-    if let Some(sf) = &cache.shared {
-        let rendered = rendered.unwrap_or_else(|| cache.rendered(&key));
+    if let (Some(sf), Some(rendered)) = (&cache.shared, rendered) {
         match cache.shared_get::<M::Value>(sf, rendered).await {
             Ok((v, remaining, tag)) => {
                 cache.backfill(key, v.clone(), remaining, generation, tag);
@@ -1340,13 +1352,7 @@ where
     let r = origin.await;
     let stored = computation.finish::<M, R>(key, &r, tag);
     if let Some((sf, sk)) = shared_key {
-        match stored {
-            Some(v) => {
-                cache.shared_put(sf, &sk, v, generation, cache.ttl).await;
-            }
-            None if sk.corrupt => cache.drop_corrupt(sf, &sk).await,
-            None => {}
-        }
+        cache.write_shared(sf, &sk, stored, generation).await;
     }
     r
 }

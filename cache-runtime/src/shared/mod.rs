@@ -351,32 +351,28 @@ impl Breaker {
     /// Records a failure; `true` when it opened the breaker.
     fn failure(&self, now: Timestamp, err: &SharedError) -> bool {
         let n = self.failures.fetch_add(1, Relaxed) + 1;
-        if n >= self.threshold {
-            let until = now
-                .saturating_add(self.cooldown)
-                .nanos_since(Timestamp::ZERO)
-                .max(1);
-            if self.open_until.swap(until, Relaxed) == 0 {
-                self.opens.fetch_add(1, Relaxed);
-                tracing::warn!(failures = n, cooldown = ?self.cooldown, %err, "layercache: shared tier failing; circuit breaker open, calls go straight to the function");
-                return true;
-            }
+        n >= self.threshold && self.open(now, &format!("{n} consecutive failures, the last: {err}"))
+    }
+
+    /// Opens the breaker for a cool-down from `now`; `true` when it was closed.
+    fn open(&self, now: Timestamp, why: &str) -> bool {
+        let until = now
+            .saturating_add(self.cooldown)
+            .nanos_since(Timestamp::ZERO)
+            .max(1);
+        let was_closed = self.open_until.swap(until, Relaxed) == 0;
+        if was_closed {
+            self.opens.fetch_add(1, Relaxed);
+            tracing::warn!(cooldown = ?self.cooldown, why, "layercache: circuit breaker open, calls go straight to the function");
         }
-        false
+        was_closed
     }
 
     /// Opens the breaker now, whatever the count (the store did not come
     /// up at start-up).
     fn trip(&self, now: Timestamp, why: &str) {
         self.failures.store(self.threshold, Relaxed);
-        let until = now
-            .saturating_add(self.cooldown)
-            .nanos_since(Timestamp::ZERO)
-            .max(1);
-        if self.open_until.swap(until, Relaxed) == 0 {
-            self.opens.fetch_add(1, Relaxed);
-            tracing::warn!(cooldown = ?self.cooldown, why, "layercache: circuit breaker open, calls go straight to the function");
-        }
+        self.open(now, why);
     }
 
     fn is_open(&self, now: Timestamp) -> bool {

@@ -1,0 +1,24 @@
+//! Reading criterion's estimates back, to print ratios against peers.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// Where criterion writes its results (`$CARGO_TARGET_DIR/criterion`).
+pub fn output_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("criterion")
+}
+
+/// The mean time (ns) criterion estimated for `group/id` in this run.
+pub fn mean_ns(group: &str, id: &str) -> Option<f64> {
+    let path = output_dir()
+        .join(group)
+        .join(id)
+        .join("new")
+        .join("estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["mean"]["point_estimate"].as_f64()
+}
