@@ -50,6 +50,17 @@ fn cached_sync(id: u64) -> String {
     value()
 }
 
+/// One `#[cached]` shared hit.
+async fn cached_hit() {
+    assert_eq!(cached_async(1).await.len(), VALUE_LEN);
+}
+
+/// One raw redis-rs `GET` + decode of the same-sized value.
+async fn raw_hit(mut conn: redis::aio::MultiplexedConnection) {
+    let bytes: Vec<u8> = conn.get(RAW_KEY).await.unwrap();
+    assert_eq!(decode(&bytes).len(), VALUE_LEN);
+}
+
 fn decode(bytes: &[u8]) -> String {
     bincode::serde::decode_from_slice::<String, _>(bytes, bincode::config::standard())
         .expect("decode")
@@ -141,17 +152,10 @@ fn main() {
 
     let mut group = c.benchmark_group("shared_hit_1c");
     group.bench_function(BenchmarkId::from_parameter("layercache_async"), |b| {
-        b.to_async(&rt)
-            .iter(|| async { assert_eq!(cached_async(1).await.len(), VALUE_LEN) })
+        b.to_async(&rt).iter(cached_hit)
     });
     group.bench_function(BenchmarkId::from_parameter("raw_async"), |b| {
-        b.to_async(&rt).iter(|| {
-            let mut raw = raw.clone();
-            async move {
-                let bytes: Vec<u8> = raw.get(RAW_KEY).await.unwrap();
-                assert_eq!(decode(&bytes).len(), VALUE_LEN)
-            }
-        })
+        b.to_async(&rt).iter(|| raw_hit(raw.clone()))
     });
     group.bench_function(BenchmarkId::from_parameter("layercache_sync"), |b| {
         b.iter(|| assert_eq!(cached_sync(1).len(), VALUE_LEN))
@@ -166,22 +170,12 @@ fn main() {
 
     let mut group = c.benchmark_group("shared_hit_64c");
     group.bench_function(BenchmarkId::from_parameter("layercache_async"), |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(concurrent(iters, || async {
-                assert_eq!(cached_async(1).await.len(), VALUE_LEN)
-            }))
-        })
+        b.iter_custom(|iters| rt.block_on(concurrent(iters, cached_hit)))
     });
     group.bench_function(BenchmarkId::from_parameter("raw_async"), |b| {
         b.iter_custom(|iters| {
             let raw = raw.clone();
-            rt.block_on(concurrent(iters, move || {
-                let mut raw = raw.clone();
-                async move {
-                    let bytes: Vec<u8> = raw.get(RAW_KEY).await.unwrap();
-                    assert_eq!(decode(&bytes).len(), VALUE_LEN)
-                }
-            }))
+            rt.block_on(concurrent(iters, move || raw_hit(raw.clone())))
         })
     });
     group.finish();
@@ -197,14 +191,13 @@ fn main() {
     };
     let one_caller = alternate(rounds, |ours| {
         rt.block_on(async {
-            let mut conn = raw.clone();
+            let conn = raw.clone();
             let t = Instant::now();
             for _ in 0..BATCH {
                 if ours {
-                    assert_eq!(cached_async(1).await.len(), VALUE_LEN);
+                    cached_hit().await;
                 } else {
-                    let bytes: Vec<u8> = conn.get(RAW_KEY).await.unwrap();
-                    assert_eq!(decode(&bytes).len(), VALUE_LEN);
+                    raw_hit(conn.clone()).await;
                 }
             }
             t.elapsed() / BATCH as u32
@@ -213,18 +206,10 @@ fn main() {
     let many_callers = alternate(rounds, |ours| {
         let iters = CALLERS * 32;
         if ours {
-            rt.block_on(concurrent(iters, || async {
-                assert_eq!(cached_async(1).await.len(), VALUE_LEN)
-            })) / iters as u32
+            rt.block_on(concurrent(iters, cached_hit)) / iters as u32
         } else {
             let raw = raw.clone();
-            rt.block_on(concurrent(iters, move || {
-                let mut raw = raw.clone();
-                async move {
-                    let bytes: Vec<u8> = raw.get(RAW_KEY).await.unwrap();
-                    assert_eq!(decode(&bytes).len(), VALUE_LEN)
-                }
-            })) / iters as u32
+            rt.block_on(concurrent(iters, move || raw_hit(raw.clone()))) / iters as u32
         }
     });
 

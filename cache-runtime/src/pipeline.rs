@@ -169,6 +169,7 @@ impl SharedKey {
 /// Why a shared lookup found nothing: the key to write back under (`None`
 /// when the tier failed: a write would likely cost a second timeout) and
 /// the local tag either way.
+#[derive(Default)]
 pub(crate) struct SharedMiss {
     key: Option<SharedKey>,
     tag: u64,
@@ -1216,6 +1217,23 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         }
     }
 
+    /// Step 3's outcome: on a hit, the value (kept locally for the rest of
+    /// its life); on a miss, the key back and what the write-back needs.
+    fn settle(
+        &self,
+        key: K,
+        found: Result<(V, Option<Duration>, u64), SharedMiss>,
+        generation: Guard,
+    ) -> Result<V, (K, SharedMiss)> {
+        match found {
+            Ok((v, remaining, tag)) => {
+                self.backfill(key, v.clone(), remaining, generation, tag);
+                Ok(v)
+            }
+            Err(miss) => Err((key, miss)),
+        }
+    }
+
     /// Step 5 for the shared tier: store the computed value, or delete the
     /// unusable bytes it replaces when it is not cacheable.
     async fn write_shared(
@@ -1287,33 +1305,27 @@ where
 }
 
 #[inline(never)]
-fn compute<M, K, R>(cache: &FnCache<K, M::Value>, key: K, origin: impl FnOnce() -> R) -> R
+fn compute<M, K, R>(cache: &FnCache<K, M::Value>, mut key: K, origin: impl FnOnce() -> R) -> R
 where
     M: OutputMode<R>,
     M::Value: CacheValue,
     K: Key,
 {
     let (generation, rendered) = cache.miss_guard(&key);
-    let mut shared_key = None;
-    let mut tag = 0;
+    let mut miss = SharedMiss::default();
     if let (Some(sf), Some(rendered)) = (&cache.shared, rendered) {
-        match shared::block_on(cache.shared_get::<M::Value>(sf, rendered)) {
-            Ok((v, remaining, tag)) => {
-                cache.backfill(key, v.clone(), remaining, generation, tag);
-                return M::from_cached(v);
-            }
-            Err(miss) => {
-                tag = miss.tag;
-                shared_key = miss.key.map(|sk| (sf, sk));
-            }
+        let found = shared::block_on(cache.shared_get::<M::Value>(sf, rendered));
+        match cache.settle(key, found, generation) {
+            Ok(v) => return M::from_cached(v),
+            Err((k, m)) => (key, miss) = (k, m),
         }
     }
     cache.metrics.record_miss();
     let computation = cache.begin(generation);
     let r = origin();
-    let stored = computation.finish::<M, R>(key, &r, tag);
-    if let Some((sf, sk)) = shared_key {
-        shared::block_on(cache.write_shared(sf, &sk, stored, generation));
+    let stored = computation.finish::<M, R>(key, &r, miss.tag);
+    if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
+        shared::block_on(cache.write_shared(sf, sk, stored, generation));
     }
     r
 }
@@ -1321,7 +1333,7 @@ where
 /// The pipeline for an `async fn`: local tier, shared tier, `origin.await`, write-back.
 pub async fn get_or_compute_async<M, K, R>(
     cache: &FnCache<K, M::Value>,
-    key: K,
+    mut key: K,
     origin: impl std::future::Future<Output = R>,
 ) -> R
 where
@@ -1333,26 +1345,20 @@ where
         return M::from_cached(v);
     }
     let (generation, rendered) = cache.miss_guard(&key);
-    let mut shared_key = None;
-    let mut tag = 0;
+    let mut miss = SharedMiss::default();
     if let (Some(sf), Some(rendered)) = (&cache.shared, rendered) {
-        match cache.shared_get::<M::Value>(sf, rendered).await {
-            Ok((v, remaining, tag)) => {
-                cache.backfill(key, v.clone(), remaining, generation, tag);
-                return M::from_cached(v);
-            }
-            Err(miss) => {
-                tag = miss.tag;
-                shared_key = miss.key.map(|sk| (sf, sk));
-            }
+        let found = cache.shared_get::<M::Value>(sf, rendered).await;
+        match cache.settle(key, found, generation) {
+            Ok(v) => return M::from_cached(v),
+            Err((k, m)) => (key, miss) = (k, m),
         }
     }
     cache.metrics.record_miss();
     let computation = cache.begin(generation);
     let r = origin.await;
-    let stored = computation.finish::<M, R>(key, &r, tag);
-    if let Some((sf, sk)) = shared_key {
-        cache.write_shared(sf, &sk, stored, generation).await;
+    let stored = computation.finish::<M, R>(key, &r, miss.tag);
+    if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
+        cache.write_shared(sf, sk, stored, generation).await;
     }
     r
 }
