@@ -11,6 +11,9 @@
 //!   throughput = 1 / time.
 //!
 //! Ratios (layercache / raw; lower is better) are printed at the end.
+//!
+//! Profiling: `REDIS_HIT_PROFILE=ours` (or `raw`) runs one side of the
+//! 64-caller case for 5 s and exits, e.g. under `perf record`.
 
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
@@ -145,6 +148,27 @@ fn main() {
     });
     assert_eq!(cached_sync(1), value());
     let mut sync_conn = client.get_connection().unwrap();
+
+    // Profiling aid: `REDIS_HIT_PROFILE=ours|raw` runs one side of the
+    // 64-caller case for 5 s (run the binary under `perf record`) and exits.
+    if let Ok(side) = std::env::var("REDIS_HIT_PROFILE") {
+        let ours = side == "ours";
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut calls = 0u64;
+        let mut spent = Duration::ZERO;
+        while Instant::now() < until {
+            let iters = CALLERS * 256;
+            spent += if ours {
+                rt.block_on(concurrent(iters, cached_hit))
+            } else {
+                let raw = raw.clone();
+                rt.block_on(concurrent(iters, move || raw_hit(raw.clone())))
+            };
+            calls += iters;
+        }
+        println!("{side}: {:.0} calls/s", calls as f64 / spent.as_secs_f64());
+        return;
+    }
 
     let mut c = Criterion::default()
         .output_directory(&output_dir())

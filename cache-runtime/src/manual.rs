@@ -73,7 +73,7 @@ async fn get_async<T: CacheValue>(key: &str) -> Option<T> {
         let rendered = s.rendered(&key);
         let generation = s.guard(rendered.as_ref().map_or(0, |r| r.tag()));
         if let Ok((v, remaining, tag)) = s.shared_get::<T>(sf, rendered).await {
-            let local: AnyValue = Arc::new(v.clone());
+            let local = || -> AnyValue { Arc::new(v.clone()) };
             s.backfill(key, local, remaining, generation, tag);
             return Some(v);
         }

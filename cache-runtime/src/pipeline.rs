@@ -1076,15 +1076,19 @@ impl<K: Key, V: Value> FnCache<K, V> {
     pub(crate) fn backfill(
         &self,
         key: K,
-        value: V,
+        local_copy: impl FnOnce() -> V,
         remaining: Option<Duration>,
         generation: Guard,
         tag: u64,
     ) {
         self.metrics.record_shared_hit();
+        if !self.enabled || !self.local {
+            // No local tier: no copy to make (a clone per shared hit otherwise).
+            return;
+        }
         self.write_back_with_timeout(
             key,
-            value,
+            local_copy(),
             generation,
             min_ttl(remaining, self.local_ttl),
             tag,
@@ -1227,7 +1231,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     ) -> Result<V, (K, SharedMiss)> {
         match found {
             Ok((v, remaining, tag)) => {
-                self.backfill(key, v.clone(), remaining, generation, tag);
+                self.backfill(key, || v.clone(), remaining, generation, tag);
                 Ok(v)
             }
             Err(miss) => Err((key, miss)),

@@ -101,11 +101,29 @@ impl redis::aio::ConnectionLike for Conn {
 /// Connections kept for callers' runtimes.
 const MAX_CALLER_CONNS: usize = 4;
 
+/// Tells stores apart in [`HOT`] (an address could be reused).
+static NEXT_STORE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The direct connection this thread used last: a worker thread serves one
+/// runtime, so the common case needs neither the store's lock nor a
+/// reference count shared with the other workers.
+struct Hot {
+    store: u64,
+    runtime: tokio::runtime::Id,
+    direct: Arc<Direct>,
+}
+
+thread_local! {
+    static HOT: std::cell::RefCell<Option<Hot>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Keys `SCAN` returns per round trip during prefix invalidation.
 const SCAN_COUNT: usize = 500;
 
 /// The Redis store.
 pub struct RedisStore {
+    /// This store's identity in [`HOT`].
+    id: u64,
     client: Client,
     config: redis::aio::ConnectionManagerConfig,
     /// Driven by the I/O thread; replaced by [`SharedStore::reset`];
@@ -187,6 +205,7 @@ impl RedisStore {
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(to_shared)?;
         Ok(RedisStore {
+            id: NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             client,
             config,
             conn: std::sync::RwLock::new(conn),
@@ -226,8 +245,15 @@ impl RedisStore {
             .iter()
             .find(|(i, d)| *i == id && !d.broken.load(std::sync::atomic::Ordering::Relaxed))
             .map(|(_, d)| d.clone());
-        if found.is_some() {
-            return found;
+        if let Some(direct) = found {
+            HOT.with(|h| {
+                *h.borrow_mut() = Some(Hot {
+                    store: self.id,
+                    runtime: id,
+                    direct: direct.clone(),
+                })
+            });
+            return Some(direct);
         }
         let mut conns = self.caller_conns.write().unwrap_or_else(|e| e.into_inner());
         conns.retain(|(i, d)| *i != id || !d.broken.load(std::sync::atomic::Ordering::Relaxed));
@@ -249,12 +275,63 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// The hot path's connection: this thread's last direct connection when
+    /// it is for this store and runtime, connected and not broken.
+    fn hot_conn(&self, runtime: tokio::runtime::Id) -> Option<MultiplexedConnection> {
+        HOT.with(|h| match &*h.borrow() {
+            Some(hot)
+                if hot.store == self.id
+                    && hot.runtime == runtime
+                    && !hot.direct.broken.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                hot.direct.cell.get().cloned()
+            }
+            _ => None,
+        })
+    }
+
+    /// Marks the direct connection of `runtime` broken (it is replaced on
+    /// the next operation).
+    fn mark_broken(&self, runtime: tokio::runtime::Id) {
+        for (i, d) in self
+            .caller_conns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            if *i == runtime {
+                d.broken.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 impl SharedStore for RedisStore {
     fn describe(&self) -> String {
         self.describe.clone()
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>> {
+        if let Some(runtime) = super::operation_runtime() {
+            if let Some(mut c) = self.hot_conn(runtime) {
+                return Box::pin(async move {
+                    // The command sized once and sent without the boxed
+                    // futures of `AsyncCommands` / `ConnectionLike`.
+                    let mut cmd = redis::Cmd::with_capacity(2, 3 + key.len());
+                    cmd.arg("GET").arg(key);
+                    let r = c
+                        .send_packed_command(&cmd)
+                        .await
+                        .and_then(redis::Value::extract_error)
+                        .and_then(|v| Ok(redis::from_redis_value::<Option<Vec<u8>>>(v)?));
+                    if matches!(&r, Err(e) if e.is_unrecoverable_error()) {
+                        self.mark_broken(runtime);
+                    }
+                    r.map_err(to_shared)
+                });
+            }
+        }
         let conn = self.conn();
         // The hot path: on a direct connection, no wrapper future per call.
         Box::pin(async move {
@@ -392,10 +469,12 @@ impl SharedStore for RedisStore {
         match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
             Ok(fresh) => {
                 *self.conn.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-                self.caller_conns
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clear();
+                let mut conns = self.caller_conns.write().unwrap_or_else(|e| e.into_inner());
+                // Threads' hot copies see the flag and come back for a new one.
+                for (_, d) in conns.iter() {
+                    d.broken.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                conns.clear();
                 tracing::info!(store = %self.describe, "layercache: replaced a Redis connection that stopped answering");
             }
             Err(err) => tracing::warn!(%err, "layercache: cannot replace the Redis connection"),
