@@ -16,6 +16,7 @@
 //! | [`codec`] | the [`Codec`](codec::Codec) trait, bincode, the shared-tier envelope |
 //! | [`shared`] | the [`SharedStore`](shared::SharedStore) trait, Redis, timeouts, the breaker, the bus |
 //! | `pipeline` | [`FnCache`]: lookup, origin, write-back, entry handles |
+//! | `flight` | single-flight: one computation per missing key per process |
 //! | `invalidate` | the registry of caches: [`invalidate_prefix`], [`clear`], [`stats`] |
 //! | `metrics` | striped counters, latency histograms, [`Stats`] |
 //! | `manual` | [`sync::Cache`] and [`future::Cache`]: get / set / delete / clear |
@@ -26,6 +27,7 @@
 mod clock;
 pub mod codec;
 mod config;
+mod flight;
 mod invalidate;
 pub mod key;
 pub mod local;

@@ -32,6 +32,7 @@ struct Stripe {
     not_cached: AtomicU64,
     origin_panics: AtomicU64,
     invalidations: AtomicU64,
+    coalesced: AtomicU64,
 }
 
 thread_local! {
@@ -113,6 +114,7 @@ impl FnMetrics {
         record_not_cached => not_cached,
         record_origin_panic => origin_panics,
         record_shared_hit => shared_hits,
+        record_coalesced => coalesced,
     }
 
     /// `n` entries dropped by invalidation.
@@ -140,12 +142,14 @@ impl FnMetrics {
     pub(crate) fn snapshot(&self, entries: u64) -> FunctionStats {
         let local_hits = self.sum(|s| &s.local_hits);
         let shared_hits = self.sum(|s| &s.shared_hits);
+        let coalesced = self.sum(|s| &s.coalesced);
         FunctionStats {
             name: self.name.clone(),
-            hits: local_hits + shared_hits,
+            hits: local_hits + shared_hits + coalesced,
             misses: self.sum(|s| &s.misses),
             local_hits,
             shared_hits,
+            coalesced,
             expired: self.sum(|s| &s.expired),
             not_cached: self.sum(|s| &s.not_cached),
             origin_panics: self.sum(|s| &s.origin_panics),
@@ -289,6 +293,10 @@ pub struct FunctionStats {
     pub local_hits: u64,
     /// Hits answered by the shared tier (zero until a shared tier is configured).
     pub shared_hits: u64,
+    /// Calls that missed while another caller in this process was already
+    /// computing the same key, and took its value instead of running the
+    /// function (single-flight). Counted in `hits`.
+    pub coalesced: u64,
     /// Lookups that found an entry past its expiry (each is also a miss).
     pub expired: u64,
     /// Results not stored: `Err`, `None`, or stored while an invalidation raced them.
@@ -328,13 +336,14 @@ impl FunctionStats {
 
 impl Serialize for FunctionStats {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("FunctionStats", 15)?;
+        let mut s = serializer.serialize_struct("FunctionStats", 16)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("hits", &self.hits)?;
         s.serialize_field("misses", &self.misses)?;
         s.serialize_field("hit_rate", &self.hit_rate())?;
         s.serialize_field("local_hits", &self.local_hits)?;
         s.serialize_field("shared_hits", &self.shared_hits)?;
+        s.serialize_field("coalesced", &self.coalesced)?;
         s.serialize_field("expired", &self.expired)?;
         s.serialize_field("not_cached", &self.not_cached)?;
         s.serialize_field("origin_panics", &self.origin_panics)?;

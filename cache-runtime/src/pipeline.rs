@@ -3,14 +3,15 @@
 //!
 //! ```text
 //! 1. local tier   exact-args lookup, expiry checked ── hit ─▶ return a clone
+//! 2. flight       one computation per key per process; others wait for it (see `flight`)
 //! 3. shared tier  GET {CACHE_KEY_PREFIX}:{ns}:{suffix}[:v{version}], envelope verified
 //!                 ── hit ─▶ backfill local (remaining TTL, capped by local_timeout) ─▶ return
 //! 4. origin       the function body
 //! 5. write-back   local + shared, unless Err / None / an invalidation raced it
 //! ```
 //!
-//! (Step 2, single-flight, is not built yet.) A failed shared operation is
-//! counted and skipped: the call goes on to the next step.
+//! A failed shared operation is counted and skipped: the call goes on to
+//! the next step.
 
 use std::fmt::Write as _;
 use std::hash::Hash;
@@ -22,6 +23,7 @@ use serde::de::DeserializeOwned;
 use crate::clock::{Clock, Timestamp};
 use crate::codec::{self, Bincode, EnvelopeError, Meta};
 use crate::config::{self, CacheType};
+use crate::flight::{Flights, Join, Leader};
 use crate::key::KeyError;
 use crate::local::{build_store, Evictions, LocalStore, Stored};
 use crate::manual::CacheValue;
@@ -108,6 +110,8 @@ pub struct FnCache<K, V> {
     /// one key does not void every other in-flight write-back.
     slots: [AtomicU64; GUARD_SLOTS],
     render: RenderKey<K>,
+    /// Step 2: computations in progress, by exact key.
+    flights: Flights<K, V>,
 }
 
 /// Key-level guard slots per function.
@@ -262,6 +266,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
             generation: AtomicU64::new(0),
             slots: std::array::from_fn(|_| AtomicU64::new(0)),
             render: spec.render,
+            flights: Flights::new(),
         }
     }
 
@@ -341,6 +346,18 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// Step 1 without counting a miss (a shared hit may still answer).
     #[inline]
     pub(crate) fn local_get<T>(&self, key: &K, accept: impl FnOnce(V) -> Option<T>) -> Option<T> {
+        self.local_lookup(key, accept, true)
+    }
+
+    /// Step 1; `first` is false for the look again after joining a flight
+    /// (an expired entry was already counted by the first look).
+    #[inline]
+    fn local_lookup<T>(
+        &self,
+        key: &K,
+        accept: impl FnOnce(V) -> Option<T>,
+        first: bool,
+    ) -> Option<T> {
         if !self.enabled || !self.local {
             return None;
         }
@@ -358,8 +375,8 @@ impl<K: Key, V: Value> FnCache<K, V> {
             }
             // Left in place: the write-back that follows this miss replaces it,
             // and removing it here could drop a fresh value another thread just wrote.
-            Some(_) => self.metrics.record_expired(),
-            None => {}
+            Some(_) if first => self.metrics.record_expired(),
+            _ => {}
         }
         None
     }
@@ -1210,14 +1227,17 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     /// After a local miss: the call's guard and, for a function with a
     /// shared tier, its rendered key (rendered once: it picks the guard
     /// slot and is the shared key).
-    fn miss_guard(&self, key: &K) -> (Guard, Option<Result<Rendered, KeyError>>) {
+    fn miss_guard(&self, key: &K) -> (Guard, u64, Option<Result<Rendered, KeyError>>) {
         match &self.shared {
             Some(_) => {
                 let rendered = self.rendered(key);
-                let guard = self.guard(rendered.as_ref().map_or(0, Rendered::tag));
-                (guard, Some(rendered))
+                let hash = rendered.as_ref().map_or(0, Rendered::tag);
+                (self.guard(hash), hash, Some(rendered))
             }
-            None => (self.guard(self.key_hash(key)), None),
+            None => {
+                let hash = self.key_hash(key);
+                (self.guard(hash), hash, None)
+            }
         }
     }
 
@@ -1315,12 +1335,21 @@ where
     M::Value: CacheValue,
     K: Key,
 {
-    let (generation, rendered) = cache.miss_guard(&key);
+    let (generation, hash, rendered) = cache.miss_guard(&key);
+    let leader = match cache.join_flight(&key, hash) {
+        Flight::Lead(leader) => Some(leader),
+        Flight::Answered(v) => return M::from_cached(v),
+        Flight::Follow(flight) => match flight.wait() {
+            Some(v) => return M::from_cached(cache.coalesced(v)),
+            None => None,
+        },
+        Flight::Alone => None,
+    };
     let mut miss = SharedMiss::default();
     if let (Some(sf), Some(rendered)) = (&cache.shared, rendered) {
         let found = shared::block_on(cache.shared_get::<M::Value>(sf, rendered));
         match cache.settle(key, found, generation) {
-            Ok(v) => return M::from_cached(v),
+            Ok(v) => return M::from_cached(land(leader, v)),
             Err((k, m)) => (key, miss) = (k, m),
         }
     }
@@ -1331,6 +1360,7 @@ where
     if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
         shared::block_on(cache.write_shared(sf, sk, stored, generation));
     }
+    cache.land_computed(leader, stored, generation);
     r
 }
 
@@ -1348,12 +1378,21 @@ where
     if let Some(v) = cache.local_get(&key, Some) {
         return M::from_cached(v);
     }
-    let (generation, rendered) = cache.miss_guard(&key);
+    let (generation, hash, rendered) = cache.miss_guard(&key);
+    let leader = match cache.join_flight(&key, hash) {
+        Flight::Lead(leader) => Some(leader),
+        Flight::Answered(v) => return M::from_cached(v),
+        Flight::Follow(flight) => match flight.wait_async().await {
+            Some(v) => return M::from_cached(cache.coalesced(v)),
+            None => None,
+        },
+        Flight::Alone => None,
+    };
     let mut miss = SharedMiss::default();
     if let (Some(sf), Some(rendered)) = (&cache.shared, rendered) {
         let found = cache.shared_get::<M::Value>(sf, rendered).await;
         match cache.settle(key, found, generation) {
-            Ok(v) => return M::from_cached(v),
+            Ok(v) => return M::from_cached(land(leader, v)),
             Err((k, m)) => (key, miss) = (k, m),
         }
     }
@@ -1364,7 +1403,72 @@ where
     if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
         cache.write_shared(sf, sk, stored, generation).await;
     }
+    cache.land_computed(leader, stored, generation);
     r
+}
+
+/// Step 2's outcome for a caller that missed the local tier.
+enum Flight<'a, K: Key, V: Value> {
+    /// Look further and compute; land the leader when done.
+    Lead(Leader<'a, K, V>),
+    /// A flight landed between the miss and the join: its value (a hit).
+    Answered(V),
+    /// Wait for another caller's computation.
+    Follow(std::sync::Arc<crate::flight::Flight<V>>),
+    /// Compute without a flight (caching off, or the flight's own leader).
+    Alone,
+}
+
+/// Lands a leader (if any) with a value found in the shared tier.
+fn land<K: Key, V: Value>(leader: Option<Leader<'_, K, V>>, v: V) -> V {
+    if let Some(leader) = leader {
+        leader.land(|| Some(v.clone()));
+    }
+    v
+}
+
+impl<K: Key, V: Value> FnCache<K, V> {
+    /// Step 2: lead the key's computation, or follow the one in progress.
+    fn join_flight(&self, key: &K, hash: u64) -> Flight<'_, K, V> {
+        if !self.enabled {
+            return Flight::Alone;
+        }
+        match self.flights.join(key, hash) {
+            Join::Lead(leader) => {
+                // A flight may have landed (and written back) between this
+                // caller's miss and its join: look again before computing.
+                match self.local_lookup(key, Some, false) {
+                    Some(v) => {
+                        leader.land(|| Some(v.clone()));
+                        Flight::Answered(v)
+                    }
+                    None => Flight::Lead(leader),
+                }
+            }
+            Join::Follow(flight) => Flight::Follow(flight),
+            Join::Alone => Flight::Alone,
+        }
+    }
+
+    /// A follower answered by the leader's value.
+    fn coalesced(&self, v: V) -> V {
+        self.metrics.record_coalesced();
+        v
+    }
+
+    /// Ends a computation's flight: followers share the stored value,
+    /// unless an invalidation raced it (then they compute themselves).
+    fn land_computed(
+        &self,
+        leader: Option<Leader<'_, K, V>>,
+        stored: Option<&V>,
+        generation: Guard,
+    ) {
+        if let Some(leader) = leader {
+            let current = self.is_current(generation);
+            leader.land(|| stored.filter(|_| current).cloned());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,307 @@
+//! Single-flight (guide 7.1, cache breakdown): concurrent callers that miss
+//! the same key in one process wait for one computation. In-process
+//! configuration; every test has its own functions. Run with no `CACHE_*`
+//! variables set (scripts/test.sh unsets them).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use layercache::{cached, entry, fn_cache};
+
+macro_rules! counter {
+    ($name:ident) => {
+        static $name: AtomicUsize = AtomicUsize::new(0);
+    };
+}
+
+/// Long enough for every caller to arrive while the first one computes.
+const ORIGIN_MS: u64 = 100;
+
+counter!(ASYNC_CALLS);
+#[cached(key_prefix = "sf_async")]
+async fn slow_async(id: u64) -> String {
+    ASYNC_CALLS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(ORIGIN_MS)).await;
+    format!("value {id}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_async_callers_of_a_cold_key_run_the_function_once() {
+    let tasks: Vec<_> = (0..500).map(|_| tokio::spawn(slow_async(7))).collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "value 7");
+    }
+    assert_eq!(
+        ASYNC_CALLS.load(SeqCst),
+        1,
+        "one origin call for 500 callers"
+    );
+    let s = fn_cache!(slow_async).stats();
+    assert_eq!(s.misses, 1);
+    assert_eq!(s.hits, 499, "everyone else was answered: {s:?}");
+    assert!(
+        s.coalesced >= 1,
+        "callers that arrived during the computation waited for it: {s:?}"
+    );
+    assert_eq!(s.requests(), 500);
+}
+
+counter!(SYNC_CALLS);
+#[cached(key_prefix = "sf_sync")]
+fn slow_sync(id: u64) -> u64 {
+    SYNC_CALLS.fetch_add(1, SeqCst);
+    std::thread::sleep(Duration::from_millis(ORIGIN_MS));
+    id * 2
+}
+
+#[test]
+fn sixty_four_threads_on_a_cold_key_run_the_function_once() {
+    let start = Arc::new(Barrier::new(64));
+    let threads: Vec<_> = (0..64)
+        .map(|_| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                slow_sync(21)
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 42);
+    }
+    assert_eq!(SYNC_CALLS.load(SeqCst), 1, "one origin call for 64 threads");
+    let s = fn_cache!(slow_sync).stats();
+    assert_eq!((s.misses, s.hits), (1, 63), "{s:?}");
+    assert!(s.coalesced >= 1, "{s:?}");
+}
+
+counter!(KEYS_CALLS);
+#[cached(key_prefix = "sf_keys")]
+fn per_key(id: u64) -> u64 {
+    KEYS_CALLS.fetch_add(1, SeqCst);
+    std::thread::sleep(Duration::from_millis(20));
+    id
+}
+
+#[test]
+fn different_keys_compute_in_parallel_each_once() {
+    let start = Arc::new(Barrier::new(32));
+    let threads: Vec<_> = (0..32u64)
+        .map(|i| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                per_key(i % 4)
+            })
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        assert_eq!(t.join().unwrap(), i as u64 % 4);
+    }
+    assert_eq!(KEYS_CALLS.load(SeqCst), 4, "one computation per key");
+}
+
+// ---------------------------------------------------------------- failures
+
+static PANIC_NOW: AtomicBool = AtomicBool::new(true);
+counter!(PANIC_CALLS);
+#[cached(key_prefix = "sf_panic")]
+fn panics_while_flagged(id: u64) -> u64 {
+    PANIC_CALLS.fetch_add(1, SeqCst);
+    std::thread::sleep(Duration::from_millis(30));
+    if PANIC_NOW.load(SeqCst) {
+        panic!("origin failure for {id}");
+    }
+    id
+}
+
+#[test]
+fn a_panicking_leader_releases_every_waiter_and_the_next_call_computes_again() {
+    let start = Arc::new(Barrier::new(16));
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                std::panic::catch_unwind(|| panics_while_flagged(3))
+            })
+        })
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        tx.send(results).unwrap();
+    });
+    // A waiter that hung would never report: fail instead of hanging the suite.
+    let results = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("every caller returns after the leader panicked");
+    assert!(
+        results.iter().all(|r| r.is_err()),
+        "each caller ran the still-panicking function itself (a retry), none got a value"
+    );
+    assert!(PANIC_CALLS.load(SeqCst) >= 2, "the waiters retried");
+    assert!(!entry!(panics_while_flagged(3)).is_cached());
+    PANIC_NOW.store(false, SeqCst);
+    let before = PANIC_CALLS.load(SeqCst);
+    assert_eq!(panics_while_flagged(3), 3, "the next call computes again");
+    assert_eq!(PANIC_CALLS.load(SeqCst), before + 1);
+    assert_eq!(panics_while_flagged(3), 3);
+    assert_eq!(
+        PANIC_CALLS.load(SeqCst),
+        before + 1,
+        "and its value is cached"
+    );
+}
+
+static ASYNC_PANIC_NOW: AtomicBool = AtomicBool::new(true);
+counter!(ASYNC_PANIC_CALLS);
+#[cached(key_prefix = "sf_async_panic")]
+async fn async_panics_while_flagged(id: u64) -> u64 {
+    ASYNC_PANIC_CALLS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    if ASYNC_PANIC_NOW.load(SeqCst) {
+        panic!("origin failure for {id}");
+    }
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_waiters_of_a_panicking_leader_all_return() {
+    let tasks: Vec<_> = (0..100)
+        .map(|_| tokio::spawn(async_panics_while_flagged(4)))
+        .collect();
+    let all = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut panicked = 0;
+        for t in tasks {
+            if t.await.is_err_and(|e| e.is_panic()) {
+                panicked += 1;
+            }
+        }
+        panicked
+    })
+    .await
+    .expect("no waiter hangs");
+    assert_eq!(
+        all, 100,
+        "every caller saw the failure (its own retry panicked too)"
+    );
+    ASYNC_PANIC_NOW.store(false, SeqCst);
+    assert_eq!(async_panics_while_flagged(4).await, 4);
+}
+
+counter!(ERR_CALLS);
+#[cached(key_prefix = "sf_err")]
+fn fails_once(id: u64) -> Result<u64, String> {
+    let n = ERR_CALLS.fetch_add(1, SeqCst);
+    std::thread::sleep(Duration::from_millis(30));
+    if n == 0 {
+        Err("the first computation fails".into())
+    } else {
+        Ok(id)
+    }
+}
+
+#[test]
+fn an_err_is_never_shared_waiters_compute_themselves() {
+    let start = Arc::new(Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                fails_once(5)
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let errs = results.iter().filter(|r| r.is_err()).count();
+    assert_eq!(errs, 1, "only the leader saw its own error: {results:?}");
+    assert!(results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .all(|v| *v == 5));
+    assert_eq!(fails_once(5), Ok(5));
+}
+
+counter!(CANCEL_CALLS);
+#[cached(key_prefix = "sf_cancel")]
+async fn slow_to_cancel(id: u64) -> u64 {
+    CANCEL_CALLS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_leader_hands_over_to_its_waiters() {
+    let leader = tokio::spawn(slow_to_cancel(9));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let follower = tokio::spawn(slow_to_cancel(9));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    leader.abort();
+    let got = tokio::time::timeout(Duration::from_secs(5), follower)
+        .await
+        .expect("the waiter does not wait for a cancelled computation")
+        .unwrap();
+    assert_eq!(got, 9);
+    assert_eq!(CANCEL_CALLS.load(SeqCst), 2, "the waiter computed itself");
+}
+
+// ---------------------------------------------------------------- nesting
+
+counter!(FIB_CALLS);
+#[cached(key_prefix = "sf_fib")]
+fn fib(n: u64) -> u64 {
+    FIB_CALLS.fetch_add(1, SeqCst);
+    if n < 2 {
+        n
+    } else {
+        fib(n - 1) + fib(n - 2)
+    }
+}
+
+counter!(OUTER_CALLS);
+#[cached(key_prefix = "sf_outer")]
+fn outer(n: u64) -> u64 {
+    OUTER_CALLS.fetch_add(1, SeqCst);
+    fib(n) + 1
+}
+
+#[test]
+fn cached_functions_calling_cached_functions_never_deadlock() {
+    let start = Arc::new(Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                (fib(60), outer(40))
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), (1_548_008_755_920, 102_334_156));
+    }
+    assert_eq!(FIB_CALLS.load(SeqCst), 61, "each fib(n) computed once");
+    assert_eq!(OUTER_CALLS.load(SeqCst), 1);
+}
+
+counter!(SELF_CALLS);
+#[cached(key_prefix = "sf_self")]
+fn calls_itself_once(id: u64, depth: u32) -> u64 {
+    SELF_CALLS.fetch_add(1, SeqCst);
+    if depth == 0 {
+        id
+    } else {
+        // Same key as an outer frame's would be a loop in any program; a
+        // different key is a new flight: neither waits for itself.
+        calls_itself_once(id, depth - 1) + calls_itself_once(id, depth - 1)
+    }
+}
+
+#[test]
+fn a_function_calling_itself_with_other_arguments_does_not_wait_for_itself() {
+    assert_eq!(calls_itself_once(1, 10), 1024);
+    assert_eq!(SELF_CALLS.load(SeqCst), 11);
+}
