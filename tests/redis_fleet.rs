@@ -17,7 +17,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use redis_server::{RedisServer, SilentServer};
+use redis_server::{RedisServer, RespValue, SilentServer};
 
 // ---------------------------------------------------------------- node side
 
@@ -33,6 +33,7 @@ mod node {
     pub static SEARCH_RUNS: AtomicU64 = AtomicU64::new(0);
     pub static SHARED_RUNS: AtomicU64 = AtomicU64::new(0);
     pub static BIG_RUNS: AtomicU64 = AtomicU64::new(0);
+    pub static FIND_RUNS: AtomicU64 = AtomicU64::new(0);
 
     /// The "database" all nodes share: one file per user.
     fn db() -> PathBuf {
@@ -66,6 +67,19 @@ mod node {
     #[cache_invalidate(prefix = "search:{query}:")]
     pub fn reindex_query(query: &str) {
         let _ = query;
+    }
+
+    /// Negative caching with a short life for `None`, and jittered timeouts.
+    #[cached(
+        timeout = 300,
+        key_prefix = "find_user",
+        cache_none = true,
+        none_timeout_ms = 300,
+        jitter = 0.1
+    )]
+    pub fn find_user(id: u64) -> Option<String> {
+        FIND_RUNS.fetch_add(1, SeqCst);
+        (id < 100).then(|| read_user(id))
     }
 
     /// No local tier: every call asks Redis.
@@ -233,6 +247,7 @@ mod node {
                     "ok".to_string()
                 }
                 ["shared_only", _] => timed(&SHARED_RUNS, || shared_only(n(1))),
+                ["find", _] => timed(&FIND_RUNS, || find_user(n(1))),
                 ["other_type", _] => timed(&SHARED_RUNS, || other_type(n(1))),
                 ["short", _] => timed(&SHARED_RUNS, || short(n(1))),
                 ["capped", _] => timed(&SHARED_RUNS, || capped(n(1))),
@@ -830,6 +845,69 @@ fn values_over_the_size_limit_stay_in_process_and_are_counted() {
     server.assert_no_keys_command();
 }
 
+fn negative_results_are_cached_in_both_tiers_for_none_timeout_and_timeouts_are_jittered() {
+    let server = RedisServer::start();
+    let db = temp_db("negative");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    let mut b = Node::spawn("B", &server.url(), &db, &[]);
+    let first = a.call("find 404");
+    assert_eq!((first.value.as_str(), first.runs), ("None", 1));
+    for _ in 0..999 {
+        assert_eq!(a.call("find 404").runs, 0, "A's local copy of the None");
+    }
+    let from_redis = b.call("find 404");
+    assert_eq!(
+        (from_redis.value.as_str(), from_redis.runs),
+        ("None", 0),
+        "B read the cached None from Redis: a negative entry, not a miss"
+    );
+    let key = server
+        .keys_matching("*find_user*")
+        .into_iter()
+        .next()
+        .expect("the None is stored in Redis");
+    match server.command(&[b"PTTL", key.as_bytes()]) {
+        RespValue::Int(ms) => assert!(
+            (1..=330).contains(&ms),
+            "the None lives none_timeout_ms (300 ± 10 %) in Redis, not 300 s: {ms}"
+        ),
+        other => panic!("PTTL answered {other:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        b.call("find 404").runs,
+        1,
+        "after none_timeout both tiers have dropped the None"
+    );
+
+    // Found users live for `timeout` (300 s), each spread by the jitter.
+    for id in 0..40 {
+        assert_eq!(a.call(&format!("find {id}")).runs, 1);
+        assert_eq!(b.call(&format!("find {id}")).runs, 0);
+    }
+    let mut ttls: Vec<i64> = server
+        .keys_matching("*find_user*")
+        .iter()
+        .filter_map(|k| match server.command(&[b"PTTL", k.as_bytes()]) {
+            RespValue::Int(ms) if ms > 1_000 => Some(ms),
+            _ => None,
+        })
+        .collect();
+    ttls.sort();
+    assert_eq!(ttls.len(), 40);
+    assert!(
+        ttls[0] >= 269_000 && ttls[39] <= 330_000,
+        "every TTL within 300 s ± 10 %: {ttls:?}"
+    );
+    ttls.dedup_by(|x, y| (*x - *y).abs() < 50);
+    assert!(
+        ttls.len() >= 20,
+        "written together, they expire apart: {} distinct TTLs of 40",
+        ttls.len()
+    );
+    server.assert_no_keys_command();
+}
+
 fn main() {
     if std::env::var_os("LAYERCACHE_NODE").is_some() {
         node::run();
@@ -867,6 +945,10 @@ fn main() {
         (
             "values_over_the_size_limit_stay_in_process_and_are_counted",
             values_over_the_size_limit_stay_in_process_and_are_counted,
+        ),
+        (
+            "negative_results_are_cached_in_both_tiers_for_none_timeout_and_timeouts_are_jittered",
+            negative_results_are_cached_in_both_tiers_for_none_timeout_and_timeouts_are_jittered,
         ),
     ];
     let filter: Vec<String> = std::env::args()

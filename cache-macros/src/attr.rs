@@ -22,6 +22,13 @@ pub struct CachedArgs {
     pub local_timeout_ms: Option<(u64, Span)>,
     /// `tier = "local" | "shared" | "both"`.
     pub tier: Option<Tier>,
+    /// `jitter = 0.1`: each timeout spread by ±10 %.
+    pub jitter: Option<(f64, Span)>,
+    /// `cache_none = true`: cache `None` results too.
+    pub cache_none: Option<(bool, Span)>,
+    /// `none_timeout = 30` (seconds) or `none_timeout_ms`: life of a
+    /// cached `None`, in milliseconds.
+    pub none_timeout_ms: Option<(u64, Span)>,
 }
 
 /// Which tiers a function uses.
@@ -43,6 +50,10 @@ const OPTIONS: &[&str] = &[
     "tier",
     "local_timeout",
     "local_timeout_ms",
+    "jitter",
+    "cache_none",
+    "none_timeout",
+    "none_timeout_ms",
 ];
 
 /// Names other caching libraries use for our options.
@@ -81,6 +92,16 @@ const ALIASES: &[(&str, &str)] = &[
     ("local_ttl_ms", "local_timeout_ms"),
     ("returns", "output"),
     ("result", "output"),
+    ("ttl_jitter", "jitter"),
+    ("spread", "jitter"),
+    ("cache_null", "cache_none"),
+    ("negative", "cache_none"),
+    ("negative_cache", "cache_none"),
+    ("cache_empty", "cache_none"),
+    ("none_ttl", "none_timeout"),
+    ("negative_timeout", "none_timeout"),
+    ("negative_ttl", "none_timeout"),
+    ("none_ttl_ms", "none_timeout_ms"),
 ];
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -320,6 +341,67 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
                 let n = if ms { n } else { n.saturating_mul(1000) };
                 args.local_timeout_ms = Some((n, lit.span()));
             }
+            "jitter" => {
+                let expr = need("jitter = 0.1")?;
+                let (j, span) = match expr {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Float(f), ..
+                    }) => (f.base10_parse::<f64>()?, f.span()),
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Int(i), ..
+                    }) => (i.base10_parse::<u64>()? as f64, i.span()),
+                    _ => return Err(syn::Error::new(
+                        expr.span(),
+                        "expected the jitter as a fraction literal, like `jitter = 0.1` (±10 %)",
+                    )),
+                };
+                if !(0.0..1.0).contains(&j) {
+                    return Err(syn::Error::new(
+                        span,
+                        "`jitter` is a fraction of the timeout: at least 0 and below 1, like `jitter = 0.1` (±10 %)",
+                    ));
+                }
+                args.jitter = Some((j, span));
+            }
+            "cache_none" => {
+                let b = match value {
+                    Some(v) => bool_value(v, "cache_none")?,
+                    None => true,
+                };
+                args.cache_none = Some((b, path.span()));
+            }
+            "none_timeout" | "none_timeout_ms" => {
+                let ms = name == "none_timeout_ms";
+                let example = if ms {
+                    "none_timeout_ms = 500"
+                } else {
+                    "none_timeout = 30"
+                };
+                let lit = int_value(
+                    need(example)?,
+                    if ms {
+                        "the life of a cached `None` in milliseconds"
+                    } else {
+                        "the life of a cached `None` in seconds"
+                    },
+                    example,
+                )?;
+                let n: u64 = lit.base10_parse()?;
+                if n == 0 {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        format!("`{name}` must be at least 1: a cached `None` that never expires would hide data created later"),
+                    ));
+                }
+                if args.none_timeout_ms.is_some() {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "use either `none_timeout` (seconds) or `none_timeout_ms`, not both",
+                    ));
+                }
+                let n = if ms { n } else { n.saturating_mul(1000) };
+                args.none_timeout_ms = Some((n, lit.span()));
+            }
             "in_impl" => {
                 args.in_impl = match value {
                     Some(v) => bool_value(v, "in_impl")?,
@@ -333,6 +415,12 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
         return Err(syn::Error::new(
             span,
             "use either `timeout` (seconds) or `timeout_ms`, not both",
+        ));
+    }
+    if let (None | Some((false, _)), Some((_, span))) = (args.cache_none, args.none_timeout_ms) {
+        return Err(syn::Error::new(
+            span,
+            "`none_timeout` is the life of a cached `None`; it needs `cache_none = true`",
         ));
     }
     if let (Some(Tier::Shared | Tier::Local), Some((_, span))) = (args.tier, args.local_timeout_ms)

@@ -103,7 +103,16 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     };
 
     let output = &sig.output;
-    let sig_mode = opts.output.unwrap_or(sig.mode);
+    let mut sig_mode = opts.output.unwrap_or(sig.mode);
+    if let Some((true, span)) = opts.cache_none {
+        if sig_mode != crate::sig::Mode::Option {
+            return Err(syn::Error::new(
+                span,
+                "`cache_none` caches `None` results: the function must return `Option<T>`",
+            ));
+        }
+        sig_mode = crate::sig::Mode::OptionAll;
+    }
     let mode = sig_mode.marker();
     let value_ty = quote!(::layercache::__private::ValueOf<#mode, #output>);
     let value_check = {
@@ -142,6 +151,17 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         Some(crate::attr::Tier::Both) | None => quote!(Both),
     };
     let local_timeout = match opts.local_timeout_ms {
+        Some((ms, span)) => {
+            quote_spanned!(span=> ::core::option::Option::Some(::layercache::__private::Duration::from_millis(#ms)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+
+    let jitter = match opts.jitter {
+        Some((j, span)) => quote_spanned!(span=> ::core::option::Option::Some(#j)),
+        None => quote!(::core::option::Option::None),
+    };
+    let none_timeout = match opts.none_timeout_ms {
         Some((ms, span)) => {
             quote_spanned!(span=> ::core::option::Option::Some(::layercache::__private::Duration::from_millis(#ms)))
         }
@@ -209,6 +229,8 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     render: #render,
                     tier: ::layercache::__private::TierChoice::#tier,
                     local_timeout: #local_timeout,
+                    jitter: #jitter,
+                    none_timeout: #none_timeout,
                 }
             })
         }

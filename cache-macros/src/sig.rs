@@ -14,6 +14,8 @@ pub enum Mode {
     Result,
     /// `Option<T>`: only `Some`.
     Option,
+    /// `Option<T>` with `cache_none = true`: `None` too.
+    OptionAll,
 }
 
 impl Mode {
@@ -47,6 +49,7 @@ impl Mode {
             Mode::Plain => quote_spanned!(span=> ::layercache::__private::Plain),
             Mode::Result => quote_spanned!(span=> ::layercache::__private::OkOnly),
             Mode::Option => quote_spanned!(span=> ::layercache::__private::SomeOnly),
+            Mode::OptionAll => quote_spanned!(span=> ::layercache::__private::SomeOrNone),
         }
     }
 }

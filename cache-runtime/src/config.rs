@@ -146,6 +146,7 @@ pub struct Config {
     clock: Clock,
     redis_url: String,
     shared: SharedSettings,
+    ttl_jitter: f64,
 }
 
 /// The Redis URL used when `CACHE_REDIS_URL` is not set.
@@ -167,6 +168,7 @@ impl Default for Config {
             clock: Clock::system(),
             redis_url: DEFAULT_REDIS_URL.to_string(),
             shared: SharedSettings::default(),
+            ttl_jitter: 0.0,
         }
     }
 }
@@ -181,8 +183,9 @@ impl Config {
     /// `CACHE_DEFAULT_TIMEOUT` (whole seconds, `0` = never expire),
     /// `CACHE_KEY_PREFIX`, `CACHE_MAX_ENTRIES`, `CACHE_REDIS_URL`,
     /// `CACHE_SHARED_TIMEOUT_MS` (per shared operation, default 50) and
-    /// `CACHE_MAX_VALUE_SIZE` (bytes, default 1 MiB). Unset or empty
-    /// variables keep their defaults.
+    /// `CACHE_MAX_VALUE_SIZE` (bytes, default 1 MiB) and `CACHE_TTL_JITTER`
+    /// (a fraction in `[0, 1)`, default 0). Unset or empty variables keep
+    /// their defaults.
     ///
     /// ```
     /// // With none of the variables set, this is the default configuration.
@@ -256,6 +259,16 @@ impl Config {
             let n = parse_u64("CACHE_MAX_VALUE_SIZE", &v, "a whole number of bytes")?;
             config.shared.max_value_size = usize::try_from(n).unwrap_or(usize::MAX);
         }
+        if let Some(v) = get("CACHE_TTL_JITTER") {
+            let j = v.trim().parse::<f64>().map_err(|_| {
+                ConfigError::invalid(
+                    "CACHE_TTL_JITTER",
+                    &v,
+                    "expected a fraction like 0.1 (each timeout spread by ±10 %)",
+                )
+            })?;
+            config.ttl_jitter = validate_jitter("CACHE_TTL_JITTER", &v, j)?;
+        }
         Ok(config)
     }
 
@@ -290,6 +303,23 @@ impl Config {
     /// Timeout, size limit and circuit breaker of the shared tier.
     pub fn shared(&self) -> &SharedSettings {
         &self.shared
+    }
+    /// The TTL jitter of functions that set no `jitter`: each entry's
+    /// timeout is spread uniformly over `±jitter` of itself (guide 7.3).
+    pub fn ttl_jitter(&self) -> f64 {
+        self.ttl_jitter
+    }
+}
+
+fn validate_jitter(variable: &'static str, value: &str, j: f64) -> Result<f64, ConfigError> {
+    if j.is_finite() && (0.0..1.0).contains(&j) {
+        Ok(j)
+    } else {
+        Err(ConfigError::invalid(
+            variable,
+            value,
+            "must be at least 0 and below 1 (0.1 spreads each timeout by ±10 %)",
+        ))
     }
 }
 
@@ -408,8 +438,18 @@ impl ConfigBuilder {
         self.0.shared.breaker_cooldown = cooldown;
         self
     }
+    /// Spreads each entry's timeout uniformly over `±jitter` of itself, so
+    /// entries written together do not expire together (guide 7.3, cache
+    /// avalanche). A fraction in `[0, 1)`; default 0; a function's own
+    /// `jitter = ...` wins.
+    pub fn ttl_jitter(mut self, jitter: f64) -> Self {
+        self.0.ttl_jitter = jitter;
+        self
+    }
     /// The configuration, or the first invalid field.
     pub fn try_build(mut self) -> Result<Config, ConfigError> {
+        let j = self.0.ttl_jitter;
+        self.0.ttl_jitter = validate_jitter("ttl_jitter", &j.to_string(), j)?;
         self.0.key_prefix = validate_key_prefix("key_prefix", &self.0.key_prefix)?;
         self.0.redis_url = validate_redis_url("redis_url", &self.0.redis_url)?;
         Ok(self.0)
@@ -428,6 +468,11 @@ impl ConfigBuilder {
         if let Err(err) = validate_redis_url("redis_url", &config.redis_url) {
             tracing::error!(%err, "layercache: ignoring invalid redis_url");
             config.redis_url = DEFAULT_REDIS_URL.to_string();
+        }
+        let j = config.ttl_jitter;
+        if let Err(err) = validate_jitter("ttl_jitter", &j.to_string(), j) {
+            tracing::error!(%err, "layercache: ignoring invalid ttl_jitter");
+            config.ttl_jitter = 0.0;
         }
         config
     }
@@ -543,6 +588,27 @@ mod tests {
         assert_eq!(err.variable(), "CACHE_DEFAULT_TIMEOUT");
         let err = Config::from_lookup(env(&[("CACHE_MAX_ENTRIES", "0")])).unwrap_err();
         assert_eq!(err.variable(), "CACHE_MAX_ENTRIES");
+    }
+
+    #[test]
+    fn ttl_jitter_is_a_fraction_below_one_from_the_environment_or_the_builder() {
+        let from = |v: &str| {
+            let v = v.to_string();
+            Config::from_lookup(move |n| (n == "CACHE_TTL_JITTER").then(|| v.clone()))
+        };
+        assert_eq!(from("0.1").unwrap().ttl_jitter(), 0.1);
+        assert_eq!(Config::default().ttl_jitter(), 0.0, "off by default");
+        for bad in ["1", "1.5", "-0.1", "NaN", "ten percent"] {
+            let err = from(bad).unwrap_err();
+            assert_eq!(err.variable(), "CACHE_TTL_JITTER", "{bad}");
+        }
+        let err = Config::builder().ttl_jitter(2.0).try_build().unwrap_err();
+        assert_eq!(err.variable(), "ttl_jitter");
+        assert_eq!(
+            Config::builder().ttl_jitter(2.0).build().ttl_jitter(),
+            0.0,
+            "build() drops an invalid jitter (and logs it)"
+        );
     }
 
     #[test]

@@ -51,6 +51,8 @@ fn store() -> &'static FnCache<String, AnyValue> {
             render: render_template,
             tier: TierChoice::Both,
             local_timeout: None,
+            jitter: Some(0.0),
+            none_timeout: None,
         }))
     })
 }

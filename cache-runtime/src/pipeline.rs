@@ -75,6 +75,12 @@ pub struct FnSpec<K> {
     /// Caps the life of local copies below `timeout` (`local_timeout`), so
     /// a copy missed by an invalidation notice cannot outlive it.
     pub local_timeout: Option<Duration>,
+    /// Spread of each entry's timeout (`jitter = 0.1`: ±10 %); `None` for
+    /// the configured default ([`Config::ttl_jitter`](crate::Config::ttl_jitter)).
+    pub jitter: Option<f64>,
+    /// Life of a cached negative result (`none_timeout`, with
+    /// `cache_none = true`); `None` for the function's timeout.
+    pub none_timeout: Option<Duration>,
 }
 
 /// The bounds every local key satisfies: the exact (owned) arguments.
@@ -94,6 +100,12 @@ pub struct FnCache<K, V> {
     ttl: Option<Duration>,
     /// Life of local copies: `ttl` capped by `local_timeout`.
     local_ttl: Option<Duration>,
+    /// `local_timeout`: caps every local copy's life.
+    local_cap: Option<Duration>,
+    /// Each entry's timeout is spread by ±`jitter` of itself.
+    jitter: f64,
+    /// Timeout of negative results (`none_timeout`); `None` for `ttl`.
+    none_ttl: Option<Duration>,
     enabled: bool,
     /// Whether the local tier is used (`false` for `tier = "shared"`).
     local: bool,
@@ -257,6 +269,12 @@ impl<K: Key, V: Value> FnCache<K, V> {
             namespace: spec.namespace,
             ttl,
             local_ttl: min_ttl(ttl, spec.local_timeout),
+            local_cap: spec.local_timeout,
+            jitter: spec
+                .jitter
+                .filter(|j| j.is_finite() && (0.0..1.0).contains(j))
+                .unwrap_or(config.ttl_jitter()),
+            none_ttl: spec.none_timeout,
             enabled,
             local,
             shared,
@@ -268,6 +286,21 @@ impl<K: Key, V: Value> FnCache<K, V> {
             render: spec.render,
             flights: Flights::new(),
         }
+    }
+
+    /// The timeout of one new entry: the function's (or `none_timeout` for
+    /// a negative result), spread by the jitter.
+    pub(crate) fn entry_ttl(&self, negative: bool) -> Option<Duration> {
+        let base = if negative {
+            self.none_ttl.or(self.ttl)
+        } else {
+            self.ttl
+        }?;
+        if self.jitter == 0.0 {
+            return Some(base);
+        }
+        let factor = 1.0 + self.jitter * (2.0 * fastrand::f64() - 1.0);
+        Some(Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(base))
     }
 
     /// The metrics name.
@@ -422,6 +455,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// When an invalidation or `put` races the insert, the entry is removed
     /// afterwards, even if that was the `put`'s value: the race may cost a
     /// recomputation, but it never leaves a stale value in place.
+    #[cfg(test)]
     pub(crate) fn write_back(&self, key: K, value: V, generation: Guard, tag: u64) {
         self.write_back_with_timeout(key, value, generation, self.local_ttl, tag)
     }
@@ -759,6 +793,12 @@ pub trait OutputMode<R> {
     fn cacheable(r: &R) -> Option<&Self::Value>;
     /// Rebuilds a return value from a cached one.
     fn from_cached(v: Self::Value) -> R;
+    /// Whether `v` is a negative result (a cached `None`), which lives for
+    /// `none_timeout` instead of `timeout`.
+    #[inline]
+    fn is_negative(_v: &Self::Value) -> bool {
+        false
+    }
 }
 
 /// Whether a return value counts as success for `#[cache_invalidate]` and
@@ -795,6 +835,32 @@ pub struct Plain;
 pub struct OkOnly;
 /// `Option<T>`: only `Some(T)` is cached.
 pub struct SomeOnly;
+/// `Option<T>` with `cache_none = true`: `None` is cached too (negative
+/// caching, guide 7.2), for `none_timeout`.
+pub struct SomeOrNone;
+
+impl<T: Value> OutputMode<Option<T>> for SomeOrNone {
+    type Value = Option<T>;
+    #[inline]
+    fn cacheable(r: &Option<T>) -> Option<&Option<T>> {
+        Some(r)
+    }
+    #[inline]
+    fn from_cached(v: Option<T>) -> Option<T> {
+        v
+    }
+    #[inline]
+    fn is_negative(v: &Option<T>) -> bool {
+        v.is_none()
+    }
+}
+
+impl<T> Succeeds<Option<T>> for SomeOrNone {
+    #[inline]
+    fn succeeded(_: &Option<T>) -> bool {
+        true
+    }
+}
 
 impl<T: Value> OutputMode<T> for Plain {
     type Value = T;
@@ -1207,20 +1273,19 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     /// With a shared tier this waits for the write (at most the tier's
     /// timeout); from async code prefer [`FnCache::put_async`].
     pub fn put(&self, key: K, value: V) {
+        let ttl = self.entry_ttl(false);
         match &self.shared {
-            Some(sf) => shared::block_on(self.put_shared(sf, key, value.clone(), &value, self.ttl)),
-            None => self.put_local(key, value, self.local_ttl, 0),
+            Some(sf) => shared::block_on(self.put_shared(sf, key, value.clone(), &value, ttl)),
+            None => self.put_local(key, value, min_ttl(ttl, self.local_cap), 0),
         }
     }
 
     /// [`FnCache::put`] for async code.
     pub async fn put_async(&self, key: K, value: V) {
+        let ttl = self.entry_ttl(false);
         match &self.shared {
-            Some(sf) => {
-                self.put_shared(sf, key, value.clone(), &value, self.ttl)
-                    .await
-            }
-            None => self.put_local(key, value, self.local_ttl, 0),
+            Some(sf) => self.put_shared(sf, key, value.clone(), &value, ttl).await,
+            None => self.put_local(key, value, min_ttl(ttl, self.local_cap), 0),
         }
     }
 
@@ -1264,12 +1329,12 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         &self,
         sf: &SharedFn,
         sk: &SharedKey,
-        stored: Option<&V>,
+        stored: Option<(&V, Option<Duration>)>,
         generation: Guard,
     ) {
         match stored {
-            Some(v) => {
-                self.shared_put(sf, sk, v, generation, self.ttl).await;
+            Some((v, ttl)) => {
+                self.shared_put(sf, sk, v, generation, ttl).await;
             }
             None if sk.corrupt => self.drop_corrupt(sf, sk).await,
             None => {}
@@ -1289,7 +1354,12 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
 impl<K: Key, V: CacheValue> Computation<'_, K, V> {
     /// Step 5: record the origin's latency and write the result back
     /// locally if it is cacheable; returns the value for the shared write.
-    fn finish<M: OutputMode<R, Value = V>, R>(self, key: K, r: &R, tag: u64) -> Option<&V> {
+    fn finish<M: OutputMode<R, Value = V>, R>(
+        self,
+        key: K,
+        r: &R,
+        tag: u64,
+    ) -> Option<(&V, Option<Duration>)> {
         let cache = self.cache;
         cache
             .metrics
@@ -1297,8 +1367,10 @@ impl<K: Key, V: CacheValue> Computation<'_, K, V> {
             .record(cache.clock.now().nanos_since(self.started));
         match M::cacheable(r) {
             Some(v) => {
-                cache.write_back(key, v.clone(), self.generation, tag);
-                Some(v)
+                let ttl = cache.entry_ttl(M::is_negative(v));
+                let local_ttl = min_ttl(ttl, cache.local_cap);
+                cache.write_back_with_timeout(key, v.clone(), self.generation, local_ttl, tag);
+                Some((v, ttl))
             }
             None => {
                 if cache.enabled {
@@ -1461,12 +1533,12 @@ impl<K: Key, V: Value> FnCache<K, V> {
     fn land_computed(
         &self,
         leader: Option<Leader<'_, K, V>>,
-        stored: Option<&V>,
+        stored: Option<(&V, Option<Duration>)>,
         generation: Guard,
     ) {
         if let Some(leader) = leader {
             let current = self.is_current(generation);
-            leader.land(|| stored.filter(|_| current).cloned());
+            leader.land(|| stored.filter(|_| current).map(|(v, _)| v.clone()));
         }
     }
 }
@@ -1504,6 +1576,8 @@ mod tests {
                 render: crate::key::render_hashed::<u64>,
                 tier: TierChoice::Local,
                 local_timeout: None,
+                jitter: None,
+                none_timeout: None,
             },
             &config::Config::default(),
         );
@@ -1533,6 +1607,41 @@ mod tests {
             cache.peek(&b),
             None,
             "invalidating everything voids every computation"
+        );
+    }
+
+    #[test]
+    fn the_configured_jitter_spreads_entry_timeouts_unless_the_function_sets_its_own() {
+        let config = config::Config::builder().ttl_jitter(0.2).build();
+        let spec = |jitter| FnSpec {
+            name: "jitter_test".into(),
+            namespace: "jitter_test".into(),
+            timeout: Timeout::After(Duration::from_secs(100)),
+            max_entries: None,
+            render: crate::key::render_hashed::<u64>,
+            tier: TierChoice::Local,
+            local_timeout: None,
+            jitter,
+            none_timeout: Some(Duration::from_secs(5)),
+        };
+        let spread: FnCache<u64, u64> = FnCache::with_config(spec(None), &config);
+        let ttls: Vec<f64> = (0..2000)
+            .map(|_| spread.entry_ttl(false).unwrap().as_secs_f64())
+            .collect();
+        let (lo, hi) = ttls
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(l, h), t| (l.min(*t), h.max(*t)));
+        assert!(lo >= 80.0 && hi <= 120.0, "within ±20 %: {lo}..{hi}");
+        assert!(lo < 82.0 && hi > 118.0, "and spread over it: {lo}..{hi}");
+        let negative = spread.entry_ttl(true).unwrap().as_secs_f64();
+        assert!(
+            (4.0..=6.0).contains(&negative),
+            "none_timeout is jittered too: {negative}"
+        );
+        let fixed: FnCache<u64, u64> = FnCache::with_config(spec(Some(0.0)), &config);
+        assert!(
+            (0..100).all(|_| fixed.entry_ttl(false) == Some(Duration::from_secs(100))),
+            "`jitter = 0` on the function wins over the configured default"
         );
     }
 

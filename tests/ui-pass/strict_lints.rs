@@ -13,6 +13,18 @@ pub fn square(x: u64) -> u64 {
     x * x
 }
 
+/// Negative caching and jitter, sync and async.
+#[cached(timeout = 60, cache_none = true, none_timeout = 5, jitter = 0.1)]
+pub fn find(id: u64) -> Option<u64> {
+    (id < 10).then_some(id)
+}
+
+/// Negative caching in an async function.
+#[cached(timeout = 60, cache_none, none_timeout_ms = 500, jitter = 0)]
+pub async fn find_async(id: u64) -> Option<u64> {
+    (id < 10).then_some(id)
+}
+
 /// A cached async function with a template.
 #[cached(key = "{query}:{page}")]
 pub async fn search(query: &str, page: u32) -> Result<Vec<String>, String> {
