@@ -34,6 +34,7 @@ mod node {
     pub static SHARED_RUNS: AtomicU64 = AtomicU64::new(0);
     pub static BIG_RUNS: AtomicU64 = AtomicU64::new(0);
     pub static FIND_RUNS: AtomicU64 = AtomicU64::new(0);
+    pub static LOCKED_RUNS: AtomicU64 = AtomicU64::new(0);
 
     /// The "database" all nodes share: one file per user.
     fn db() -> PathBuf {
@@ -80,6 +81,34 @@ mod node {
     pub fn find_user(id: u64) -> Option<String> {
         FIND_RUNS.fetch_add(1, SeqCst);
         (id < 100).then(|| read_user(id))
+    }
+
+    /// A slow report computed by one process of the fleet at a time.
+    #[cached(
+        timeout = 300,
+        key_prefix = "locked",
+        lock = true,
+        lock_timeout_ms = 800
+    )]
+    pub fn locked_report(id: u64) -> String {
+        LOCKED_RUNS.fetch_add(1, SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        format!("report {id}")
+    }
+
+    /// The same without the lock, for comparison.
+    #[cached(timeout = 300, key_prefix = "unlocked")]
+    pub fn unlocked_report(id: u64) -> String {
+        LOCKED_RUNS.fetch_add(1, SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        format!("report {id}")
+    }
+
+    /// A holder that dies: the process exits while holding the lock.
+    pub fn die_holding_lock(id: u64) -> String {
+        std::thread::spawn(move || locked_report(id));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::process::exit(0);
     }
 
     /// No local tier: every call asks Redis.
@@ -150,7 +179,7 @@ mod node {
         };
         let tier = stats.shared_tier.clone().unwrap_or_default();
         format!(
-            "stats smisses={} encode={} local={} shared={} misses={} corrupt={} timeouts={} connection={} skipped={} oversize={} writes={} bytes={} notices={} resubscriptions={} breaker_opens={}",
+            "stats smisses={} encode={} local={} shared={} misses={} corrupt={} timeouts={} connection={} skipped={} oversize={} writes={} bytes={} notices={} resubscriptions={} breaker_opens={} lock_waits={}",
             f.shared.misses,
             f.shared.encode_errors,
             f.local_hits,
@@ -166,6 +195,7 @@ mod node {
             tier.notices_received,
             tier.resubscriptions,
             tier.breaker_opens,
+            f.lock_waits,
         )
     }
 
@@ -248,6 +278,9 @@ mod node {
                 }
                 ["shared_only", _] => timed(&SHARED_RUNS, || shared_only(n(1))),
                 ["find", _] => timed(&FIND_RUNS, || find_user(n(1))),
+                ["locked", _] => timed(&LOCKED_RUNS, || locked_report(n(1))),
+                ["unlocked", _] => timed(&LOCKED_RUNS, || unlocked_report(n(1))),
+                ["die_holding_lock", _] => die_holding_lock(n(1)),
                 ["other_type", _] => timed(&SHARED_RUNS, || other_type(n(1))),
                 ["short", _] => timed(&SHARED_RUNS, || short(n(1))),
                 ["capped", _] => timed(&SHARED_RUNS, || capped(n(1))),
@@ -383,8 +416,18 @@ impl Node {
     }
 
     fn send(&mut self, line: &str) -> String {
+        self.post(line);
+        self.reply(line)
+    }
+
+    /// Sends `line` without waiting for the answer ([`Node::reply`]).
+    fn post(&mut self, line: &str) {
         writeln!(self.stdin, "{line}").expect("node stdin");
         self.stdin.flush().unwrap();
+    }
+
+    /// The answer to the line sent last.
+    fn reply(&mut self, line: &str) -> String {
         let reply = self
             .lines
             .recv_timeout(Duration::from_secs(20))
@@ -395,6 +438,10 @@ impl Node {
 
     fn call(&mut self, line: &str) -> Call {
         let reply = self.send(line);
+        self.parse_call(&reply)
+    }
+
+    fn parse_call(&self, reply: &str) -> Call {
         let rest = reply
             .strip_prefix("ok ")
             .unwrap_or_else(|| panic!("node {}: unexpected reply {reply:?}", self.name));
@@ -908,6 +955,77 @@ fn negative_results_are_cached_in_both_tiers_for_none_timeout_and_timeouts_are_j
     server.assert_no_keys_command();
 }
 
+/// Sends `line` to every node at once; their answers, in node order.
+fn call_all(nodes: &mut [Node], line: &str) -> Vec<Call> {
+    for n in nodes.iter_mut() {
+        n.post(line);
+    }
+    nodes
+        .iter_mut()
+        .map(|n| {
+            let reply = n.reply(line);
+            n.parse_call(&reply)
+        })
+        .collect()
+}
+
+fn with_the_lock_four_processes_missing_one_key_run_the_function_about_once() {
+    let server = RedisServer::start();
+    let db = temp_db("lock");
+    let mut nodes: Vec<Node> = ["A", "B", "C", "D"]
+        .into_iter()
+        .map(|name| Node::spawn(name, &server.url(), &db, &[]))
+        .collect();
+    let mut locked = Vec::new();
+    let mut unlocked = Vec::new();
+    for run in 0..20 {
+        let calls = call_all(&mut nodes, &format!("locked {run}"));
+        assert!(calls.iter().all(|c| c.value == format!("\"report {run}\"")));
+        locked.push(calls.iter().map(|c| c.runs).sum::<u64>());
+        let calls = call_all(&mut nodes, &format!("unlocked {run}"));
+        unlocked.push(calls.iter().map(|c| c.runs).sum::<u64>());
+    }
+    let histogram = |runs: &[u64]| {
+        let mut h = std::collections::BTreeMap::new();
+        for r in runs {
+            *h.entry(*r).or_insert(0) += 1;
+        }
+        h
+    };
+    println!(
+        "    origin calls per cold key over 4 processes, 20 runs (calls: runs): with lock {:?}, without {:?}",
+        histogram(&locked),
+        histogram(&unlocked)
+    );
+    assert!(
+        locked.iter().all(|n| (1..=2).contains(n)),
+        "with the lock at most 2 origin calls in total: {locked:?}"
+    );
+    let waits: u64 = nodes
+        .iter_mut()
+        .map(|n| n.stat("locked", "lock_waits"))
+        .sum();
+    assert!(
+        waits >= 20,
+        "processes waited for the lock holder's value: {waits}"
+    );
+
+    // A holder that dies releases by expiry: the others compute after
+    // the lock's life (800 ms), not never.
+    nodes[0].post("die_holding_lock 500");
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let c = nodes[1].call("locked 500");
+    assert_eq!(c.value, "\"report 500\"");
+    assert_eq!(c.runs, 1, "B computed once the dead holder's lock expired");
+    assert!(
+        started.elapsed() < Duration::from_millis(2_000),
+        "waited {:?}: about the lock's life, bounded by twice it",
+        started.elapsed()
+    );
+    server.assert_no_keys_command();
+}
+
 fn main() {
     if std::env::var_os("LAYERCACHE_NODE").is_some() {
         node::run();
@@ -945,6 +1063,10 @@ fn main() {
         (
             "values_over_the_size_limit_stay_in_process_and_are_counted",
             values_over_the_size_limit_stay_in_process_and_are_counted,
+        ),
+        (
+            "with_the_lock_four_processes_missing_one_key_run_the_function_about_once",
+            with_the_lock_four_processes_missing_one_key_run_the_function_about_once,
         ),
         (
             "negative_results_are_cached_in_both_tiers_for_none_timeout_and_timeouts_are_jittered",

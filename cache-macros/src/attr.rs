@@ -29,6 +29,10 @@ pub struct CachedArgs {
     /// `none_timeout = 30` (seconds) or `none_timeout_ms`: life of a
     /// cached `None`, in milliseconds.
     pub none_timeout_ms: Option<(u64, Span)>,
+    /// `lock = true`: distributed single-flight through the shared tier.
+    pub lock: Option<(bool, Span)>,
+    /// `lock_timeout` (seconds) or `lock_timeout_ms`: the lock's life, in ms.
+    pub lock_timeout_ms: Option<(u64, Span)>,
 }
 
 /// Which tiers a function uses.
@@ -54,6 +58,9 @@ const OPTIONS: &[&str] = &[
     "cache_none",
     "none_timeout",
     "none_timeout_ms",
+    "lock",
+    "lock_timeout",
+    "lock_timeout_ms",
 ];
 
 /// Names other caching libraries use for our options.
@@ -102,6 +109,11 @@ const ALIASES: &[(&str, &str)] = &[
     ("negative_timeout", "none_timeout"),
     ("negative_ttl", "none_timeout"),
     ("none_ttl_ms", "none_timeout_ms"),
+    ("distributed_lock", "lock"),
+    ("sync_lock", "lock"),
+    ("locked", "lock"),
+    ("lock_ttl", "lock_timeout"),
+    ("lock_ttl_ms", "lock_timeout_ms"),
 ];
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -402,6 +414,41 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
                 let n = if ms { n } else { n.saturating_mul(1000) };
                 args.none_timeout_ms = Some((n, lit.span()));
             }
+            "lock" => {
+                let b = match value {
+                    Some(v) => bool_value(v, "lock")?,
+                    None => true,
+                };
+                args.lock = Some((b, path.span()));
+            }
+            "lock_timeout" | "lock_timeout_ms" => {
+                let ms = name == "lock_timeout_ms";
+                let example = if ms {
+                    "lock_timeout_ms = 2000"
+                } else {
+                    "lock_timeout = 10"
+                };
+                let lit = int_value(
+                    need(example)?,
+                    "how long a lock outlives a holder that died",
+                    example,
+                )?;
+                let n: u64 = lit.base10_parse()?;
+                if n == 0 {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        format!("`{name}` must be at least 1: it should exceed the function's longest run"),
+                    ));
+                }
+                if args.lock_timeout_ms.is_some() {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "use either `lock_timeout` (seconds) or `lock_timeout_ms`, not both",
+                    ));
+                }
+                let n = if ms { n } else { n.saturating_mul(1000) };
+                args.lock_timeout_ms = Some((n, lit.span()));
+            }
             "in_impl" => {
                 args.in_impl = match value {
                     Some(v) => bool_value(v, "in_impl")?,
@@ -415,6 +462,18 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
         return Err(syn::Error::new(
             span,
             "use either `timeout` (seconds) or `timeout_ms`, not both",
+        ));
+    }
+    if let (None | Some((false, _)), Some((_, span))) = (args.lock, args.lock_timeout_ms) {
+        return Err(syn::Error::new(
+            span,
+            "`lock_timeout` is the life of the shared lock; it needs `lock = true`",
+        ));
+    }
+    if let (Some(Tier::Local), Some((true, span))) = (args.tier, args.lock) {
+        return Err(syn::Error::new(
+            span,
+            "`lock` coordinates processes through the shared tier; it cannot be used with `tier = \"local\"` (single-flight within a process is always on)",
         ));
     }
     if let (None | Some((false, _)), Some((_, span))) = (args.cache_none, args.none_timeout_ms) {

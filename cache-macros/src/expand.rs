@@ -11,6 +11,10 @@ use crate::sig::{analyze, mentions_self_type};
 use crate::target::{entry_ident, fn_ident};
 use crate::template::Template;
 
+/// The life of a `lock = true` lock without `lock_timeout`: longer than
+/// most origins run, short enough that a dead holder stalls others briefly.
+const DEFAULT_LOCK_TIMEOUT_MS: u64 = 5_000;
+
 pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let opts = parse_cached_args(args)?;
     let func: ItemFn = syn::parse2(item).map_err(|e| {
@@ -168,6 +172,14 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         None => quote!(::core::option::Option::None),
     };
 
+    let lock = match (opts.lock, opts.lock_timeout_ms) {
+        (Some((true, span)), ms) => {
+            let ms = ms.map_or(DEFAULT_LOCK_TIMEOUT_MS, |(ms, _)| ms);
+            quote_spanned!(span=> ::core::option::Option::Some(::layercache::__private::Duration::from_millis(#ms)))
+        }
+        _ => quote!(::core::option::Option::None),
+    };
+
     let fn_companion = fn_ident(name);
     let entry_companion = entry_ident(name);
     let cache_call = if in_impl {
@@ -231,6 +243,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     local_timeout: #local_timeout,
                     jitter: #jitter,
                     none_timeout: #none_timeout,
+                    lock: #lock,
                 }
             })
         }

@@ -53,6 +53,7 @@ fn store() -> &'static FnCache<String, AnyValue> {
             local_timeout: None,
             jitter: Some(0.0),
             none_timeout: None,
+            lock: None,
         }))
     })
 }

@@ -33,6 +33,7 @@ struct Stripe {
     origin_panics: AtomicU64,
     invalidations: AtomicU64,
     coalesced: AtomicU64,
+    lock_waits: AtomicU64,
 }
 
 thread_local! {
@@ -115,6 +116,7 @@ impl FnMetrics {
         record_origin_panic => origin_panics,
         record_shared_hit => shared_hits,
         record_coalesced => coalesced,
+        record_lock_wait => lock_waits,
     }
 
     /// `n` entries dropped by invalidation.
@@ -150,6 +152,7 @@ impl FnMetrics {
             local_hits,
             shared_hits,
             coalesced,
+            lock_waits: self.sum(|s| &s.lock_waits),
             expired: self.sum(|s| &s.expired),
             not_cached: self.sum(|s| &s.not_cached),
             origin_panics: self.sum(|s| &s.origin_panics),
@@ -297,6 +300,9 @@ pub struct FunctionStats {
     /// computing the same key, and took its value instead of running the
     /// function (single-flight). Counted in `hits`.
     pub coalesced: u64,
+    /// Shared hits that came after waiting for another process holding the
+    /// key's lock (`lock = true`); also counted in `shared_hits`.
+    pub lock_waits: u64,
     /// Lookups that found an entry past its expiry (each is also a miss).
     pub expired: u64,
     /// Results not stored: `Err`, `None`, or stored while an invalidation raced them.
@@ -336,7 +342,7 @@ impl FunctionStats {
 
 impl Serialize for FunctionStats {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("FunctionStats", 16)?;
+        let mut s = serializer.serialize_struct("FunctionStats", 17)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("hits", &self.hits)?;
         s.serialize_field("misses", &self.misses)?;
@@ -344,6 +350,7 @@ impl Serialize for FunctionStats {
         s.serialize_field("local_hits", &self.local_hits)?;
         s.serialize_field("shared_hits", &self.shared_hits)?;
         s.serialize_field("coalesced", &self.coalesced)?;
+        s.serialize_field("lock_waits", &self.lock_waits)?;
         s.serialize_field("expired", &self.expired)?;
         s.serialize_field("not_cached", &self.not_cached)?;
         s.serialize_field("origin_panics", &self.origin_panics)?;

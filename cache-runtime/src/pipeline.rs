@@ -81,6 +81,10 @@ pub struct FnSpec<K> {
     /// Life of a cached negative result (`none_timeout`, with
     /// `cache_none = true`); `None` for the function's timeout.
     pub none_timeout: Option<Duration>,
+    /// Distributed single-flight (`lock = true`): after a shared miss, a
+    /// process computes only while it holds the key's lock in the shared
+    /// tier, which expires after this long if its holder dies.
+    pub lock: Option<Duration>,
 }
 
 /// The bounds every local key satisfies: the exact (owned) arguments.
@@ -106,6 +110,8 @@ pub struct FnCache<K, V> {
     jitter: f64,
     /// Timeout of negative results (`none_timeout`); `None` for `ttl`.
     none_ttl: Option<Duration>,
+    /// The shared lock's life (`lock = true`), when there is a shared tier.
+    lock: Option<Duration>,
     enabled: bool,
     /// Whether the local tier is used (`false` for `tier = "shared"`).
     local: bool,
@@ -275,6 +281,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 .filter(|j| j.is_finite() && (0.0..1.0).contains(j))
                 .unwrap_or(config.ttl_jitter()),
             none_ttl: spec.none_timeout,
+            lock: spec.lock.filter(|_| shared.is_some()),
             enabled,
             local,
             shared,
@@ -1315,11 +1322,68 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         generation: Guard,
     ) -> Result<V, (K, SharedMiss)> {
         match found {
-            Ok((v, remaining, tag)) => {
-                self.backfill(key, || v.clone(), remaining, generation, tag);
-                Ok(v)
-            }
+            Ok(hit) => Ok(self.settle_hit(key, hit, generation)),
             Err(miss) => Err((key, miss)),
+        }
+    }
+
+    /// A shared hit: keep it locally for the rest of its life.
+    fn settle_hit(
+        &self,
+        key: K,
+        (v, remaining, tag): (V, Option<Duration>, u64),
+        generation: Guard,
+    ) -> V {
+        self.backfill(key, || v.clone(), remaining, generation, tag);
+        v
+    }
+
+    /// Distributed single-flight (`lock = true`), after a shared miss:
+    /// take the key's lock in the shared tier and compute, or wait for
+    /// the process holding it to store the value. A holder that dies
+    /// releases by the lock's expiry; a shared tier that fails lets the
+    /// caller compute (fail-open), as does a wait longer than twice the
+    /// lock's life.
+    async fn lock_or_wait(&self, sf: &SharedFn, key: &K, sk: &SharedKey) -> Locked<V>
+    where
+        V: CacheValue,
+    {
+        let Some(ttl) = self.lock else {
+            return Locked::Proceed;
+        };
+        static TOKENS: AtomicU64 = AtomicU64::new(0);
+        let lock_key = format!("{}lock:{}", shared::RESERVED_PREFIX, sk.full);
+        let token = format!("{}:{}", sf.tier.instance(), TOKENS.fetch_add(1, SeqCst));
+        let m = &self.metrics.shared;
+        let started = self.clock.now();
+        let mut backoff = LOCK_POLL_FIRST;
+        loop {
+            match sf.tier.try_lock(m, &lock_key, &token, ttl).await {
+                Ok(true) => {
+                    return Locked::Held {
+                        key: lock_key,
+                        token,
+                    }
+                }
+                Ok(false) => {}
+                Err(_) => return Locked::Proceed,
+            }
+            if self.clock.now().nanos_since(started) > 2 * ttl.as_nanos() as u64 {
+                tracing::warn!(name = self.name(), key = %sk.full, "layercache: gave up waiting for another process's computation; computing here");
+                return Locked::Proceed;
+            }
+            // Another process computes: wait for its value.
+            sf.tier.pause(backoff).await;
+            backoff = (backoff * 2).min(LOCK_POLL_MAX);
+            match self.shared_get::<V>(sf, self.rendered(key)).await {
+                Ok(found) => {
+                    self.metrics.record_lock_wait();
+                    return Locked::Found(found);
+                }
+                // The tier failed: compute rather than wait on it.
+                Err(SharedMiss { key: None, .. }) => return Locked::Proceed,
+                Err(_) => {}
+            }
         }
     }
 
@@ -1418,11 +1482,21 @@ where
         Flight::Alone => None,
     };
     let mut miss = SharedMiss::default();
+    let mut held = None;
     if let (Some(sf), Some(rendered)) = (&cache.shared, rendered) {
         let found = shared::block_on(cache.shared_get::<M::Value>(sf, rendered));
         match cache.settle(key, found, generation) {
             Ok(v) => return M::from_cached(land(leader, v)),
             Err((k, m)) => (key, miss) = (k, m),
+        }
+        if let Some(sk) = &miss.key {
+            match shared::block_on(cache.lock_or_wait(sf, &key, sk)) {
+                Locked::Held { key, token } => held = Some((key, token)),
+                Locked::Found(hit) => {
+                    return M::from_cached(land(leader, cache.settle_hit(key, hit, generation)))
+                }
+                Locked::Proceed => {}
+            }
         }
     }
     cache.metrics.record_miss();
@@ -1430,7 +1504,12 @@ where
     let r = origin();
     let stored = computation.finish::<M, R>(key, &r, miss.tag);
     if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
-        shared::block_on(cache.write_shared(sf, sk, stored, generation));
+        shared::block_on(async {
+            cache.write_shared(sf, sk, stored, generation).await;
+            if let Some((key, token)) = &held {
+                sf.tier.unlock(key, token).await;
+            }
+        });
     }
     cache.land_computed(leader, stored, generation);
     r
@@ -1461,11 +1540,21 @@ where
         Flight::Alone => None,
     };
     let mut miss = SharedMiss::default();
+    let mut held = None;
     if let (Some(sf), Some(rendered)) = (&cache.shared, rendered) {
         let found = cache.shared_get::<M::Value>(sf, rendered).await;
         match cache.settle(key, found, generation) {
             Ok(v) => return M::from_cached(land(leader, v)),
             Err((k, m)) => (key, miss) = (k, m),
+        }
+        if let Some(sk) = &miss.key {
+            match cache.lock_or_wait(sf, &key, sk).await {
+                Locked::Held { key, token } => held = Some((key, token)),
+                Locked::Found(hit) => {
+                    return M::from_cached(land(leader, cache.settle_hit(key, hit, generation)))
+                }
+                Locked::Proceed => {}
+            }
         }
     }
     cache.metrics.record_miss();
@@ -1474,9 +1563,28 @@ where
     let stored = computation.finish::<M, R>(key, &r, miss.tag);
     if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
         cache.write_shared(sf, sk, stored, generation).await;
+        if let Some((key, token)) = &held {
+            sf.tier.unlock(key, token).await;
+        }
     }
     cache.land_computed(leader, stored, generation);
     r
+}
+
+/// First and longest pause between polls of the shared tier while another
+/// process holds a key's lock.
+const LOCK_POLL_FIRST: Duration = Duration::from_millis(2);
+const LOCK_POLL_MAX: Duration = Duration::from_millis(50);
+
+/// The distributed lock's outcome after a shared miss.
+enum Locked<V> {
+    /// This process computes; it releases the lock after the write-back.
+    Held { key: String, token: String },
+    /// The holder's value arrived in the shared tier.
+    Found((V, Option<Duration>, u64)),
+    /// Compute without the lock (no lock configured, a failing tier, or a
+    /// holder that never delivered).
+    Proceed,
 }
 
 /// Step 2's outcome for a caller that missed the local tier.
@@ -1578,6 +1686,7 @@ mod tests {
                 local_timeout: None,
                 jitter: None,
                 none_timeout: None,
+                lock: None,
             },
             &config::Config::default(),
         );
@@ -1623,6 +1732,7 @@ mod tests {
             local_timeout: None,
             jitter,
             none_timeout: Some(Duration::from_secs(5)),
+            lock: None,
         };
         let spread: FnCache<u64, u64> = FnCache::with_config(spec(None), &config);
         let ttls: Vec<f64> = (0..2000)

@@ -170,6 +170,28 @@ pub trait SharedStore: Send + Sync + 'static {
     /// operation: called when operations keep timing out on a connection
     /// that is up but no longer answers.
     fn reset(&self) {}
+    /// Takes the lock `key` for `ttl` unless someone holds it, marking it
+    /// with `token`; `true` when taken. Stores without locks always answer
+    /// `true` (every process computes, as without `lock = true`).
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, SharedError>> {
+        let _ = (key, token, ttl);
+        Box::pin(async { Ok(true) })
+    }
+    /// Releases the lock `key` if it still holds `token` (a lock that
+    /// expired and was taken by another process is left alone).
+    fn unlock<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), SharedError>> {
+        let _ = (key, token);
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Keys and channels layercache keeps for itself (function versions, the
@@ -578,6 +600,48 @@ impl Tier {
     /// The tier's per-operation timeout.
     pub(crate) fn timeout(&self) -> Duration {
         self.settings.timeout
+    }
+
+    /// Waits `d` on a timer that exists wherever the caller runs: the
+    /// caller's runtime when it has timers, else the I/O runtime's.
+    pub(crate) async fn pause(&self, d: Duration) {
+        if caller_runtime().is_some() {
+            tokio::time::sleep(d).await;
+        } else {
+            let sleep = {
+                let _guard = self.runtime.enter();
+                tokio::time::sleep(d)
+            };
+            InRuntime {
+                handle: &self.runtime,
+                fut: Box::pin(sleep),
+            }
+            .await
+        }
+    }
+
+    /// Takes the lock `key` for `ttl` (see [`SharedStore::try_lock`]).
+    pub(crate) async fn try_lock(
+        &self,
+        metrics: &SharedMetrics,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, SharedError> {
+        self.call(Some(metrics), self.timeout(), |s| {
+            s.try_lock(key, token, ttl)
+        })
+        .await
+    }
+
+    /// Releases the lock `key` if it still holds `token`.
+    pub(crate) async fn unlock(&self, key: &str, token: &str) {
+        if let Err(err) = self
+            .call(None, self.timeout(), |s| s.unlock(key, token))
+            .await
+        {
+            tracing::debug!(%err, key, "layercache: could not release a lock; it expires by itself");
+        }
     }
 
     /// Publishes `notice` (best effort, bounded by the timeout).

@@ -117,6 +117,10 @@ thread_local! {
     static HOT: std::cell::RefCell<Option<Hot>> = const { std::cell::RefCell::new(None) };
 }
 
+/// Deletes `KEYS[1]` only while it still holds the caller's token `ARGV[1]`.
+const UNLOCK_SCRIPT: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
 /// Keys `SCAN` returns per round trip during prefix invalidation.
 const SCAN_COUNT: usize = 500;
 
@@ -451,6 +455,47 @@ impl SharedStore for RedisStore {
                 .await
                 .map_err(to_shared)?;
             Ok(v)
+        })
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, SharedError>> {
+        let mut conn = self.conn();
+        Box::pin(async move {
+            let taken: Option<String> = redis::cmd("SET")
+                .arg(key)
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl.as_millis().clamp(1, i64::MAX as u128) as u64)
+                .query_async(&mut conn)
+                .await
+                .map_err(to_shared)?;
+            Ok(taken.is_some())
+        })
+    }
+
+    fn unlock<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), SharedError>> {
+        let mut conn = self.conn();
+        Box::pin(async move {
+            // Compare and delete in one step: never release another holder's lock.
+            redis::cmd("EVAL")
+                .arg(UNLOCK_SCRIPT)
+                .arg(1)
+                .arg(key)
+                .arg(token)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map(drop)
+                .map_err(to_shared)
         })
     }
 
