@@ -111,6 +111,20 @@ mod node {
         std::process::exit(0);
     }
 
+    pub static QUOTES_FAIL: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
+    /// Fail-safe: an error within 5 s of expiry gets the stale value.
+    #[cached(timeout_ms = 200, key_prefix = "quote", stale_if_error = 5)]
+    pub fn quote(id: u64) -> Result<String, String> {
+        FIND_RUNS.fetch_add(1, SeqCst);
+        if QUOTES_FAIL.load(SeqCst) {
+            Err("quote service down".into())
+        } else {
+            Ok(format!("quote {id}"))
+        }
+    }
+
     /// No local tier: every call asks Redis.
     #[cached(timeout = 300, key_prefix = "shared_only", tier = "shared")]
     pub fn shared_only(id: u64) -> (u64, String) {
@@ -179,7 +193,7 @@ mod node {
         };
         let tier = stats.shared_tier.clone().unwrap_or_default();
         format!(
-            "stats smisses={} encode={} local={} shared={} misses={} corrupt={} timeouts={} connection={} skipped={} oversize={} writes={} bytes={} notices={} resubscriptions={} breaker_opens={} lock_waits={}",
+            "stats smisses={} encode={} local={} shared={} misses={} corrupt={} timeouts={} connection={} skipped={} oversize={} writes={} bytes={} notices={} resubscriptions={} breaker_opens={} lock_waits={} stale_hits={}",
             f.shared.misses,
             f.shared.encode_errors,
             f.local_hits,
@@ -196,6 +210,7 @@ mod node {
             tier.resubscriptions,
             tier.breaker_opens,
             f.lock_waits,
+            f.stale_hits,
         )
     }
 
@@ -278,6 +293,11 @@ mod node {
                 }
                 ["shared_only", _] => timed(&SHARED_RUNS, || shared_only(n(1))),
                 ["find", _] => timed(&FIND_RUNS, || find_user(n(1))),
+                ["quote", _] => timed(&FIND_RUNS, || quote(n(1))),
+                ["quotes_fail", on] => {
+                    QUOTES_FAIL.store(*on == "on", SeqCst);
+                    "ok".to_string()
+                }
                 ["locked", _] => timed(&LOCKED_RUNS, || locked_report(n(1))),
                 ["unlocked", _] => timed(&LOCKED_RUNS, || unlocked_report(n(1))),
                 ["die_holding_lock", _] => die_holding_lock(n(1)),
@@ -955,6 +975,30 @@ fn negative_results_are_cached_in_both_tiers_for_none_timeout_and_timeouts_are_j
     server.assert_no_keys_command();
 }
 
+fn a_failing_process_serves_another_process_s_expired_value_within_stale_if_error() {
+    let server = RedisServer::start();
+    let db = temp_db("stale");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    let mut b = Node::spawn("B", &server.url(), &db, &[]);
+    assert_eq!(a.call("quote 1").value, "Ok(\"quote 1\")");
+    std::thread::sleep(Duration::from_millis(300)); // past the 200 ms timeout
+    b.send("quotes_fail on");
+    let c = b.call("quote 1");
+    assert_eq!(
+        (c.value.as_str(), c.runs),
+        ("Ok(\"quote 1\")", 1),
+        "B's call failed and got A's expired value from Redis"
+    );
+    assert_eq!(b.stat("quote", "stale_hits"), 1);
+    let c = b.call("quote 2");
+    assert_eq!(
+        c.value, "Err(\"quote service down\")",
+        "nothing stale to serve"
+    );
+    b.send("quotes_fail off");
+    server.assert_no_keys_command();
+}
+
 /// Sends `line` to every node at once; their answers, in node order.
 fn call_all(nodes: &mut [Node], line: &str) -> Vec<Call> {
     for n in nodes.iter_mut() {
@@ -1063,6 +1107,10 @@ fn main() {
         (
             "values_over_the_size_limit_stay_in_process_and_are_counted",
             values_over_the_size_limit_stay_in_process_and_are_counted,
+        ),
+        (
+            "a_failing_process_serves_another_process_s_expired_value_within_stale_if_error",
+            a_failing_process_serves_another_process_s_expired_value_within_stale_if_error,
         ),
         (
             "with_the_lock_four_processes_missing_one_key_run_the_function_about_once",

@@ -151,3 +151,73 @@ fn without_cache_none_a_none_is_not_cached() {
     }
     assert_eq!(PLAIN_FIND_CALLS.load(SeqCst), 10);
 }
+
+// ---------------------------------------------------------------- fail-safe
+
+static PRICE_FAILS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static PRICE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(timeout = 10, stale_if_error = 60)]
+fn price(id: u64) -> Result<u64, String> {
+    PRICE_CALLS.fetch_add(1, SeqCst);
+    if PRICE_FAILS.load(SeqCst) {
+        Err("pricing service down".into())
+    } else {
+        Ok(id * 10)
+    }
+}
+
+#[cached(timeout = 10)]
+fn price_without_fail_safe(id: u64) -> Result<u64, String> {
+    if PRICE_FAILS.load(SeqCst) {
+        Err("pricing service down".into())
+    } else {
+        Ok(id * 10)
+    }
+}
+
+#[test]
+fn an_error_within_stale_if_error_returns_the_expired_value_and_is_counted() {
+    let _lock = CLOCK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mock = clock();
+    PRICE_FAILS.store(false, SeqCst);
+    assert_eq!(price(1), Ok(10));
+    assert_eq!(price_without_fail_safe(1), Ok(10));
+    mock.advance(Duration::from_secs(11)); // both expired
+    PRICE_FAILS.store(true, SeqCst);
+    assert_eq!(price(1), Ok(10), "the stale value stands in for the error");
+    assert_eq!(
+        price_without_fail_safe(1),
+        Err("pricing service down".into()),
+        "without stale_if_error the error reaches the caller"
+    );
+    let calls = PRICE_CALLS.load(SeqCst);
+    assert_eq!(price(1), Ok(10), "still failing, still stale");
+    assert_eq!(
+        PRICE_CALLS.load(SeqCst),
+        calls + 1,
+        "the function is asked every time"
+    );
+    let s = fn_cache!(price).stats();
+    assert_eq!(s.stale_hits, 2, "{s:?}");
+    assert_eq!(s.not_cached, 2, "an error is never stored");
+
+    mock.advance(Duration::from_secs(60)); // 71 s after the write: past the window
+    assert_eq!(price(1), Err("pricing service down".into()));
+    assert_eq!(
+        price(2),
+        Err("pricing service down".into()),
+        "nothing stale for a new key"
+    );
+
+    PRICE_FAILS.store(false, SeqCst);
+    assert_eq!(price(1), Ok(10));
+    entry!(price(1)).invalidate();
+    PRICE_FAILS.store(true, SeqCst);
+    assert_eq!(
+        price(1),
+        Err("pricing service down".into()),
+        "an invalidated value is never served stale"
+    );
+    PRICE_FAILS.store(false, SeqCst);
+}

@@ -33,6 +33,8 @@ pub struct CachedArgs {
     pub lock: Option<(bool, Span)>,
     /// `lock_timeout` (seconds) or `lock_timeout_ms`: the lock's life, in ms.
     pub lock_timeout_ms: Option<(u64, Span)>,
+    /// `stale_if_error = 600` (seconds): fail-safe window.
+    pub stale_if_error: Option<(u64, Span)>,
 }
 
 /// Which tiers a function uses.
@@ -61,6 +63,7 @@ const OPTIONS: &[&str] = &[
     "lock",
     "lock_timeout",
     "lock_timeout_ms",
+    "stale_if_error",
 ];
 
 /// Names other caching libraries use for our options.
@@ -114,6 +117,11 @@ const ALIASES: &[(&str, &str)] = &[
     ("locked", "lock"),
     ("lock_ttl", "lock_timeout"),
     ("lock_ttl_ms", "lock_timeout_ms"),
+    ("fail_safe", "stale_if_error"),
+    ("failsafe", "stale_if_error"),
+    ("stale_on_error", "stale_if_error"),
+    ("serve_stale", "stale_if_error"),
+    ("max_stale", "stale_if_error"),
 ];
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -448,6 +456,21 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
                 }
                 let n = if ms { n } else { n.saturating_mul(1000) };
                 args.lock_timeout_ms = Some((n, lit.span()));
+            }
+            "stale_if_error" => {
+                let lit = int_value(
+                    need("stale_if_error = 600")?,
+                    "how long past expiry a value may replace an error, in seconds",
+                    "stale_if_error = 600",
+                )?;
+                let n: u64 = lit.base10_parse()?;
+                if n == 0 {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "`stale_if_error` must be at least 1 (seconds past expiry)",
+                    ));
+                }
+                args.stale_if_error = Some((n, lit.span()));
             }
             "in_impl" => {
                 args.in_impl = match value {

@@ -118,6 +118,14 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         sig_mode = crate::sig::Mode::OptionAll;
     }
     let mode = sig_mode.marker();
+    if let Some((_, span)) = opts.stale_if_error {
+        if sig_mode != crate::sig::Mode::Result {
+            return Err(syn::Error::new(
+                span,
+                "`stale_if_error` serves a stale value in place of an `Err`: the function must return `Result<T, E>`",
+            ));
+        }
+    }
     let value_ty = quote!(::layercache::__private::ValueOf<#mode, #output>);
     let value_check = {
         let span = output.span();
@@ -178,6 +186,13 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             quote_spanned!(span=> ::core::option::Option::Some(::layercache::__private::Duration::from_millis(#ms)))
         }
         _ => quote!(::core::option::Option::None),
+    };
+
+    let stale_if_error = match opts.stale_if_error {
+        Some((secs, span)) => {
+            quote_spanned!(span=> ::core::option::Option::Some(::layercache::__private::Duration::from_secs(#secs)))
+        }
+        None => quote!(::core::option::Option::None),
     };
 
     let fn_companion = fn_ident(name);
@@ -244,6 +259,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     jitter: #jitter,
                     none_timeout: #none_timeout,
                     lock: #lock,
+                    stale_if_error: #stale_if_error,
                 }
             })
         }

@@ -54,6 +54,7 @@ fn store() -> &'static FnCache<String, AnyValue> {
             jitter: Some(0.0),
             none_timeout: None,
             lock: None,
+            stale_if_error: None,
         }))
     })
 }

@@ -34,6 +34,7 @@ struct Stripe {
     invalidations: AtomicU64,
     coalesced: AtomicU64,
     lock_waits: AtomicU64,
+    stale_hits: AtomicU64,
 }
 
 thread_local! {
@@ -117,6 +118,7 @@ impl FnMetrics {
         record_shared_hit => shared_hits,
         record_coalesced => coalesced,
         record_lock_wait => lock_waits,
+        record_stale_hit => stale_hits,
     }
 
     /// `n` entries dropped by invalidation.
@@ -153,6 +155,7 @@ impl FnMetrics {
             shared_hits,
             coalesced,
             lock_waits: self.sum(|s| &s.lock_waits),
+            stale_hits: self.sum(|s| &s.stale_hits),
             expired: self.sum(|s| &s.expired),
             not_cached: self.sum(|s| &s.not_cached),
             origin_panics: self.sum(|s| &s.origin_panics),
@@ -303,6 +306,9 @@ pub struct FunctionStats {
     /// Shared hits that came after waiting for another process holding the
     /// key's lock (`lock = true`); also counted in `shared_hits`.
     pub lock_waits: u64,
+    /// Calls whose function failed (`Err`) and that returned a value past
+    /// its expiry instead (`stale_if_error`); each is also a miss.
+    pub stale_hits: u64,
     /// Lookups that found an entry past its expiry (each is also a miss).
     pub expired: u64,
     /// Results not stored: `Err`, `None`, or stored while an invalidation raced them.
@@ -342,7 +348,7 @@ impl FunctionStats {
 
 impl Serialize for FunctionStats {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("FunctionStats", 17)?;
+        let mut s = serializer.serialize_struct("FunctionStats", 18)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("hits", &self.hits)?;
         s.serialize_field("misses", &self.misses)?;
@@ -351,6 +357,7 @@ impl Serialize for FunctionStats {
         s.serialize_field("shared_hits", &self.shared_hits)?;
         s.serialize_field("coalesced", &self.coalesced)?;
         s.serialize_field("lock_waits", &self.lock_waits)?;
+        s.serialize_field("stale_hits", &self.stale_hits)?;
         s.serialize_field("expired", &self.expired)?;
         s.serialize_field("not_cached", &self.not_cached)?;
         s.serialize_field("origin_panics", &self.origin_panics)?;

@@ -85,6 +85,9 @@ pub struct FnSpec<K> {
     /// process computes only while it holds the key's lock in the shared
     /// tier, which expires after this long if its holder dies.
     pub lock: Option<Duration>,
+    /// Fail-safe (`stale_if_error`): when the function returns `Err`, a
+    /// value that expired less than this long ago is returned instead.
+    pub stale_if_error: Option<Duration>,
 }
 
 /// The bounds every local key satisfies: the exact (owned) arguments.
@@ -112,6 +115,8 @@ pub struct FnCache<K, V> {
     none_ttl: Option<Duration>,
     /// The shared lock's life (`lock = true`), when there is a shared tier.
     lock: Option<Duration>,
+    /// How long past expiry a value may stand in for an `Err`.
+    stale: Option<Duration>,
     enabled: bool,
     /// Whether the local tier is used (`false` for `tier = "shared"`).
     local: bool,
@@ -282,6 +287,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 .unwrap_or(config.ttl_jitter()),
             none_ttl: spec.none_timeout,
             lock: spec.lock.filter(|_| shared.is_some()),
+            stale: spec.stale_if_error,
             enabled,
             local,
             shared,
@@ -806,6 +812,12 @@ pub trait OutputMode<R> {
     fn is_negative(_v: &Self::Value) -> bool {
         false
     }
+    /// Whether `r` is an error, which a stale value may replace
+    /// (`stale_if_error`).
+    #[inline]
+    fn is_error(_r: &R) -> bool {
+        false
+    }
 }
 
 /// Whether a return value counts as success for `#[cache_invalidate]` and
@@ -890,6 +902,10 @@ impl<T: Value, E> OutputMode<Result<T, E>> for OkOnly {
     #[inline]
     fn from_cached(v: T) -> Result<T, E> {
         Ok(v)
+    }
+    #[inline]
+    fn is_error(r: &Result<T, E>) -> bool {
+        r.is_err()
     }
 }
 
@@ -1131,7 +1147,14 @@ impl<K: Key, V: Value> FnCache<K, V> {
         }
         let stored = sf
             .tier
-            .call(Some(m), sf.tier.timeout(), |s| s.set(&sk.full, bytes, ttl))
+            .call(Some(m), sf.tier.timeout(), |s| {
+                // Kept past the envelope's expiry for the fail-safe window.
+                s.set(
+                    &sk.full,
+                    bytes,
+                    ttl.map(|t| t.saturating_add(self.stale.unwrap_or_default())),
+                )
+            })
             .await
             .is_ok();
         if stored {
@@ -1338,6 +1361,54 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         v
     }
 
+    /// Fail-safe: the value of `key` that expired less than the
+    /// `stale_if_error` window ago, locally or in the shared tier (a
+    /// fresh one another process wrote meanwhile is taken too).
+    async fn stale_value(&self, key: &K) -> Option<V>
+    where
+        V: CacheValue,
+    {
+        let window = self.stale?;
+        let now = self.clock.now();
+        if self.local {
+            if let Some(e) = self.store.get(key) {
+                if now < e.expires_at.saturating_add(window) {
+                    return Some(e.value);
+                }
+            }
+        }
+        let sf = self.shared.as_ref()?;
+        let sk = self.shared_key(sf, key).await.ok()?;
+        let bytes = sf
+            .tier
+            .call(Some(&self.metrics.shared), sf.tier.timeout(), |s| {
+                s.get(&sk.full)
+            })
+            .await
+            .ok()??;
+        let (value, meta) = codec::open::<Bincode, V>(&bytes, sk.check).ok()?;
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let now_ms = sf.tier.clock().unix_millis();
+        (meta.expires_at_ms == 0 || now_ms < meta.expires_at_ms.saturating_add(window_ms))
+            .then_some(value)
+    }
+
+    /// Step 4 failed (`Err`): a stale value in its place, if the function
+    /// has `stale_if_error` and one is within the window.
+    async fn fail_safe(&self, key: &K) -> Option<V>
+    where
+        V: CacheValue,
+    {
+        self.stale?;
+        let v = self.stale_value(key).await?;
+        self.metrics.record_stale_hit();
+        tracing::debug!(
+            name = self.name(),
+            "layercache: the function failed; serving a stale value (stale_if_error)"
+        );
+        Some(v)
+    }
+
     /// Distributed single-flight (`lock = true`), after a shared miss:
     /// take the key's lock in the shared tier and compute, or wait for
     /// the process holding it to store the value. A holder that dies
@@ -1416,6 +1487,17 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
 }
 
 impl<K: Key, V: CacheValue> Computation<'_, K, V> {
+    /// Step 5 when a stale value stands in for a failed call: the origin's
+    /// latency is recorded, nothing is stored.
+    fn failed(self) {
+        let cache = self.cache;
+        cache
+            .metrics
+            .origin_latency
+            .record(cache.clock.now().nanos_since(self.started));
+        cache.metrics.record_not_cached();
+    }
+
     /// Step 5: record the origin's latency and write the result back
     /// locally if it is cacheable; returns the value for the shared write.
     fn finish<M: OutputMode<R, Value = V>, R>(
@@ -1502,13 +1584,18 @@ where
     cache.metrics.record_miss();
     let computation = cache.begin(generation);
     let r = origin();
+    if M::is_error(&r) && cache.stale.is_some() {
+        if let Some(v) = shared::block_on(cache.fail_safe(&key)) {
+            computation.failed();
+            release(cache, &held);
+            return M::from_cached(land(leader, v));
+        }
+    }
     let stored = computation.finish::<M, R>(key, &r, miss.tag);
     if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
         shared::block_on(async {
             cache.write_shared(sf, sk, stored, generation).await;
-            if let Some((key, token)) = &held {
-                sf.tier.unlock(key, token).await;
-            }
+            release_async(cache, &held).await;
         });
     }
     cache.land_computed(leader, stored, generation);
@@ -1560,12 +1647,17 @@ where
     cache.metrics.record_miss();
     let computation = cache.begin(generation);
     let r = origin.await;
+    if M::is_error(&r) && cache.stale.is_some() {
+        if let Some(v) = cache.fail_safe(&key).await {
+            computation.failed();
+            release_async(cache, &held).await;
+            return M::from_cached(land(leader, v));
+        }
+    }
     let stored = computation.finish::<M, R>(key, &r, miss.tag);
     if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
         cache.write_shared(sf, sk, stored, generation).await;
-        if let Some((key, token)) = &held {
-            sf.tier.unlock(key, token).await;
-        }
+        release_async(cache, &held).await;
     }
     cache.land_computed(leader, stored, generation);
     r
@@ -1597,6 +1689,19 @@ enum Flight<'a, K: Key, V: Value> {
     Follow(std::sync::Arc<crate::flight::Flight<V>>),
     /// Compute without a flight (caching off, or the flight's own leader).
     Alone,
+}
+
+/// Releases the shared lock, if this call holds one.
+async fn release_async<K: Key, V: Value>(cache: &FnCache<K, V>, held: &Option<(String, String)>) {
+    if let (Some(sf), Some((key, token))) = (&cache.shared, held) {
+        sf.tier.unlock(key, token).await;
+    }
+}
+
+fn release<K: Key, V: Value>(cache: &FnCache<K, V>, held: &Option<(String, String)>) {
+    if held.is_some() {
+        shared::block_on(release_async(cache, held));
+    }
 }
 
 /// Lands a leader (if any) with a value found in the shared tier.
@@ -1687,6 +1792,7 @@ mod tests {
                 jitter: None,
                 none_timeout: None,
                 lock: None,
+                stale_if_error: None,
             },
             &config::Config::default(),
         );
@@ -1733,6 +1839,7 @@ mod tests {
             jitter,
             none_timeout: Some(Duration::from_secs(5)),
             lock: None,
+            stale_if_error: None,
         };
         let spread: FnCache<u64, u64> = FnCache::with_config(spec(None), &config);
         let ttls: Vec<f64> = (0..2000)
