@@ -221,3 +221,121 @@ fn an_error_within_stale_if_error_returns_the_expired_value_and_is_counted() {
     );
     PRICE_FAILS.store(false, SeqCst);
 }
+
+// ---------------------------------------------------------------- conditions
+
+static ADMIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+fn is_admin() -> bool {
+    ADMIN.load(SeqCst)
+}
+
+static DASH_CALLS: AtomicUsize = AtomicUsize::new(0);
+#[cached(timeout = 60, unless = is_admin)]
+fn dashboard(id: u64) -> String {
+    DASH_CALLS.fetch_add(1, SeqCst);
+    format!("dashboard {id} #{}", DASH_CALLS.load(SeqCst))
+}
+
+#[test]
+fn unless_bypasses_the_cache_for_that_call_only() {
+    let first = dashboard(1);
+    assert_eq!(dashboard(1), first, "cached for ordinary users");
+    ADMIN.store(true, SeqCst);
+    let fresh = dashboard(1);
+    assert_ne!(fresh, first, "an admin always sees a fresh page");
+    assert_ne!(dashboard(1), fresh, "and it is not stored");
+    ADMIN.store(false, SeqCst);
+    assert_eq!(
+        dashboard(1),
+        first,
+        "the cached entry is still there for others"
+    );
+    let s = fn_cache!(dashboard).stats();
+    assert_eq!(s.bypassed, 2);
+    assert_eq!(
+        (s.hits, s.misses),
+        (2, 1),
+        "bypassed calls are neither: {s:?}"
+    );
+}
+
+static FLAG_CALLS: AtomicUsize = AtomicUsize::new(0);
+#[cached(timeout = 60, unless = refresh)]
+fn report(id: u64, refresh: bool) -> usize {
+    let _ = id;
+    FLAG_CALLS.fetch_add(1, SeqCst)
+}
+
+static EXPR_CALLS: AtomicUsize = AtomicUsize::new(0);
+#[cached(timeout = 60, unless = id == 0)]
+fn account(id: u64) -> usize {
+    EXPR_CALLS.fetch_add(1, SeqCst)
+}
+
+#[test]
+fn unless_takes_an_argument_flag_or_an_expression_over_the_arguments() {
+    assert_eq!(report(1, false), report(1, false));
+    assert_ne!(
+        report(1, true),
+        report(1, true),
+        "refresh = true skips the cache"
+    );
+    assert_eq!(account(5), account(5));
+    assert_ne!(account(0), account(0), "id 0 is never cached");
+}
+
+#[allow(clippy::ptr_arg)] // `cache_if` takes `&R` of the return type
+fn worth_caching(r: &Vec<u32>) -> bool {
+    !r.is_empty()
+}
+
+static SEARCH_CALLS: AtomicUsize = AtomicUsize::new(0);
+#[cached(timeout = 60, cache_if = worth_caching)]
+fn search(query: &str) -> Vec<u32> {
+    SEARCH_CALLS.fetch_add(1, SeqCst);
+    if query.is_empty() {
+        vec![]
+    } else {
+        vec![query.len() as u32]
+    }
+}
+
+#[test]
+fn cache_if_vetoes_storing_a_result() {
+    search("rust");
+    search("rust");
+    assert_eq!(SEARCH_CALLS.load(SeqCst), 1, "a non-empty result is stored");
+    search("");
+    search("");
+    assert_eq!(SEARCH_CALLS.load(SeqCst), 3, "an empty result is not");
+    assert_eq!(fn_cache!(search).stats().not_cached, 2);
+}
+
+static PAGE_CALLS: AtomicUsize = AtomicUsize::new(0);
+#[cached(
+    timeout = 60,
+    cache_if = |r: &Result<(u16, String), String>| matches!(r, Ok((200, _))),
+    unless = id > 1000
+)]
+async fn page(id: u64) -> Result<(u16, String), String> {
+    PAGE_CALLS.fetch_add(1, SeqCst);
+    if id % 2 == 0 {
+        Ok((200, format!("page {id}")))
+    } else {
+        Ok((404, "not found".into()))
+    }
+}
+
+#[tokio::test]
+async fn conditions_work_on_async_functions_with_a_closure() {
+    page(2).await.unwrap();
+    page(2).await.unwrap();
+    assert_eq!(PAGE_CALLS.load(SeqCst), 1, "a 200 is stored");
+    page(3).await.unwrap();
+    page(3).await.unwrap();
+    assert_eq!(PAGE_CALLS.load(SeqCst), 3, "a 404 is not");
+    page(2000).await.unwrap();
+    page(2000).await.unwrap();
+    assert_eq!(PAGE_CALLS.load(SeqCst), 5, "ids over 1000 bypass the cache");
+    assert_eq!(fn_cache!(page).stats().bypassed, 2);
+}

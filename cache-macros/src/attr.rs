@@ -35,6 +35,11 @@ pub struct CachedArgs {
     pub lock_timeout_ms: Option<(u64, Span)>,
     /// `stale_if_error = 600` (seconds): fail-safe window.
     pub stale_if_error: Option<(u64, Span)>,
+    /// `unless = expr`: when true, the call bypasses the cache.
+    pub unless: Option<Expr>,
+    /// `cache_if = path or closure`: `fn(&R) -> bool` over the result;
+    /// `false` vetoes storing it.
+    pub cache_if: Option<Expr>,
 }
 
 /// Which tiers a function uses.
@@ -64,6 +69,8 @@ const OPTIONS: &[&str] = &[
     "lock_timeout",
     "lock_timeout_ms",
     "stale_if_error",
+    "unless",
+    "cache_if",
 ];
 
 /// Names other caching libraries use for our options.
@@ -122,6 +129,13 @@ const ALIASES: &[(&str, &str)] = &[
     ("stale_on_error", "stale_if_error"),
     ("serve_stale", "stale_if_error"),
     ("max_stale", "stale_if_error"),
+    ("skip_if", "unless"),
+    ("bypass_if", "unless"),
+    ("condition", "cache_if"),
+    ("filter", "cache_if"),
+    ("response_filter", "cache_if"),
+    ("store_if", "cache_if"),
+    ("veto", "cache_if"),
 ];
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -471,6 +485,12 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
                     ));
                 }
                 args.stale_if_error = Some((n, lit.span()));
+            }
+            "unless" => {
+                args.unless = Some(need("unless = is_admin")?.clone());
+            }
+            "cache_if" => {
+                args.cache_if = Some(need("cache_if = worth_caching")?.clone());
             }
             "in_impl" => {
                 args.in_impl = match value {

@@ -205,13 +205,60 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
 
     let cache_var = proc_macro2::Ident::new("__lc_cache", proc_macro2::Span::mixed_site());
     let key_var = proc_macro2::Ident::new("__lc_key", proc_macro2::Span::mixed_site());
-    let call = if fn_sig.asyncness.is_some() {
-        quote! {
-            ::layercache::__private::get_or_compute_async::<#mode, _, #output>(#cache_var, #key_var, async move #block).await
-        }
-    } else {
-        quote! {
-            ::layercache::__private::get_or_compute::<#mode, _, #output>(#cache_var, #key_var, move || -> #output #block)
+    let cache_if = match &opts.cache_if {
+        Some(e) => quote_spanned!(e.span()=> #e),
+        None => quote!(::layercache::__private::always),
+    };
+    let is_async = fn_sig.asyncness.is_some();
+    let origin_var = proc_macro2::Ident::new("__lc_origin", proc_macro2::Span::mixed_site());
+    let bypass_var = proc_macro2::Ident::new("__lc_bypass", proc_macro2::Span::mixed_site());
+    let body = match &opts.unless {
+        None if is_async => quote! {
+            let #cache_var = #cache_call;
+            let #key_var = #key_expr;
+            ::layercache::__private::get_or_compute_async::<#mode, _, #output>(#cache_var, #key_var, #cache_if, async move #block).await
+        },
+        None => quote! {
+            let #cache_var = #cache_call;
+            let #key_var = #key_expr;
+            ::layercache::__private::get_or_compute::<#mode, _, #output>(#cache_var, #key_var, #cache_if, move || -> #output #block)
+        },
+        Some(cond) => {
+            // An argument named alone is a flag; another path is a function
+            // to call; anything else is a `bool` expression.
+            let cond = match cond {
+                syn::Expr::Path(p)
+                    if p.path
+                        .get_ident()
+                        .is_none_or(|i| !arg_names.contains(&i.to_string())) =>
+                {
+                    quote_spanned!(cond.span()=> (#cond)())
+                }
+                _ => quote_spanned!(cond.span()=> #cond),
+            };
+            let (origin, run, bypass) = if is_async {
+                (
+                    quote!(async move #block),
+                    quote!(::layercache::__private::get_or_compute_async::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #origin_var).await),
+                    quote!(::layercache::__private::bypass_async(#cache_var, #origin_var).await),
+                )
+            } else {
+                (
+                    quote!(move || -> #output #block),
+                    quote!(::layercache::__private::get_or_compute::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #origin_var)),
+                    quote!(::layercache::__private::bypass(#cache_var, #origin_var)),
+                )
+            };
+            quote! {
+                let #bypass_var: bool = #cond;
+                let #cache_var = #cache_call;
+                let #key_var = #key_expr;
+                let #origin_var = #origin;
+                if #bypass_var {
+                    return #bypass;
+                }
+                #run
+            }
         }
     };
 
@@ -234,9 +281,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     Ok(quote! {
         #(#attrs)*
         #vis #fn_sig {
-            let #cache_var = #cache_call;
-            let #key_var = #key_expr;
-            #call
+            #body
         }
 
         #[doc(hidden)]

@@ -56,8 +56,8 @@ pub mod __private {
     };
     pub use crate::key::{render_hashed, render_template, KeyBuilder};
     pub use crate::pipeline::{
-        get_or_compute, get_or_compute_async, CallEntry, FnCache, FnSpec, OkOnly, OutputMode,
-        Plain, SomeOnly, SomeOrNone, Succeeds, TierChoice, Timeout,
+        always, bypass, bypass_async, get_or_compute, get_or_compute_async, CallEntry, FnCache,
+        FnSpec, OkOnly, OutputMode, Plain, SomeOnly, SomeOrNone, Succeeds, TierChoice, Timeout,
     };
     pub use std::time::Duration;
 

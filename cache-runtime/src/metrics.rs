@@ -35,6 +35,7 @@ struct Stripe {
     coalesced: AtomicU64,
     lock_waits: AtomicU64,
     stale_hits: AtomicU64,
+    bypassed: AtomicU64,
 }
 
 thread_local! {
@@ -119,6 +120,7 @@ impl FnMetrics {
         record_coalesced => coalesced,
         record_lock_wait => lock_waits,
         record_stale_hit => stale_hits,
+        record_bypass => bypassed,
     }
 
     /// `n` entries dropped by invalidation.
@@ -156,6 +158,7 @@ impl FnMetrics {
             coalesced,
             lock_waits: self.sum(|s| &s.lock_waits),
             stale_hits: self.sum(|s| &s.stale_hits),
+            bypassed: self.sum(|s| &s.bypassed),
             expired: self.sum(|s| &s.expired),
             not_cached: self.sum(|s| &s.not_cached),
             origin_panics: self.sum(|s| &s.origin_panics),
@@ -309,6 +312,9 @@ pub struct FunctionStats {
     /// Calls whose function failed (`Err`) and that returned a value past
     /// its expiry instead (`stale_if_error`); each is also a miss.
     pub stale_hits: u64,
+    /// Calls that skipped the cache because their `unless` held (neither
+    /// hits nor misses).
+    pub bypassed: u64,
     /// Lookups that found an entry past its expiry (each is also a miss).
     pub expired: u64,
     /// Results not stored: `Err`, `None`, or stored while an invalidation raced them.
@@ -348,7 +354,7 @@ impl FunctionStats {
 
 impl Serialize for FunctionStats {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("FunctionStats", 18)?;
+        let mut s = serializer.serialize_struct("FunctionStats", 19)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("hits", &self.hits)?;
         s.serialize_field("misses", &self.misses)?;
@@ -358,6 +364,7 @@ impl Serialize for FunctionStats {
         s.serialize_field("coalesced", &self.coalesced)?;
         s.serialize_field("lock_waits", &self.lock_waits)?;
         s.serialize_field("stale_hits", &self.stale_hits)?;
+        s.serialize_field("bypassed", &self.bypassed)?;
         s.serialize_field("expired", &self.expired)?;
         s.serialize_field("not_cached", &self.not_cached)?;
         s.serialize_field("origin_panics", &self.origin_panics)?;

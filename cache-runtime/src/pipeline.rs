@@ -1504,6 +1504,7 @@ impl<K: Key, V: CacheValue> Computation<'_, K, V> {
         self,
         key: K,
         r: &R,
+        cache_if: fn(&R) -> bool,
         tag: u64,
     ) -> Option<(&V, Option<Duration>)> {
         let cache = self.cache;
@@ -1511,7 +1512,8 @@ impl<K: Key, V: CacheValue> Computation<'_, K, V> {
             .metrics
             .origin_latency
             .record(cache.clock.now().nanos_since(self.started));
-        match M::cacheable(r) {
+        // `cache_if` vetoes storing a result (the guide's response filter).
+        match M::cacheable(r).filter(|_| cache_if(r)) {
             Some(v) => {
                 let ttl = cache.entry_ttl(M::is_negative(v));
                 let local_ttl = min_ttl(ttl, cache.local_cap);
@@ -1533,6 +1535,7 @@ impl<K: Key, V: CacheValue> Computation<'_, K, V> {
 pub fn get_or_compute<M, K, R>(
     cache: &FnCache<K, M::Value>,
     key: K,
+    cache_if: fn(&R) -> bool,
     origin: impl FnOnce() -> R,
 ) -> R
 where
@@ -1543,11 +1546,16 @@ where
     if let Some(v) = cache.local_get(&key, Some) {
         return M::from_cached(v);
     }
-    compute::<M, K, R>(cache, key, origin)
+    compute::<M, K, R>(cache, key, cache_if, origin)
 }
 
 #[inline(never)]
-fn compute<M, K, R>(cache: &FnCache<K, M::Value>, mut key: K, origin: impl FnOnce() -> R) -> R
+fn compute<M, K, R>(
+    cache: &FnCache<K, M::Value>,
+    mut key: K,
+    cache_if: fn(&R) -> bool,
+    origin: impl FnOnce() -> R,
+) -> R
 where
     M: OutputMode<R>,
     M::Value: CacheValue,
@@ -1591,7 +1599,7 @@ where
             return M::from_cached(land(leader, v));
         }
     }
-    let stored = computation.finish::<M, R>(key, &r, miss.tag);
+    let stored = computation.finish::<M, R>(key, &r, cache_if, miss.tag);
     if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
         shared::block_on(async {
             cache.write_shared(sf, sk, stored, generation).await;
@@ -1606,6 +1614,7 @@ where
 pub async fn get_or_compute_async<M, K, R>(
     cache: &FnCache<K, M::Value>,
     mut key: K,
+    cache_if: fn(&R) -> bool,
     origin: impl std::future::Future<Output = R>,
 ) -> R
 where
@@ -1654,7 +1663,7 @@ where
             return M::from_cached(land(leader, v));
         }
     }
-    let stored = computation.finish::<M, R>(key, &r, miss.tag);
+    let stored = computation.finish::<M, R>(key, &r, cache_if, miss.tag);
     if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
         cache.write_shared(sf, sk, stored, generation).await;
         release_async(cache, &held).await;
@@ -1689,6 +1698,27 @@ enum Flight<'a, K: Key, V: Value> {
     Follow(std::sync::Arc<crate::flight::Flight<V>>),
     /// Compute without a flight (caching off, or the flight's own leader).
     Alone,
+}
+
+/// The `cache_if` of a function without one: every cacheable result is stored.
+#[inline(always)]
+pub fn always<R>(_: &R) -> bool {
+    true
+}
+
+/// `unless = ...` held: the call bypasses the cache (counted) and runs the function.
+pub fn bypass<K: Key, V: Value, R>(cache: &FnCache<K, V>, origin: impl FnOnce() -> R) -> R {
+    cache.metrics.record_bypass();
+    origin()
+}
+
+/// [`bypass`] for an `async fn`.
+pub async fn bypass_async<K: Key, V: Value, R>(
+    cache: &FnCache<K, V>,
+    origin: impl std::future::Future<Output = R>,
+) -> R {
+    cache.metrics.record_bypass();
+    origin.await
 }
 
 /// Releases the shared lock, if this call holds one.
