@@ -294,6 +294,10 @@ mod node {
                 ["shared_only", _] => timed(&SHARED_RUNS, || shared_only(n(1))),
                 ["find", _] => timed(&FIND_RUNS, || find_user(n(1))),
                 ["quote", _] => timed(&FIND_RUNS, || quote(n(1))),
+                ["warm", _] => {
+                    let report = layercache::warm_up_blocking(0..n(1), 8, get_user_profile);
+                    format!("warmed {} {}", report.loaded, report.failed)
+                }
                 ["quotes_fail", on] => {
                     QUOTES_FAIL.store(*on == "on", SeqCst);
                     "ok".to_string()
@@ -999,6 +1003,20 @@ fn a_failing_process_serves_another_process_s_expired_value_within_stale_if_erro
     server.assert_no_keys_command();
 }
 
+fn a_warm_up_in_one_process_serves_the_other_from_redis() {
+    let server = RedisServer::start();
+    let db = temp_db("warm");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    let mut b = Node::spawn("B", &server.url(), &db, &[]);
+    assert_eq!(a.send("warm 100"), "warmed 100 0");
+    for id in 0..100 {
+        let c = b.call(&format!("get {id}"));
+        assert_eq!(c.runs, 0, "user {id} was warmed by A");
+        assert_eq!(c.value, format!("\"user-{id}\""));
+    }
+    server.assert_no_keys_command();
+}
+
 /// Sends `line` to every node at once; their answers, in node order.
 fn call_all(nodes: &mut [Node], line: &str) -> Vec<Call> {
     for n in nodes.iter_mut() {
@@ -1111,6 +1129,10 @@ fn main() {
         (
             "a_failing_process_serves_another_process_s_expired_value_within_stale_if_error",
             a_failing_process_serves_another_process_s_expired_value_within_stale_if_error,
+        ),
+        (
+            "a_warm_up_in_one_process_serves_the_other_from_redis",
+            a_warm_up_in_one_process_serves_the_other_from_redis,
         ),
         (
             "with_the_lock_four_processes_missing_one_key_run_the_function_about_once",

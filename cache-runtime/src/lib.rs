@@ -17,6 +17,7 @@
 //! | [`shared`] | the [`SharedStore`](shared::SharedStore) trait, Redis, timeouts, the breaker, the bus |
 //! | `pipeline` | [`FnCache`]: lookup, origin, write-back, entry handles |
 //! | `flight` | single-flight: one computation per missing key per process |
+//! | `warm` | [`warm_up`] / [`warm_up_blocking`]: prime entries with bounded parallelism |
 //! | `invalidate` | the registry of caches: [`invalidate_prefix`], [`clear`], [`stats`] |
 //! | `metrics` | striped counters, latency histograms, [`Stats`] |
 //! | `manual` | [`sync::Cache`] and [`future::Cache`]: get / set / delete / clear |
@@ -35,6 +36,7 @@ mod manual;
 mod metrics;
 mod pipeline;
 pub mod shared;
+mod warm;
 
 pub use clock::{Clock, MockClock, Timestamp};
 pub use config::{
@@ -47,6 +49,7 @@ pub use manual::{future, sync, CacheValue, MANUAL_CACHE_NAME};
 pub use metrics::{FunctionStats, LatencyStats, Stats, HIT_SAMPLE_EVERY};
 pub use pipeline::{CallEntry, FnCache, TierChoice, Timeout};
 pub use shared::{SharedSettings, SharedStats, TierStats};
+pub use warm::{try_warm_up, try_warm_up_blocking, warm_up, warm_up_blocking, WarmUpReport};
 
 /// What generated code uses. Not a stable API: do not name it in your code.
 #[doc(hidden)]
