@@ -339,3 +339,150 @@ async fn conditions_work_on_async_functions_with_a_closure() {
     assert_eq!(PAGE_CALLS.load(SeqCst), 5, "ids over 1000 bypass the cache");
     assert_eq!(fn_cache!(page).stats().bypassed, 2);
 }
+
+// ---------------------------------------------------------------- refresh-ahead
+
+/// Waits (real time, at most 5 s) until `done` holds: a background refresh
+/// runs on another thread while the mock clock stands still.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+static NEWS_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(timeout = 10, refresh_ahead = 0.8)]
+fn news(region: u32) -> String {
+    let n = NEWS_RUNS.fetch_add(1, SeqCst) + 1;
+    std::thread::sleep(Duration::from_millis(20));
+    format!("news {region} v{n}")
+}
+
+#[test]
+fn refresh_ahead_keeps_callers_off_the_origin_under_steady_traffic() {
+    let _lock = CLOCK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mock = clock();
+    let stats = || fn_cache!(news).stats();
+    assert_eq!(news(1), "news 1 v1");
+    mock.advance(Duration::from_secs(7));
+    assert_eq!(news(1), "news 1 v1");
+    assert_eq!(
+        NEWS_RUNS.load(SeqCst),
+        1,
+        "no refresh before 80 % of the timeout"
+    );
+    mock.advance(Duration::from_millis(1_500));
+    assert_eq!(
+        news(1),
+        "news 1 v1",
+        "a due hit answers at once with the current value"
+    );
+    wait_for("the background refresh", || stats().refreshes == 1);
+    mock.advance(Duration::from_secs(2)); // the first value would have expired at 10 s
+    assert_eq!(news(1), "news 1 v2", "the refreshed value replaced it");
+
+    // Steady traffic: a call every 500 ms for 100 s.
+    let runs_before = NEWS_RUNS.load(SeqCst);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..200 {
+        mock.advance(Duration::from_millis(500));
+        let t = std::time::Instant::now();
+        news(1);
+        slowest = slowest.max(t.elapsed());
+        // Let a refresh this call started finish before time moves on.
+        wait_for("refreshes to settle", || {
+            let s = stats();
+            s.refreshes == s.refreshes_started
+        });
+    }
+    let s = stats();
+    assert_eq!(
+        s.misses, 1,
+        "after the first call no caller ran the function: {s:?}"
+    );
+    assert_eq!(s.expired, 0, "no entry ever expired under traffic");
+    let refreshes = NEWS_RUNS.load(SeqCst) - runs_before;
+    assert!(
+        (11..=13).contains(&refreshes),
+        "about one refresh per 8 s window over 100 s: {refreshes}"
+    );
+    println!(
+        "refresh-ahead: {refreshes} refreshes in 100 s of traffic; slowest call {slowest:?} (the function takes 20 ms)"
+    );
+}
+
+static HEADLINE_RUNS: AtomicUsize = AtomicUsize::new(0);
+static HEADLINE_PANICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cached(timeout = 20, refresh_ahead = 0.5)]
+async fn headlines(id: u64) -> String {
+    let n = HEADLINE_RUNS.fetch_add(1, SeqCst) + 1;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    if HEADLINE_PANICS.load(SeqCst) {
+        panic!("headline service broke");
+    }
+    format!("headlines {id} v{n}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The guard serializes the tests that move the shared mock clock; this
+// test's future is driven by `block_on`, so holding it across awaits is fine.
+#[allow(clippy::await_holding_lock)]
+async fn async_refresh_ahead_runs_one_background_task_per_key() {
+    let _lock = CLOCK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mock = clock();
+    let stats = || fn_cache!(headlines).stats();
+    assert_eq!(headlines(1).await, "headlines 1 v1");
+    mock.advance(Duration::from_secs(11));
+    // Many concurrent due hits start one refresh.
+    let calls: Vec<_> = (0..50).map(|_| tokio::spawn(headlines(1))).collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), "headlines 1 v1");
+    }
+    let started = std::time::Instant::now();
+    while stats().refreshes < 1 {
+        assert!(started.elapsed() < Duration::from_secs(5), "no refresh");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(HEADLINE_RUNS.load(SeqCst), 2, "one refresh for 50 due hits");
+    assert_eq!(headlines(1).await, "headlines 1 v2");
+
+    // A refresh that panics is counted; callers keep the current value.
+    HEADLINE_PANICS.store(true, SeqCst);
+    mock.advance(Duration::from_secs(11));
+    assert_eq!(headlines(1).await, "headlines 1 v2");
+    let started = std::time::Instant::now();
+    while stats().origin_panics < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no panic counted"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    HEADLINE_PANICS.store(false, SeqCst);
+    assert_eq!(
+        headlines(1).await,
+        "headlines 1 v2",
+        "still the current value"
+    );
+    let started = std::time::Instant::now();
+    while stats().refreshes < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no refresh after the panic"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(
+        headlines(1).await,
+        "headlines 1 v4",
+        "the next due hit refreshed again"
+    );
+    assert_eq!(stats().misses, 1);
+}

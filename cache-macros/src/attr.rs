@@ -40,6 +40,8 @@ pub struct CachedArgs {
     /// `cache_if = path or closure`: `fn(&R) -> bool` over the result;
     /// `false` vetoes storing it.
     pub cache_if: Option<Expr>,
+    /// `refresh_ahead = 0.8`: refresh in the background after 80 % of the timeout.
+    pub refresh_ahead: Option<(f64, Span)>,
 }
 
 /// Which tiers a function uses.
@@ -71,6 +73,7 @@ const OPTIONS: &[&str] = &[
     "stale_if_error",
     "unless",
     "cache_if",
+    "refresh_ahead",
 ];
 
 /// Names other caching libraries use for our options.
@@ -136,6 +139,10 @@ const ALIASES: &[(&str, &str)] = &[
     ("response_filter", "cache_if"),
     ("store_if", "cache_if"),
     ("veto", "cache_if"),
+    ("refresh", "refresh_ahead"),
+    ("refresh_after", "refresh_ahead"),
+    ("early_refresh", "refresh_ahead"),
+    ("refresh_factor", "refresh_ahead"),
 ];
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -486,6 +493,27 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
                 }
                 args.stale_if_error = Some((n, lit.span()));
             }
+            "refresh_ahead" => {
+                let expr = need("refresh_ahead = 0.8")?;
+                let (r, span) = match expr {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Float(f), ..
+                    }) => (f.base10_parse::<f64>()?, f.span()),
+                    _ => {
+                        return Err(syn::Error::new(
+                            expr.span(),
+                            "expected the refresh point as a fraction of the timeout, like `refresh_ahead = 0.8`",
+                        ))
+                    }
+                };
+                if !(r > 0.0 && r < 1.0) {
+                    return Err(syn::Error::new(
+                        span,
+                        "`refresh_ahead` is a fraction of the timeout, above 0 and below 1, like `refresh_ahead = 0.8`",
+                    ));
+                }
+                args.refresh_ahead = Some((r, span));
+            }
             "unless" => {
                 args.unless = Some(need("unless = is_admin")?.clone());
             }
@@ -511,6 +539,12 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
         return Err(syn::Error::new(
             span,
             "`lock_timeout` is the life of the shared lock; it needs `lock = true`",
+        ));
+    }
+    if let (Some(Tier::Shared), Some((_, span))) = (args.tier, args.refresh_ahead) {
+        return Err(syn::Error::new(
+            span,
+            "`refresh_ahead` acts on local hits; it cannot be used with `tier = \"shared\"`",
         ));
     }
     if let (Some(Tier::Local), Some((true, span))) = (args.tier, args.lock) {

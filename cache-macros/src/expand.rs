@@ -195,6 +195,11 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         None => quote!(::core::option::Option::None),
     };
 
+    let refresh_ahead = match opts.refresh_ahead {
+        Some((r, span)) => quote_spanned!(span=> ::core::option::Option::Some(#r)),
+        None => quote!(::core::option::Option::None),
+    };
+
     let fn_companion = fn_ident(name);
     let entry_companion = entry_ident(name);
     let cache_call = if in_impl {
@@ -205,6 +210,34 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
 
     let cache_var = proc_macro2::Ident::new("__lc_cache", proc_macro2::Span::mixed_site());
     let key_var = proc_macro2::Ident::new("__lc_key", proc_macro2::Span::mixed_site());
+    let (sync_fn, async_fn) = match opts.refresh_ahead {
+        Some((_, span)) => {
+            // The refresh runs after the call returned: it owns the arguments.
+            if let Some(r) = &sig.receiver {
+                if r.by_ref {
+                    return Err(syn::Error::new(
+                        r.tokens.span(),
+                        "`refresh_ahead` runs the function in the background after the call returns, so it cannot borrow `self`; use it on a free function or an associated function with owned arguments",
+                    ));
+                }
+            }
+            if let Some(a) = sig.args.iter().find(|a| a.referent.is_some()) {
+                return Err(syn::Error::new(
+                    a.ty.span(),
+                    format!("`refresh_ahead` runs the function in the background after the call returns, so `{}` must be owned (`String`, not `&str`)", a.ident),
+                ));
+            }
+            let _ = span;
+            (
+                quote!(::layercache::__private::get_or_compute_refreshing),
+                quote!(::layercache::__private::get_or_compute_async_refreshing),
+            )
+        }
+        None => (
+            quote!(::layercache::__private::get_or_compute),
+            quote!(::layercache::__private::get_or_compute_async),
+        ),
+    };
     let cache_if = match &opts.cache_if {
         Some(e) => quote_spanned!(e.span()=> #e),
         None => quote!(::layercache::__private::always),
@@ -216,12 +249,12 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         None if is_async => quote! {
             let #cache_var = #cache_call;
             let #key_var = #key_expr;
-            ::layercache::__private::get_or_compute_async::<#mode, _, #output>(#cache_var, #key_var, #cache_if, async move #block).await
+            #async_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, async move #block).await
         },
         None => quote! {
             let #cache_var = #cache_call;
             let #key_var = #key_expr;
-            ::layercache::__private::get_or_compute::<#mode, _, #output>(#cache_var, #key_var, #cache_if, move || -> #output #block)
+            #sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, move || -> #output #block)
         },
         Some(cond) => {
             // An argument named alone is a flag; another path is a function
@@ -239,13 +272,13 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             let (origin, run, bypass) = if is_async {
                 (
                     quote!(async move #block),
-                    quote!(::layercache::__private::get_or_compute_async::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #origin_var).await),
+                    quote!(#async_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #origin_var).await),
                     quote!(::layercache::__private::bypass_async(#cache_var, #origin_var).await),
                 )
             } else {
                 (
                     quote!(move || -> #output #block),
-                    quote!(::layercache::__private::get_or_compute::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #origin_var)),
+                    quote!(#sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #origin_var)),
                     quote!(::layercache::__private::bypass(#cache_var, #origin_var)),
                 )
             };
@@ -305,6 +338,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     none_timeout: #none_timeout,
                     lock: #lock,
                     stale_if_error: #stale_if_error,
+                    refresh_ahead: #refresh_ahead,
                 }
             })
         }

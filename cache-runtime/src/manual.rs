@@ -55,6 +55,7 @@ fn store() -> &'static FnCache<String, AnyValue> {
             none_timeout: None,
             lock: None,
             stale_if_error: None,
+            refresh_ahead: None,
         }))
     })
 }

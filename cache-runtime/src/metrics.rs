@@ -36,6 +36,8 @@ struct Stripe {
     lock_waits: AtomicU64,
     stale_hits: AtomicU64,
     bypassed: AtomicU64,
+    refreshes: AtomicU64,
+    refreshes_started: AtomicU64,
 }
 
 thread_local! {
@@ -121,6 +123,8 @@ impl FnMetrics {
         record_lock_wait => lock_waits,
         record_stale_hit => stale_hits,
         record_bypass => bypassed,
+        record_refresh => refreshes,
+        record_refresh_start => refreshes_started,
     }
 
     /// `n` entries dropped by invalidation.
@@ -159,6 +163,8 @@ impl FnMetrics {
             lock_waits: self.sum(|s| &s.lock_waits),
             stale_hits: self.sum(|s| &s.stale_hits),
             bypassed: self.sum(|s| &s.bypassed),
+            refreshes: self.sum(|s| &s.refreshes),
+            refreshes_started: self.sum(|s| &s.refreshes_started),
             expired: self.sum(|s| &s.expired),
             not_cached: self.sum(|s| &s.not_cached),
             origin_panics: self.sum(|s| &s.origin_panics),
@@ -315,6 +321,13 @@ pub struct FunctionStats {
     /// Calls that skipped the cache because their `unless` held (neither
     /// hits nor misses).
     pub bypassed: u64,
+    /// Background refreshes ended (`refresh_ahead`), including ones that
+    /// failed or were skipped because another process held the lock;
+    /// their function runs are not misses.
+    pub refreshes: u64,
+    /// Background refreshes started; `refreshes_started - refreshes` are
+    /// in flight.
+    pub refreshes_started: u64,
     /// Lookups that found an entry past its expiry (each is also a miss).
     pub expired: u64,
     /// Results not stored: `Err`, `None`, or stored while an invalidation raced them.
@@ -354,7 +367,7 @@ impl FunctionStats {
 
 impl Serialize for FunctionStats {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("FunctionStats", 19)?;
+        let mut s = serializer.serialize_struct("FunctionStats", 21)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("hits", &self.hits)?;
         s.serialize_field("misses", &self.misses)?;
@@ -365,6 +378,8 @@ impl Serialize for FunctionStats {
         s.serialize_field("lock_waits", &self.lock_waits)?;
         s.serialize_field("stale_hits", &self.stale_hits)?;
         s.serialize_field("bypassed", &self.bypassed)?;
+        s.serialize_field("refreshes", &self.refreshes)?;
+        s.serialize_field("refreshes_started", &self.refreshes_started)?;
         s.serialize_field("expired", &self.expired)?;
         s.serialize_field("not_cached", &self.not_cached)?;
         s.serialize_field("origin_panics", &self.origin_panics)?;

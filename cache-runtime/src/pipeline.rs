@@ -30,6 +30,9 @@ use crate::manual::CacheValue;
 use crate::metrics::{FnMetrics, FunctionStats};
 use crate::shared::{self, ErrorKind, Notice, SharedError, Tier};
 
+mod refresh;
+pub use refresh::{get_or_compute_async_refreshing, get_or_compute_refreshing};
+
 /// How long a function's entries live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timeout {
@@ -88,6 +91,9 @@ pub struct FnSpec<K> {
     /// Fail-safe (`stale_if_error`): when the function returns `Err`, a
     /// value that expired less than this long ago is returned instead.
     pub stale_if_error: Option<Duration>,
+    /// Refresh-ahead (`refresh_ahead = 0.8`): a hit after this fraction of
+    /// the timeout starts a background refresh.
+    pub refresh_ahead: Option<f64>,
 }
 
 /// The bounds every local key satisfies: the exact (owned) arguments.
@@ -117,6 +123,8 @@ pub struct FnCache<K, V> {
     lock: Option<Duration>,
     /// How long past expiry a value may stand in for an `Err`.
     stale: Option<Duration>,
+    /// The fraction of the timeout after which a hit refreshes.
+    refresh_ahead: Option<f64>,
     enabled: bool,
     /// Whether the local tier is used (`false` for `tier = "shared"`).
     local: bool,
@@ -288,6 +296,9 @@ impl<K: Key, V: Value> FnCache<K, V> {
             none_ttl: spec.none_timeout,
             lock: spec.lock.filter(|_| shared.is_some()),
             stale: spec.stale_if_error,
+            refresh_ahead: spec
+                .refresh_ahead
+                .filter(|r| r.is_finite() && *r > 0.0 && *r < 1.0),
             enabled,
             local,
             shared,
@@ -1823,6 +1834,7 @@ mod tests {
                 none_timeout: None,
                 lock: None,
                 stale_if_error: None,
+                refresh_ahead: None,
             },
             &config::Config::default(),
         );
@@ -1870,6 +1882,7 @@ mod tests {
             none_timeout: Some(Duration::from_secs(5)),
             lock: None,
             stale_if_error: None,
+            refresh_ahead: None,
         };
         let spread: FnCache<u64, u64> = FnCache::with_config(spec(None), &config);
         let ttls: Vec<f64> = (0..2000)

@@ -1,0 +1,203 @@
+//! Refresh-ahead (guide 7.4): a hit in the last part of an entry's life
+//! returns the cached value at once and starts one background computation
+//! of a fresh one, so that callers under steady traffic never wait for the
+//! function.
+//!
+//! One refresh per key per process: the refresh leads the key's flight
+//! (see `flight`), so concurrent hits and misses of that key join it
+//! instead of starting their own. With `lock = true` the refresh also takes
+//! the key's shared lock, without waiting: if another process holds it,
+//! that process is already refreshing and this one skips.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
+
+use super::*;
+
+/// A refresh about to start: it leads the key's flight.
+struct Due<K: Key, V: Value> {
+    leader: Leader<'static, K, V>,
+    generation: Guard,
+    rendered: Option<Result<Rendered, KeyError>>,
+}
+
+impl<K: Key, V: CacheValue> FnCache<K, V> {
+    /// Step 1 for a function with `refresh_ahead`: the value and whether
+    /// it is due for a refresh.
+    fn local_get_refresh(&self, key: &K) -> Option<(V, bool)> {
+        let ratio = self.refresh_ahead?;
+        if !self.enabled || !self.local {
+            return None;
+        }
+        let now = self.clock.now();
+        let entry = self.store.get(key)?;
+        if now >= entry.expires_at {
+            self.metrics.record_expired();
+            return None;
+        }
+        if self.metrics.record_local_hit() {
+            self.metrics
+                .hit_latency
+                .record(self.clock.now().nanos_since(now));
+        }
+        let due = self.ttl.is_some_and(|ttl| {
+            let left = entry.expires_at.nanos_since(now) as f64;
+            left < ttl.as_nanos() as f64 * (1.0 - ratio)
+        });
+        Some((entry.value, due))
+    }
+
+    /// Starts a refresh of `key` unless one (or a computation) is already
+    /// in flight; returns the flight's leader to hand to the refresh.
+    fn begin_refresh(&'static self, key: &K) -> Option<Due<K, V>> {
+        let (generation, hash, rendered) = self.miss_guard(key);
+        match self.flights.join(key, hash) {
+            Join::Lead(leader) => {
+                self.metrics.record_refresh_start();
+                Some(Due {
+                    leader,
+                    generation,
+                    rendered,
+                })
+            }
+            Join::Follow(_) | Join::Alone => None,
+        }
+    }
+
+    /// The background part: run `origin` (already started by the caller's
+    /// executor or thread), write the result back everywhere, land the
+    /// flight. With `lock = true`, only the process that takes the shared
+    /// lock refreshes.
+    async fn refresh<M: OutputMode<R, Value = V>, R, Fut: Future<Output = R>>(
+        &'static self,
+        key: K,
+        due: Due<K, V>,
+        cache_if: fn(&R) -> bool,
+        origin: impl FnOnce() -> Fut,
+    ) {
+        let Due {
+            leader,
+            generation,
+            rendered,
+        } = due;
+        let mut held = None;
+        let mut sk = None;
+        let mut tag = 0;
+        if let (Some(sf), Some(rendered)) = (&self.shared, rendered) {
+            match self.shared_key_from(sf, rendered).await {
+                Ok(k) => {
+                    tag = k.tag;
+                    if let Some(ttl) = self.lock {
+                        let lock_key = format!("{}lock:{}", shared::RESERVED_PREFIX, k.full);
+                        let token = format!("{}:refresh", sf.tier.instance());
+                        match sf
+                            .tier
+                            .try_lock(&self.metrics.shared, &lock_key, &token, ttl)
+                            .await
+                        {
+                            Ok(true) => held = Some((lock_key, token)),
+                            // Another process refreshes (or the tier failed): skip.
+                            _ => {
+                                drop(leader);
+                                self.metrics.record_refresh();
+                                return;
+                            }
+                        }
+                    }
+                    sk = Some(k);
+                }
+                Err((_, t)) => tag = t,
+            }
+        }
+        let computation = self.begin(generation);
+        let r = match AssertUnwindSafe(origin()).catch_unwind().await {
+            Ok(r) => r,
+            Err(_) => {
+                // `computation` and `leader` drop here: a counted panic, an
+                // empty landing; the entry keeps its value until it expires.
+                self.metrics.record_origin_panic();
+                tracing::warn!(
+                    name = self.name(),
+                    "layercache: a background refresh panicked"
+                );
+                release_async(self, &held).await;
+                drop(leader);
+                self.metrics.record_refresh();
+                return;
+            }
+        };
+        let stored = computation.finish::<M, R>(key, &r, cache_if, tag);
+        if let (Some(sf), Some(sk)) = (&self.shared, &sk) {
+            self.write_shared(sf, sk, stored, generation).await;
+        }
+        release_async(self, &held).await;
+        self.land_computed(Some(leader), stored, generation);
+        // Counted once the flight has landed: the key is free for the next one.
+        self.metrics.record_refresh();
+    }
+}
+
+/// The pipeline of a sync function with `refresh_ahead`: like
+/// [`get_or_compute`], but a hit due for a refresh runs `origin` on a
+/// background thread (of the I/O runtime's blocking pool).
+pub fn get_or_compute_refreshing<M, K, R>(
+    cache: &'static FnCache<K, M::Value>,
+    key: K,
+    cache_if: fn(&R) -> bool,
+    origin: impl FnOnce() -> R + Send + 'static,
+) -> R
+where
+    M: OutputMode<R> + 'static,
+    M::Value: CacheValue,
+    K: Key,
+    R: Send + 'static,
+{
+    let Some((v, due)) = cache.local_get_refresh(&key) else {
+        return compute::<M, K, R>(cache, key, cache_if, origin);
+    };
+    if due {
+        if let Some(due) = cache.begin_refresh(&key) {
+            shared::io_runtime().spawn_blocking(move || {
+                shared::block_on(cache.refresh::<M, R, _>(
+                    key,
+                    due,
+                    cache_if,
+                    // Called inside the refresh's panic guard.
+                    move || async move { origin() },
+                ))
+            });
+        }
+    }
+    M::from_cached(v)
+}
+
+/// [`get_or_compute_refreshing`] for an `async fn`: the refresh is a task
+/// on the caller's runtime (or the I/O runtime outside one).
+pub async fn get_or_compute_async_refreshing<M, K, R>(
+    cache: &'static FnCache<K, M::Value>,
+    key: K,
+    cache_if: fn(&R) -> bool,
+    origin: impl Future<Output = R> + Send + 'static,
+) -> R
+where
+    M: OutputMode<R> + 'static,
+    M::Value: CacheValue,
+    K: Key,
+    R: Send + 'static,
+{
+    let Some((v, due)) = cache.local_get_refresh(&key) else {
+        return get_or_compute_async::<M, K, R>(cache, key, cache_if, origin).await;
+    };
+    if due {
+        if let Some(due) = cache.begin_refresh(&key) {
+            let job = cache.refresh::<M, R, _>(key, due, cache_if, || origin);
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => drop(handle.spawn(job)),
+                Err(_) => drop(shared::io_runtime().spawn(job)),
+            }
+        }
+    }
+    M::from_cached(v)
+}
