@@ -125,6 +125,19 @@ mod node {
         }
     }
 
+    /// Two functions in one version group.
+    #[cached(timeout = 300, key_prefix = "catalog_item", versioned = "catalog")]
+    pub fn catalog_item(id: u64) -> String {
+        FIND_RUNS.fetch_add(1, SeqCst);
+        format!("item {id}")
+    }
+
+    #[cached(timeout = 300, key_prefix = "catalog_price", versioned = "catalog")]
+    pub fn catalog_price(id: u64) -> u64 {
+        FIND_RUNS.fetch_add(1, SeqCst);
+        id * 100
+    }
+
     /// No local tier: every call asks Redis.
     #[cached(timeout = 300, key_prefix = "shared_only", tier = "shared")]
     pub fn shared_only(id: u64) -> (u64, String) {
@@ -294,6 +307,9 @@ mod node {
                 ["shared_only", _] => timed(&SHARED_RUNS, || shared_only(n(1))),
                 ["find", _] => timed(&FIND_RUNS, || find_user(n(1))),
                 ["quote", _] => timed(&FIND_RUNS, || quote(n(1))),
+                ["item", _] => timed(&FIND_RUNS, || catalog_item(n(1))),
+                ["price", _] => timed(&FIND_RUNS, || catalog_price(n(1))),
+                ["bump", group] => format!("bumped {}", layercache::bump_version(group)),
                 ["warm", _] => {
                     let report = layercache::warm_up_blocking(0..n(1), 8, get_user_profile);
                     format!("warmed {} {}", report.loaded, report.failed)
@@ -1017,6 +1033,47 @@ fn a_warm_up_in_one_process_serves_the_other_from_redis() {
     server.assert_no_keys_command();
 }
 
+fn a_version_bump_reaches_every_function_of_the_group_in_every_process() {
+    let server = RedisServer::start();
+    let db = temp_db("group");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    let mut b = Node::spawn("B", &server.url(), &db, &[]);
+    for id in 0..5 {
+        assert_eq!(a.call(&format!("item {id}")).runs, 1);
+        assert_eq!(a.call(&format!("price {id}")).runs, 1);
+        assert_eq!(b.call(&format!("item {id}")).runs, 0, "B reads A's entries");
+        assert_eq!(b.call(&format!("price {id}")).runs, 0);
+    }
+    assert_eq!(a.call("get 1").runs, 1);
+    assert_eq!(b.call("get 1").runs, 0);
+    let keys_before = server.dbsize();
+    assert_eq!(
+        b.send("bump catalog"),
+        "bumped 10",
+        "B dropped its 10 local copies"
+    );
+    assert!(
+        server.dbsize() <= keys_before + 1,
+        "O(1): one version key written, nothing scanned or deleted"
+    );
+    let seen = within(Duration::from_millis(50), || {
+        (a.call("item 0").runs == 1).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "A recomputes the group within 50 ms of B's bump"
+    );
+    assert_eq!(a.call("price 0").runs, 1);
+    assert_eq!(b.call("item 0").runs, 0, "B reads A's new entry");
+    assert_eq!(
+        a.call("get 1").runs,
+        0,
+        "functions outside the group keep theirs"
+    );
+    assert_eq!(b.call("get 1").runs, 0);
+    server.assert_no_keys_command();
+}
+
 /// Sends `line` to every node at once; their answers, in node order.
 fn call_all(nodes: &mut [Node], line: &str) -> Vec<Call> {
     for n in nodes.iter_mut() {
@@ -1133,6 +1190,10 @@ fn main() {
         (
             "a_warm_up_in_one_process_serves_the_other_from_redis",
             a_warm_up_in_one_process_serves_the_other_from_redis,
+        ),
+        (
+            "a_version_bump_reaches_every_function_of_the_group_in_every_process",
+            a_version_bump_reaches_every_function_of_the_group_in_every_process,
         ),
         (
             "with_the_lock_four_processes_missing_one_key_run_the_function_about_once",

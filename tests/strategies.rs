@@ -486,3 +486,49 @@ async fn async_refresh_ahead_runs_one_background_task_per_key() {
     );
     assert_eq!(stats().misses, 1);
 }
+
+// ---------------------------------------------------------------- versioned groups
+
+static CATALOG_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(timeout = 300, key_prefix = "catalog_item", versioned = "catalog")]
+fn catalog_item(id: u64) -> String {
+    CATALOG_RUNS.fetch_add(1, SeqCst);
+    format!("item {id}")
+}
+
+#[cached(timeout = 300, key_prefix = "catalog_price", versioned = "catalog")]
+fn catalog_price(id: u64) -> u64 {
+    CATALOG_RUNS.fetch_add(1, SeqCst);
+    id * 100
+}
+
+static OUTSIDER_RUNS: AtomicUsize = AtomicUsize::new(0);
+#[cached(timeout = 300, key_prefix = "not_in_catalog")]
+fn outsider(id: u64) -> u64 {
+    OUTSIDER_RUNS.fetch_add(1, SeqCst);
+    id
+}
+
+#[test]
+fn bump_version_drops_every_entry_of_the_group_and_nothing_else() {
+    for id in 0..10 {
+        catalog_item(id);
+        catalog_price(id);
+        outsider(id);
+    }
+    assert_eq!(CATALOG_RUNS.load(SeqCst), 20);
+    assert_eq!(layercache::bump_version("catalog"), 20);
+    assert_eq!(layercache::bump_version("no_such_group"), 0);
+    for id in 0..10 {
+        catalog_item(id);
+        catalog_price(id);
+        outsider(id);
+    }
+    assert_eq!(CATALOG_RUNS.load(SeqCst), 40, "the group recomputed");
+    assert_eq!(
+        OUTSIDER_RUNS.load(SeqCst),
+        10,
+        "other functions kept theirs"
+    );
+}

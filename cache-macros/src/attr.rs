@@ -42,6 +42,9 @@ pub struct CachedArgs {
     pub cache_if: Option<Expr>,
     /// `refresh_ahead = 0.8`: refresh in the background after 80 % of the timeout.
     pub refresh_ahead: Option<(f64, Span)>,
+    /// `versioned = "catalog"`: the function's shared keys carry the
+    /// version of group `catalog` (see `bump_version`).
+    pub versioned: Option<LitStr>,
 }
 
 /// Which tiers a function uses.
@@ -74,6 +77,7 @@ const OPTIONS: &[&str] = &[
     "unless",
     "cache_if",
     "refresh_ahead",
+    "versioned",
 ];
 
 /// Names other caching libraries use for our options.
@@ -143,6 +147,10 @@ const ALIASES: &[(&str, &str)] = &[
     ("refresh_after", "refresh_ahead"),
     ("early_refresh", "refresh_ahead"),
     ("refresh_factor", "refresh_ahead"),
+    ("version", "versioned"),
+    ("version_group", "versioned"),
+    ("group", "versioned"),
+    ("cache_type", "versioned"),
 ];
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -513,6 +521,15 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
                     ));
                 }
                 args.refresh_ahead = Some((r, span));
+            }
+            "versioned" => {
+                let lit = str_value(
+                    need("versioned = \"catalog\"")?,
+                    "the version group",
+                    "versioned = \"catalog\"",
+                )?;
+                check_prefix(&lit, "versioned")?;
+                args.versioned = Some(lit);
             }
             "unless" => {
                 args.unless = Some(need("unless = is_admin")?.clone());

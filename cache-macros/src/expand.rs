@@ -200,6 +200,11 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         None => quote!(::core::option::Option::None),
     };
 
+    let versioned = match &opts.versioned {
+        Some(lit) => quote!(::core::option::Option::Some(::std::string::String::from(#lit))),
+        None => quote!(::core::option::Option::None),
+    };
+
     let fn_companion = fn_ident(name);
     let entry_companion = entry_ident(name);
     let cache_call = if in_impl {
@@ -339,6 +344,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     lock: #lock,
                     stale_if_error: #stale_if_error,
                     refresh_ahead: #refresh_ahead,
+                    versioned: #versioned,
                 }
             })
         }

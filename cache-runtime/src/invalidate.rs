@@ -22,6 +22,8 @@ trait Registered: Send + Sync {
     fn drop_tagged(&self, tag: u64) -> u64;
     fn remote_invalidate_all(&self, version: u64) -> u64;
     fn forget_shared_state(&self) -> u64;
+    fn group(&self) -> Option<&str>;
+    fn group_bumped(&self, version: u64) -> u64;
 }
 
 impl<K: Key, V: Value> Registered for FnCache<K, V> {
@@ -52,6 +54,12 @@ impl<K: Key, V: Value> Registered for FnCache<K, V> {
     fn forget_shared_state(&self) -> u64 {
         FnCache::forget_shared_state(self)
     }
+    fn group(&self) -> Option<&str> {
+        FnCache::group(self)
+    }
+    fn group_bumped(&self, version: u64) -> u64 {
+        FnCache::group_bumped(self, version)
+    }
 }
 
 /// Applies invalidation notices from other processes to this process's
@@ -81,6 +89,7 @@ pub(crate) fn bus_handler(tier: &'static Tier) -> BusHandler {
                     .filter(|c| c.is_shared() && c.namespace() == namespace)
                     .map(|c| c.remote_invalidate_all(version))
                     .sum(),
+                Notice::Group { group, version } => group_bumped(group, version),
                 Notice::Prefix { prefix } => registry()
                     .iter()
                     .map(|c| c.invalidate_prefix_local(prefix))
@@ -270,6 +279,81 @@ async fn invalidate_prefix_shared(tier: &'static Tier, prefix: &str) {
     let notice = Notice::Prefix { prefix }.encode(tier.instance());
     if let Err(err) = tier.publish(&notice).await {
         tracing::warn!(prefix, %err, "layercache: could not tell other processes about a prefix invalidation");
+    }
+}
+
+/// Moves the functions of version group `group` to `version` in this
+/// process (their local entries go).
+fn group_bumped(group: &str, version: u64) -> u64 {
+    registry()
+        .iter()
+        .filter(|c| c.group() == Some(group))
+        .map(|c| c.group_bumped(version))
+        .sum()
+}
+
+/// Drops every entry of every function declared `versioned = "{group}"`,
+/// in every tier and process, in O(1): the group's version, part of each
+/// of their shared keys, moves up (the guide's 5.3, versioned keys), so
+/// old entries become unreachable and expire by themselves. Returns how
+/// many local entries went.
+///
+/// Functions of the group this process has not called yet read the new
+/// version on first use. Entries without a timeout (`timeout = 0`) stay
+/// in the shared tier under the old version until evicted.
+///
+/// Functions join a group with `#[cached(versioned = "catalog")]` (see
+/// the `layercache` crate); here no function of the group has been
+/// called yet, so nothing local is dropped:
+///
+/// ```
+/// assert_eq!(layercache_runtime::bump_version("catalog"), 0);
+/// ```
+pub fn bump_version(group: &str) -> u64 {
+    let removed = group_bumped_local(group);
+    if let Some(tier) = shared_tier() {
+        shared::block_on(bump_version_shared(tier, group));
+        // Reads during the round trip used the old version: drop what they kept.
+        group_bumped_local(group);
+    }
+    removed
+}
+
+/// [`bump_version`] for async code.
+pub async fn bump_version_async(group: &str) -> u64 {
+    let removed = group_bumped_local(group);
+    if let Some(tier) = shared_tier() {
+        bump_version_shared(tier, group).await;
+        group_bumped_local(group);
+    }
+    removed
+}
+
+fn group_bumped_local(group: &str) -> u64 {
+    registry()
+        .iter()
+        .filter(|c| c.group() == Some(group))
+        .map(|c| c.invalidate_all_local())
+        .sum()
+}
+
+async fn bump_version_shared(tier: &'static Tier, group: &str) {
+    let key = tier.group_key(group);
+    let now_ms = tier.clock().unix_millis();
+    match tier
+        .call(None, tier.timeout(), |s| s.bump_version(&key, now_ms))
+        .await
+    {
+        Ok(version) => {
+            group_bumped(group, version);
+            let notice = Notice::Group { group, version }.encode(tier.instance());
+            if let Err(err) = tier.publish(&notice).await {
+                tracing::warn!(group, %err, "layercache: could not tell other processes about a version bump; their local copies live until local_timeout or expiry");
+            }
+        }
+        Err(err) => {
+            tracing::warn!(group, %err, "layercache: could not bump a version group in the shared tier; its shared entries stay valid");
+        }
     }
 }
 

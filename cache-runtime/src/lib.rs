@@ -43,7 +43,9 @@ pub use config::{
     config, init, AlreadyInitialized, CacheType, Config, ConfigBuilder, ConfigError,
     DEFAULT_MAX_ENTRIES, DEFAULT_REDIS_URL, DEFAULT_TIMEOUT,
 };
-pub use invalidate::{clear, invalidate_prefix, invalidate_prefix_async, stats};
+pub use invalidate::{
+    bump_version, bump_version_async, clear, invalidate_prefix, invalidate_prefix_async, stats,
+};
 pub use local::LocalStoreKind;
 pub use manual::{future, sync, CacheValue, MANUAL_CACHE_NAME};
 pub use metrics::{FunctionStats, LatencyStats, Stats, HIT_SAMPLE_EVERY};

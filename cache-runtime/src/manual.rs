@@ -56,6 +56,7 @@ fn store() -> &'static FnCache<String, AnyValue> {
             lock: None,
             stale_if_error: None,
             refresh_ahead: None,
+            versioned: None,
         }))
     })
 }

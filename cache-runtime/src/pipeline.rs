@@ -94,6 +94,10 @@ pub struct FnSpec<K> {
     /// Refresh-ahead (`refresh_ahead = 0.8`): a hit after this fraction of
     /// the timeout starts a background refresh.
     pub refresh_ahead: Option<f64>,
+    /// Version group (`versioned = "user"`): the group's version is part
+    /// of every shared key, so [`bump_version`](crate::bump_version) drops
+    /// all of the group's entries in O(1).
+    pub versioned: Option<String>,
 }
 
 /// The bounds every local key satisfies: the exact (owned) arguments.
@@ -125,6 +129,8 @@ pub struct FnCache<K, V> {
     stale: Option<Duration>,
     /// The fraction of the timeout after which a hit refreshes.
     refresh_ahead: Option<f64>,
+    /// The version group, if any.
+    group: Option<String>,
     enabled: bool,
     /// Whether the local tier is used (`false` for `tier = "shared"`).
     local: bool,
@@ -163,6 +169,8 @@ pub(crate) struct SharedFn {
     tier: &'static Tier,
     /// The function's version in the shared tier ([`UNKNOWN_VERSION`] until read).
     version: AtomicU64,
+    /// Its version group's version (0 without a group).
+    group_version: AtomicU64,
     /// Whether the value type survives the codec: unknown until the first
     /// write checks it, then ok or broken. A type the codec cannot read
     /// back (serde's untagged enums, `flatten`, `serde_json::Value` under
@@ -279,6 +287,11 @@ impl<K: Key, V: Value> FnCache<K, V> {
             .map(|tier| SharedFn {
                 tier,
                 version: AtomicU64::new(UNKNOWN_VERSION),
+                group_version: AtomicU64::new(if spec.versioned.is_some() {
+                    UNKNOWN_VERSION
+                } else {
+                    0
+                }),
                 codec: std::sync::atomic::AtomicU8::new(CODEC_UNKNOWN),
             });
         // Without a shared tier, `tier = "shared"` would cache nothing: keep the local tier.
@@ -299,6 +312,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
             refresh_ahead: spec
                 .refresh_ahead
                 .filter(|r| r.is_finite() && *r > 0.0 && *r < 1.0),
+            group: spec.versioned,
             enabled,
             local,
             shared,
@@ -683,6 +697,20 @@ impl<K: Key, V: Value> FnCache<K, V> {
     }
 
     /// A notice from another process: the function moved to `version`.
+    /// The version group, if any (`versioned = "..."`).
+    pub(crate) fn group(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
+
+    /// The group's version moved to `version` (here or in another
+    /// process): drop the local entries, read under older versions.
+    pub(crate) fn group_bumped(&self, version: u64) -> u64 {
+        if let Some(sf) = &self.shared {
+            raise_version(&sf.group_version, version);
+        }
+        self.invalidate_all_local()
+    }
+
     pub(crate) fn remote_invalidate_all(&self, version: u64) -> u64 {
         if let Some(sf) = &self.shared {
             raise_version(&sf.version, version);
@@ -696,6 +724,9 @@ impl<K: Key, V: Value> FnCache<K, V> {
         match &self.shared {
             Some(sf) => {
                 sf.version.store(UNKNOWN_VERSION, SeqCst);
+                if self.group.is_some() {
+                    sf.group_version.store(UNKNOWN_VERSION, SeqCst);
+                }
                 self.invalidate_all_local()
             }
             None => 0,
@@ -973,6 +1004,29 @@ impl<K: Key, V: Value> FnCache<K, V> {
         Ok(sf.version.load(SeqCst))
     }
 
+    /// The version of the function's group, read once and then kept up
+    /// to date by notices; 0 without a group.
+    async fn group_version(&self, sf: &SharedFn) -> Result<u64, SharedError> {
+        let v = sf.group_version.load(SeqCst);
+        if v != UNKNOWN_VERSION {
+            return Ok(v);
+        }
+        let Some(group) = &self.group else {
+            return Ok(0);
+        };
+        let key = sf.tier.group_key(group);
+        let read = sf
+            .tier
+            .call(Some(&self.metrics.shared), sf.tier.timeout(), |s| {
+                s.read_version(&key)
+            })
+            .await?;
+        let _ = sf
+            .group_version
+            .compare_exchange(UNKNOWN_VERSION, read, SeqCst, SeqCst);
+        Ok(sf.group_version.load(SeqCst))
+    }
+
     /// The call's shared key. On failure, the error and the local tag (0
     /// when the key cannot even be rendered): a local copy must carry its
     /// tag even when the shared tier is down, or a later notice from
@@ -1019,9 +1073,13 @@ impl<K: Key, V: Value> FnCache<K, V> {
             (SharedError::new(ErrorKind::Encode, e.to_string()), 0)
         })?;
         let version = self.version(sf).await.map_err(|e| (e, tag))?;
+        let group_version = self.group_version(sf).await.map_err(|e| (e, tag))?;
         let stable = stable_at..full.len();
         if version != 0 {
             let _ = write!(full, ":v{version}");
+        }
+        if group_version != 0 {
+            let _ = write!(full, ":g{group_version}");
         }
         Ok(SharedKey {
             stable,
@@ -1835,6 +1893,7 @@ mod tests {
                 lock: None,
                 stale_if_error: None,
                 refresh_ahead: None,
+                versioned: None,
             },
             &config::Config::default(),
         );
@@ -1883,6 +1942,7 @@ mod tests {
             lock: None,
             stale_if_error: None,
             refresh_ahead: None,
+            versioned: None,
         };
         let spread: FnCache<u64, u64> = FnCache::with_config(spec(None), &config);
         let ttls: Vec<f64> = (0..2000)

@@ -525,6 +525,11 @@ impl Tier {
         format!("{RESERVED_PREFIX}version:{}:{namespace}", self.key_prefix)
     }
 
+    /// Where the version of a group of functions (`versioned = "..."`) lives.
+    pub(crate) fn group_key(&self, group: &str) -> String {
+        format!("{RESERVED_PREFIX}group:{}:{group}", self.key_prefix)
+    }
+
     /// Runs one store operation: breaker, timeout, error counting, latency.
     pub(crate) async fn call<'a, T>(
         &'a self,
@@ -892,6 +897,9 @@ pub(crate) enum Notice<'a> {
     All { namespace: &'a str, version: u64 },
     /// Drop local copies whose stable key starts with `prefix`.
     Prefix { prefix: &'a str },
+    /// Drop every local copy of the functions of a version group; its
+    /// version is now `version`.
+    Group { group: &'a str, version: u64 },
     /// Drop every local copy.
     Clear,
 }
@@ -904,6 +912,7 @@ impl Notice<'_> {
                 format!("1\t{instance}\ta\t{namespace}\t{version}")
             }
             Notice::Prefix { prefix } => format!("1\t{instance}\tp\t\t{prefix}"),
+            Notice::Group { group, version } => format!("1\t{instance}\tg\t{group}\t{version}"),
             Notice::Clear => format!("1\t{instance}\tc\t\t"),
         }
     }
@@ -928,6 +937,10 @@ impl Notice<'_> {
                 version: arg.parse().ok()?,
             },
             "p" => Notice::Prefix { prefix: arg },
+            "g" => Notice::Group {
+                group: namespace,
+                version: arg.parse().ok()?,
+            },
             "c" => Notice::Clear,
             _ => return None,
         };
