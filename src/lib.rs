@@ -45,6 +45,31 @@
 //! | `in_impl` | needed only on an associated function without `self` that never mentions `Self` |
 //! | `tier = "both"` | with a shared tier (`CACHE_TYPE=redis`): `"both"` (default), `"shared"` (no local copy), `"local"` (never shared) |
 //! | `local_timeout = 5` / `local_timeout_ms` | caps the life of local copies below `timeout` |
+//! | `jitter = 0.1` | spreads each entry's timeout over ±10 % (default `CACHE_TTL_JITTER`, else 0) |
+//! | `cache_none = true`, `none_timeout = 30` / `none_timeout_ms` | caches `None` results of an `Option<T>` function, for `none_timeout` |
+//! | `lock = true`, `lock_timeout = 5` / `lock_timeout_ms` | one process of the fleet computes a missing key; the others wait for its value |
+//! | `refresh_ahead = 0.8` | a hit after 80 % of the timeout refreshes in the background (owned arguments only) |
+//! | `stale_if_error = 600` | an `Err` within 600 s after expiry returns the expired value |
+//! | `unless = expr` | skips the cache for a call: a `bool` argument, a function path, or an expression |
+//! | `cache_if = f` | `fn(&R) -> bool` over the return value; `false` vetoes storing it |
+//! | `versioned = "group"` | joins a version group: [`bump_version`] drops the whole group in O(1) |
+//!
+//! Concurrent misses of one key in a process always share one computation
+//! (single-flight); [`stats`] counts the callers it answered as `coalesced`.
+//!
+//! ```
+//! use layercache::{bump_version, cached, entry};
+//!
+//! #[cached(timeout = 300, cache_none = true, none_timeout = 30, jitter = 0.1, versioned = "users")]
+//! fn find_user(id: u64) -> Option<String> {
+//!     (id < 100).then(|| format!("user {id}"))
+//! }
+//!
+//! assert_eq!(find_user(404), None);
+//! assert_eq!(entry!(find_user(404)).get(), Some(None), "a cached None, not a miss");
+//! assert_eq!(bump_version("users"), 1, "the whole group dropped");
+//! assert_eq!(entry!(find_user(404)).get(), None);
+//! ```
 //!
 //! What is cached: a `Result<T, E>` caches only `Ok(T)`; an `Option<T>` only
 //! `Some(T)`; anything else always. The macro goes by the type's name
