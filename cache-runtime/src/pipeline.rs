@@ -696,7 +696,6 @@ impl<K: Key, V: Value> FnCache<K, V> {
         n
     }
 
-    /// A notice from another process: the function moved to `version`.
     /// The version group, if any (`versioned = "..."`).
     pub(crate) fn group(&self) -> Option<&str> {
         self.group.as_deref()
@@ -711,6 +710,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         self.invalidate_all_local()
     }
 
+    /// A notice from another process: the function moved to `version`.
     pub(crate) fn remote_invalidate_all(&self, version: u64) -> u64 {
         if let Some(sf) = &self.shared {
             raise_version(&sf.version, version);
