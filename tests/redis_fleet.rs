@@ -138,6 +138,14 @@ mod node {
         id * 100
     }
 
+    /// No local tier and a slow function: concurrent misses share one run.
+    #[cached(timeout = 300, key_prefix = "shared_slow", tier = "shared")]
+    pub fn shared_slow(id: u64) -> u64 {
+        FIND_RUNS.fetch_add(1, SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        id
+    }
+
     /// No local tier: every call asks Redis.
     #[cached(timeout = 300, key_prefix = "shared_only", tier = "shared")]
     pub fn shared_only(id: u64) -> (u64, String) {
@@ -308,6 +316,21 @@ mod node {
                 ["find", _] => timed(&FIND_RUNS, || find_user(n(1))),
                 ["quote", _] => timed(&FIND_RUNS, || quote(n(1))),
                 ["item", _] => timed(&FIND_RUNS, || catalog_item(n(1))),
+                // 32 threads call a cold shared-only key at once.
+                ["shared_burst", _] => {
+                    let id = n(1);
+                    timed(&FIND_RUNS, || {
+                        let start = std::sync::Barrier::new(32);
+                        std::thread::scope(|s| {
+                            for _ in 0..32 {
+                                s.spawn(|| {
+                                    start.wait();
+                                    assert_eq!(shared_slow(id), id);
+                                });
+                            }
+                        });
+                    })
+                }
                 ["price", _] => timed(&FIND_RUNS, || catalog_price(n(1))),
                 ["bump", group] => format!("bumped {}", layercache::bump_version(group)),
                 ["warm", _] => {
@@ -1019,6 +1042,21 @@ fn a_failing_process_serves_another_process_s_expired_value_within_stale_if_erro
     server.assert_no_keys_command();
 }
 
+fn concurrent_misses_of_a_shared_only_function_run_it_once_per_process() {
+    let server = RedisServer::start();
+    let db = temp_db("burst");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    for id in 0..5 {
+        assert_eq!(a.call(&format!("shared_burst {id}")).runs, 1, "key {id}");
+    }
+    assert_eq!(
+        a.stat("shared_slow", "misses"),
+        5,
+        "the other 155 calls were shared hits or waited for the one computation"
+    );
+    server.assert_no_keys_command();
+}
+
 fn a_warm_up_in_one_process_serves_the_other_from_redis() {
     let server = RedisServer::start();
     let db = temp_db("warm");
@@ -1186,6 +1224,10 @@ fn main() {
         (
             "a_failing_process_serves_another_process_s_expired_value_within_stale_if_error",
             a_failing_process_serves_another_process_s_expired_value_within_stale_if_error,
+        ),
+        (
+            "concurrent_misses_of_a_shared_only_function_run_it_once_per_process",
+            concurrent_misses_of_a_shared_only_function_run_it_once_per_process,
         ),
         (
             "a_warm_up_in_one_process_serves_the_other_from_redis",

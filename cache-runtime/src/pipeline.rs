@@ -1630,7 +1630,15 @@ where
     M::Value: CacheValue,
     K: Key,
 {
-    let (generation, hash, rendered) = cache.miss_guard(&key);
+    let (generation, hash, mut rendered) = cache.miss_guard(&key);
+    let mut miss = SharedMiss::default();
+    if let (Some(sf), Some(r)) = (&cache.shared, rendered.take_if(|_| cache.shared_first())) {
+        let found = shared::block_on(cache.shared_get::<M::Value>(sf, r));
+        match cache.settle(key, found, generation) {
+            Ok(v) => return M::from_cached(v),
+            Err((k, m)) => (key, miss) = (k, m),
+        }
+    }
     let leader = match cache.join_flight(&key, hash) {
         Flight::Lead(leader) => Some(leader),
         Flight::Answered(v) => return M::from_cached(v),
@@ -1640,22 +1648,21 @@ where
         },
         Flight::Alone => None,
     };
-    let mut miss = SharedMiss::default();
-    let mut held = None;
     if let (Some(sf), Some(rendered)) = (&cache.shared, rendered) {
         let found = shared::block_on(cache.shared_get::<M::Value>(sf, rendered));
         match cache.settle(key, found, generation) {
             Ok(v) => return M::from_cached(land(leader, v)),
             Err((k, m)) => (key, miss) = (k, m),
         }
-        if let Some(sk) = &miss.key {
-            match shared::block_on(cache.lock_or_wait(sf, &key, sk)) {
-                Locked::Held { key, token } => held = Some((key, token)),
-                Locked::Found(hit) => {
-                    return M::from_cached(land(leader, cache.settle_hit(key, hit, generation)))
-                }
-                Locked::Proceed => {}
+    }
+    let mut held = None;
+    if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
+        match shared::block_on(cache.lock_or_wait(sf, &key, sk)) {
+            Locked::Held { key, token } => held = Some((key, token)),
+            Locked::Found(hit) => {
+                return M::from_cached(land(leader, cache.settle_hit(key, hit, generation)))
             }
+            Locked::Proceed => {}
         }
     }
     cache.metrics.record_miss();
@@ -1694,7 +1701,15 @@ where
     if let Some(v) = cache.local_get(&key, Some) {
         return M::from_cached(v);
     }
-    let (generation, hash, rendered) = cache.miss_guard(&key);
+    let (generation, hash, mut rendered) = cache.miss_guard(&key);
+    let mut miss = SharedMiss::default();
+    if let (Some(sf), Some(r)) = (&cache.shared, rendered.take_if(|_| cache.shared_first())) {
+        let found = cache.shared_get::<M::Value>(sf, r).await;
+        match cache.settle(key, found, generation) {
+            Ok(v) => return M::from_cached(v),
+            Err((k, m)) => (key, miss) = (k, m),
+        }
+    }
     let leader = match cache.join_flight(&key, hash) {
         Flight::Lead(leader) => Some(leader),
         Flight::Answered(v) => return M::from_cached(v),
@@ -1704,22 +1719,21 @@ where
         },
         Flight::Alone => None,
     };
-    let mut miss = SharedMiss::default();
-    let mut held = None;
     if let (Some(sf), Some(rendered)) = (&cache.shared, rendered) {
         let found = cache.shared_get::<M::Value>(sf, rendered).await;
         match cache.settle(key, found, generation) {
             Ok(v) => return M::from_cached(land(leader, v)),
             Err((k, m)) => (key, miss) = (k, m),
         }
-        if let Some(sk) = &miss.key {
-            match cache.lock_or_wait(sf, &key, sk).await {
-                Locked::Held { key, token } => held = Some((key, token)),
-                Locked::Found(hit) => {
-                    return M::from_cached(land(leader, cache.settle_hit(key, hit, generation)))
-                }
-                Locked::Proceed => {}
+    }
+    let mut held = None;
+    if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
+        match cache.lock_or_wait(sf, &key, sk).await {
+            Locked::Held { key, token } => held = Some((key, token)),
+            Locked::Found(hit) => {
+                return M::from_cached(land(leader, cache.settle_hit(key, hit, generation)))
             }
+            Locked::Proceed => {}
         }
     }
     cache.metrics.record_miss();
@@ -1832,6 +1846,14 @@ impl<K: Key, V: Value> FnCache<K, V> {
             Join::Follow(flight) => Flight::Follow(flight),
             Join::Alone => Flight::Alone,
         }
+    }
+
+    /// Whether the shared tier is asked before joining a flight: for
+    /// `tier = "shared"`, where every call asks the shared tier anyway, a
+    /// hit then costs no flight bookkeeping; concurrent misses still share
+    /// one computation.
+    fn shared_first(&self) -> bool {
+        !self.local
     }
 
     /// A follower answered by the leader's value.
