@@ -15,6 +15,24 @@ macro_rules! counter {
     };
 }
 
+/// Starts `n` threads that call `f(i)` at the same moment; their handles.
+fn together<T: Send + 'static>(
+    n: u64,
+    f: impl Fn(u64) -> T + Send + Sync + 'static,
+) -> Vec<std::thread::JoinHandle<T>> {
+    let start = Arc::new(Barrier::new(n as usize));
+    let f = Arc::new(f);
+    (0..n)
+        .map(|i| {
+            let (start, f) = (start.clone(), f.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                f(i)
+            })
+        })
+        .collect()
+}
+
 /// Long enough for every caller to arrive while the first one computes.
 const ORIGIN_MS: u64 = 100;
 
@@ -57,17 +75,7 @@ fn slow_sync(id: u64) -> u64 {
 
 #[test]
 fn sixty_four_threads_on_a_cold_key_run_the_function_once() {
-    let start = Arc::new(Barrier::new(64));
-    let threads: Vec<_> = (0..64)
-        .map(|_| {
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                slow_sync(21)
-            })
-        })
-        .collect();
-    for t in threads {
+    for t in together(64, |_| slow_sync(21)) {
         assert_eq!(t.join().unwrap(), 42);
     }
     assert_eq!(SYNC_CALLS.load(SeqCst), 1, "one origin call for 64 threads");
@@ -86,17 +94,7 @@ fn per_key(id: u64) -> u64 {
 
 #[test]
 fn different_keys_compute_in_parallel_each_once() {
-    let start = Arc::new(Barrier::new(32));
-    let threads: Vec<_> = (0..32u64)
-        .map(|i| {
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                per_key(i % 4)
-            })
-        })
-        .collect();
-    for (i, t) in threads.into_iter().enumerate() {
+    for (i, t) in together(32, |i| per_key(i % 4)).into_iter().enumerate() {
         assert_eq!(t.join().unwrap(), i as u64 % 4);
     }
     assert_eq!(KEYS_CALLS.load(SeqCst), 4, "one computation per key");
@@ -118,16 +116,7 @@ fn panics_while_flagged(id: u64) -> u64 {
 
 #[test]
 fn a_panicking_leader_releases_every_waiter_and_the_next_call_computes_again() {
-    let start = Arc::new(Barrier::new(16));
-    let threads: Vec<_> = (0..16)
-        .map(|_| {
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                std::panic::catch_unwind(|| panics_while_flagged(3))
-            })
-        })
-        .collect();
+    let threads = together(16, |_| std::panic::catch_unwind(|| panics_while_flagged(3)));
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
@@ -205,17 +194,10 @@ fn fails_once(id: u64) -> Result<u64, String> {
 
 #[test]
 fn an_err_is_never_shared_waiters_compute_themselves() {
-    let start = Arc::new(Barrier::new(8));
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                fails_once(5)
-            })
-        })
+    let results: Vec<_> = together(8, |_| fails_once(5))
+        .into_iter()
+        .map(|t| t.join().unwrap())
         .collect();
-    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     let errs = results.iter().filter(|r| r.is_err()).count();
     assert_eq!(errs, 1, "only the leader saw its own error: {results:?}");
     assert!(results
@@ -270,17 +252,7 @@ fn outer(n: u64) -> u64 {
 
 #[test]
 fn cached_functions_calling_cached_functions_never_deadlock() {
-    let start = Arc::new(Barrier::new(8));
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                (fib(60), outer(40))
-            })
-        })
-        .collect();
-    for t in threads {
+    for t in together(8, |_| (fib(60), outer(40))) {
         assert_eq!(t.join().unwrap(), (1_548_008_755_920, 102_334_156));
     }
     assert_eq!(FIB_CALLS.load(SeqCst), 61, "each fib(n) computed once");

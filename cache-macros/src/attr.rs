@@ -212,6 +212,41 @@ fn int_value(expr: &Expr, what: &str, example: &str) -> syn::Result<LitInt> {
     }
 }
 
+/// A duration option given as `{base} = seconds` or `{base}_ms =
+/// milliseconds` (`name` says which): milliseconds, at least 1, and only
+/// one of the two forms (`earlier` is what the other form set).
+fn secs_or_ms(
+    name: &str,
+    expr: &Expr,
+    what: &str,
+    (secs_example, ms_example): (&str, &str),
+    zero_hint: &str,
+    earlier: Option<(u64, Span)>,
+) -> syn::Result<(u64, Span)> {
+    let ms = name.ends_with("_ms");
+    let base = name.trim_end_matches("_ms");
+    let (unit, example) = if ms {
+        ("milliseconds", ms_example)
+    } else {
+        ("seconds", secs_example)
+    };
+    let lit = int_value(expr, &format!("{what} in {unit}"), example)?;
+    let n: u64 = lit.base10_parse()?;
+    if n == 0 {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("`{name}` must be at least 1; {zero_hint}"),
+        ));
+    }
+    if earlier.is_some() {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("use either `{base}` (seconds) or `{base}_ms`, not both"),
+        ));
+    }
+    Ok((if ms { n } else { n.saturating_mul(1000) }, lit.span()))
+}
+
 fn str_value(expr: &Expr, what: &str, example: &str) -> syn::Result<LitStr> {
     match expr {
         Expr::Lit(ExprLit {
@@ -362,33 +397,20 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
                 });
             }
             "local_timeout" | "local_timeout_ms" => {
-                let ms = name == "local_timeout_ms";
-                let example = if ms {
-                    "local_timeout_ms = 500"
+                let example = ("local_timeout = 5", "local_timeout_ms = 500");
+                let expr = need(if name.ends_with("_ms") {
+                    example.1
                 } else {
-                    "local_timeout = 5"
-                };
-                let what = if ms {
-                    "the local copies' life in milliseconds"
-                } else {
-                    "the local copies' life in seconds"
-                };
-                let lit = int_value(need(example)?, what, example)?;
-                let n: u64 = lit.base10_parse()?;
-                if n == 0 {
-                    return Err(syn::Error::new(
-                        lit.span(),
-                        format!("`{name}` must be at least 1; to keep no local copy, use `tier = \"shared\"`"),
-                    ));
-                }
-                if args.local_timeout_ms.is_some() {
-                    return Err(syn::Error::new(
-                        lit.span(),
-                        "use either `local_timeout` (seconds) or `local_timeout_ms`, not both",
-                    ));
-                }
-                let n = if ms { n } else { n.saturating_mul(1000) };
-                args.local_timeout_ms = Some((n, lit.span()));
+                    example.0
+                })?;
+                args.local_timeout_ms = Some(secs_or_ms(
+                    &name,
+                    expr,
+                    "the local copies' life",
+                    example,
+                    "to keep no local copy, use `tier = \"shared\"`",
+                    args.local_timeout_ms,
+                )?);
             }
             "jitter" => {
                 let expr = need("jitter = 0.1")?;
@@ -420,36 +442,20 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
                 args.cache_none = Some((b, path.span()));
             }
             "none_timeout" | "none_timeout_ms" => {
-                let ms = name == "none_timeout_ms";
-                let example = if ms {
-                    "none_timeout_ms = 500"
+                let example = ("none_timeout = 30", "none_timeout_ms = 500");
+                let expr = need(if name.ends_with("_ms") {
+                    example.1
                 } else {
-                    "none_timeout = 30"
-                };
-                let lit = int_value(
-                    need(example)?,
-                    if ms {
-                        "the life of a cached `None` in milliseconds"
-                    } else {
-                        "the life of a cached `None` in seconds"
-                    },
+                    example.0
+                })?;
+                args.none_timeout_ms = Some(secs_or_ms(
+                    &name,
+                    expr,
+                    "the life of a cached `None`",
                     example,
-                )?;
-                let n: u64 = lit.base10_parse()?;
-                if n == 0 {
-                    return Err(syn::Error::new(
-                        lit.span(),
-                        format!("`{name}` must be at least 1: a cached `None` that never expires would hide data created later"),
-                    ));
-                }
-                if args.none_timeout_ms.is_some() {
-                    return Err(syn::Error::new(
-                        lit.span(),
-                        "use either `none_timeout` (seconds) or `none_timeout_ms`, not both",
-                    ));
-                }
-                let n = if ms { n } else { n.saturating_mul(1000) };
-                args.none_timeout_ms = Some((n, lit.span()));
+                    "a cached `None` that never expires would hide data created later",
+                    args.none_timeout_ms,
+                )?);
             }
             "lock" => {
                 let b = match value {
@@ -459,32 +465,20 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
                 args.lock = Some((b, path.span()));
             }
             "lock_timeout" | "lock_timeout_ms" => {
-                let ms = name == "lock_timeout_ms";
-                let example = if ms {
-                    "lock_timeout_ms = 2000"
+                let example = ("lock_timeout = 10", "lock_timeout_ms = 2000");
+                let expr = need(if name.ends_with("_ms") {
+                    example.1
                 } else {
-                    "lock_timeout = 10"
-                };
-                let lit = int_value(
-                    need(example)?,
+                    example.0
+                })?;
+                args.lock_timeout_ms = Some(secs_or_ms(
+                    &name,
+                    expr,
                     "how long a lock outlives a holder that died",
                     example,
-                )?;
-                let n: u64 = lit.base10_parse()?;
-                if n == 0 {
-                    return Err(syn::Error::new(
-                        lit.span(),
-                        format!("`{name}` must be at least 1: it should exceed the function's longest run"),
-                    ));
-                }
-                if args.lock_timeout_ms.is_some() {
-                    return Err(syn::Error::new(
-                        lit.span(),
-                        "use either `lock_timeout` (seconds) or `lock_timeout_ms`, not both",
-                    ));
-                }
-                let n = if ms { n } else { n.saturating_mul(1000) };
-                args.lock_timeout_ms = Some((n, lit.span()));
+                    "it should exceed the function's longest run",
+                    args.lock_timeout_ms,
+                )?);
             }
             "stale_if_error" => {
                 let lit = int_value(

@@ -986,11 +986,35 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// The function's version in the shared tier, read once and then kept
     /// up to date by notices.
     async fn version(&self, sf: &SharedFn) -> Result<u64, SharedError> {
-        let v = sf.version.load(SeqCst);
+        self.known_version(sf, &sf.version, || sf.tier.version_key(&self.namespace))
+            .await
+    }
+
+    /// The version of the function's group, read once and then kept up
+    /// to date by notices; 0 without a group.
+    async fn group_version(&self, sf: &SharedFn) -> Result<u64, SharedError> {
+        match &self.group {
+            Some(group) => {
+                self.known_version(sf, &sf.group_version, || sf.tier.group_key(group))
+                    .await
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// `cell`, or the number under `key()` in the shared tier when `cell`
+    /// is still unknown.
+    async fn known_version(
+        &self,
+        sf: &SharedFn,
+        cell: &AtomicU64,
+        key: impl FnOnce() -> String,
+    ) -> Result<u64, SharedError> {
+        let v = cell.load(SeqCst);
         if v != UNKNOWN_VERSION {
             return Ok(v);
         }
-        let key = sf.tier.version_key(&self.namespace);
+        let key = key();
         let read = sf
             .tier
             .call(Some(&self.metrics.shared), sf.tier.timeout(), |s| {
@@ -998,33 +1022,8 @@ impl<K: Key, V: Value> FnCache<K, V> {
             })
             .await?;
         // A notice may have set a newer version while we read: keep it.
-        let _ = sf
-            .version
-            .compare_exchange(UNKNOWN_VERSION, read, SeqCst, SeqCst);
-        Ok(sf.version.load(SeqCst))
-    }
-
-    /// The version of the function's group, read once and then kept up
-    /// to date by notices; 0 without a group.
-    async fn group_version(&self, sf: &SharedFn) -> Result<u64, SharedError> {
-        let v = sf.group_version.load(SeqCst);
-        if v != UNKNOWN_VERSION {
-            return Ok(v);
-        }
-        let Some(group) = &self.group else {
-            return Ok(0);
-        };
-        let key = sf.tier.group_key(group);
-        let read = sf
-            .tier
-            .call(Some(&self.metrics.shared), sf.tier.timeout(), |s| {
-                s.read_version(&key)
-            })
-            .await?;
-        let _ = sf
-            .group_version
-            .compare_exchange(UNKNOWN_VERSION, read, SeqCst, SeqCst);
-        Ok(sf.group_version.load(SeqCst))
+        let _ = cell.compare_exchange(UNKNOWN_VERSION, read, SeqCst, SeqCst);
+        Ok(cell.load(SeqCst))
     }
 
     /// The call's shared key. On failure, the error and the local tag (0
