@@ -4,16 +4,20 @@ use quick_cache::{sync::Cache, DefaultHashBuilder, Lifecycle, OptionsBuilder, Un
 
 use super::{Evictions, LocalStore, Stored};
 
-/// Counts quick_cache evictions (including inserts it refused to admit).
+/// Counts quick_cache evictions (including inserts it refused to admit),
+/// but not the old value an insert replaces, which quick_cache reports
+/// through the same hook: the request state holds the key being inserted.
 #[derive(Clone)]
 struct CountEvictions(Evictions);
 
-impl<K, V> Lifecycle<K, V> for CountEvictions {
-    type RequestState = ();
+impl<K: Eq, V> Lifecycle<K, V> for CountEvictions {
+    type RequestState = Option<K>;
 
     #[inline]
-    fn on_evict(&self, _state: &mut (), _key: K, _val: V) {
-        self.0.add(1);
+    fn on_evict(&self, inserting: &mut Option<K>, key: K, _val: V) {
+        if inserting.as_ref() != Some(&key) {
+            self.0.add(1);
+        }
     }
 }
 
@@ -57,7 +61,8 @@ where
 
     #[inline]
     fn insert(&self, key: K, entry: Stored<V>) {
-        self.cache.insert(key, entry);
+        let mut inserting = Some(key.clone());
+        self.cache.insert_with_lifecycle(key, entry, &mut inserting);
     }
 
     fn remove(&self, key: &K) -> bool {
@@ -76,5 +81,35 @@ where
 
     fn len(&self) -> u64 {
         self.cache.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+
+    fn entry(v: u32) -> Stored<u32> {
+        Stored {
+            value: v,
+            expires_at: Timestamp::ZERO,
+            tag: 0,
+        }
+    }
+
+    #[test]
+    fn replacing_a_key_is_not_an_eviction_but_overflowing_the_bound_is() {
+        let evictions = Evictions::default();
+        let store: QuickCacheStore<u32, u32> = QuickCacheStore::new(100, evictions.clone());
+        for v in 0..10 {
+            store.insert(1, entry(v));
+        }
+        assert_eq!(store.get(&1).map(|e| e.value), Some(9));
+        assert_eq!(evictions.get(), 0, "ten writes of one key evict nothing");
+        for k in 0..1000 {
+            store.insert(k, entry(k));
+        }
+        assert!(store.len() <= 100);
+        assert!(evictions.get() >= 800, "{} evictions", evictions.get());
     }
 }
