@@ -277,3 +277,43 @@ fn a_function_calling_itself_with_other_arguments_does_not_wait_for_itself() {
     assert_eq!(calls_itself_once(1, 10), 1024);
     assert_eq!(SELF_CALLS.load(SeqCst), 11);
 }
+
+// ---------------------------------------------------------------- manual cache
+
+#[test]
+fn the_manual_get_or_insert_runs_make_once_for_concurrent_callers() {
+    static MAKES: AtomicUsize = AtomicUsize::new(0);
+    let cache = layercache::sync::Cache::global();
+    for t in together(32, move |_| {
+        cache.get_or_insert_with("sf_manual_report", Duration::from_secs(60), || {
+            MAKES.fetch_add(1, SeqCst);
+            std::thread::sleep(Duration::from_millis(ORIGIN_MS));
+            "report".to_string()
+        })
+    }) {
+        assert_eq!(t.join().unwrap(), "report");
+    }
+    assert_eq!(MAKES.load(SeqCst), 1, "one make for 32 callers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_async_manual_get_or_insert_runs_make_once_for_concurrent_callers() {
+    static MAKES: AtomicUsize = AtomicUsize::new(0);
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            tokio::spawn(async {
+                layercache::future::Cache::global()
+                    .get_or_insert_with("sf_manual_async", Duration::from_secs(60), async {
+                        MAKES.fetch_add(1, SeqCst);
+                        tokio::time::sleep(Duration::from_millis(ORIGIN_MS)).await;
+                        7u64
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 7);
+    }
+    assert_eq!(MAKES.load(SeqCst), 1, "one make for 200 tasks");
+}

@@ -130,6 +130,13 @@ async fn store_computed<T: CacheValue>(key: &str, value: T, timeout: Duration, g
     }
 }
 
+/// Ends a get-or-insert's flight: waiters share `v`.
+fn land_manual<T: CacheValue>(leader: Option<crate::flight::Leader<'_, String, AnyValue>>, v: &T) {
+    if let Some(leader) = leader {
+        leader.land(|| Some(Arc::new(v.clone()) as AnyValue));
+    }
+}
+
 fn delete(key: &str) -> bool {
     store().invalidate(&key.to_string())
 }
@@ -233,9 +240,20 @@ pub mod sync {
             if let Some(v) = get(key) {
                 return v;
             }
-            let generation = store().guard(store().key_hash(&key.to_string()));
+            let s = store();
+            let k = key.to_string();
+            let generation = s.guard(s.key_hash(&k));
+            // One `make` per key per process: concurrent callers wait for it.
+            let leader = match s.flight_or_value(&k) {
+                Err(other) => match other.downcast_ref::<T>() {
+                    Some(v) => return v.clone(),
+                    None => None, // stored as another type: compute this one
+                },
+                Ok(leader) => leader,
+            };
             let v = make();
             shared::block_on(store_computed(key, v.clone(), timeout, generation));
+            land_manual(leader, &v);
             v
         }
     }
@@ -322,9 +340,19 @@ pub mod future {
             if let Some(v) = get_async(key).await {
                 return v;
             }
-            let generation = store().guard(store().key_hash(&key.to_string()));
+            let s = store();
+            let k = key.to_string();
+            let generation = s.guard(s.key_hash(&k));
+            let leader = match s.flight_or_value_async(&k).await {
+                Err(other) => match other.downcast_ref::<T>() {
+                    Some(v) => return v.clone(),
+                    None => None,
+                },
+                Ok(leader) => leader,
+            };
             let v = make.await;
             store_computed(key, v.clone(), timeout, generation).await;
+            land_manual(leader, &v);
             v
         }
     }

@@ -1847,6 +1847,38 @@ impl<K: Key, V: Value> FnCache<K, V> {
         }
     }
 
+    /// Step 2 for code outside a `#[cached]` call (the manual cache's
+    /// get-or-insert): `Ok` to compute (landing the leader, if any, with
+    /// the value), `Err` with the value another caller computed. Blocks
+    /// while another caller computes.
+    pub(crate) fn flight_or_value(&self, key: &K) -> Result<Option<Leader<'_, K, V>>, V> {
+        match self.join_flight(key, self.key_hash(key)) {
+            Flight::Lead(leader) => Ok(Some(leader)),
+            Flight::Answered(v) => Err(v),
+            Flight::Follow(flight) => match flight.wait() {
+                Some(v) => Err(self.coalesced(v)),
+                None => Ok(None),
+            },
+            Flight::Alone => Ok(None),
+        }
+    }
+
+    /// [`FnCache::flight_or_value`] for async code.
+    pub(crate) async fn flight_or_value_async(
+        &self,
+        key: &K,
+    ) -> Result<Option<Leader<'_, K, V>>, V> {
+        match self.join_flight(key, self.key_hash(key)) {
+            Flight::Lead(leader) => Ok(Some(leader)),
+            Flight::Answered(v) => Err(v),
+            Flight::Follow(flight) => match flight.wait_async().await {
+                Some(v) => Err(self.coalesced(v)),
+                None => Ok(None),
+            },
+            Flight::Alone => Ok(None),
+        }
+    }
+
     /// Whether the shared tier is asked before joining a flight: for
     /// `tier = "shared"`, where every call asks the shared tier anyway, a
     /// hit then costs no flight bookkeeping; concurrent misses still share
