@@ -35,6 +35,7 @@ mod node {
     pub static BIG_RUNS: AtomicU64 = AtomicU64::new(0);
     pub static FIND_RUNS: AtomicU64 = AtomicU64::new(0);
     pub static LOCKED_RUNS: AtomicU64 = AtomicU64::new(0);
+    pub static NEWS_RUNS: AtomicU64 = AtomicU64::new(0);
 
     /// The "database" all nodes share: one file per user.
     fn db() -> PathBuf {
@@ -146,6 +147,19 @@ mod node {
         id
     }
 
+    /// Refresh-ahead with the lock: one process of the fleet refreshes.
+    #[cached(
+        timeout_ms = 400,
+        key_prefix = "news",
+        refresh_ahead = 0.5,
+        lock = true
+    )]
+    pub fn news(id: u64) -> String {
+        let n = NEWS_RUNS.fetch_add(1, SeqCst) + 1;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        format!("news {id} #{n}")
+    }
+
     /// No local tier: every call asks Redis.
     #[cached(timeout = 300, key_prefix = "shared_only", tier = "shared")]
     pub fn shared_only(id: u64) -> (u64, String) {
@@ -214,7 +228,7 @@ mod node {
         };
         let tier = stats.shared_tier.clone().unwrap_or_default();
         format!(
-            "stats smisses={} encode={} local={} shared={} misses={} corrupt={} timeouts={} connection={} skipped={} oversize={} writes={} bytes={} notices={} resubscriptions={} breaker_opens={} lock_waits={} stale_hits={}",
+            "stats smisses={} encode={} local={} shared={} misses={} corrupt={} timeouts={} connection={} skipped={} oversize={} writes={} bytes={} notices={} resubscriptions={} breaker_opens={} lock_waits={} stale_hits={} refresh_starts={}",
             f.shared.misses,
             f.shared.encode_errors,
             f.local_hits,
@@ -232,6 +246,7 @@ mod node {
             tier.breaker_opens,
             f.lock_waits,
             f.stale_hits,
+            f.refreshes_started,
         )
     }
 
@@ -316,6 +331,8 @@ mod node {
                 ["find", _] => timed(&FIND_RUNS, || find_user(n(1))),
                 ["quote", _] => timed(&FIND_RUNS, || quote(n(1))),
                 ["item", _] => timed(&FIND_RUNS, || catalog_item(n(1))),
+                ["news", _] => timed(&NEWS_RUNS, || news(n(1))),
+                ["news_runs"] => format!("runs {}", NEWS_RUNS.load(SeqCst)),
                 // 32 threads call a cold shared-only key at once.
                 ["shared_burst", _] => {
                     let id = n(1);
@@ -1057,6 +1074,59 @@ fn concurrent_misses_of_a_shared_only_function_run_it_once_per_process() {
     server.assert_no_keys_command();
 }
 
+fn with_the_lock_one_process_of_the_fleet_refreshes_ahead() {
+    let server = RedisServer::start();
+    let db = temp_db("refresh");
+    let mut nodes = vec![
+        Node::spawn("A", &server.url(), &db, &[]),
+        Node::spawn("B", &server.url(), &db, &[]),
+    ];
+    let total_runs = |nodes: &mut Vec<Node>| -> u64 {
+        nodes
+            .iter_mut()
+            .map(|n| {
+                n.send("news_runs")
+                    .strip_prefix("runs ")
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .sum()
+    };
+    assert_eq!(nodes[0].call("news 1").runs, 1);
+    assert_eq!(
+        nodes[1].call("news 1").runs,
+        0,
+        "B has A's value from Redis"
+    );
+    std::thread::sleep(Duration::from_millis(250)); // past half of the 400 ms timeout
+    for c in call_all(&mut nodes, "news 1") {
+        assert_eq!(
+            c.value, "\"news 1 #1\"",
+            "due hits answer at once with the current value"
+        );
+        assert_eq!(c.runs, 0, "no caller waited for the function");
+    }
+    let refreshed = within(Duration::from_millis(500), || {
+        (total_runs(&mut nodes) >= 2).then_some(())
+    });
+    assert!(refreshed.is_some(), "a background refresh ran");
+    std::thread::sleep(Duration::from_millis(50)); // a second refresh would have run by now
+    for n in nodes.iter_mut() {
+        assert_eq!(
+            n.stat("news", "refresh_starts"),
+            1,
+            "each process was due and tried"
+        );
+    }
+    assert_eq!(
+        total_runs(&mut nodes),
+        2,
+        "both processes were due, one took the lock and refreshed"
+    );
+    server.assert_no_keys_command();
+}
+
 fn a_warm_up_in_one_process_serves_the_other_from_redis() {
     let server = RedisServer::start();
     let db = temp_db("warm");
@@ -1232,6 +1302,10 @@ fn main() {
         (
             "a_warm_up_in_one_process_serves_the_other_from_redis",
             a_warm_up_in_one_process_serves_the_other_from_redis,
+        ),
+        (
+            "with_the_lock_one_process_of_the_fleet_refreshes_ahead",
+            with_the_lock_one_process_of_the_fleet_refreshes_ahead,
         ),
         (
             "a_version_bump_reaches_every_function_of_the_group_in_every_process",
