@@ -56,6 +56,26 @@ fn update_user(user_id: u64, name: &str) -> Result<(), String> {
 #[cache_invalidate(prefix = "search:{query}:")]
 fn reindex(query: &str) {}
 
+/// Guide 7.1-7.3: a slow report many requests want at once (single-flight
+/// is always on), spread expiries (jitter), and lookups of ids that do not
+/// exist (negative caching).
+#[cached(timeout = 120, key_prefix = "daily_report", jitter = 0.1)]
+fn daily_report(day: u32) -> String {
+    std::thread::sleep(Duration::from_millis(200));
+    format!("report for day {day}")
+}
+
+#[cached(
+    timeout = 300,
+    key_prefix = "find_user",
+    cache_none = true,
+    none_timeout = 30
+)]
+fn find_user(id: u64) -> Option<String> {
+    std::thread::sleep(Duration::from_millis(20)); // the database says "no such user"
+    (id < 1000).then(|| format!("user {id}"))
+}
+
 fn timed<T>(label: &str, f: impl FnOnce() -> T) -> T {
     let start = Instant::now();
     let value = f();
@@ -153,7 +173,30 @@ fn main() {
         get_user_profile(42)
     });
 
-    println!("\n5. Hit-rate metrics (guide 6.1)");
+    println!("\n5. Protection: stampede, penetration, avalanche (guide 7)");
+    let started = Instant::now();
+    let threads: Vec<_> = (0..16)
+        .map(|_| std::thread::spawn(|| daily_report(1)))
+        .collect();
+    for t in threads {
+        t.join().expect("report thread");
+    }
+    let report = fn_cache!(daily_report).stats();
+    println!(
+        "  16 threads asked for a cold report: {} computation(s), {} waited for it, {:.0} ms in all",
+        report.misses,
+        report.coalesced,
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    for _ in 0..100 {
+        find_user(404_404);
+    }
+    println!(
+        "  100 lookups of a missing user: {} database query (the None is cached for 30 s)",
+        fn_cache!(find_user).stats().misses
+    );
+
+    println!("\n6. Hit-rate metrics (guide 6.1)");
     let stats = layercache::stats();
     print!("{stats}");
     let profile = stats.function("user_profile").expect("called above");
