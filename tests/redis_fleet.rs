@@ -105,6 +105,23 @@ mod node {
         format!("report {id}")
     }
 
+    pub static FLAKY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// Panics while holding the lock when `FLAKY` is set.
+    #[cached(
+        timeout = 300,
+        key_prefix = "locked_flaky",
+        lock = true,
+        lock_timeout = 5
+    )]
+    pub fn locked_flaky(id: u64) -> u64 {
+        LOCKED_RUNS.fetch_add(1, SeqCst);
+        if FLAKY.load(SeqCst) {
+            panic!("the origin broke while holding the lock");
+        }
+        id
+    }
+
     /// A holder that dies: the process exits while holding the lock.
     pub fn die_holding_lock(id: u64) -> String {
         std::thread::spawn(move || locked_report(id));
@@ -361,6 +378,17 @@ mod node {
                 ["locked", _] => timed(&LOCKED_RUNS, || locked_report(n(1))),
                 ["unlocked", _] => timed(&LOCKED_RUNS, || unlocked_report(n(1))),
                 ["die_holding_lock", _] => die_holding_lock(n(1)),
+                ["flaky", on] => {
+                    FLAKY.store(*on == "on", SeqCst);
+                    "ok".to_string()
+                }
+                ["locked_flaky", _] => {
+                    let id = n(1);
+                    match std::panic::catch_unwind(|| timed(&LOCKED_RUNS, || locked_flaky(id))) {
+                        Ok(reply) => reply,
+                        Err(_) => "ok panicked runs=1 us=0".to_string(),
+                    }
+                }
                 ["other_type", _] => timed(&SHARED_RUNS, || other_type(n(1))),
                 ["short", _] => timed(&SHARED_RUNS, || short(n(1))),
                 ["capped", _] => timed(&SHARED_RUNS, || capped(n(1))),
@@ -1253,6 +1281,24 @@ fn with_the_lock_four_processes_missing_one_key_run_the_function_about_once() {
     server.assert_no_keys_command();
 }
 
+fn a_lock_whose_holder_panicked_is_released_at_once() {
+    let server = RedisServer::start();
+    let db = temp_db("lock_panic");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    let mut b = Node::spawn("B", &server.url(), &db, &[]);
+    a.send("flaky on");
+    assert_eq!(a.call("locked_flaky 1").value, "panicked");
+    let started = Instant::now();
+    let c = b.call("locked_flaky 1");
+    assert_eq!((c.value.as_str(), c.runs), ("1", 1));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "B computed after {:?}: the lock was released, not left to expire (5 s)",
+        started.elapsed()
+    );
+    server.assert_no_keys_command();
+}
+
 fn main() {
     if std::env::var_os("LAYERCACHE_NODE").is_some() {
         node::run();
@@ -1314,6 +1360,10 @@ fn main() {
         (
             "with_the_lock_four_processes_missing_one_key_run_the_function_about_once",
             with_the_lock_four_processes_missing_one_key_run_the_function_about_once,
+        ),
+        (
+            "a_lock_whose_holder_panicked_is_released_at_once",
+            a_lock_whose_holder_panicked_is_released_at_once,
         ),
         (
             "negative_results_are_cached_in_both_tiers_for_none_timeout_and_timeouts_are_jittered",

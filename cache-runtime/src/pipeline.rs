@@ -1497,14 +1497,13 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         let started = self.clock.now();
         let mut backoff = LOCK_POLL_FIRST;
         loop {
-            match sf.tier.try_lock(m, &lock_key, &token, ttl).await {
-                Ok(true) => {
-                    return Locked::Held {
-                        key: lock_key,
-                        token,
-                    }
-                }
-                Ok(false) => {}
+            match sf
+                .tier
+                .try_lock(m, lock_key.clone(), token.clone(), ttl)
+                .await
+            {
+                Ok(Some(held)) => return Locked::Held(held),
+                Ok(None) => {}
                 Err(_) => return Locked::Proceed,
             }
             if self.clock.now().nanos_since(started) > 2 * ttl.as_nanos() as u64 {
@@ -1657,7 +1656,7 @@ where
     let mut held = None;
     if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
         match shared::block_on(cache.lock_or_wait(sf, &key, sk)) {
-            Locked::Held { key, token } => held = Some((key, token)),
+            Locked::Held(lock) => held = Some(lock),
             Locked::Found(hit) => {
                 return M::from_cached(land(leader, cache.settle_hit(key, hit, generation)))
             }
@@ -1670,7 +1669,7 @@ where
     if M::is_error(&r) && cache.stale.is_some() {
         if let Some(v) = shared::block_on(cache.fail_safe(&key)) {
             computation.failed();
-            release(cache, &held);
+            release(held);
             return M::from_cached(land(leader, v));
         }
     }
@@ -1678,7 +1677,7 @@ where
     if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
         shared::block_on(async {
             cache.write_shared(sf, sk, stored, generation).await;
-            release_async(cache, &held).await;
+            release_async(held).await;
         });
     }
     cache.land_computed(leader, stored, generation);
@@ -1728,7 +1727,7 @@ where
     let mut held = None;
     if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
         match cache.lock_or_wait(sf, &key, sk).await {
-            Locked::Held { key, token } => held = Some((key, token)),
+            Locked::Held(lock) => held = Some(lock),
             Locked::Found(hit) => {
                 return M::from_cached(land(leader, cache.settle_hit(key, hit, generation)))
             }
@@ -1741,14 +1740,14 @@ where
     if M::is_error(&r) && cache.stale.is_some() {
         if let Some(v) = cache.fail_safe(&key).await {
             computation.failed();
-            release_async(cache, &held).await;
+            release_async(held).await;
             return M::from_cached(land(leader, v));
         }
     }
     let stored = computation.finish::<M, R>(key, &r, cache_if, miss.tag);
     if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
         cache.write_shared(sf, sk, stored, generation).await;
-        release_async(cache, &held).await;
+        release_async(held).await;
     }
     cache.land_computed(leader, stored, generation);
     r
@@ -1762,7 +1761,7 @@ const LOCK_POLL_MAX: Duration = Duration::from_millis(50);
 /// The distributed lock's outcome after a shared miss.
 enum Locked<V> {
     /// This process computes; it releases the lock after the write-back.
-    Held { key: String, token: String },
+    Held(shared::HeldLock),
     /// The holder's value arrived in the shared tier.
     Found((V, Option<Duration>, u64)),
     /// Compute without the lock (no lock configured, a failing tier, or a
@@ -1804,15 +1803,15 @@ pub async fn bypass_async<K: Key, V: Value, R>(
 }
 
 /// Releases the shared lock, if this call holds one.
-async fn release_async<K: Key, V: Value>(cache: &FnCache<K, V>, held: &Option<(String, String)>) {
-    if let (Some(sf), Some((key, token))) = (&cache.shared, held) {
-        sf.tier.unlock(key, token).await;
+async fn release_async(held: Option<shared::HeldLock>) {
+    if let Some(lock) = held {
+        lock.release().await;
     }
 }
 
-fn release<K: Key, V: Value>(cache: &FnCache<K, V>, held: &Option<(String, String)>) {
+fn release(held: Option<shared::HeldLock>) {
     if held.is_some() {
-        shared::block_on(release_async(cache, held));
+        shared::block_on(release_async(held));
     }
 }
 

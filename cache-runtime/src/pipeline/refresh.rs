@@ -94,10 +94,10 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                         let token = format!("{}:refresh", sf.tier.instance());
                         match sf
                             .tier
-                            .try_lock(&self.metrics.shared, &lock_key, &token, ttl)
+                            .try_lock(&self.metrics.shared, lock_key, token, ttl)
                             .await
                         {
-                            Ok(true) => held = Some((lock_key, token)),
+                            Ok(Some(lock)) => held = Some(lock),
                             // Another process refreshes (or the tier failed): skip.
                             _ => {
                                 drop(leader);
@@ -122,7 +122,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                     name = self.name(),
                     "layercache: a background refresh panicked"
                 );
-                release_async(self, &held).await;
+                release_async(held).await;
                 drop(leader);
                 self.metrics.record_refresh();
                 return;
@@ -132,7 +132,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         if let (Some(sf), Some(sk)) = (&self.shared, &sk) {
             self.write_shared(sf, sk, stored, generation).await;
         }
-        release_async(self, &held).await;
+        release_async(held).await;
         self.land_computed(Some(leader), stored, generation);
         // Counted once the flight has landed: the key is free for the next one.
         self.metrics.record_refresh();

@@ -449,6 +449,39 @@ pub(crate) fn io_runtime() -> &'static tokio::runtime::Handle {
     })
 }
 
+/// A lock held in the shared tier (`lock = true`). Released by
+/// [`HeldLock::release`]; dropped without it (the function panicked, or the
+/// call was cancelled), it is released in the background, so other
+/// processes need not wait for its expiry.
+pub(crate) struct HeldLock {
+    tier: &'static Tier,
+    key: String,
+    token: String,
+    released: bool,
+}
+
+impl HeldLock {
+    /// Releases the lock (bounded by the tier's timeout).
+    pub(crate) async fn release(mut self) {
+        self.released = true;
+        self.tier.unlock(&self.key, &self.token).await;
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        if !self.released {
+            let (tier, key, token) = (
+                self.tier,
+                std::mem::take(&mut self.key),
+                std::mem::take(&mut self.token),
+            );
+            tier.runtime
+                .spawn(async move { tier.unlock(&key, &token).await });
+        }
+    }
+}
+
 /// Polls `F` inside the I/O runtime's context, so that the store's timers
 /// and any task it spawns belong to that runtime whatever executor polls it.
 struct InRuntime<'h, F> {
@@ -625,22 +658,30 @@ impl Tier {
         }
     }
 
-    /// Takes the lock `key` for `ttl` (see [`SharedStore::try_lock`]).
+    /// Takes the lock `key` for `ttl` (see [`SharedStore::try_lock`]);
+    /// `Ok(Some)` with the held lock when taken.
     pub(crate) async fn try_lock(
-        &self,
+        &'static self,
         metrics: &SharedMetrics,
-        key: &str,
-        token: &str,
+        key: String,
+        token: String,
         ttl: Duration,
-    ) -> Result<bool, SharedError> {
-        self.call(Some(metrics), self.timeout(), |s| {
-            s.try_lock(key, token, ttl)
-        })
-        .await
+    ) -> Result<Option<HeldLock>, SharedError> {
+        let taken = self
+            .call(Some(metrics), self.timeout(), |s| {
+                s.try_lock(&key, &token, ttl)
+            })
+            .await?;
+        Ok(taken.then_some(HeldLock {
+            tier: self,
+            key,
+            token,
+            released: false,
+        }))
     }
 
     /// Releases the lock `key` if it still holds `token`.
-    pub(crate) async fn unlock(&self, key: &str, token: &str) {
+    async fn unlock(&self, key: &str, token: &str) {
         if let Err(err) = self
             .call(None, self.timeout(), |s| s.unlock(key, token))
             .await
