@@ -66,9 +66,8 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         }
     }
 
-    /// The background part: run `origin` (already started by the caller's
-    /// executor or thread), write the result back everywhere, land the
-    /// flight. With `lock = true`, only the process that takes the shared
+    /// The background part: run `origin` (caught if it panics), write the
+    /// result back everywhere, land the flight. With `lock = true`, only the process that takes the shared
     /// lock refreshes.
     async fn refresh<M: OutputMode<R, Value = V>, R, Fut: Future<Output = R>>(
         &'static self,
