@@ -177,6 +177,24 @@ mod node {
         format!("news {id} #{n}")
     }
 
+    /// Two functions whose entries carry the user's tag.
+    #[cached(timeout = 300, key_prefix = "tag_profile", tags = ["user:{user_id}"])]
+    pub fn tagged_profile(user_id: u64) -> String {
+        FIND_RUNS.fetch_add(1, SeqCst);
+        format!("profile {user_id}")
+    }
+
+    #[cached(timeout = 300, key_prefix = "tag_orders", tags = ["user:{user_id}"])]
+    pub fn tagged_orders(user_id: u64) -> Vec<u64> {
+        FIND_RUNS.fetch_add(1, SeqCst);
+        vec![user_id]
+    }
+
+    #[cache_invalidate(tag = "user:{user_id}")]
+    pub fn touch_user(user_id: u64) {
+        let _ = user_id;
+    }
+
     /// No local tier: every call asks Redis.
     #[cached(timeout = 300, key_prefix = "shared_only", tier = "shared")]
     pub fn shared_only(id: u64) -> (u64, String) {
@@ -348,6 +366,12 @@ mod node {
                 ["find", _] => timed(&FIND_RUNS, || find_user(n(1))),
                 ["quote", _] => timed(&FIND_RUNS, || quote(n(1))),
                 ["item", _] => timed(&FIND_RUNS, || catalog_item(n(1))),
+                ["tprofile", _] => timed(&FIND_RUNS, || tagged_profile(n(1))),
+                ["torders", _] => timed(&FIND_RUNS, || tagged_orders(n(1))),
+                ["touch_user", _] => {
+                    touch_user(n(1));
+                    "ok".to_string()
+                }
                 ["news", _] => timed(&NEWS_RUNS, || news(n(1))),
                 ["news_runs"] => format!("runs {}", NEWS_RUNS.load(SeqCst)),
                 // 32 threads call a cold shared-only key at once.
@@ -1155,6 +1179,53 @@ fn with_the_lock_one_process_of_the_fleet_refreshes_ahead() {
     server.assert_no_keys_command();
 }
 
+fn a_tag_invalidation_reaches_every_function_and_process() {
+    let server = RedisServer::start();
+    let db = temp_db("tags");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    let mut b = Node::spawn("B", &server.url(), &db, &[]);
+    for user in [1, 2] {
+        assert_eq!(a.call(&format!("tprofile {user}")).runs, 1);
+        assert_eq!(a.call(&format!("torders {user}")).runs, 1);
+        assert_eq!(
+            b.call(&format!("tprofile {user}")).runs,
+            0,
+            "B reads A's entries"
+        );
+        assert_eq!(b.call(&format!("torders {user}")).runs, 0);
+    }
+    assert_eq!(
+        server.keys_matching("*tag:*user:1").len(),
+        1,
+        "one tag set per tag"
+    );
+    a.send("touch_user 1");
+    assert!(
+        server.keys_matching("*tag_*").len() == 2,
+        "user 1's two shared entries are gone, user 2's remain: {:?}",
+        server.keys_matching("*tag_*")
+    );
+    assert!(
+        server.keys_matching("*tag:*user:1").is_empty(),
+        "and the tag set"
+    );
+    let seen = within(Duration::from_millis(50), || {
+        (b.call("tprofile 1").runs == 1).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "B dropped its copy within 50 ms of A's invalidation"
+    );
+    assert_eq!(
+        b.call("torders 1").runs,
+        1,
+        "in every function carrying the tag"
+    );
+    assert_eq!(b.call("tprofile 2").runs, 0, "other users keep theirs");
+    assert_eq!(a.call("torders 2").runs, 0);
+    server.assert_no_keys_command();
+}
+
 fn a_warm_up_in_one_process_serves_the_other_from_redis() {
     let server = RedisServer::start();
     let db = temp_db("warm");
@@ -1348,6 +1419,10 @@ fn main() {
         (
             "a_warm_up_in_one_process_serves_the_other_from_redis",
             a_warm_up_in_one_process_serves_the_other_from_redis,
+        ),
+        (
+            "a_tag_invalidation_reaches_every_function_and_process",
+            a_tag_invalidation_reaches_every_function_and_process,
         ),
         (
             "with_the_lock_one_process_of_the_fleet_refreshes_ahead",

@@ -146,6 +146,7 @@ fn find_without_negative_caching(id: u64) -> Option<String> {
 
 #[test]
 fn without_cache_none_a_none_is_not_cached() {
+    clock(); // the runtime is configured with the mock clock before any call
     for _ in 0..10 {
         assert_eq!(find_without_negative_caching(404), None);
     }
@@ -238,6 +239,7 @@ fn dashboard(id: u64) -> String {
 
 #[test]
 fn unless_bypasses_the_cache_for_that_call_only() {
+    clock(); // the runtime is configured with the mock clock before any call
     let first = dashboard(1);
     assert_eq!(dashboard(1), first, "cached for ordinary users");
     ADMIN.store(true, SeqCst);
@@ -274,6 +276,7 @@ fn account(id: u64) -> usize {
 
 #[test]
 fn unless_takes_an_argument_flag_or_an_expression_over_the_arguments() {
+    clock(); // the runtime is configured with the mock clock before any call
     assert_eq!(report(1, false), report(1, false));
     assert_ne!(
         report(1, true),
@@ -302,6 +305,7 @@ fn search(query: &str) -> Vec<u32> {
 
 #[test]
 fn cache_if_vetoes_storing_a_result() {
+    clock(); // the runtime is configured with the mock clock before any call
     search("rust");
     search("rust");
     assert_eq!(SEARCH_CALLS.load(SeqCst), 1, "a non-empty result is stored");
@@ -328,6 +332,7 @@ async fn page(id: u64) -> Result<(u16, String), String> {
 
 #[tokio::test]
 async fn conditions_work_on_async_functions_with_a_closure() {
+    clock(); // the runtime is configured with the mock clock before any call
     page(2).await.unwrap();
     page(2).await.unwrap();
     assert_eq!(PAGE_CALLS.load(SeqCst), 1, "a 200 is stored");
@@ -512,6 +517,7 @@ fn outsider(id: u64) -> u64 {
 
 #[test]
 fn bump_version_drops_every_entry_of_the_group_and_nothing_else() {
+    clock(); // the runtime is configured with the mock clock before any call
     for id in 0..10 {
         catalog_item(id);
         catalog_price(id);
@@ -531,4 +537,56 @@ fn bump_version_drops_every_entry_of_the_group_and_nothing_else() {
         10,
         "other functions kept theirs"
     );
+}
+
+// ---------------------------------------------------------------- tags
+
+static TAGGED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(timeout = 300, key_prefix = "tag_profile", tags = ["user:{user_id}"])]
+fn tagged_profile(user_id: u64) -> String {
+    TAGGED_RUNS.fetch_add(1, SeqCst);
+    format!("profile {user_id}")
+}
+
+#[cached(timeout = 300, key_prefix = "tag_orders", tags = ["user:{user_id}", "orders"])]
+fn tagged_orders(user_id: u64, page: u32) -> Vec<u32> {
+    TAGGED_RUNS.fetch_add(1, SeqCst);
+    vec![user_id as u32, page]
+}
+
+#[layercache::cache_invalidate(tag = "user:{user_id}")]
+fn update_user_everywhere(user_id: u64) {
+    let _ = user_id;
+}
+
+fn call_all_tagged() -> usize {
+    let before = TAGGED_RUNS.load(SeqCst);
+    for user in [1, 2] {
+        tagged_profile(user);
+        tagged_orders(user, 0);
+        tagged_orders(user, 1);
+    }
+    TAGGED_RUNS.load(SeqCst) - before
+}
+
+#[test]
+fn a_tag_invalidation_drops_every_entry_carrying_it_across_functions() {
+    clock(); // the runtime is configured with the mock clock before any call
+    assert_eq!(call_all_tagged(), 6, "cold");
+    assert_eq!(call_all_tagged(), 0, "warm");
+    update_user_everywhere(1);
+    assert_eq!(
+        call_all_tagged(),
+        3,
+        "user 1's profile and two order pages, in two functions"
+    );
+    assert_eq!(layercache::invalidate_tag("orders"), 4, "every order page");
+    assert_eq!(call_all_tagged(), 4);
+    assert_eq!(
+        layercache::invalidate_tag("user:3"),
+        0,
+        "a tag nobody carries"
+    );
+    assert_eq!(call_all_tagged(), 0);
 }

@@ -45,6 +45,8 @@ pub struct CachedArgs {
     /// `versioned = "catalog"`: the function's shared keys carry the
     /// version of group `catalog` (see `bump_version`).
     pub versioned: Option<LitStr>,
+    /// `tags = ["user:{user_id}"]`: templates of the call's tags.
+    pub tags: Vec<LitStr>,
 }
 
 /// Which tiers a function uses.
@@ -78,6 +80,7 @@ const OPTIONS: &[&str] = &[
     "cache_if",
     "refresh_ahead",
     "versioned",
+    "tags",
 ];
 
 /// Names other caching libraries use for our options.
@@ -524,6 +527,28 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
                 )?;
                 check_prefix(&lit, "versioned")?;
                 args.versioned = Some(lit);
+            }
+            "tags" => {
+                let expr = need("tags = [\"user:{user_id}\"]")?;
+                let Expr::Array(array) = expr else {
+                    return Err(syn::Error::new(
+                        expr.span(),
+                        "expected a list of tag templates, like `tags = [\"user:{user_id}\"]`",
+                    ));
+                };
+                for e in &array.elems {
+                    args.tags.push(str_value(
+                        e,
+                        "a tag template",
+                        "tags = [\"user:{user_id}\"]",
+                    )?);
+                }
+                if args.tags.is_empty() {
+                    return Err(syn::Error::new(
+                        array.span(),
+                        "`tags` needs at least one tag, like `tags = [\"user:{user_id}\"]`",
+                    ));
+                }
             }
             "unless" => {
                 args.unless = Some(need("unless = is_admin")?.clone());

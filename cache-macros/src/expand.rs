@@ -248,18 +248,39 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         None => quote!(::layercache::__private::always),
     };
     let is_async = fn_sig.asyncness.is_some();
+    // `tags = [...]`: rendered per call, before the body may consume the arguments.
+    let tags_var = proc_macro2::Ident::new("__lc_tags", proc_macro2::Span::mixed_site());
+    let (tags_setup, tags_ref) = if opts.tags.is_empty() {
+        (TokenStream::new(), quote!(&[]))
+    } else {
+        let renders = opts
+            .tags
+            .iter()
+            .map(|lit| {
+                Template::parse(lit, &arg_names, sig.receiver.is_some(), name, "tags")
+                    .map(|t| t.render())
+            })
+            .collect::<syn::Result<Vec<_>>>()?;
+        let n = renders.len();
+        (
+            quote!(let #tags_var: [::std::string::String; #n] = [#(#renders),*];),
+            quote!(&#tags_var),
+        )
+    };
     let origin_var = proc_macro2::Ident::new("__lc_origin", proc_macro2::Span::mixed_site());
     let bypass_var = proc_macro2::Ident::new("__lc_bypass", proc_macro2::Span::mixed_site());
     let body = match &opts.unless {
         None if is_async => quote! {
             let #cache_var = #cache_call;
             let #key_var = #key_expr;
-            #async_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, async move #block).await
+            #tags_setup
+            #async_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_ref, async move #block).await
         },
         None => quote! {
             let #cache_var = #cache_call;
             let #key_var = #key_expr;
-            #sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, move || -> #output #block)
+            #tags_setup
+            #sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_ref, move || -> #output #block)
         },
         Some(cond) => {
             // An argument named alone is a flag; another path is a function
@@ -277,13 +298,13 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             let (origin, run, bypass) = if is_async {
                 (
                     quote!(async move #block),
-                    quote!(#async_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #origin_var).await),
+                    quote!(#async_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_ref, #origin_var).await),
                     quote!(::layercache::__private::bypass_async(#cache_var, #origin_var).await),
                 )
             } else {
                 (
                     quote!(move || -> #output #block),
-                    quote!(#sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #origin_var)),
+                    quote!(#sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_ref, #origin_var)),
                     quote!(::layercache::__private::bypass(#cache_var, #origin_var)),
                 )
             };
@@ -291,6 +312,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 let #bypass_var: bool = #cond;
                 let #cache_var = #cache_call;
                 let #key_var = #key_expr;
+                #tags_setup
                 let #origin_var = #origin;
                 if #bypass_var {
                     return #bypass;

@@ -127,6 +127,16 @@ pub fn cache_invalidate(args: TokenStream, item: TokenStream) -> syn::Result<Tok
                     quote!(#var.invalidate_all();)
                 });
             }
+            Invalidation::Tag(lit) => {
+                let template = Template::parse(lit, &names, has_self, &func.sig.ident, "tag")?;
+                let rendered = template.render();
+                setup.extend(quote!(let #var: ::std::string::String = #rendered;));
+                act.extend(if is_async {
+                    quote!(::layercache::__private::invalidate_tag_async(&#var).await;)
+                } else {
+                    quote!(::layercache::__private::invalidate_tag(&#var);)
+                });
+            }
             Invalidation::Prefix(lit) => {
                 crate::attr::check_prefix_text(lit)?;
                 let template = Template::parse(lit, &names, has_self, &func.sig.ident, "prefix")?;

@@ -12,7 +12,9 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Expr, ExprAssign, ExprCall, ExprMethodCall, ExprPath, Ident, Lit, LitStr, Path, Token};
+use syn::{
+    Expr, ExprAssign, ExprCall, ExprLit, ExprMethodCall, ExprPath, Ident, Lit, LitStr, Path, Token,
+};
 
 pub fn entry_ident(f: &Ident) -> Ident {
     format_ident!("{}__layercache_entry", f, span = f.span())
@@ -113,6 +115,7 @@ pub enum Invalidation {
     One(CallTarget),
     All(Path),
     Prefix(LitStr),
+    Tag(LitStr),
 }
 
 /// The parsed arguments of one `#[cache_invalidate(...)]`.
@@ -123,7 +126,7 @@ pub struct InvalidateArgs {
     pub output: Option<crate::sig::Mode>,
 }
 
-const INVALIDATE_OPTIONS: &[&str] = &["all", "prefix", "before", "output"];
+const INVALIDATE_OPTIONS: &[&str] = &["all", "prefix", "tag", "before", "output"];
 
 fn assign_name(a: &ExprAssign) -> Option<(&Path, String)> {
     match &*a.left {
@@ -178,6 +181,17 @@ pub fn parse_invalidate_args(tokens: TokenStream) -> syn::Result<InvalidateArgs>
                             return Err(syn::Error::new(
                                 other.span(),
                                 "expected the prefix as a string literal, like `prefix = \"search:{query}\"`",
+                            ))
+                        }
+                    },
+                    "tag" => match &*a.right {
+                        Expr::Lit(ExprLit {
+                            lit: Lit::Str(s), ..
+                        }) => out.targets.push(Invalidation::Tag(s.clone())),
+                        other => {
+                            return Err(syn::Error::new(
+                                other.span(),
+                                "expected the tag as a string literal, like `tag = \"user:{user_id}\"`",
                             ))
                         }
                     },

@@ -24,6 +24,7 @@ trait Registered: Send + Sync {
     fn forget_shared_state(&self) -> u64;
     fn group(&self) -> Option<&str>;
     fn group_bumped(&self, version: u64) -> u64;
+    fn drop_tag(&self, tag_hash: u64) -> u64;
 }
 
 impl<K: Key, V: Value> Registered for FnCache<K, V> {
@@ -60,6 +61,9 @@ impl<K: Key, V: Value> Registered for FnCache<K, V> {
     fn group_bumped(&self, version: u64) -> u64 {
         FnCache::group_bumped(self, version)
     }
+    fn drop_tag(&self, tag_hash: u64) -> u64 {
+        FnCache::drop_tag(self, tag_hash)
+    }
 }
 
 /// Applies invalidation notices from other processes to this process's
@@ -90,6 +94,7 @@ pub(crate) fn bus_handler(tier: &'static Tier) -> BusHandler {
                     .map(|c| c.remote_invalidate_all(version))
                     .sum(),
                 Notice::Group { group, version } => group_bumped(group, version),
+                Notice::Tag { tag } => drop_tag_local(tag),
                 Notice::Prefix { prefix } => registry()
                     .iter()
                     .map(|c| c.invalidate_prefix_local(prefix))
@@ -279,6 +284,65 @@ async fn invalidate_prefix_shared(tier: &'static Tier, prefix: &str) {
     let notice = Notice::Prefix { prefix }.encode(tier.instance());
     if let Err(err) = tier.publish(&notice).await {
         tracing::warn!(prefix, %err, "layercache: could not tell other processes about a prefix invalidation");
+    }
+}
+
+/// Drops this process's local entries carrying `tag`.
+fn drop_tag_local(tag: &str) -> u64 {
+    let hash = xxhash_rust::xxh3::xxh3_64(tag.as_bytes());
+    registry().iter().map(|c| c.drop_tag(hash)).sum()
+}
+
+/// Drops every entry carrying `tag` (declared with `#[cached(tags =
+/// ["user:{user_id}"])]`), of any function, in every tier and process:
+/// the local entries here, the shared keys recorded under the tag (a
+/// Redis set per tag, deleted by one script), and other processes' local
+/// copies through a notice. Returns how many local entries went. Costs
+/// O(entries carrying the tag). Blocks for the round trip; from async code
+/// use [`invalidate_tag_async`].
+///
+/// ```
+/// // No function has used the tag in this process: nothing to drop.
+/// assert_eq!(layercache_runtime::invalidate_tag("user:42"), 0);
+/// ```
+pub fn invalidate_tag(tag: &str) -> u64 {
+    let removed = drop_tag_local(tag);
+    if let Some(tier) = shared_tier() {
+        shared::block_on(invalidate_tag_shared(tier, tag));
+        // Reads during the round trip may have kept old values: drop them again.
+        drop_tag_local(tag);
+    }
+    removed
+}
+
+/// [`invalidate_tag`] for async code.
+pub async fn invalidate_tag_async(tag: &str) -> u64 {
+    let removed = drop_tag_local(tag);
+    if let Some(tier) = shared_tier() {
+        invalidate_tag_shared(tier, tag).await;
+        drop_tag_local(tag);
+    }
+    removed
+}
+
+async fn invalidate_tag_shared(tier: &'static Tier, tag: &str) {
+    let set = tier.tag_key(tag);
+    match tier
+        .call(None, tier.timeout() * 10, |s| s.delete_tag(&set))
+        .await
+    {
+        Ok(n) => tracing::debug!(
+            tag,
+            deleted = n,
+            "layercache: shared entries of a tag deleted"
+        ),
+        Err(err) => {
+            tracing::warn!(tag, %err, "layercache: could not delete a tag's shared entries; they live until they expire")
+        }
+    }
+    let notice = Notice::Tag { tag }.encode(tier.instance());
+    if let Err(err) = tier.publish(&notice).await {
+        tracing::warn!(tag, %err, "layercache: could not tell other processes about a tag invalidation");
     }
 }
 

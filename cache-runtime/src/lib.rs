@@ -44,7 +44,8 @@ pub use config::{
     DEFAULT_MAX_ENTRIES, DEFAULT_REDIS_URL, DEFAULT_TIMEOUT,
 };
 pub use invalidate::{
-    bump_version, bump_version_async, clear, invalidate_prefix, invalidate_prefix_async, stats,
+    bump_version, bump_version_async, clear, invalidate_prefix, invalidate_prefix_async,
+    invalidate_tag, invalidate_tag_async, stats,
 };
 pub use local::LocalStoreKind;
 pub use manual::{future, sync, CacheValue, MANUAL_CACHE_NAME};
@@ -57,7 +58,8 @@ pub use warm::{try_warm_up, try_warm_up_blocking, warm_up, warm_up_blocking, War
 #[doc(hidden)]
 pub mod __private {
     pub use crate::invalidate::{
-        invalidate_prefix, invalidate_prefix_async, slot_cache, CacheSlot,
+        invalidate_prefix, invalidate_prefix_async, invalidate_tag, invalidate_tag_async,
+        slot_cache, CacheSlot,
     };
     pub use crate::key::{render_hashed, render_template, KeyBuilder};
     pub use crate::pipeline::{

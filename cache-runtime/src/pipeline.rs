@@ -149,7 +149,12 @@ pub struct FnCache<K, V> {
     render: RenderKey<K>,
     /// Step 2: computations in progress, by exact key.
     flights: Flights<K, V>,
+    /// Local keys by tag (`tags = [...]`): what a tag invalidation drops here.
+    tag_index: std::sync::Mutex<std::collections::HashMap<u64, std::collections::HashSet<K>>>,
 }
+
+/// Below this many local entries the tag index is not pruned.
+const TAG_INDEX_MIN: u64 = 1024;
 
 /// Key-level guard slots per function.
 const GUARD_SLOTS: usize = 64;
@@ -323,6 +328,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
             slots: std::array::from_fn(|_| AtomicU64::new(0)),
             render: spec.render,
             flights: Flights::new(),
+            tag_index: Default::default(),
         }
     }
 
@@ -694,6 +700,41 @@ impl<K: Key, V: Value> FnCache<K, V> {
         let n = self.store.retain(&|_, e| e.tag != tag);
         self.metrics.record_invalidations(n);
         n
+    }
+
+    /// Records that the local entry of `key` carries `tags`.
+    fn index_tags(&self, key: &K, tags: &[String]) {
+        if tags.is_empty() || !self.enabled || !self.local {
+            return;
+        }
+        let mut index = self.tag_index.lock().unwrap_or_else(|e| e.into_inner());
+        for t in tags {
+            index
+                .entry(xxhash_rust::xxh3::xxh3_64(t.as_bytes()))
+                .or_default()
+                .insert(key.clone());
+        }
+        // Entries evicted or expired leave their keys behind: prune when the
+        // index outgrows the tier.
+        let indexed: usize = index.values().map(|keys| keys.len()).sum();
+        if indexed as u64 > 4 * self.store.len().max(TAG_INDEX_MIN) {
+            for keys in index.values_mut() {
+                keys.retain(|k| self.store.get(k).is_some());
+            }
+            index.retain(|_, keys| !keys.is_empty());
+        }
+    }
+
+    /// Drops the local entries carrying the tag whose hash is `tag_hash`.
+    pub(crate) fn drop_tag(&self, tag_hash: u64) -> u64 {
+        let keys = self
+            .tag_index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&tag_hash);
+        keys.map_or(0, |keys| {
+            keys.iter().filter(|k| self.invalidate_local(k)).count() as u64
+        })
     }
 
     /// The version group, if any (`versioned = "..."`).
@@ -1411,9 +1452,10 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         key: K,
         found: Result<(V, Option<Duration>, u64), SharedMiss>,
         generation: Guard,
+        tags: &[String],
     ) -> Result<V, (K, SharedMiss)> {
         match found {
-            Ok(hit) => Ok(self.settle_hit(key, hit, generation)),
+            Ok(hit) => Ok(self.settle_hit(key, hit, generation, tags)),
             Err(miss) => Err((key, miss)),
         }
     }
@@ -1424,7 +1466,9 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         key: K,
         (v, remaining, tag): (V, Option<Duration>, u64),
         generation: Guard,
+        tags: &[String],
     ) -> V {
+        self.index_tags(&key, tags);
         self.backfill(key, || v.clone(), remaining, generation, tag);
         v
     }
@@ -1533,10 +1577,22 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         sk: &SharedKey,
         stored: Option<(&V, Option<Duration>)>,
         generation: Guard,
+        tags: &[String],
     ) {
         match stored {
             Some((v, ttl)) => {
-                self.shared_put(sf, sk, v, generation, ttl).await;
+                let stored = self.shared_put(sf, sk, v, generation, ttl).await;
+                if stored && !tags.is_empty() {
+                    // Record the key under each tag, kept as long as the entry.
+                    let sets: Vec<String> = tags.iter().map(|t| sf.tier.tag_key(t)).collect();
+                    let ttl = ttl.map(|t| t.saturating_add(self.stale.unwrap_or_default()));
+                    let _ = sf
+                        .tier
+                        .call(Some(&self.metrics.shared), sf.tier.timeout(), |s| {
+                            s.add_to_tags(&sets, &sk.full, ttl)
+                        })
+                        .await;
+                }
             }
             None if sk.corrupt => self.drop_corrupt(sf, sk).await,
             None => {}
@@ -1567,13 +1623,14 @@ impl<K: Key, V: CacheValue> Computation<'_, K, V> {
 
     /// Step 5: record the origin's latency and write the result back
     /// locally if it is cacheable; returns the value for the shared write.
-    fn finish<M: OutputMode<R, Value = V>, R>(
+    fn finish<'r, M: OutputMode<R, Value = V>, R>(
         self,
         key: K,
-        r: &R,
+        r: &'r R,
         cache_if: fn(&R) -> bool,
+        tags: &[String],
         tag: u64,
-    ) -> Option<(&V, Option<Duration>)> {
+    ) -> Option<(&'r V, Option<Duration>)> {
         let cache = self.cache;
         cache
             .metrics
@@ -1584,6 +1641,7 @@ impl<K: Key, V: CacheValue> Computation<'_, K, V> {
             Some(v) => {
                 let ttl = cache.entry_ttl(M::is_negative(v));
                 let local_ttl = min_ttl(ttl, cache.local_cap);
+                cache.index_tags(&key, tags);
                 cache.write_back_with_timeout(key, v.clone(), self.generation, local_ttl, tag);
                 Some((v, ttl))
             }
@@ -1603,6 +1661,7 @@ pub fn get_or_compute<M, K, R>(
     cache: &FnCache<K, M::Value>,
     key: K,
     cache_if: fn(&R) -> bool,
+    tags: &[String],
     origin: impl FnOnce() -> R,
 ) -> R
 where
@@ -1613,7 +1672,7 @@ where
     if let Some(v) = cache.local_get(&key, Some) {
         return M::from_cached(v);
     }
-    compute::<M, K, R>(cache, key, cache_if, origin)
+    compute::<M, K, R>(cache, key, cache_if, tags, origin)
 }
 
 #[inline(never)]
@@ -1621,6 +1680,7 @@ fn compute<M, K, R>(
     cache: &FnCache<K, M::Value>,
     mut key: K,
     cache_if: fn(&R) -> bool,
+    tags: &[String],
     origin: impl FnOnce() -> R,
 ) -> R
 where
@@ -1632,7 +1692,7 @@ where
     let mut miss = SharedMiss::default();
     if let (Some(sf), Some(r)) = (&cache.shared, rendered.take_if(|_| cache.shared_first())) {
         let found = shared::block_on(cache.shared_get::<M::Value>(sf, r));
-        match cache.settle(key, found, generation) {
+        match cache.settle(key, found, generation, tags) {
             Ok(v) => return M::from_cached(v),
             Err((k, m)) => (key, miss) = (k, m),
         }
@@ -1648,7 +1708,7 @@ where
     };
     if let (Some(sf), Some(rendered)) = (&cache.shared, rendered) {
         let found = shared::block_on(cache.shared_get::<M::Value>(sf, rendered));
-        match cache.settle(key, found, generation) {
+        match cache.settle(key, found, generation, tags) {
             Ok(v) => return M::from_cached(land(leader, v)),
             Err((k, m)) => (key, miss) = (k, m),
         }
@@ -1658,7 +1718,7 @@ where
         match shared::block_on(cache.lock_or_wait(sf, &key, sk)) {
             Locked::Held(lock) => held = Some(lock),
             Locked::Found(hit) => {
-                return M::from_cached(land(leader, cache.settle_hit(key, hit, generation)))
+                return M::from_cached(land(leader, cache.settle_hit(key, hit, generation, tags)))
             }
             Locked::Proceed => {}
         }
@@ -1673,10 +1733,10 @@ where
             return M::from_cached(land(leader, v));
         }
     }
-    let stored = computation.finish::<M, R>(key, &r, cache_if, miss.tag);
+    let stored = computation.finish::<M, R>(key, &r, cache_if, tags, miss.tag);
     if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
         shared::block_on(async {
-            cache.write_shared(sf, sk, stored, generation).await;
+            cache.write_shared(sf, sk, stored, generation, tags).await;
             release_async(held).await;
         });
     }
@@ -1689,6 +1749,7 @@ pub async fn get_or_compute_async<M, K, R>(
     cache: &FnCache<K, M::Value>,
     mut key: K,
     cache_if: fn(&R) -> bool,
+    tags: &[String],
     origin: impl std::future::Future<Output = R>,
 ) -> R
 where
@@ -1703,7 +1764,7 @@ where
     let mut miss = SharedMiss::default();
     if let (Some(sf), Some(r)) = (&cache.shared, rendered.take_if(|_| cache.shared_first())) {
         let found = cache.shared_get::<M::Value>(sf, r).await;
-        match cache.settle(key, found, generation) {
+        match cache.settle(key, found, generation, tags) {
             Ok(v) => return M::from_cached(v),
             Err((k, m)) => (key, miss) = (k, m),
         }
@@ -1719,7 +1780,7 @@ where
     };
     if let (Some(sf), Some(rendered)) = (&cache.shared, rendered) {
         let found = cache.shared_get::<M::Value>(sf, rendered).await;
-        match cache.settle(key, found, generation) {
+        match cache.settle(key, found, generation, tags) {
             Ok(v) => return M::from_cached(land(leader, v)),
             Err((k, m)) => (key, miss) = (k, m),
         }
@@ -1729,7 +1790,7 @@ where
         match cache.lock_or_wait(sf, &key, sk).await {
             Locked::Held(lock) => held = Some(lock),
             Locked::Found(hit) => {
-                return M::from_cached(land(leader, cache.settle_hit(key, hit, generation)))
+                return M::from_cached(land(leader, cache.settle_hit(key, hit, generation, tags)))
             }
             Locked::Proceed => {}
         }
@@ -1744,9 +1805,9 @@ where
             return M::from_cached(land(leader, v));
         }
     }
-    let stored = computation.finish::<M, R>(key, &r, cache_if, miss.tag);
+    let stored = computation.finish::<M, R>(key, &r, cache_if, tags, miss.tag);
     if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
-        cache.write_shared(sf, sk, stored, generation).await;
+        cache.write_shared(sf, sk, stored, generation, tags).await;
         release_async(held).await;
     }
     cache.land_computed(leader, stored, generation);

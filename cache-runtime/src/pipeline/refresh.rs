@@ -74,6 +74,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         key: K,
         due: Due<K, V>,
         cache_if: fn(&R) -> bool,
+        tags: Vec<String>,
         origin: impl FnOnce() -> Fut,
     ) {
         let Due {
@@ -127,9 +128,9 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                 return;
             }
         };
-        let stored = computation.finish::<M, R>(key, &r, cache_if, tag);
+        let stored = computation.finish::<M, R>(key, &r, cache_if, &tags, tag);
         if let (Some(sf), Some(sk)) = (&self.shared, &sk) {
-            self.write_shared(sf, sk, stored, generation).await;
+            self.write_shared(sf, sk, stored, generation, &tags).await;
         }
         release_async(held).await;
         self.land_computed(Some(leader), stored, generation);
@@ -145,6 +146,7 @@ pub fn get_or_compute_refreshing<M, K, R>(
     cache: &'static FnCache<K, M::Value>,
     key: K,
     cache_if: fn(&R) -> bool,
+    tags: &[String],
     origin: impl FnOnce() -> R + Send + 'static,
 ) -> R
 where
@@ -154,15 +156,17 @@ where
     R: Send + 'static,
 {
     let Some((v, due)) = cache.local_get_refresh(&key) else {
-        return compute::<M, K, R>(cache, key, cache_if, origin);
+        return compute::<M, K, R>(cache, key, cache_if, tags, origin);
     };
     if due {
         if let Some(due) = cache.begin_refresh(&key) {
+            let tags = tags.to_vec();
             shared::io_runtime().spawn_blocking(move || {
                 shared::block_on(cache.refresh::<M, R, _>(
                     key,
                     due,
                     cache_if,
+                    tags,
                     // Called inside the refresh's panic guard.
                     move || async move { origin() },
                 ))
@@ -178,6 +182,7 @@ pub async fn get_or_compute_async_refreshing<M, K, R>(
     cache: &'static FnCache<K, M::Value>,
     key: K,
     cache_if: fn(&R) -> bool,
+    tags: &[String],
     origin: impl Future<Output = R> + Send + 'static,
 ) -> R
 where
@@ -187,11 +192,11 @@ where
     R: Send + 'static,
 {
     let Some((v, due)) = cache.local_get_refresh(&key) else {
-        return get_or_compute_async::<M, K, R>(cache, key, cache_if, origin).await;
+        return get_or_compute_async::<M, K, R>(cache, key, cache_if, tags, origin).await;
     };
     if due {
         if let Some(due) = cache.begin_refresh(&key) {
-            let job = cache.refresh::<M, R, _>(key, due, cache_if, || origin);
+            let job = cache.refresh::<M, R, _>(key, due, cache_if, tags.to_vec(), || origin);
             match tokio::runtime::Handle::try_current() {
                 Ok(handle) => drop(handle.spawn(job)),
                 Err(_) => drop(shared::io_runtime().spawn(job)),

@@ -182,6 +182,23 @@ pub trait SharedStore: Send + Sync + 'static {
         let _ = (key, token, ttl);
         Box::pin(async { Ok(true) })
     }
+    /// Adds `member` (a full key) to each tag set in `sets`, which expire
+    /// no sooner than `ttl` (never when `None`).
+    fn add_to_tags<'a>(
+        &'a self,
+        sets: &'a [String],
+        member: &'a str,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), SharedError>> {
+        let _ = (sets, member, ttl);
+        Box::pin(async { Ok(()) })
+    }
+    /// Deletes every key in the tag set `set`, and the set; returns how
+    /// many keys it named.
+    fn delete_tag<'a>(&'a self, set: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
+        let _ = set;
+        Box::pin(async { Ok(0) })
+    }
     /// Releases the lock `key` if it still holds `token` (a lock that
     /// expired and was taken by another process is left alone).
     fn unlock<'a>(
@@ -556,6 +573,11 @@ impl Tier {
     /// Where a function's version number lives.
     pub(crate) fn version_key(&self, namespace: &str) -> String {
         format!("{RESERVED_PREFIX}version:{}:{namespace}", self.key_prefix)
+    }
+
+    /// The set of the full keys carrying `tag`.
+    pub(crate) fn tag_key(&self, tag: &str) -> String {
+        format!("{RESERVED_PREFIX}tag:{}:{tag}", self.key_prefix)
     }
 
     /// Where the version of a group of functions (`versioned = "..."`) lives.
@@ -938,6 +960,8 @@ pub(crate) enum Notice<'a> {
     All { namespace: &'a str, version: u64 },
     /// Drop local copies whose stable key starts with `prefix`.
     Prefix { prefix: &'a str },
+    /// Drop every local copy carrying `tag`.
+    Tag { tag: &'a str },
     /// Drop every local copy of the functions of a version group; its
     /// version is now `version`.
     Group { group: &'a str, version: u64 },
@@ -954,6 +978,7 @@ impl Notice<'_> {
             }
             Notice::Prefix { prefix } => format!("1\t{instance}\tp\t\t{prefix}"),
             Notice::Group { group, version } => format!("1\t{instance}\tg\t{group}\t{version}"),
+            Notice::Tag { tag } => format!("1\t{instance}\tt\t\t{tag}"),
             Notice::Clear => format!("1\t{instance}\tc\t\t"),
         }
     }
@@ -978,6 +1003,7 @@ impl Notice<'_> {
                 version: arg.parse().ok()?,
             },
             "p" => Notice::Prefix { prefix: arg },
+            "t" => Notice::Tag { tag: arg },
             "g" => Notice::Group {
                 group: namespace,
                 version: arg.parse().ok()?,

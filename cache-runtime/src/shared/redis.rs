@@ -121,6 +121,27 @@ thread_local! {
 const UNLOCK_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
+/// Adds `ARGV[1]` to each tag set in `KEYS`; a set lives at least as long
+/// as its longest-lived member (`ARGV[2]` ms; -1 = forever). Works on any
+/// Redis with Lua (no `PEXPIRE ... GT`, which needs 7.0).
+const ADD_TO_TAGS_SCRIPT: &str = "local want = tonumber(ARGV[2]) \
+for _, set in ipairs(KEYS) do \
+  local fresh = redis.call('EXISTS', set) == 0 \
+  redis.call('SADD', set, ARGV[1]) \
+  if want < 0 then redis.call('PERSIST', set) \
+  else \
+    local cur = redis.call('PTTL', set) \
+    if fresh or (cur >= 0 and cur < want) then redis.call('PEXPIRE', set, want) end \
+  end \
+end \
+return 0";
+
+/// Unlinks every member of the tag set `KEYS[1]` (in batches, so a large
+/// set does not overflow Lua's stack) and the set; returns the count.
+const DELETE_TAG_SCRIPT: &str = "local m = redis.call('SMEMBERS', KEYS[1]) \
+for i = 1, #m, 500 do redis.call('UNLINK', unpack(m, i, math.min(i + 499, #m))) end \
+redis.call('UNLINK', KEYS[1]) return #m";
+
 /// Keys `SCAN` returns per round trip during prefix invalidation.
 const SCAN_COUNT: usize = 500;
 
@@ -476,6 +497,43 @@ impl SharedStore for RedisStore {
                 .await
                 .map_err(to_shared)?;
             Ok(taken.is_some())
+        })
+    }
+
+    fn add_to_tags<'a>(
+        &'a self,
+        sets: &'a [String],
+        member: &'a str,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), SharedError>> {
+        let mut conn = self.conn();
+        Box::pin(async move {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(ADD_TO_TAGS_SCRIPT)
+                .arg(sets.len())
+                .arg(sets)
+                .arg(member);
+            match ttl {
+                Some(ttl) => cmd.arg(ttl.as_millis().clamp(1, i64::MAX as u128) as u64),
+                None => cmd.arg(-1),
+            };
+            cmd.query_async::<i64>(&mut conn)
+                .await
+                .map(drop)
+                .map_err(to_shared)
+        })
+    }
+
+    fn delete_tag<'a>(&'a self, set: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
+        let mut conn = self.conn();
+        Box::pin(async move {
+            redis::cmd("EVAL")
+                .arg(DELETE_TAG_SCRIPT)
+                .arg(1)
+                .arg(set)
+                .query_async::<u64>(&mut conn)
+                .await
+                .map_err(to_shared)
         })
     }
 
