@@ -53,6 +53,7 @@
 //! | `unless = expr` | skips the cache for a call: a `bool` argument, a function path, or an expression |
 //! | `cache_if = f` | `fn(&R) -> bool` over the return value; `false` vetoes storing it |
 //! | `versioned = "group"` | joins a version group: [`bump_version`] drops the whole group in O(1) |
+//! | `tags = ["user:{user_id}"]` | tags from the arguments: `#[cache_invalidate(tag = "user:{user_id}")]` or [`invalidate_tag`] drops every entry carrying one |
 //!
 //! Concurrent misses of one key in a process always share one computation
 //! (single-flight); [`stats`] counts the callers it answered as `coalesced`.
