@@ -231,13 +231,10 @@ pub fn invalidate_prefix(prefix: &str) -> u64 {
         tracing::warn!("layercache: refusing to invalidate the empty prefix (it would drop everything); call clear() for that");
         return 0;
     }
-    let removed = invalidate_prefix_local(prefix);
-    if let Some(tier) = shared_tier() {
-        shared::block_on(invalidate_prefix_shared(tier, prefix));
-        // Reads during the scan may have kept old values: drop them again.
-        invalidate_prefix_local(prefix);
-    }
-    removed
+    everywhere(
+        || invalidate_prefix_local(prefix),
+        |tier| invalidate_prefix_shared(tier, prefix),
+    )
 }
 
 /// [`invalidate_prefix`] for async code.
@@ -246,10 +243,37 @@ pub async fn invalidate_prefix_async(prefix: &str) -> u64 {
         tracing::warn!("layercache: refusing to invalidate the empty prefix (it would drop everything); call clear() for that");
         return 0;
     }
-    let removed = invalidate_prefix_local(prefix);
+    everywhere_async(
+        || invalidate_prefix_local(prefix),
+        |tier| invalidate_prefix_shared(tier, prefix),
+    )
+    .await
+}
+
+/// An invalidation in every tier: `local` here, then `remote` (when there
+/// is a shared tier), then `local` again, since reads during the round trip
+/// may have fetched and kept old values. Returns what the first pass dropped.
+fn everywhere<F: std::future::Future<Output = ()>>(
+    local: impl Fn() -> u64,
+    remote: impl FnOnce(&'static Tier) -> F,
+) -> u64 {
+    let removed = local();
     if let Some(tier) = shared_tier() {
-        invalidate_prefix_shared(tier, prefix).await;
-        invalidate_prefix_local(prefix);
+        shared::block_on(remote(tier));
+        local();
+    }
+    removed
+}
+
+/// [`everywhere`] for async code.
+async fn everywhere_async<F: std::future::Future<Output = ()>>(
+    local: impl Fn() -> u64,
+    remote: impl FnOnce(&'static Tier) -> F,
+) -> u64 {
+    let removed = local();
+    if let Some(tier) = shared_tier() {
+        remote(tier).await;
+        local();
     }
     removed
 }
@@ -306,23 +330,19 @@ fn drop_tag_local(tag: &str) -> u64 {
 /// assert_eq!(layercache_runtime::invalidate_tag("user:42"), 0);
 /// ```
 pub fn invalidate_tag(tag: &str) -> u64 {
-    let removed = drop_tag_local(tag);
-    if let Some(tier) = shared_tier() {
-        shared::block_on(invalidate_tag_shared(tier, tag));
-        // Reads during the round trip may have kept old values: drop them again.
-        drop_tag_local(tag);
-    }
-    removed
+    everywhere(
+        || drop_tag_local(tag),
+        |tier| invalidate_tag_shared(tier, tag),
+    )
 }
 
 /// [`invalidate_tag`] for async code.
 pub async fn invalidate_tag_async(tag: &str) -> u64 {
-    let removed = drop_tag_local(tag);
-    if let Some(tier) = shared_tier() {
-        invalidate_tag_shared(tier, tag).await;
-        drop_tag_local(tag);
-    }
-    removed
+    everywhere_async(
+        || drop_tag_local(tag),
+        |tier| invalidate_tag_shared(tier, tag),
+    )
+    .await
 }
 
 async fn invalidate_tag_shared(tier: &'static Tier, tag: &str) {
@@ -374,23 +394,19 @@ fn group_bumped(group: &str, version: u64) -> u64 {
 /// assert_eq!(layercache_runtime::bump_version("catalog"), 0);
 /// ```
 pub fn bump_version(group: &str) -> u64 {
-    let removed = group_bumped_local(group);
-    if let Some(tier) = shared_tier() {
-        shared::block_on(bump_version_shared(tier, group));
-        // Reads during the round trip used the old version: drop what they kept.
-        group_bumped_local(group);
-    }
-    removed
+    everywhere(
+        || group_bumped_local(group),
+        |tier| bump_version_shared(tier, group),
+    )
 }
 
 /// [`bump_version`] for async code.
 pub async fn bump_version_async(group: &str) -> u64 {
-    let removed = group_bumped_local(group);
-    if let Some(tier) = shared_tier() {
-        bump_version_shared(tier, group).await;
-        group_bumped_local(group);
-    }
-    removed
+    everywhere_async(
+        || group_bumped_local(group),
+        |tier| bump_version_shared(tier, group),
+    )
+    .await
 }
 
 fn group_bumped_local(group: &str) -> u64 {
