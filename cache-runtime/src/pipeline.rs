@@ -150,7 +150,25 @@ pub struct FnCache<K, V> {
     /// Step 2: computations in progress, by exact key.
     flights: Flights<K, V>,
     /// Local keys by tag (`tags = [...]`): what a tag invalidation drops here.
-    tag_index: std::sync::Mutex<std::collections::HashMap<u64, std::collections::HashSet<K>>>,
+    tag_index: std::sync::Mutex<TagIndex<K>>,
+}
+
+/// Local keys by tag hash, how many (tag, key) pairs that makes, and the
+/// count at which stale pairs are next pruned.
+struct TagIndex<K> {
+    keys: std::collections::HashMap<u64, std::collections::HashSet<K>>,
+    pairs: u64,
+    prune_at: u64,
+}
+
+impl<K> Default for TagIndex<K> {
+    fn default() -> Self {
+        TagIndex {
+            keys: Default::default(),
+            pairs: 0,
+            prune_at: 4 * TAG_INDEX_MIN,
+        }
+    }
 }
 
 /// Below this many local entries the tag index is not pruned.
@@ -709,29 +727,39 @@ impl<K: Key, V: Value> FnCache<K, V> {
         }
         let mut index = self.tag_index.lock().unwrap_or_else(|e| e.into_inner());
         for t in tags {
-            index
+            let added = index
+                .keys
                 .entry(xxhash_rust::xxh3::xxh3_64(t.as_bytes()))
                 .or_default()
                 .insert(key.clone());
+            index.pairs += u64::from(added);
         }
         // Entries evicted or expired leave their keys behind: prune when the
-        // index outgrows the tier.
-        let indexed: usize = index.values().map(|keys| keys.len()).sum();
-        if indexed as u64 > 4 * self.store.len().max(TAG_INDEX_MIN) {
-            for keys in index.values_mut() {
-                keys.retain(|k| self.store.get(k).is_some());
+        // index outgrows the tier; the next prune waits until it has at least
+        // doubled again, so pruning stays amortized O(1) per write.
+        if index.pairs > index.prune_at {
+            let TagIndex {
+                keys,
+                pairs,
+                prune_at,
+            } = &mut *index;
+            for set in keys.values_mut() {
+                set.retain(|k| self.store.get(k).is_some());
             }
-            index.retain(|_, keys| !keys.is_empty());
+            keys.retain(|_, set| !set.is_empty());
+            *pairs = keys.values().map(|set| set.len() as u64).sum();
+            *prune_at = (4 * self.store.len().max(TAG_INDEX_MIN)).max(2 * *pairs);
         }
     }
 
     /// Drops the local entries carrying the tag whose hash is `tag_hash`.
     pub(crate) fn drop_tag(&self, tag_hash: u64) -> u64 {
-        let keys = self
-            .tag_index
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&tag_hash);
+        let keys = {
+            let mut index = self.tag_index.lock().unwrap_or_else(|e| e.into_inner());
+            let keys = index.keys.remove(&tag_hash);
+            index.pairs -= keys.as_ref().map_or(0, |k| k.len() as u64);
+            keys
+        };
         keys.map_or(0, |keys| {
             keys.iter().filter(|k| self.invalidate_local(k)).count() as u64
         })
@@ -2076,6 +2104,42 @@ mod tests {
             (0..100).all(|_| fixed.entry_ttl(false) == Some(Duration::from_secs(100))),
             "`jitter = 0` on the function wins over the configured default"
         );
+    }
+
+    #[test]
+    fn the_tag_index_forgets_evicted_keys_and_a_tag_drops_what_remains() {
+        let cache: FnCache<u64, u64> = FnCache::with_config(
+            FnSpec {
+                name: "tag_index_test".into(),
+                namespace: "tag_index_test".into(),
+                timeout: Timeout::Never,
+                max_entries: Some(100),
+                render: crate::key::render_hashed::<u64>,
+                tier: TierChoice::Local,
+                local_timeout: None,
+                jitter: None,
+                none_timeout: None,
+                lock: None,
+                stale_if_error: None,
+                refresh_ahead: None,
+                versioned: None,
+            },
+            &config::Config::default(),
+        );
+        let tags = ["t".to_string()];
+        for k in 0..50_000u64 {
+            cache.index_tags(&k, &tags);
+            cache.write_back(k, k, cache.guard(cache.key_hash(&k)), 0);
+        }
+        let pairs = cache.tag_index.lock().unwrap().pairs;
+        assert!(
+            pairs <= 2 * 4 * TAG_INDEX_MIN,
+            "stale keys are pruned as the tier evicts them: {pairs} indexed"
+        );
+        let live = cache.len();
+        assert_eq!(cache.drop_tag(xxhash_rust::xxh3::xxh3_64(b"t")), live);
+        assert_eq!(cache.len(), 0, "every live entry carried the tag");
+        assert_eq!(cache.tag_index.lock().unwrap().pairs, 0);
     }
 
     #[test]
