@@ -570,6 +570,32 @@ fn call_all_tagged() -> usize {
     TAGGED_RUNS.load(SeqCst) - before
 }
 
+static TAGGED_SEARCH_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// A template key: the tags are rendered from the arguments at the call.
+#[cached(timeout = 300, key_prefix = "tag_search", key = "{query}", tags = ["q:{query}"])]
+fn tagged_search(query: &str) -> usize {
+    TAGGED_SEARCH_RUNS.fetch_add(1, SeqCst);
+    query.len()
+}
+
+#[test]
+fn tags_work_with_template_keys_and_borrowed_arguments() {
+    clock();
+    tagged_search("rust");
+    tagged_search("go");
+    tagged_search("rust");
+    assert_eq!(TAGGED_SEARCH_RUNS.load(SeqCst), 2);
+    assert_eq!(layercache::invalidate_tag("q:rust"), 1);
+    tagged_search("rust");
+    tagged_search("go");
+    assert_eq!(
+        TAGGED_SEARCH_RUNS.load(SeqCst),
+        3,
+        "only the tagged query recomputed"
+    );
+}
+
 #[test]
 fn a_tag_invalidation_drops_every_entry_carrying_it_across_functions() {
     clock(); // the runtime is configured with the mock clock before any call

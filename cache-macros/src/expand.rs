@@ -248,10 +248,12 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         None => quote!(::layercache::__private::always),
     };
     let is_async = fn_sig.asyncness.is_some();
-    // `tags = [...]`: rendered per call, before the body may consume the arguments.
+    // `tags = [...]`: rendered after a local miss, from the key when it holds
+    // the arguments (no template, no receiver); otherwise now, before the
+    // body may consume the arguments.
     let tags_var = proc_macro2::Ident::new("__lc_tags", proc_macro2::Span::mixed_site());
-    let (tags_setup, tags_ref) = if opts.tags.is_empty() {
-        (TokenStream::new(), quote!(&[]))
+    let (tags_setup, tags_fn) = if opts.tags.is_empty() {
+        (TokenStream::new(), quote!(::layercache::__private::no_tags))
     } else {
         let renders = opts
             .tags
@@ -261,11 +263,24 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     .map(|t| t.render())
             })
             .collect::<syn::Result<Vec<_>>>()?;
-        let n = renders.len();
-        (
-            quote!(let #tags_var: [::std::string::String; #n] = [#(#renders),*];),
-            quote!(&#tags_var),
-        )
+        if template.is_none() && sig.receiver.is_none() {
+            let idents = sig.args.iter().map(|a| &a.ident);
+            (
+                TokenStream::new(),
+                quote! {
+                    |__lc_k: &#key_ty| -> ::std::vec::Vec<::std::string::String> {
+                        #[allow(unused_variables)]
+                        let (#(#idents,)*) = __lc_k;
+                        ::std::vec![#(#renders),*]
+                    }
+                },
+            )
+        } else {
+            (
+                quote!(let #tags_var: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#renders),*];),
+                quote!(move |_: &#key_ty| #tags_var),
+            )
+        }
     };
     let origin_var = proc_macro2::Ident::new("__lc_origin", proc_macro2::Span::mixed_site());
     let bypass_var = proc_macro2::Ident::new("__lc_bypass", proc_macro2::Span::mixed_site());
@@ -274,13 +289,13 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             let #cache_var = #cache_call;
             let #key_var = #key_expr;
             #tags_setup
-            #async_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_ref, async move #block).await
+            #async_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn, async move #block).await
         },
         None => quote! {
             let #cache_var = #cache_call;
             let #key_var = #key_expr;
             #tags_setup
-            #sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_ref, move || -> #output #block)
+            #sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn, move || -> #output #block)
         },
         Some(cond) => {
             // An argument named alone is a flag; another path is a function
@@ -298,13 +313,13 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             let (origin, run, bypass) = if is_async {
                 (
                     quote!(async move #block),
-                    quote!(#async_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_ref, #origin_var).await),
+                    quote!(#async_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn, #origin_var).await),
                     quote!(::layercache::__private::bypass_async(#cache_var, #origin_var).await),
                 )
             } else {
                 (
                     quote!(move || -> #output #block),
-                    quote!(#sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_ref, #origin_var)),
+                    quote!(#sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn, #origin_var)),
                     quote!(::layercache::__private::bypass(#cache_var, #origin_var)),
                 )
             };

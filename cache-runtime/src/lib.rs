@@ -64,8 +64,8 @@ pub mod __private {
     pub use crate::key::{render_hashed, render_template, KeyBuilder};
     pub use crate::pipeline::{
         always, bypass, bypass_async, get_or_compute, get_or_compute_async,
-        get_or_compute_async_refreshing, get_or_compute_refreshing, CallEntry, FnCache, FnSpec,
-        OkOnly, OutputMode, Plain, SomeOnly, SomeOrNone, Succeeds, TierChoice, Timeout,
+        get_or_compute_async_refreshing, get_or_compute_refreshing, no_tags, CallEntry, FnCache,
+        FnSpec, OkOnly, OutputMode, Plain, SomeOnly, SomeOrNone, Succeeds, TierChoice, Timeout,
     };
     pub use std::time::Duration;
 

@@ -1689,7 +1689,7 @@ pub fn get_or_compute<M, K, R>(
     cache: &FnCache<K, M::Value>,
     key: K,
     cache_if: fn(&R) -> bool,
-    tags: &[String],
+    tags: impl FnOnce(&K) -> Vec<String>,
     origin: impl FnOnce() -> R,
 ) -> R
 where
@@ -1700,7 +1700,9 @@ where
     if let Some(v) = cache.local_get(&key, Some) {
         return M::from_cached(v);
     }
-    compute::<M, K, R>(cache, key, cache_if, tags, origin)
+    // Tags are rendered only now, after a local miss: a hit never pays for them.
+    let tags = tags(&key);
+    compute::<M, K, R>(cache, key, cache_if, &tags, origin)
 }
 
 #[inline(never)]
@@ -1777,7 +1779,7 @@ pub async fn get_or_compute_async<M, K, R>(
     cache: &FnCache<K, M::Value>,
     mut key: K,
     cache_if: fn(&R) -> bool,
-    tags: &[String],
+    tags: impl FnOnce(&K) -> Vec<String>,
     origin: impl std::future::Future<Output = R>,
 ) -> R
 where
@@ -1788,6 +1790,8 @@ where
     if let Some(v) = cache.local_get(&key, Some) {
         return M::from_cached(v);
     }
+    let tags = tags(&key);
+    let tags = &tags[..];
     let (generation, hash, mut rendered) = cache.miss_guard(&key);
     let mut miss = SharedMiss::default();
     if let (Some(sf), Some(r)) = (&cache.shared, rendered.take_if(|_| cache.shared_first())) {
@@ -1868,6 +1872,12 @@ enum Flight<'a, K: Key, V: Value> {
     Follow(std::sync::Arc<crate::flight::Flight<V>>),
     /// Compute without a flight (caching off, or the flight's own leader).
     Alone,
+}
+
+/// The tags of a function without `tags`.
+#[inline(always)]
+pub fn no_tags<K>(_: &K) -> Vec<String> {
+    Vec::new()
 }
 
 /// The `cache_if` of a function without one: every cacheable result is stored.

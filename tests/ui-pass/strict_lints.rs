@@ -25,6 +25,18 @@ pub async fn find_async(id: u64) -> Option<u64> {
     (id < 10).then_some(id)
 }
 
+/// Tags from the arguments, with and without a key template.
+#[cached(timeout = 60, key_prefix = "strict_tagged", tags = ["user:{id}", "all"])]
+pub fn tagged(id: u64, page: u32) -> u64 {
+    id + u64::from(page)
+}
+
+/// Tags with a key template over a borrowed argument.
+#[cached(timeout = 60, key = "{name}", tags = ["name:{name}"])]
+pub async fn tagged_by_name(name: &str) -> usize {
+    name.len()
+}
+
 /// A cached async function with a template.
 #[cached(key = "{query}:{page}")]
 pub async fn search(query: &str, page: u32) -> Result<Vec<String>, String> {

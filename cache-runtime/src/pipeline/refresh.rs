@@ -146,7 +146,7 @@ pub fn get_or_compute_refreshing<M, K, R>(
     cache: &'static FnCache<K, M::Value>,
     key: K,
     cache_if: fn(&R) -> bool,
-    tags: &[String],
+    tags: impl FnOnce(&K) -> Vec<String>,
     origin: impl FnOnce() -> R + Send + 'static,
 ) -> R
 where
@@ -156,11 +156,12 @@ where
     R: Send + 'static,
 {
     let Some((v, due)) = cache.local_get_refresh(&key) else {
-        return compute::<M, K, R>(cache, key, cache_if, tags, origin);
+        let tags = tags(&key);
+        return compute::<M, K, R>(cache, key, cache_if, &tags, origin);
     };
     if due {
         if let Some(due) = cache.begin_refresh(&key) {
-            let tags = tags.to_vec();
+            let tags = tags(&key);
             shared::io_runtime().spawn_blocking(move || {
                 shared::block_on(cache.refresh::<M, R, _>(
                     key,
@@ -182,7 +183,7 @@ pub async fn get_or_compute_async_refreshing<M, K, R>(
     cache: &'static FnCache<K, M::Value>,
     key: K,
     cache_if: fn(&R) -> bool,
-    tags: &[String],
+    tags: impl FnOnce(&K) -> Vec<String>,
     origin: impl Future<Output = R> + Send + 'static,
 ) -> R
 where
@@ -196,7 +197,8 @@ where
     };
     if due {
         if let Some(due) = cache.begin_refresh(&key) {
-            let job = cache.refresh::<M, R, _>(key, due, cache_if, tags.to_vec(), || origin);
+            let tags = tags(&key);
+            let job = cache.refresh::<M, R, _>(key, due, cache_if, tags, || origin);
             match tokio::runtime::Handle::try_current() {
                 Ok(handle) => drop(handle.spawn(job)),
                 Err(_) => drop(shared::io_runtime().spawn(job)),
