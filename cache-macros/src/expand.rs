@@ -216,7 +216,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let cache_var = proc_macro2::Ident::new("__lc_cache", proc_macro2::Span::mixed_site());
     let key_var = proc_macro2::Ident::new("__lc_key", proc_macro2::Span::mixed_site());
     let (sync_fn, async_fn) = match opts.refresh_ahead {
-        Some((_, span)) => {
+        Some(_) => {
             // The refresh runs after the call returned: it owns the arguments.
             if let Some(r) = &sig.receiver {
                 if r.by_ref {
@@ -232,7 +232,6 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     format!("`refresh_ahead` runs the function in the background after the call returns, so `{}` must be owned (`String`, not `&str`)", a.ident),
                 ));
             }
-            let _ = span;
             (
                 quote!(::layercache::__private::get_or_compute_refreshing),
                 quote!(::layercache::__private::get_or_compute_async_refreshing),

@@ -2010,6 +2010,25 @@ impl<K: Key, V: Value> FnCache<K, V> {
 mod tests {
     use super::*;
 
+    /// A local-only spec over `u64` keys, with every option at its default.
+    fn local_spec(name: &str) -> FnSpec<u64> {
+        FnSpec {
+            name: name.into(),
+            namespace: name.into(),
+            timeout: Timeout::Never,
+            max_entries: None,
+            render: crate::key::render_hashed::<u64>,
+            tier: TierChoice::Local,
+            local_timeout: None,
+            jitter: None,
+            none_timeout: None,
+            lock: None,
+            stale_if_error: None,
+            refresh_ahead: None,
+            versioned: None,
+        }
+    }
+
     #[test]
     fn a_version_only_moves_up_even_when_notices_arrive_out_of_order() {
         let v = AtomicU64::new(UNKNOWN_VERSION);
@@ -2030,24 +2049,8 @@ mod tests {
 
     #[test]
     fn invalidating_one_key_voids_only_computations_of_that_key_s_slot() {
-        let cache: FnCache<u64, u64> = FnCache::with_config(
-            FnSpec {
-                name: "guard_test".into(),
-                namespace: "guard_test".into(),
-                timeout: Timeout::Never,
-                max_entries: None,
-                render: crate::key::render_hashed::<u64>,
-                tier: TierChoice::Local,
-                local_timeout: None,
-                jitter: None,
-                none_timeout: None,
-                lock: None,
-                stale_if_error: None,
-                refresh_ahead: None,
-                versioned: None,
-            },
-            &config::Config::default(),
-        );
+        let cache: FnCache<u64, u64> =
+            FnCache::with_config(local_spec("guard_test"), &config::Config::default());
         let (a, b) = (
             1u64,
             (1..1000)
@@ -2081,19 +2084,10 @@ mod tests {
     fn the_configured_jitter_spreads_entry_timeouts_unless_the_function_sets_its_own() {
         let config = config::Config::builder().ttl_jitter(0.2).build();
         let spec = |jitter| FnSpec {
-            name: "jitter_test".into(),
-            namespace: "jitter_test".into(),
             timeout: Timeout::After(Duration::from_secs(100)),
-            max_entries: None,
-            render: crate::key::render_hashed::<u64>,
-            tier: TierChoice::Local,
-            local_timeout: None,
             jitter,
             none_timeout: Some(Duration::from_secs(5)),
-            lock: None,
-            stale_if_error: None,
-            refresh_ahead: None,
-            versioned: None,
+            ..local_spec("jitter_test")
         };
         let spread: FnCache<u64, u64> = FnCache::with_config(spec(None), &config);
         let ttls: Vec<f64> = (0..2000)
@@ -2120,19 +2114,8 @@ mod tests {
     fn the_tag_index_forgets_evicted_keys_and_a_tag_drops_what_remains() {
         let cache: FnCache<u64, u64> = FnCache::with_config(
             FnSpec {
-                name: "tag_index_test".into(),
-                namespace: "tag_index_test".into(),
-                timeout: Timeout::Never,
                 max_entries: Some(100),
-                render: crate::key::render_hashed::<u64>,
-                tier: TierChoice::Local,
-                local_timeout: None,
-                jitter: None,
-                none_timeout: None,
-                lock: None,
-                stale_if_error: None,
-                refresh_ahead: None,
-                versioned: None,
+                ..local_spec("tag_index_test")
             },
             &config::Config::default(),
         );
