@@ -11,6 +11,23 @@ use crate::sig::{analyze, mentions_self_type};
 use crate::target::{entry_ident, fn_ident};
 use crate::template::Template;
 
+/// `Some(value)` spanned at the option that set it, or `None`: a field of
+/// the generated `FnSpec`.
+fn some_or_none(value: Option<(TokenStream, proc_macro2::Span)>) -> TokenStream {
+    match value {
+        Some((v, span)) => quote_spanned!(span=> ::core::option::Option::Some(#v)),
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+/// A `Duration` of `ms` milliseconds, with the span of the option.
+fn millis((ms, span): (u64, proc_macro2::Span)) -> (TokenStream, proc_macro2::Span) {
+    (
+        quote!(::layercache::__private::Duration::from_millis(#ms)),
+        span,
+    )
+}
+
 /// The life of a `lock = true` lock without `lock_timeout`: longer than
 /// most origins run, short enough that a dead holder stalls others briefly.
 const DEFAULT_LOCK_TIMEOUT_MS: u64 = 5_000;
@@ -162,43 +179,23 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         Some(crate::attr::Tier::Shared) => quote!(Shared),
         Some(crate::attr::Tier::Both) | None => quote!(Both),
     };
-    let local_timeout = match opts.local_timeout_ms {
-        Some((ms, span)) => {
-            quote_spanned!(span=> ::core::option::Option::Some(::layercache::__private::Duration::from_millis(#ms)))
-        }
-        None => quote!(::core::option::Option::None),
-    };
-
-    let jitter = match opts.jitter {
-        Some((j, span)) => quote_spanned!(span=> ::core::option::Option::Some(#j)),
-        None => quote!(::core::option::Option::None),
-    };
-    let none_timeout = match opts.none_timeout_ms {
-        Some((ms, span)) => {
-            quote_spanned!(span=> ::core::option::Option::Some(::layercache::__private::Duration::from_millis(#ms)))
-        }
-        None => quote!(::core::option::Option::None),
-    };
-
-    let lock = match (opts.lock, opts.lock_timeout_ms) {
-        (Some((true, span)), ms) => {
-            let ms = ms.map_or(DEFAULT_LOCK_TIMEOUT_MS, |(ms, _)| ms);
-            quote_spanned!(span=> ::core::option::Option::Some(::layercache::__private::Duration::from_millis(#ms)))
-        }
-        _ => quote!(::core::option::Option::None),
-    };
-
-    let stale_if_error = match opts.stale_if_error {
-        Some((secs, span)) => {
-            quote_spanned!(span=> ::core::option::Option::Some(::layercache::__private::Duration::from_secs(#secs)))
-        }
-        None => quote!(::core::option::Option::None),
-    };
-
-    let refresh_ahead = match opts.refresh_ahead {
-        Some((r, span)) => quote_spanned!(span=> ::core::option::Option::Some(#r)),
-        None => quote!(::core::option::Option::None),
-    };
+    let local_timeout = some_or_none(opts.local_timeout_ms.map(millis));
+    let jitter = some_or_none(opts.jitter.map(|(j, span)| (quote!(#j), span)));
+    let none_timeout = some_or_none(opts.none_timeout_ms.map(millis));
+    let lock = some_or_none(match (opts.lock, opts.lock_timeout_ms) {
+        (Some((true, span)), ms) => Some(millis((
+            ms.map_or(DEFAULT_LOCK_TIMEOUT_MS, |(ms, _)| ms),
+            span,
+        ))),
+        _ => None,
+    });
+    let stale_if_error = some_or_none(opts.stale_if_error.map(|(secs, span)| {
+        (
+            quote!(::layercache::__private::Duration::from_secs(#secs)),
+            span,
+        )
+    }));
+    let refresh_ahead = some_or_none(opts.refresh_ahead.map(|(r, span)| (quote!(#r), span)));
 
     let versioned = match &opts.versioned {
         Some(lit) => quote!(::core::option::Option::Some(::std::string::String::from(#lit))),

@@ -127,25 +127,28 @@ pub fn cache_invalidate(args: TokenStream, item: TokenStream) -> syn::Result<Tok
                     quote!(#var.invalidate_all();)
                 });
             }
-            Invalidation::Tag(lit) => {
-                let template = Template::parse(lit, &names, has_self, &func.sig.ident, "tag")?;
+            Invalidation::Tag(lit) | Invalidation::Prefix(lit) => {
+                // Both render a template over the arguments and pass it on.
+                let (what, sync_fn, async_fn) = match target {
+                    Invalidation::Tag(_) => {
+                        ("tag", quote!(invalidate_tag), quote!(invalidate_tag_async))
+                    }
+                    _ => {
+                        crate::attr::check_prefix_text(lit)?;
+                        (
+                            "prefix",
+                            quote!(invalidate_prefix),
+                            quote!(invalidate_prefix_async),
+                        )
+                    }
+                };
+                let template = Template::parse(lit, &names, has_self, &func.sig.ident, what)?;
                 let rendered = template.render();
                 setup.extend(quote!(let #var: ::std::string::String = #rendered;));
                 act.extend(if is_async {
-                    quote!(::layercache::__private::invalidate_tag_async(&#var).await;)
+                    quote!(::layercache::__private::#async_fn(&#var).await;)
                 } else {
-                    quote!(::layercache::__private::invalidate_tag(&#var);)
-                });
-            }
-            Invalidation::Prefix(lit) => {
-                crate::attr::check_prefix_text(lit)?;
-                let template = Template::parse(lit, &names, has_self, &func.sig.ident, "prefix")?;
-                let rendered = template.render();
-                setup.extend(quote!(let #var: ::std::string::String = #rendered;));
-                act.extend(if is_async {
-                    quote!(::layercache::__private::invalidate_prefix_async(&#var).await;)
-                } else {
-                    quote!(::layercache::__private::invalidate_prefix(&#var);)
+                    quote!(::layercache::__private::#sync_fn(&#var);)
                 });
             }
         }
