@@ -28,6 +28,7 @@
 mod clock;
 pub mod codec;
 mod config;
+pub mod export;
 mod flight;
 mod invalidate;
 pub mod key;
@@ -37,6 +38,8 @@ mod metrics;
 mod pipeline;
 pub mod shared;
 mod warm;
+#[cfg(feature = "axum")]
+pub mod web;
 
 pub use clock::{Clock, MockClock, Timestamp};
 pub use config::{

@@ -1181,17 +1181,26 @@ impl<K: Key, V: Value> FnCache<K, V> {
             Err((_, tag)) => return Err(SharedMiss { key: None, tag }),
         };
         let tag = sk.tag;
-        let bytes = match sf
+        let span = tracing::trace_span!(
+            "layercache.shared",
+            function = self.name(),
+            op = "get",
+            outcome = tracing::field::Empty
+        );
+        let get = sf
             .tier
-            .call(Some(m), sf.tier.timeout(), |s| s.get(&sk.full))
-            .await
-        {
+            .call(Some(m), sf.tier.timeout(), |s| s.get(&sk.full));
+        let bytes = match tracing::Instrument::instrument(get, span.clone()).await {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
+                span.record("outcome", "miss");
                 m.record_miss();
                 return Err(SharedMiss::at(sk));
             }
-            Err(_) => return Err(SharedMiss { key: None, tag }),
+            Err(_) => {
+                span.record("outcome", "error");
+                return Err(SharedMiss { key: None, tag });
+            }
         };
         match codec::open::<Bincode, T>(&bytes, sk.check) {
             Ok((value, meta)) => {
@@ -1201,13 +1210,16 @@ impl<K: Key, V: Value> FnCache<K, V> {
                     at if at > now_ms => Some(Duration::from_millis(at - now_ms)),
                     // Expired by its own clock (Redis had not dropped it yet).
                     _ => {
+                        span.record("outcome", "expired");
                         m.record_miss();
                         return Err(SharedMiss::at(sk));
                     }
                 };
+                span.record("outcome", "hit");
                 Ok((value, remaining, sk.tag))
             }
             Err(err) => {
+                span.record("outcome", "corrupt");
                 m.record_error(ErrorKind::Corrupt);
                 m.record_miss();
                 if err == EnvelopeError::Type {
@@ -1641,12 +1653,17 @@ impl<K: Key, V: CacheValue> Computation<'_, K, V> {
     /// Step 5 when a stale value stands in for a failed call: the origin's
     /// latency is recorded, nothing is stored.
     fn failed(self) {
+        self.record_origin();
+        self.cache.metrics.record_not_cached();
+    }
+
+    /// The origin's latency, in the stats (and the `metrics` facade).
+    fn record_origin(&self) {
         let cache = self.cache;
-        cache
-            .metrics
-            .origin_latency
-            .record(cache.clock.now().nanos_since(self.started));
-        cache.metrics.record_not_cached();
+        let nanos = cache.clock.now().nanos_since(self.started);
+        cache.metrics.origin_latency.record(nanos);
+        #[cfg(feature = "metrics")]
+        crate::export::metrics::origin_duration(cache.name(), nanos);
     }
 
     /// Step 5: record the origin's latency and write the result back
@@ -1659,11 +1676,8 @@ impl<K: Key, V: CacheValue> Computation<'_, K, V> {
         tags: &[String],
         tag: u64,
     ) -> Option<(&'r V, Option<Duration>)> {
+        self.record_origin();
         let cache = self.cache;
-        cache
-            .metrics
-            .origin_latency
-            .record(cache.clock.now().nanos_since(self.started));
         // `cache_if` vetoes storing a result (the guide's response filter).
         match M::cacheable(r).filter(|_| cache_if(r)) {
             Some(v) => {
@@ -1755,7 +1769,7 @@ where
     }
     cache.metrics.record_miss();
     let computation = cache.begin(generation);
-    let r = origin();
+    let r = origin_span(cache.name()).in_scope(origin);
     if M::is_error(&r) && cache.stale.is_some() {
         if let Some(v) = shared::block_on(cache.fail_safe(&key)) {
             computation.failed();
@@ -1829,7 +1843,7 @@ where
     }
     cache.metrics.record_miss();
     let computation = cache.begin(generation);
-    let r = origin.await;
+    let r = tracing::Instrument::instrument(origin, origin_span(cache.name())).await;
     if M::is_error(&r) && cache.stale.is_some() {
         if let Some(v) = cache.fail_safe(&key).await {
             computation.failed();
@@ -1872,6 +1886,12 @@ enum Flight<'a, K: Key, V: Value> {
     Follow(std::sync::Arc<crate::flight::Flight<V>>),
     /// Compute without a flight (caching off, or the flight's own leader).
     Alone,
+}
+
+/// The span of one origin call (a miss), named after the function.
+#[inline]
+fn origin_span(function: &str) -> tracing::Span {
+    tracing::debug_span!("layercache.origin", function)
 }
 
 /// The tags of a function without `tags`.

@@ -1,0 +1,741 @@
+//! Response (view) caching: a tower [`Layer`] over any HTTP service.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures_util::{stream, StreamExt, TryStreamExt};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{response, Method, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, BodyStream, StreamBody};
+use serde::{Deserialize, Serialize};
+use sync_wrapper::SyncWrapper;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::key::render_template;
+use crate::pipeline::{
+    always, bypass_async, get_or_compute_async, no_tags, FnCache, FnSpec, OkOnly, TierChoice,
+    Timeout,
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The response header telling whether the cache answered: `HIT`, `MISS`
+/// or `BYPASS` (see [`CacheStatus`]).
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// How a response was produced, as sent in the [`X_CACHE`] header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from a cache tier; the inner service was not called.
+    Hit,
+    /// The inner service answered a cacheable request (its response may
+    /// still not have been stored: see [`ResponseCacheLayer`]).
+    Miss,
+    /// The request is not cacheable (method, `Authorization`, `Range`,
+    /// `Cache-Control: no-store`) and went straight to the inner service.
+    Bypass,
+}
+
+impl CacheStatus {
+    /// The header value: `"HIT"`, `"MISS"` or `"BYPASS"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Bypass => "BYPASS",
+        }
+    }
+}
+
+/// A stored response: what is kept in every tier.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Page {
+    status: u16,
+    headers: Vec<(String, Bytes)>,
+    body: Bytes,
+    /// Unix time of the store, for the `Age` header.
+    stored_ms: u64,
+}
+
+type PageCache = FnCache<String, Arc<Page>>;
+
+/// Decides from the response head whether it may be stored.
+type Filter = Arc<dyn Fn(&response::Parts) -> bool + Send + Sync>;
+
+/// The default of [`ResponseCacheLayer::max_body`]: 1 MiB.
+const DEFAULT_MAX_BODY: usize = 1 << 20;
+
+/// A tower [`Layer`] caching `GET` and `HEAD` responses of the service it
+/// wraps (the guide's view caching, `@cache.cached` on a route).
+///
+/// **The key** is the method, the path and the query string (as sent, or
+/// with its pairs sorted after [`sort_query`](Self::sort_query)), plus the
+/// request's values of the headers named with [`vary_by`](Self::vary_by).
+/// The stable key starts with the path, so
+/// [`invalidate_prefix("/products")`](crate::invalidate_prefix) (or
+/// `#[cache_invalidate(prefix = "/products")]`) drops those pages in every
+/// tier and process; the page `/products?page=2` is `/products?page=2`, a
+/// `HEAD` adds `\tHEAD`.
+///
+/// **Requests that bypass the cache** (`x-cache: BYPASS`, counted as
+/// `bypassed`): methods other than `GET`/`HEAD`, and requests with
+/// `Authorization`, `Range` or `Cache-Control: no-store`.
+///
+/// **Responses that are not stored** (passed through as `x-cache: MISS`):
+/// a status the filter rejects (by default anything but 2xx, and 206),
+/// `Cache-Control: no-store`, `no-cache` or `private`, a `Set-Cookie`
+/// header, a `Vary` naming `*` or a header not given to `vary_by`, and
+/// bodies over [`max_body`](Self::max_body), which are streamed to the
+/// client as they come (the part read so far first). A stored response
+/// keeps its headers except hop-by-hop ones; a hit carries `x-cache: HIT`
+/// and an `Age`.
+///
+/// Concurrent misses of one page share one call of the inner service
+/// (single-flight); with a shared tier (`CACHE_TYPE=redis`) pages are
+/// shared by the fleet. Stats are under the layer's name in
+/// [`stats()`](crate::stats). Layers are identified by name: building two
+/// layers with one name gives them one cache (the first one's settings).
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use layercache_runtime::web::ResponseCacheLayer;
+///
+/// let pages = ResponseCacheLayer::new("pages")
+///     .timeout(Duration::from_secs(300))
+///     .sort_query(true)
+///     .vary_by([http::header::ACCEPT_LANGUAGE]);
+/// let app: Router = Router::new()
+///     .route("/expensive-page", get(|| async { "rendered slowly" }))
+///     .layer(pages);
+/// # drop(app);
+/// ```
+#[derive(Clone)]
+pub struct ResponseCacheLayer {
+    settings: Settings,
+}
+
+#[derive(Clone)]
+struct Settings {
+    name: String,
+    timeout: Timeout,
+    max_entries: Option<u64>,
+    tier: TierChoice,
+    local_timeout: Option<Duration>,
+    jitter: Option<f64>,
+    include_query: bool,
+    sort_query: bool,
+    vary: Vec<HeaderName>,
+    max_body: usize,
+    filter: Filter,
+}
+
+impl fmt::Debug for ResponseCacheLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
+        f.debug_struct("ResponseCacheLayer")
+            .field("name", &s.name)
+            .field("timeout", &s.timeout)
+            .field("max_entries", &s.max_entries)
+            .field("tier", &s.tier)
+            .field("include_query", &s.include_query)
+            .field("sort_query", &s.sort_query)
+            .field("vary", &s.vary)
+            .field("max_body", &s.max_body)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_filter(parts: &response::Parts) -> bool {
+    parts.status.is_success() && parts.status != StatusCode::PARTIAL_CONTENT
+}
+
+impl ResponseCacheLayer {
+    /// A layer whose pages are counted under `name` in
+    /// [`stats()`](crate::stats), with the configured default timeout,
+    /// the query string in the key as sent, and bodies up to 1 MiB.
+    pub fn new(name: impl Into<String>) -> ResponseCacheLayer {
+        ResponseCacheLayer {
+            settings: Settings {
+                name: name.into(),
+                timeout: Timeout::Default,
+                max_entries: None,
+                tier: TierChoice::Both,
+                local_timeout: None,
+                jitter: None,
+                include_query: true,
+                sort_query: false,
+                vary: Vec::new(),
+                max_body: DEFAULT_MAX_BODY,
+                filter: Arc::new(default_filter),
+            },
+        }
+    }
+
+    /// How long a page lives (`Duration::ZERO`: until invalidated).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeout = if timeout.is_zero() {
+            Timeout::Never
+        } else {
+            Timeout::After(timeout)
+        };
+        self
+    }
+
+    /// Bound of the in-process tier, in pages.
+    pub fn max_entries(mut self, max_entries: u64) -> Self {
+        self.settings.max_entries = Some(max_entries);
+        self
+    }
+
+    /// Which tiers pages use, as `#[cached(tier = ...)]`.
+    pub fn tier(mut self, tier: TierChoice) -> Self {
+        self.settings.tier = tier;
+        self
+    }
+
+    /// Caps the life of in-process copies below the timeout.
+    pub fn local_timeout(mut self, local_timeout: Duration) -> Self {
+        self.settings.local_timeout = Some(local_timeout);
+        self
+    }
+
+    /// Spreads each page's timeout over `±fraction` (guide 7.3).
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.settings.jitter = Some(fraction.clamp(0.0, 1.0));
+        self
+    }
+
+    /// Whether the query string is part of the key (default `true`).
+    /// Without it `/search?q=a` and `/search?q=b` are one page: turn it
+    /// off only for routes that ignore their query.
+    pub fn include_query(mut self, include: bool) -> Self {
+        self.settings.include_query = include;
+        self
+    }
+
+    /// Sorts the query's `name=value` pairs before keying (default
+    /// `false`), so `?a=1&b=2` and `?b=2&a=1` are one page.
+    pub fn sort_query(mut self, sort: bool) -> Self {
+        self.settings.sort_query = sort;
+        self
+    }
+
+    /// Request headers whose values are part of the key. A response whose
+    /// `Vary` names a header outside this list is not stored.
+    pub fn vary_by(mut self, headers: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.settings.vary = headers.into_iter().collect();
+        self
+    }
+
+    /// Largest body stored, in bytes (default 1 MiB); larger bodies are
+    /// streamed through and not stored.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.settings.max_body = bytes;
+        self
+    }
+
+    /// Which responses are stored, by their head (default: 2xx but 206).
+    /// `Cache-Control`, `Set-Cookie` and `Vary` are checked as well.
+    ///
+    /// ```
+    /// use layercache_runtime::web::ResponseCacheLayer;
+    /// // Also keep 404s, so probes of missing pages do not reach the handler.
+    /// let layer = ResponseCacheLayer::new("pages")
+    ///     .cache_when(|head| head.status.is_success() || head.status == http::StatusCode::NOT_FOUND);
+    /// # drop(layer);
+    /// ```
+    pub fn cache_when(
+        mut self,
+        filter: impl Fn(&response::Parts) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.settings.filter = Arc::new(filter);
+        self
+    }
+
+    fn cache(&self) -> &'static PageCache {
+        static LAYERS: OnceLock<Mutex<HashMap<String, &'static PageCache>>> = OnceLock::new();
+        let mut layers = LAYERS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let s = &self.settings;
+        layers.entry(s.name.clone()).or_insert_with(|| {
+            crate::invalidate::register(FnCache::new(FnSpec {
+                name: s.name.clone(),
+                // Pages share the manual cache's keyspace: their stable key
+                // is the path, which prefix invalidation matches.
+                namespace: String::new(),
+                timeout: s.timeout,
+                max_entries: s.max_entries,
+                render: render_template,
+                tier: s.tier,
+                local_timeout: s.local_timeout,
+                jitter: s.jitter,
+                none_timeout: None,
+                lock: None,
+                stale_if_error: None,
+                refresh_ahead: None,
+                versioned: None,
+            }))
+        })
+    }
+}
+
+impl<S> Layer<S> for ResponseCacheLayer {
+    type Service = ResponseCache<S>;
+
+    fn layer(&self, inner: S) -> ResponseCache<S> {
+        ResponseCache {
+            inner,
+            shared: Arc::new(Shared {
+                cache: self.cache(),
+                settings: self.settings.clone(),
+            }),
+        }
+    }
+}
+
+/// The service of [`ResponseCacheLayer`].
+#[derive(Clone)]
+pub struct ResponseCache<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> fmt::Debug for ResponseCache<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseCache")
+            .field("name", &self.shared.settings.name)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    cache: &'static PageCache,
+    settings: Settings,
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for ResponseCache<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    ReqB: Send + 'static,
+    ResB: http_body::Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        // The clone that was polled ready serves this request.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move { shared.serve(inner, req).await })
+    }
+}
+
+/// What the inner service answered when it is not stored.
+type Passed<E> = SyncWrapper<Result<Response<Body>, E>>;
+
+impl Shared {
+    async fn serve<S, ReqB, ResB>(
+        &self,
+        mut inner: S,
+        req: Request<ReqB>,
+    ) -> Result<Response<Body>, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        ResB: http_body::Body<Data = Bytes> + Send + 'static,
+        ResB::Error: Into<BoxError>,
+    {
+        let Some(key) = self.key_of(&req) else {
+            let resp = bypass_async(self.cache, inner.call(req)).await?;
+            return Ok(mark(resp.map(Body::new), CacheStatus::Bypass));
+        };
+        let ran = AtomicBool::new(false);
+        let origin = async {
+            ran.store(true, Relaxed);
+            match inner.call(req).await {
+                Err(e) => Err(SyncWrapper::new(Err(e))),
+                Ok(resp) => match self.capture(resp).await {
+                    Ok(page) => Ok(Arc::new(page)),
+                    Err(resp) => Err(SyncWrapper::new(Ok(resp))),
+                },
+            }
+        };
+        let r: Result<Arc<Page>, Passed<S::Error>> =
+            get_or_compute_async::<OkOnly, String, _>(self.cache, key, always, no_tags, origin)
+                .await;
+        let status = if ran.load(Relaxed) {
+            CacheStatus::Miss
+        } else {
+            CacheStatus::Hit
+        };
+        match r {
+            Ok(page) => Ok(page.to_response(status, &self.settings.name)),
+            Err(passed) => passed
+                .into_inner()
+                .map(|resp| mark(resp, CacheStatus::Miss)),
+        }
+    }
+
+    /// The key of a cacheable request; `None` to bypass the cache.
+    fn key_of<B>(&self, req: &Request<B>) -> Option<String> {
+        let head = match *req.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => return None,
+        };
+        let headers = req.headers();
+        if headers.contains_key(header::AUTHORIZATION)
+            || headers.contains_key(header::RANGE)
+            || has_directive(headers.get_all(header::CACHE_CONTROL), &["no-store"])
+        {
+            return None;
+        }
+        let s = &self.settings;
+        let uri = req.uri();
+        let mut key = String::with_capacity(uri.path().len() + 16);
+        key.push_str(uri.path());
+        if let Some(query) = uri.query().filter(|q| s.include_query && !q.is_empty()) {
+            key.push('?');
+            if s.sort_query {
+                let mut pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+                pairs.sort_unstable();
+                for (i, pair) in pairs.iter().enumerate() {
+                    if i > 0 {
+                        key.push('&');
+                    }
+                    key.push_str(pair);
+                }
+            } else {
+                key.push_str(query);
+            }
+        }
+        // A URI holds no tab, so these suffixes cannot be forged by a path.
+        if head {
+            key.push_str("\tHEAD");
+        }
+        for name in &s.vary {
+            key.push('\t');
+            key.push_str(name.as_str());
+            key.push('=');
+            for value in headers.get_all(name) {
+                push_escaped(&mut key, value.as_bytes());
+                key.push(',');
+            }
+        }
+        Some(key)
+    }
+
+    /// Reads a response into a [`Page`] when it may be stored; otherwise
+    /// gives it back, its body intact (what was read comes first).
+    async fn capture<B>(&self, resp: Response<B>) -> Result<Page, Response<Body>>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = resp.into_parts();
+        // Boxed once: `Body` is `Unpin`, and the pass-through needs it anyway.
+        let mut body = Body::new(body);
+        let limit = self.settings.max_body;
+        let storable =
+            self.storable(&parts) && http_body::Body::size_hint(&body).lower() <= limit as u64;
+        if !storable {
+            return Err(Response::from_parts(parts, body));
+        }
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut size = 0usize;
+        loop {
+            match body.frame().await {
+                None => break,
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        size += data.len();
+                        chunks.push(data);
+                        if size > limit {
+                            return Err(resume(parts, chunks, None, body));
+                        }
+                    }
+                    // Trailers: passed on, not stored.
+                    Err(frame) => return Err(resume(parts, chunks, Some(Ok(frame)), body)),
+                },
+                Some(Err(e)) => return Err(resume(parts, chunks, Some(Err(e.into())), body)),
+            }
+        }
+        let body = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.pop().unwrap_or_default(),
+            _ => {
+                let mut all = Vec::with_capacity(size);
+                for c in &chunks {
+                    all.extend_from_slice(c);
+                }
+                Bytes::from(all)
+            }
+        };
+        let headers = parts
+            .headers
+            .iter()
+            .filter(|(name, _)| !is_hop_by_hop(name))
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_string(),
+                    Bytes::copy_from_slice(value.as_bytes()),
+                )
+            })
+            .collect();
+        Ok(Page {
+            status: parts.status.as_u16(),
+            headers,
+            body,
+            stored_ms: unix_ms(),
+        })
+    }
+
+    /// Whether a response head allows storing it.
+    fn storable(&self, parts: &response::Parts) -> bool {
+        let headers = &parts.headers;
+        if !(self.settings.filter)(parts)
+            || headers.contains_key(header::SET_COOKIE)
+            || has_directive(
+                headers.get_all(header::CACHE_CONTROL),
+                &["no-store", "no-cache", "private"],
+            )
+        {
+            return false;
+        }
+        headers.get_all(header::VARY).iter().all(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .all(|n| {
+                        n != "*"
+                            && self
+                                .settings
+                                .vary
+                                .iter()
+                                .any(|h| h.as_str().eq_ignore_ascii_case(n))
+                    })
+            })
+        })
+    }
+}
+
+impl Page {
+    fn to_response(&self, status: CacheStatus, name: &str) -> Response<Body> {
+        let code = StatusCode::from_u16(self.status).unwrap_or_else(|_| {
+            tracing::warn!(
+                name,
+                status = self.status,
+                "layercache: a stored page has an invalid status"
+            );
+            StatusCode::INTERNAL_SERVER_ERROR
+        });
+        let mut resp = Response::new(Body::from(self.body.clone()));
+        *resp.status_mut() = code;
+        let headers = resp.headers_mut();
+        headers.reserve(self.headers.len() + 2);
+        for (name, value) in &self.headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_maybe_shared(value.clone()),
+            ) {
+                headers.append(n, v);
+            }
+        }
+        if status == CacheStatus::Hit {
+            let age = unix_ms().saturating_sub(self.stored_ms) / 1000;
+            headers.insert(header::AGE, HeaderValue::from(age));
+        }
+        mark(resp, status)
+    }
+}
+
+fn mark(mut resp: Response<Body>, status: CacheStatus) -> Response<Body> {
+    resp.headers_mut()
+        .insert(X_CACHE, HeaderValue::from_static(status.as_str()));
+    resp
+}
+
+/// A body that yields `read` (and `next`, a frame or error already taken
+/// from `rest`), then the rest of `rest`.
+fn resume(
+    parts: response::Parts,
+    read: Vec<Bytes>,
+    next: Option<Result<Frame<Bytes>, BoxError>>,
+    rest: Body,
+) -> Response<Body> {
+    let done = matches!(next, Some(Err(_)));
+    let head = stream::iter(read.into_iter().map(|b| Ok(Frame::data(b))).chain(next));
+    let tail = TryStreamExt::map_err(BodyStream::new(rest), BoxError::from);
+    let frames: Pin<Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send>> =
+        if done {
+            Box::pin(head)
+        } else {
+            Box::pin(head.chain(tail))
+        };
+    Response::from_parts(parts, Body::new(StreamBody::new(frames)))
+}
+
+fn has_directive<'a>(
+    values: impl IntoIterator<Item = &'a HeaderValue>,
+    directives: &[&str],
+) -> bool {
+    values.into_iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',').any(|d| {
+                let d = d.split('=').next().unwrap_or("").trim();
+                directives.iter().any(|x| d.eq_ignore_ascii_case(x))
+            })
+        })
+    })
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::CONTENT_LENGTH,
+        header::AGE,
+    ]
+    .contains(name)
+        || name == X_CACHE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Appends `bytes` with `%`, control and non-ASCII bytes percent-escaped
+/// (injective, so two header values never share a key).
+fn push_escaped(out: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        if b.is_ascii_graphic() && b != b'%' && b != b',' || b == b' ' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer() -> Shared {
+        let l = ResponseCacheLayer::new("web::tests").vary_by([header::ACCEPT_LANGUAGE]);
+        Shared {
+            cache: l.cache(),
+            settings: l.settings,
+        }
+    }
+
+    fn get(uri: &str) -> Request<()> {
+        Request::get(uri).body(()).unwrap()
+    }
+
+    #[test]
+    fn keys_start_with_the_path_so_prefix_invalidation_matches_pages() {
+        let s = layer();
+        assert_eq!(
+            s.key_of(&get("/products/1?x=1")).unwrap(),
+            "/products/1?x=1\taccept-language="
+        );
+    }
+
+    #[test]
+    fn head_and_vary_values_are_part_of_the_key_and_cannot_be_forged() {
+        let s = layer();
+        let head = Request::head("/a").body(()).unwrap();
+        assert_ne!(s.key_of(&head), s.key_of(&get("/a")));
+        let en = Request::get("/a")
+            .header("accept-language", "en")
+            .body(())
+            .unwrap();
+        let de = Request::get("/a")
+            .header("accept-language", "de")
+            .body(())
+            .unwrap();
+        assert_ne!(s.key_of(&en), s.key_of(&de));
+        let two = Request::get("/a")
+            .header("accept-language", "en")
+            .header("accept-language", "de")
+            .body(())
+            .unwrap();
+        let joined = Request::get("/a")
+            .header("accept-language", "en,de")
+            .body(())
+            .unwrap();
+        assert_ne!(
+            s.key_of(&two),
+            s.key_of(&joined),
+            "a comma inside a value is escaped"
+        );
+    }
+
+    #[test]
+    fn authorization_range_no_store_and_posts_bypass() {
+        let s = layer();
+        let auth = Request::get("/a")
+            .header("authorization", "Bearer x")
+            .body(())
+            .unwrap();
+        let range = Request::get("/a")
+            .header("range", "bytes=0-1")
+            .body(())
+            .unwrap();
+        let no_store = Request::get("/a")
+            .header("cache-control", "no-store")
+            .body(())
+            .unwrap();
+        let post = Request::post("/a").body(()).unwrap();
+        for req in [auth, range, no_store, post] {
+            assert_eq!(s.key_of(&req), None, "{req:?}");
+        }
+    }
+
+    #[test]
+    fn responses_with_private_cache_control_cookies_or_foreign_vary_are_not_storable() {
+        let s = layer();
+        let head = |f: fn(http::response::Builder) -> http::response::Builder| {
+            f(Response::builder()).body(()).unwrap().into_parts().0
+        };
+        assert!(s.storable(&head(|b| b.status(200))));
+        assert!(s.storable(&head(|b| b.header("vary", "Accept-Language"))));
+        assert!(!s.storable(&head(|b| b.status(500))));
+        assert!(!s.storable(&head(|b| b.status(206))));
+        assert!(!s.storable(&head(|b| b.header("cache-control", "private, max-age=60"))));
+        assert!(!s.storable(&head(|b| b.header("cache-control", "no-store"))));
+        assert!(!s.storable(&head(|b| b.header("set-cookie", "a=b"))));
+        assert!(!s.storable(&head(|b| b.header("vary", "*"))));
+        assert!(!s.storable(&head(|b| b.header("vary", "accept-language, cookie"))));
+    }
+}

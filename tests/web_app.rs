@@ -1,0 +1,425 @@
+//! The guide's example app (`examples/web_app.rs`) driven over HTTP: a real
+//! axum server on a loopback port, a real HTTP client.
+//!
+//! The tests share one process-wide cache, so each takes a lock: counters
+//! read around a request belong to that request alone.
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/web_app.rs"]
+mod web_app;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::OnceLock;
+
+use reqwest::{Client, Response};
+use tokio::sync::{Mutex, MutexGuard};
+use web_app::ORIGIN;
+
+/// One server for the whole binary, on its own runtime (each test has its own).
+fn server() -> &'static str {
+    static ADDR: OnceLock<String> = OnceLock::new();
+    ADDR.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(format!("http://{}", listener.local_addr().unwrap()))
+                    .unwrap();
+                axum::serve(listener, web_app::app()).await.unwrap();
+            });
+        });
+        rx.recv().expect("the server starts")
+    })
+}
+
+async fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::const_new(());
+    LOCK.lock().await
+}
+
+async fn get(path: &str) -> (String, String) {
+    let resp = Client::new()
+        .get(format!("{}{path}", server()))
+        .send()
+        .await
+        .unwrap();
+    let status = x_cache(&resp);
+    (status, resp.text().await.unwrap())
+}
+
+fn x_cache(resp: &Response) -> String {
+    resp.headers()
+        .get("x-cache")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_second_get_of_a_cached_view_is_a_hit_with_an_identical_body() {
+    let _serial = serial().await;
+    // Other tests may have cached the page already.
+    layercache::invalidate_prefix_async("/expensive-page").await;
+    let before = ORIGIN.page.load(Relaxed);
+    let (first, body1) = get("/expensive-page").await;
+    let (second, body2) = get("/expensive-page").await;
+    assert_eq!(first, "MISS");
+    assert_eq!(second, "HIT");
+    assert_eq!(body1, body2, "the stored page, byte for byte");
+    assert!(body1.starts_with("<h1>Expensive Page</h1>"));
+    assert_eq!(
+        ORIGIN.page.load(Relaxed) - before,
+        1,
+        "the handler ran once"
+    );
+}
+
+#[tokio::test]
+async fn a_hit_keeps_the_content_type_and_carries_an_age() {
+    let _serial = serial().await;
+    get("/expensive-page").await;
+    let resp = Client::new()
+        .get(format!("{}/expensive-page", server()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(x_cache(&resp), "HIT");
+    assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(resp.headers().contains_key("age"));
+}
+
+#[tokio::test]
+async fn head_requests_are_cached_apart_from_gets_and_have_no_body() {
+    let _serial = serial().await;
+    let head = || async {
+        Client::new()
+            .head(format!("{}/products/77", server()))
+            .send()
+            .await
+            .unwrap()
+    };
+    let (first, second) = (head().await, head().await);
+    assert_eq!(x_cache(&first), "MISS");
+    assert_eq!(x_cache(&second), "HIT");
+    assert_eq!(second.bytes().await.unwrap().len(), 0);
+    let (status, body) = get("/products/77").await;
+    assert_eq!(status, "MISS", "a HEAD does not fill the GET's entry");
+    assert!(body.starts_with("<h1>Product 77</h1>"));
+}
+
+#[tokio::test]
+async fn put_then_get_shows_the_update() {
+    let _serial = serial().await;
+    let client = Client::new();
+    let url = format!("{}/user/42", server());
+    let queries = ORIGIN.user.load(Relaxed);
+    let user: web_app::User = client.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(user.name, "user 42");
+    let again: web_app::User = client.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(again, user);
+    assert_eq!(
+        ORIGIN.user.load(Relaxed) - queries,
+        1,
+        "the second GET was a hit"
+    );
+
+    let put = client
+        .put(&url)
+        .json(&serde_json::json!({ "name": "Ada" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let updated: web_app::User = client.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(updated.name, "Ada", "the update dropped the cached profile");
+    assert_eq!(ORIGIN.user.load(Relaxed) - queries, 2);
+}
+
+#[tokio::test]
+async fn a_missing_user_is_a_cached_404() {
+    let _serial = serial().await;
+    let queries = ORIGIN.user.load(Relaxed);
+    for _ in 0..5 {
+        let resp = Client::new()
+            .get(format!("{}/user/4040", server()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404);
+    }
+    assert_eq!(
+        ORIGIN.user.load(Relaxed) - queries,
+        1,
+        "None is cached (guide 7.2)"
+    );
+}
+
+#[tokio::test]
+async fn no_store_responses_are_never_cached() {
+    let _serial = serial().await;
+    let before = ORIGIN.live.load(Relaxed);
+    let (first, body1) = get("/live-score").await;
+    let (second, body2) = get("/live-score").await;
+    assert_eq!((first.as_str(), second.as_str()), ("MISS", "MISS"));
+    assert_ne!(body1, body2);
+    assert_eq!(ORIGIN.live.load(Relaxed) - before, 2);
+}
+
+#[tokio::test]
+async fn a_500_is_not_cached_and_the_next_success_is() {
+    let _serial = serial().await;
+    let before = ORIGIN.report.load(Relaxed);
+    for _ in 0..2 {
+        let resp = Client::new()
+            .get(format!("{}/report?fail=1", server()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 500);
+        assert_eq!(x_cache(&resp), "MISS");
+        assert_eq!(resp.text().await.unwrap(), "report failed");
+    }
+    assert_eq!(
+        ORIGIN.report.load(Relaxed) - before,
+        2,
+        "each failure reached the handler"
+    );
+    let (first, _) = get("/report?fail=0").await;
+    let (second, _) = get("/report?fail=0").await;
+    assert_eq!((first.as_str(), second.as_str()), ("MISS", "HIT"));
+}
+
+#[tokio::test]
+async fn query_string_order_does_not_matter_when_sorting_is_on() {
+    let _serial = serial().await;
+    let before = ORIGIN.products.load(Relaxed);
+    let (first, body1) = get("/products?sort=price&page=3").await;
+    let (second, body2) = get("/products?page=3&sort=price").await;
+    assert_eq!((first.as_str(), second.as_str()), ("MISS", "HIT"));
+    assert_eq!(body1, body2);
+    let (other, _) = get("/products?page=4&sort=price").await;
+    assert_eq!(other, "MISS", "other values are another page");
+    assert_eq!(ORIGIN.products.load(Relaxed) - before, 2);
+}
+
+#[tokio::test]
+async fn a_prefix_invalidation_drops_every_product_page() {
+    let _serial = serial().await;
+    get("/products?page=9").await;
+    get("/products/9").await;
+    assert_eq!(get("/products?page=9").await.0, "HIT");
+    assert_eq!(get("/products/9").await.0, "HIT");
+    let resp = Client::new()
+        .put(format!("{}/products/9", server()))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    assert_eq!(x_cache(&resp), "", "PUTs are not under the view cache");
+    assert_eq!(get("/products?page=9").await.0, "MISS");
+    assert_eq!(get("/products/9").await.0, "MISS");
+    assert_eq!(get("/expensive-page").await.0, "HIT", "other pages stay");
+}
+
+#[tokio::test]
+async fn a_body_over_the_size_limit_is_streamed_whole_and_not_stored() {
+    let _serial = serial().await;
+    let before = ORIGIN.export.load(Relaxed);
+    for _ in 0..2 {
+        let resp = Client::new()
+            .get(format!("{}/export", server()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(x_cache(&resp), "MISS");
+        let body = resp.bytes().await.unwrap();
+        assert_eq!(body.len(), 64 * 1024);
+        for (i, chunk) in body.chunks(1024).enumerate() {
+            assert!(
+                chunk.iter().all(|&b| b == b'a' + (i % 26) as u8),
+                "chunk {i} intact"
+            );
+        }
+    }
+    assert_eq!(ORIGIN.export.load(Relaxed) - before, 2);
+}
+
+#[tokio::test]
+async fn requests_with_authorization_bypass_the_view_cache() {
+    let _serial = serial().await;
+    get("/expensive-page").await;
+    let resp = Client::new()
+        .get(format!("{}/expensive-page", server()))
+        .header("authorization", "Bearer secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(x_cache(&resp), "BYPASS");
+    let pages = layercache::stats();
+    assert!(pages.function("pages").unwrap().bypassed >= 1);
+}
+
+#[tokio::test]
+async fn a_template_fragment_is_rendered_once_per_timeout() {
+    let _serial = serial().await;
+    let before = ORIGIN.sidebar.load(Relaxed);
+    let (_, page1) = get("/dashboard").await;
+    let (_, page2) = get("/dashboard").await;
+    assert!(
+        page1.contains("<div class=\"sidebar\"><div>Home</div>"),
+        "{page1}"
+    );
+    assert_ne!(page1, page2, "the page itself is rendered each time");
+    let sidebar = |p: &str| p[..p.find("<p>").unwrap()].to_string();
+    assert_eq!(sidebar(&page1), sidebar(&page2));
+    assert!(
+        ORIGIN.sidebar.load(Relaxed) - before <= 1,
+        "the fragment came from the cache"
+    );
+}
+
+#[tokio::test]
+async fn the_manual_cache_routes_set_and_clear() {
+    let _serial = serial().await;
+    let (_, first) = get("/manual-cache").await;
+    let (_, second) = get("/manual-cache").await;
+    assert_eq!(first, second);
+    let (_, cleared) = get("/clear-cache").await;
+    let cleared: serde_json::Value = serde_json::from_str(&cleared).unwrap();
+    assert_eq!(cleared["deleted_my_key"], true);
+    let (_, third) = get("/manual-cache").await;
+    assert_ne!(third, first);
+}
+
+#[tokio::test]
+async fn data_search_popular_and_news_answer_from_their_cached_functions() {
+    let _serial = serial().await;
+    let (_, d1) = get("/data").await;
+    let (_, d2) = get("/data").await;
+    assert_eq!(d1, d2);
+    let (_, s) = get("/search?q=rust&page=2").await;
+    let s: Vec<String> = serde_json::from_str(&s).unwrap();
+    assert_eq!(s[0], "rust result 1 on page 2");
+    let (_, p) = get("/popular-products").await;
+    assert!(p.contains("keyboard"));
+    let (_, n1) = get("/news").await;
+    let (_, n2) = get("/news").await;
+    assert_eq!(n1, n2);
+    let stats = layercache::stats();
+    for name in ["search", "popular_products", "latest_news"] {
+        assert!(stats.function(name).unwrap().requests() >= 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn the_stats_endpoint_returns_json_per_function() {
+    let _serial = serial().await;
+    get("/expensive-page").await;
+    get("/expensive-page").await;
+    let (_, json) = get("/cache-stats").await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let pages = json["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "pages")
+        .unwrap();
+    for field in [
+        "hits",
+        "misses",
+        "hit_rate",
+        "local_hits",
+        "shared_hits",
+        "entries",
+        "hit_latency",
+        "origin_latency",
+        "shared",
+    ] {
+        assert!(pages.get(field).is_some(), "{field}");
+    }
+    let stats = layercache::stats();
+    let now = stats.function("pages").unwrap();
+    assert_eq!(pages["hits"], now.hits);
+    assert_eq!(pages["misses"], now.misses);
+}
+
+#[tokio::test]
+async fn prometheus_output_parses_and_agrees_with_stats() {
+    let _serial = serial().await;
+    get("/expensive-page").await;
+    get("/user/1").await;
+    let (_, text) = get("/cache-stats/metrics").await;
+    let stats = layercache::stats();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("valid Prometheus text");
+    let mut seen: HashMap<(String, String), f64> = HashMap::new();
+    for sample in &scrape.samples {
+        let value = match sample.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            _ => continue,
+        };
+        if let Some(function) = sample.labels.get("function") {
+            seen.insert((sample.metric.clone(), function.to_string()), value);
+        }
+    }
+    assert!(!stats.functions.is_empty());
+    for f in &stats.functions {
+        let at = |m: &str| seen.get(&(m.to_string(), f.name.clone())).copied();
+        assert_eq!(
+            at("layercache_hits_total"),
+            Some(f.hits as f64),
+            "{}",
+            f.name
+        );
+        assert_eq!(
+            at("layercache_misses_total"),
+            Some(f.misses as f64),
+            "{}",
+            f.name
+        );
+        assert_eq!(
+            at("layercache_local_hits_total"),
+            Some(f.local_hits as f64),
+            "{}",
+            f.name
+        );
+        assert_eq!(
+            at("layercache_entries"),
+            Some(f.entries as f64),
+            "{}",
+            f.name
+        );
+    }
+    let summaries = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "layercache_origin_duration_seconds")
+        .count();
+    assert!(
+        summaries >= stats.functions.len(),
+        "one summary per function"
+    );
+}
+
+#[tokio::test]
+async fn the_html_stats_page_has_a_bar_per_function() {
+    let _serial = serial().await;
+    get("/expensive-page").await;
+    let resp = Client::new()
+        .get(format!("{}/cache-stats/ui", server()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+    let html = resp.text().await.unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.contains("<svg"));
+    for f in layercache::stats().functions {
+        assert!(html.contains(&format!(">{}</text>", f.name)), "{}", f.name);
+    }
+}
