@@ -38,6 +38,13 @@ if ! cargo bench --features redis --bench redis_hit -- --warm-up-time 1 --measur
   exit 1
 fi
 grep -vE '^(Benchmarking|Found| +[0-9]+ \(|\s*Compiling)' "$log" || true
+echo "==> benchmark: a view-cached route under load vs uncached and http-cache-tower-server (short run)"
+log=target/bench-web-load.log
+if ! WEB_LOAD_SECS=2 cargo bench --features axum --bench web_load >"$log" 2>&1; then
+  cat "$log"
+  exit 1
+fi
+grep -vE '^\s*(Compiling|Finished|Running|Downloaded|Downloading)' "$log" || true
 echo "==> cargo test"
 # The tests configure the runtime themselves; a CACHE_* variable left in the
 # shell would change what the default-configuration tests see.
