@@ -336,6 +336,7 @@ async fn the_stats_endpoint_returns_json_per_function() {
         "local_hits",
         "shared_hits",
         "entries",
+        "errors",
         "hit_latency",
         "origin_latency",
         "shared",

@@ -11,7 +11,6 @@
 #[path = "../examples/web_app.rs"]
 mod web_app;
 
-#[allow(dead_code)]
 #[path = "support/redis_server.rs"]
 mod redis_server;
 

@@ -367,7 +367,7 @@ impl FunctionStats {
 
 impl Serialize for FunctionStats {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("FunctionStats", 21)?;
+        let mut s = serializer.serialize_struct("FunctionStats", 22)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("hits", &self.hits)?;
         s.serialize_field("misses", &self.misses)?;
@@ -386,6 +386,7 @@ impl Serialize for FunctionStats {
         s.serialize_field("invalidations", &self.invalidations)?;
         s.serialize_field("evictions", &self.evictions)?;
         s.serialize_field("entries", &self.entries)?;
+        s.serialize_field("errors", &self.shared.errors())?;
         s.serialize_field("hit_latency", &self.hit_latency)?;
         s.serialize_field("origin_latency", &self.origin_latency)?;
         s.serialize_field("shared", &self.shared)?;

@@ -64,7 +64,11 @@ impl std::fmt::Display for Esc<'_> {
     }
 }
 
-fn micros(ns: u64) -> String {
+/// A latency for people: `-` when nothing was measured.
+fn micros(l: &crate::metrics::LatencyStats, ns: u64) -> String {
+    if l.count == 0 {
+        return "-".into();
+    }
     match ns {
         0..=9_999 => format!("{ns} ns"),
         10_000..=9_999_999 => format!("{:.1} µs", ns as f64 / 1e3),
@@ -119,7 +123,20 @@ pub fn stats_html(stats: &Stats) -> String {
     );
     for (i, f) in stats.functions.iter().enumerate() {
         let y = i * ROW + 5;
-        let requests = f.requests().max(1) as f64;
+        if f.requests() == 0 {
+            let _ = write!(
+                out,
+                "<text x=\"0\" y=\"{}\" font-size=\"13\">{}</text>\
+                 <rect x=\"{LABEL}\" y=\"{y}\" width=\"{BAR}\" height=\"22\" fill=\"#e9ecef\"/>\
+                 <text x=\"{}\" y=\"{}\" font-size=\"13\" fill=\"#868e96\">no calls</text>",
+                y + 16,
+                Esc(&f.name),
+                LABEL + BAR + 8,
+                y + 16,
+            );
+            continue;
+        }
+        let requests = f.requests() as f64;
         let local = f.local_hits as f64 / requests * BAR as f64;
         // Coalesced callers are hits answered by neither tier: shown with shared.
         let shared = (f.hits - f.local_hits.min(f.hits)) as f64 / requests * BAR as f64;
@@ -151,8 +168,8 @@ pub fn stats_html(stats: &Stats) -> String {
             f.hit_rate() * 100.0,
             f.entries,
             f.shared.errors(),
-            micros(f.hit_latency.p50_ns),
-            micros(f.origin_latency.mean_ns),
+            micros(&f.hit_latency, f.hit_latency.p50_ns),
+            micros(&f.origin_latency, f.origin_latency.mean_ns),
         );
     }
     out.push_str("</table></body></html>\n");
