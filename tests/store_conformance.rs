@@ -47,3 +47,220 @@ mod redis {
 
     conformance_suite!(open, open_down);
 }
+
+/// A directory under the system's temporary directory, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "layercache-conf-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0).or_else(|_| std::fs::remove_file(&self.0));
+    }
+}
+
+mod filesystem {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use layercache::shared::filesystem::FsStore;
+    use layercache::shared::SharedStore;
+    use layercache::SharedSettings;
+
+    use super::conformance::{conformance_suite, Backend, TRICKY_KEYS};
+    use super::TempDir;
+
+    fn fs_store(dir: &std::path::Path, threshold: u64) -> FsStore {
+        FsStore::open(dir, threshold, "__layercache__:bus:conf", &SharedSettings::default()).unwrap()
+    }
+
+    fn open() -> Backend {
+        let dir = TempDir::new("fs");
+        Backend {
+            store: Arc::new(fs_store(&dir.0, 100_000)),
+            max_value_size: SharedSettings::default().max_value_size,
+            guard: Box::new(dir),
+        }
+    }
+
+    /// The directory is replaced by a plain file after the store opened it.
+    fn open_down() -> Backend {
+        let dir = TempDir::new("fs-down");
+        let store = fs_store(&dir.0, 100);
+        std::fs::remove_dir_all(&dir.0).unwrap();
+        std::fs::write(&dir.0, b"not a directory").unwrap();
+        Backend {
+            store: Arc::new(store),
+            max_value_size: 0,
+            guard: Box::new(dir),
+        }
+    }
+
+    conformance_suite!(open, open_down);
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Every file under `dir`, recursively.
+    fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn keys_that_look_like_paths_stay_inside_the_directory_as_hashed_file_names() {
+        let parent = TempDir::new("fs-traversal");
+        let dir = parent.0.join("cache");
+        let store = fs_store(&dir, 1000);
+        rt().block_on(async {
+            for k in TRICKY_KEYS.iter().chain(&["../escaped", "../../../../tmp/escaped"]) {
+                store.set(k, b"v".to_vec(), None).await.unwrap();
+            }
+        });
+        assert!(!parent.0.join("escaped").exists());
+        let files = files_under(&parent.0);
+        assert!(
+            files.iter().all(|f| f.parent() == Some(dir.as_path())),
+            "a file outside the cache directory: {files:?}"
+        );
+        assert_eq!(files.len(), TRICKY_KEYS.len() + 2);
+        for f in &files {
+            let name = f.file_name().unwrap().to_str().unwrap();
+            assert!(
+                name.len() == 32 && name.chars().all(|c| c.is_ascii_hexdigit()),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_hash_collision_reads_as_a_miss_not_as_the_other_key_s_value() {
+        let dir = TempDir::new("fs-collision");
+        let store = fs_store(&dir.0, 1000);
+        rt().block_on(async {
+            store.set("victim", b"secret".to_vec(), None).await.unwrap();
+            // Pretend "attacker" hashes to the same file: put victim's file there.
+            std::fs::copy(store.path_of("victim"), store.path_of("attacker")).unwrap();
+            assert_eq!(store.get("attacker").await.unwrap(), None);
+            assert_eq!(store.delete(&["attacker".to_string()], None).await.unwrap(), 0);
+            assert!(store.path_of("attacker").exists(), "another key's file is not deleted");
+            assert_eq!(store.get("victim").await.unwrap(), Some(b"secret".to_vec()));
+        });
+    }
+
+    #[test]
+    fn files_not_written_by_us_read_as_a_miss_and_are_replaced_by_the_next_write() {
+        let dir = TempDir::new("fs-garbage");
+        let store = fs_store(&dir.0, 1000);
+        rt().block_on(async {
+            for garbage in [&b""[..], b"LCFS", b"LCFS\x01\0\0\0\0\0\0\0\0\xff\xff\xff\xff", b"random bytes"] {
+                std::fs::write(store.path_of("k"), garbage).unwrap();
+                assert_eq!(store.get("k").await.unwrap(), None, "{garbage:?}");
+                assert_eq!(store.read_version("k").await.unwrap(), 0);
+            }
+            store.set("k", b"ours".to_vec(), None).await.unwrap();
+            assert_eq!(store.get("k").await.unwrap(), Some(b"ours".to_vec()));
+        });
+    }
+
+    #[test]
+    fn entries_survive_a_restart_of_the_store() {
+        let dir = TempDir::new("fs-restart");
+        rt().block_on(async {
+            let first = fs_store(&dir.0, 1000);
+            first.set("kept", b"v".to_vec(), None).await.unwrap();
+            first.bump_version("__layercache__:version:f", 5).await.unwrap();
+        });
+        rt().block_on(async {
+            let second = fs_store(&dir.0, 1000);
+            assert_eq!(second.get("kept").await.unwrap(), Some(b"v".to_vec()));
+            assert_eq!(second.read_version("__layercache__:version:f").await.unwrap(), 6);
+        });
+    }
+
+    #[test]
+    fn an_expired_file_is_removed_by_the_read_that_finds_it() {
+        let dir = TempDir::new("fs-expired-read");
+        let store = fs_store(&dir.0, 1000);
+        rt().block_on(async {
+            store.set("k", b"v".to_vec(), Some(Duration::from_millis(20))).await.unwrap();
+            assert!(store.path_of("k").exists());
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            assert_eq!(store.get("k").await.unwrap(), None);
+            assert!(!store.path_of("k").exists());
+        });
+    }
+
+    #[test]
+    fn the_sweep_removes_expired_files_then_the_oldest_down_to_the_threshold_and_keeps_versions() {
+        let dir = TempDir::new("fs-threshold");
+        let store = fs_store(&dir.0, 20);
+        rt().block_on(async {
+            let v = store.bump_version("__layercache__:version:f", 1).await.unwrap();
+            for i in 0..10 {
+                store.set(&format!("short:{i}"), b"v".to_vec(), Some(Duration::from_millis(10))).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            for i in 0..40 {
+                store.set(&format!("live:{i}"), b"v".to_vec(), None).await.unwrap();
+                if i == 9 {
+                    // Modification times must tell old from new.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            let left = store.sweep_now().unwrap();
+            assert!(left <= 20, "{left} entries left over a threshold of 20");
+            let entries = std::fs::read_dir(&dir.0)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name().len() == 32)
+                .count() as u64;
+            assert_eq!(entries, left);
+            for i in 0..10 {
+                assert_eq!(store.get(&format!("short:{i}")).await.unwrap(), None);
+                assert_eq!(store.get(&format!("live:{i}")).await.unwrap(), None, "the oldest go first");
+            }
+            assert!(store.get("live:39").await.unwrap().is_some(), "the newest stay");
+            assert_eq!(store.read_version("__layercache__:version:f").await.unwrap(), v);
+        });
+    }
+
+    #[test]
+    fn writes_keep_the_directory_near_its_threshold_without_an_explicit_sweep() {
+        let dir = TempDir::new("fs-auto-sweep");
+        let store = fs_store(&dir.0, 50);
+        rt().block_on(async {
+            for i in 0..500 {
+                store.set(&format!("k:{i}"), vec![1; 100], None).await.unwrap();
+            }
+        });
+        // Sweeps run in the background every 5 writes; give the last one a moment.
+        std::thread::sleep(Duration::from_millis(100));
+        let entries = std::fs::read_dir(&dir.0).unwrap().count();
+        assert!(entries <= 50 + 10, "{entries} files for a threshold of 50");
+    }
+}

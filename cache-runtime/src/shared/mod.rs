@@ -36,6 +36,8 @@ use crate::clock::{Clock, Timestamp};
 use crate::config::{self, CacheType, Config};
 use crate::metrics::Histogram;
 
+pub mod filesystem;
+pub mod polled;
 #[cfg(feature = "redis")]
 pub mod redis;
 
@@ -226,12 +228,19 @@ pub struct SharedSettings {
     pub breaker_threshold: u32,
     /// How long an open breaker skips the store before one probe is let through.
     pub breaker_cooldown: Duration,
+    /// How often a store without publish/subscribe (filesystem, SQLite,
+    /// memcached) is polled for invalidation notices: the bound on how long
+    /// another process's local copy can outlive an invalidation
+    /// (`CACHE_BUS_POLL_MS`, default 100 ms; see [`polled`]).
+    pub bus_poll_interval: Duration,
 }
 
 /// Default [`SharedSettings::timeout`]: 50 ms.
 pub const DEFAULT_SHARED_TIMEOUT: Duration = Duration::from_millis(50);
 /// The longest [`SharedSettings::timeout`] accepted: 60 s (longer ones are cut to it).
 pub const MAX_SHARED_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`SharedSettings::bus_poll_interval`]: 100 ms.
+pub const DEFAULT_BUS_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Default [`SharedSettings::max_value_size`]: 1 MiB.
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 1 << 20;
 
@@ -242,6 +251,7 @@ impl Default for SharedSettings {
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_millis(500),
+            bus_poll_interval: DEFAULT_BUS_POLL_INTERVAL,
         }
     }
 }
@@ -936,17 +946,51 @@ pub fn tier() -> Option<&'static Tier> {
     })
 }
 
-#[allow(unused_variables)]
+/// Runs the blocking store I/O `f` on the blocking pool of the runtime
+/// polling this future (the caller's, or layercache's I/O runtime), never
+/// on an async worker. A panic in `f` is a server error, not a panic of
+/// the caller.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SharedError> + Send + 'static,
+) -> Result<T, SharedError> {
+    let handle =
+        tokio::runtime::Handle::try_current().unwrap_or_else(|_| io_runtime().clone());
+    handle.spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(SharedError::new(
+            ErrorKind::Server,
+            format!("a blocking store operation failed: {e}"),
+        ))
+    })
+}
+
+/// Builds the store `config` asks for (`None` for in-process only).
 fn build_store(config: &Config) -> Result<Option<Arc<dyn SharedStore>>, SharedError> {
+    let channel = format!("{RESERVED_PREFIX}bus:{}", config.key_prefix());
     match config.cache_type() {
         CacheType::Simple | CacheType::Null => Ok(None),
+        CacheType::Filesystem => {
+            let dir = config.cache_dir().ok_or_else(|| {
+                SharedError::new(ErrorKind::Server, "CACHE_TYPE=filesystem needs CACHE_DIR")
+            })?;
+            let store = filesystem::FsStore::open(
+                dir,
+                config.cache_threshold(),
+                &channel,
+                config.shared(),
+            )?;
+            Ok(Some(Arc::new(store)))
+        }
         #[cfg(feature = "redis")]
         CacheType::Redis => {
             let _guard = io_runtime().enter();
-            let channel = format!("{RESERVED_PREFIX}bus:{}", config.key_prefix());
             let store = redis::RedisStore::open(config.redis_url(), channel, config.shared())?;
             Ok(Some(Arc::new(store)))
         }
+        #[allow(unreachable_patterns)]
+        other => Err(SharedError::new(
+            ErrorKind::Server,
+            format!("the `{other}` backend is not implemented yet"),
+        )),
     }
 }
 
