@@ -40,6 +40,8 @@ pub mod filesystem;
 pub mod polled;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 /// A boxed, sendable future: what [`SharedStore`] methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -978,6 +980,14 @@ fn build_store(config: &Config) -> Result<Option<Arc<dyn SharedStore>>, SharedEr
                 &channel,
                 config.shared(),
             )?;
+            Ok(Some(Arc::new(store)))
+        }
+        #[cfg(feature = "sqlite")]
+        CacheType::Sqlite => {
+            let path = config.sqlite_path().ok_or_else(|| {
+                SharedError::new(ErrorKind::Server, "CACHE_TYPE=sqlite needs CACHE_SQLITE_PATH")
+            })?;
+            let store = sqlite::SqliteStore::open(path, &channel, config.shared())?;
             Ok(Some(Arc::new(store)))
         }
         #[cfg(feature = "redis")]
