@@ -20,8 +20,12 @@ mod redis {
 
     fn store(url: &str) -> Arc<RedisStore> {
         Arc::new(
-            RedisStore::open(url, "__layercache__:bus:conf".into(), &SharedSettings::default())
-                .unwrap(),
+            RedisStore::open(
+                url,
+                "__layercache__:bus:conf".into(),
+                &SharedSettings::default(),
+            )
+            .unwrap(),
         )
     }
 
@@ -83,7 +87,13 @@ mod filesystem {
     use super::TempDir;
 
     fn fs_store(dir: &std::path::Path, threshold: u64) -> FsStore {
-        FsStore::open(dir, threshold, "__layercache__:bus:conf", &SharedSettings::default()).unwrap()
+        FsStore::open(
+            dir,
+            threshold,
+            "__layercache__:bus:conf",
+            &SharedSettings::default(),
+        )
+        .unwrap()
     }
 
     fn open() -> Backend {
@@ -138,7 +148,10 @@ mod filesystem {
         let dir = parent.0.join("cache");
         let store = fs_store(&dir, 1000);
         rt().block_on(async {
-            for k in TRICKY_KEYS.iter().chain(&["../escaped", "../../../../tmp/escaped"]) {
+            for k in TRICKY_KEYS
+                .iter()
+                .chain(&["../escaped", "../../../../tmp/escaped"])
+            {
                 store.set(k, b"v".to_vec(), None).await.unwrap();
             }
         });
@@ -167,8 +180,14 @@ mod filesystem {
             // Pretend "attacker" hashes to the same file: put victim's file there.
             std::fs::copy(store.path_of("victim"), store.path_of("attacker")).unwrap();
             assert_eq!(store.get("attacker").await.unwrap(), None);
-            assert_eq!(store.delete(&["attacker".to_string()], None).await.unwrap(), 0);
-            assert!(store.path_of("attacker").exists(), "another key's file is not deleted");
+            assert_eq!(
+                store.delete(&["attacker".to_string()], None).await.unwrap(),
+                0
+            );
+            assert!(
+                store.path_of("attacker").exists(),
+                "another key's file is not deleted"
+            );
             assert_eq!(store.get("victim").await.unwrap(), Some(b"secret".to_vec()));
         });
     }
@@ -178,7 +197,12 @@ mod filesystem {
         let dir = TempDir::new("fs-garbage");
         let store = fs_store(&dir.0, 1000);
         rt().block_on(async {
-            for garbage in [&b""[..], b"LCFS", b"LCFS\x01\0\0\0\0\0\0\0\0\xff\xff\xff\xff", b"random bytes"] {
+            for garbage in [
+                &b""[..],
+                b"LCFS",
+                b"LCFS\x01\0\0\0\0\0\0\0\0\xff\xff\xff\xff",
+                b"random bytes",
+            ] {
                 std::fs::write(store.path_of("k"), garbage).unwrap();
                 assert_eq!(store.get("k").await.unwrap(), None, "{garbage:?}");
                 assert_eq!(store.read_version("k").await.unwrap(), 0);
@@ -194,12 +218,21 @@ mod filesystem {
         rt().block_on(async {
             let first = fs_store(&dir.0, 1000);
             first.set("kept", b"v".to_vec(), None).await.unwrap();
-            first.bump_version("__layercache__:version:f", 5).await.unwrap();
+            first
+                .bump_version("__layercache__:version:f", 5)
+                .await
+                .unwrap();
         });
         rt().block_on(async {
             let second = fs_store(&dir.0, 1000);
             assert_eq!(second.get("kept").await.unwrap(), Some(b"v".to_vec()));
-            assert_eq!(second.read_version("__layercache__:version:f").await.unwrap(), 6);
+            assert_eq!(
+                second
+                    .read_version("__layercache__:version:f")
+                    .await
+                    .unwrap(),
+                6
+            );
         });
     }
 
@@ -208,7 +241,10 @@ mod filesystem {
         let dir = TempDir::new("fs-expired-read");
         let store = fs_store(&dir.0, 1000);
         rt().block_on(async {
-            store.set("k", b"v".to_vec(), Some(Duration::from_millis(20))).await.unwrap();
+            store
+                .set("k", b"v".to_vec(), Some(Duration::from_millis(20)))
+                .await
+                .unwrap();
             assert!(store.path_of("k").exists());
             tokio::time::sleep(Duration::from_millis(40)).await;
             assert_eq!(store.get("k").await.unwrap(), None);
@@ -221,13 +257,26 @@ mod filesystem {
         let dir = TempDir::new("fs-threshold");
         let store = fs_store(&dir.0, 20);
         rt().block_on(async {
-            let v = store.bump_version("__layercache__:version:f", 1).await.unwrap();
+            let v = store
+                .bump_version("__layercache__:version:f", 1)
+                .await
+                .unwrap();
             for i in 0..10 {
-                store.set(&format!("short:{i}"), b"v".to_vec(), Some(Duration::from_millis(10))).await.unwrap();
+                store
+                    .set(
+                        &format!("short:{i}"),
+                        b"v".to_vec(),
+                        Some(Duration::from_millis(10)),
+                    )
+                    .await
+                    .unwrap();
             }
             tokio::time::sleep(Duration::from_millis(30)).await;
             for i in 0..40 {
-                store.set(&format!("live:{i}"), b"v".to_vec(), None).await.unwrap();
+                store
+                    .set(&format!("live:{i}"), b"v".to_vec(), None)
+                    .await
+                    .unwrap();
                 if i == 9 {
                     // Modification times must tell old from new.
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -242,10 +291,23 @@ mod filesystem {
             assert_eq!(entries, left);
             for i in 0..10 {
                 assert_eq!(store.get(&format!("short:{i}")).await.unwrap(), None);
-                assert_eq!(store.get(&format!("live:{i}")).await.unwrap(), None, "the oldest go first");
+                assert_eq!(
+                    store.get(&format!("live:{i}")).await.unwrap(),
+                    None,
+                    "the oldest go first"
+                );
             }
-            assert!(store.get("live:39").await.unwrap().is_some(), "the newest stay");
-            assert_eq!(store.read_version("__layercache__:version:f").await.unwrap(), v);
+            assert!(
+                store.get("live:39").await.unwrap().is_some(),
+                "the newest stay"
+            );
+            assert_eq!(
+                store
+                    .read_version("__layercache__:version:f")
+                    .await
+                    .unwrap(),
+                v
+            );
         });
     }
 
@@ -255,7 +317,10 @@ mod filesystem {
         let store = fs_store(&dir.0, 50);
         rt().block_on(async {
             for i in 0..500 {
-                store.set(&format!("k:{i}"), vec![1; 100], None).await.unwrap();
+                store
+                    .set(&format!("k:{i}"), vec![1; 100], None)
+                    .await
+                    .unwrap();
             }
         });
         // Sweeps run in the background every 5 writes; give the last one a moment.
@@ -277,9 +342,12 @@ mod sqlite {
 
     fn open() -> Backend {
         let dir = TempDir::new("sqlite");
-        let store =
-            SqliteStore::open(dir.0.join("cache.db"), "__layercache__:bus:conf", &SharedSettings::default())
-                .unwrap();
+        let store = SqliteStore::open(
+            dir.0.join("cache.db"),
+            "__layercache__:bus:conf",
+            &SharedSettings::default(),
+        )
+        .unwrap();
         Backend {
             store: Arc::new(store),
             max_value_size: SharedSettings::default().max_value_size,
@@ -291,7 +359,8 @@ mod sqlite {
     fn open_down() -> Backend {
         let dir = TempDir::new("sqlite-down");
         let path = dir.0.join("cache.db");
-        let store = SqliteStore::open(&path, "__layercache__:bus:conf", &SharedSettings::default()).unwrap();
+        let store = SqliteStore::open(&path, "__layercache__:bus:conf", &SharedSettings::default())
+            .unwrap();
         // In place (same inodes), so the open connections see it.
         for f in ["cache.db", "cache.db-wal", "cache.db-shm"] {
             std::fs::write(dir.0.join(f), vec![0x5a; 64 * 1024]).unwrap();
@@ -314,9 +383,15 @@ mod sqlite {
             assert!(s.try_lock("lock:k", "a", ttl).await.unwrap());
             assert!(!s.try_lock("lock:k", "b", ttl).await.unwrap(), "held by a");
             s.unlock("lock:k", "b").await.unwrap();
-            assert!(!s.try_lock("lock:k", "b", ttl).await.unwrap(), "b cannot release a's lock");
+            assert!(
+                !s.try_lock("lock:k", "b", ttl).await.unwrap(),
+                "b cannot release a's lock"
+            );
             s.unlock("lock:k", "a").await.unwrap();
-            assert!(s.try_lock("lock:k", "b", ttl).await.unwrap(), "released by a");
+            assert!(
+                s.try_lock("lock:k", "b", ttl).await.unwrap(),
+                "released by a"
+            );
             tokio::time::sleep(ttl * 2).await;
             assert!(s.try_lock("lock:k", "c", ttl).await.unwrap(), "expired");
 
@@ -330,8 +405,60 @@ mod sqlite {
             assert_eq!(s.get("t:1").await.unwrap(), None);
             assert_eq!(s.get("t:2").await.unwrap(), None);
             assert!(s.get("t:3").await.unwrap().is_some(), "not tagged");
-            assert_eq!(s.delete_tag("tag:user:1").await.unwrap(), 0, "the set went too");
+            assert_eq!(
+                s.delete_tag("tag:user:1").await.unwrap(),
+                0,
+                "the set went too"
+            );
             assert_eq!(s.delete_tag("tag:user:2").await.unwrap(), 1);
         });
     }
+}
+
+#[cfg(feature = "memcached")]
+#[path = "support/memcached_server.rs"]
+mod memcached_server;
+
+#[cfg(feature = "memcached")]
+mod memcached {
+    use std::sync::Arc;
+
+    use layercache::shared::memcached::MemcachedStore;
+    use layercache::SharedSettings;
+
+    use super::conformance::{conformance_suite, Backend};
+    use super::memcached_server::MemcachedServer;
+
+    fn store(address: String) -> Arc<MemcachedStore> {
+        Arc::new(
+            MemcachedStore::open(
+                &[address],
+                "__layercache__:bus:conf",
+                &SharedSettings::default(),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn open() -> Backend {
+        let server = MemcachedServer::start();
+        Backend {
+            store: store(server.address()),
+            max_value_size: SharedSettings::default().max_value_size,
+            guard: Box::new(server),
+        }
+    }
+
+    fn open_down() -> Backend {
+        let mut server = MemcachedServer::start();
+        let address = server.address();
+        server.stop();
+        Backend {
+            store: store(address),
+            max_value_size: 0,
+            guard: Box::new(server),
+        }
+    }
+
+    conformance_suite!(open, open_down, without_prefix_deletion);
 }

@@ -320,11 +320,7 @@ impl Config {
             config.cache_dir = Some(PathBuf::from(v.trim()));
         }
         if let Some(v) = get("CACHE_THRESHOLD") {
-            let n = parse_u64(
-                "CACHE_THRESHOLD",
-                &v,
-                "a positive whole number of entries",
-            )?;
+            let n = parse_u64("CACHE_THRESHOLD", &v, "a positive whole number of entries")?;
             if n == 0 {
                 return Err(ConfigError::invalid(
                     "CACHE_THRESHOLD",
@@ -445,9 +441,9 @@ fn parse_servers(variable: &'static str, value: &str) -> Result<Vec<String>, Con
     let mut servers = Vec::new();
     for part in value.split(',') {
         let server = part.trim();
-        let port_ok = server
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        let port_ok = server.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
         if !port_ok || server.contains(char::is_whitespace) {
             return Err(ConfigError::invalid(
                 variable,
@@ -615,7 +611,10 @@ impl ConfigBuilder {
     /// The `host:port` servers of `CacheType::Memcached`
     /// (`CACHE_MEMCACHED_SERVERS`, default `127.0.0.1:11211`); keys are
     /// spread over them by hash.
-    pub fn memcached_servers<S: Into<String>>(mut self, servers: impl IntoIterator<Item = S>) -> Self {
+    pub fn memcached_servers<S: Into<String>>(
+        mut self,
+        servers: impl IntoIterator<Item = S>,
+    ) -> Self {
         self.0.memcached_servers = servers.into_iter().map(Into::into).collect();
         self
     }
@@ -631,7 +630,11 @@ impl ConfigBuilder {
     pub fn try_build(mut self) -> Result<Config, ConfigError> {
         check_backend_location(&self.0, "cache_dir", "sqlite_path")?;
         if self.0.memcached_servers.is_empty() {
-            return Err(ConfigError::invalid("memcached_servers", "", "at least one `host:port` server"));
+            return Err(ConfigError::invalid(
+                "memcached_servers",
+                "",
+                "at least one `host:port` server",
+            ));
         }
         self.0.memcached_servers =
             parse_servers("memcached_servers", &self.0.memcached_servers.join(","))?;
@@ -847,7 +850,10 @@ mod tests {
         assert!(CacheType::Filesystem.is_shared());
         let err = Config::from_lookup(env(&[("CACHE_TYPE", "filesystem")])).unwrap_err();
         assert_eq!(err.variable(), "CACHE_DIR");
-        assert!(err.to_string().contains("CACHE_TYPE=filesystem needs"), "{err}");
+        assert!(
+            err.to_string().contains("CACHE_TYPE=filesystem needs"),
+            "{err}"
+        );
         let c = Config::from_lookup(env(&[
             ("CACHE_TYPE", "filesystem"),
             ("CACHE_DIR", "/var/cache/app"),
@@ -895,12 +901,21 @@ mod tests {
             c.memcached_servers(),
             ["10.0.0.1:11211", "cache.internal:11212"]
         );
-        assert_eq!(Config::default().memcached_servers(), [DEFAULT_MEMCACHED_SERVER]);
-        for bad in ["10.0.0.1", "host:port", "a:11211,,b:11211", ":11211", "h:0", "h:70000"] {
-            let err = Config::from_lookup(|n| {
-                (n == "CACHE_MEMCACHED_SERVERS").then(|| bad.to_string())
-            })
-            .unwrap_err();
+        assert_eq!(
+            Config::default().memcached_servers(),
+            [DEFAULT_MEMCACHED_SERVER]
+        );
+        for bad in [
+            "10.0.0.1",
+            "host:port",
+            "a:11211,,b:11211",
+            ":11211",
+            "h:0",
+            "h:70000",
+        ] {
+            let err =
+                Config::from_lookup(|n| (n == "CACHE_MEMCACHED_SERVERS").then(|| bad.to_string()))
+                    .unwrap_err();
             assert_eq!(err.variable(), "CACHE_MEMCACHED_SERVERS", "{bad}");
         }
         let err = Config::builder()

@@ -212,7 +212,10 @@ impl Inner {
             return Ok(None);
         };
         if head.key != key.as_bytes() {
-            tracing::debug!(key, "layercache: hash collision in the filesystem store; a miss");
+            tracing::debug!(
+                key,
+                "layercache: hash collision in the filesystem store; a miss"
+            );
             return Ok(None);
         }
         if head.expired(now_ms()) {
@@ -227,7 +230,10 @@ impl Inner {
         if key.len() > MAX_KEY {
             return Err(SharedError::new(
                 ErrorKind::Server,
-                format!("key of {} bytes is too long for the filesystem store", key.len()),
+                format!(
+                    "key of {} bytes is too long for the filesystem store",
+                    key.len()
+                ),
             ));
         }
         let expires_at = ttl.map_or(0, |t| now_ms() + (t.as_millis() as u64).max(1));
@@ -268,13 +274,11 @@ impl Inner {
         for key in keys {
             let path = self.path(key);
             match read_head(&path) {
-                Ok(Some(head)) if head.key == key.as_bytes() => {
-                    match fs::remove_file(&path) {
-                        Ok(()) => n += u64::from(!head.expired(now)),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(io_err("cannot remove", &path, e)),
-                    }
-                }
+                Ok(Some(head)) if head.key == key.as_bytes() => match fs::remove_file(&path) {
+                    Ok(()) => n += u64::from(!head.expired(now)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("cannot remove", &path, e)),
+                },
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("cannot read", &path, e)),
@@ -325,8 +329,7 @@ impl Inner {
             .write(true)
             .open(&lock_path)
             .map_err(|e| io_err("cannot open", &lock_path, e))?;
-        fs4::FileExt::lock(&lock)
-            .map_err(|e| io_err("cannot lock", &lock_path, e))?;
+        fs4::FileExt::lock(&lock).map_err(|e| io_err("cannot lock", &lock_path, e))?;
         let current = self
             .get(key)?
             .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u64>().ok());
@@ -345,8 +348,8 @@ impl Inner {
             return;
         }
         let me = self.clone();
-        let handle = tokio::runtime::Handle::try_current()
-            .unwrap_or_else(|_| super::io_runtime().clone());
+        let handle =
+            tokio::runtime::Handle::try_current().unwrap_or_else(|_| super::io_runtime().clone());
         handle.spawn_blocking(move || {
             if let Err(err) = me.sweep() {
                 tracing::warn!(%err, "layercache: sweeping the cache directory failed");

@@ -37,6 +37,8 @@ use crate::config::{self, CacheType, Config};
 use crate::metrics::Histogram;
 
 pub mod filesystem;
+#[cfg(feature = "memcached")]
+pub mod memcached;
 pub mod polled;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -153,6 +155,12 @@ pub trait SharedStore: Send + Sync + 'static {
     /// (`SCAN` + `UNLINK` in batches for Redis, never `KEYS`). Keys under
     /// [`RESERVED_PREFIX`] are kept.
     fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, SharedError>>;
+    /// Whether [`SharedStore::delete_prefix`] works. A store that cannot
+    /// list its keys (memcached) says `false`, and prefix invalidation
+    /// moves every function the prefix may cover to a new version instead.
+    fn can_delete_prefix(&self) -> bool {
+        true
+    }
     /// The number stored under `key`, 0 when there is none.
     fn read_version<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, SharedError>>;
     /// Raises the number under `key` and returns the new one. A missing key
@@ -724,6 +732,11 @@ impl Tier {
         }
     }
 
+    /// Whether the store can delete by prefix (see [`SharedStore::can_delete_prefix`]).
+    pub(crate) fn can_delete_prefix(&self) -> bool {
+        self.store.can_delete_prefix()
+    }
+
     /// Publishes `notice` (best effort, bounded by the timeout).
     pub(crate) async fn publish(&self, notice: &str) -> Result<(), SharedError> {
         self.call(None, self.timeout(), |s| s.publish(notice)).await
@@ -955,8 +968,7 @@ pub fn tier() -> Option<&'static Tier> {
 pub(crate) async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SharedError> + Send + 'static,
 ) -> Result<T, SharedError> {
-    let handle =
-        tokio::runtime::Handle::try_current().unwrap_or_else(|_| io_runtime().clone());
+    let handle = tokio::runtime::Handle::try_current().unwrap_or_else(|_| io_runtime().clone());
     handle.spawn_blocking(f).await.unwrap_or_else(|e| {
         Err(SharedError::new(
             ErrorKind::Server,
@@ -985,7 +997,10 @@ fn build_store(config: &Config) -> Result<Option<Arc<dyn SharedStore>>, SharedEr
         #[cfg(feature = "sqlite")]
         CacheType::Sqlite => {
             let path = config.sqlite_path().ok_or_else(|| {
-                SharedError::new(ErrorKind::Server, "CACHE_TYPE=sqlite needs CACHE_SQLITE_PATH")
+                SharedError::new(
+                    ErrorKind::Server,
+                    "CACHE_TYPE=sqlite needs CACHE_SQLITE_PATH",
+                )
             })?;
             let store = sqlite::SqliteStore::open(path, &channel, config.shared())?;
             Ok(Some(Arc::new(store)))
@@ -996,11 +1011,15 @@ fn build_store(config: &Config) -> Result<Option<Arc<dyn SharedStore>>, SharedEr
             let store = redis::RedisStore::open(config.redis_url(), channel, config.shared())?;
             Ok(Some(Arc::new(store)))
         }
-        #[allow(unreachable_patterns)]
-        other => Err(SharedError::new(
-            ErrorKind::Server,
-            format!("the `{other}` backend is not implemented yet"),
-        )),
+        #[cfg(feature = "memcached")]
+        CacheType::Memcached => {
+            let store = memcached::MemcachedStore::open(
+                config.memcached_servers(),
+                &channel,
+                config.shared(),
+            )?;
+            Ok(Some(Arc::new(store)))
+        }
     }
 }
 

@@ -136,7 +136,10 @@ impl PolledBus {
                             missing = None;
                         }
                         Some(seen) => {
-                            last = Some(self.deliver(&*store, &handler, seen, current, &mut missing).await);
+                            last = Some(
+                                self.deliver(&*store, &handler, seen, current, &mut missing)
+                                    .await,
+                            );
                         }
                     }
                 }
@@ -157,14 +160,15 @@ impl PolledBus {
     ) -> u64 {
         let mut last = seen;
         for n in seen + 1..=current {
-            let got =
-                tokio::time::timeout(POLL_OP_TIMEOUT, store.get(&self.notice_key(n))).await;
+            let got = tokio::time::timeout(POLL_OP_TIMEOUT, store.get(&self.notice_key(n))).await;
             match got {
                 Ok(Ok(Some(bytes))) => {
                     *missing = None;
                     match String::from_utf8(bytes) {
                         Ok(text) => handler(BusEvent::Message(text)),
-                        Err(_) => tracing::debug!(n, "layercache: ignoring a notice that is not text"),
+                        Err(_) => {
+                            tracing::debug!(n, "layercache: ignoring a notice that is not text")
+                        }
                     }
                     last = n;
                 }

@@ -261,8 +261,8 @@ impl SharedStore for SqliteStore {
             let now = now_ms();
             let mut n = 0u64;
             {
-                let mut stmt =
-                    tx.prepare_cached("DELETE FROM layercache WHERE key = ?1 RETURNING expires_at")?;
+                let mut stmt = tx
+                    .prepare_cached("DELETE FROM layercache WHERE key = ?1 RETURNING expires_at")?;
                 for key in &owned {
                     let expires: Option<Option<i64>> =
                         stmt.query_row([key], |r| r.get(0)).optional()?;
