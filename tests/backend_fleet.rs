@@ -9,11 +9,10 @@
 //! through the environment as a service would be. Every scenario runs once
 //! per backend in this build.
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "support/conformance.rs"]
 mod conformance;
 #[cfg(feature = "memcached")]
-#[allow(dead_code)]
 #[path = "support/memcached_server.rs"]
 mod memcached_server;
 

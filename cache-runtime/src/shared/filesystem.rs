@@ -21,7 +21,7 @@
 //!   removes the oldest (by modification time) of those it read. Memory is
 //!   bounded by the scan, not by the directory.
 //! - **Versions and the invalidation log** are entries too, under
-//!   [`RESERVED_PREFIX`](super::RESERVED_PREFIX): never removed by prefix
+//!   [`RESERVED_PREFIX`]: never removed by prefix
 //!   deletion nor evicted by age. A version is incremented under an
 //!   exclusive `flock` of `.versions.lock` (through `fs4`): the kernel
 //!   releases the lock when its holder dies, so unlike an `O_EXCL` lock
