@@ -49,5 +49,6 @@ echo "==> cargo test"
 # The tests configure the runtime themselves; a CACHE_* variable left in the
 # shell would change what the default-configuration tests see.
 unset CACHE_TYPE CACHE_DEFAULT_TIMEOUT CACHE_KEY_PREFIX CACHE_MAX_ENTRIES CACHE_REDIS_URL \
-  CACHE_SHARED_TIMEOUT_MS CACHE_MAX_VALUE_SIZE
+  CACHE_SHARED_TIMEOUT_MS CACHE_MAX_VALUE_SIZE CACHE_TTL_JITTER CACHE_DIR CACHE_THRESHOLD \
+  CACHE_SQLITE_PATH CACHE_MEMCACHED_SERVERS CACHE_BUS_POLL_MS
 cargo test --workspace --all-features

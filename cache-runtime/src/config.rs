@@ -2,11 +2,13 @@
 //! variable names), and the process-wide runtime set up by [`init`].
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::local::LocalStoreKind;
+use crate::shared::filesystem::DEFAULT_THRESHOLD;
 use crate::shared::{SharedSettings, MAX_SHARED_TIMEOUT};
 
 /// Which tiers serve cached calls.
@@ -23,6 +25,17 @@ pub enum CacheType {
     /// feature `redis`), at [`Config::redis_url`].
     #[cfg(feature = "redis")]
     Redis,
+    /// In-process tier in front of a directory (`CACHE_TYPE=filesystem`,
+    /// `CACHE_DIR`, `CACHE_THRESHOLD`): processes of one machine share it.
+    Filesystem,
+    /// In-process tier in front of a SQLite database
+    /// (`CACHE_TYPE=sqlite`, `CACHE_SQLITE_PATH`; cargo feature `sqlite`).
+    #[cfg(feature = "sqlite")]
+    Sqlite,
+    /// In-process tier in front of memcached (`CACHE_TYPE=memcached`,
+    /// `CACHE_MEMCACHED_SERVERS`; cargo feature `memcached`).
+    #[cfg(feature = "memcached")]
+    Memcached,
 }
 
 impl CacheType {
@@ -31,14 +44,22 @@ impl CacheType {
         ("null", CacheType::Null),
         #[cfg(feature = "redis")]
         ("redis", CacheType::Redis),
+        ("filesystem", CacheType::Filesystem),
+        #[cfg(feature = "sqlite")]
+        ("sqlite", CacheType::Sqlite),
+        #[cfg(feature = "memcached")]
+        ("memcached", CacheType::Memcached),
     ];
 
-    /// What `CACHE_TYPE` accepts in this build.
-    const EXPECTED: &'static str = if cfg!(feature = "redis") {
-        "`simple`, `redis` or `null`"
-    } else {
-        "`simple` or `null`"
-    };
+    /// What `CACHE_TYPE` accepts in this build: "`simple`, `null` or `redis`".
+    fn expected() -> String {
+        let names: Vec<String> = CacheType::NAMES
+            .iter()
+            .map(|(n, _)| format!("`{n}`"))
+            .collect();
+        let (last, rest) = names.split_last().expect("never empty");
+        format!("{} or {last}", rest.join(", "))
+    }
 
     /// The name used in `CACHE_TYPE`.
     pub fn as_str(self) -> &'static str {
@@ -47,6 +68,11 @@ impl CacheType {
             CacheType::Null => "null",
             #[cfg(feature = "redis")]
             CacheType::Redis => "redis",
+            CacheType::Filesystem => "filesystem",
+            #[cfg(feature = "sqlite")]
+            CacheType::Sqlite => "sqlite",
+            #[cfg(feature = "memcached")]
+            CacheType::Memcached => "memcached",
         }
     }
 
@@ -64,11 +90,11 @@ impl std::str::FromStr for CacheType {
         if let Some((_, t)) = CacheType::NAMES.iter().find(|(n, _)| *n == wanted) {
             return Ok(*t);
         }
-        let expected = CacheType::EXPECTED;
+        let expected = CacheType::expected();
         let reason = match wanted.as_str() {
-            "redis" => format!("the `redis` backend is not in this build of layercache: enable the `redis` cargo feature; expected {expected}"),
+            "redis" | "sqlite" | "memcached" => format!("the `{wanted}` backend is not in this build of layercache: enable the `{wanted}` cargo feature; expected {expected}"),
             "rediss" | "redis-tls" => format!("expected {expected} (TLS is chosen by a `rediss://` CACHE_REDIS_URL, with the `tls` feature)"),
-            "memcached" | "filesystem" | "sqlite" | "redis-cluster" => {
+            "redis-cluster" => {
                 format!("the `{wanted}` backend is not available in this build of layercache; expected {expected}")
             }
             "memory" | "inmemory" | "in-memory" | "local" | "simplecache" => {
@@ -78,6 +104,11 @@ impl std::str::FromStr for CacheType {
                 format!("expected {expected} (did you mean `null`?)")
             }
             "rediscache" => format!("expected {expected} (did you mean `redis`?)"),
+            "memcache" | "memcachedcache" => format!("expected {expected} (did you mean `memcached`?)"),
+            "file" | "files" | "fs" | "filesystemcache" | "disk" => {
+                format!("expected {expected} (did you mean `filesystem`?)")
+            }
+            "sqlite3" | "database" | "db" | "sql" => format!("expected {expected} (did you mean `sqlite`?)"),
             _ => format!("expected {expected}"),
         };
         Err(ConfigError::invalid("CACHE_TYPE", s, reason))
@@ -147,7 +178,14 @@ pub struct Config {
     redis_url: String,
     shared: SharedSettings,
     ttl_jitter: f64,
+    cache_dir: Option<PathBuf>,
+    cache_threshold: u64,
+    sqlite_path: Option<PathBuf>,
+    memcached_servers: Vec<String>,
 }
+
+/// The memcached server used when `CACHE_MEMCACHED_SERVERS` is not set.
+pub const DEFAULT_MEMCACHED_SERVER: &str = "127.0.0.1:11211";
 
 /// The Redis URL used when `CACHE_REDIS_URL` is not set.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/";
@@ -169,6 +207,10 @@ impl Default for Config {
             redis_url: DEFAULT_REDIS_URL.to_string(),
             shared: SharedSettings::default(),
             ttl_jitter: 0.0,
+            cache_dir: None,
+            cache_threshold: DEFAULT_THRESHOLD,
+            sqlite_path: None,
+            memcached_servers: vec![DEFAULT_MEMCACHED_SERVER.to_string()],
         }
     }
 }
@@ -184,8 +226,13 @@ impl Config {
     /// `CACHE_KEY_PREFIX`, `CACHE_MAX_ENTRIES`, `CACHE_REDIS_URL`,
     /// `CACHE_SHARED_TIMEOUT_MS` (per shared operation, default 50) and
     /// `CACHE_MAX_VALUE_SIZE` (bytes, default 1 MiB) and `CACHE_TTL_JITTER`
-    /// (a fraction in `[0, 1)`, default 0). Unset or empty variables keep
-    /// their defaults.
+    /// (a fraction in `[0, 1)`, default 0). The other shared backends:
+    /// `CACHE_DIR` and `CACHE_THRESHOLD` (entries, default 10 000) for
+    /// `filesystem`, `CACHE_SQLITE_PATH` for `sqlite`,
+    /// `CACHE_MEMCACHED_SERVERS` (`host:port,host:port`, default
+    /// `127.0.0.1:11211`) for `memcached`, and `CACHE_BUS_POLL_MS` (how
+    /// often those three are polled for invalidations, default 100). Unset
+    /// or empty variables keep their defaults.
     ///
     /// ```
     /// // With none of the variables set, this is the default configuration.
@@ -269,6 +316,42 @@ impl Config {
             })?;
             config.ttl_jitter = validate_jitter("CACHE_TTL_JITTER", &v, j)?;
         }
+        if let Some(v) = get("CACHE_DIR") {
+            config.cache_dir = Some(PathBuf::from(v.trim()));
+        }
+        if let Some(v) = get("CACHE_THRESHOLD") {
+            let n = parse_u64("CACHE_THRESHOLD", &v, "a positive whole number of entries")?;
+            if n == 0 {
+                return Err(ConfigError::invalid(
+                    "CACHE_THRESHOLD",
+                    &v,
+                    "must be at least 1",
+                ));
+            }
+            config.cache_threshold = n;
+        }
+        if let Some(v) = get("CACHE_SQLITE_PATH") {
+            config.sqlite_path = Some(PathBuf::from(v.trim()));
+        }
+        if let Some(v) = get("CACHE_MEMCACHED_SERVERS") {
+            config.memcached_servers = parse_servers("CACHE_MEMCACHED_SERVERS", &v)?;
+        }
+        if let Some(v) = get("CACHE_BUS_POLL_MS") {
+            let ms = parse_u64(
+                "CACHE_BUS_POLL_MS",
+                &v,
+                "a positive whole number of milliseconds",
+            )?;
+            if ms == 0 {
+                return Err(ConfigError::invalid(
+                    "CACHE_BUS_POLL_MS",
+                    &v,
+                    "must be at least 1",
+                ));
+            }
+            config.shared.bus_poll_interval = Duration::from_millis(ms);
+        }
+        check_backend_location(&config, "CACHE_DIR", "CACHE_SQLITE_PATH")?;
         Ok(config)
     }
 
@@ -309,6 +392,68 @@ impl Config {
     pub fn ttl_jitter(&self) -> f64 {
         self.ttl_jitter
     }
+    /// The directory of `CACHE_TYPE=filesystem` (`CACHE_DIR`).
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache_dir.as_deref()
+    }
+    /// How many entries the filesystem store keeps (`CACHE_THRESHOLD`).
+    pub fn cache_threshold(&self) -> u64 {
+        self.cache_threshold
+    }
+    /// The database file of `CACHE_TYPE=sqlite` (`CACHE_SQLITE_PATH`).
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        self.sqlite_path.as_deref()
+    }
+    /// The `host:port` servers of `CACHE_TYPE=memcached` (`CACHE_MEMCACHED_SERVERS`).
+    pub fn memcached_servers(&self) -> &[String] {
+        &self.memcached_servers
+    }
+}
+
+/// A backend that keeps its data in a file or directory needs to be told
+/// where: without it, a service would silently share nothing.
+fn check_backend_location(
+    config: &Config,
+    dir_variable: &'static str,
+    sqlite_variable: &'static str,
+) -> Result<(), ConfigError> {
+    match config.cache_type {
+        CacheType::Filesystem if config.cache_dir.is_none() => Err(ConfigError::invalid(
+            dir_variable,
+            "",
+            "CACHE_TYPE=filesystem needs the directory to keep entries in",
+        )),
+        #[cfg(feature = "sqlite")]
+        CacheType::Sqlite if config.sqlite_path.is_none() => Err(ConfigError::invalid(
+            sqlite_variable,
+            "",
+            "CACHE_TYPE=sqlite needs the database file to keep entries in",
+        )),
+        _ => {
+            let _ = sqlite_variable;
+            Ok(())
+        }
+    }
+}
+
+/// `host:port,host:port`: each server checked, none empty.
+fn parse_servers(variable: &'static str, value: &str) -> Result<Vec<String>, ConfigError> {
+    let mut servers = Vec::new();
+    for part in value.split(',') {
+        let server = part.trim();
+        let port_ok = server.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !port_ok || server.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid(
+                variable,
+                value,
+                format!("{server:?} is not a `host:port` server; expected a comma-separated list like `10.0.0.1:11211,10.0.0.2:11211`"),
+            ));
+        }
+        servers.push(server.to_string());
+    }
+    Ok(servers)
 }
 
 fn validate_jitter(variable: &'static str, value: &str, j: f64) -> Result<f64, ConfigError> {
@@ -446,8 +591,53 @@ impl ConfigBuilder {
         self.0.ttl_jitter = jitter;
         self
     }
+    /// The directory of `CacheType::Filesystem` (`CACHE_DIR`; required by it).
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.0.cache_dir = Some(dir.into());
+        self
+    }
+    /// How many entries the filesystem store keeps (`CACHE_THRESHOLD`,
+    /// default 10 000, at least 1): beyond it, expired entries and then the
+    /// oldest are removed.
+    pub fn cache_threshold(mut self, entries: u64) -> Self {
+        self.0.cache_threshold = entries.max(1);
+        self
+    }
+    /// The database file of `CacheType::Sqlite` (`CACHE_SQLITE_PATH`; required by it).
+    pub fn sqlite_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.0.sqlite_path = Some(path.into());
+        self
+    }
+    /// The `host:port` servers of `CacheType::Memcached`
+    /// (`CACHE_MEMCACHED_SERVERS`, default `127.0.0.1:11211`); keys are
+    /// spread over them by hash.
+    pub fn memcached_servers<S: Into<String>>(
+        mut self,
+        servers: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.0.memcached_servers = servers.into_iter().map(Into::into).collect();
+        self
+    }
+    /// How often a backend without publish/subscribe (filesystem, SQLite,
+    /// memcached) is polled for invalidations (`CACHE_BUS_POLL_MS`, default
+    /// 100 ms, at least 1 ms): how long another process's local copy may
+    /// outlive an invalidation.
+    pub fn bus_poll_interval(mut self, interval: Duration) -> Self {
+        self.0.shared.bus_poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
     /// The configuration, or the first invalid field.
     pub fn try_build(mut self) -> Result<Config, ConfigError> {
+        check_backend_location(&self.0, "cache_dir", "sqlite_path")?;
+        if self.0.memcached_servers.is_empty() {
+            return Err(ConfigError::invalid(
+                "memcached_servers",
+                "",
+                "at least one `host:port` server",
+            ));
+        }
+        self.0.memcached_servers =
+            parse_servers("memcached_servers", &self.0.memcached_servers.join(","))?;
         let j = self.0.ttl_jitter;
         self.0.ttl_jitter = validate_jitter("ttl_jitter", &j.to_string(), j)?;
         self.0.key_prefix = validate_key_prefix("key_prefix", &self.0.key_prefix)?;
@@ -455,7 +645,9 @@ impl ConfigBuilder {
         Ok(self.0)
     }
     /// The configuration. An invalid `key_prefix` is logged and dropped, an
-    /// invalid `redis_url` is logged and the default used; use
+    /// invalid `redis_url` is logged and the default used (a missing
+    /// `cache_dir` or `sqlite_path` is logged when the shared tier starts,
+    /// which then stays off); use
     /// [`ConfigBuilder::try_build`] to get the error instead.
     pub fn build(self) -> Config {
         let mut config = self.0;
@@ -647,6 +839,122 @@ mod tests {
     fn redis_is_a_cache_type_with_the_feature() {
         assert_eq!("Redis".parse::<CacheType>().unwrap(), CacheType::Redis);
         assert!(CacheType::Redis.is_shared());
+    }
+
+    #[test]
+    fn filesystem_is_always_a_cache_type_and_needs_cache_dir() {
+        assert_eq!(
+            "FileSystem".parse::<CacheType>().unwrap(),
+            CacheType::Filesystem
+        );
+        assert!(CacheType::Filesystem.is_shared());
+        let err = Config::from_lookup(env(&[("CACHE_TYPE", "filesystem")])).unwrap_err();
+        assert_eq!(err.variable(), "CACHE_DIR");
+        assert!(
+            err.to_string().contains("CACHE_TYPE=filesystem needs"),
+            "{err}"
+        );
+        let c = Config::from_lookup(env(&[
+            ("CACHE_TYPE", "filesystem"),
+            ("CACHE_DIR", "/var/cache/app"),
+            ("CACHE_THRESHOLD", "500"),
+            ("CACHE_BUS_POLL_MS", "25"),
+        ]))
+        .unwrap();
+        assert_eq!(c.cache_dir(), Some(Path::new("/var/cache/app")));
+        assert_eq!(c.cache_threshold(), 500);
+        assert_eq!(c.shared().bus_poll_interval, Duration::from_millis(25));
+        let err = Config::builder()
+            .cache_type(CacheType::Filesystem)
+            .try_build()
+            .unwrap_err();
+        assert_eq!(err.variable(), "cache_dir");
+    }
+
+    #[test]
+    fn a_bad_threshold_or_poll_interval_names_its_variable() {
+        for (var, bad) in [
+            ("CACHE_THRESHOLD", "0"),
+            ("CACHE_THRESHOLD", "-1"),
+            ("CACHE_THRESHOLD", "many"),
+            ("CACHE_BUS_POLL_MS", "0"),
+            ("CACHE_BUS_POLL_MS", "1s"),
+        ] {
+            let err = Config::from_lookup(|n| (n == var).then(|| bad.to_string())).unwrap_err();
+            assert_eq!(err.variable(), var, "{bad}");
+        }
+        assert_eq!(Config::default().cache_threshold(), DEFAULT_THRESHOLD);
+        assert_eq!(
+            Config::default().shared().bus_poll_interval,
+            crate::shared::DEFAULT_BUS_POLL_INTERVAL
+        );
+    }
+
+    #[test]
+    fn memcached_servers_are_a_comma_separated_list_of_host_port() {
+        let c = Config::from_lookup(env(&[(
+            "CACHE_MEMCACHED_SERVERS",
+            " 10.0.0.1:11211, cache.internal:11212 ",
+        )]))
+        .unwrap();
+        assert_eq!(
+            c.memcached_servers(),
+            ["10.0.0.1:11211", "cache.internal:11212"]
+        );
+        assert_eq!(
+            Config::default().memcached_servers(),
+            [DEFAULT_MEMCACHED_SERVER]
+        );
+        for bad in [
+            "10.0.0.1",
+            "host:port",
+            "a:11211,,b:11211",
+            ":11211",
+            "h:0",
+            "h:70000",
+        ] {
+            let err =
+                Config::from_lookup(|n| (n == "CACHE_MEMCACHED_SERVERS").then(|| bad.to_string()))
+                    .unwrap_err();
+            assert_eq!(err.variable(), "CACHE_MEMCACHED_SERVERS", "{bad}");
+        }
+        let err = Config::builder()
+            .memcached_servers(["nope"])
+            .try_build()
+            .unwrap_err();
+        assert_eq!(err.variable(), "memcached_servers");
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn sqlite_needs_its_path() {
+        let err = Config::from_lookup(env(&[("CACHE_TYPE", "sqlite")])).unwrap_err();
+        assert_eq!(err.variable(), "CACHE_SQLITE_PATH");
+        let c = Config::from_lookup(env(&[
+            ("CACHE_TYPE", "sqlite"),
+            ("CACHE_SQLITE_PATH", "/tmp/cache.db"),
+        ]))
+        .unwrap();
+        assert_eq!(c.cache_type(), CacheType::Sqlite);
+        assert_eq!(c.sqlite_path(), Some(Path::new("/tmp/cache.db")));
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    #[test]
+    fn sqlite_and_memcached_without_their_features_name_the_feature() {
+        let msg = "sqlite".parse::<CacheType>().unwrap_err().to_string();
+        assert!(msg.contains("enable the `sqlite` cargo feature"), "{msg}");
+    }
+
+    #[cfg(feature = "memcached")]
+    #[test]
+    fn memcached_is_a_cache_type_with_the_feature() {
+        assert_eq!(
+            "memcached".parse::<CacheType>().unwrap(),
+            CacheType::Memcached
+        );
+        let msg = "memcache".parse::<CacheType>().unwrap_err().to_string();
+        assert!(msg.contains("did you mean `memcached`?"), "{msg}");
     }
 
     #[test]

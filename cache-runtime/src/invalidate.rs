@@ -16,6 +16,8 @@ trait Registered: Send + Sync {
     fn is_shared(&self) -> bool;
     /// Everywhere: local, shared (new version) and, by notice, other processes.
     fn invalidate_all(&self) -> u64;
+    /// [`Registered::invalidate_all`] for async code.
+    fn invalidate_all_async(&self) -> shared::BoxFuture<'_, u64>;
     /// This process's local tier only.
     fn invalidate_all_local(&self) -> u64;
     fn invalidate_prefix_local(&self, prefix: &str) -> u64;
@@ -39,6 +41,9 @@ impl<K: Key, V: Value> Registered for FnCache<K, V> {
     }
     fn invalidate_all(&self) -> u64 {
         FnCache::invalidate_all(self)
+    }
+    fn invalidate_all_async(&self) -> shared::BoxFuture<'_, u64> {
+        Box::pin(FnCache::invalidate_all_async(self))
     }
     fn invalidate_all_local(&self) -> u64 {
         FnCache::invalidate_all_local(self)
@@ -299,16 +304,44 @@ async fn invalidate_prefix_shared(tier: &'static Tier, prefix: &str) {
     // A scan walks the keyspace: give it far more than one round trip.
     let budget = (tier.timeout() * 100).max(std::time::Duration::from_secs(5));
     let full = tier.full_key(prefix);
-    match tier.call(None, budget, |s| s.delete_prefix(&full)).await {
-        Ok(n) => tracing::debug!(prefix, deleted = n, "layercache: shared prefix invalidated"),
-        Err(err) => {
-            tracing::warn!(prefix, %err, "layercache: could not delete a prefix in the shared tier; its entries live until they expire")
+    if !tier.can_delete_prefix() {
+        // The store cannot find the keys (memcached): move every function
+        // the prefix may cover to a new version, which retires all of its
+        // shared entries (more than the prefix, never fewer).
+        let covered: Vec<&'static dyn Registered> = registry()
+            .iter()
+            .copied()
+            .filter(|c| c.is_shared() && prefix_covers(prefix, c.namespace()))
+            .collect();
+        for cache in covered {
+            cache.invalidate_all_async().await;
+        }
+        tracing::debug!(
+            prefix,
+            "layercache: prefix invalidated by new versions (the store cannot delete by prefix)"
+        );
+    } else {
+        match tier.call(None, budget, |s| s.delete_prefix(&full)).await {
+            Ok(n) => tracing::debug!(prefix, deleted = n, "layercache: shared prefix invalidated"),
+            Err(err) => {
+                tracing::warn!(prefix, %err, "layercache: could not delete a prefix in the shared tier; its entries live until they expire")
+            }
         }
     }
     let notice = Notice::Prefix { prefix }.encode(tier.instance());
     if let Err(err) = tier.publish(&notice).await {
         tracing::warn!(prefix, %err, "layercache: could not tell other processes about a prefix invalidation");
     }
+}
+
+/// Whether stable keys of the function `namespace` (`{namespace}:...`, or
+/// any key for the manual cache's empty namespace) can start with `prefix`.
+fn prefix_covers(prefix: &str, namespace: &str) -> bool {
+    if namespace.is_empty() {
+        return true;
+    }
+    let ns = format!("{namespace}:");
+    prefix.starts_with(&ns) || ns.starts_with(prefix)
 }
 
 /// Drops this process's local entries carrying `tag`.

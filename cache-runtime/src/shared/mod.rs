@@ -36,8 +36,14 @@ use crate::clock::{Clock, Timestamp};
 use crate::config::{self, CacheType, Config};
 use crate::metrics::Histogram;
 
+pub mod filesystem;
+#[cfg(feature = "memcached")]
+pub mod memcached;
+pub mod polled;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 /// A boxed, sendable future: what [`SharedStore`] methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -149,6 +155,12 @@ pub trait SharedStore: Send + Sync + 'static {
     /// (`SCAN` + `UNLINK` in batches for Redis, never `KEYS`). Keys under
     /// [`RESERVED_PREFIX`] are kept.
     fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, SharedError>>;
+    /// Whether [`SharedStore::delete_prefix`] works. A store that cannot
+    /// list its keys (memcached) says `false`, and prefix invalidation
+    /// moves every function the prefix may cover to a new version instead.
+    fn can_delete_prefix(&self) -> bool {
+        true
+    }
     /// The number stored under `key`, 0 when there is none.
     fn read_version<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, SharedError>>;
     /// Raises the number under `key` and returns the new one. A missing key
@@ -226,12 +238,19 @@ pub struct SharedSettings {
     pub breaker_threshold: u32,
     /// How long an open breaker skips the store before one probe is let through.
     pub breaker_cooldown: Duration,
+    /// How often a store without publish/subscribe (filesystem, SQLite,
+    /// memcached) is polled for invalidation notices: the bound on how long
+    /// another process's local copy can outlive an invalidation
+    /// (`CACHE_BUS_POLL_MS`, default 100 ms; see [`polled`]).
+    pub bus_poll_interval: Duration,
 }
 
 /// Default [`SharedSettings::timeout`]: 50 ms.
 pub const DEFAULT_SHARED_TIMEOUT: Duration = Duration::from_millis(50);
 /// The longest [`SharedSettings::timeout`] accepted: 60 s (longer ones are cut to it).
 pub const MAX_SHARED_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`SharedSettings::bus_poll_interval`]: 100 ms.
+pub const DEFAULT_BUS_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Default [`SharedSettings::max_value_size`]: 1 MiB.
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 1 << 20;
 
@@ -242,6 +261,7 @@ impl Default for SharedSettings {
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_millis(500),
+            bus_poll_interval: DEFAULT_BUS_POLL_INTERVAL,
         }
     }
 }
@@ -712,6 +732,11 @@ impl Tier {
         }
     }
 
+    /// Whether the store can delete by prefix (see [`SharedStore::can_delete_prefix`]).
+    pub(crate) fn can_delete_prefix(&self) -> bool {
+        self.store.can_delete_prefix()
+    }
+
     /// Publishes `notice` (best effort, bounded by the timeout).
     pub(crate) async fn publish(&self, notice: &str) -> Result<(), SharedError> {
         self.call(None, self.timeout(), |s| s.publish(notice)).await
@@ -936,15 +961,63 @@ pub fn tier() -> Option<&'static Tier> {
     })
 }
 
-#[allow(unused_variables)]
+/// Runs the blocking store I/O `f` on the blocking pool of the runtime
+/// polling this future (the caller's, or layercache's I/O runtime), never
+/// on an async worker. A panic in `f` is a server error, not a panic of
+/// the caller.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SharedError> + Send + 'static,
+) -> Result<T, SharedError> {
+    let handle = tokio::runtime::Handle::try_current().unwrap_or_else(|_| io_runtime().clone());
+    handle.spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(SharedError::new(
+            ErrorKind::Server,
+            format!("a blocking store operation failed: {e}"),
+        ))
+    })
+}
+
+/// Builds the store `config` asks for (`None` for in-process only).
 fn build_store(config: &Config) -> Result<Option<Arc<dyn SharedStore>>, SharedError> {
+    let channel = format!("{RESERVED_PREFIX}bus:{}", config.key_prefix());
     match config.cache_type() {
         CacheType::Simple | CacheType::Null => Ok(None),
+        CacheType::Filesystem => {
+            let dir = config.cache_dir().ok_or_else(|| {
+                SharedError::new(ErrorKind::Server, "CACHE_TYPE=filesystem needs CACHE_DIR")
+            })?;
+            let store = filesystem::FsStore::open(
+                dir,
+                config.cache_threshold(),
+                &channel,
+                config.shared(),
+            )?;
+            Ok(Some(Arc::new(store)))
+        }
+        #[cfg(feature = "sqlite")]
+        CacheType::Sqlite => {
+            let path = config.sqlite_path().ok_or_else(|| {
+                SharedError::new(
+                    ErrorKind::Server,
+                    "CACHE_TYPE=sqlite needs CACHE_SQLITE_PATH",
+                )
+            })?;
+            let store = sqlite::SqliteStore::open(path, &channel, config.shared())?;
+            Ok(Some(Arc::new(store)))
+        }
         #[cfg(feature = "redis")]
         CacheType::Redis => {
             let _guard = io_runtime().enter();
-            let channel = format!("{RESERVED_PREFIX}bus:{}", config.key_prefix());
             let store = redis::RedisStore::open(config.redis_url(), channel, config.shared())?;
+            Ok(Some(Arc::new(store)))
+        }
+        #[cfg(feature = "memcached")]
+        CacheType::Memcached => {
+            let store = memcached::MemcachedStore::open(
+                config.memcached_servers(),
+                &channel,
+                config.shared(),
+            )?;
             Ok(Some(Arc::new(store)))
         }
     }

@@ -395,6 +395,10 @@ impl SharedStore for RedisStore {
     ) -> BoxFuture<'a, Result<u64, SharedError>> {
         let mut conn = self.conn();
         Box::pin(async move {
+            if keys.is_empty() && notice.is_none() {
+                // Nothing to send (an empty pipeline is an error to redis-rs).
+                return Ok(0);
+            }
             let mut pipe = redis::pipe();
             if !keys.is_empty() {
                 pipe.cmd("UNLINK").arg(keys);

@@ -1,0 +1,525 @@
+//! A directory as the shared tier (`CACHE_TYPE=filesystem`, `CACHE_DIR`),
+//! for processes on one machine (or one shared volume), like
+//! Flask-Caching's `FileSystemCache`.
+//!
+//! - **One file per key**, named by the xxh3-128 hash of the key (32 hex
+//!   digits): no key, whatever its `/`, `..` or `\`, names a path; the
+//!   full key is in the file's header, so a hash collision reads as a miss,
+//!   never as another key's value.
+//! - **Atomic writes**: a value is written to a temporary file in the same
+//!   directory (`.{hash}.{pid}.{n}.tmp`) and renamed over the entry, so a
+//!   reader, in this process or another, sees the old file or the new one,
+//!   never a part of one. Files are not `fsync`ed: after a power loss an
+//!   entry may be lost or empty, which reads as a miss.
+//! - **Expiry**: the header holds the expiry time (Unix ms); an expired
+//!   file is a miss and is removed by the read that finds it, and by the
+//!   sweep.
+//! - **The bound** (`CACHE_THRESHOLD` entries): every few writes a sweep
+//!   runs on the blocking pool: it counts the entries, reads the headers of
+//!   at most [`SWEEP_SCAN`] of them (from a random place in the directory),
+//!   removes the expired ones, and while the count is over the threshold
+//!   removes the oldest (by modification time) of those it read. Memory is
+//!   bounded by the scan, not by the directory.
+//! - **Versions and the invalidation log** are entries too, under
+//!   [`RESERVED_PREFIX`]: never removed by prefix
+//!   deletion nor evicted by age. A version is incremented under an
+//!   exclusive `flock` of `.versions.lock` (through `fs4`): the kernel
+//!   releases the lock when its holder dies, so unlike an `O_EXCL` lock
+//!   file there is never a stale lock to guess about (`std::fs::File::lock`
+//!   would do the same but needs Rust 1.89).
+//! - **Blocking I/O** runs on the blocking pool of the runtime that polls
+//!   the operation (`spawn_blocking`), never on an async worker.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::polled::PolledBus;
+use super::{
+    run_blocking, BoxFuture, BusHandler, ErrorKind, SharedError, SharedSettings, SharedStore,
+    RESERVED_PREFIX,
+};
+
+const MAGIC: &[u8; 4] = b"LCFS";
+const FORMAT: u8 = 1;
+/// magic, format, expires at (u64 LE, 0 = never), key length (u32 LE).
+const HEADER: usize = 4 + 1 + 8 + 4;
+/// Headers read per sweep, at most.
+pub const SWEEP_SCAN: usize = 1000;
+/// Temporary files older than this were left by a writer that died.
+const STALE_TMP: Duration = Duration::from_secs(60);
+/// Keys longer than this are refused (a header is read in one go).
+const MAX_KEY: usize = 64 * 1024;
+
+/// The default `CACHE_THRESHOLD`: entries kept in the directory.
+pub const DEFAULT_THRESHOLD: u64 = 10_000;
+
+/// The filesystem store. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct FsStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    threshold: u64,
+    /// Largest file read, in bytes (values are bounded by the tier's size limit).
+    max_file: u64,
+    writes: AtomicU64,
+    sweep_every: u64,
+    sweeping: AtomicBool,
+    /// Entries counted by the last sweep (where the next scan may start).
+    last_count: AtomicU64,
+    tmp_seq: AtomicU64,
+    bus: PolledBus,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn io_err(what: &str, path: &Path, err: io::Error) -> SharedError {
+    SharedError::new(
+        ErrorKind::Server,
+        format!("{what} {}: {err}", path.display()),
+    )
+}
+
+/// The file name of `key`: its 128-bit hash in hex.
+pub fn file_name(key: &str) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes()))
+}
+
+/// What an entry file's header says.
+struct Head {
+    expires_at: u64,
+    key: Vec<u8>,
+}
+
+impl Head {
+    fn expired(&self, now: u64) -> bool {
+        self.expires_at != 0 && self.expires_at <= now
+    }
+}
+
+/// Parses the header of `bytes` (at least the header and the key); `None`
+/// when the file is not one of ours.
+fn parse_head(bytes: &[u8]) -> Option<(Head, usize)> {
+    if bytes.len() < HEADER || &bytes[..4] != MAGIC || bytes[4] != FORMAT {
+        return None;
+    }
+    let expires_at = u64::from_le_bytes(bytes[5..13].try_into().ok()?);
+    let key_len = u32::from_le_bytes(bytes[13..17].try_into().ok()?) as usize;
+    let end = HEADER.checked_add(key_len)?;
+    let key = bytes.get(HEADER..end)?.to_vec();
+    Some((Head { expires_at, key }, end))
+}
+
+/// Reads the header of the file at `path` (not the value).
+fn read_head(path: &Path) -> io::Result<Option<Head>> {
+    let mut file = File::open(path)?;
+    let mut fixed = [0u8; HEADER];
+    if file.read_exact(&mut fixed).is_err() {
+        return Ok(None);
+    }
+    let key_len = u32::from_le_bytes(fixed[13..17].try_into().expect("4 bytes")) as usize;
+    if &fixed[..4] != MAGIC || fixed[4] != FORMAT || key_len > MAX_KEY {
+        return Ok(None);
+    }
+    let mut all = fixed.to_vec();
+    all.resize(HEADER + key_len, 0);
+    if file.read_exact(&mut all[HEADER..]).is_err() {
+        return Ok(None);
+    }
+    Ok(parse_head(&all).map(|(h, _)| h))
+}
+
+impl FsStore {
+    /// A store in `dir` (created if missing) keeping about `threshold`
+    /// entries (at least 1), with its invalidation log on `channel`,
+    /// polled every `settings.bus_poll_interval`.
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        threshold: u64,
+        channel: &str,
+        settings: &SharedSettings,
+    ) -> Result<FsStore, SharedError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|e| io_err("cannot create CACHE_DIR", &dir, e))?;
+        let threshold = threshold.max(1);
+        Ok(FsStore {
+            inner: Arc::new(Inner {
+                dir,
+                threshold,
+                max_file: (settings.max_value_size as u64)
+                    .saturating_add((HEADER + MAX_KEY) as u64),
+                writes: AtomicU64::new(0),
+                sweep_every: (threshold / 10).clamp(1, 100),
+                sweeping: AtomicBool::new(false),
+                last_count: AtomicU64::new(0),
+                tmp_seq: AtomicU64::new(0),
+                bus: PolledBus::new(channel, settings.bus_poll_interval),
+            }),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The file that holds `key` (whether or not it exists).
+    pub fn path_of(&self, key: &str) -> PathBuf {
+        self.inner.dir.join(file_name(key))
+    }
+
+    /// Runs one sweep now, on this thread (see the module docs); returns
+    /// the number of entries left.
+    pub fn sweep_now(&self) -> Result<u64, SharedError> {
+        self.inner.sweep()
+    }
+}
+
+impl Inner {
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(file_name(key))
+    }
+
+    /// The value under `key`, if it is there, ours, for this key and alive.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, SharedError> {
+        let path = self.path(key);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("cannot open", &path, e)),
+        };
+        let mut bytes = Vec::new();
+        (&file)
+            .take(self.max_file + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| io_err("cannot read", &path, e))?;
+        if bytes.len() as u64 > self.max_file {
+            tracing::debug!(path = %path.display(), "layercache: an entry file larger than any value we write; a miss");
+            return Ok(None);
+        }
+        let Some((head, at)) = parse_head(&bytes) else {
+            // Not written by us: a miss (the next write replaces it).
+            return Ok(None);
+        };
+        if head.key != key.as_bytes() {
+            tracing::debug!(
+                key,
+                "layercache: hash collision in the filesystem store; a miss"
+            );
+            return Ok(None);
+        }
+        if head.expired(now_ms()) {
+            remove_if_same(&path, &file);
+            return Ok(None);
+        }
+        bytes.drain(..at);
+        Ok(Some(bytes))
+    }
+
+    fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), SharedError> {
+        if key.len() > MAX_KEY {
+            return Err(SharedError::new(
+                ErrorKind::Server,
+                format!(
+                    "key of {} bytes is too long for the filesystem store",
+                    key.len()
+                ),
+            ));
+        }
+        let expires_at = ttl.map_or(0, |t| now_ms() + (t.as_millis() as u64).max(1));
+        let mut bytes = Vec::with_capacity(HEADER + key.len() + value.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.push(FORMAT);
+        bytes.extend_from_slice(&expires_at.to_le_bytes());
+        bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(key.as_bytes());
+        bytes.extend_from_slice(value);
+        self.write_atomically(&file_name(key), &bytes)
+    }
+
+    /// Writes `bytes` to a temporary file in the directory and renames it
+    /// over `name`: readers see the old file or the new one, whole.
+    fn write_atomically(&self, name: &str, bytes: &[u8]) -> Result<(), SharedError> {
+        let tmp = self.dir.join(format!(
+            ".{name}.{}.{}.tmp",
+            std::process::id(),
+            self.tmp_seq.fetch_add(1, Relaxed)
+        ));
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(bytes));
+        if let Err(e) = written.and_then(|()| fs::rename(&tmp, self.dir.join(name))) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("cannot write", &self.dir.join(name), e));
+        }
+        Ok(())
+    }
+
+    /// Removes the entry of each key that is ours; counts the live ones.
+    fn delete(&self, keys: &[String]) -> Result<u64, SharedError> {
+        let now = now_ms();
+        let mut n = 0;
+        for key in keys {
+            let path = self.path(key);
+            match read_head(&path) {
+                Ok(Some(head)) if head.key == key.as_bytes() => match fs::remove_file(&path) {
+                    Ok(()) => n += u64::from(!head.expired(now)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("cannot remove", &path, e)),
+                },
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("cannot read", &path, e)),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Scans the directory, one header at a time.
+    fn delete_prefix(&self, prefix: &str) -> Result<u64, SharedError> {
+        let now = now_ms();
+        let mut n = 0;
+        for entry in fs::read_dir(&self.dir).map_err(|e| io_err("cannot list", &self.dir, e))? {
+            let entry = entry.map_err(|e| io_err("cannot list", &self.dir, e))?;
+            if !is_entry_name(&entry.file_name()) {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(Some(head)) = read_head(&path) else {
+                continue;
+            };
+            if head.key.starts_with(prefix.as_bytes())
+                && !head.key.starts_with(RESERVED_PREFIX.as_bytes())
+                && fs::remove_file(&path).is_ok()
+            {
+                n += u64::from(!head.expired(now));
+            }
+        }
+        Ok(n)
+    }
+
+    fn read_version(&self, key: &str) -> Result<u64, SharedError> {
+        Ok(self
+            .get(key)?
+            .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Increments the version under `key` while holding the directory's
+    /// version lock (an exclusive `flock`), so no two processes read the
+    /// same number.
+    fn bump_version(&self, key: &str, now_ms: u64) -> Result<u64, SharedError> {
+        let lock_path = self.dir.join(".versions.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_err("cannot open", &lock_path, e))?;
+        fs4::FileExt::lock(&lock).map_err(|e| io_err("cannot lock", &lock_path, e))?;
+        let current = self
+            .get(key)?
+            .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u64>().ok());
+        let next = current.map_or(now_ms.saturating_add(1), |v| v.saturating_add(1));
+        self.set(key, next.to_string().as_bytes(), None)?;
+        drop(lock); // closing the file releases the lock
+        Ok(next)
+    }
+
+    /// Starts a sweep on the blocking pool every `sweep_every` writes,
+    /// unless one is running.
+    fn after_write(self: &Arc<Self>) {
+        if self.writes.fetch_add(1, Relaxed) % self.sweep_every != 0
+            || self.sweeping.swap(true, Relaxed)
+        {
+            return;
+        }
+        let me = self.clone();
+        let handle =
+            tokio::runtime::Handle::try_current().unwrap_or_else(|_| super::io_runtime().clone());
+        handle.spawn_blocking(move || {
+            if let Err(err) = me.sweep() {
+                tracing::warn!(%err, "layercache: sweeping the cache directory failed");
+            }
+            me.sweeping.store(false, Relaxed);
+        });
+    }
+
+    fn sweep(&self) -> Result<u64, SharedError> {
+        let now = now_ms();
+        let last = self.last_count.load(Relaxed) as usize;
+        let start = fastrand::usize(0..=last.saturating_sub(SWEEP_SCAN));
+        let mut count: u64 = 0;
+        let mut position = 0usize;
+        let mut candidates: Vec<(SystemTime, PathBuf)> = Vec::new();
+        let mut removed = 0u64;
+        for entry in fs::read_dir(&self.dir).map_err(|e| io_err("cannot list", &self.dir, e))? {
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name();
+            if !is_entry_name(&name) {
+                if name.to_string_lossy().ends_with(".tmp") {
+                    remove_stale_tmp(&entry.path());
+                }
+                continue;
+            }
+            count += 1;
+            position += 1;
+            if position <= start || candidates.len() >= SWEEP_SCAN {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(Some(head)) = read_head(&path) else {
+                continue;
+            };
+            if head.expired(now) {
+                if fs::remove_file(&path).is_ok() {
+                    count -= 1;
+                    removed += 1;
+                }
+            } else if !head.key.starts_with(RESERVED_PREFIX.as_bytes()) {
+                if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+                    candidates.push((modified, path));
+                }
+            }
+        }
+        let mut evicted = 0u64;
+        if count > self.threshold {
+            candidates.sort_unstable_by_key(|(t, _)| *t);
+            for (_, path) in candidates {
+                if count <= self.threshold {
+                    break;
+                }
+                if fs::remove_file(&path).is_ok() {
+                    count -= 1;
+                    evicted += 1;
+                }
+            }
+        }
+        self.last_count.store(count, Relaxed);
+        tracing::debug!(dir = %self.dir.display(), entries = count, expired = removed, evicted, "layercache: swept the cache directory");
+        Ok(count)
+    }
+}
+
+/// Entry files are named by 32 hex digits; everything else (temporary
+/// files, the lock) starts with a dot.
+fn is_entry_name(name: &std::ffi::OsStr) -> bool {
+    let b = name.as_encoded_bytes();
+    b.len() == 32 && b.iter().all(u8::is_ascii_hexdigit)
+}
+
+fn remove_stale_tmp(path: &Path) {
+    let old = fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > STALE_TMP);
+    if old {
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// Removes the expired file at `path` unless a writer has replaced it
+/// since `file` was opened (it would be a fresh value).
+fn remove_if_same(path: &Path, file: &File) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let same = match (file.metadata(), fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        };
+        if same {
+            let _ = fs::remove_file(path);
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, file);
+    }
+}
+
+impl SharedStore for FsStore {
+    fn describe(&self) -> String {
+        format!("filesystem:{}", self.inner.dir.display())
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>> {
+        let (inner, key) = (self.inner.clone(), key.to_string());
+        Box::pin(run_blocking(move || inner.get(&key)))
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), SharedError>> {
+        let (inner, key) = (self.inner.clone(), key.to_string());
+        Box::pin(async move {
+            let after = inner.clone();
+            run_blocking(move || inner.set(&key, &value, ttl)).await?;
+            after.after_write();
+            Ok(())
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        keys: &'a [String],
+        notice: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<u64, SharedError>> {
+        let (inner, owned) = (self.inner.clone(), keys.to_vec());
+        Box::pin(async move {
+            let n = if owned.is_empty() {
+                0
+            } else {
+                run_blocking(move || inner.delete(&owned)).await?
+            };
+            if let Some(notice) = notice {
+                self.inner.bus.publish(self, notice).await?;
+            }
+            Ok(n)
+        })
+    }
+
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
+        let (inner, prefix) = (self.inner.clone(), prefix.to_string());
+        Box::pin(run_blocking(move || inner.delete_prefix(&prefix)))
+    }
+
+    fn read_version<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
+        let (inner, key) = (self.inner.clone(), key.to_string());
+        Box::pin(run_blocking(move || inner.read_version(&key)))
+    }
+
+    fn bump_version<'a>(
+        &'a self,
+        key: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<u64, SharedError>> {
+        let (inner, key) = (self.inner.clone(), key.to_string());
+        Box::pin(run_blocking(move || inner.bump_version(&key, now_ms)))
+    }
+
+    fn publish<'a>(&'a self, notice: &'a str) -> BoxFuture<'a, Result<(), SharedError>> {
+        Box::pin(self.inner.bus.publish(self, notice))
+    }
+
+    fn subscribe(&self, handler: BusHandler) -> Option<BoxFuture<'static, ()>> {
+        Some(self.inner.bus.subscribe(Arc::new(self.clone()), handler))
+    }
+}

@@ -1,0 +1,441 @@
+//! A SQLite database as the shared tier (`CACHE_TYPE=sqlite`,
+//! `CACHE_SQLITE_PATH`; cargo feature `sqlite`): the guide's database
+//! cache, for processes on one machine, with nothing to run.
+//!
+//! - **Schema**: one table `layercache (key TEXT PRIMARY KEY, value BLOB,
+//!   expires_at INTEGER)` (Unix ms, `NULL` = never) with a partial index on
+//!   `expires_at`; versions in `layercache_versions`, incremented by one
+//!   `INSERT ... ON CONFLICT DO UPDATE ... RETURNING` (atomic across
+//!   processes); tag sets in `layercache_tags`.
+//! - **Several processes**: WAL mode (readers never wait for the writer),
+//!   `synchronous = NORMAL` (a cache needs no fsync per write), and a
+//!   `busy_timeout` for the moments another process holds the write lock.
+//! - **Expiry**: reads ignore expired rows; every [`PURGE_EVERY`] writes of
+//!   a process, at most [`PURGE_BATCH`] expired rows are deleted
+//!   (`DELETE ... WHERE rowid IN (SELECT rowid ... LIMIT n)`), so no write
+//!   holds the lock for long.
+//! - **Prefix deletion** is a range over the primary key (`key >= p AND
+//!   key < p'`, `p'` = `p` with its last byte raised), in batches: no
+//!   `LIKE`, so `%` and `_` in a key are plain characters.
+//! - **Connections**: a pool of two (`Mutex<Connection>` each; a caller
+//!   takes a free one, or waits on one). SQLite serialises writers anyway,
+//!   and two readers match the machines this runs on; every call runs on
+//!   the blocking pool (`spawn_blocking`), never on an async worker.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::polled::PolledBus;
+use super::{
+    run_blocking, BoxFuture, BusHandler, ErrorKind, SharedError, SharedSettings, SharedStore,
+    RESERVED_PREFIX,
+};
+
+/// Writes between two purges of expired rows (per process).
+pub const PURGE_EVERY: u64 = 100;
+/// Expired rows deleted per purge, and rows per prefix-deletion batch.
+pub const PURGE_BATCH: u32 = 500;
+/// Connections per store.
+const POOL: usize = 2;
+
+/// The SQLite store. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+    writes: AtomicU64,
+    bus: PolledBus,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn to_shared(err: rusqlite::Error) -> SharedError {
+    use rusqlite::ErrorCode;
+    let kind = match err.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => ErrorKind::Timeout,
+        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly) => {
+            ErrorKind::Connection
+        }
+        _ => ErrorKind::Server,
+    };
+    SharedError::new(kind, format!("sqlite: {err}"))
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS layercache (
+    key TEXT PRIMARY KEY NOT NULL,
+    value BLOB NOT NULL,
+    expires_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS layercache_expires_at ON layercache (expires_at)
+    WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS layercache_versions (
+    key TEXT PRIMARY KEY NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS layercache_tags (
+    tag TEXT NOT NULL,
+    member TEXT NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (tag, member)
+);
+";
+
+/// The smallest string above every string that starts with `prefix`, as
+/// bytes (`None` when there is none: every byte is 0xFF, impossible in
+/// UTF-8, or the prefix is empty).
+fn prefix_end(prefix: &str) -> Option<Vec<u8>> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn open_connection(path: &Path, busy: Duration) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(busy)?;
+    // WAL: readers and one writer at once, across processes.
+    let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// A store in the database file `path` (created, with its directory,
+    /// if missing), with its invalidation log on `channel`.
+    pub fn open(
+        path: impl Into<PathBuf>,
+        channel: &str,
+        settings: &SharedSettings,
+    ) -> Result<SqliteStore, SharedError> {
+        let path = path.into();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                SharedError::new(
+                    ErrorKind::Connection,
+                    format!("cannot create the directory of {}: {e}", path.display()),
+                )
+            })?;
+        }
+        // Waiting for another process's write lock is bounded by this, and
+        // the caller by the tier's timeout.
+        let busy = Duration::from_secs(1);
+        let conns = (0..POOL)
+            .map(|_| open_connection(&path, busy).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                let mut err = to_shared(e);
+                err.message = format!("{} ({})", err.message, path.display());
+                err
+            })?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                conns,
+                next: AtomicUsize::new(0),
+                writes: AtomicU64::new(0),
+                bus: PolledBus::new(channel, settings.bus_poll_interval),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on a pooled connection, on the blocking pool.
+    fn with<'a, T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner, &mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> BoxFuture<'a, Result<T, SharedError>> {
+        let inner = self.inner.clone();
+        Box::pin(run_blocking(move || {
+            let mut conn = inner.connection();
+            f(&inner, &mut conn).map_err(to_shared)
+        }))
+    }
+}
+
+impl Inner {
+    /// A free connection, else the next one in turn (waiting for it).
+    fn connection(&self) -> MutexGuard<'_, Connection> {
+        for c in &self.conns {
+            if let Ok(guard) = c.try_lock() {
+                return guard;
+            }
+        }
+        let i = self.next.fetch_add(1, Relaxed) % self.conns.len();
+        self.conns[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Deletes a batch of expired rows every [`PURGE_EVERY`] writes.
+    fn after_write(&self, conn: &Connection) {
+        if self.writes.fetch_add(1, Relaxed) % PURGE_EVERY != PURGE_EVERY - 1 {
+            return;
+        }
+        let now = now_ms();
+        let purged = conn
+            .execute(
+                "DELETE FROM layercache WHERE rowid IN \
+                 (SELECT rowid FROM layercache WHERE expires_at <= ?1 LIMIT ?2)",
+                params![now, PURGE_BATCH],
+            )
+            .and_then(|n| {
+                conn.execute(
+                    "DELETE FROM layercache_tags WHERE rowid IN \
+                     (SELECT rowid FROM layercache_tags WHERE expires_at <= ?1 LIMIT ?2)",
+                    params![now, PURGE_BATCH],
+                )
+                .map(|_| n)
+            });
+        match purged {
+            Ok(n) => tracing::debug!(purged = n, "layercache: purged expired sqlite rows"),
+            Err(err) => tracing::warn!(%err, "layercache: purging expired sqlite rows failed"),
+        }
+    }
+}
+
+impl SharedStore for SqliteStore {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.inner.path.display())
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>> {
+        let key = key.to_string();
+        self.with(move |_, conn| {
+            conn.prepare_cached(
+                "SELECT value FROM layercache WHERE key = ?1 \
+                 AND (expires_at IS NULL OR expires_at > ?2)",
+            )?
+            .query_row(params![key, now_ms()], |r| r.get(0))
+            .optional()
+        })
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), SharedError>> {
+        let key = key.to_string();
+        let expires_at = ttl.map(|t| now_ms() + (t.as_millis() as i64).max(1));
+        self.with(move |inner, conn| {
+            conn.prepare_cached(
+                "INSERT INTO layercache (key, value, expires_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+            )?
+            .execute(params![key, value, expires_at])?;
+            inner.after_write(conn);
+            Ok(())
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        keys: &'a [String],
+        notice: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<u64, SharedError>> {
+        let owned = keys.to_vec();
+        let deleted = self.with(move |_, conn| {
+            let tx = conn.transaction()?;
+            let now = now_ms();
+            let mut n = 0u64;
+            {
+                let mut stmt = tx
+                    .prepare_cached("DELETE FROM layercache WHERE key = ?1 RETURNING expires_at")?;
+                for key in &owned {
+                    let expires: Option<Option<i64>> =
+                        stmt.query_row([key], |r| r.get(0)).optional()?;
+                    if let Some(expires) = expires {
+                        n += u64::from(expires.is_none_or(|e| e > now));
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        });
+        Box::pin(async move {
+            let n = if keys.is_empty() { 0 } else { deleted.await? };
+            if let Some(notice) = notice {
+                self.inner.bus.publish(self, notice).await?;
+            }
+            Ok(n)
+        })
+    }
+
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
+        let start = prefix.to_string();
+        let end = prefix_end(prefix);
+        self.with(move |_, conn| {
+            // The reserved keys form one range too: ':' + 1 = ';'.
+            let reserved_end = prefix_end(RESERVED_PREFIX).expect("not empty");
+            let now = now_ms();
+            let mut deleted = 0u64;
+            loop {
+                let mut stmt = conn.prepare_cached(
+                    "DELETE FROM layercache WHERE rowid IN (SELECT rowid FROM layercache \
+                     WHERE key >= ?1 AND (?2 IS NULL OR key < CAST(?2 AS TEXT)) \
+                     AND NOT (key >= ?3 AND key < CAST(?4 AS TEXT)) LIMIT ?5) \
+                     RETURNING expires_at",
+                )?;
+                let rows = stmt
+                    .query_map(
+                        params![start, end, RESERVED_PREFIX, reserved_end, PURGE_BATCH],
+                        |r| r.get::<_, Option<i64>>(0),
+                    )?
+                    .collect::<Result<Vec<_>, _>>()?;
+                deleted += rows.iter().filter(|e| e.is_none_or(|e| e > now)).count() as u64;
+                if rows.len() < PURGE_BATCH as usize {
+                    return Ok(deleted);
+                }
+            }
+        })
+    }
+
+    fn read_version<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
+        let key = key.to_string();
+        self.with(move |_, conn| {
+            let v: Option<i64> = conn
+                .prepare_cached("SELECT version FROM layercache_versions WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?;
+            Ok(v.map_or(0, |v| v.max(0) as u64))
+        })
+    }
+
+    fn bump_version<'a>(
+        &'a self,
+        key: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<u64, SharedError>> {
+        let key = key.to_string();
+        let start = i64::try_from(now_ms.saturating_add(1)).unwrap_or(i64::MAX);
+        self.with(move |_, conn| {
+            let v: i64 = conn
+                .prepare_cached(
+                    "INSERT INTO layercache_versions (key, version) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO UPDATE SET version = version + 1 RETURNING version",
+                )?
+                .query_row(params![key, start], |r| r.get(0))?;
+            Ok(v.max(0) as u64)
+        })
+    }
+
+    fn publish<'a>(&'a self, notice: &'a str) -> BoxFuture<'a, Result<(), SharedError>> {
+        Box::pin(self.inner.bus.publish(self, notice))
+    }
+
+    fn subscribe(&self, handler: BusHandler) -> Option<BoxFuture<'static, ()>> {
+        Some(self.inner.bus.subscribe(Arc::new(self.clone()), handler))
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, SharedError>> {
+        let (key, token) = (key.to_string(), token.as_bytes().to_vec());
+        let now = now_ms();
+        let expires_at = now + (ttl.as_millis() as i64).max(1);
+        self.with(move |_, conn| {
+            // Taken when the row is new, or replaces an expired one.
+            let changed = conn
+                .prepare_cached(
+                    "INSERT INTO layercache (key, value, expires_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at \
+                     WHERE layercache.expires_at IS NOT NULL AND layercache.expires_at <= ?4",
+                )?
+                .execute(params![key, token, expires_at, now])?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn unlock<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), SharedError>> {
+        let (key, token) = (key.to_string(), token.as_bytes().to_vec());
+        self.with(move |_, conn| {
+            conn.prepare_cached("DELETE FROM layercache WHERE key = ?1 AND value = ?2")?
+                .execute(params![key, token])?;
+            Ok(())
+        })
+    }
+
+    fn add_to_tags<'a>(
+        &'a self,
+        sets: &'a [String],
+        member: &'a str,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), SharedError>> {
+        let (sets, member) = (sets.to_vec(), member.to_string());
+        let expires_at = ttl.map(|t| now_ms() + (t.as_millis() as i64).max(1));
+        self.with(move |_, conn| {
+            let tx = conn.transaction()?;
+            {
+                // A set lives as long as its longest-lived member (NULL = forever).
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO layercache_tags (tag, member, expires_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (tag, member) DO UPDATE SET expires_at = CASE \
+                     WHEN excluded.expires_at IS NULL OR layercache_tags.expires_at IS NULL THEN NULL \
+                     ELSE max(excluded.expires_at, layercache_tags.expires_at) END",
+                )?;
+                for set in &sets {
+                    stmt.execute(params![set, member, expires_at])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn delete_tag<'a>(&'a self, set: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
+        let set = set.to_string();
+        self.with(move |_, conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM layercache WHERE key IN \
+                 (SELECT member FROM layercache_tags WHERE tag = ?1)",
+                [&set],
+            )?;
+            let named = tx.execute("DELETE FROM layercache_tags WHERE tag = ?1", [&set])?;
+            tx.commit()?;
+            Ok(named as u64)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn the_end_of_a_prefix_range_is_the_prefix_with_its_last_byte_raised() {
+        assert_eq!(prefix_end("ab").as_deref(), Some(&b"ac"[..]));
+        assert_eq!(prefix_end("a:").as_deref(), Some(&b"a;"[..]));
+        assert_eq!(prefix_end(""), None);
+        // "é" is C3 A9: the range ends at C3 AA.
+        assert_eq!(prefix_end("é").as_deref(), Some(&[0xC3, 0xAA][..]));
+    }
+}

@@ -1,0 +1,464 @@
+//! Every shared backend passes the same conformance suite
+//! (`tests/support/conformance.rs`), against a real server or real files.
+
+#[path = "support/conformance.rs"]
+mod conformance;
+
+#[cfg(feature = "redis")]
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+#[cfg(feature = "redis")]
+mod redis {
+    use std::sync::Arc;
+
+    use layercache::shared::redis::RedisStore;
+    use layercache::SharedSettings;
+
+    use super::conformance::{conformance_suite, Backend};
+    use super::redis_server::RedisServer;
+
+    fn store(url: &str) -> Arc<RedisStore> {
+        Arc::new(
+            RedisStore::open(
+                url,
+                "__layercache__:bus:conf".into(),
+                &SharedSettings::default(),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn open() -> Backend {
+        let server = RedisServer::start_unmonitored();
+        Backend {
+            store: store(&server.url()),
+            max_value_size: SharedSettings::default().max_value_size,
+            guard: Box::new(server),
+        }
+    }
+
+    fn open_down() -> Backend {
+        let mut server = RedisServer::start_unmonitored();
+        let url = server.url();
+        server.stop();
+        Backend {
+            store: store(&url),
+            max_value_size: 0,
+            guard: Box::new(server),
+        }
+    }
+
+    conformance_suite!(open, open_down);
+}
+
+/// A directory under the system's temporary directory, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "layercache-conf-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0).or_else(|_| std::fs::remove_file(&self.0));
+    }
+}
+
+mod filesystem {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use layercache::shared::filesystem::FsStore;
+    use layercache::shared::SharedStore;
+    use layercache::SharedSettings;
+
+    use super::conformance::{conformance_suite, Backend, TRICKY_KEYS};
+    use super::TempDir;
+
+    fn fs_store(dir: &std::path::Path, threshold: u64) -> FsStore {
+        FsStore::open(
+            dir,
+            threshold,
+            "__layercache__:bus:conf",
+            &SharedSettings::default(),
+        )
+        .unwrap()
+    }
+
+    fn open() -> Backend {
+        let dir = TempDir::new("fs");
+        Backend {
+            store: Arc::new(fs_store(&dir.0, 100_000)),
+            max_value_size: SharedSettings::default().max_value_size,
+            guard: Box::new(dir),
+        }
+    }
+
+    /// The directory is replaced by a plain file after the store opened it.
+    fn open_down() -> Backend {
+        let dir = TempDir::new("fs-down");
+        let store = fs_store(&dir.0, 100);
+        std::fs::remove_dir_all(&dir.0).unwrap();
+        std::fs::write(&dir.0, b"not a directory").unwrap();
+        Backend {
+            store: Arc::new(store),
+            max_value_size: 0,
+            guard: Box::new(dir),
+        }
+    }
+
+    conformance_suite!(open, open_down);
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Every file under `dir`, recursively.
+    fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn keys_that_look_like_paths_stay_inside_the_directory_as_hashed_file_names() {
+        let parent = TempDir::new("fs-traversal");
+        let dir = parent.0.join("cache");
+        let store = fs_store(&dir, 1000);
+        rt().block_on(async {
+            for k in TRICKY_KEYS
+                .iter()
+                .chain(&["../escaped", "../../../../tmp/escaped"])
+            {
+                store.set(k, b"v".to_vec(), None).await.unwrap();
+            }
+        });
+        assert!(!parent.0.join("escaped").exists());
+        let files = files_under(&parent.0);
+        assert!(
+            files.iter().all(|f| f.parent() == Some(dir.as_path())),
+            "a file outside the cache directory: {files:?}"
+        );
+        assert_eq!(files.len(), TRICKY_KEYS.len() + 2);
+        for f in &files {
+            let name = f.file_name().unwrap().to_str().unwrap();
+            assert!(
+                name.len() == 32 && name.chars().all(|c| c.is_ascii_hexdigit()),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_hash_collision_reads_as_a_miss_not_as_the_other_key_s_value() {
+        let dir = TempDir::new("fs-collision");
+        let store = fs_store(&dir.0, 1000);
+        rt().block_on(async {
+            store.set("victim", b"secret".to_vec(), None).await.unwrap();
+            // Pretend "attacker" hashes to the same file: put victim's file there.
+            std::fs::copy(store.path_of("victim"), store.path_of("attacker")).unwrap();
+            assert_eq!(store.get("attacker").await.unwrap(), None);
+            assert_eq!(
+                store.delete(&["attacker".to_string()], None).await.unwrap(),
+                0
+            );
+            assert!(
+                store.path_of("attacker").exists(),
+                "another key's file is not deleted"
+            );
+            assert_eq!(store.get("victim").await.unwrap(), Some(b"secret".to_vec()));
+        });
+    }
+
+    #[test]
+    fn files_not_written_by_us_read_as_a_miss_and_are_replaced_by_the_next_write() {
+        let dir = TempDir::new("fs-garbage");
+        let store = fs_store(&dir.0, 1000);
+        rt().block_on(async {
+            for garbage in [
+                &b""[..],
+                b"LCFS",
+                b"LCFS\x01\0\0\0\0\0\0\0\0\xff\xff\xff\xff",
+                b"random bytes",
+            ] {
+                std::fs::write(store.path_of("k"), garbage).unwrap();
+                assert_eq!(store.get("k").await.unwrap(), None, "{garbage:?}");
+                assert_eq!(store.read_version("k").await.unwrap(), 0);
+            }
+            store.set("k", b"ours".to_vec(), None).await.unwrap();
+            assert_eq!(store.get("k").await.unwrap(), Some(b"ours".to_vec()));
+        });
+    }
+
+    #[test]
+    fn entries_survive_a_restart_of_the_store() {
+        let dir = TempDir::new("fs-restart");
+        rt().block_on(async {
+            let first = fs_store(&dir.0, 1000);
+            first.set("kept", b"v".to_vec(), None).await.unwrap();
+            first
+                .bump_version("__layercache__:version:f", 5)
+                .await
+                .unwrap();
+        });
+        rt().block_on(async {
+            let second = fs_store(&dir.0, 1000);
+            assert_eq!(second.get("kept").await.unwrap(), Some(b"v".to_vec()));
+            assert_eq!(
+                second
+                    .read_version("__layercache__:version:f")
+                    .await
+                    .unwrap(),
+                6
+            );
+        });
+    }
+
+    #[test]
+    fn an_expired_file_is_removed_by_the_read_that_finds_it() {
+        let dir = TempDir::new("fs-expired-read");
+        let store = fs_store(&dir.0, 1000);
+        rt().block_on(async {
+            store
+                .set("k", b"v".to_vec(), Some(Duration::from_millis(20)))
+                .await
+                .unwrap();
+            assert!(store.path_of("k").exists());
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            assert_eq!(store.get("k").await.unwrap(), None);
+            assert!(!store.path_of("k").exists());
+        });
+    }
+
+    #[test]
+    fn the_sweep_removes_expired_files_then_the_oldest_down_to_the_threshold_and_keeps_versions() {
+        let dir = TempDir::new("fs-threshold");
+        let store = fs_store(&dir.0, 20);
+        rt().block_on(async {
+            let v = store
+                .bump_version("__layercache__:version:f", 1)
+                .await
+                .unwrap();
+            for i in 0..10 {
+                store
+                    .set(
+                        &format!("short:{i}"),
+                        b"v".to_vec(),
+                        Some(Duration::from_millis(10)),
+                    )
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            for i in 0..40 {
+                store
+                    .set(&format!("live:{i}"), b"v".to_vec(), None)
+                    .await
+                    .unwrap();
+                if i == 9 {
+                    // Modification times must tell old from new.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            let left = store.sweep_now().unwrap();
+            assert!(left <= 20, "{left} entries left over a threshold of 20");
+            let entries = std::fs::read_dir(&dir.0)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name().len() == 32)
+                .count() as u64;
+            assert_eq!(entries, left);
+            for i in 0..10 {
+                assert_eq!(store.get(&format!("short:{i}")).await.unwrap(), None);
+                assert_eq!(
+                    store.get(&format!("live:{i}")).await.unwrap(),
+                    None,
+                    "the oldest go first"
+                );
+            }
+            assert!(
+                store.get("live:39").await.unwrap().is_some(),
+                "the newest stay"
+            );
+            assert_eq!(
+                store
+                    .read_version("__layercache__:version:f")
+                    .await
+                    .unwrap(),
+                v
+            );
+        });
+    }
+
+    #[test]
+    fn writes_keep_the_directory_near_its_threshold_without_an_explicit_sweep() {
+        let dir = TempDir::new("fs-auto-sweep");
+        let store = fs_store(&dir.0, 50);
+        rt().block_on(async {
+            for i in 0..500 {
+                store
+                    .set(&format!("k:{i}"), vec![1; 100], None)
+                    .await
+                    .unwrap();
+            }
+        });
+        // Sweeps run in the background every 5 writes; give the last one a moment.
+        std::thread::sleep(Duration::from_millis(100));
+        let entries = std::fs::read_dir(&dir.0).unwrap().count();
+        assert!(entries <= 50 + 10, "{entries} files for a threshold of 50");
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use std::sync::Arc;
+
+    use layercache::shared::sqlite::SqliteStore;
+    use layercache::SharedSettings;
+
+    use super::conformance::{conformance_suite, Backend};
+    use super::TempDir;
+
+    fn open() -> Backend {
+        let dir = TempDir::new("sqlite");
+        let store = SqliteStore::open(
+            dir.0.join("cache.db"),
+            "__layercache__:bus:conf",
+            &SharedSettings::default(),
+        )
+        .unwrap();
+        Backend {
+            store: Arc::new(store),
+            max_value_size: SharedSettings::default().max_value_size,
+            guard: Box::new(dir),
+        }
+    }
+
+    /// The database and its WAL files are overwritten with bytes that are not a database.
+    fn open_down() -> Backend {
+        let dir = TempDir::new("sqlite-down");
+        let path = dir.0.join("cache.db");
+        let store = SqliteStore::open(&path, "__layercache__:bus:conf", &SharedSettings::default())
+            .unwrap();
+        // In place (same inodes), so the open connections see it.
+        for f in ["cache.db", "cache.db-wal", "cache.db-shm"] {
+            std::fs::write(dir.0.join(f), vec![0x5a; 64 * 1024]).unwrap();
+        }
+        Backend {
+            store: Arc::new(store),
+            max_value_size: 0,
+            guard: Box::new(dir),
+        }
+    }
+
+    conformance_suite!(open, open_down);
+
+    #[test]
+    fn a_lock_is_held_until_released_or_expired_and_tag_sets_delete_their_members() {
+        super::conformance::run(|| async {
+            let b = open();
+            let s = &*b.store;
+            let ttl = std::time::Duration::from_millis(50);
+            assert!(s.try_lock("lock:k", "a", ttl).await.unwrap());
+            assert!(!s.try_lock("lock:k", "b", ttl).await.unwrap(), "held by a");
+            s.unlock("lock:k", "b").await.unwrap();
+            assert!(
+                !s.try_lock("lock:k", "b", ttl).await.unwrap(),
+                "b cannot release a's lock"
+            );
+            s.unlock("lock:k", "a").await.unwrap();
+            assert!(
+                s.try_lock("lock:k", "b", ttl).await.unwrap(),
+                "released by a"
+            );
+            tokio::time::sleep(ttl * 2).await;
+            assert!(s.try_lock("lock:k", "c", ttl).await.unwrap(), "expired");
+
+            for k in ["t:1", "t:2", "t:3"] {
+                s.set(k, b"v".to_vec(), None).await.unwrap();
+            }
+            let sets = ["tag:user:1".to_string(), "tag:user:2".to_string()];
+            s.add_to_tags(&sets, "t:1", None).await.unwrap();
+            s.add_to_tags(&sets[..1], "t:2", Some(ttl)).await.unwrap();
+            assert_eq!(s.delete_tag("tag:user:1").await.unwrap(), 2);
+            assert_eq!(s.get("t:1").await.unwrap(), None);
+            assert_eq!(s.get("t:2").await.unwrap(), None);
+            assert!(s.get("t:3").await.unwrap().is_some(), "not tagged");
+            assert_eq!(
+                s.delete_tag("tag:user:1").await.unwrap(),
+                0,
+                "the set went too"
+            );
+            assert_eq!(s.delete_tag("tag:user:2").await.unwrap(), 1);
+        });
+    }
+}
+
+#[cfg(feature = "memcached")]
+#[path = "support/memcached_server.rs"]
+mod memcached_server;
+
+#[cfg(feature = "memcached")]
+mod memcached {
+    use std::sync::Arc;
+
+    use layercache::shared::memcached::MemcachedStore;
+    use layercache::SharedSettings;
+
+    use super::conformance::{conformance_suite, Backend};
+    use super::memcached_server::MemcachedServer;
+
+    fn store(address: String) -> Arc<MemcachedStore> {
+        Arc::new(
+            MemcachedStore::open(
+                &[address],
+                "__layercache__:bus:conf",
+                &SharedSettings::default(),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn open() -> Backend {
+        let server = MemcachedServer::start();
+        Backend {
+            store: store(server.address()),
+            max_value_size: SharedSettings::default().max_value_size,
+            guard: Box::new(server),
+        }
+    }
+
+    fn open_down() -> Backend {
+        let mut server = MemcachedServer::start();
+        let address = server.address();
+        server.stop();
+        Backend {
+            store: store(address),
+            max_value_size: 0,
+            guard: Box::new(server),
+        }
+    }
+
+    conformance_suite!(open, open_down, without_prefix_deletion);
+}
