@@ -45,6 +45,13 @@ if ! WEB_LOAD_SECS=2 cargo bench --features axum --bench web_load >"$log" 2>&1; 
   exit 1
 fi
 grep -vE '^\s*(Compiling|Finished|Running|Downloaded|Downloading)' "$log" || true
+echo "==> benchmark: a shared hit on every backend (redis, memcached, sqlite, filesystem; short run)"
+log=target/bench-backends.log
+if ! BACKENDS_SECS=1 cargo bench --features redis,sqlite,memcached --bench backends >"$log" 2>&1; then
+  cat "$log"
+  exit 1
+fi
+grep -vE '^\s*(Compiling|Finished|Running|Downloaded|Downloading)' "$log" || true
 echo "==> cargo test"
 # The tests configure the runtime themselves; a CACHE_* variable left in the
 # shell would change what the default-configuration tests see.

@@ -373,46 +373,6 @@ mod sqlite {
     }
 
     conformance_suite!(open, open_down);
-
-    #[test]
-    fn a_lock_is_held_until_released_or_expired_and_tag_sets_delete_their_members() {
-        super::conformance::run(|| async {
-            let b = open();
-            let s = &*b.store;
-            let ttl = std::time::Duration::from_millis(50);
-            assert!(s.try_lock("lock:k", "a", ttl).await.unwrap());
-            assert!(!s.try_lock("lock:k", "b", ttl).await.unwrap(), "held by a");
-            s.unlock("lock:k", "b").await.unwrap();
-            assert!(
-                !s.try_lock("lock:k", "b", ttl).await.unwrap(),
-                "b cannot release a's lock"
-            );
-            s.unlock("lock:k", "a").await.unwrap();
-            assert!(
-                s.try_lock("lock:k", "b", ttl).await.unwrap(),
-                "released by a"
-            );
-            tokio::time::sleep(ttl * 2).await;
-            assert!(s.try_lock("lock:k", "c", ttl).await.unwrap(), "expired");
-
-            for k in ["t:1", "t:2", "t:3"] {
-                s.set(k, b"v".to_vec(), None).await.unwrap();
-            }
-            let sets = ["tag:user:1".to_string(), "tag:user:2".to_string()];
-            s.add_to_tags(&sets, "t:1", None).await.unwrap();
-            s.add_to_tags(&sets[..1], "t:2", Some(ttl)).await.unwrap();
-            assert_eq!(s.delete_tag("tag:user:1").await.unwrap(), 2);
-            assert_eq!(s.get("t:1").await.unwrap(), None);
-            assert_eq!(s.get("t:2").await.unwrap(), None);
-            assert!(s.get("t:3").await.unwrap().is_some(), "not tagged");
-            assert_eq!(
-                s.delete_tag("tag:user:1").await.unwrap(),
-                0,
-                "the set went too"
-            );
-            assert_eq!(s.delete_tag("tag:user:2").await.unwrap(), 1);
-        });
-    }
 }
 
 #[cfg(feature = "memcached")]

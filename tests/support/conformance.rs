@@ -421,6 +421,50 @@ pub async fn a_store_that_cannot_list_keys_refuses_prefix_deletion_and_deletes_n
 /// tests are replaced by one that checks the refusal (the pipeline then
 /// uses versions, tested in `tests/backend_fleet.rs`).
 #[allow(unused_macros)]
+/// `lock = true` and `tags = [...]` need these: a lock has one holder
+/// until it is released by that holder or expires; a tag set names its
+/// members, and deleting it deletes them and itself.
+pub async fn a_lock_is_held_until_released_or_expired_and_tag_sets_delete_their_members(
+    b: &Backend,
+) {
+    let s = &*b.store;
+    let ttl = Duration::from_millis(50);
+    assert!(s.try_lock("lock:k", "a", ttl).await.unwrap());
+    assert!(!s.try_lock("lock:k", "b", ttl).await.unwrap(), "held by a");
+    s.unlock("lock:k", "b").await.unwrap();
+    assert!(
+        !s.try_lock("lock:k", "b", ttl).await.unwrap(),
+        "b cannot release a's lock"
+    );
+    s.unlock("lock:k", "a").await.unwrap();
+    assert!(
+        s.try_lock("lock:k", "b", ttl).await.unwrap(),
+        "released by a"
+    );
+    let expired = eventually(Duration::from_secs(3), || async {
+        s.try_lock("lock:k", "c", ttl).await.unwrap()
+    })
+    .await;
+    assert!(expired.is_some(), "the lock expired");
+
+    for k in ["t:1", "t:2", "t:3"] {
+        s.set(k, b"v".to_vec(), None).await.unwrap();
+    }
+    let sets = ["tag:user:1".to_string(), "tag:user:2".to_string()];
+    s.add_to_tags(&sets, "t:1", None).await.unwrap();
+    s.add_to_tags(&sets[..1], "t:2", Some(ttl)).await.unwrap();
+    assert_eq!(s.delete_tag("tag:user:1").await.unwrap(), 2);
+    assert_eq!(s.get("t:1").await.unwrap(), None);
+    assert_eq!(s.get("t:2").await.unwrap(), None);
+    assert!(s.get("t:3").await.unwrap().is_some(), "not tagged");
+    assert_eq!(
+        s.delete_tag("tag:user:1").await.unwrap(),
+        0,
+        "the set went too"
+    );
+    assert_eq!(s.delete_tag("tag:user:2").await.unwrap(), 1);
+}
+
 macro_rules! conformance_suite {
     ($open:path, $open_down:path, without_prefix_deletion) => {
         conformance_suite!(@common $open, $open_down);
@@ -444,7 +488,8 @@ macro_rules! conformance_suite {
             concurrent_writers_never_produce_a_torn_value,
             a_value_at_the_size_limit_round_trips,
             bytes_we_did_not_write_come_back_unchanged,
-            keys_with_paths_wildcards_and_separators_stay_distinct
+            keys_with_paths_wildcards_and_separators_stay_distinct,
+            a_lock_is_held_until_released_or_expired_and_tag_sets_delete_their_members
         );
         #[test]
         fn operations_on_a_store_that_is_down_fail_with_a_shared_error() {

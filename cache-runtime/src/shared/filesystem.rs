@@ -27,6 +27,10 @@
 //!   releases the lock when its holder dies, so unlike an `O_EXCL` lock
 //!   file there is never a stale lock to guess about (`std::fs::File::lock`
 //!   would do the same but needs Rust 1.89).
+//! - **Tag sets and locks** (`tags = [...]`, `lock = true`) are entries
+//!   too, changed only under the same lock: a tag set holds its members'
+//!   keys and lives as long as the longest-lived of them; a lock is an
+//!   entry holding its owner's token, with the lock's TTL.
 //! - **Blocking I/O** runs on the blocking pool of the runtime that polls
 //!   the operation (`spawn_blocking`), never on an async worker.
 
@@ -317,10 +321,10 @@ impl Inner {
             .unwrap_or(0))
     }
 
-    /// Increments the version under `key` while holding the directory's
-    /// version lock (an exclusive `flock`), so no two processes read the
-    /// same number.
-    fn bump_version(&self, key: &str, now_ms: u64) -> Result<u64, SharedError> {
+    /// Runs `f` while holding the directory's lock (an exclusive `flock` of
+    /// `.versions.lock`), so read-modify-write steps of several processes
+    /// (versions, tag sets, locks) never interleave.
+    fn locked<T>(&self, f: impl FnOnce() -> Result<T, SharedError>) -> Result<T, SharedError> {
         let lock_path = self.dir.join(".versions.lock");
         let lock = OpenOptions::new()
             .create(true)
@@ -330,13 +334,105 @@ impl Inner {
             .open(&lock_path)
             .map_err(|e| io_err("cannot open", &lock_path, e))?;
         fs4::FileExt::lock(&lock).map_err(|e| io_err("cannot lock", &lock_path, e))?;
-        let current = self
-            .get(key)?
-            .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u64>().ok());
-        let next = current.map_or(now_ms.saturating_add(1), |v| v.saturating_add(1));
-        self.set(key, next.to_string().as_bytes(), None)?;
+        let result = f();
         drop(lock); // closing the file releases the lock
-        Ok(next)
+        result
+    }
+
+    /// Increments the version under `key` under the directory's lock, so
+    /// no two processes read the same number.
+    fn bump_version(&self, key: &str, now_ms: u64) -> Result<u64, SharedError> {
+        self.locked(|| {
+            let current = self
+                .get(key)?
+                .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u64>().ok());
+            let next = current.map_or(now_ms.saturating_add(1), |v| v.saturating_add(1));
+            self.set(key, next.to_string().as_bytes(), None)?;
+            Ok(next)
+        })
+    }
+
+    /// The value and expiry (Unix ms, 0 = never) under `key`, if alive.
+    fn get_with_expiry(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, SharedError> {
+        let path = self.path(key);
+        let expires_at = match read_head(&path) {
+            Ok(Some(head)) if head.key == key.as_bytes() => head.expires_at,
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("cannot read", &path, e)),
+        };
+        Ok(self.get(key)?.map(|v| (v, expires_at)))
+    }
+
+    /// Adds `member` to each tag set, under the directory's lock. A set is
+    /// an entry holding its members (each a `u32` LE length and the key),
+    /// living as long as its longest-lived member.
+    fn add_to_tags(
+        &self,
+        sets: &[String],
+        member: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(), SharedError> {
+        self.locked(|| {
+            let now = now_ms();
+            let wanted = ttl.map_or(0, |t| now + (t.as_millis() as u64).max(1));
+            for set in sets {
+                let (mut members, expires_at) = self.get_with_expiry(set)?.unwrap_or_default();
+                let known = decode_members(&members).any(|m| m == member.as_bytes());
+                let expires_at = match (expires_at, wanted) {
+                    (0, _) if !members.is_empty() => 0,
+                    (_, 0) => 0,
+                    (a, b) => a.max(b),
+                };
+                if known && expires_at == 0 {
+                    continue;
+                }
+                if !known {
+                    members.extend_from_slice(&(member.len() as u32).to_le_bytes());
+                    members.extend_from_slice(member.as_bytes());
+                }
+                let ttl = (expires_at != 0).then(|| Duration::from_millis(expires_at - now));
+                self.set(set, &members, ttl)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes every member of the tag set `set`, and the set.
+    fn delete_tag(&self, set: &str) -> Result<u64, SharedError> {
+        self.locked(|| {
+            let Some(members) = self.get(set)? else {
+                return Ok(0);
+            };
+            let keys: Vec<String> = decode_members(&members)
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+                .collect();
+            self.delete(&keys)?;
+            self.delete(&[set.to_string()])?;
+            // As the trait says: the members named, deleted now or not.
+            Ok(keys.len() as u64)
+        })
+    }
+
+    /// Takes the lock `key` for `ttl` unless a live one is there.
+    fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, SharedError> {
+        self.locked(|| {
+            if self.get(key)?.is_some() {
+                return Ok(false);
+            }
+            self.set(key, token.as_bytes(), Some(ttl))?;
+            Ok(true)
+        })
+    }
+
+    /// Releases the lock `key` if it still holds `token`.
+    fn unlock(&self, key: &str, token: &str) -> Result<(), SharedError> {
+        self.locked(|| {
+            if self.get(key)?.as_deref() == Some(token.as_bytes()) {
+                self.delete(&[key.to_string()])?;
+            }
+            Ok(())
+        })
     }
 
     /// Starts a sweep on the blocking pool every `sweep_every` writes,
@@ -412,6 +508,17 @@ impl Inner {
         tracing::debug!(dir = %self.dir.display(), entries = count, expired = removed, evicted, "layercache: swept the cache directory");
         Ok(count)
     }
+}
+
+/// The members of a tag set's value (length-prefixed keys); stops at the
+/// first malformed one.
+fn decode_members(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        let member = bytes.get(4..4 + len)?;
+        bytes = &bytes[4 + len..];
+        Some(member)
+    })
 }
 
 /// Entry files are named by 32 hex digits; everything else (temporary
@@ -521,5 +628,39 @@ impl SharedStore for FsStore {
 
     fn subscribe(&self, handler: BusHandler) -> Option<BoxFuture<'static, ()>> {
         Some(self.inner.bus.subscribe(Arc::new(self.clone()), handler))
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, SharedError>> {
+        let (inner, key, token) = (self.inner.clone(), key.to_string(), token.to_string());
+        Box::pin(run_blocking(move || inner.try_lock(&key, &token, ttl)))
+    }
+
+    fn unlock<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), SharedError>> {
+        let (inner, key, token) = (self.inner.clone(), key.to_string(), token.to_string());
+        Box::pin(run_blocking(move || inner.unlock(&key, &token)))
+    }
+
+    fn add_to_tags<'a>(
+        &'a self,
+        sets: &'a [String],
+        member: &'a str,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<(), SharedError>> {
+        let (inner, sets, member) = (self.inner.clone(), sets.to_vec(), member.to_string());
+        Box::pin(run_blocking(move || inner.add_to_tags(&sets, &member, ttl)))
+    }
+
+    fn delete_tag<'a>(&'a self, set: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
+        let (inner, set) = (self.inner.clone(), set.to_string());
+        Box::pin(run_blocking(move || inner.delete_tag(&set)))
     }
 }

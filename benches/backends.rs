@@ -1,0 +1,191 @@
+//! Shared-hit latency and throughput of every shared backend, from one run.
+//!
+//! The parent starts a `redis-server` and a `memcached` on free loopback
+//! ports and makes temporary files for the filesystem and SQLite stores,
+//! then runs this binary once per backend as a child configured through
+//! the environment exactly as a service would be (`CACHE_TYPE=...`). Each
+//! child warms one key of a `#[cached(tier = "shared")]` async function (so
+//! every call is a shared hit: no local copy) and measures:
+//!
+//! - latency: 1 caller, sequential calls, mean and p99;
+//! - throughput: 64 concurrent callers (tokio tasks on 2 worker threads),
+//!   each on its own key.
+//!
+//! Ratios are to Redis, in the same run.
+//!
+//! ```text
+//! cargo bench --features redis,sqlite,memcached --bench backends
+//! BACKENDS_SECS=1 cargo bench --features redis,sqlite,memcached --bench backends
+//! ```
+
+#[path = "../tests/support/memcached_server.rs"]
+mod memcached_server;
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use layercache::cached;
+
+/// A 256-byte value, as a small rendered fragment or a user record.
+#[cached(timeout = 3600, key_prefix = "bench_backends", tier = "shared")]
+async fn value(id: u64) -> Vec<u8> {
+    vec![(id % 251) as u8; 256]
+}
+
+const CALLERS: u64 = 64;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Child side: measure and print one line `RESULT mean_ns p99_ns calls_per_s hits misses`.
+fn child() {
+    let secs: f64 = env_or("BACKENDS_SECS", 2.0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for id in 0..CALLERS {
+            value(id).await;
+        }
+        // Latency: one caller.
+        let mut lat = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs_f64(secs / 2.0);
+        while Instant::now() < deadline {
+            let t = Instant::now();
+            std::hint::black_box(value(0).await);
+            lat.push(t.elapsed().as_nanos() as u64);
+        }
+        lat.sort_unstable();
+        let mean = lat.iter().sum::<u64>() / lat.len().max(1) as u64;
+        let p99 = lat[(lat.len() - 1) * 99 / 100];
+        // Throughput: 64 callers.
+        let calls = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs_f64(secs / 2.0);
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|id| {
+                let calls = Arc::clone(&calls);
+                tokio::spawn(async move {
+                    while Instant::now() < deadline {
+                        std::hint::black_box(value(id).await);
+                        calls.fetch_add(1, Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let rate = calls.load(Relaxed) as f64 / started.elapsed().as_secs_f64();
+        let stats = layercache::stats();
+        let f = stats.function("bench_backends").unwrap();
+        println!(
+            "RESULT {mean} {p99} {rate:.0} {} {} {}",
+            f.shared_hits,
+            f.misses,
+            f.shared.errors()
+        );
+    });
+}
+
+struct Row {
+    backend: &'static str,
+    mean_ns: f64,
+    p99_ns: f64,
+    rate: f64,
+}
+
+fn run(backend: &'static str, env: &[(&str, String)]) -> Row {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.env("BACKENDS_CHILD", "1")
+        .env("CACHE_TYPE", backend)
+        .env("CACHE_KEY_PREFIX", "bench");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run a child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| {
+            panic!(
+                "{backend}: no result\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let f: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+    let (misses, errors) = (f[4], f[5]);
+    assert_eq!(
+        (misses, errors),
+        (CALLERS as f64, 0.0),
+        "{backend}: every measured call must be a shared hit (misses are the {CALLERS} warm-ups)"
+    );
+    Row {
+        backend,
+        mean_ns: f[0],
+        p99_ns: f[1],
+        rate: f[2],
+    }
+}
+
+fn main() {
+    if std::env::var_os("BACKENDS_CHILD").is_some() {
+        child();
+        return;
+    }
+    let redis = redis_server::RedisServer::start_unmonitored();
+    let memcached = memcached_server::MemcachedServer::start();
+    let dir =
+        std::env::temp_dir().join(format!("layercache-bench-backends-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rows = [
+        run("redis", &[("CACHE_REDIS_URL", redis.url())]),
+        run(
+            "memcached",
+            &[("CACHE_MEMCACHED_SERVERS", memcached.address())],
+        ),
+        run(
+            "sqlite",
+            &[(
+                "CACHE_SQLITE_PATH",
+                dir.join("cache.sqlite").display().to_string(),
+            )],
+        ),
+        run(
+            "filesystem",
+            &[("CACHE_DIR", dir.join("files").display().to_string())],
+        ),
+    ];
+    let _ = std::fs::remove_dir_all(&dir);
+    let redis_row = &rows[0];
+    println!(
+        "backends: a #[cached(tier = \"shared\")] hit of a 256-byte value (every call asks the backend)"
+    );
+    println!(
+        "{:<12} {:>11} {:>11} {:>15} {:>14} {:>16}",
+        "backend", "mean", "p99", "64 callers/s", "latency/redis", "throughput/redis"
+    );
+    for r in &rows {
+        println!(
+            "{:<12} {:>8.1} µs {:>8.1} µs {:>15.0} {:>13.2}x {:>15.2}x",
+            r.backend,
+            r.mean_ns / 1e3,
+            r.p99_ns / 1e3,
+            r.rate,
+            r.mean_ns / redis_row.mean_ns,
+            r.rate / redis_row.rate,
+        );
+    }
+}
