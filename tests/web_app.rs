@@ -424,3 +424,56 @@ async fn the_html_stats_page_has_a_bar_per_function() {
         assert!(html.contains(&format!(">{}</text>", f.name)), "{}", f.name);
     }
 }
+
+#[tokio::test]
+async fn the_html_stats_page_renders_in_headless_chromium() {
+    let _serial = serial().await;
+    get("/expensive-page").await;
+    let url = format!("{}/cache-stats/ui", server());
+    let dir = std::env::temp_dir().join(format!("layercache-chromium-{}", std::process::id()));
+    let shot = dir.join("stats.png");
+    let dom = tokio::task::spawn_blocking(move || {
+        let chromium = |args: &[&str]| {
+            let out = std::process::Command::new("chromium")
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--hide-scrollbars",
+                    "--window-size=1000,800",
+                ])
+                .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+                .args(args)
+                .output()
+                .expect("chromium is on PATH (scripts/test.sh installs Debian's chromium)");
+            assert!(
+                out.status.success(),
+                "chromium failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        let dom = chromium(&["--dump-dom", &url]);
+        chromium(&[&format!("--screenshot={}", shot.display()), &url]);
+        let png = std::fs::read(&shot).expect("a screenshot");
+        let _ = std::fs::remove_dir_all(&dir);
+        (String::from_utf8_lossy(&dom).into_owned(), png)
+    })
+    .await
+    .unwrap();
+    let (dom, png) = dom;
+    assert!(dom.contains("layercache: hit rate per function"), "{dom}");
+    assert!(dom.contains("<rect"), "the chart rendered");
+    assert!(dom.contains(">pages</text>"));
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+    assert!(
+        png.len() > 10_000,
+        "a page, not a blank image: {} bytes",
+        png.len()
+    );
+}
