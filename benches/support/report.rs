@@ -22,3 +22,16 @@ pub fn mean_ns(group: &str, id: &str) -> Option<f64> {
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     json["mean"]["point_estimate"].as_f64()
 }
+
+/// Writes `results` as `$BENCH_RESULTS_DIR/{name}.json` when that variable
+/// is set (`scripts/bench.sh` sets it and builds BENCHMARKS.md from the
+/// files); does nothing otherwise.
+pub fn write_results(name: &str, results: &serde_json::Value) {
+    let Some(dir) = std::env::var_os("BENCH_RESULTS_DIR") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).expect("create BENCH_RESULTS_DIR");
+    let text = serde_json::to_string_pretty(results).expect("results as JSON");
+    std::fs::write(dir.join(format!("{name}.json")), text).expect("write the results");
+}
