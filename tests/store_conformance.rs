@@ -421,4 +421,31 @@ mod memcached {
     }
 
     conformance_suite!(open, open_down, without_prefix_deletion);
+
+    /// memcached evicts any item and a restarted server forgets its keys:
+    /// a lost version key must not bring back numbers used before.
+    #[test]
+    fn a_lost_version_key_reads_as_a_number_above_every_one_used_before() {
+        super::conformance::run(|| async {
+            let b = open();
+            let s = &*b.store;
+            let key = "__layercache__:version:conf:lost";
+            // Versions counted up from 1 (as bumps passed an early `now`).
+            let mut used = vec![0];
+            for _ in 0..5 {
+                used.push(s.bump_version(key, 1).await.unwrap());
+            }
+            // Behind the store's back: as an eviction would.
+            let deleted = s.delete(&[key.to_string()], None).await;
+            assert!(deleted.is_ok(), "{deleted:?}");
+            let after = s.read_version(key).await.unwrap();
+            let highest = *used.iter().max().unwrap();
+            assert!(
+                after > highest,
+                "a lost version read as {after}, not above {highest} ({used:?})"
+            );
+            assert_eq!(s.read_version(key).await.unwrap(), after, "it is kept");
+            assert_eq!(s.bump_version(key, 1).await.unwrap(), after + 1);
+        });
+    }
 }

@@ -14,6 +14,10 @@
 //!   server's item size (`-I`, 1 MiB by default) fail to write, which the
 //!   tier counts; start memcached with `-I` above `CACHE_MAX_VALUE_SIZE`.
 //! - **Versions** are plain numbers: `add` then `incr`, atomic on the server.
+//!   A version key that is missing (evicted, or its server restarted)
+//!   reads as the current Unix time in ms (stored with `add`, so every
+//!   process reads the same number), never as 0: numbers used before it
+//!   was lost are not used again.
 //! - **Prefix deletion is not possible** (memcached cannot list keys):
 //!   [`SharedStore::can_delete_prefix`] is `false`, and the pipeline
 //!   moves every function the prefix may cover to a new version instead.
@@ -312,10 +316,24 @@ impl SharedStore for MemcachedStore {
     fn read_version<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
         let key = key.to_string();
         self.with(move |c| {
-            let raw: Option<Vec<u8>> = c.get(&server_key(&key).0)?;
-            Ok(raw
-                .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok())
-                .unwrap_or(0))
+            let sk = server_key(&key).0;
+            let parse = |v: Vec<u8>| -> u64 {
+                std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            if let Some(raw) = c.get::<Vec<u8>>(&sk)? {
+                return Ok(parse(raw));
+            }
+            // Missing: never written, or lost (memcached evicts any item,
+            // and a restarted server forgets its share of the keys). 0 could
+            // bring back entries written under an old version 0, so start
+            // from now, as `bump_version` does: `add` stores only when the
+            // key is still missing, and every process reads back the winner.
+            let now = now_ms();
+            c.add(&sk, now, 0)?;
+            Ok(c.get::<Vec<u8>>(&sk)?.map_or(now, parse))
         })
     }
 
