@@ -533,6 +533,38 @@ fn all_prefix_and_group_invalidations_reach_the_other_process(b: &Backend) {
     let _ = std::fs::remove_dir_all(db);
 }
 
+/// The invalidating process never called the function: on a store that
+/// cannot delete by prefix (memcached) the processes that have it move it
+/// to a new version, so nobody reads the old shared value back.
+fn a_prefix_invalidation_from_a_process_that_never_called_the_function_reaches_its_entries(
+    b: &Backend,
+) {
+    let db = temp_dir("db");
+    let mut admin = Node::spawn("admin", b, &db);
+    let mut x = Node::spawn("A", b, &db);
+    let mut y = Node::spawn("B", b, &db);
+    assert_eq!(x.call("search rust 1").runs, 1);
+    assert_eq!(y.call("search rust 1").runs, 0, "B reads A's value");
+    assert_eq!(y.call("search rust 1").runs, 0);
+    admin.send("reindex_query rust");
+    let waited = within(bound(), || y.call("search rust 1").runs == 1).unwrap_or_else(|| {
+        panic!(
+            "{}: B still served the old value after a prefix invalidation by a process that never called the function",
+            b.name
+        )
+    });
+    println!(
+        "    {}: the prefix invalidation reached B's entries after {waited:?}",
+        b.name
+    );
+    // B's value is the new one now; A, which had the function too, drops
+    // its copy and reads B's (or computes), never its own old one.
+    let a = x.call("search rust 1");
+    assert_eq!(a.value, "\"rust result 1\"");
+    assert_eq!(y.call("search rust 1").runs, 0, "and B keeps the new one");
+    let _ = std::fs::remove_dir_all(db);
+}
+
 fn garbage_under_a_key_is_a_counted_corrupt_miss_and_is_replaced(b: &Backend) {
     let db = temp_dir("db");
     let mut x = Node::spawn("A", b, &db);
@@ -688,6 +720,10 @@ fn main() {
         (
             "all_prefix_and_group_invalidations_reach_the_other_process",
             |b| all_prefix_and_group_invalidations_reach_the_other_process(b),
+        ),
+        (
+            "a_prefix_invalidation_from_a_process_that_never_called_the_function_reaches_its_entries",
+            |b| a_prefix_invalidation_from_a_process_that_never_called_the_function_reaches_its_entries(b),
         ),
         (
             "garbage_under_a_key_is_a_counted_corrupt_miss_and_is_replaced",

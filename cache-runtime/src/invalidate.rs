@@ -100,10 +100,16 @@ pub(crate) fn bus_handler(tier: &'static Tier) -> BusHandler {
                     .sum(),
                 Notice::Group { group, version } => group_bumped(group, version),
                 Notice::Tag { tag } => drop_tag_local(tag),
-                Notice::Prefix { prefix } => registry()
-                    .iter()
-                    .map(|c| c.invalidate_prefix_local(prefix))
-                    .sum(),
+                Notice::Prefix { prefix } => {
+                    let dropped = registry()
+                        .iter()
+                        .map(|c| c.invalidate_prefix_local(prefix))
+                        .sum();
+                    if !tier.can_delete_prefix() {
+                        retire_covered_functions(prefix);
+                    }
+                    dropped
+                }
                 Notice::Clear => registry().iter().map(|c| c.invalidate_all_local()).sum(),
             };
             tracing::trace!(text, dropped, "layercache: invalidation notice applied");
@@ -307,7 +313,9 @@ async fn invalidate_prefix_shared(tier: &'static Tier, prefix: &str) {
     if !tier.can_delete_prefix() {
         // The store cannot find the keys (memcached): move every function
         // the prefix may cover to a new version, which retires all of its
-        // shared entries (more than the prefix, never fewer).
+        // shared entries (more than the prefix, never fewer). Functions
+        // this process never called are moved by the processes that have
+        // them, when the notice below reaches them.
         let covered: Vec<&'static dyn Registered> = registry()
             .iter()
             .copied()
@@ -332,6 +340,34 @@ async fn invalidate_prefix_shared(tier: &'static Tier, prefix: &str) {
     if let Err(err) = tier.publish(&notice).await {
         tracing::warn!(prefix, %err, "layercache: could not tell other processes about a prefix invalidation");
     }
+}
+
+/// A prefix notice from another process, on a store that cannot delete by
+/// prefix (memcached): the sender moved only the functions *it* has
+/// registered to new versions, so a function it never called would keep
+/// serving its old shared entries here. Move each of this process's
+/// shared functions the prefix covers to a new version too (with the
+/// usual notice): one bump per covered function per notice, in the
+/// background (the bus handler must not block the poll loop).
+fn retire_covered_functions(prefix: &str) {
+    let covered: Vec<&'static dyn Registered> = registry()
+        .iter()
+        .copied()
+        .filter(|c| c.is_shared() && prefix_covers(prefix, c.namespace()))
+        .collect();
+    if covered.is_empty() {
+        return;
+    }
+    let prefix = prefix.to_string();
+    shared::io_runtime().spawn(async move {
+        for cache in covered {
+            cache.invalidate_all_async().await;
+        }
+        tracing::debug!(
+            prefix,
+            "layercache: a prefix notice moved this process's covered functions to new versions (the store cannot delete by prefix)"
+        );
+    });
 }
 
 /// Whether stable keys of the function `namespace` (`{namespace}:...`, or
