@@ -22,6 +22,8 @@
 mod memcached_server;
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
+#[path = "support/report.rs"]
+mod report;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -176,6 +178,12 @@ fn main() {
     println!(
         "{:<12} {:>11} {:>11} {:>15} {:>14} {:>16}",
         "backend", "mean", "p99", "64 callers/s", "latency/redis", "throughput/redis"
+    );
+    report::write_results(
+        "backends",
+        &serde_json::json!({ "rows": rows.iter().map(|r| serde_json::json!({
+            "backend": r.backend, "mean_ns": r.mean_ns, "p99_ns": r.p99_ns, "calls_per_s": r.rate,
+        })).collect::<Vec<_>>() }),
     );
     for r in &rows {
         println!(

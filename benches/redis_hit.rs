@@ -22,9 +22,13 @@ mod redis_server;
 mod report;
 use report::{mean_ns, output_dir};
 
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use cached::{AsyncRedisCache, ConcurrentCachedAsync};
 use criterion::{BenchmarkId, Criterion};
 use layercache::{cached, CacheType, Config};
 use redis::AsyncCommands;
@@ -51,6 +55,42 @@ async fn cached_async(id: u64) -> String {
 fn cached_sync(id: u64) -> String {
     let _ = id;
     value()
+}
+
+/// A shared-only function whose every call is a miss (fresh ids): GET,
+/// the function, SET.
+#[cached(timeout = 3600, key_prefix = "bench_miss", tier = "shared")]
+async fn cached_fresh(id: u64) -> String {
+    let _ = id;
+    value()
+}
+
+static FRESH: AtomicU64 = AtomicU64::new(1 << 40);
+
+fn fresh_id() -> u64 {
+    FRESH.fetch_add(1, Relaxed)
+}
+
+/// One raw redis-rs miss and set: `GET` (nil), encode, `SET EX`.
+async fn raw_miss_set(mut conn: redis::aio::MultiplexedConnection) {
+    let key = format!("bench:bench_raw:{:032x}", fresh_id());
+    let found: Option<Vec<u8>> = conn.get(&key).await.unwrap();
+    assert!(found.is_none());
+    let bytes = bincode::serde::encode_to_vec(value(), bincode::config::standard()).unwrap();
+    let _: () = conn.set_ex(&key, bytes, 3600).await.unwrap();
+}
+
+/// The `cached` crate's Redis store: a hit of entry `id`.
+async fn cc_hit(cc: &AsyncRedisCache<u64, String>, id: u64) {
+    let v = cc.async_cache_get(&id).await.unwrap().expect("primed");
+    assert_eq!(v.len(), VALUE_LEN);
+}
+
+/// The `cached` crate's Redis store: a miss and a set.
+async fn cc_miss_set(cc: &AsyncRedisCache<u64, String>) {
+    let id = fresh_id();
+    assert!(cc.async_cache_get(&id).await.unwrap().is_none());
+    cc.async_cache_set(id, value()).await.unwrap();
 }
 
 /// One `#[cached]` shared hit of entry `id` (each concurrent caller asks
@@ -153,6 +193,20 @@ fn main() {
     });
     assert_eq!(cached_sync(1), value());
     let mut sync_conn = client.get_connection().unwrap();
+    let cc: &'static AsyncRedisCache<u64, String> = Box::leak(Box::new(
+        rt.block_on(
+            AsyncRedisCache::<u64, String>::builder("bench_cc")
+                .ttl(Duration::from_secs(3600))
+                .connection_string(&server.url())
+                .build(),
+        )
+        .expect("the cached crate's Redis store"),
+    ));
+    rt.block_on(async {
+        for id in 0..CALLERS {
+            cc.async_cache_set(id, value()).await.unwrap();
+        }
+    });
 
     // Profiling aid: `REDIS_HIT_PROFILE=ours|raw` runs one side of the
     // 64-caller case for 5 s (run the binary under `perf record`) and exits.
@@ -186,6 +240,9 @@ fn main() {
     group.bench_function(BenchmarkId::from_parameter("raw_async"), |b| {
         b.to_async(&rt).iter(|| raw_hit(raw.clone()))
     });
+    group.bench_function(BenchmarkId::from_parameter("cached_crate_redis"), |b| {
+        b.to_async(&rt).iter(|| cc_hit(cc, 1))
+    });
     group.bench_function(BenchmarkId::from_parameter("layercache_sync"), |b| {
         b.iter(|| assert_eq!(cached_sync(1).len(), VALUE_LEN))
     });
@@ -206,6 +263,23 @@ fn main() {
             let raw = raw.clone();
             rt.block_on(concurrent(iters, move |_| raw_hit(raw.clone())))
         })
+    });
+    group.bench_function(BenchmarkId::from_parameter("cached_crate_redis"), |b| {
+        b.iter_custom(|iters| rt.block_on(concurrent(iters, move |id| cc_hit(cc, id))))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("shared_miss_set_1c");
+    group.bench_function(BenchmarkId::from_parameter("layercache_async"), |b| {
+        b.to_async(&rt).iter(|| async {
+            assert_eq!(cached_fresh(fresh_id()).await.len(), VALUE_LEN);
+        })
+    });
+    group.bench_function(BenchmarkId::from_parameter("raw_async"), |b| {
+        b.to_async(&rt).iter(|| raw_miss_set(raw.clone()))
+    });
+    group.bench_function(BenchmarkId::from_parameter("cached_crate_redis"), |b| {
+        b.to_async(&rt).iter(|| cc_miss_set(cc))
     });
     group.finish();
     c.final_summary();
@@ -283,6 +357,53 @@ fn main() {
             "raw_async",
         ),
     ];
+    let mut results = Vec::new();
+    for (group, peer) in [
+        ("shared_hit_1c", "layercache_async"),
+        ("shared_hit_1c", "raw_async"),
+        ("shared_hit_1c", "cached_crate_redis"),
+        ("shared_hit_1c", "layercache_sync"),
+        ("shared_hit_1c", "raw_sync"),
+        ("shared_hit_64c", "layercache_async"),
+        ("shared_hit_64c", "raw_async"),
+        ("shared_hit_64c", "cached_crate_redis"),
+        ("shared_miss_set_1c", "layercache_async"),
+        ("shared_miss_set_1c", "raw_async"),
+        ("shared_miss_set_1c", "cached_crate_redis"),
+    ] {
+        if let Some(ns) = mean_ns(group, peer) {
+            results.push(serde_json::json!({ "group": group, "peer": peer, "ns": ns }));
+        }
+    }
+    let rows = [
+        rows[0],
+        rows[1],
+        rows[2],
+        (
+            "1 caller vs cached crate's Redis",
+            "shared_hit_1c",
+            "layercache_async",
+            "cached_crate_redis",
+        ),
+        (
+            "64 callers vs cached crate's Redis",
+            "shared_hit_64c",
+            "layercache_async",
+            "cached_crate_redis",
+        ),
+        (
+            "miss + set, 1 caller",
+            "shared_miss_set_1c",
+            "layercache_async",
+            "raw_async",
+        ),
+        (
+            "miss + set vs cached crate's Redis",
+            "shared_miss_set_1c",
+            "layercache_async",
+            "cached_crate_redis",
+        ),
+    ];
     for (label, group, ours, theirs) in rows {
         match (mean_ns(group, ours), mean_ns(group, theirs)) {
             (Some(o), Some(t)) => println!(
@@ -308,6 +429,21 @@ fn main() {
         1.0 / t.as_secs_f64(),
         1.0 / o.as_secs_f64(),
         t.as_secs_f64() / o.as_secs_f64()
+    );
+    let (o1, t1) = one_caller;
+    let (o64, t64) = many_callers;
+    report::write_results(
+        "redis_hit",
+        &serde_json::json!({
+            "rows": results,
+            "alternating": {
+                "rounds": rounds,
+                "one_caller_ours_ns": o1.as_nanos() as f64,
+                "one_caller_raw_ns": t1.as_nanos() as f64,
+                "many_callers_ours_ns": o64.as_nanos() as f64,
+                "many_callers_raw_ns": t64.as_nanos() as f64,
+            },
+        }),
     );
     assert_eq!(server.command_calls("keys"), 0, "KEYS was sent");
 }

@@ -12,6 +12,9 @@
 //! WEB_LOAD_SECS=2 WEB_LOAD_CONNECTIONS=32 cargo bench --features axum --bench web_load
 //! ```
 
+#[path = "support/report.rs"]
+mod report;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -264,6 +267,20 @@ fn main() {
             .1
             .quantile_us(0.99) as f64
     };
+    report::write_results(
+        "web_load",
+        &serde_json::json!({
+            "connections": connections,
+            "secs": secs,
+            "render_us": render_cost_us(),
+            "rows": results.iter().map(|(name, run)| serde_json::json!({
+                "variant": name,
+                "rps": run.rps(),
+                "p50_us": run.quantile_us(0.5),
+                "p99_us": run.quantile_us(0.99),
+            })).collect::<Vec<_>>(),
+        }),
+    );
     println!(
         "ratio: layercache = {:.2}x the uncached route's requests/s, {:.2}x http-cache-tower-server's; p99 {:.2}x the peer's",
         rps("layercache") / rps("uncached"),

@@ -178,6 +178,7 @@ pub struct Config {
     redis_url: String,
     shared: SharedSettings,
     ttl_jitter: f64,
+    metrics: bool,
     cache_dir: Option<PathBuf>,
     cache_threshold: u64,
     sqlite_path: Option<PathBuf>,
@@ -207,6 +208,7 @@ impl Default for Config {
             redis_url: DEFAULT_REDIS_URL.to_string(),
             shared: SharedSettings::default(),
             ttl_jitter: 0.0,
+            metrics: true,
             cache_dir: None,
             cache_threshold: DEFAULT_THRESHOLD,
             sqlite_path: None,
@@ -316,6 +318,19 @@ impl Config {
             })?;
             config.ttl_jitter = validate_jitter("CACHE_TTL_JITTER", &v, j)?;
         }
+        if let Some(v) = get("CACHE_METRICS") {
+            config.metrics = match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "on" | "yes" => true,
+                "0" | "false" | "off" | "no" => false,
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "CACHE_METRICS",
+                        &v,
+                        "expected `on` or `off` (or true/false, 1/0)",
+                    ))
+                }
+            };
+        }
         if let Some(v) = get("CACHE_DIR") {
             config.cache_dir = Some(PathBuf::from(v.trim()));
         }
@@ -391,6 +406,12 @@ impl Config {
     /// timeout is spread uniformly over `±jitter` of itself (guide 7.3).
     pub fn ttl_jitter(&self) -> f64 {
         self.ttl_jitter
+    }
+    /// Whether functions count hits, misses and latencies (`CACHE_METRICS`,
+    /// default on). Off, [`stats()`](crate::stats) reports zero counters
+    /// (entries are still counted).
+    pub fn metrics(&self) -> bool {
+        self.metrics
     }
     /// The directory of `CACHE_TYPE=filesystem` (`CACHE_DIR`).
     pub fn cache_dir(&self) -> Option<&Path> {
@@ -591,6 +612,13 @@ impl ConfigBuilder {
         self.0.ttl_jitter = jitter;
         self
     }
+    /// Turns the per-function counters and latency histograms on (the
+    /// default) or off (`CACHE_METRICS`); the local hit path then skips
+    /// even its one counter increment.
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.0.metrics = on;
+        self
+    }
     /// The directory of `CacheType::Filesystem` (`CACHE_DIR`; required by it).
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.0.cache_dir = Some(dir.into());
@@ -780,6 +808,19 @@ mod tests {
         assert_eq!(err.variable(), "CACHE_DEFAULT_TIMEOUT");
         let err = Config::from_lookup(env(&[("CACHE_MAX_ENTRIES", "0")])).unwrap_err();
         assert_eq!(err.variable(), "CACHE_MAX_ENTRIES");
+    }
+
+    #[test]
+    fn metrics_can_be_turned_off_by_environment_or_builder_and_bad_values_name_the_variable() {
+        let from = |v: &str| {
+            let v = v.to_string();
+            Config::from_lookup(move |n| (n == "CACHE_METRICS").then(|| v.clone()))
+        };
+        assert!(Config::default().metrics(), "on by default");
+        assert!(!from("off").unwrap().metrics());
+        assert!(from("TRUE").unwrap().metrics());
+        assert_eq!(from("maybe").unwrap_err().variable(), "CACHE_METRICS");
+        assert!(!Config::builder().metrics(false).build().metrics());
     }
 
     #[test]

@@ -78,6 +78,8 @@ fn stripe_index() -> usize {
 /// Live metrics of one cached function (or of the manual cache).
 pub struct FnMetrics {
     name: String,
+    /// `Config::metrics`: off, nothing is counted.
+    enabled: bool,
     stripes: [CachePadded<Stripe>; STRIPES],
     pub(crate) evictions: Evictions,
     pub(crate) hit_latency: Histogram,
@@ -90,22 +92,31 @@ macro_rules! bump {
         $(
             #[inline]
             pub(crate) fn $method(&self) {
-                self.stripes[stripe_index()].$field.fetch_add(1, Relaxed);
+                if self.enabled {
+                    self.stripes[stripe_index()].$field.fetch_add(1, Relaxed);
+                }
             }
         )*
     };
 }
 
 impl FnMetrics {
-    pub(crate) fn new(name: String, evictions: Evictions) -> FnMetrics {
+    pub(crate) fn new(name: String, evictions: Evictions, enabled: bool) -> FnMetrics {
         FnMetrics {
             name,
+            enabled,
             stripes: Default::default(),
             evictions,
             hit_latency: Histogram::default(),
             origin_latency: Histogram::default(),
             shared: SharedMetrics::default(),
         }
+    }
+
+    /// Whether this function counts (`Config::metrics`).
+    #[inline]
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
     }
 
     /// The function's metrics name.
@@ -130,7 +141,7 @@ impl FnMetrics {
     /// `n` entries dropped by invalidation.
     #[inline]
     pub(crate) fn record_invalidations(&self, n: u64) {
-        if n > 0 {
+        if n > 0 && self.enabled {
             self.stripes[stripe_index()]
                 .invalidations
                 .fetch_add(n, Relaxed);
@@ -140,6 +151,9 @@ impl FnMetrics {
     /// A hit served by the local tier; returns whether to time this hit.
     #[inline]
     pub(crate) fn record_local_hit(&self) -> bool {
+        if !self.enabled {
+            return false;
+        }
         let (stripe, sample) = thread_slot(true);
         self.stripes[stripe].local_hits.fetch_add(1, Relaxed);
         sample
@@ -535,7 +549,7 @@ mod tests {
 
     #[test]
     fn striped_counters_add_up_across_threads() {
-        let m = std::sync::Arc::new(FnMetrics::new("t".into(), Evictions::default()));
+        let m = std::sync::Arc::new(FnMetrics::new("t".into(), Evictions::default(), true));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let m = m.clone();

@@ -341,7 +341,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
             shared,
             clock: config.clock().clone(),
             store: build_store(config.local_store(), max_entries, evictions.clone()),
-            metrics: FnMetrics::new(spec.name, evictions),
+            metrics: FnMetrics::new(spec.name, evictions, config.metrics()),
             generation: AtomicU64::new(0),
             slots: std::array::from_fn(|_| AtomicU64::new(0)),
             render: spec.render,
@@ -1661,7 +1661,9 @@ impl<K: Key, V: CacheValue> Computation<'_, K, V> {
     fn record_origin(&self) {
         let cache = self.cache;
         let nanos = cache.clock.now().nanos_since(self.started);
-        cache.metrics.origin_latency.record(nanos);
+        if cache.metrics.enabled() {
+            cache.metrics.origin_latency.record(nanos);
+        }
         #[cfg(feature = "metrics")]
         crate::export::metrics::origin_duration(cache.name(), nanos);
     }
