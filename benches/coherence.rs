@@ -29,7 +29,10 @@ fn value(k: u64) -> u64 {
 }
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 /// B: warm, wait for the bus, then report each key's drop as `SEEN k ns`.

@@ -158,9 +158,7 @@ fn main() {
     }
     c.final_summary();
 
-    println!(
-        "\nlocal hit, time per hit per thread (lower is better); ratio = layercache / peer"
-    );
+    println!("\nlocal hit, time per hit per thread (lower is better); ratio = layercache / peer");
     println!(
         "{:<6} {:<8} {:<21} {:>10} {:>10} {:>8}",
         "value", "threads", "peer", "peer ns", "ours ns", "ratio"

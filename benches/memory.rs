@@ -58,11 +58,21 @@ fn measure<T>(fill: impl FnOnce() -> T) -> (f64, T) {
 }
 
 fn main() {
-    println!("memory: live heap bytes per entry at {ENTRIES} u64 -> u64 entries (payload 16 bytes)");
-    println!("{:<22} {:>12} {:>16}", "store", "bytes/entry", "beyond payload");
+    println!(
+        "memory: live heap bytes per entry at {ENTRIES} u64 -> u64 entries (payload 16 bytes)"
+    );
+    println!(
+        "{:<22} {:>12} {:>16}",
+        "store", "bytes/entry", "beyond payload"
+    );
     let mut rows = Vec::new();
     let mut row = |name: &str, per_entry: f64| {
-        println!("{:<22} {:>12.1} {:>16.1}", name, per_entry, per_entry - PAYLOAD);
+        println!(
+            "{:<22} {:>12.1} {:>16.1}",
+            name,
+            per_entry,
+            per_entry - PAYLOAD
+        );
         rows.push(serde_json::json!({
             "store": name, "bytes_per_entry": per_entry, "overhead": per_entry - PAYLOAD,
         }));
@@ -106,10 +116,8 @@ fn main() {
     row("moka", mk);
 
     let (cc, cache) = measure(|| {
-        let mut cache = cached::LruTtlCache::<u64, u64>::new(
-            2 * ENTRIES as usize,
-            Duration::from_secs(3600),
-        );
+        let mut cache =
+            cached::LruTtlCache::<u64, u64>::new(2 * ENTRIES as usize, Duration::from_secs(3600));
         for k in 0..ENTRIES {
             cache.cache_set(k, k.wrapping_mul(31));
         }

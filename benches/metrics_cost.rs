@@ -33,7 +33,9 @@ fn child() {
         k = k.wrapping_add(1);
     }
     let ns = started.elapsed().as_nanos() as f64 / HITS as f64;
-    let counted = layercache::stats().function("metrics_cost::square").map_or(0, |f| f.hits);
+    let counted = layercache::stats()
+        .function("metrics_cost::square")
+        .map_or(0, |f| f.hits);
     println!("NS {ns} {counted}");
 }
 

@@ -22,7 +22,6 @@ mod redis_server;
 mod report;
 use report::{mean_ns, output_dir};
 
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

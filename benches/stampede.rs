@@ -75,10 +75,7 @@ fn main() {
     println!(
         "stampede: {CALLERS} concurrent callers of one cold key, origin {ORIGIN:?}, median of {ROUNDS} rounds"
     );
-    println!(
-        "{:<34} {:>14} {:>12}",
-        "variant", "origin calls", "wall ms"
-    );
+    println!("{:<34} {:>14} {:>12}", "variant", "origin calls", "wall ms");
     let mut rows = Vec::new();
     for variant in ["layercache", "cached_crate", "cached_crate_sync_writes"] {
         let (mut calls, mut walls) = (Vec::new(), Vec::new());

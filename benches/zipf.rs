@@ -150,11 +150,17 @@ fn main() {
                 .build(),
             AtomicU64::new(0),
         );
-        let quick = Quick(quick_cache::sync::Cache::new(BOUND as usize), AtomicU64::new(0));
+        let quick = Quick(
+            quick_cache::sync::Cache::new(BOUND as usize),
+            AtomicU64::new(0),
+        );
         // layercache's cache is one per function: clear it between runs.
         layercache::fn_cache!(lc_value).invalidate_all();
-        let variants: [(&str, &dyn Variant); 3] =
-            [("layercache", &Layercache), ("moka", &moka), ("quick_cache", &quick)];
+        let variants: [(&str, &dyn Variant); 3] = [
+            ("layercache", &Layercache),
+            ("moka", &moka),
+            ("quick_cache", &quick),
+        ];
         let mut measured = Vec::new();
         for (name, v) in variants {
             // Warm-up pass fills the cache; the measured pass follows.

@@ -64,12 +64,17 @@ fn a_sync_hit_of_a_copy_value_allocates_nothing() {
     // The counter does see this thread's allocations: a miss stores an entry.
     let before = allocations();
     square(1_000_000);
-    assert!(allocations() > before, "a miss allocates (the counter works)");
+    assert!(
+        allocations() > before,
+        "a miss allocates (the counter works)"
+    );
 }
 
 #[test]
 fn an_async_hit_of_a_copy_value_allocates_nothing() {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     rt.block_on(async {
         for k in 0..1000u32 {
             pair(k % 16, 7).await;
