@@ -310,19 +310,22 @@ impl SharedStore for RedisClusterStore {
         Box::pin(async move {
             // Keys of many slots cannot share a pipeline with the notice:
             // delete first, then tell the others (never the other way round).
-            let n = if keys.is_empty() {
-                0
+            let deleted = if keys.is_empty() {
+                Ok(0)
             } else {
                 redis::cmd("UNLINK")
                     .arg(keys)
                     .query_async::<u64>(&mut conn)
                     .await
-                    .map_err(to_shared)?
+                    .map_err(to_shared)
             };
+            // The notice goes out even when a key's master is down: the
+            // other processes' local copies must go whatever the shared
+            // tier could do (the failure is still returned, and counted).
             if let Some(notice) = notice {
                 publish_on_any_node(&mut conn, &self.channel, notice).await?;
             }
-            Ok(n)
+            deleted
         })
     }
 
