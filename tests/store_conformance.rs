@@ -64,7 +64,6 @@ mod cluster {
     use std::sync::Arc;
 
     use layercache::shared::redis_cluster::RedisClusterStore;
-    use layercache::shared::SharedStore;
     use layercache::SharedSettings;
 
     use super::conformance::{conformance_suite, eventually, run, Backend};

@@ -1083,6 +1083,88 @@ mod tests {
         assert!(msg.contains("did you mean `memcached`?"), "{msg}");
     }
 
+    #[cfg(feature = "redis-cluster")]
+    #[test]
+    fn redis_cluster_reads_its_seed_nodes_and_normalizes_bare_addresses() {
+        let c = Config::from_lookup(env(&[
+            ("CACHE_TYPE", "redis-cluster"),
+            (
+                "CACHE_REDIS_NODES",
+                " 10.0.0.1:7000, redis://:pw@10.0.0.2:7001 ,redis://10.0.0.3:7002/",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(c.cache_type(), CacheType::RedisCluster);
+        assert!(c.cache_type().is_shared());
+        assert_eq!(
+            c.redis_nodes(),
+            [
+                "redis://10.0.0.1:7000",
+                "redis://:pw@10.0.0.2:7001",
+                "redis://10.0.0.3:7002/"
+            ]
+        );
+        let c = Config::builder()
+            .cache_type(CacheType::RedisCluster)
+            .redis_nodes(["h1:7000", "h2:7000"])
+            .try_build()
+            .unwrap();
+        assert_eq!(c.redis_nodes(), ["redis://h1:7000", "redis://h2:7000"]);
+    }
+
+    #[cfg(feature = "redis-cluster")]
+    #[test]
+    fn redis_cluster_without_nodes_or_with_bad_nodes_names_the_variable() {
+        let err = Config::from_lookup(env(&[("CACHE_TYPE", "redis-cluster")])).unwrap_err();
+        assert_eq!(err.variable(), "CACHE_REDIS_NODES");
+        assert!(
+            err.to_string().contains("needs the cluster's seed nodes"),
+            "{err}"
+        );
+        for bad in [
+            "h1:7000,,h2:7000",
+            "http://h1:7000",
+            "unix:///tmp/redis.sock",
+            "redis://h1:7000/3",
+            "redis://:a@h1:7000,redis://:b@h2:7000",
+            "h1 h2:7000",
+            "redis://:7000",
+        ] {
+            let err = Config::from_lookup(|n| match n {
+                "CACHE_TYPE" => Some("redis-cluster".into()),
+                "CACHE_REDIS_NODES" => Some(bad.into()),
+                _ => None,
+            })
+            .unwrap_err();
+            assert_eq!(err.variable(), "CACHE_REDIS_NODES", "{bad}: {err}");
+        }
+        let err = Config::builder()
+            .cache_type(CacheType::RedisCluster)
+            .try_build()
+            .unwrap_err();
+        assert_eq!(err.variable(), "redis_nodes");
+        let err = Config::builder()
+            .redis_nodes(["http://h:1"])
+            .try_build()
+            .unwrap_err();
+        assert_eq!(err.variable(), "redis_nodes");
+        let msg = "cluster".parse::<CacheType>().unwrap_err().to_string();
+        assert!(msg.contains("did you mean `redis-cluster`?"), "{msg}");
+    }
+
+    #[cfg(not(feature = "redis-cluster"))]
+    #[test]
+    fn redis_cluster_without_its_feature_names_the_feature() {
+        let msg = "redis-cluster"
+            .parse::<CacheType>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("enable the `redis-cluster` cargo feature"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn near_miss_cache_types_get_a_hint() {
         let msg = "memory".parse::<CacheType>().unwrap_err().to_string();
