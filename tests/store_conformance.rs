@@ -64,6 +64,7 @@ mod cluster {
     use std::sync::Arc;
 
     use layercache::shared::redis_cluster::RedisClusterStore;
+    use layercache::shared::SharedStore;
     use layercache::SharedSettings;
 
     use super::conformance::{conformance_suite, eventually, run, Backend};
@@ -105,6 +106,34 @@ mod cluster {
     }
 
     conformance_suite!(open, open_down);
+
+    #[test]
+    fn a_store_opened_while_the_whole_cluster_is_down_works_once_it_is_back() {
+        let mut cluster = super::redis_cluster::RedisCluster::start();
+        for i in 0..3 {
+            cluster.kill_node(i);
+        }
+        let s = store(&cluster.seeds());
+        run(|| async {
+            assert!(s.set("startup:k", b"v".to_vec(), None).await.is_err());
+        });
+        for i in 0..3 {
+            cluster.start_node(i);
+        }
+        cluster.wait_healthy();
+        run(|| async {
+            let took = eventually(std::time::Duration::from_secs(10), || async {
+                s.set("startup:k", b"v".to_vec(), None).await.is_ok()
+            })
+            .await
+            .expect("the store never reached the cluster that came back");
+            assert_eq!(
+                s.get("startup:k").await.unwrap().as_deref(),
+                Some(&b"v"[..])
+            );
+            println!("the store reached the cluster {took:?} after it was back");
+        });
+    }
 
     #[test]
     fn keys_of_one_function_spread_over_every_master() {

@@ -336,6 +336,14 @@ impl RedisCluster {
     /// cluster is healthy; returns how long the rejoin took.
     pub fn restart_node(&mut self, i: usize) -> Duration {
         let started = Instant::now();
+        self.start_node(i);
+        self.wait_healthy();
+        started.elapsed()
+    }
+
+    /// Starts master `i` again on its port with its cluster config file,
+    /// without waiting for the cluster (for several nodes coming back).
+    pub fn start_node(&mut self, i: usize) {
         if self.is_running(i) {
             self.nodes[i].kill();
         }
@@ -356,8 +364,6 @@ impl RedisCluster {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.wait_healthy();
-        started.elapsed()
     }
 
     /// Deletes every key on every running master.
