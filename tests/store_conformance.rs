@@ -52,6 +52,203 @@ mod redis {
     conformance_suite!(open, open_down);
 }
 
+#[cfg(feature = "redis-cluster")]
+#[path = "support/redis_cluster.rs"]
+mod redis_cluster;
+
+/// One 3-master cluster for the whole binary (started by the first test
+/// that needs it); each test leases it, emptied, for itself, so the
+/// suite's fixed keys and its "clear everything" test do not collide.
+#[cfg(feature = "redis-cluster")]
+mod cluster {
+    use std::sync::Arc;
+
+    use layercache::shared::redis_cluster::RedisClusterStore;
+    use layercache::shared::SharedStore;
+    use layercache::SharedSettings;
+
+    use super::conformance::{conformance_suite, eventually, run, Backend};
+    use super::redis_cluster::{shared, Lease};
+
+    fn store(nodes: &[String]) -> Arc<RedisClusterStore> {
+        Arc::new(
+            RedisClusterStore::open(
+                nodes,
+                "__layercache__:bus:conf".into(),
+                &SharedSettings::default(),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn open() -> Backend {
+        let lease = Lease::take();
+        Backend {
+            store: store(&shared().seeds()),
+            max_value_size: SharedSettings::default().max_value_size,
+            guard: Box::new(lease),
+        }
+    }
+
+    /// Seeds where nothing listens: a cluster that is gone.
+    fn open_down() -> Backend {
+        let ports: Vec<String> = (0..3)
+            .map(|_| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                format!("redis://127.0.0.1:{}", l.local_addr().unwrap().port())
+            })
+            .collect();
+        Backend {
+            store: store(&ports),
+            max_value_size: 0,
+            guard: Box::new(()),
+        }
+    }
+
+    conformance_suite!(open, open_down);
+
+    #[test]
+    fn a_store_opened_while_the_whole_cluster_is_down_works_once_it_is_back() {
+        let mut cluster = super::redis_cluster::RedisCluster::start();
+        for i in 0..3 {
+            cluster.kill_node(i);
+        }
+        let s = store(&cluster.seeds());
+        run(|| async {
+            assert!(s.set("startup:k", b"v".to_vec(), None).await.is_err());
+        });
+        for i in 0..3 {
+            cluster.start_node(i);
+        }
+        cluster.wait_healthy();
+        run(|| async {
+            let took = eventually(std::time::Duration::from_secs(10), || async {
+                s.set("startup:k", b"v".to_vec(), None).await.is_ok()
+            })
+            .await
+            .expect("the store never reached the cluster that came back");
+            assert_eq!(
+                s.get("startup:k").await.unwrap().as_deref(),
+                Some(&b"v"[..])
+            );
+            println!("the store reached the cluster {took:?} after it was back");
+        });
+    }
+
+    #[test]
+    fn keys_of_one_function_spread_over_every_master() {
+        run(|| async {
+            let b = open();
+            let s = &*b.store;
+            for i in 0..60 {
+                s.set(&format!("app:user_profile:{i}"), b"v".to_vec(), None)
+                    .await
+                    .unwrap();
+            }
+            for node in 0..3 {
+                let on = shared().keys_on(node);
+                assert!(
+                    on.len() >= 5,
+                    "master {node} holds {} of 60 keys: entry keys carry no hash tag",
+                    on.len()
+                );
+            }
+            assert_eq!(s.delete_prefix("app:user_profile:").await.unwrap(), 60);
+            for node in 0..3 {
+                assert!(shared().keys_on(node).is_empty(), "swept on master {node}");
+            }
+        });
+    }
+
+    #[test]
+    fn a_multi_key_delete_and_tags_work_across_slots() {
+        run(|| async {
+            let b = open();
+            let s = &*b.store;
+            let keys: Vec<String> = (0..30).map(|i| format!("multi:{i}")).collect();
+            let nodes: std::collections::HashSet<usize> =
+                keys.iter().map(|k| shared().node_of_key(k)).collect();
+            assert_eq!(nodes.len(), 3, "the keys live on every master");
+            for k in &keys {
+                s.set(k, b"v".to_vec(), None).await.unwrap();
+            }
+            assert_eq!(
+                s.delete(&keys[..20], Some("1\tx\tc\t\t")).await.unwrap(),
+                20
+            );
+            assert_eq!(s.get(&keys[0]).await.unwrap(), None);
+            assert!(s.get(&keys[25]).await.unwrap().is_some());
+
+            let sets = [
+                "__layercache__:tag:t:a".to_string(),
+                "__layercache__:tag:t:b".to_string(),
+            ];
+            assert_ne!(
+                shared().node_of_key(&sets[0]),
+                shared().node_of_key(&sets[1])
+            );
+            for k in &keys[20..] {
+                s.add_to_tags(&sets[..1], k, None).await.unwrap();
+            }
+            s.add_to_tags(&sets, &keys[29], Some(std::time::Duration::from_secs(60)))
+                .await
+                .unwrap();
+            assert_eq!(s.delete_tag(&sets[0]).await.unwrap(), 10);
+            for k in &keys[20..] {
+                assert_eq!(s.get(k).await.unwrap(), None, "{k} was tagged");
+            }
+            assert_eq!(s.delete_tag(&sets[0]).await.unwrap(), 0, "the set is gone");
+            assert_eq!(s.delete_tag(&sets[1]).await.unwrap(), 1);
+
+            let ttl = std::time::Duration::from_millis(50);
+            assert!(s.try_lock("lock:k", "a", ttl).await.unwrap());
+            assert!(!s.try_lock("lock:k", "b", ttl).await.unwrap(), "held by a");
+            s.unlock("lock:k", "b").await.unwrap();
+            assert!(
+                !s.try_lock("lock:k", "b", ttl).await.unwrap(),
+                "b cannot release a's lock"
+            );
+            s.unlock("lock:k", "a").await.unwrap();
+            assert!(
+                s.try_lock("lock:k", "b", ttl).await.unwrap(),
+                "released by a"
+            );
+        });
+    }
+
+    #[test]
+    fn notices_published_on_any_node_reach_the_subscriber_on_one_node() {
+        run(|| async {
+            let b = open();
+            let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = got.clone();
+            let handler: layercache::shared::BusHandler =
+                Arc::new(move |e| sink.lock().unwrap().push(e));
+            // The subscriber is on the first seed; each notice goes to a random node.
+            let bus = tokio::spawn(b.store.subscribe(handler).unwrap());
+            eventually(std::time::Duration::from_secs(5), || async {
+                !got.lock().unwrap().is_empty()
+            })
+            .await
+            .expect("subscribed");
+            for i in 0..20 {
+                b.store.publish(&format!("notice {i}")).await.unwrap();
+            }
+            let took = eventually(std::time::Duration::from_secs(5), || async {
+                got.lock().unwrap().len() == 21
+            })
+            .await;
+            bus.abort();
+            let got = got.lock().unwrap();
+            assert!(took.is_some(), "{got:?}");
+            assert_eq!(
+                got[0],
+                layercache::shared::BusEvent::Subscribed { after_gap: false }
+            );
+        });
+    }
+}
+
 /// A directory under the system's temporary directory, removed on drop.
 pub struct TempDir(pub std::path::PathBuf);
 

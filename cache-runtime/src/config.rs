@@ -36,6 +36,11 @@ pub enum CacheType {
     /// `CACHE_MEMCACHED_SERVERS`; cargo feature `memcached`).
     #[cfg(feature = "memcached")]
     Memcached,
+    /// In-process tier in front of a Redis Cluster
+    /// (`CACHE_TYPE=redis-cluster`, `CACHE_REDIS_NODES`; cargo feature
+    /// `redis-cluster`), at [`Config::redis_nodes`].
+    #[cfg(feature = "redis-cluster")]
+    RedisCluster,
 }
 
 impl CacheType {
@@ -49,6 +54,8 @@ impl CacheType {
         ("sqlite", CacheType::Sqlite),
         #[cfg(feature = "memcached")]
         ("memcached", CacheType::Memcached),
+        #[cfg(feature = "redis-cluster")]
+        ("redis-cluster", CacheType::RedisCluster),
     ];
 
     /// What `CACHE_TYPE` accepts in this build: "`simple`, `null` or `redis`".
@@ -73,6 +80,8 @@ impl CacheType {
             CacheType::Sqlite => "sqlite",
             #[cfg(feature = "memcached")]
             CacheType::Memcached => "memcached",
+            #[cfg(feature = "redis-cluster")]
+            CacheType::RedisCluster => "redis-cluster",
         }
     }
 
@@ -92,10 +101,10 @@ impl std::str::FromStr for CacheType {
         }
         let expected = CacheType::expected();
         let reason = match wanted.as_str() {
-            "redis" | "sqlite" | "memcached" => format!("the `{wanted}` backend is not in this build of layercache: enable the `{wanted}` cargo feature; expected {expected}"),
+            "redis" | "sqlite" | "memcached" | "redis-cluster" => format!("the `{wanted}` backend is not in this build of layercache: enable the `{wanted}` cargo feature; expected {expected}"),
             "rediss" | "redis-tls" => format!("expected {expected} (TLS is chosen by a `rediss://` CACHE_REDIS_URL, with the `tls` feature)"),
-            "redis-cluster" => {
-                format!("the `{wanted}` backend is not available in this build of layercache; expected {expected}")
+            "rediscluster" | "redis_cluster" | "cluster" | "redis-clusters" => {
+                format!("expected {expected} (did you mean `redis-cluster`?)")
             }
             "memory" | "inmemory" | "in-memory" | "local" | "simplecache" => {
                 format!("expected {expected} (did you mean `simple`?)")
@@ -183,6 +192,7 @@ pub struct Config {
     cache_threshold: u64,
     sqlite_path: Option<PathBuf>,
     memcached_servers: Vec<String>,
+    redis_nodes: Vec<String>,
 }
 
 /// The memcached server used when `CACHE_MEMCACHED_SERVERS` is not set.
@@ -213,6 +223,7 @@ impl Default for Config {
             cache_threshold: DEFAULT_THRESHOLD,
             sqlite_path: None,
             memcached_servers: vec![DEFAULT_MEMCACHED_SERVER.to_string()],
+            redis_nodes: Vec::new(),
         }
     }
 }
@@ -232,9 +243,11 @@ impl Config {
     /// `CACHE_DIR` and `CACHE_THRESHOLD` (entries, default 10 000) for
     /// `filesystem`, `CACHE_SQLITE_PATH` for `sqlite`,
     /// `CACHE_MEMCACHED_SERVERS` (`host:port,host:port`, default
-    /// `127.0.0.1:11211`) for `memcached`, and `CACHE_BUS_POLL_MS` (how
-    /// often those three are polled for invalidations, default 100). Unset
-    /// or empty variables keep their defaults.
+    /// `127.0.0.1:11211`) for `memcached`, `CACHE_REDIS_NODES` (seed nodes,
+    /// `redis://host:port,host:port`, required) for `redis-cluster`, and
+    /// `CACHE_BUS_POLL_MS` (how often filesystem, SQLite and memcached are
+    /// polled for invalidations, default 100). Unset or empty variables
+    /// keep their defaults.
     ///
     /// ```
     /// // With none of the variables set, this is the default configuration.
@@ -351,6 +364,9 @@ impl Config {
         if let Some(v) = get("CACHE_MEMCACHED_SERVERS") {
             config.memcached_servers = parse_servers("CACHE_MEMCACHED_SERVERS", &v)?;
         }
+        if let Some(v) = get("CACHE_REDIS_NODES") {
+            config.redis_nodes = parse_redis_nodes("CACHE_REDIS_NODES", &v)?;
+        }
         if let Some(v) = get("CACHE_BUS_POLL_MS") {
             let ms = parse_u64(
                 "CACHE_BUS_POLL_MS",
@@ -367,6 +383,7 @@ impl Config {
             config.shared.bus_poll_interval = Duration::from_millis(ms);
         }
         check_backend_location(&config, "CACHE_DIR", "CACHE_SQLITE_PATH")?;
+        check_redis_nodes(&config, "CACHE_REDIS_NODES")?;
         Ok(config)
     }
 
@@ -429,6 +446,96 @@ impl Config {
     pub fn memcached_servers(&self) -> &[String] {
         &self.memcached_servers
     }
+    /// The seed nodes of `CACHE_TYPE=redis-cluster` (`CACHE_REDIS_NODES`),
+    /// each a `redis://[user[:password]@]host:port` URL (a bare
+    /// `host:port` is read as `redis://host:port`); empty when not set.
+    pub fn redis_nodes(&self) -> &[String] {
+        &self.redis_nodes
+    }
+}
+
+/// A Redis Cluster without seed nodes would silently share nothing.
+fn check_redis_nodes(config: &Config, variable: &'static str) -> Result<(), ConfigError> {
+    #[cfg(feature = "redis-cluster")]
+    if config.cache_type == CacheType::RedisCluster && config.redis_nodes.is_empty() {
+        return Err(ConfigError::invalid(
+            variable,
+            "",
+            "CACHE_TYPE=redis-cluster needs the cluster's seed nodes, e.g. `redis://10.0.0.1:6379,redis://10.0.0.2:6379`",
+        ));
+    }
+    let _ = (config, variable);
+    Ok(())
+}
+
+/// `redis://host:port,host:port`: each seed node a Redis URL (a bare
+/// `host:port` gets `redis://`), none empty, no database but 0 (a cluster
+/// has only that one), no Unix socket.
+fn parse_redis_nodes(variable: &'static str, value: &str) -> Result<Vec<String>, ConfigError> {
+    let mut nodes = Vec::new();
+    for part in value.split(',') {
+        let node = part.trim();
+        if node.is_empty() || node.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid(
+                variable,
+                value,
+                format!("{node:?} is not a node; expected a comma-separated list like `redis://10.0.0.1:6379,redis://10.0.0.2:6379` (or `host:port,host:port`)"),
+            ));
+        }
+        let url = if node.contains("://") {
+            node.to_string()
+        } else {
+            format!("redis://{node}")
+        };
+        let scheme = url.split("://").next().unwrap_or("");
+        if !matches!(scheme, "redis" | "rediss") {
+            return Err(ConfigError::invalid(
+                variable,
+                value,
+                format!("{node:?}: a cluster node is a `redis://[user[:password]@]host:port` URL (or `rediss://` with the `tls` feature), not a Unix socket or another scheme"),
+            ));
+        }
+        let url = validate_redis_url(variable, &url).map_err(|e| {
+            let ConfigError::Invalid { reason, .. } = e;
+            ConfigError::invalid(variable, value, format!("{node:?}: {reason}"))
+        })?;
+        let host = url
+            .split("://")
+            .nth(1)
+            .map(|rest| rest.rsplit('@').next().unwrap_or(rest))
+            .and_then(|hostport| hostport.split('/').next())
+            .unwrap_or("");
+        if host.is_empty() || host.starts_with(':') {
+            return Err(ConfigError::invalid(
+                variable,
+                value,
+                format!("{node:?} names no host"),
+            ));
+        }
+        #[cfg(feature = "redis")]
+        {
+            use redis::IntoConnectionInfo as _;
+            let db = url
+                .as_str()
+                .into_connection_info()
+                .map(|info| info.redis_settings().db())
+                .unwrap_or(0);
+            if db != 0 {
+                return Err(ConfigError::invalid(
+                    variable,
+                    value,
+                    format!("{node:?} names database {db}; a Redis Cluster has only database 0"),
+                ));
+            }
+        }
+        nodes.push(url);
+    }
+    // Seeds that disagree on password, user or TLS are refused by the client.
+    #[cfg(feature = "redis-cluster")]
+    if let Err(e) = redis::cluster::ClusterClient::new(nodes.iter().map(String::as_str)) {
+        return Err(ConfigError::invalid(variable, value, e.to_string()));
+    }
+    Ok(nodes)
 }
 
 /// A backend that keeps its data in a file or directory needs to be told
@@ -646,6 +753,14 @@ impl ConfigBuilder {
         self.0.memcached_servers = servers.into_iter().map(Into::into).collect();
         self
     }
+    /// The seed nodes of `CacheType::RedisCluster` (`CACHE_REDIS_NODES`;
+    /// required by it): `redis://[user[:password]@]host:port` URLs or bare
+    /// `host:port`. A few masters are enough: the client learns the rest of
+    /// the cluster from them.
+    pub fn redis_nodes<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
+        self.0.redis_nodes = nodes.into_iter().map(Into::into).collect();
+        self
+    }
     /// How often a backend without publish/subscribe (filesystem, SQLite,
     /// memcached) is polled for invalidations (`CACHE_BUS_POLL_MS`, default
     /// 100 ms, at least 1 ms): how long another process's local copy may
@@ -666,6 +781,10 @@ impl ConfigBuilder {
         }
         self.0.memcached_servers =
             parse_servers("memcached_servers", &self.0.memcached_servers.join(","))?;
+        if !self.0.redis_nodes.is_empty() {
+            self.0.redis_nodes = parse_redis_nodes("redis_nodes", &self.0.redis_nodes.join(","))?;
+        }
+        check_redis_nodes(&self.0, "redis_nodes")?;
         let j = self.0.ttl_jitter;
         self.0.ttl_jitter = validate_jitter("ttl_jitter", &j.to_string(), j)?;
         self.0.key_prefix = validate_key_prefix("key_prefix", &self.0.key_prefix)?;
@@ -693,6 +812,13 @@ impl ConfigBuilder {
         if let Err(err) = validate_jitter("ttl_jitter", &j.to_string(), j) {
             tracing::error!(%err, "layercache: ignoring invalid ttl_jitter");
             config.ttl_jitter = 0.0;
+        }
+        if !config.redis_nodes.is_empty() {
+            match parse_redis_nodes("redis_nodes", &config.redis_nodes.join(",")) {
+                Ok(nodes) => config.redis_nodes = nodes,
+                // Kept as given: the cluster tier then fails to start, which is logged.
+                Err(err) => tracing::error!(%err, "layercache: invalid redis_nodes"),
+            }
         }
         config
     }
@@ -996,6 +1122,88 @@ mod tests {
         );
         let msg = "memcache".parse::<CacheType>().unwrap_err().to_string();
         assert!(msg.contains("did you mean `memcached`?"), "{msg}");
+    }
+
+    #[cfg(feature = "redis-cluster")]
+    #[test]
+    fn redis_cluster_reads_its_seed_nodes_and_normalizes_bare_addresses() {
+        let c = Config::from_lookup(env(&[
+            ("CACHE_TYPE", "redis-cluster"),
+            (
+                "CACHE_REDIS_NODES",
+                " 10.0.0.1:7000, redis://:pw@10.0.0.2:7001 ,redis://10.0.0.3:7002/",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(c.cache_type(), CacheType::RedisCluster);
+        assert!(c.cache_type().is_shared());
+        assert_eq!(
+            c.redis_nodes(),
+            [
+                "redis://10.0.0.1:7000",
+                "redis://:pw@10.0.0.2:7001",
+                "redis://10.0.0.3:7002/"
+            ]
+        );
+        let c = Config::builder()
+            .cache_type(CacheType::RedisCluster)
+            .redis_nodes(["h1:7000", "h2:7000"])
+            .try_build()
+            .unwrap();
+        assert_eq!(c.redis_nodes(), ["redis://h1:7000", "redis://h2:7000"]);
+    }
+
+    #[cfg(feature = "redis-cluster")]
+    #[test]
+    fn redis_cluster_without_nodes_or_with_bad_nodes_names_the_variable() {
+        let err = Config::from_lookup(env(&[("CACHE_TYPE", "redis-cluster")])).unwrap_err();
+        assert_eq!(err.variable(), "CACHE_REDIS_NODES");
+        assert!(
+            err.to_string().contains("needs the cluster's seed nodes"),
+            "{err}"
+        );
+        for bad in [
+            "h1:7000,,h2:7000",
+            "http://h1:7000",
+            "unix:///tmp/redis.sock",
+            "redis://h1:7000/3",
+            "redis://:a@h1:7000,redis://:b@h2:7000",
+            "h1 h2:7000",
+            "redis://:7000",
+        ] {
+            let err = Config::from_lookup(|n| match n {
+                "CACHE_TYPE" => Some("redis-cluster".into()),
+                "CACHE_REDIS_NODES" => Some(bad.into()),
+                _ => None,
+            })
+            .unwrap_err();
+            assert_eq!(err.variable(), "CACHE_REDIS_NODES", "{bad}: {err}");
+        }
+        let err = Config::builder()
+            .cache_type(CacheType::RedisCluster)
+            .try_build()
+            .unwrap_err();
+        assert_eq!(err.variable(), "redis_nodes");
+        let err = Config::builder()
+            .redis_nodes(["http://h:1"])
+            .try_build()
+            .unwrap_err();
+        assert_eq!(err.variable(), "redis_nodes");
+        let msg = "cluster".parse::<CacheType>().unwrap_err().to_string();
+        assert!(msg.contains("did you mean `redis-cluster`?"), "{msg}");
+    }
+
+    #[cfg(not(feature = "redis-cluster"))]
+    #[test]
+    fn redis_cluster_without_its_feature_names_the_feature() {
+        let msg = "redis-cluster"
+            .parse::<CacheType>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("enable the `redis-cluster` cargo feature"),
+            "{msg}"
+        );
     }
 
     #[test]

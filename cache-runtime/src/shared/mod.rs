@@ -42,6 +42,8 @@ pub mod memcached;
 pub mod polled;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis-cluster")]
+pub mod redis_cluster;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -1009,6 +1011,15 @@ fn build_store(config: &Config) -> Result<Option<Arc<dyn SharedStore>>, SharedEr
         CacheType::Redis => {
             let _guard = io_runtime().enter();
             let store = redis::RedisStore::open(config.redis_url(), channel, config.shared())?;
+            Ok(Some(Arc::new(store)))
+        }
+        #[cfg(feature = "redis-cluster")]
+        CacheType::RedisCluster => {
+            let store = redis_cluster::RedisClusterStore::open(
+                config.redis_nodes(),
+                channel,
+                config.shared(),
+            )?;
             Ok(Some(Arc::new(store)))
         }
         #[cfg(feature = "memcached")]

@@ -118,13 +118,13 @@ thread_local! {
 }
 
 /// Deletes `KEYS[1]` only while it still holds the caller's token `ARGV[1]`.
-const UNLOCK_SCRIPT: &str =
+pub(super) const UNLOCK_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// Adds `ARGV[1]` to each tag set in `KEYS`; a set lives at least as long
 /// as its longest-lived member (`ARGV[2]` ms; -1 = forever). Works on any
 /// Redis with Lua (no `PEXPIRE ... GT`, which needs 7.0).
-const ADD_TO_TAGS_SCRIPT: &str = "local want = tonumber(ARGV[2]) \
+pub(super) const ADD_TO_TAGS_SCRIPT: &str = "local want = tonumber(ARGV[2]) \
 for _, set in ipairs(KEYS) do \
   local fresh = redis.call('EXISTS', set) == 0 \
   redis.call('SADD', set, ARGV[1]) \
@@ -143,7 +143,7 @@ for i = 1, #m, 500 do redis.call('UNLINK', unpack(m, i, math.min(i + 499, #m))) 
 redis.call('UNLINK', KEYS[1]) return #m";
 
 /// Keys `SCAN` returns per round trip during prefix invalidation.
-const SCAN_COUNT: usize = 500;
+pub(super) const SCAN_COUNT: usize = 500;
 
 /// The Redis store.
 pub struct RedisStore {
@@ -163,7 +163,7 @@ pub struct RedisStore {
     describe: String,
 }
 
-fn classify(err: &RedisError) -> ErrorKind {
+pub(super) fn classify(err: &RedisError) -> ErrorKind {
     if err.is_timeout() {
         ErrorKind::Timeout
     } else if err.is_io_error()
@@ -182,7 +182,7 @@ fn to_shared(err: RedisError) -> SharedError {
 }
 
 /// `url` without its password, for logs.
-fn redact(url: &str) -> String {
+pub(super) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
@@ -600,10 +600,37 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 /// How long a ping may go unanswered before the connection is replaced.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Keeps a subscription to `channel` up for the life of the process.
-async fn subscription_loop(client: Client, channel: String, handler: BusHandler) {
+/// Delivers the messages of an established subscription to `handler`
+/// until the connection is lost or stops answering pings.
+pub(super) async fn listen(pubsub: redis::aio::PubSub, handler: &BusHandler) {
     use futures_util::future::Either;
     use futures_util::StreamExt as _;
+    let (mut sink, mut messages) = pubsub.split();
+    loop {
+        // A connection can stay open and still go deaf: after a
+        // quiet spell, ask the server to answer.
+        let next = std::pin::pin!(messages.next());
+        let quiet = std::pin::pin!(tokio::time::sleep(PING_EVERY));
+        match futures_util::future::select(next, quiet).await {
+            Either::Left((Some(msg), _)) => match msg.get_payload::<String>() {
+                Ok(text) => handler(BusEvent::Message(text)),
+                Err(err) => {
+                    tracing::debug!(%err, "layercache: ignoring a bus message that is not text")
+                }
+            },
+            Either::Left((None, _)) => return,
+            Either::Right(_) => {
+                let pong = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await;
+                if !matches!(pong, Ok(Ok(_))) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Keeps a subscription to `channel` up for the life of the process.
+async fn subscription_loop(client: Client, channel: String, handler: BusHandler) {
     let mut backoff = Duration::from_millis(20);
     let mut ever_subscribed = false;
     loop {
@@ -624,30 +651,7 @@ async fn subscription_loop(client: Client, channel: String, handler: BusHandler)
                     after_gap: ever_subscribed,
                 });
                 ever_subscribed = true;
-                let (mut sink, mut messages) = pubsub.split();
-                loop {
-                    // A connection can stay open and still go deaf: after a
-                    // quiet spell, ask the server to answer.
-                    let next = std::pin::pin!(messages.next());
-                    let quiet = std::pin::pin!(tokio::time::sleep(PING_EVERY));
-                    match futures_util::future::select(next, quiet).await {
-                        Either::Left((Some(msg), _)) => match msg.get_payload::<String>() {
-                            Ok(text) => handler(BusEvent::Message(text)),
-                            Err(err) => {
-                                tracing::debug!(%err, "layercache: ignoring a bus message that is not text")
-                            }
-                        },
-                        Either::Left((None, _)) => break,
-                        Either::Right(_) => {
-                            let pong =
-                                tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>())
-                                    .await;
-                            if !matches!(pong, Ok(Ok(_))) {
-                                break;
-                            }
-                        }
-                    }
-                }
+                listen(pubsub, &handler).await;
                 tracing::warn!(
                     channel,
                     "layercache: invalidation bus connection lost; reconnecting"
