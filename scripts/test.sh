@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools) # creates the test Redis Cluster
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 # Headless Chromium renders the HTML stats page in tests/web_app.rs.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
