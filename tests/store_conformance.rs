@@ -339,6 +339,63 @@ mod filesystem {
         out
     }
 
+    /// A store whose values are small, so a tag set soon outgrows them.
+    fn small_value_store(dir: &std::path::Path) -> FsStore {
+        let settings = SharedSettings {
+            max_value_size: 256,
+            ..SharedSettings::default()
+        };
+        FsStore::open(dir, 100_000, "__layercache__:bus:conf", &settings).unwrap()
+    }
+
+    #[test]
+    fn a_tag_set_larger_than_any_value_still_deletes_every_member() {
+        let dir = TempDir::new("fs-big-tag");
+        let store = small_value_store(&dir.0);
+        rt().block_on(async {
+            let keys: Vec<String> = (0..400)
+                .map(|i| format!("big-tag:{i:04}:{}", "k".repeat(200)))
+                .collect();
+            let set = ["tag:big".to_string()];
+            for k in &keys {
+                store.set(k, b"v".to_vec(), None).await.unwrap();
+                store.add_to_tags(&set, k, None).await.unwrap();
+            }
+            let set_file = std::fs::metadata(store.path_of("tag:big")).unwrap().len();
+            assert!(set_file > 64 * 1024 + 256, "the set is {set_file} bytes");
+            assert_eq!(store.delete_tag("tag:big").await.unwrap(), 400);
+            for k in &keys {
+                assert_eq!(store.get(k).await.unwrap(), None, "{k} outlived its tag");
+            }
+        });
+    }
+
+    #[test]
+    fn a_tag_set_forgets_members_whose_entries_are_gone() {
+        let dir = TempDir::new("fs-prune-tag");
+        let store = small_value_store(&dir.0);
+        rt().block_on(async {
+            let set = ["tag:churn".to_string()];
+            for i in 0..400 {
+                let k = format!("churn:{i:04}:{}", "k".repeat(200));
+                store.set(&k, b"v".to_vec(), None).await.unwrap();
+                store.add_to_tags(&set, &k, None).await.unwrap();
+                store.delete(&[k], None).await.unwrap();
+            }
+            let set_file = std::fs::metadata(store.path_of("tag:churn")).unwrap().len();
+            // 400 members of 212 bytes would be 85 KB.
+            assert!(
+                set_file < 9000,
+                "the set kept dead members: {set_file} bytes"
+            );
+            let live = format!("churn:live:{}", "k".repeat(200));
+            store.set(&live, b"v".to_vec(), None).await.unwrap();
+            store.add_to_tags(&set, &live, None).await.unwrap();
+            store.delete_tag("tag:churn").await.unwrap();
+            assert_eq!(store.get(&live).await.unwrap(), None);
+        });
+    }
+
     #[test]
     fn keys_that_look_like_paths_stay_inside_the_directory_as_hashed_file_names() {
         let parent = TempDir::new("fs-traversal");

@@ -58,6 +58,14 @@ const STALE_TMP: Duration = Duration::from_secs(60);
 /// Keys longer than this are refused (a header is read in one go).
 const MAX_KEY: usize = 64 * 1024;
 
+/// Largest tag set file read, in bytes (at least the largest entry file):
+/// a set lists keys, so it can outgrow any value. A larger one is an error,
+/// never an empty set (that would forget its members).
+const MAX_TAG_SET: u64 = 64 << 20;
+/// Tag sets are pruned of members whose entries are gone when a write
+/// makes them cross a power of two from this size up (amortized O(1)).
+const PRUNE_FROM: usize = 4096;
+
 /// The default `CACHE_THRESHOLD`: entries kept in the directory.
 pub const DEFAULT_THRESHOLD: u64 = 10_000;
 
@@ -240,7 +248,7 @@ impl Inner {
                 ),
             ));
         }
-        let expires_at = ttl.map_or(0, |t| now_ms() + (t.as_millis() as u64).max(1));
+        let expires_at = ttl.map_or(0, |t| now_ms().saturating_add(ttl_ms(t)));
         let mut bytes = Vec::with_capacity(HEADER + key.len() + value.len());
         bytes.extend_from_slice(MAGIC);
         bytes.push(FORMAT);
@@ -352,16 +360,49 @@ impl Inner {
         })
     }
 
-    /// The value and expiry (Unix ms, 0 = never) under `key`, if alive.
-    fn get_with_expiry(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, SharedError> {
-        let path = self.path(key);
-        let expires_at = match read_head(&path) {
-            Ok(Some(head)) if head.key == key.as_bytes() => head.expires_at,
-            Ok(_) => return Ok(None),
+    /// The members and expiry (Unix ms, 0 = never) of the tag set `set`,
+    /// if alive. Read with its own bound ([`MAX_TAG_SET`]): a set larger
+    /// than any value is still a set, and one larger than that bound is an
+    /// error, never an empty set.
+    fn read_tag_set(&self, set: &str) -> Result<Option<(Vec<u8>, u64)>, SharedError> {
+        let path = self.path(set);
+        let file = match File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("cannot read", &path, e)),
+            Err(e) => return Err(io_err("cannot open", &path, e)),
         };
-        Ok(self.get(key)?.map(|v| (v, expires_at)))
+        let bound = MAX_TAG_SET.max(self.max_file);
+        let mut bytes = Vec::new();
+        (&file)
+            .take(bound + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| io_err("cannot read", &path, e))?;
+        if bytes.len() as u64 > bound {
+            return Err(SharedError::new(
+                ErrorKind::Server,
+                format!("tag set {} is larger than {bound} bytes", path.display()),
+            ));
+        }
+        let Some((head, at)) = parse_head(&bytes) else {
+            return Ok(None);
+        };
+        if head.key != set.as_bytes() {
+            return Ok(None);
+        }
+        if head.expired(now_ms()) {
+            remove_if_same(&path, &file);
+            return Ok(None);
+        }
+        bytes.drain(..at);
+        Ok(Some((bytes, head.expires_at)))
+    }
+
+    /// Whether the entry of `key` is there and alive (its header only).
+    fn is_live(&self, key: &[u8], now: u64) -> bool {
+        let Ok(key) = std::str::from_utf8(key) else {
+            return false;
+        };
+        matches!(read_head(&self.path(key)), Ok(Some(head)) if head.key == key.as_bytes() && !head.expired(now))
     }
 
     /// Adds `member` to each tag set, under the directory's lock. A set is
@@ -375,9 +416,9 @@ impl Inner {
     ) -> Result<(), SharedError> {
         self.locked(|| {
             let now = now_ms();
-            let wanted = ttl.map_or(0, |t| now + (t.as_millis() as u64).max(1));
+            let wanted = ttl.map_or(0, |t| now.saturating_add(ttl_ms(t)));
             for set in sets {
-                let (mut members, expires_at) = self.get_with_expiry(set)?.unwrap_or_default();
+                let (mut members, expires_at) = self.read_tag_set(set)?.unwrap_or_default();
                 let known = decode_members(&members).any(|m| m == member.as_bytes());
                 let expires_at = match (expires_at, wanted) {
                     (0, _) if !members.is_empty() => 0,
@@ -388,10 +429,20 @@ impl Inner {
                     continue;
                 }
                 if !known {
+                    let before = members.len();
                     members.extend_from_slice(&(member.len() as u32).to_le_bytes());
                     members.extend_from_slice(member.as_bytes());
+                    if crosses_power_of_two(before, members.len()) {
+                        // Members whose entries expired or went would stay
+                        // forever: drop them, once per doubling.
+                        members = encode_members(
+                            decode_members(&members)
+                                .filter(|m| *m == member.as_bytes() || self.is_live(m, now)),
+                        );
+                    }
                 }
-                let ttl = (expires_at != 0).then(|| Duration::from_millis(expires_at - now));
+                let ttl = (expires_at != 0)
+                    .then(|| Duration::from_millis(expires_at.saturating_sub(now).max(1)));
                 self.set(set, &members, ttl)?;
             }
             Ok(())
@@ -401,7 +452,7 @@ impl Inner {
     /// Deletes every member of the tag set `set`, and the set.
     fn delete_tag(&self, set: &str) -> Result<u64, SharedError> {
         self.locked(|| {
-            let Some(members) = self.get(set)? else {
+            let Some((members, _)) = self.read_tag_set(set)? else {
                 return Ok(0);
             };
             let keys: Vec<String> = decode_members(&members)
@@ -508,6 +559,28 @@ impl Inner {
         tracing::debug!(dir = %self.dir.display(), entries = count, expired = removed, evicted, "layercache: swept the cache directory");
         Ok(count)
     }
+}
+
+/// `ttl` in whole ms (at least 1), saturating: `Duration::MAX` is "about
+/// forever", never an overflow.
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Whether growing from `before` to `after` bytes crosses a power of two
+/// of at least [`PRUNE_FROM`].
+fn crosses_power_of_two(before: usize, after: usize) -> bool {
+    after >= PRUNE_FROM && (before < PRUNE_FROM || before.ilog2() != after.ilog2())
+}
+
+/// A tag set's value for `members`.
+fn encode_members<'a>(members: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for m in members {
+        out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+        out.extend_from_slice(m);
+    }
+    out
 }
 
 /// The members of a tag set's value (length-prefixed keys); stops at the
