@@ -1626,12 +1626,26 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                     // Record the key under each tag, kept as long as the entry.
                     let sets: Vec<String> = tags.iter().map(|t| sf.tier.tag_key(t)).collect();
                     let ttl = ttl.map(|t| t.saturating_add(self.stale.unwrap_or_default()));
-                    let _ = sf
+                    let m = &self.metrics.shared;
+                    let tagged = sf
                         .tier
-                        .call(Some(&self.metrics.shared), sf.tier.timeout(), |s| {
+                        .call(Some(m), sf.tier.timeout(), |s| {
                             s.add_to_tags(&sets, &sk.full, ttl)
                         })
                         .await;
+                    if let Err(err) = tagged {
+                        // A value missing from its tag sets would outlive a
+                        // tag invalidation: take it out of the shared tier.
+                        tracing::warn!(name = self.name(), %err, "layercache: could not record a shared entry under its tags; deleting it from the shared tier");
+                        let keys = [sk.full.clone()];
+                        if let Err(err) = sf
+                            .tier
+                            .call(Some(m), sf.tier.timeout(), |s| s.delete(&keys, None))
+                            .await
+                        {
+                            tracing::warn!(name = self.name(), %err, "layercache: could not delete a shared entry missing from its tags; a tag invalidation may miss it until it expires");
+                        }
+                    }
                 }
             }
             None if sk.corrupt => self.drop_corrupt(sf, sk).await,

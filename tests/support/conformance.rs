@@ -482,6 +482,17 @@ pub async fn a_lock_is_held_until_released_or_expired_and_tag_sets_delete_their_
         "the set went too"
     );
     assert_eq!(s.delete_tag("tag:user:2").await.unwrap(), 1);
+
+    // A set grows by distinct members, not by writes of one member.
+    s.set("t:4", b"v".to_vec(), None).await.unwrap();
+    let set = ["tag:rewritten".to_string()];
+    for _ in 0..100 {
+        s.add_to_tags(&set, "t:4", Some(Duration::from_secs(60)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.delete_tag("tag:rewritten").await.unwrap(), 1);
+    assert_eq!(s.get("t:4").await.unwrap(), None);
 }
 
 macro_rules! conformance_suite {

@@ -24,7 +24,10 @@
 //! - **Locks**: `add` with the lock's TTL, then a read to see whose token
 //!   won (the client does not report whether `add` stored). Tags: a set is
 //!   a newline-separated list built with `add` + `append` (never expires;
-//!   an evicted set means its members expire by their own TTL instead).
+//!   an evicted set means its members expire by their own TTL instead); a
+//!   member already listed is not appended again. When a set outgrows the
+//!   item size, `append` fails and the pipeline deletes the value it could
+//!   not record, so no value outlives a tag invalidation.
 //! - **Server down or restarted**: calls fail fast (refused connections)
 //!   and the tier fails open; after an I/O error the client is rebuilt
 //!   (at most every 500 ms), because the pool does not notice dead
@@ -395,12 +398,20 @@ impl SharedStore for MemcachedStore {
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<(), SharedError>> {
         let _ = ttl;
-        let (sets, member) = (sets.to_vec(), format!("{member}\n"));
+        let (sets, member) = (sets.to_vec(), member.to_string());
         self.with(move |c| {
+            let line = format!("{member}\n");
             for set in &sets {
                 let sk = server_key(set).0;
+                // A member already listed is not appended again: a set grows
+                // by distinct keys, not by writes (two processes appending
+                // the same new member at once may list it twice; harmless).
+                let listed: Option<String> = c.get(&sk)?;
+                if listed.is_some_and(|l| l.lines().any(|m| m == member)) {
+                    continue;
+                }
                 c.add(&sk, "", 0)?;
-                c.append(&sk, member.as_str())?;
+                c.append(&sk, line.as_str())?;
             }
             Ok(())
         })
@@ -412,9 +423,12 @@ impl SharedStore for MemcachedStore {
             let sk = server_key(&set).0;
             let members: String = c.get(&sk)?.unwrap_or_default();
             let mut n = 0;
+            let mut seen = std::collections::HashSet::new();
             for m in members.lines().filter(|m| !m.is_empty()) {
-                c.delete(&server_key(m).0)?;
-                n += 1;
+                if seen.insert(m) {
+                    c.delete(&server_key(m).0)?;
+                    n += 1;
+                }
             }
             c.delete(&sk)?;
             Ok(n)
