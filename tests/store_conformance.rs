@@ -316,6 +316,7 @@ mod filesystem {
     }
 
     conformance_suite!(open, open_down);
+    conformance_suite!(@tests open; a_delete_whose_caller_stops_waiting_still_publishes_its_notice);
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
@@ -627,6 +628,7 @@ mod sqlite {
     }
 
     conformance_suite!(open, open_down);
+    conformance_suite!(@tests open; a_delete_whose_caller_stops_waiting_still_publishes_its_notice);
 }
 
 #[cfg(feature = "memcached")]
@@ -675,6 +677,7 @@ mod memcached {
     }
 
     conformance_suite!(open, open_down, without_prefix_deletion);
+    conformance_suite!(@tests open; a_delete_whose_caller_stops_waiting_still_publishes_its_notice);
 
     /// memcached evicts any item and a restarted server forgets its keys:
     /// a lost version key must not bring back numbers used before.

@@ -495,6 +495,66 @@ pub async fn a_lock_is_held_until_released_or_expired_and_tag_sets_delete_their_
     assert_eq!(s.get("t:4").await.unwrap(), None);
 }
 
+/// A caller that stops waiting for a delete with a notice (the tier's
+/// timeout drops the future) must not leave the key deleted and the notice
+/// unsent: other processes would keep their copies with no gap to see.
+/// The future is polled once, the key watched until it is gone, and then
+/// the future is dropped, as a timeout between the two steps would.
+pub async fn a_delete_whose_caller_stops_waiting_still_publishes_its_notice(b: &Backend) {
+    use layercache::shared::BusEvent;
+    use std::sync::Mutex;
+    let s = &*b.store;
+    // A notice before subscribing: the log exists, so the subscriber
+    // starts from its current number and replays what follows.
+    s.publish("1\tconf\tc\t\t").await.unwrap();
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handler = {
+        let (got, up) = (got.clone(), up.clone());
+        Arc::new(move |event| match event {
+            BusEvent::Message(m) => got.lock().unwrap().push(m),
+            BusEvent::Subscribed { .. } => up.store(true, std::sync::atomic::Ordering::SeqCst),
+        })
+    };
+    let Some(subscription) = b.store.subscribe(handler) else {
+        return;
+    };
+    let task = tokio::spawn(subscription);
+    let subscribed = eventually(Duration::from_secs(5), || async {
+        up.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    assert!(subscribed.is_some(), "no subscription");
+    set(s, "conf:cancelled", b"v", None).await;
+    let notice = "1\tconf\tk\tns\tcancelled";
+    let targets = keys(&["conf:cancelled"]);
+    let mut delete = s.delete(&targets, Some(notice));
+    std::future::poll_fn(|cx| {
+        let _ = delete.as_mut().poll(cx);
+        std::task::Poll::Ready(())
+    })
+    .await;
+    let deleted = eventually(Duration::from_secs(5), || async {
+        get(s, "conf:cancelled").await.is_none()
+    })
+    .await;
+    drop(delete);
+    assert!(
+        deleted.is_some(),
+        "the delete did not start when first polled"
+    );
+    let published = eventually(Duration::from_secs(5), || async {
+        got.lock().unwrap().iter().any(|m| m == notice)
+    })
+    .await;
+    task.abort();
+    assert!(
+        published.is_some(),
+        "the key was deleted but its notice never reached the bus: {:?}",
+        got.lock().unwrap()
+    );
+}
+
 macro_rules! conformance_suite {
     ($open:path, $open_down:path, without_prefix_deletion) => {
         conformance_suite!(@common $open, $open_down);

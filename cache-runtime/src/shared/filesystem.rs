@@ -663,17 +663,11 @@ impl SharedStore for FsStore {
         notice: Option<&'a str>,
     ) -> BoxFuture<'a, Result<u64, SharedError>> {
         let (inner, owned) = (self.inner.clone(), keys.to_vec());
-        Box::pin(async move {
-            let n = if owned.is_empty() {
-                0
-            } else {
-                run_blocking(move || inner.delete(&owned)).await?
-            };
-            if let Some(notice) = notice {
-                self.inner.bus.publish(self, notice).await?;
-            }
-            Ok(n)
-        })
+        let delete: Option<BoxFuture<'static, _>> =
+            (!owned.is_empty()).then(|| Box::pin(run_blocking(move || inner.delete(&owned))) as _);
+        self.inner
+            .bus
+            .delete_then_publish(Arc::new(self.clone()), delete, notice)
     }
 
     fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
@@ -696,7 +690,7 @@ impl SharedStore for FsStore {
     }
 
     fn publish<'a>(&'a self, notice: &'a str) -> BoxFuture<'a, Result<(), SharedError>> {
-        Box::pin(self.inner.bus.publish(self, notice))
+        self.inner.bus.publish(Arc::new(self.clone()), notice)
     }
 
     fn subscribe(&self, handler: BusHandler) -> Option<BoxFuture<'static, ()>> {

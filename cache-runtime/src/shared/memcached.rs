@@ -293,13 +293,11 @@ impl SharedStore for MemcachedStore {
             }
             Ok(n)
         });
-        Box::pin(async move {
-            let n = if keys.is_empty() { 0 } else { deleted.await? };
-            if let Some(notice) = notice {
-                self.inner.bus.publish(self, notice).await?;
-            }
-            Ok(n)
-        })
+        self.inner.bus.delete_then_publish(
+            Arc::new(self.clone()),
+            (!keys.is_empty()).then_some(deleted),
+            notice,
+        )
     }
 
     fn can_delete_prefix(&self) -> bool {
@@ -355,7 +353,7 @@ impl SharedStore for MemcachedStore {
     }
 
     fn publish<'a>(&'a self, notice: &'a str) -> BoxFuture<'a, Result<(), SharedError>> {
-        Box::pin(self.inner.bus.publish(self, notice))
+        self.inner.bus.publish(Arc::new(self.clone()), notice)
     }
 
     fn subscribe(&self, handler: BusHandler) -> Option<BoxFuture<'static, ()>> {

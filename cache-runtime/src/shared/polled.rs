@@ -30,6 +30,22 @@ pub const MISSING_GRACE: Duration = Duration::from_millis(500);
 /// Longest a store operation of the poll loop may take.
 const POLL_OP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Runs `unit` as a task of its own on the runtime polling this future (or
+/// layercache's I/O runtime) and waits for it: dropping the wait does not
+/// cancel the unit.
+async fn detached<T: Send + 'static>(
+    unit: impl std::future::Future<Output = Result<T, SharedError>> + Send + 'static,
+) -> Result<T, SharedError> {
+    let handle =
+        tokio::runtime::Handle::try_current().unwrap_or_else(|_| super::io_runtime().clone());
+    handle.spawn(unit).await.unwrap_or_else(|e| {
+        Err(SharedError::new(
+            super::ErrorKind::Server,
+            format!("a store operation failed: {e}"),
+        ))
+    })
+}
+
 /// The polled bus of one store.
 #[derive(Debug, Clone)]
 pub struct PolledBus {
@@ -42,7 +58,7 @@ pub struct PolledBus {
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl PolledBus {
@@ -55,7 +71,7 @@ impl PolledBus {
             seq_key: format!("{channel}:seq"),
             notice_prefix: format!("{channel}:n:"),
             interval,
-            notice_ttl: (interval * 20).max(Duration::from_secs(10)),
+            notice_ttl: interval.saturating_mul(20).max(Duration::from_secs(10)),
         }
     }
 
@@ -74,8 +90,43 @@ impl PolledBus {
         format!("{}{n}", self.notice_prefix)
     }
 
-    /// Numbers `notice` and stores it (two store operations).
-    pub async fn publish(&self, store: &dyn SharedStore, notice: &str) -> Result<(), SharedError> {
+    /// Numbers `notice` and stores it (two store operations), as one task
+    /// of its own: a caller that stops waiting (the tier's timeout) cannot
+    /// leave a number taken and its notice unwritten.
+    pub fn publish(
+        &self,
+        store: Arc<dyn SharedStore>,
+        notice: &str,
+    ) -> BoxFuture<'static, Result<(), SharedError>> {
+        let published = self.delete_then_publish(store, None, Some(notice));
+        Box::pin(async move { published.await.map(drop) })
+    }
+
+    /// Runs `delete` (when given), then publishes `notice` (when given), as
+    /// one task of its own, and waits for it: dropping the returned future
+    /// (the tier's timeout) does not cancel the task, so a delete is never
+    /// left without its notice (which no process would see as a gap).
+    pub fn delete_then_publish(
+        &self,
+        store: Arc<dyn SharedStore>,
+        delete: Option<BoxFuture<'static, Result<u64, SharedError>>>,
+        notice: Option<&str>,
+    ) -> BoxFuture<'static, Result<u64, SharedError>> {
+        let (bus, notice) = (self.clone(), notice.map(str::to_string));
+        Box::pin(detached(async move {
+            let n = match delete {
+                Some(delete) => delete.await?,
+                None => 0,
+            };
+            if let Some(notice) = notice {
+                bus.publish_now(&*store, &notice).await?;
+            }
+            Ok(n)
+        }))
+    }
+
+    /// Numbers `notice` and stores it, in this future.
+    async fn publish_now(&self, store: &dyn SharedStore, notice: &str) -> Result<(), SharedError> {
         let n = store.bump_version(&self.seq_key, unix_ms()).await?;
         store
             .set(
@@ -129,7 +180,9 @@ impl PolledBus {
                             ever = true;
                             last = Some(current);
                         }
-                        Some(seen) if current < seen || current - seen > MAX_BATCH => {
+                        Some(seen)
+                            if current < seen || current.saturating_sub(seen) > MAX_BATCH =>
+                        {
                             tracing::warn!(seen, current, "layercache: notices were lost; dropping local copies of shared entries");
                             handler(BusEvent::Subscribed { after_gap: true });
                             last = Some(current);
@@ -159,7 +212,7 @@ impl PolledBus {
         missing: &mut Option<(u64, Instant)>,
     ) -> u64 {
         let mut last = seen;
-        for n in seen + 1..=current {
+        for n in seen.saturating_add(1)..=current {
             let got = tokio::time::timeout(POLL_OP_TIMEOUT, store.get(&self.notice_key(n))).await;
             match got {
                 Ok(Ok(Some(bytes))) => {
