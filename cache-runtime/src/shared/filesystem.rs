@@ -55,6 +55,9 @@ const HEADER: usize = 4 + 1 + 8 + 4;
 pub const SWEEP_SCAN: usize = 1000;
 /// Temporary files older than this were left by a writer that died.
 const STALE_TMP: Duration = Duration::from_secs(60);
+/// Longest wait for the directory's lock before an operation gives up
+/// with a timeout.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// Keys longer than this are refused (a header is read in one go).
 const MAX_KEY: usize = 64 * 1024;
 
@@ -333,6 +336,17 @@ impl Inner {
     /// `.versions.lock`), so read-modify-write steps of several processes
     /// (versions, tag sets, locks) never interleave.
     fn locked<T>(&self, f: impl FnOnce() -> Result<T, SharedError>) -> Result<T, SharedError> {
+        self.locked_within(LOCK_WAIT, f)
+    }
+
+    /// [`Inner::locked`], giving up with a timeout after `wait`: a holder
+    /// that is stopped (not dead: the kernel would release its lock) must
+    /// not park blocking-pool threads without bound.
+    fn locked_within<T>(
+        &self,
+        wait: Duration,
+        f: impl FnOnce() -> Result<T, SharedError>,
+    ) -> Result<T, SharedError> {
         let lock_path = self.dir.join(".versions.lock");
         let lock = OpenOptions::new()
             .create(true)
@@ -341,7 +355,29 @@ impl Inner {
             .write(true)
             .open(&lock_path)
             .map_err(|e| io_err("cannot open", &lock_path, e))?;
-        fs4::FileExt::lock(&lock).map_err(|e| io_err("cannot lock", &lock_path, e))?;
+        let deadline = std::time::Instant::now() + wait;
+        let mut pause = Duration::from_micros(50);
+        loop {
+            match fs4::FileExt::try_lock(&lock) {
+                Ok(()) => break,
+                Err(fs4::TryLockError::WouldBlock) => {}
+                Err(fs4::TryLockError::Error(e)) => {
+                    return Err(io_err("cannot lock", &lock_path, e))
+                }
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(SharedError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "{} was held by another process for {wait:?}",
+                        lock_path.display()
+                    ),
+                ));
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
         let result = f();
         drop(lock); // closing the file releases the lock
         result
@@ -729,5 +765,47 @@ impl SharedStore for FsStore {
     fn delete_tag<'a>(&'a self, set: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
         let (inner, set) = (self.inner.clone(), set.to_string());
         Box::pin(run_blocking(move || inner.delete_tag(&set)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_held_elsewhere_is_waited_for_with_a_deadline_then_a_timeout() {
+        let dir = std::env::temp_dir().join(format!(
+            "layercache-fs-lockwait-{}-{}",
+            std::process::id(),
+            now_ms()
+        ));
+        let store = FsStore::open(
+            &dir,
+            100,
+            "__layercache__:bus:t",
+            &SharedSettings::default(),
+        )
+        .unwrap();
+        let holder = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(".versions.lock"))
+            .unwrap();
+        fs4::FileExt::lock(&holder).unwrap();
+        let started = std::time::Instant::now();
+        let err = store
+            .inner
+            .locked_within(Duration::from_millis(30), || Ok(()))
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(holder);
+        assert!(store
+            .inner
+            .locked_within(Duration::from_millis(30), || Ok(()))
+            .is_ok());
+        let _ = fs::remove_dir_all(&dir);
     }
 }
