@@ -316,7 +316,10 @@ mod filesystem {
     }
 
     conformance_suite!(open, open_down);
-    conformance_suite!(@tests open; a_delete_whose_caller_stops_waiting_still_publishes_its_notice);
+    conformance_suite!(@tests open;
+        a_delete_whose_caller_stops_waiting_still_publishes_its_notice,
+        a_value_with_a_huge_ttl_is_read_back
+    );
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
@@ -628,7 +631,10 @@ mod sqlite {
     }
 
     conformance_suite!(open, open_down);
-    conformance_suite!(@tests open; a_delete_whose_caller_stops_waiting_still_publishes_its_notice);
+    conformance_suite!(@tests open;
+        a_delete_whose_caller_stops_waiting_still_publishes_its_notice,
+        a_value_with_a_huge_ttl_is_read_back
+    );
 }
 
 #[cfg(feature = "memcached")]
@@ -677,7 +683,10 @@ mod memcached {
     }
 
     conformance_suite!(open, open_down, without_prefix_deletion);
-    conformance_suite!(@tests open; a_delete_whose_caller_stops_waiting_still_publishes_its_notice);
+    conformance_suite!(@tests open;
+        a_delete_whose_caller_stops_waiting_still_publishes_its_notice,
+        a_value_with_a_huge_ttl_is_read_back
+    );
 
     /// memcached evicts any item and a restarted server forgets its keys:
     /// a lost version key must not bring back numbers used before.

@@ -368,6 +368,8 @@ impl Config {
             config.redis_nodes = parse_redis_nodes("CACHE_REDIS_NODES", &v)?;
         }
         if let Some(v) = get("CACHE_BUS_POLL_MS") {
+            /// One hour: longer is a typo, not a staleness bound.
+            const MAX_BUS_POLL_MS: u64 = 3_600_000;
             let ms = parse_u64(
                 "CACHE_BUS_POLL_MS",
                 &v,
@@ -378,6 +380,13 @@ impl Config {
                     "CACHE_BUS_POLL_MS",
                     &v,
                     "must be at least 1",
+                ));
+            }
+            if ms > MAX_BUS_POLL_MS {
+                return Err(ConfigError::invalid(
+                    "CACHE_BUS_POLL_MS",
+                    &v,
+                    "must be at most 3600000 (one hour): it bounds how long another process's copy outlives an invalidation",
                 ));
             }
             config.shared.bus_poll_interval = Duration::from_millis(ms);
@@ -1046,6 +1055,8 @@ mod tests {
             ("CACHE_THRESHOLD", "many"),
             ("CACHE_BUS_POLL_MS", "0"),
             ("CACHE_BUS_POLL_MS", "1s"),
+            ("CACHE_BUS_POLL_MS", "3600001"),
+            ("CACHE_BUS_POLL_MS", "18446744073709551615"),
         ] {
             let err = Config::from_lookup(|n| (n == var).then(|| bad.to_string())).unwrap_err();
             assert_eq!(err.variable(), var, "{bad}");

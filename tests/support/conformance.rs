@@ -92,6 +92,40 @@ pub async fn a_value_set_is_read_back_and_overwritten(b: &Backend) {
     );
 }
 
+/// A TTL too long to add to the current time (`Duration::MAX`, or seconds
+/// near `u64::MAX`) is "about forever": never an overflow, a panic or an
+/// entry that expires at once.
+pub async fn a_value_with_a_huge_ttl_is_read_back(b: &Backend) {
+    let s = &*b.store;
+    for (i, ttl) in [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX / 1000),
+        Duration::from_secs(200 * 365 * 24 * 3600),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = format!("conf:huge:{i}");
+        set(s, &key, b"kept", Some(ttl)).await;
+        assert_eq!(get(s, &key).await.as_deref(), Some(&b"kept"[..]), "{ttl:?}");
+        s.add_to_tags(&[format!("tag:huge:{i}")], &key, Some(ttl))
+            .await
+            .unwrap();
+        assert!(s
+            .try_lock(&format!("lock:huge:{i}"), "t", ttl)
+            .await
+            .unwrap());
+        assert!(!s
+            .try_lock(&format!("lock:huge:{i}"), "u", ttl)
+            .await
+            .unwrap());
+    }
+    // Still there after the tag and lock writes, and a tag still finds it.
+    assert_eq!(get(s, "conf:huge:0").await.as_deref(), Some(&b"kept"[..]));
+    assert_eq!(s.delete_tag("tag:huge:0").await.unwrap(), 1);
+    assert_eq!(get(s, "conf:huge:0").await, None);
+}
+
 pub async fn delete_removes_keys_and_counts_only_those_that_existed(b: &Backend) {
     let s = &*b.store;
     set(s, "conf:d1", b"1", None).await;

@@ -93,14 +93,27 @@ pub fn server_key(key: &str) -> (String, bool) {
 
 /// memcached's expiry for `ttl`: seconds, rounded up (the header holds the
 /// exact time); beyond 30 days memcached wants a Unix time.
+/// A TTL too long for memcached's signed 32-bit Unix time is "never" on
+/// the server (the header's ms expiry still decides).
 fn exptime(ttl: Option<Duration>) -> u32 {
     let Some(ttl) = ttl else { return 0 };
-    let secs = ttl.as_millis().div_ceil(1000) as u64 + 1;
+    let secs = u64::try_from(ttl.as_millis().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
     if secs > 30 * 24 * 3600 {
-        (now_ms() / 1000 + secs).min(u32::MAX as u64) as u32
+        let at = (now_ms() / 1000).saturating_add(secs);
+        u32::try_from(at)
+            .ok()
+            .filter(|&at| at <= i32::MAX as u32)
+            .unwrap_or(0)
     } else {
         secs as u32
     }
+}
+
+/// `ttl` in whole ms (at least 1), saturating.
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 fn build_client(servers: &[String], timeout: Duration) -> Result<Client, SharedError> {
@@ -218,7 +231,7 @@ impl Inner {
 
 /// The stored bytes of `value` under `key`.
 fn wrap(key: &str, hashed: bool, value: &[u8], ttl: Option<Duration>) -> Vec<u8> {
-    let expires_at = ttl.map_or(0, |t| now_ms() + (t.as_millis() as u64).max(1));
+    let expires_at = ttl.map_or(0, |t| now_ms().saturating_add(ttl_ms(t)));
     let stored_key: &[u8] = if hashed { key.as_bytes() } else { b"" };
     let mut out = Vec::with_capacity(HEADER + stored_key.len() + value.len());
     out.extend_from_slice(MAGIC);
@@ -466,5 +479,12 @@ mod tests {
         assert_eq!(exptime(Some(Duration::from_millis(10))), 2);
         assert_eq!(exptime(Some(Duration::from_secs(60))), 61);
         assert!(exptime(Some(Duration::from_secs(40 * 24 * 3600))) > 1_000_000_000);
+        assert_eq!(
+            exptime(Some(Duration::MAX)),
+            0,
+            "beyond 2038: never, the header decides"
+        );
+        let stored = wrap("k", false, b"v", Some(Duration::MAX));
+        assert_eq!(unwrap("k", false, stored), Some(b"v".to_vec()));
     }
 }

@@ -59,7 +59,13 @@ struct Inner {
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The expiry (Unix ms) of an entry written now with `ttl`, saturating:
+/// `Duration::MAX` is "about forever", never an overflow.
+fn expires_at(ttl: Duration) -> i64 {
+    now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1))
 }
 
 fn to_shared(err: rusqlite::Error) -> SharedError {
@@ -238,7 +244,7 @@ impl SharedStore for SqliteStore {
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<(), SharedError>> {
         let key = key.to_string();
-        let expires_at = ttl.map(|t| now_ms() + (t.as_millis() as i64).max(1));
+        let expires_at = ttl.map(expires_at);
         self.with(move |inner, conn| {
             conn.prepare_cached(
                 "INSERT INTO layercache (key, value, expires_at) VALUES (?1, ?2, ?3) \
@@ -355,7 +361,7 @@ impl SharedStore for SqliteStore {
     ) -> BoxFuture<'a, Result<bool, SharedError>> {
         let (key, token) = (key.to_string(), token.as_bytes().to_vec());
         let now = now_ms();
-        let expires_at = now + (ttl.as_millis() as i64).max(1);
+        let expires_at = expires_at(ttl);
         self.with(move |_, conn| {
             // Taken when the row is new, or replaces an expired one.
             let changed = conn
@@ -389,7 +395,7 @@ impl SharedStore for SqliteStore {
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<(), SharedError>> {
         let (sets, member) = (sets.to_vec(), member.to_string());
-        let expires_at = ttl.map(|t| now_ms() + (t.as_millis() as i64).max(1));
+        let expires_at = ttl.map(expires_at);
         self.with(move |_, conn| {
             let tx = conn.transaction()?;
             {
