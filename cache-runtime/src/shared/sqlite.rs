@@ -228,8 +228,11 @@ impl SharedStore for SqliteStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>> {
         let key = key.to_string();
         self.with(move |_, conn| {
+            // As bytes whatever the column holds: a value edited by hand
+            // (`UPDATE ... SET value = 'x'`) is then a corrupt miss that the
+            // next write replaces, not an error on every read.
             conn.prepare_cached(
-                "SELECT value FROM layercache WHERE key = ?1 \
+                "SELECT CAST(value AS BLOB) FROM layercache WHERE key = ?1 \
                  AND (expires_at IS NULL OR expires_at > ?2)",
             )?
             .query_row(params![key, now_ms()], |r| r.get(0))
@@ -432,7 +435,49 @@ impl SharedStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use super::*;
+
+    #[test]
+    fn a_value_edited_into_text_or_a_number_reads_as_bytes_and_is_replaced() {
+        let dir = std::env::temp_dir().join(format!(
+            "layercache-sqlite-edited-{}-{}",
+            std::process::id(),
+            now_ms()
+        ));
+        let path = dir.join("cache.db");
+        let store =
+            SqliteStore::open(&path, "__layercache__:bus:t", &SharedSettings::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            store.set("k", b"ours".to_vec(), None).await.unwrap();
+            // What someone with the sqlite3 CLI might do.
+            let cli = Connection::open(&path).unwrap();
+            for (edit, read) in [
+                (
+                    "UPDATE layercache SET value = 'x' WHERE key = 'k'",
+                    &b"x"[..],
+                ),
+                ("UPDATE layercache SET value = 42 WHERE key = 'k'", b"42"),
+                ("UPDATE layercache SET value = 1.5 WHERE key = 'k'", b"1.5"),
+            ] {
+                cli.execute(edit, []).unwrap();
+                assert_eq!(
+                    store.get("k").await.unwrap().as_deref(),
+                    Some(read),
+                    "{edit}"
+                );
+            }
+            store.set("k", b"ours again".to_vec(), None).await.unwrap();
+            assert_eq!(
+                store.get("k").await.unwrap().as_deref(),
+                Some(&b"ours again"[..])
+            );
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn the_end_of_a_prefix_range_is_the_prefix_with_its_last_byte_raised() {
