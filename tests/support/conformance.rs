@@ -468,12 +468,6 @@ pub async fn a_store_that_cannot_list_keys_refuses_prefix_deletion_and_deletes_n
     assert!(get(s, "lit:a").await.is_some());
 }
 
-/// One `#[test]` per behaviour of the suite, for the backend opened by
-/// `$open` (and, for the failure test, `$open_down`). A store that cannot
-/// list its keys (memcached) says `without_prefix_deletion`: its two prefix
-/// tests are replaced by one that checks the refusal (the pipeline then
-/// uses versions, tested in `tests/backend_fleet.rs`).
-#[allow(unused_macros)]
 /// `lock = true` and `tags = [...]` need these: a lock has one holder
 /// until it is released by that holder or expires; a tag set names its
 /// members, and deleting it deletes them and itself.
@@ -589,6 +583,12 @@ pub async fn a_delete_whose_caller_stops_waiting_still_publishes_its_notice(b: &
     );
 }
 
+/// One `#[test]` per behaviour of the suite, for the backend opened by
+/// `$open` (and, for the failure test, `$open_down`). A store that cannot
+/// list its keys (memcached) says `without_prefix_deletion`: its two prefix
+/// tests are replaced by one that checks the refusal (the pipeline then
+/// uses versions, tested in `tests/backend_fleet.rs`).
+#[allow(unused_macros)]
 macro_rules! conformance_suite {
     ($open:path, $open_down:path, without_prefix_deletion) => {
         conformance_suite!(@common $open, $open_down);
