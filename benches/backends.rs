@@ -14,12 +14,14 @@
 //! Ratios are to Redis, in the same run.
 //!
 //! ```text
-//! cargo bench --features redis,sqlite,memcached --bench backends
-//! BACKENDS_SECS=1 cargo bench --features redis,sqlite,memcached --bench backends
+//! cargo bench --features redis,redis-cluster,sqlite,memcached --bench backends
+//! BACKENDS_SECS=1 cargo bench --features redis,redis-cluster,sqlite,memcached --bench backends
 //! ```
 
 #[path = "../tests/support/memcached_server.rs"]
 mod memcached_server;
+#[path = "../tests/support/redis_cluster.rs"]
+mod redis_cluster;
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
 #[path = "support/report.rs"]
@@ -152,8 +154,10 @@ fn main() {
         std::env::temp_dir().join(format!("layercache-bench-backends-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    let cluster = redis_cluster::RedisCluster::start();
     let rows = [
         run("redis", &[("CACHE_REDIS_URL", redis.url())]),
+        run("redis-cluster", &[("CACHE_REDIS_NODES", cluster.nodes_env())]),
         run(
             "memcached",
             &[("CACHE_MEMCACHED_SERVERS", memcached.address())],

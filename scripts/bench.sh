@@ -40,7 +40,7 @@ cargo bench --bench memory 2>&1 | quiet
 echo "==> coherence"
 cargo bench --features redis --bench coherence 2>&1 | quiet
 echo "==> backends"
-BACKENDS_SECS=4 cargo bench --features redis,sqlite,memcached --bench backends 2>&1 | quiet
+BACKENDS_SECS=4 cargo bench --features redis,redis-cluster,sqlite,memcached --bench backends 2>&1 | quiet
 echo "==> view cache under load"
 WEB_LOAD_SECS=5 cargo bench --features axum --bench web_load 2>&1 | quiet
 python3 scripts/bench_report.py "$BENCH_RESULTS_DIR" BENCHMARKS.md docs/bench

@@ -48,9 +48,9 @@ if ! WEB_LOAD_SECS=2 cargo bench --features axum --bench web_load >"$log" 2>&1; 
   exit 1
 fi
 grep -vE '^\s*(Compiling|Finished|Running|Downloaded|Downloading)' "$log" || true
-echo "==> benchmark: a shared hit on every backend (redis, memcached, sqlite, filesystem; short run)"
+echo "==> benchmark: a shared hit on every backend (redis, redis-cluster, memcached, sqlite, filesystem; short run)"
 log=target/bench-backends.log
-if ! BACKENDS_SECS=1 cargo bench --features redis,sqlite,memcached --bench backends >"$log" 2>&1; then
+if ! BACKENDS_SECS=1 cargo bench --features redis,redis-cluster,sqlite,memcached --bench backends >"$log" 2>&1; then
   cat "$log"
   exit 1
 fi

@@ -195,8 +195,15 @@ impl FsStore {
 
     /// Runs one sweep now, on this thread (see the module docs); returns
     /// the number of entries left.
+    /// Waits for a background sweep of this store to end first, so the
+    /// two never run at once (and the count returned is the directory's).
     pub fn sweep_now(&self) -> Result<u64, SharedError> {
-        self.inner.sweep()
+        while self.inner.sweeping.swap(true, Relaxed) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let result = self.inner.sweep();
+        self.inner.sweeping.store(false, Relaxed);
+        result
     }
 }
 
