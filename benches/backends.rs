@@ -157,7 +157,10 @@ fn main() {
     let cluster = redis_cluster::RedisCluster::start();
     let rows = [
         run("redis", &[("CACHE_REDIS_URL", redis.url())]),
-        run("redis-cluster", &[("CACHE_REDIS_NODES", cluster.nodes_env())]),
+        run(
+            "redis-cluster",
+            &[("CACHE_REDIS_NODES", cluster.nodes_env())],
+        ),
         run(
             "memcached",
             &[("CACHE_MEMCACHED_SERVERS", memcached.address())],

@@ -621,7 +621,23 @@ impl<K: Key, V: Value> FnCache<K, V> {
     async fn invalidate_shared(&self, sf: &SharedFn, key: &K) -> bool {
         let m = &self.metrics.shared;
         let result = async {
-            let sk = self.shared_key(sf, key).await.map_err(|(e, _)| e)?;
+            let sk = match self.shared_key(sf, key).await {
+                Ok(sk) => sk,
+                Err((err, _)) => {
+                    // The function's version could not be read (say its
+                    // cluster node is down), so the stored key is unknown;
+                    // other processes can still drop their local copies.
+                    if let Ok(stable) = self.stable_key(key) {
+                        let notice = Notice::Key {
+                            namespace: &self.namespace,
+                            stable: &stable,
+                        }
+                        .encode(sf.tier.instance());
+                        let _ = sf.tier.publish(&notice).await;
+                    }
+                    return Err(err);
+                }
+            };
             let notice = Notice::Key {
                 namespace: &self.namespace,
                 stable: sk.stable(),
