@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# The whole benchmark suite against its peers, in one run, and the report:
-# writes BENCHMARKS.md and docs/bench/*.svg. Starts its own redis-server
-# and memcached on free loopback ports (installed when missing).
-# About 10 minutes on 2 cores after the first build.
+# The whole benchmark suite against its peers, in one run, and the report.
+#
+#   bash scripts/bench.sh                 # full run: rewrites BENCHMARKS.md and docs/bench/*.svg
+#   BENCH_QUICK=1 bash scripts/bench.sh target/bench-report
+#                                         # short run (CI): the report goes to the given directory
+#
+# Starts its own redis-server, Redis Cluster and memcached on free loopback
+# ports (installs them when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The benchmarks configure the runtime themselves.
+unset CACHE_TYPE CACHE_DEFAULT_TIMEOUT CACHE_KEY_PREFIX CACHE_MAX_ENTRIES CACHE_REDIS_URL \
+  CACHE_SHARED_TIMEOUT_MS CACHE_MAX_VALUE_SIZE CACHE_TTL_JITTER CACHE_DIR CACHE_THRESHOLD \
+  CACHE_SQLITE_PATH CACHE_MEMCACHED_SERVERS CACHE_BUS_POLL_MS CACHE_REDIS_NODES CACHE_METRICS
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
@@ -17,30 +26,58 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+if [ -n "${1:-}" ]; then
+  out_md="$1/BENCHMARKS.md"
+  svg_dir="$1/docs/bench"
+  mkdir -p "$1"
+else
+  out_md=BENCHMARKS.md
+  svg_dir=docs/bench
+fi
+if [ -n "${BENCH_QUICK:-}" ]; then
+  criterion=(-- --warm-up-time 1 --measurement-time 2 --noplot)
+  secs=2
+else
+  criterion=(-- --warm-up-time 2 --measurement-time 4 --noplot)
+  secs=5
+fi
 export BENCH_RESULTS_DIR="$PWD/target/bench-results"
 rm -rf "$BENCH_RESULTS_DIR"
 mkdir -p "$BENCH_RESULTS_DIR"
-criterion=(-- --warm-up-time 2 --measurement-time 5 --noplot)
-quiet() { grep -vE '^(Benchmarking|Found| +[0-9]+ \(|\s*(Compiling|Finished|Running|Downloaded|Downloading))' || true; }
+features=axum,redis,redis-cluster,sqlite,memcached
+# Progress lines and the benchmarks' own tables; criterion's per-sample noise is dropped.
+quiet() {
+  grep -vE '^(Benchmarking|Found| +[0-9]+ \(|\s*(Compiling|Finished|Running|Downloaded|Downloading|time:|change:|thrpt:)|(local_hit|shared)_[a-z0-9_]+/|Performance has|No change|Change within|\s*$)' || true
+}
+bench() {
+  local log="target/bench-$1.log"
+  shift
+  if ! "$@" >"$log" 2>&1; then
+    cat "$log"
+    echo "benchmark failed: $*" >&2
+    exit 1
+  fi
+  quiet <"$log"
+}
 
-echo "==> building"
-cargo bench --all-features --no-run 2>&1 | tail -1
-echo "==> local hit"
-cargo bench --bench local_hit "${criterion[@]}" 2>&1 | quiet
-echo "==> metrics cost"
-cargo bench --bench metrics_cost 2>&1 | quiet
-echo "==> shared hit and miss (Redis)"
-cargo bench --features redis --bench redis_hit "${criterion[@]}" 2>&1 | quiet
+echo "==> building the benchmarks"
+cargo bench --features "$features" --no-run 2>&1 | tail -1
+echo "==> local hit: #[cached] vs the cached crate (plain and sharded), quick_cache, moka"
+bench local_hit cargo bench --features "$features" --bench local_hit "${criterion[@]}"
+echo "==> metrics cost on the hit path"
+bench metrics_cost cargo bench --features "$features" --bench metrics_cost
+echo "==> shared hit and miss: #[cached] vs raw redis-rs and the cached crate's Redis store"
+bench redis_hit cargo bench --features "$features" --bench redis_hit "${criterion[@]}"
 echo "==> stampede"
-cargo bench --bench stampede 2>&1 | quiet
-echo "==> zipf"
-cargo bench --bench zipf 2>&1 | quiet
-echo "==> memory"
-cargo bench --bench memory 2>&1 | quiet
-echo "==> coherence"
-cargo bench --features redis --bench coherence 2>&1 | quiet
-echo "==> backends"
-BACKENDS_SECS=4 cargo bench --features redis,redis-cluster,sqlite,memcached --bench backends 2>&1 | quiet
-echo "==> view cache under load"
-WEB_LOAD_SECS=5 cargo bench --features axum --bench web_load 2>&1 | quiet
-python3 scripts/bench_report.py "$BENCH_RESULTS_DIR" BENCHMARKS.md docs/bench
+bench stampede cargo bench --features "$features" --bench stampede
+echo "==> zipf workload"
+bench zipf cargo bench --features "$features" --bench zipf
+echo "==> memory per entry"
+bench memory cargo bench --features "$features" --bench memory
+echo "==> coherence across processes"
+bench coherence cargo bench --features "$features" --bench coherence
+echo "==> a shared hit on every backend"
+BACKENDS_SECS=$secs bench backends cargo bench --features "$features" --bench backends
+echo "==> view cache under load vs uncached and http-cache-tower-server"
+WEB_LOAD_SECS=$secs bench web_load cargo bench --features "$features" --bench web_load
+python3 scripts/bench_report.py "$BENCH_RESULTS_DIR" "$out_md" "$svg_dir"
