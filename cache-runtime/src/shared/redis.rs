@@ -332,6 +332,80 @@ impl RedisStore {
     }
 }
 
+/// The single-key commands the Redis and the Redis Cluster stores send
+/// alike (one key is one slot, so a cluster routes each to one node).
+pub(super) mod single_key {
+    use std::time::Duration;
+
+    use redis::aio::ConnectionLike;
+    use redis::RedisResult;
+
+    use super::UNLOCK_SCRIPT;
+
+    /// The version under `key`; 0 when missing or not a number (the next
+    /// bump then moves it to a fresh, time-based number).
+    pub(in crate::shared) async fn read_version(
+        conn: &mut impl ConnectionLike,
+        key: &str,
+    ) -> RedisResult<u64> {
+        let raw: Option<String> = redis::cmd("GET").arg(key).query_async(conn).await?;
+        Ok(raw.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// `SET key now NX` then `INCR key`, in one round trip.
+    pub(in crate::shared) async fn bump_version(
+        conn: &mut impl ConnectionLike,
+        key: &str,
+        now_ms: u64,
+    ) -> RedisResult<u64> {
+        let (v,): (u64,) = redis::pipe()
+            .cmd("SET")
+            .arg(key)
+            .arg(now_ms)
+            .arg("NX")
+            .ignore()
+            .cmd("INCR")
+            .arg(key)
+            .query_async(conn)
+            .await?;
+        Ok(v)
+    }
+
+    /// `SET key token NX PX ttl`: whether the lock was taken.
+    pub(in crate::shared) async fn try_lock(
+        conn: &mut impl ConnectionLike,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> RedisResult<bool> {
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().clamp(1, i64::MAX as u128) as u64)
+            .query_async(conn)
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    /// Compare and delete in one step: never releases another holder's lock.
+    pub(in crate::shared) async fn unlock(
+        conn: &mut impl ConnectionLike,
+        key: &str,
+        token: &str,
+    ) -> RedisResult<()> {
+        redis::cmd("EVAL")
+            .arg(UNLOCK_SCRIPT)
+            .arg(1)
+            .arg(key)
+            .arg(token)
+            .query_async::<i64>(conn)
+            .await
+            .map(drop)
+    }
+}
+
 impl SharedStore for RedisStore {
     fn describe(&self) -> String {
         self.describe.clone()
@@ -454,10 +528,9 @@ impl SharedStore for RedisStore {
     fn read_version<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
         let mut conn = self.conn();
         Box::pin(async move {
-            let raw: Option<String> = conn.get(key).await.map_err(to_shared)?;
-            // A version that is not a number was not written by us: start over from 0
-            // (the next bump moves it to a fresh, time-based number).
-            Ok(raw.and_then(|v| v.parse().ok()).unwrap_or(0))
+            single_key::read_version(&mut conn, key)
+                .await
+                .map_err(to_shared)
         })
     }
 
@@ -468,18 +541,9 @@ impl SharedStore for RedisStore {
     ) -> BoxFuture<'a, Result<u64, SharedError>> {
         let mut conn = self.conn();
         Box::pin(async move {
-            let (v,): (u64,) = redis::pipe()
-                .cmd("SET")
-                .arg(key)
-                .arg(now_ms)
-                .arg("NX")
-                .ignore()
-                .cmd("INCR")
-                .arg(key)
-                .query_async(&mut conn)
+            single_key::bump_version(&mut conn, key, now_ms)
                 .await
-                .map_err(to_shared)?;
-            Ok(v)
+                .map_err(to_shared)
         })
     }
 
@@ -491,16 +555,9 @@ impl SharedStore for RedisStore {
     ) -> BoxFuture<'a, Result<bool, SharedError>> {
         let mut conn = self.conn();
         Box::pin(async move {
-            let taken: Option<String> = redis::cmd("SET")
-                .arg(key)
-                .arg(token)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl.as_millis().clamp(1, i64::MAX as u128) as u64)
-                .query_async(&mut conn)
+            single_key::try_lock(&mut conn, key, token, ttl)
                 .await
-                .map_err(to_shared)?;
-            Ok(taken.is_some())
+                .map_err(to_shared)
         })
     }
 
@@ -548,15 +605,8 @@ impl SharedStore for RedisStore {
     ) -> BoxFuture<'a, Result<(), SharedError>> {
         let mut conn = self.conn();
         Box::pin(async move {
-            // Compare and delete in one step: never release another holder's lock.
-            redis::cmd("EVAL")
-                .arg(UNLOCK_SCRIPT)
-                .arg(1)
-                .arg(key)
-                .arg(token)
-                .query_async::<i64>(&mut conn)
+            single_key::unlock(&mut conn, key, token)
                 .await
-                .map(drop)
                 .map_err(to_shared)
         })
     }

@@ -41,7 +41,7 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRou
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, Value};
 
 use super::redis::{
-    classify, escape_glob, listen, redact, ADD_TO_TAGS_SCRIPT, SCAN_COUNT, UNLOCK_SCRIPT,
+    classify, escape_glob, listen, redact, single_key, ADD_TO_TAGS_SCRIPT, SCAN_COUNT,
 };
 use super::{
     BoxFuture, BusEvent, BusHandler, ErrorKind, SharedError, SharedSettings, SharedStore,
@@ -344,13 +344,9 @@ impl SharedStore for RedisClusterStore {
     fn read_version<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
         let mut conn = self.conn();
         Box::pin(async move {
-            let raw: Option<String> = redis::cmd("GET")
-                .arg(key)
-                .query_async(&mut conn)
+            single_key::read_version(&mut conn, key)
                 .await
-                .map_err(to_shared)?;
-            // Not a number: not written by us; the next bump starts over from now.
-            Ok(raw.and_then(|v| v.parse().ok()).unwrap_or(0))
+                .map_err(to_shared)
         })
     }
 
@@ -361,19 +357,9 @@ impl SharedStore for RedisClusterStore {
     ) -> BoxFuture<'a, Result<u64, SharedError>> {
         let mut conn = self.conn();
         Box::pin(async move {
-            // One key, so one slot: the pipeline goes to one node.
-            let (v,): (u64,) = redis::pipe()
-                .cmd("SET")
-                .arg(key)
-                .arg(now_ms)
-                .arg("NX")
-                .ignore()
-                .cmd("INCR")
-                .arg(key)
-                .query_async(&mut conn)
+            single_key::bump_version(&mut conn, key, now_ms)
                 .await
-                .map_err(to_shared)?;
-            Ok(v)
+                .map_err(to_shared)
         })
     }
 
@@ -405,16 +391,9 @@ impl SharedStore for RedisClusterStore {
     ) -> BoxFuture<'a, Result<bool, SharedError>> {
         let mut conn = self.conn();
         Box::pin(async move {
-            let taken: Option<String> = redis::cmd("SET")
-                .arg(key)
-                .arg(token)
-                .arg("NX")
-                .arg("PX")
-                .arg(ms(ttl))
-                .query_async(&mut conn)
+            single_key::try_lock(&mut conn, key, token, ttl)
                 .await
-                .map_err(to_shared)?;
-            Ok(taken.is_some())
+                .map_err(to_shared)
         })
     }
 
@@ -425,15 +404,8 @@ impl SharedStore for RedisClusterStore {
     ) -> BoxFuture<'a, Result<(), SharedError>> {
         let mut conn = self.conn();
         Box::pin(async move {
-            // One key: the compare-and-delete script runs on its node.
-            redis::cmd("EVAL")
-                .arg(UNLOCK_SCRIPT)
-                .arg(1)
-                .arg(key)
-                .arg(token)
-                .query_async::<i64>(&mut conn)
+            single_key::unlock(&mut conn, key, token)
                 .await
-                .map(drop)
                 .map_err(to_shared)
         })
     }

@@ -79,8 +79,9 @@ const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// wraps (the guide's view caching, `@cache.cached` on a route).
 ///
 /// **The key** is the method, the path and the query string (as sent, or
-/// with its pairs sorted after [`sort_query`](Self::sort_query)), plus the
-/// request's values of the headers named with [`vary_by`](Self::vary_by).
+/// with its pairs sorted after [`sort_query`](Self::sort_query)), the host
+/// (see [`include_host`](Self::include_host)), plus the request's values of
+/// the headers named with [`vary_by`](Self::vary_by).
 /// The stable key starts with the path, so
 /// [`invalidate_prefix("/products")`](crate::invalidate_prefix) (or
 /// `#[cache_invalidate(prefix = "/products")]`) drops those pages in every
@@ -134,6 +135,7 @@ struct Settings {
     local_timeout: Option<Duration>,
     jitter: Option<f64>,
     include_query: bool,
+    include_host: bool,
     sort_query: bool,
     vary: Vec<HeaderName>,
     max_body: usize,
@@ -174,6 +176,7 @@ impl ResponseCacheLayer {
                 local_timeout: None,
                 jitter: None,
                 include_query: true,
+                include_host: true,
                 sort_query: false,
                 vary: Vec::new(),
                 max_body: DEFAULT_MAX_BODY,
@@ -221,6 +224,15 @@ impl ResponseCacheLayer {
     /// off only for routes that ignore their query.
     pub fn include_query(mut self, include: bool) -> Self {
         self.settings.include_query = include;
+        self
+    }
+
+    /// Whether the request's host (`Host`, or the URI's authority) is part
+    /// of the key (default `true`), so one app serving several hosts never
+    /// hands one host's page to another. Turn it off when every host name
+    /// serves the same pages.
+    pub fn include_host(mut self, include: bool) -> Self {
+        self.settings.include_host = include;
         self
     }
 
@@ -433,6 +445,16 @@ impl Shared {
         // A URI holds no tab, so these suffixes cannot be forged by a path.
         if head {
             key.push_str("\tHEAD");
+        }
+        if s.include_host {
+            let host = headers
+                .get(header::HOST)
+                .map(HeaderValue::as_bytes)
+                .or_else(|| uri.authority().map(|a| a.as_str().as_bytes()));
+            if let Some(host) = host {
+                key.push_str("\thost=");
+                push_escaped(&mut key, host);
+            }
         }
         for name in &s.vary {
             key.push('\t');
@@ -668,6 +690,23 @@ mod tests {
         assert_eq!(
             s.key_of(&get("/products/1?x=1")).unwrap(),
             "/products/1?x=1\taccept-language="
+        );
+        let hosted = Request::get("/a")
+            .header("host", "shop.example")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            s.key_of(&hosted).unwrap(),
+            "/a\thost=shop.example\taccept-language="
+        );
+        let other = Request::get("/a")
+            .header("host", "admin.example")
+            .body(())
+            .unwrap();
+        assert_ne!(
+            s.key_of(&hosted),
+            s.key_of(&other),
+            "hosts never share a page"
         );
     }
 
