@@ -33,7 +33,9 @@ for port in "$a" "$b"; do
   for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/cache-stats" >/dev/null && break; sleep 0.05; done
 done
 
-# Traffic: A fills the caches, B gets shared hits and then local ones.
+# Traffic: A fills the caches, B gets shared hits and then local ones. Both
+# serve one public host, as behind a load balancer (pages are keyed by host).
+curl() { command curl -H "Host: shop.example" "$@"; }
 for base in "http://127.0.0.1:$a" "http://127.0.0.1:$b"; do
   for i in $(seq 20); do curl -fs "$base/expensive-page" >/dev/null; done
   for i in $(seq 30); do curl -fs "$base/user/$((i % 6 + 1))" >/dev/null; done

@@ -80,6 +80,9 @@ impl Drop for Node {
 async fn get(node: &Node, path: &str) -> (String, String) {
     let resp = Client::new()
         .get(format!("{}{path}", node.url))
+        // Both instances serve one public host, as behind a load balancer
+        // (pages are keyed by host).
+        .header("host", "shop.example")
         .send()
         .await
         .unwrap();
