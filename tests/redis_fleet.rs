@@ -338,6 +338,25 @@ mod node {
                         mt.block_on(async move { tokio::spawn(shared_async(id)).await.unwrap().0 })
                     })
                 }
+                // `n` concurrent tasks on the multi-thread runtime, each
+                // asking for its own key; answers how many got their own value.
+                ["mt_burst", _] => {
+                    let count = n(1);
+                    timed(&SHARED_RUNS, || {
+                        mt.block_on(async move {
+                            let tasks: Vec<_> = (0..count)
+                                .map(|id| tokio::spawn(shared_async(id)))
+                                .collect();
+                            let mut right = 0u64;
+                            for (id, task) in tasks.into_iter().enumerate() {
+                                if task.await.unwrap() == (id as u64, format!("value {id}")) {
+                                    right += 1;
+                                }
+                            }
+                            right
+                        })
+                    })
+                }
                 ["shared_async", _] => {
                     let id = n(1);
                     timed(&SHARED_RUNS, || rt.block_on(shared_async(id)).0)
@@ -1126,6 +1145,71 @@ fn concurrent_misses_of_a_shared_only_function_run_it_once_per_process() {
     server.assert_no_keys_command();
 }
 
+fn concurrent_shared_hits_of_different_keys_share_mget_round_trips() {
+    let mut server = RedisServer::start();
+    let db = temp_db("mget");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    const CALLERS: u64 = 400;
+    let first = a.call(&format!("mt_burst {CALLERS}"));
+    assert_eq!(
+        first.value,
+        CALLERS.to_string(),
+        "every caller got its own value"
+    );
+    assert_eq!(first.runs, CALLERS, "the first burst computes every key");
+    let gets = server.command_calls("get");
+    let mgets = server.command_calls("mget");
+    let again = a.call(&format!("mt_burst {CALLERS}"));
+    assert_eq!(
+        again.value,
+        CALLERS.to_string(),
+        "every caller got its own value"
+    );
+    assert_eq!(again.runs, 0, "the second burst is served from Redis");
+    let gets = server.command_calls("get") - gets;
+    let mgets = server.command_calls("mget") - mgets;
+    println!("    {CALLERS} concurrent shared hits: {gets} GET + {mgets} MGET commands");
+    assert!(mgets >= 1, "busy callers shared MGETs");
+    assert!(
+        gets + mgets < CALLERS,
+        "fewer commands than callers ({gets} GET + {mgets} MGET)"
+    );
+    assert!(a.stat("shared_async", "shared") >= CALLERS);
+    for errors in ["timeouts", "connection", "corrupt"] {
+        assert_eq!(a.stat("shared_async", errors), 0, "{errors}");
+    }
+
+    // Redis gone under a burst: queued GETs fail with their round, and every
+    // caller still gets its own value from the function.
+    server.stop();
+    let down = a.call(&format!("mt_burst {CALLERS}"));
+    assert_eq!(
+        down.value,
+        CALLERS.to_string(),
+        "every caller got its own value"
+    );
+    assert_eq!(down.runs, CALLERS, "Redis is down: the function answers");
+    let failures = a.stat("shared_async", "connection")
+        + a.stat("shared_async", "timeouts")
+        + a.stat("shared_async", "skipped");
+    assert!(failures >= 1, "the failed GETs are counted");
+    server.restart();
+    let back = within(Duration::from_secs(3), || {
+        let c = a.call(&format!("mt_burst {CALLERS}"));
+        assert_eq!(
+            c.value,
+            CALLERS.to_string(),
+            "every caller got its own value"
+        );
+        (c.runs == 0).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "concurrent shared hits did not resume after the restart"
+    );
+    server.assert_no_keys_command();
+}
+
 fn with_the_lock_one_process_of_the_fleet_refreshes_ahead() {
     let server = RedisServer::start();
     let db = temp_db("refresh");
@@ -1411,6 +1495,10 @@ fn main() {
         (
             "a_failing_process_serves_another_process_s_expired_value_within_stale_if_error",
             a_failing_process_serves_another_process_s_expired_value_within_stale_if_error,
+        ),
+        (
+            "concurrent_shared_hits_of_different_keys_share_mget_round_trips",
+            concurrent_shared_hits_of_different_keys_share_mget_round_trips,
         ),
         (
             "concurrent_misses_of_a_shared_only_function_run_it_once_per_process",

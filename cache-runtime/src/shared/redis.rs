@@ -18,12 +18,20 @@ use super::{
     RESERVED_PREFIX,
 };
 
+mod batch;
+
 /// A connection driven by a caller's runtime.
 struct Direct {
     cell: tokio::sync::OnceCell<MultiplexedConnection>,
     broken: std::sync::atomic::AtomicBool,
     client: Client,
     config: redis::AsyncConnectionConfig,
+    /// Concurrent GETs coalesced into MGETs (see [`batch`]).
+    batch: batch::Batch,
+    /// The caller's runtime, which drives the connection and its rounds.
+    runtime: tokio::runtime::Handle,
+    /// Bounds a coalesced round (the tier's timeout).
+    round_timeout: Duration,
 }
 
 /// The connection one operation uses.
@@ -159,6 +167,8 @@ pub struct RedisStore {
     caller_conns: std::sync::RwLock<Vec<(tokio::runtime::Id, Arc<Direct>)>>,
     /// Settings of the direct connections.
     direct_config: redis::AsyncConnectionConfig,
+    /// The tier's timeout, for coalesced GETs no caller's timer covers.
+    round_timeout: Duration,
     channel: String,
     describe: String,
 }
@@ -238,6 +248,7 @@ impl RedisStore {
             direct_config: redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(settings.timeout.max(Duration::from_millis(100)) * 4))
                 .set_response_timeout(None),
+            round_timeout: batch::round_timeout(settings.timeout),
             channel,
             describe: redact(url),
         })
@@ -289,11 +300,16 @@ impl RedisStore {
             // Runtimes come and go (one per `#[tokio::test]`): drop the oldest.
             conns.remove(0);
         }
+        // `operation_runtime` is only set inside the caller's runtime.
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
         let direct = Arc::new(Direct {
             cell: tokio::sync::OnceCell::new(),
             broken: std::sync::atomic::AtomicBool::new(false),
             client: self.client.clone(),
             config: self.direct_config.clone(),
+            batch: batch::Batch::default(),
+            runtime,
+            round_timeout: self.round_timeout,
         });
         conns.push((id, direct.clone()));
         Some(direct)
@@ -303,32 +319,21 @@ impl RedisStore {
 impl RedisStore {
     /// The hot path's connection: this thread's last direct connection when
     /// it is for this store and runtime, connected and not broken.
-    fn hot_conn(&self, runtime: tokio::runtime::Id) -> Option<MultiplexedConnection> {
+    fn hot_conn(
+        &self,
+        runtime: tokio::runtime::Id,
+    ) -> Option<(Arc<Direct>, MultiplexedConnection)> {
         HOT.with(|h| match &*h.borrow() {
             Some(hot)
                 if hot.store == self.id
                     && hot.runtime == runtime
                     && !hot.direct.broken.load(std::sync::atomic::Ordering::Relaxed) =>
             {
-                hot.direct.cell.get().cloned()
+                let conn = hot.direct.cell.get()?.clone();
+                Some((hot.direct.clone(), conn))
             }
             _ => None,
         })
-    }
-
-    /// Marks the direct connection of `runtime` broken (it is replaced on
-    /// the next operation).
-    fn mark_broken(&self, runtime: tokio::runtime::Id) {
-        for (i, d) in self
-            .caller_conns
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            if *i == runtime {
-                d.broken.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
     }
 }
 
@@ -413,22 +418,11 @@ impl SharedStore for RedisStore {
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>> {
         if let Some(runtime) = super::operation_runtime() {
-            if let Some(mut c) = self.hot_conn(runtime) {
-                return Box::pin(async move {
-                    // The command sized once and sent without the boxed
-                    // futures of `AsyncCommands` / `ConnectionLike`.
-                    let mut cmd = redis::Cmd::with_capacity(2, 3 + key.len());
-                    cmd.arg("GET").arg(key);
-                    let r = c
-                        .send_packed_command(&cmd)
-                        .await
-                        .and_then(redis::Value::extract_error)
-                        .and_then(|v| Ok(redis::from_redis_value::<Option<Vec<u8>>>(v)?));
-                    if matches!(&r, Err(e) if e.is_unrecoverable_error()) {
-                        self.mark_broken(runtime);
-                    }
-                    r.map_err(to_shared)
-                });
+            if let Some((direct, conn)) = self.hot_conn(runtime) {
+                // Coalesced with other callers' GETs when the connection is busy.
+                return Box::pin(
+                    async move { batch::get(direct, conn, key).await.map_err(to_shared) },
+                );
             }
         }
         let conn = self.conn();
