@@ -569,22 +569,56 @@ mod filesystem {
         });
     }
 
+    /// Waits, up to a deadline, for the store's background sweep to end.
+    fn wait_for_the_background_sweep(store: &FsStore) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.sweep_in_progress() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a background sweep ran for 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn writes_keep_the_directory_near_its_threshold_without_an_explicit_sweep() {
         let dir = TempDir::new("fs-auto-sweep");
-        let store = fs_store(&dir.0, 50);
-        rt().block_on(async {
-            for i in 0..500 {
-                store
-                    .set(&format!("k:{i}"), vec![1; 100], None)
-                    .await
-                    .unwrap();
-            }
-        });
-        // Sweeps run in the background every 5 writes; give the last one a moment.
-        std::thread::sleep(Duration::from_millis(100));
-        let entries = std::fs::read_dir(&dir.0).unwrap().count();
-        assert!(entries <= 50 + 10, "{entries} files for a threshold of 50");
+        let threshold = 50;
+        // A sweep starts every `threshold / 10` writes, unless one is running.
+        let sweep_every = 5;
+        let store = fs_store(&dir.0, threshold);
+        // Kept for the whole test: the sweeps run on its blocking pool.
+        let rt = rt();
+        let write = |from: usize, to: usize| {
+            rt.block_on(async {
+                for i in from..to {
+                    store
+                        .set(&format!("k:{i}"), vec![1; 100], None)
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        let files = || std::fs::read_dir(&dir.0).unwrap().count() as u64;
+        write(0, 500);
+        wait_for_the_background_sweep(&store);
+        assert!(
+            files() < 500,
+            "no background sweep removed anything: {} files",
+            files()
+        );
+        // A burst can outrun the sweeps (a write that comes while one runs
+        // starts none), so the files of its last writes may still be there.
+        // The next writes start a sweep that sees all of them; only the
+        // writes made while it runs can be left over.
+        write(500, 500 + sweep_every);
+        wait_for_the_background_sweep(&store);
+        let left = files();
+        assert!(
+            left <= threshold + sweep_every as u64,
+            "{left} files for a threshold of {threshold}"
+        );
     }
 }
 
