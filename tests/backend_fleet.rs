@@ -263,11 +263,13 @@ struct Backend {
     guard: Box<dyn std::any::Any>,
 }
 
+/// A new directory: unique per process (its id) and per call (a counter).
 fn temp_dir(name: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
         "layercache-bfleet-{}-{name}-{}",
         std::process::id(),
-        Instant::now().elapsed().as_nanos()
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
