@@ -4,7 +4,7 @@
 #[path = "support/conformance.rs"]
 mod conformance;
 
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "memcached"))]
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
@@ -721,6 +721,64 @@ mod memcached {
         a_delete_whose_caller_stops_waiting_still_publishes_its_notice,
         a_value_with_a_huge_ttl_is_read_back
     );
+
+    /// A server that accepts connections and never answers (a hung
+    /// memcached): every operation fails, as a timeout, once the client's
+    /// read timeout passes (the tier's timeout, at least 100 ms), so no
+    /// blocking thread waits on it for longer, and nothing hangs.
+    #[test]
+    fn operations_on_a_server_that_never_answers_fail_with_a_timeout_and_never_hang() {
+        use std::time::{Duration, Instant};
+
+        use layercache::shared::{ErrorKind, SharedError, SharedStore};
+
+        let silent = super::redis_server::SilentServer::start();
+        let settings = SharedSettings {
+            timeout: Duration::from_millis(50),
+            ..SharedSettings::default()
+        };
+        let s = MemcachedStore::open(
+            &[format!("127.0.0.1:{}", silent.port())],
+            "__layercache__:bus:conf",
+            &settings,
+        )
+        .unwrap();
+        // The read timeout plus generous room for a loaded machine.
+        let bound = Duration::from_millis(100 + 900);
+        let keys = ["deaf:k".to_string()];
+        let sets = ["tag:deaf".to_string()];
+        super::conformance::run(|| async move {
+            let (mut kinds, mut slowest) = (Vec::new(), Duration::ZERO);
+            macro_rules! fails_in_time {
+                ($op:expr) => {{
+                    let started = Instant::now();
+                    let r = tokio::time::timeout(Duration::from_secs(10), $op)
+                        .await
+                        .unwrap_or_else(|_| panic!("{} hung", stringify!($op)));
+                    let took = started.elapsed();
+                    let err: SharedError = r.map(|_| ()).expect_err(stringify!($op));
+                    assert!(took < bound, "{} took {took:?}", stringify!($op));
+                    slowest = slowest.max(took);
+                    kinds.push(err.kind);
+                }};
+            }
+            fails_in_time!(s.get("deaf:k"));
+            fails_in_time!(s.set("deaf:k", b"v".to_vec(), None));
+            fails_in_time!(s.delete(&keys, Some("1\tx\tc\t\t")));
+            fails_in_time!(s.read_version("__layercache__:version:deaf"));
+            fails_in_time!(s.bump_version("__layercache__:version:deaf", 1));
+            fails_in_time!(s.try_lock("lock:deaf", "t", Duration::from_secs(1)));
+            fails_in_time!(s.add_to_tags(&sets, "deaf:k", None));
+            fails_in_time!(s.delete_tag("tag:deaf"));
+            fails_in_time!(s.publish("1\tx\tc\t\t"));
+            assert!(
+                kinds.contains(&ErrorKind::Timeout),
+                "a server that never answers is a timeout, not a refusal: {kinds:?}"
+            );
+            println!("failures {kinds:?}, the slowest after {slowest:?}");
+        });
+        assert!(silent.connections_accepted() >= 1, "the client connected");
+    }
 
     /// memcached evicts any item and a restarted server forgets its keys:
     /// a lost version key must not bring back numbers used before.
