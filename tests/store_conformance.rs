@@ -50,6 +50,7 @@ mod redis {
     }
 
     conformance_suite!(open, open_down);
+    conformance_suite!(@tests open; a_value_with_a_huge_ttl_is_read_back);
 }
 
 #[cfg(feature = "redis-cluster")]
@@ -106,6 +107,7 @@ mod cluster {
     }
 
     conformance_suite!(open, open_down);
+    conformance_suite!(@tests open; a_value_with_a_huge_ttl_is_read_back);
 
     #[test]
     fn a_store_opened_while_the_whole_cluster_is_down_works_once_it_is_back() {

@@ -85,7 +85,7 @@ fn to_shared(err: RedisError) -> SharedError {
 }
 
 fn ms(ttl: Duration) -> u64 {
-    ttl.as_millis().clamp(1, i64::MAX as u128) as u64
+    super::redis::px(ttl)
 }
 
 /// `host:port` as redis-rs names a node (the host may be an IPv6 address).
