@@ -50,7 +50,10 @@ mod redis {
     }
 
     conformance_suite!(open, open_down);
-    conformance_suite!(@tests open; a_value_with_a_huge_ttl_is_read_back);
+    conformance_suite!(@tests open;
+        a_delete_whose_caller_stops_waiting_still_publishes_its_notice,
+        a_value_with_a_huge_ttl_is_read_back
+    );
 }
 
 #[cfg(feature = "redis-cluster")]
@@ -107,7 +110,10 @@ mod cluster {
     }
 
     conformance_suite!(open, open_down);
-    conformance_suite!(@tests open; a_value_with_a_huge_ttl_is_read_back);
+    conformance_suite!(@tests open;
+        a_delete_whose_caller_stops_waiting_still_publishes_its_notice,
+        a_value_with_a_huge_ttl_is_read_back
+    );
 
     #[test]
     fn a_store_opened_while_the_whole_cluster_is_down_works_once_it_is_back() {
