@@ -15,6 +15,10 @@ mod conformance;
 #[cfg(feature = "memcached")]
 #[path = "support/memcached_server.rs"]
 mod memcached_server;
+/// For its server that accepts connections and never answers.
+#[cfg(feature = "memcached")]
+#[path = "support/redis_server.rs"]
+mod redis_server;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -98,12 +102,14 @@ mod node {
             return "stats none".into();
         };
         format!(
-            "stats local={} shared={} misses={} corrupt={} errors={}",
+            "stats local={} shared={} misses={} corrupt={} errors={} timeouts={} skipped={}",
             f.local_hits,
             f.shared_hits,
             f.misses,
             f.shared.corrupt,
-            f.shared.errors()
+            f.shared.errors(),
+            f.shared.timeouts,
+            f.shared.skipped
         )
     }
 
@@ -263,11 +269,13 @@ struct Backend {
     guard: Box<dyn std::any::Any>,
 }
 
+/// A new directory: unique per process (its id) and per call (a counter).
 fn temp_dir(name: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
         "layercache-bfleet-{}-{name}-{}",
         std::process::id(),
-        Instant::now().elapsed().as_nanos()
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -336,7 +344,20 @@ struct Call {
 }
 
 impl Node {
+    /// A node whose invalidation bus is up.
     fn spawn(name: &str, backend: &Backend, db: &std::path::Path) -> Node {
+        let mut node = Node::start(name, backend, db);
+        assert_eq!(
+            node.send("wait_bus"),
+            "bus true",
+            "node {}: no bus",
+            node.name
+        );
+        node
+    }
+
+    /// A node, without waiting for its bus (its store may never answer).
+    fn start(name: &str, backend: &Backend, db: &std::path::Path) -> Node {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.env("LAYERCACHE_NODE", "1")
             .env("CACHE_KEY_PREFIX", "bfleet")
@@ -362,19 +383,12 @@ impl Node {
                 }
             }
         });
-        let mut node = Node {
+        Node {
             child,
             stdin,
             lines,
             name: format!("{}/{name}", backend.name),
-        };
-        assert_eq!(
-            node.send("wait_bus"),
-            "bus true",
-            "node {}: no bus",
-            node.name
-        );
-        node
+        }
     }
 
     fn post(&mut self, line: &str) {
@@ -697,6 +711,71 @@ fn calls_keep_their_values_while_the_server_is_down_and_shared_hits_resume_after
     println!("    {}: (no server to kill)", b.name);
 }
 
+/// memcached only: a server that accepts connections and never answers (a
+/// hung memcached). Every call returns its function's value within the
+/// tier's timeout (50 ms) plus generous room, the timeouts are counted,
+/// and nothing hangs.
+fn calls_against_a_server_that_never_answers_return_within_the_timeout_and_count_it(
+    b: &mut Backend,
+) {
+    #[cfg(feature = "memcached")]
+    if b.guard.is::<memcached_server::MemcachedServer>() {
+        let silent = redis_server::SilentServer::start();
+        let deaf = Backend {
+            name: "memcached-deaf",
+            env: vec![
+                ("CACHE_TYPE".into(), "memcached".into()),
+                (
+                    "CACHE_MEMCACHED_SERVERS".into(),
+                    format!("127.0.0.1:{}", silent.port()),
+                ),
+                ("CACHE_SHARED_TIMEOUT_MS".into(), "50".into()),
+            ],
+            guard: Box::new(()),
+        };
+        let db = temp_dir("db");
+        let mut x = Node::start("A", &deaf, &db);
+        let bound = Duration::from_millis(50 + 950);
+        let (mut slowest, mut calls) = (Duration::ZERO, 0u64);
+        let timeouts =
+            |x: &mut Node| x.stat("shared_only", "timeouts") + x.stat("user_profile", "timeouts");
+        // The bus does not come up within the timeout, so the breaker opens
+        // at once; its probe after the cool-down (500 ms) times out.
+        let counted = within(Duration::from_secs(10), || {
+            calls += 1;
+            for (line, value) in [
+                (
+                    format!("shared_only {calls}"),
+                    format!("({calls}, \"value {calls}\")"),
+                ),
+                (format!("get {calls}"), format!("\"user-{calls}\"")),
+            ] {
+                let started = Instant::now();
+                let c = x.call(&line);
+                let took = started.elapsed();
+                assert!(took < bound, "{line} took {took:?}");
+                slowest = slowest.max(took);
+                assert_eq!(
+                    (c.value, c.runs),
+                    (value, 1),
+                    "{line}: the function's value"
+                );
+            }
+            timeouts(&mut x) >= 1
+        });
+        assert!(counted.is_some(), "no timeout counted in 10 s");
+        assert!(
+            x.stat("shared_only", "skipped") + x.stat("user_profile", "skipped") >= 1,
+            "the breaker skipped the server"
+        );
+        assert!(silent.connections_accepted() >= 1, "the node connected");
+        println!("    {}: slowest of {} calls {slowest:?}", b.name, 2 * calls);
+        let _ = std::fs::remove_dir_all(db);
+        return;
+    }
+    println!("    {}: (no server to silence)", b.name);
+}
+
 fn main() {
     if std::env::var_os("LAYERCACHE_NODE").is_some() {
         node::run();
@@ -707,6 +786,10 @@ fn main() {
         (
             "calls_keep_their_values_while_the_server_is_down_and_shared_hits_resume_after_a_restart",
             calls_keep_their_values_while_the_server_is_down_and_shared_hits_resume_after_a_restart,
+        ),
+        (
+            "calls_against_a_server_that_never_answers_return_within_the_timeout_and_count_it",
+            calls_against_a_server_that_never_answers_return_within_the_timeout_and_count_it,
         ),
         (
             "a_value_is_shared_and_an_update_reaches_the_other_process_within_the_poll_bound",

@@ -631,11 +631,13 @@ impl Drop for Node {
     }
 }
 
+/// A new directory: unique per process (its id) and per call (a counter).
 fn temp_db(name: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
         "layercache-fleet-{}-{name}-{}",
         std::process::id(),
-        Instant::now().elapsed().as_nanos()
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir

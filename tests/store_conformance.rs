@@ -4,7 +4,7 @@
 #[path = "support/conformance.rs"]
 mod conformance;
 
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "memcached"))]
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
@@ -50,6 +50,10 @@ mod redis {
     }
 
     conformance_suite!(open, open_down);
+    conformance_suite!(@tests open;
+        a_delete_whose_caller_stops_waiting_still_publishes_its_notice,
+        a_value_with_a_huge_ttl_is_read_back
+    );
 }
 
 #[cfg(feature = "redis-cluster")]
@@ -106,6 +110,10 @@ mod cluster {
     }
 
     conformance_suite!(open, open_down);
+    conformance_suite!(@tests open;
+        a_delete_whose_caller_stops_waiting_still_publishes_its_notice,
+        a_value_with_a_huge_ttl_is_read_back
+    );
 
     #[test]
     fn a_store_opened_while_the_whole_cluster_is_down_works_once_it_is_back() {
@@ -569,22 +577,56 @@ mod filesystem {
         });
     }
 
+    /// Waits, up to a deadline, for the store's background sweep to end.
+    fn wait_for_the_background_sweep(store: &FsStore) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.sweep_in_progress() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a background sweep ran for 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn writes_keep_the_directory_near_its_threshold_without_an_explicit_sweep() {
         let dir = TempDir::new("fs-auto-sweep");
-        let store = fs_store(&dir.0, 50);
-        rt().block_on(async {
-            for i in 0..500 {
-                store
-                    .set(&format!("k:{i}"), vec![1; 100], None)
-                    .await
-                    .unwrap();
-            }
-        });
-        // Sweeps run in the background every 5 writes; give the last one a moment.
-        std::thread::sleep(Duration::from_millis(100));
-        let entries = std::fs::read_dir(&dir.0).unwrap().count();
-        assert!(entries <= 50 + 10, "{entries} files for a threshold of 50");
+        let threshold = 50;
+        // A sweep starts every `threshold / 10` writes, unless one is running.
+        let sweep_every = 5;
+        let store = fs_store(&dir.0, threshold);
+        // Kept for the whole test: the sweeps run on its blocking pool.
+        let rt = rt();
+        let write = |from: usize, to: usize| {
+            rt.block_on(async {
+                for i in from..to {
+                    store
+                        .set(&format!("k:{i}"), vec![1; 100], None)
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        let files = || std::fs::read_dir(&dir.0).unwrap().count() as u64;
+        write(0, 500);
+        wait_for_the_background_sweep(&store);
+        assert!(
+            files() < 500,
+            "no background sweep removed anything: {} files",
+            files()
+        );
+        // A burst can outrun the sweeps (a write that comes while one runs
+        // starts none), so the files of its last writes may still be there.
+        // The next writes start a sweep that sees all of them; only the
+        // writes made while it runs can be left over.
+        write(500, 500 + sweep_every);
+        wait_for_the_background_sweep(&store);
+        let left = files();
+        assert!(
+            left <= threshold + sweep_every as u64,
+            "{left} files for a threshold of {threshold}"
+        );
     }
 }
 
@@ -687,6 +729,64 @@ mod memcached {
         a_delete_whose_caller_stops_waiting_still_publishes_its_notice,
         a_value_with_a_huge_ttl_is_read_back
     );
+
+    /// A server that accepts connections and never answers (a hung
+    /// memcached): every operation fails, as a timeout, once the client's
+    /// read timeout passes (the tier's timeout, at least 100 ms), so no
+    /// blocking thread waits on it for longer, and nothing hangs.
+    #[test]
+    fn operations_on_a_server_that_never_answers_fail_with_a_timeout_and_never_hang() {
+        use std::time::{Duration, Instant};
+
+        use layercache::shared::{ErrorKind, SharedError, SharedStore};
+
+        let silent = super::redis_server::SilentServer::start();
+        let settings = SharedSettings {
+            timeout: Duration::from_millis(50),
+            ..SharedSettings::default()
+        };
+        let s = MemcachedStore::open(
+            &[format!("127.0.0.1:{}", silent.port())],
+            "__layercache__:bus:conf",
+            &settings,
+        )
+        .unwrap();
+        // The read timeout plus generous room for a loaded machine.
+        let bound = Duration::from_millis(100 + 900);
+        let keys = ["deaf:k".to_string()];
+        let sets = ["tag:deaf".to_string()];
+        super::conformance::run(|| async move {
+            let (mut kinds, mut slowest) = (Vec::new(), Duration::ZERO);
+            macro_rules! fails_in_time {
+                ($op:expr) => {{
+                    let started = Instant::now();
+                    let r = tokio::time::timeout(Duration::from_secs(10), $op)
+                        .await
+                        .unwrap_or_else(|_| panic!("{} hung", stringify!($op)));
+                    let took = started.elapsed();
+                    let err: SharedError = r.map(|_| ()).expect_err(stringify!($op));
+                    assert!(took < bound, "{} took {took:?}", stringify!($op));
+                    slowest = slowest.max(took);
+                    kinds.push(err.kind);
+                }};
+            }
+            fails_in_time!(s.get("deaf:k"));
+            fails_in_time!(s.set("deaf:k", b"v".to_vec(), None));
+            fails_in_time!(s.delete(&keys, Some("1\tx\tc\t\t")));
+            fails_in_time!(s.read_version("__layercache__:version:deaf"));
+            fails_in_time!(s.bump_version("__layercache__:version:deaf", 1));
+            fails_in_time!(s.try_lock("lock:deaf", "t", Duration::from_secs(1)));
+            fails_in_time!(s.add_to_tags(&sets, "deaf:k", None));
+            fails_in_time!(s.delete_tag("tag:deaf"));
+            fails_in_time!(s.publish("1\tx\tc\t\t"));
+            assert!(
+                kinds.contains(&ErrorKind::Timeout),
+                "a server that never answers is a timeout, not a refusal: {kinds:?}"
+            );
+            println!("failures {kinds:?}, the slowest after {slowest:?}");
+        });
+        assert!(silent.connections_accepted() >= 1, "the client connected");
+    }
 
     /// memcached evicts any item and a restarted server forgets its keys:
     /// a lost version key must not bring back numbers used before.

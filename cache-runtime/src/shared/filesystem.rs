@@ -193,6 +193,12 @@ impl FsStore {
         self.inner.dir.join(file_name(key))
     }
 
+    /// Whether a sweep of this store is running (one started in the
+    /// background by a write, or [`FsStore::sweep_now`]).
+    pub fn sweep_in_progress(&self) -> bool {
+        self.inner.sweeping.load(Relaxed)
+    }
+
     /// Runs one sweep now, on this thread (see the module docs); returns
     /// the number of entries left.
     /// Waits for a background sweep of this store to end first, so the
@@ -201,9 +207,19 @@ impl FsStore {
         while self.inner.sweeping.swap(true, Relaxed) {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let result = self.inner.sweep();
-        self.inner.sweeping.store(false, Relaxed);
-        result
+        let done = SweepDone(self.inner.clone());
+        done.0.sweep()
+    }
+}
+
+/// Marks the store's sweep as ended when dropped: after the sweep ran, or
+/// when its task was dropped before it ran (its runtime shutting down), so
+/// a sweep that never ran cannot stop every later one from starting.
+struct SweepDone(Arc<Inner>);
+
+impl Drop for SweepDone {
+    fn drop(&mut self) {
+        self.0.sweeping.store(false, Relaxed);
     }
 }
 
@@ -537,14 +553,14 @@ impl Inner {
         {
             return;
         }
-        let me = self.clone();
+        let done = SweepDone(self.clone());
         let handle =
             tokio::runtime::Handle::try_current().unwrap_or_else(|_| super::io_runtime().clone());
         handle.spawn_blocking(move || {
-            if let Err(err) = me.sweep() {
+            if let Err(err) = done.0.sweep() {
                 tracing::warn!(%err, "layercache: sweeping the cache directory failed");
             }
-            me.sweeping.store(false, Relaxed);
+            drop(done);
         });
     }
 
@@ -813,6 +829,50 @@ mod tests {
             .inner
             .locked_within(Duration::from_millis(30), || Ok(()))
             .is_ok());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_sweep_dropped_before_it_ran_does_not_stop_later_sweeps() {
+        let dir = std::env::temp_dir().join(format!(
+            "layercache-fs-dropped-sweep-{}-{}",
+            std::process::id(),
+            now_ms()
+        ));
+        let store =
+            FsStore::open(&dir, 1, "__layercache__:bus:t", &SharedSettings::default()).unwrap();
+        // A write from a runtime that has shut down: its sweep task is
+        // dropped without running.
+        let gone = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let handle = gone.handle().clone();
+        drop(gone);
+        {
+            let _in_gone = handle.enter();
+            store.inner.after_write();
+        }
+        assert!(
+            !store.sweep_in_progress(),
+            "the dropped sweep still counts as running"
+        );
+        // The next write starts a sweep (threshold 1: every write), which runs.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            store.set("a", b"v".to_vec(), None).await.unwrap();
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.sweep_in_progress() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            store.inner.last_count.load(Relaxed),
+            1,
+            "a sweep ran and counted the entry"
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 }

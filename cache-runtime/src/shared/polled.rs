@@ -33,7 +33,7 @@ const POLL_OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Runs `unit` as a task of its own on the runtime polling this future (or
 /// layercache's I/O runtime) and waits for it: dropping the wait does not
 /// cancel the unit.
-async fn detached<T: Send + 'static>(
+pub(super) async fn detached<T: Send + 'static>(
     unit: impl std::future::Future<Output = Result<T, SharedError>> + Send + 'static,
 ) -> Result<T, SharedError> {
     let handle =

@@ -125,6 +125,17 @@ thread_local! {
     static HOT: std::cell::RefCell<Option<Hot>> = const { std::cell::RefCell::new(None) };
 }
 
+/// The longest expiry sent to Redis, in ms (2^52 ms, about 140,000
+/// years): Redis refuses a `PX` whose sum with the current time overflows
+/// (`Duration::MAX` would), and Lua numbers hold integers exactly up to
+/// 2^53. A longer TTL is "about forever", as in every store.
+pub(super) const MAX_PX: u64 = 1 << 52;
+
+/// `ttl` in whole ms for `PX` and `PEXPIRE`: at least 1, at most [`MAX_PX`].
+pub(super) fn px(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).map_or(MAX_PX, |ms| ms.clamp(1, MAX_PX))
+}
+
 /// Deletes `KEYS[1]` only while it still holds the caller's token `ARGV[1]`.
 pub(super) const UNLOCK_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
@@ -388,7 +399,7 @@ pub(super) mod single_key {
             .arg(token)
             .arg("NX")
             .arg("PX")
-            .arg(ttl.as_millis().clamp(1, i64::MAX as u128) as u64)
+            .arg(super::px(ttl))
             .query_async(conn)
             .await?;
         Ok(taken.is_some())
@@ -449,8 +460,7 @@ impl SharedStore for RedisStore {
             let mut cmd = redis::cmd("SET");
             cmd.arg(key).arg(value);
             if let Some(ttl) = ttl {
-                cmd.arg("PX")
-                    .arg(ttl.as_millis().clamp(1, i64::MAX as u128) as u64);
+                cmd.arg("PX").arg(px(ttl));
             }
             cmd.query_async::<()>(&mut conn).await.map_err(to_shared)
         })
@@ -569,7 +579,7 @@ impl SharedStore for RedisStore {
                 .arg(sets)
                 .arg(member);
             match ttl {
-                Some(ttl) => cmd.arg(ttl.as_millis().clamp(1, i64::MAX as u128) as u64),
+                Some(ttl) => cmd.arg(px(ttl)),
                 None => cmd.arg(-1),
             };
             cmd.query_async::<i64>(&mut conn)

@@ -26,7 +26,10 @@
 //!   pub/sub connection to one node, from the seeds and then the masters
 //!   it learned. When that node goes away the process subscribes on
 //!   another one and reports [`BusEvent::Subscribed`] with `after_gap`, so
-//!   local copies that may have missed notices are dropped.
+//!   local copies that may have missed notices are dropped. A delete with
+//!   a notice (`UNLINK`, then `PUBLISH`: different slots, no pipeline) runs
+//!   as one task of its own, so a caller that stops waiting cannot leave
+//!   the keys deleted and the notice unsent.
 //! - **No hash tags** in entry keys: `{…}` would put every entry of a
 //!   function on one slot, so one hot function would load one master.
 //!   Entries spread over all slots by their full key; version keys and tag
@@ -85,7 +88,7 @@ fn to_shared(err: RedisError) -> SharedError {
 }
 
 fn ms(ttl: Duration) -> u64 {
-    ttl.as_millis().clamp(1, i64::MAX as u128) as u64
+    super::redis::px(ttl)
 }
 
 /// `host:port` as redis-rs names a node (the host may be an IPv6 address).
@@ -307,14 +310,31 @@ impl SharedStore for RedisClusterStore {
         notice: Option<&'a str>,
     ) -> BoxFuture<'a, Result<u64, SharedError>> {
         let mut conn = self.conn();
-        Box::pin(async move {
-            // Keys of many slots cannot share a pipeline with the notice:
-            // delete first, then tell the others (never the other way round).
+        let Some(notice) = notice else {
+            return Box::pin(async move {
+                if keys.is_empty() {
+                    return Ok(0);
+                }
+                redis::cmd("UNLINK")
+                    .arg(keys)
+                    .query_async::<u64>(&mut conn)
+                    .await
+                    .map_err(to_shared)
+            });
+        };
+        // Keys of many slots cannot share a pipeline with the notice:
+        // delete first, then tell the others (never the other way round),
+        // as one task of its own, so a caller that stops waiting (the
+        // tier's timeout) cannot leave the keys deleted and the notice
+        // unsent (other processes would keep their copies, with no gap to
+        // see).
+        let (keys, channel, notice) = (keys.to_vec(), self.channel.clone(), notice.to_string());
+        Box::pin(super::polled::detached(async move {
             let deleted = if keys.is_empty() {
                 Ok(0)
             } else {
                 redis::cmd("UNLINK")
-                    .arg(keys)
+                    .arg(&keys)
                     .query_async::<u64>(&mut conn)
                     .await
                     .map_err(to_shared)
@@ -322,11 +342,9 @@ impl SharedStore for RedisClusterStore {
             // The notice goes out even when a key's master is down: the
             // other processes' local copies must go whatever the shared
             // tier could do (the failure is still returned, and counted).
-            if let Some(notice) = notice {
-                publish_on_any_node(&mut conn, &self.channel, notice).await?;
-            }
+            publish_on_any_node(&mut conn, &channel, &notice).await?;
             deleted
-        })
+        }))
     }
 
     fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {

@@ -114,11 +114,29 @@ fn prefix_end(prefix: &str) -> Option<Vec<u8>> {
     None
 }
 
+/// Asks for WAL mode (readers and one writer at once, across processes)
+/// and returns the journal mode SQLite answers with: the one in force. A
+/// database that cannot use WAL (a filesystem without shared memory, an
+/// in-memory database) keeps another mode; that is logged, not an error,
+/// since the store still works, only with readers and writers taking
+/// turns.
+fn enable_wal(conn: &Connection, path: &Path) -> Result<String, rusqlite::Error> {
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(
+            path = %path.display(),
+            journal_mode = %mode,
+            "layercache: the SQLite database is not in WAL mode (journal_mode is {mode}): \
+             readers and writers will wait for each other"
+        );
+    }
+    Ok(mode)
+}
+
 fn open_connection(path: &Path, busy: Duration) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(busy)?;
-    // WAL: readers and one writer at once, across processes.
-    let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    enable_wal(&conn, path)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.execute_batch(SCHEMA)?;
     Ok(conn)
@@ -437,21 +455,196 @@ impl SharedStore for SqliteStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_value_edited_into_text_or_a_number_reads_as_bytes_and_is_replaced() {
-        let dir = std::env::temp_dir().join(format!(
-            "layercache-sqlite-edited-{}-{}",
-            std::process::id(),
-            now_ms()
-        ));
-        let path = dir.join("cache.db");
-        let store =
-            SqliteStore::open(&path, "__layercache__:bus:t", &SharedSettings::default()).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
+    /// A directory of its own for one test's database, removed on drop.
+    struct TempDb(PathBuf);
+
+    impl TempDb {
+        fn new(name: &str) -> TempDb {
+            static N: AtomicU64 = AtomicU64::new(0);
+            TempDb(std::env::temp_dir().join(format!(
+                "layercache-sqlite-{name}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Relaxed)
+            )))
+        }
+
+        fn path(&self) -> PathBuf {
+            self.0.join("cache.db")
+        }
+
+        fn open(&self) -> SqliteStore {
+            SqliteStore::open(
+                self.path(),
+                "__layercache__:bus:t",
+                &SharedSettings::default(),
+            )
+            .unwrap()
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_store_s_database_is_in_wal_mode_on_every_connection() {
+        let db = TempDb::new("wal");
+        let store = db.open();
+        for conn in &store.inner.conns {
+            let mode: String = conn
+                .lock()
+                .unwrap()
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+        }
+        // WAL is a property of the file: another process opening it sees it.
+        let other = Connection::open(db.path()).unwrap();
+        let mode: String = other
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
-        rt.block_on(async {
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_database_that_cannot_use_wal_reports_its_journal_mode_and_still_opens() {
+        // An in-memory database has no WAL: SQLite keeps "memory".
+        let conn = Connection::open_in_memory().unwrap();
+        let mode = enable_wal(&conn, Path::new(":memory:")).unwrap();
+        assert_eq!(mode, "memory");
+    }
+
+    #[test]
+    fn the_table_has_a_partial_expiry_index_that_the_purge_uses() {
+        let db = TempDb::new("index");
+        let store = db.open();
+        let conn = store.inner.conns[0].lock().unwrap();
+        let (table, sql): (String, String) = conn
+            .query_row(
+                "SELECT tbl_name, sql FROM sqlite_master \
+                 WHERE type = 'index' AND name = 'layercache_expires_at'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(table, "layercache");
+        assert!(
+            sql.contains("(expires_at)") && sql.contains("WHERE expires_at IS NOT NULL"),
+            "{sql}"
+        );
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT rowid FROM layercache WHERE expires_at <= ?1 LIMIT ?2",
+            )
+            .unwrap()
+            .query_map(params![now_ms(), PURGE_BATCH], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|p| p.contains("layercache_expires_at")),
+            "the purge scans the table: {plan:?}"
+        );
+    }
+
+    /// Rows written with a 1 ms TTL, once it has passed: inserted directly,
+    /// so that no purge runs while they are written.
+    fn insert_expired(conn: &Connection, from: usize, n: usize) {
+        let past = now_ms() - 1;
+        let mut stmt = conn
+            .prepare("INSERT INTO layercache (key, value, expires_at) VALUES (?1, x'00', ?2)")
+            .unwrap();
+        for i in from..from + n {
+            stmt.execute(params![format!("expired:{i}"), past]).unwrap();
+        }
+    }
+
+    fn count(conn: &Connection, sql: &str) -> u64 {
+        conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64
+    }
+
+    #[test]
+    fn every_hundredth_write_purges_one_batch_of_expired_rows_and_keeps_live_ones() {
+        let db = TempDb::new("purge");
+        let store = db.open();
+        let side = Connection::open(db.path()).unwrap();
+        let expired_rows = 2 * PURGE_BATCH as usize + 123;
+        insert_expired(&side, 0, expired_rows);
+        side.execute(
+            "INSERT INTO layercache_tags (tag, member, expires_at) VALUES ('t', 'expired:0', ?1)",
+            [now_ms() - 1],
+        )
+        .unwrap();
+        let expired = |c: &Connection| {
+            count(
+                c,
+                "SELECT count(*) FROM layercache WHERE key LIKE 'expired:%'",
+            )
+        };
+        let rt = rt();
+        let mut written = 0u64;
+        let mut write = |n: u64| {
+            rt.block_on(async {
+                for _ in 0..n {
+                    // Live rows: one without a TTL, the others for a minute.
+                    let ttl = (written > 0).then(|| Duration::from_secs(60));
+                    store
+                        .set(&format!("live:{written}"), b"v".to_vec(), ttl)
+                        .await
+                        .unwrap();
+                    written += 1;
+                }
+            })
+        };
+        write(PURGE_EVERY - 1);
+        assert_eq!(
+            expired(&side),
+            expired_rows as u64,
+            "no purge before the 100th write"
+        );
+        let mut left = expired_rows as u64;
+        while left > 0 {
+            write(1);
+            let now = expired(&side);
+            assert_eq!(
+                now,
+                left.saturating_sub(u64::from(PURGE_BATCH)),
+                "one purge deletes one batch of {PURGE_BATCH}"
+            );
+            left = now;
+            write(PURGE_EVERY - 1);
+            assert_eq!(expired(&side), left, "no purge between two");
+        }
+        assert_eq!(
+            count(&side, "SELECT count(*) FROM layercache_tags"),
+            0,
+            "expired tag rows go too"
+        );
+        assert_eq!(
+            count(
+                &side,
+                "SELECT count(*) FROM layercache WHERE key LIKE 'live:%'"
+            ),
+            written,
+            "every live row is kept"
+        );
+    }
+
+    #[test]
+    fn a_value_edited_into_text_or_a_number_reads_as_bytes_and_is_replaced() {
+        let db = TempDb::new("edited");
+        let path = db.path();
+        let store = db.open();
+        rt().block_on(async {
             store.set("k", b"ours".to_vec(), None).await.unwrap();
             // What someone with the sqlite3 CLI might do.
             let cli = Connection::open(&path).unwrap();
@@ -476,7 +669,6 @@ mod tests {
                 Some(&b"ours again"[..])
             );
         });
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
