@@ -1150,7 +1150,14 @@ fn concurrent_misses_of_a_shared_only_function_run_it_once_per_process() {
 fn concurrent_shared_hits_of_different_keys_share_mget_round_trips() {
     let mut server = RedisServer::start();
     let db = temp_db("mget");
-    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    // A timeout no loaded test machine reaches: this scenario is about
+    // coalescing (a timed-out write-back would turn a hit into a miss).
+    let mut a = Node::spawn(
+        "A",
+        &server.url(),
+        &db,
+        &[("CACHE_SHARED_TIMEOUT_MS", "5000")],
+    );
     const CALLERS: u64 = 400;
     let first = a.call(&format!("mt_burst {CALLERS}"));
     assert_eq!(
