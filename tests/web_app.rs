@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::OnceLock;
 
+use layercache::web::ResponseCacheLayer;
 use reqwest::{Client, Response};
 use tokio::sync::{Mutex, MutexGuard};
 use web_app::ORIGIN;
@@ -93,23 +94,97 @@ async fn a_hit_keeps_the_content_type_and_carries_an_age() {
     assert!(resp.headers().contains_key("age"));
 }
 
+async fn head(url: &str) -> Response {
+    Client::new().head(url).send().await.unwrap()
+}
+
+fn content_length(resp: &Response) -> Option<usize> {
+    resp.headers()
+        .get("content-length")
+        .map(|v| v.to_str().unwrap().parse().unwrap())
+}
+
 #[tokio::test]
-async fn head_requests_are_cached_apart_from_gets_and_have_no_body() {
+async fn a_head_after_a_get_is_a_hit_with_the_get_s_content_length_and_no_body() {
     let _serial = serial().await;
-    let head = || async {
-        Client::new()
-            .head(format!("{}/products/77", server()))
-            .send()
-            .await
-            .unwrap()
-    };
-    let (first, second) = (head().await, head().await);
-    assert_eq!(x_cache(&first), "MISS");
-    assert_eq!(x_cache(&second), "HIT");
-    assert_eq!(second.bytes().await.unwrap().len(), 0);
+    layercache::invalidate_prefix_async("/products/77").await;
     let (status, body) = get("/products/77").await;
-    assert_eq!(status, "MISS", "a HEAD does not fill the GET's entry");
-    assert!(body.starts_with("<h1>Product 77</h1>"));
+    assert_eq!(status, "MISS");
+    let handled = ORIGIN.products.load(Relaxed);
+    let resp = head(&format!("{}/products/77", server())).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(x_cache(&resp), "HIT", "answered from the GET's page");
+    assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+    assert_eq!(content_length(&resp), Some(body.len()));
+    assert_eq!(resp.bytes().await.unwrap().len(), 0, "no body");
+    assert_eq!(
+        ORIGIN.products.load(Relaxed),
+        handled,
+        "the handler did not run"
+    );
+}
+
+#[tokio::test]
+async fn a_head_before_any_get_is_passed_on_and_stores_nothing() {
+    let _serial = serial().await;
+    layercache::invalidate_prefix_async("/products/79").await;
+    let before = ORIGIN.products.load(Relaxed);
+    for _ in 0..2 {
+        let resp = head(&format!("{}/products/79", server())).await;
+        assert_eq!(x_cache(&resp), "MISS");
+        assert_eq!(resp.bytes().await.unwrap().len(), 0);
+    }
+    let (status, body) = get("/products/79").await;
+    assert_eq!(status, "MISS", "a HEAD does not fill the page");
+    assert!(
+        body.starts_with("<h1>Product 79</h1>"),
+        "the full body: {body}"
+    );
+    assert_eq!(
+        ORIGIN.products.load(Relaxed) - before,
+        3,
+        "each HEAD reached the handler"
+    );
+    assert_eq!(get("/products/79").await.0, "HIT");
+}
+
+/// Serves `app` on a loopback port for the rest of the calling test.
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn a_head_hit_through_a_layer_around_a_whole_router_keeps_the_content_length() {
+    let _serial = serial().await;
+    let inner = axum::Router::new().route(
+        "/whole/page",
+        axum::routing::get(|| async { "a page of 24 bytes, long" }),
+    );
+    // The layer wraps the router as a service: the router has already
+    // stripped the body of a HEAD by the time the layer sees the answer.
+    let wrapped = tower_layer::Layer::layer(&ResponseCacheLayer::new("whole_router"), inner);
+    let url = serve(axum::Router::new().fallback_service(wrapped)).await;
+    let first = head(&format!("{url}/whole/page")).await;
+    assert_eq!(x_cache(&first), "MISS");
+    assert_eq!(
+        content_length(&first),
+        Some(24),
+        "passed on as the router sent it"
+    );
+    let get = Client::new()
+        .get(format!("{url}/whole/page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(x_cache(&get), "MISS", "the HEAD stored nothing");
+    assert_eq!(get.text().await.unwrap(), "a page of 24 bytes, long");
+    let hit = head(&format!("{url}/whole/page")).await;
+    assert_eq!(x_cache(&hit), "HIT");
+    assert_eq!(content_length(&hit), Some(24));
+    assert_eq!(hit.bytes().await.unwrap().len(), 0);
 }
 
 #[tokio::test]
@@ -174,14 +249,14 @@ async fn no_store_responses_are_never_cached() {
 async fn a_500_is_not_cached_and_the_next_success_is() {
     let _serial = serial().await;
     let before = ORIGIN.report.load(Relaxed);
-    for _ in 0..2 {
+    for expected in ["MISS", "MISS"] {
         let resp = Client::new()
             .get(format!("{}/report?fail=1", server()))
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status(), 500);
-        assert_eq!(x_cache(&resp), "MISS");
+        assert_eq!(x_cache(&resp), expected);
         assert_eq!(resp.text().await.unwrap(), "report failed");
     }
     assert_eq!(
@@ -230,13 +305,13 @@ async fn a_prefix_invalidation_drops_every_product_page() {
 async fn a_body_over_the_size_limit_is_streamed_whole_and_not_stored() {
     let _serial = serial().await;
     let before = ORIGIN.export.load(Relaxed);
-    for _ in 0..2 {
+    for expected in ["MISS", "MISS"] {
         let resp = Client::new()
             .get(format!("{}/export", server()))
             .send()
             .await
             .unwrap();
-        assert_eq!(x_cache(&resp), "MISS");
+        assert_eq!(x_cache(&resp), expected);
         let body = resp.bytes().await.unwrap();
         assert_eq!(body.len(), 64 * 1024);
         for (i, chunk) in body.chunks(1024).enumerate() {

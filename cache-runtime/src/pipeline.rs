@@ -1462,6 +1462,29 @@ impl<K: Key, V: Value> FnCache<K, V> {
 }
 
 impl<K: Key, V: CacheValue> FnCache<K, V> {
+    /// Steps 1 and 3 only, for a caller that wants the value if it is
+    /// cached but must not compute it (a view cache answering `HEAD` from
+    /// the `GET`'s entry): the local tier, then the shared tier (a shared
+    /// hit is kept locally, as after a miss). Never joins a flight, never
+    /// runs anything, never writes a new value. Counts a hit, or a miss when
+    /// no tier has the key.
+    pub(crate) async fn lookup_async(&self, key: K) -> Option<V> {
+        if let Some(v) = self.local_get(&key, Some) {
+            return Some(v);
+        }
+        if let Some(sf) = &self.shared {
+            let rendered = self.rendered(&key);
+            let generation = self.guard(rendered.as_ref().map_or(0, Rendered::tag));
+            if let Ok(hit) = self.shared_get::<V>(sf, rendered).await {
+                return Some(self.settle_hit(key, hit, generation, &[]));
+            }
+        }
+        self.metrics.record_miss();
+        None
+    }
+}
+
+impl<K: Key, V: CacheValue> FnCache<K, V> {
     /// Stores `value` as the result for `key` (the `#[cache_put]`
     /// operation) in every tier, cancels in-flight computations'
     /// write-backs, and tells other processes to drop their local copies.

@@ -39,7 +39,8 @@ pub enum CacheStatus {
     /// Served from a cache tier; the inner service was not called.
     Hit,
     /// The inner service answered a cacheable request (its response may
-    /// still not have been stored: see [`ResponseCacheLayer`]).
+    /// still not have been stored: see [`ResponseCacheLayer`]), or a `HEAD`
+    /// for which no `GET` response was stored (passed on, never stored).
     Miss,
     /// The request is not cacheable (method, `Authorization`, `Range`,
     /// `Cache-Control: no-store`) and went straight to the inner service.
@@ -75,22 +76,35 @@ type Filter = Arc<dyn Fn(&response::Parts) -> bool + Send + Sync>;
 /// The default of [`ResponseCacheLayer::max_body`]: 1 MiB.
 const DEFAULT_MAX_BODY: usize = 1 << 20;
 
-/// A tower [`Layer`] caching `GET` and `HEAD` responses of the service it
-/// wraps (the guide's view caching, `@cache.cached` on a route).
+/// A tower [`Layer`] caching `GET` responses of the service it wraps, and
+/// answering `HEAD` requests from them (the guide's view caching,
+/// `@cache.cached` on a route).
 ///
-/// **The key** is the method, the path and the query string (as sent, or
-/// with its pairs sorted after [`sort_query`](Self::sort_query)), the host
-/// (see [`include_host`](Self::include_host)), plus the request's values of
-/// the headers named with [`vary_by`](Self::vary_by).
+/// **The key** is the path and the query string (as sent, or with its
+/// pairs sorted after [`sort_query`](Self::sort_query)), the host (see
+/// [`include_host`](Self::include_host)), plus the request's values of the
+/// headers named with [`vary_by`](Self::vary_by).
 /// The stable key starts with the path, so
 /// [`invalidate_prefix("/products")`](crate::invalidate_prefix) (or
 /// `#[cache_invalidate(prefix = "/products")]`) drops those pages in every
-/// tier and process; the page `/products?page=2` is `/products?page=2`, a
-/// `HEAD` adds `\tHEAD`.
+/// tier and process; the page `/products?page=2` is `/products?page=2`.
+/// Pages share the manual cache's keyspace (no namespace), so
+/// [`Cache::delete_prefix`](crate::sync::Cache::delete_prefix) reaches
+/// them, and [`Cache::clear`](crate::sync::Cache::clear) drops them with
+/// every other entry.
+///
+/// **`HEAD`** has the `GET`'s key: a stored page answers it with its status
+/// and headers, a `Content-Length` of the stored body and no body
+/// (`x-cache: HIT`). Without a stored page the request goes to the inner
+/// service unchanged and its answer is passed on, not stored
+/// (`x-cache: MISS`, counted as a miss): only a `GET` fills the cache.
 ///
 /// **Requests that bypass the cache** (`x-cache: BYPASS`, counted as
 /// `bypassed`): methods other than `GET`/`HEAD`, and requests with
-/// `Authorization`, `Range` or `Cache-Control: no-store`.
+/// `Authorization`, `Range` or `Cache-Control: no-store`. A `Cookie` does
+/// not bypass: a page personalised by cookie must answer with
+/// `Cache-Control: private`, or with `Vary: Cookie` and `Cookie` given to
+/// [`vary_by`](Self::vary_by).
 ///
 /// **Responses that are not stored** (passed through as `x-cache: MISS`):
 /// a status the filter rejects (by default anything but 2xx, and 206),
@@ -98,8 +112,8 @@ const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// header, a `Vary` naming `*` or a header not given to `vary_by`, and
 /// bodies over [`max_body`](Self::max_body), which are streamed to the
 /// client as they come (the part read so far first). A stored response
-/// keeps its headers except hop-by-hop ones; a hit carries `x-cache: HIT`
-/// and an `Age`.
+/// keeps its headers except hop-by-hop ones and `Content-Length`; a hit
+/// carries `x-cache: HIT` and an `Age`.
 ///
 /// Concurrent misses of one page share one call of the inner service
 /// (single-flight); with a shared tier (`CACHE_TYPE=redis`) pages are
@@ -378,10 +392,13 @@ impl Shared {
         ResB: http_body::Body<Data = Bytes> + Send + 'static,
         ResB::Error: Into<BoxError>,
     {
-        let Some(key) = self.key_of(&req) else {
+        let Some((key, head)) = self.key_of(&req) else {
             let resp = bypass_async(self.cache, inner.call(req)).await?;
             return Ok(mark(resp.map(Body::new), CacheStatus::Bypass));
         };
+        if head {
+            return self.head(inner, req, key).await;
+        }
         let ran = AtomicBool::new(false);
         let origin = async {
             ran.store(true, Relaxed);
@@ -402,15 +419,41 @@ impl Shared {
             CacheStatus::Hit
         };
         match r {
-            Ok(page) => Ok(page.to_response(status, &self.settings.name)),
+            Ok(page) => Ok(page.to_response(status, &self.settings.name, false)),
             Err(passed) => passed
                 .into_inner()
                 .map(|resp| mark(resp, CacheStatus::Miss)),
         }
     }
 
-    /// The key of a cacheable request; `None` to bypass the cache.
-    fn key_of<B>(&self, req: &Request<B>) -> Option<String> {
+    /// A `HEAD`: answered from the `GET`'s stored page (its status and
+    /// headers, `Content-Length` of the stored body, no body); without one,
+    /// the request goes to the inner service as it is and its answer is not
+    /// stored (a `HEAD` answer has no body to store, and keeping a second
+    /// copy of each page for `HEAD` would double the memory).
+    async fn head<S, ReqB, ResB>(
+        &self,
+        mut inner: S,
+        req: Request<ReqB>,
+        key: String,
+    ) -> Result<Response<Body>, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        ResB: http_body::Body<Data = Bytes> + Send + 'static,
+        ResB::Error: Into<BoxError>,
+    {
+        match self.cache.lookup_async(key).await {
+            Some(page) => Ok(page.to_response(CacheStatus::Hit, &self.settings.name, true)),
+            None => {
+                let resp = inner.call(req).await?;
+                Ok(mark(resp.map(Body::new), CacheStatus::Miss))
+            }
+        }
+    }
+
+    /// The key of a cacheable request and whether it is a `HEAD` (answered
+    /// from the `GET`'s page: same key); `None` to bypass the cache.
+    fn key_of<B>(&self, req: &Request<B>) -> Option<(String, bool)> {
         let head = match *req.method() {
             Method::GET => false,
             Method::HEAD => true,
@@ -443,9 +486,6 @@ impl Shared {
             }
         }
         // A URI holds no tab, so these suffixes cannot be forged by a path.
-        if head {
-            key.push_str("\tHEAD");
-        }
         if s.include_host {
             let host = headers
                 .get(header::HOST)
@@ -465,7 +505,7 @@ impl Shared {
                 key.push(',');
             }
         }
-        Some(key)
+        Some((key, head))
     }
 
     /// Reads a response into a [`Page`] when it may be stored; otherwise
@@ -564,7 +604,11 @@ impl Shared {
 }
 
 impl Page {
-    fn to_response(&self, status: CacheStatus, name: &str) -> Response<Body> {
+    /// The stored response, marked with `status`; for a `HEAD` (`head`),
+    /// without its body but with the body's `Content-Length` (the stored
+    /// headers have none: it is hop-by-hop here, as the body's length is
+    /// known when it is sent).
+    fn to_response(&self, status: CacheStatus, name: &str, head: bool) -> Response<Body> {
         let code = StatusCode::from_u16(self.status).unwrap_or_else(|_| {
             tracing::warn!(
                 name,
@@ -573,10 +617,15 @@ impl Page {
             );
             StatusCode::INTERNAL_SERVER_ERROR
         });
-        let mut resp = Response::new(Body::from(self.body.clone()));
+        let body = if head {
+            Body::empty()
+        } else {
+            Body::from(self.body.clone())
+        };
+        let mut resp = Response::new(body);
         *resp.status_mut() = code;
         let headers = resp.headers_mut();
-        headers.reserve(self.headers.len() + 2);
+        headers.reserve(self.headers.len() + 3);
         for (name, value) in &self.headers {
             if let (Ok(n), Ok(v)) = (
                 HeaderName::from_bytes(name.as_bytes()),
@@ -584,6 +633,13 @@ impl Page {
             ) {
                 headers.append(n, v);
             }
+        }
+        // 1xx, 204 and 304 responses must not carry a Content-Length (RFC 9110, 8.6).
+        let bodiless = code.is_informational()
+            || code == StatusCode::NO_CONTENT
+            || code == StatusCode::NOT_MODIFIED;
+        if head && !bodiless {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
         }
         if status == CacheStatus::Hit {
             let age = unix_ms().saturating_sub(self.stored_ms) / 1000;
@@ -633,6 +689,8 @@ fn has_directive<'a>(
     })
 }
 
+/// Headers not stored with a page: hop-by-hop ones, and those each answer
+/// sets anew (`Content-Length` from the stored body, `Age`, `x-cache`).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     [
         header::CONNECTION,
@@ -688,7 +746,7 @@ mod tests {
     fn keys_start_with_the_path_so_prefix_invalidation_matches_pages() {
         let s = layer();
         assert_eq!(
-            s.key_of(&get("/products/1?x=1")).unwrap(),
+            s.key_of(&get("/products/1?x=1")).unwrap().0,
             "/products/1?x=1\taccept-language="
         );
         let hosted = Request::get("/a")
@@ -696,7 +754,7 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(
-            s.key_of(&hosted).unwrap(),
+            s.key_of(&hosted).unwrap().0,
             "/a\thost=shop.example\taccept-language="
         );
         let other = Request::get("/a")
@@ -711,10 +769,18 @@ mod tests {
     }
 
     #[test]
-    fn head_and_vary_values_are_part_of_the_key_and_cannot_be_forged() {
+    fn a_head_has_the_get_s_key_and_vary_values_are_part_of_it_and_cannot_be_forged() {
         let s = layer();
         let head = Request::head("/a").body(()).unwrap();
-        assert_ne!(s.key_of(&head), s.key_of(&get("/a")));
+        assert_eq!(
+            s.key_of(&head),
+            Some(("/a\taccept-language=".to_string(), true)),
+            "a HEAD is answered from the GET's page"
+        );
+        assert_eq!(
+            s.key_of(&get("/a")).unwrap(),
+            (s.key_of(&head).unwrap().0, false)
+        );
         let en = Request::get("/a")
             .header("accept-language", "en")
             .body(())
