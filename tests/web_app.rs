@@ -235,12 +235,16 @@ async fn a_missing_user_is_a_cached_404() {
 }
 
 #[tokio::test]
-async fn no_store_responses_are_never_cached() {
+async fn no_store_responses_are_never_cached_and_the_next_request_passes() {
     let _serial = serial().await;
     let before = ORIGIN.live.load(Relaxed);
     let (first, body1) = get("/live-score").await;
     let (second, body2) = get("/live-score").await;
-    assert_eq!((first.as_str(), second.as_str()), ("MISS", "MISS"));
+    assert_eq!(
+        (first.as_str(), second.as_str()),
+        ("MISS", "BYPASS"),
+        "the page is remembered as not storable (hit-for-pass)"
+    );
     assert_ne!(body1, body2);
     assert_eq!(ORIGIN.live.load(Relaxed) - before, 2);
 }
@@ -249,7 +253,7 @@ async fn no_store_responses_are_never_cached() {
 async fn a_500_is_not_cached_and_the_next_success_is() {
     let _serial = serial().await;
     let before = ORIGIN.report.load(Relaxed);
-    for expected in ["MISS", "MISS"] {
+    for expected in ["MISS", "BYPASS"] {
         let resp = Client::new()
             .get(format!("{}/report?fail=1", server()))
             .send()
@@ -305,7 +309,7 @@ async fn a_prefix_invalidation_drops_every_product_page() {
 async fn a_body_over_the_size_limit_is_streamed_whole_and_not_stored() {
     let _serial = serial().await;
     let before = ORIGIN.export.load(Relaxed);
-    for expected in ["MISS", "MISS"] {
+    for expected in ["MISS", "BYPASS"] {
         let resp = Client::new()
             .get(format!("{}/export", server()))
             .send()
@@ -551,4 +555,123 @@ async fn the_html_stats_page_renders_in_headless_chromium() {
         "a page, not a blank image: {} bytes",
         png.len()
     );
+}
+
+/// How many runs of a handler are in progress, and the most seen at once.
+#[derive(Default)]
+struct Overlap {
+    now: std::sync::atomic::AtomicUsize,
+    max: std::sync::atomic::AtomicUsize,
+    runs: std::sync::atomic::AtomicUsize,
+}
+
+#[tokio::test]
+async fn concurrent_requests_for_a_page_that_cannot_be_stored_run_the_handler_at_once() {
+    let _serial = serial().await;
+    let overlap = std::sync::Arc::new(Overlap::default());
+    // Each run waits for a permit the test hands out, so the runs in
+    // progress can be counted while they are all in the handler.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let (o, g) = (overlap.clone(), gate.clone());
+    let handler = move || {
+        let (o, g) = (o.clone(), g.clone());
+        async move {
+            o.runs.fetch_add(1, Relaxed);
+            let now = o.now.fetch_add(1, Relaxed) + 1;
+            o.max.fetch_max(now, Relaxed);
+            g.acquire().await.unwrap().forget();
+            o.now.fetch_sub(1, Relaxed);
+            ([(axum::http::header::CACHE_CONTROL, "no-store")], "live")
+        }
+    };
+    let app = axum::Router::new()
+        .route("/pass/live", axum::routing::get(handler))
+        .layer(ResponseCacheLayer::new("pass_concurrency"));
+    let url = format!("{}/pass/live", serve(app).await);
+
+    gate.add_permits(1);
+    let first = Client::new().get(&url).send().await.unwrap();
+    assert_eq!(
+        x_cache(&first),
+        "MISS",
+        "the first answer shows the page is not storable"
+    );
+    let bypassed = || {
+        layercache::stats()
+            .function("pass_concurrency")
+            .unwrap()
+            .bypassed
+    };
+    let bypassed_before = bypassed();
+
+    let client = Client::new();
+    let requests: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(client.get(&url).send()))
+        .collect();
+    // All eight reach the handler together; before hit-for-pass, seven
+    // would wait on the first one's flight and this would never happen.
+    let mut polls = 0;
+    while overlap.now.load(Relaxed) < 8 {
+        polls += 1;
+        assert!(
+            polls < 10_000,
+            "only {} of 8 requests reached the handler at once: they were serialised",
+            overlap.now.load(Relaxed)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    gate.add_permits(8);
+    for r in requests {
+        let resp = r.await.unwrap().unwrap();
+        assert_ne!(x_cache(&resp), "HIT");
+        assert_eq!(
+            x_cache(&resp),
+            "BYPASS",
+            "the page is remembered as not storable"
+        );
+        assert_eq!(resp.text().await.unwrap(), "live");
+    }
+    assert!(overlap.max.load(Relaxed) >= 2, "the runs overlapped");
+    assert_eq!(
+        overlap.runs.load(Relaxed),
+        9,
+        "each request ran the handler once"
+    );
+    assert_eq!(bypassed() - bypassed_before, 8, "counted as bypassed");
+}
+
+#[tokio::test]
+async fn a_page_remembered_as_not_storable_is_cached_again_once_it_answers_storably() {
+    let _serial = serial().await;
+    let private = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (p, r) = (private.clone(), runs.clone());
+    let handler = move || {
+        let (p, r) = (p.clone(), r.clone());
+        async move {
+            r.fetch_add(1, Relaxed);
+            let cc = if p.load(Relaxed) { "private" } else { "public" };
+            ([(axum::http::header::CACHE_CONTROL, cc)], "page")
+        }
+    };
+    let app = axum::Router::new()
+        .route("/pass/flip", axum::routing::get(handler))
+        .layer(ResponseCacheLayer::new("pass_flip"));
+    let url = format!("{}/pass/flip", serve(app).await);
+    let status = || async { x_cache(&Client::new().get(&url).send().await.unwrap()) };
+    assert_eq!(status().await, "MISS", "private: not stored");
+    assert_eq!(status().await, "BYPASS", "remembered");
+    private.store(false, Relaxed);
+    assert_eq!(
+        status().await,
+        "BYPASS",
+        "still remembered; this storable answer ends it"
+    );
+    assert_eq!(
+        status().await,
+        "MISS",
+        "through the cache again, and stored"
+    );
+    assert_eq!(status().await, "HIT");
+    assert_eq!(runs.load(Relaxed), 4);
 }

@@ -1459,6 +1459,11 @@ impl<K: Key, V: Value> FnCache<K, V> {
     pub(crate) fn record_miss(&self) {
         self.metrics.record_miss();
     }
+
+    /// The clock entries expire by (the configured one, a mock in tests).
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
+    }
 }
 
 impl<K: Key, V: CacheValue> FnCache<K, V> {

@@ -21,6 +21,7 @@ use sync_wrapper::SyncWrapper;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::clock::Timestamp;
 use crate::key::render_template;
 use crate::pipeline::{
     always, bypass_async, get_or_compute_async, no_tags, FnCache, FnSpec, OkOnly, TierChoice,
@@ -43,7 +44,9 @@ pub enum CacheStatus {
     /// for which no `GET` response was stored (passed on, never stored).
     Miss,
     /// The request is not cacheable (method, `Authorization`, `Range`,
-    /// `Cache-Control: no-store`) and went straight to the inner service.
+    /// `Cache-Control: no-store`), or its page answered recently with a
+    /// response that could not be stored (hit-for-pass), and it went
+    /// straight to the inner service.
     Bypass,
 }
 
@@ -69,6 +72,61 @@ pub(crate) struct Page {
 }
 
 type PageCache = FnCache<String, Arc<Page>>;
+
+/// One layer name's pages and hit-for-pass marks.
+struct Pages {
+    cache: &'static PageCache,
+    passes: Passes,
+}
+
+/// Hit-for-pass (as Varnish has it): the pages whose last response could
+/// not be stored, by hash of their key, with the time the mark ends.
+///
+/// Without it, concurrent requests for such a page would queue on the
+/// first one's single-flight, get nothing back (nothing was stored) and
+/// only then call the handler themselves: each would wait a whole handler
+/// run for nothing. A marked page skips the flight and the cache. Keys are
+/// hashed (64 bits) so a request does not allocate to check; a collision
+/// only makes a page skip the cache until the mark ends.
+struct Passes {
+    marks: quick_cache::sync::Cache<u64, Timestamp>,
+    /// How long a mark lasts: the page timeout, at most [`PASS_TTL`].
+    ttl: Duration,
+}
+
+/// Most pages marked hit-for-pass at once per layer name; past it the
+/// least useful marks are dropped (those pages then go through the flight
+/// again, which is correct, only slower under concurrency).
+const PASS_MARKS: usize = 4096;
+
+/// Longest life of a hit-for-pass mark: a page that becomes storable
+/// without a request noticing it (the mark is cleared by the first
+/// storable response seen) is cached again after at most this long.
+const PASS_TTL: Duration = Duration::from_secs(30);
+
+impl Passes {
+    fn new(page_timeout: Option<Duration>) -> Passes {
+        Passes {
+            marks: quick_cache::sync::Cache::new(PASS_MARKS),
+            ttl: page_timeout.map_or(PASS_TTL, |t| t.min(PASS_TTL)),
+        }
+    }
+
+    /// Whether the page hashing to `hash` is marked at `now`.
+    fn is_marked(&self, hash: u64, now: Timestamp) -> bool {
+        self.marks.get(&hash).is_some_and(|until| now < until)
+    }
+
+    /// Marks the page: its next requests skip the cache for a while.
+    fn mark(&self, hash: u64, now: Timestamp) {
+        self.marks.insert(hash, now.saturating_add(self.ttl));
+    }
+
+    /// A storable response was seen: the page is cached again.
+    fn clear(&self, hash: u64) {
+        self.marks.remove(&hash);
+    }
+}
 
 /// Decides from the response head whether it may be stored.
 type Filter = Arc<dyn Fn(&response::Parts) -> bool + Send + Sync>;
@@ -114,6 +172,15 @@ const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// client as they come (the part read so far first). A stored response
 /// keeps its headers except hop-by-hop ones and `Content-Length`; a hit
 /// carries `x-cache: HIT` and an `Age`.
+///
+/// **Hit-for-pass**: a page whose response was not stored is remembered
+/// (in this process, for the page timeout but at most 30 s, up to 4096
+/// pages per layer name), and its requests meanwhile go straight to the
+/// inner service, concurrently, as `x-cache: BYPASS` (counted as
+/// `bypassed`), instead of queueing on a single-flight that cannot share
+/// anything. The first storable response seen for the page (by its head:
+/// status, `Cache-Control`, `Set-Cookie`, `Vary`) ends this; that response
+/// is not stored, the next request's is.
 ///
 /// Concurrent misses of one page share one call of the inner service
 /// (single-flight); with a shared tier (`CACHE_TYPE=redis`) pages are
@@ -289,15 +356,15 @@ impl ResponseCacheLayer {
         self
     }
 
-    fn cache(&self) -> &'static PageCache {
-        static LAYERS: OnceLock<Mutex<HashMap<String, &'static PageCache>>> = OnceLock::new();
+    fn pages(&self) -> &'static Pages {
+        static LAYERS: OnceLock<Mutex<HashMap<String, &'static Pages>>> = OnceLock::new();
         let mut layers = LAYERS
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let s = &self.settings;
         layers.entry(s.name.clone()).or_insert_with(|| {
-            crate::invalidate::register(FnCache::new(FnSpec {
+            let cache = crate::invalidate::register(FnCache::new(FnSpec {
                 name: s.name.clone(),
                 // Pages share the manual cache's keyspace: their stable key
                 // is the path, which prefix invalidation matches.
@@ -313,7 +380,9 @@ impl ResponseCacheLayer {
                 stale_if_error: None,
                 refresh_ahead: None,
                 versioned: None,
-            }))
+            }));
+            let passes = Passes::new(cache.timeout());
+            Box::leak(Box::new(Pages { cache, passes }))
         })
     }
 }
@@ -325,7 +394,7 @@ impl<S> Layer<S> for ResponseCacheLayer {
         ResponseCache {
             inner,
             shared: Arc::new(Shared {
-                cache: self.cache(),
+                pages: self.pages(),
                 settings: self.settings.clone(),
             }),
         }
@@ -348,7 +417,7 @@ impl<S> fmt::Debug for ResponseCache<S> {
 }
 
 struct Shared {
-    cache: &'static PageCache,
+    pages: &'static Pages,
     settings: Settings,
 }
 
@@ -393,11 +462,29 @@ impl Shared {
         ResB::Error: Into<BoxError>,
     {
         let Some((key, head)) = self.key_of(&req) else {
-            let resp = bypass_async(self.cache, inner.call(req)).await?;
+            let resp = bypass_async(self.pages.cache, inner.call(req)).await?;
             return Ok(mark(resp.map(Body::new), CacheStatus::Bypass));
         };
         if head {
             return self.head(inner, req, key).await;
+        }
+        let cache = self.pages.cache;
+        let passes = &self.pages.passes;
+        let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
+        if passes.is_marked(hash, cache.clock().now()) {
+            let resp = bypass_async(cache, inner.call(req)).await?;
+            let (parts, body) = resp.into_parts();
+            // The page may have become storable (a deploy, a flag): the
+            // next request goes through the cache again. This response is
+            // not stored: its body may still be over the limit, and
+            // storing outside the flight could race one.
+            if self.storable(&parts) {
+                passes.clear(hash);
+            }
+            return Ok(mark(
+                Response::from_parts(parts, Body::new(body)),
+                CacheStatus::Bypass,
+            ));
         }
         let ran = AtomicBool::new(false);
         let origin = async {
@@ -411,18 +498,31 @@ impl Shared {
             }
         };
         let r: Result<Arc<Page>, Passed<S::Error>> =
-            get_or_compute_async::<OkOnly, String, _>(self.cache, key, always, no_tags, origin)
-                .await;
+            get_or_compute_async::<OkOnly, String, _>(cache, key, always, no_tags, origin).await;
         let status = if ran.load(Relaxed) {
             CacheStatus::Miss
         } else {
             CacheStatus::Hit
         };
         match r {
-            Ok(page) => Ok(page.to_response(status, &self.settings.name, false)),
-            Err(passed) => passed
-                .into_inner()
-                .map(|resp| mark(resp, CacheStatus::Miss)),
+            Ok(page) => {
+                if status == CacheStatus::Miss {
+                    // Stored by a caller that ran alone after a flight that
+                    // marked the page: the mark is out of date.
+                    passes.clear(hash);
+                }
+                Ok(page.to_response(status, &self.settings.name, false))
+            }
+            Err(passed) => {
+                let passed = passed.into_inner();
+                if passed.is_ok() {
+                    // A response that could not be stored: let the next
+                    // requests skip the flight (they would wait for this
+                    // run and get nothing).
+                    passes.mark(hash, cache.clock().now());
+                }
+                passed.map(|resp| mark(resp, CacheStatus::Miss))
+            }
         }
     }
 
@@ -442,7 +542,7 @@ impl Shared {
         ResB: http_body::Body<Data = Bytes> + Send + 'static,
         ResB::Error: Into<BoxError>,
     {
-        match self.cache.lookup_async(key).await {
+        match self.pages.cache.lookup_async(key).await {
             Some(page) => Ok(page.to_response(CacheStatus::Hit, &self.settings.name, true)),
             None => {
                 let resp = inner.call(req).await?;
@@ -733,7 +833,7 @@ mod tests {
     fn layer() -> Shared {
         let l = ResponseCacheLayer::new("web::tests").vary_by([header::ACCEPT_LANGUAGE]);
         Shared {
-            cache: l.cache(),
+            pages: l.pages(),
             settings: l.settings,
         }
     }
@@ -842,5 +942,26 @@ mod tests {
         assert!(!s.storable(&head(|b| b.header("set-cookie", "a=b"))));
         assert!(!s.storable(&head(|b| b.header("vary", "*"))));
         assert!(!s.storable(&head(|b| b.header("vary", "accept-language, cookie"))));
+    }
+
+    #[test]
+    fn a_pass_mark_lasts_the_page_timeout_at_most_30_s_or_until_cleared() {
+        let t0 = Timestamp::ZERO.saturating_add(Duration::from_secs(1));
+        let at = |secs| t0.saturating_add(Duration::from_secs(secs));
+        let long = Passes::new(None);
+        long.mark(7, t0);
+        assert!(long.is_marked(7, at(29)));
+        assert!(!long.is_marked(7, at(30)), "30 s at most");
+        assert!(!long.is_marked(8, t0), "other pages are not marked");
+        let short = Passes::new(Some(Duration::from_secs(5)));
+        short.mark(7, t0);
+        assert!(short.is_marked(7, at(4)));
+        assert!(
+            !short.is_marked(7, at(5)),
+            "no longer than the page would live"
+        );
+        short.mark(7, t0);
+        short.clear(7);
+        assert!(!short.is_marked(7, t0), "a storable response clears it");
     }
 }
