@@ -476,9 +476,10 @@ impl Shared {
             let (parts, body) = resp.into_parts();
             // The page may have become storable (a deploy, a flag): the
             // next request goes through the cache again. This response is
-            // not stored: its body may still be over the limit, and
-            // storing outside the flight could race one.
-            if self.storable(&parts) {
+            // not stored: a body of unknown length may still turn out over
+            // the limit, and storing outside the flight could race one.
+            let too_big = http_body::Body::size_hint(&body).lower() > self.settings.max_body as u64;
+            if self.storable(&parts) && !too_big {
                 passes.clear(hash);
             }
             return Ok(mark(
