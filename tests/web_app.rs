@@ -675,3 +675,112 @@ async fn a_page_remembered_as_not_storable_is_cached_again_once_it_answers_stora
     assert_eq!(status().await, "HIT");
     assert_eq!(runs.load(Relaxed), 4);
 }
+
+#[tokio::test]
+async fn with_vary_by_accept_language_each_language_is_its_own_page_and_hits_on_its_second_request()
+{
+    let _serial = serial().await;
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r = runs.clone();
+    let handler = move |headers: axum::http::HeaderMap| {
+        let r = r.clone();
+        async move {
+            r.fetch_add(1, Relaxed);
+            let lang = headers
+                .get("accept-language")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("en")
+                .to_string();
+            let text = if lang.starts_with("de") {
+                "Guten Tag"
+            } else {
+                "Good day"
+            };
+            ([(axum::http::header::VARY, "Accept-Language")], text)
+        }
+    };
+    let app = axum::Router::new()
+        .route("/vary/greeting", axum::routing::get(handler))
+        .layer(
+            ResponseCacheLayer::new("vary_pages").vary_by([axum::http::header::ACCEPT_LANGUAGE]),
+        );
+    let url = format!("{}/vary/greeting", serve(app).await);
+    let fetch = |lang: &'static str| {
+        let url = url.clone();
+        async move {
+            let resp = Client::new()
+                .get(url)
+                .header("accept-language", lang)
+                .send()
+                .await
+                .unwrap();
+            (x_cache(&resp), resp.text().await.unwrap())
+        }
+    };
+    let en1 = fetch("en").await;
+    let de1 = fetch("de").await;
+    assert_eq!(en1, ("MISS".to_string(), "Good day".to_string()));
+    assert_eq!(
+        de1,
+        ("MISS".to_string(), "Guten Tag".to_string()),
+        "not the English page"
+    );
+    assert_eq!(
+        fetch("en").await,
+        ("HIT".to_string(), "Good day".to_string())
+    );
+    assert_eq!(
+        fetch("de").await,
+        ("HIT".to_string(), "Guten Tag".to_string())
+    );
+    assert_eq!(runs.load(Relaxed), 2, "one run per language");
+}
+
+#[tokio::test]
+async fn a_cache_when_filter_that_keeps_404s_makes_the_second_404_a_hit() {
+    let _serial = serial().await;
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let missing = |runs: std::sync::Arc<std::sync::atomic::AtomicUsize>| {
+        move || {
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, Relaxed);
+                (axum::http::StatusCode::NOT_FOUND, "no such page")
+            }
+        }
+    };
+    let keeps_404s = ResponseCacheLayer::new("cache_when_404").cache_when(|head| {
+        head.status.is_success() || head.status == axum::http::StatusCode::NOT_FOUND
+    });
+    let default = ResponseCacheLayer::new("cache_when_default");
+    let app = axum::Router::new()
+        .route(
+            "/probe/kept",
+            axum::routing::get(missing(runs.clone())).layer(keeps_404s),
+        )
+        .route(
+            "/probe/default",
+            axum::routing::get(missing(runs.clone())).layer(default),
+        );
+    let url = serve(app).await;
+    let fetch = |path: &'static str| {
+        let url = format!("{url}{path}");
+        async move {
+            let resp = Client::new().get(url).send().await.unwrap();
+            assert_eq!(resp.status(), 404);
+            let x = x_cache(&resp);
+            assert_eq!(resp.text().await.unwrap(), "no such page");
+            x
+        }
+    };
+    assert_eq!(fetch("/probe/kept").await, "MISS");
+    assert_eq!(fetch("/probe/kept").await, "HIT", "the 404 was stored");
+    assert_eq!(runs.load(Relaxed), 1);
+    assert_eq!(fetch("/probe/default").await, "MISS");
+    assert_ne!(
+        fetch("/probe/default").await,
+        "HIT",
+        "without the filter a 404 is not stored"
+    );
+    assert_eq!(runs.load(Relaxed), 3);
+}
