@@ -146,6 +146,8 @@ const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// [`invalidate_prefix("/products")`](crate::invalidate_prefix) (or
 /// `#[cache_invalidate(prefix = "/products")]`) drops those pages in every
 /// tier and process; the page `/products?page=2` is `/products?page=2`.
+/// The prefix is a plain string prefix: `"/products"` also matches
+/// `/products-archive`, and `"/products/"` means the subtree only.
 /// Pages share the manual cache's keyspace (no namespace), so
 /// [`Cache::delete_prefix`](crate::sync::Cache::delete_prefix) reaches
 /// them, and [`Cache::clear`](crate::sync::Cache::clear) drops them with
