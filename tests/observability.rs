@@ -1,6 +1,8 @@
 //! Metrics through the `metrics` facade (cargo feature `metrics`) and
-//! `tracing` spans on misses and origin calls.
+//! `tracing` spans on origin calls and shared-tier reads (the binary runs
+//! on a filesystem shared tier, so both exist without a server).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use layercache::cached;
@@ -48,6 +50,7 @@ fn value<'a>(snapshot: &'a Snapshot, name: &str, function: &str) -> Option<&'a D
 
 #[test]
 fn recorded_counters_equal_the_stats_snapshot() {
+    spans();
     square(2);
     square(2);
     square(3);
@@ -79,6 +82,7 @@ fn recorded_counters_equal_the_stats_snapshot() {
 
 #[test]
 fn each_miss_records_its_origin_duration_in_a_histogram() {
+    spans();
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     metrics::with_local_recorder(&recorder, || {
@@ -96,40 +100,98 @@ fn each_miss_records_its_origin_duration_in_a_histogram() {
     }
 }
 
-/// Collects `(span name, function field)` of every new span.
-#[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(String, String)>>>);
+/// One span as the test layer saw it: its name and the string form of
+/// each field, including those recorded after it was created.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    name: String,
+    fields: HashMap<String, String>,
+}
 
-impl<S: tracing::Subscriber> Layer<S> for Spans {
-    fn on_new_span(&self, attrs: &span::Attributes<'_>, _: &span::Id, _: Context<'_, S>) {
-        struct Function(String);
-        impl tracing::field::Visit for Function {
-            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-                if field.name() == "function" {
-                    self.0 = value.to_string();
-                }
-            }
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                if field.name() == "function" {
-                    self.0 = format!("{value:?}");
-                }
-            }
-        }
-        let mut f = Function(String::new());
-        attrs.record(&mut f);
-        self.0
-            .lock()
-            .unwrap()
-            .push((attrs.metadata().name().to_string(), f.0));
+impl Seen {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
     }
 }
 
-/// The spans of the whole test binary: a global subscriber, because a
+/// Collects every span of the binary.
+#[derive(Clone, Default)]
+struct Spans(Arc<Mutex<Vec<Seen>>>);
+
+/// Where a live span's record sits in [`Spans`] (kept in its extensions).
+struct Slot(usize);
+
+struct Fields<'a>(&'a mut HashMap<String, String>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_string(), value.to_string());
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().to_string(), format!("{value:?}"));
+    }
+}
+
+impl<S> Layer<S> for Spans
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        let mut seen = Seen {
+            name: attrs.metadata().name().to_string(),
+            ..Seen::default()
+        };
+        attrs.record(&mut Fields(&mut seen.fields));
+        let mut all = self.0.lock().unwrap();
+        all.push(seen);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(Slot(all.len() - 1));
+        }
+    }
+
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let Some(slot) = span.extensions().get::<Slot>().map(|s| s.0) else {
+            return;
+        };
+        let mut all = self.0.lock().unwrap();
+        values.record(&mut Fields(&mut all[slot].fields));
+    }
+}
+
+impl Spans {
+    /// The spans named `name` whose `function` field is `function`.
+    fn of(&self, name: &str, function: &str) -> Vec<Seen> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.name == name && s.field("function") == Some(function))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Set up once for the whole binary, before any cached call: a filesystem
+/// shared tier in a fresh directory (so `layercache.shared` spans exist;
+/// every function here gets one), and a global subscriber, because a
 /// scoped one (`with_default`) races the interest other tests' threads
 /// cache for the same callsites.
 fn spans() -> &'static Spans {
     static SPANS: std::sync::OnceLock<Spans> = std::sync::OnceLock::new();
     SPANS.get_or_init(|| {
+        // Emptied first: entries of an earlier run would be shared hits.
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("observability-cache");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a cache directory");
+        layercache::init(
+            layercache::Config::builder()
+                .cache_type(layercache::CacheType::Filesystem)
+                .cache_dir(&dir)
+                .build(),
+        )
+        .expect("the first configuration of this binary");
         let spans = Spans::default();
         let subscriber = tracing_subscriber::registry().with(
             spans
@@ -146,10 +208,93 @@ fn a_miss_runs_the_function_inside_an_origin_span_named_after_it_and_a_hit_opens
     let spans = spans();
     traced(1);
     traced(1);
-    let seen = spans.0.lock().unwrap().clone();
-    let origin: Vec<_> = seen
+    let origin = spans.of("layercache.origin", "obs_traced");
+    assert_eq!(origin.len(), 1, "one origin span for one miss: {origin:?}");
+}
+
+#[cached(key_prefix = "obs_fallible")]
+fn fallible(x: u64) -> Result<u64, String> {
+    if x % 2 == 0 {
+        Ok(x / 2)
+    } else {
+        Err(format!("{x} is odd"))
+    }
+}
+
+#[cached(key_prefix = "obs_maybe")]
+fn maybe(x: u64) -> Option<u64> {
+    (x > 0).then_some(x)
+}
+
+#[cached(key_prefix = "obs_panics")]
+fn panics(x: u64) -> u64 {
+    if x == 13 {
+        panic!("unlucky");
+    }
+    x
+}
+
+#[test]
+fn the_origin_span_records_whether_the_function_returned_ok_err_or_none() {
+    let spans = spans();
+    assert_eq!(fallible(4), Ok(2));
+    assert!(fallible(5).is_err());
+    let outcomes: Vec<_> = spans
+        .of("layercache.origin", "obs_fallible")
         .iter()
-        .filter(|(name, function)| name == "layercache.origin" && function == "obs_traced")
+        .map(|s| s.field("outcome").map(str::to_string))
         .collect();
-    assert_eq!(origin.len(), 1, "one origin span for one miss: {seen:?}");
+    assert_eq!(
+        outcomes,
+        [Some("ok".to_string()), Some("err".to_string())],
+        "recorded once the function returned"
+    );
+    assert_eq!(maybe(0), None);
+    let none = spans.of("layercache.origin", "obs_maybe");
+    assert_eq!(none.len(), 1);
+    assert_eq!(none[0].field("outcome"), Some("none"));
+}
+
+#[test]
+fn the_origin_span_of_a_function_that_panics_records_the_panic() {
+    let spans = spans();
+    let caught = std::panic::catch_unwind(|| panics(13));
+    assert!(caught.is_err(), "the panic reaches the caller");
+    let origin = spans.of("layercache.origin", "obs_panics");
+    assert_eq!(origin.len(), 1);
+    assert_eq!(origin[0].field("outcome"), Some("panic"));
+}
+
+#[cached(key_prefix = "obs_shared", tier = "shared")]
+fn shared_only(x: u64) -> u64 {
+    x * 10
+}
+
+#[test]
+fn each_shared_tier_read_has_a_shared_span_with_its_outcome() {
+    let spans = spans();
+    // `tier = "shared"`: no local copy, so every call reads the shared tier.
+    assert_eq!(shared_only(3), 30);
+    assert_eq!(shared_only(3), 30);
+    let reads: Vec<_> = spans
+        .of("layercache.shared", "obs_shared")
+        .iter()
+        .map(|s| {
+            (
+                s.field("op").map(str::to_string),
+                s.field("outcome").map(str::to_string),
+            )
+        })
+        .collect();
+    let get = || Some("get".to_string());
+    assert_eq!(
+        reads,
+        [
+            (get(), Some("miss".to_string())),
+            (get(), Some("hit".to_string()))
+        ],
+        "a miss that computed and wrote, then a hit"
+    );
+    let origin = spans.of("layercache.origin", "obs_shared");
+    assert_eq!(origin.len(), 1, "the function ran once");
 }

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::OnceLock;
 
+use layercache::web::ResponseCacheLayer;
 use reqwest::{Client, Response};
 use tokio::sync::{Mutex, MutexGuard};
 use web_app::ORIGIN;
@@ -93,23 +94,97 @@ async fn a_hit_keeps_the_content_type_and_carries_an_age() {
     assert!(resp.headers().contains_key("age"));
 }
 
+async fn head(url: &str) -> Response {
+    Client::new().head(url).send().await.unwrap()
+}
+
+fn content_length(resp: &Response) -> Option<usize> {
+    resp.headers()
+        .get("content-length")
+        .map(|v| v.to_str().unwrap().parse().unwrap())
+}
+
 #[tokio::test]
-async fn head_requests_are_cached_apart_from_gets_and_have_no_body() {
+async fn a_head_after_a_get_is_a_hit_with_the_get_s_content_length_and_no_body() {
     let _serial = serial().await;
-    let head = || async {
-        Client::new()
-            .head(format!("{}/products/77", server()))
-            .send()
-            .await
-            .unwrap()
-    };
-    let (first, second) = (head().await, head().await);
-    assert_eq!(x_cache(&first), "MISS");
-    assert_eq!(x_cache(&second), "HIT");
-    assert_eq!(second.bytes().await.unwrap().len(), 0);
+    layercache::invalidate_prefix_async("/products/77").await;
     let (status, body) = get("/products/77").await;
-    assert_eq!(status, "MISS", "a HEAD does not fill the GET's entry");
-    assert!(body.starts_with("<h1>Product 77</h1>"));
+    assert_eq!(status, "MISS");
+    let handled = ORIGIN.products.load(Relaxed);
+    let resp = head(&format!("{}/products/77", server())).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(x_cache(&resp), "HIT", "answered from the GET's page");
+    assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+    assert_eq!(content_length(&resp), Some(body.len()));
+    assert_eq!(resp.bytes().await.unwrap().len(), 0, "no body");
+    assert_eq!(
+        ORIGIN.products.load(Relaxed),
+        handled,
+        "the handler did not run"
+    );
+}
+
+#[tokio::test]
+async fn a_head_before_any_get_is_passed_on_and_stores_nothing() {
+    let _serial = serial().await;
+    layercache::invalidate_prefix_async("/products/79").await;
+    let before = ORIGIN.products.load(Relaxed);
+    for _ in 0..2 {
+        let resp = head(&format!("{}/products/79", server())).await;
+        assert_eq!(x_cache(&resp), "MISS");
+        assert_eq!(resp.bytes().await.unwrap().len(), 0);
+    }
+    let (status, body) = get("/products/79").await;
+    assert_eq!(status, "MISS", "a HEAD does not fill the page");
+    assert!(
+        body.starts_with("<h1>Product 79</h1>"),
+        "the full body: {body}"
+    );
+    assert_eq!(
+        ORIGIN.products.load(Relaxed) - before,
+        3,
+        "each HEAD reached the handler"
+    );
+    assert_eq!(get("/products/79").await.0, "HIT");
+}
+
+/// Serves `app` on a loopback port for the rest of the calling test.
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn a_head_hit_through_a_layer_around_a_whole_router_keeps_the_content_length() {
+    let _serial = serial().await;
+    let inner = axum::Router::new().route(
+        "/whole/page",
+        axum::routing::get(|| async { "a page of 24 bytes, long" }),
+    );
+    // The layer wraps the router as a service: the router has already
+    // stripped the body of a HEAD by the time the layer sees the answer.
+    let wrapped = tower_layer::Layer::layer(&ResponseCacheLayer::new("whole_router"), inner);
+    let url = serve(axum::Router::new().fallback_service(wrapped)).await;
+    let first = head(&format!("{url}/whole/page")).await;
+    assert_eq!(x_cache(&first), "MISS");
+    assert_eq!(
+        content_length(&first),
+        Some(24),
+        "passed on as the router sent it"
+    );
+    let get = Client::new()
+        .get(format!("{url}/whole/page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(x_cache(&get), "MISS", "the HEAD stored nothing");
+    assert_eq!(get.text().await.unwrap(), "a page of 24 bytes, long");
+    let hit = head(&format!("{url}/whole/page")).await;
+    assert_eq!(x_cache(&hit), "HIT");
+    assert_eq!(content_length(&hit), Some(24));
+    assert_eq!(hit.bytes().await.unwrap().len(), 0);
 }
 
 #[tokio::test]
@@ -160,12 +235,16 @@ async fn a_missing_user_is_a_cached_404() {
 }
 
 #[tokio::test]
-async fn no_store_responses_are_never_cached() {
+async fn no_store_responses_are_never_cached_and_the_next_request_passes() {
     let _serial = serial().await;
     let before = ORIGIN.live.load(Relaxed);
     let (first, body1) = get("/live-score").await;
     let (second, body2) = get("/live-score").await;
-    assert_eq!((first.as_str(), second.as_str()), ("MISS", "MISS"));
+    assert_eq!(
+        (first.as_str(), second.as_str()),
+        ("MISS", "BYPASS"),
+        "the page is remembered as not storable (hit-for-pass)"
+    );
     assert_ne!(body1, body2);
     assert_eq!(ORIGIN.live.load(Relaxed) - before, 2);
 }
@@ -174,14 +253,14 @@ async fn no_store_responses_are_never_cached() {
 async fn a_500_is_not_cached_and_the_next_success_is() {
     let _serial = serial().await;
     let before = ORIGIN.report.load(Relaxed);
-    for _ in 0..2 {
+    for expected in ["MISS", "BYPASS"] {
         let resp = Client::new()
             .get(format!("{}/report?fail=1", server()))
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status(), 500);
-        assert_eq!(x_cache(&resp), "MISS");
+        assert_eq!(x_cache(&resp), expected);
         assert_eq!(resp.text().await.unwrap(), "report failed");
     }
     assert_eq!(
@@ -230,13 +309,13 @@ async fn a_prefix_invalidation_drops_every_product_page() {
 async fn a_body_over_the_size_limit_is_streamed_whole_and_not_stored() {
     let _serial = serial().await;
     let before = ORIGIN.export.load(Relaxed);
-    for _ in 0..2 {
+    for expected in ["MISS", "BYPASS"] {
         let resp = Client::new()
             .get(format!("{}/export", server()))
             .send()
             .await
             .unwrap();
-        assert_eq!(x_cache(&resp), "MISS");
+        assert_eq!(x_cache(&resp), expected);
         let body = resp.bytes().await.unwrap();
         assert_eq!(body.len(), 64 * 1024);
         for (i, chunk) in body.chunks(1024).enumerate() {
@@ -476,4 +555,232 @@ async fn the_html_stats_page_renders_in_headless_chromium() {
         "a page, not a blank image: {} bytes",
         png.len()
     );
+}
+
+/// How many runs of a handler are in progress, and the most seen at once.
+#[derive(Default)]
+struct Overlap {
+    now: std::sync::atomic::AtomicUsize,
+    max: std::sync::atomic::AtomicUsize,
+    runs: std::sync::atomic::AtomicUsize,
+}
+
+#[tokio::test]
+async fn concurrent_requests_for_a_page_that_cannot_be_stored_run_the_handler_at_once() {
+    let _serial = serial().await;
+    let overlap = std::sync::Arc::new(Overlap::default());
+    // Each run waits for a permit the test hands out, so the runs in
+    // progress can be counted while they are all in the handler.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let (o, g) = (overlap.clone(), gate.clone());
+    let handler = move || {
+        let (o, g) = (o.clone(), g.clone());
+        async move {
+            o.runs.fetch_add(1, Relaxed);
+            let now = o.now.fetch_add(1, Relaxed) + 1;
+            o.max.fetch_max(now, Relaxed);
+            g.acquire().await.unwrap().forget();
+            o.now.fetch_sub(1, Relaxed);
+            ([(axum::http::header::CACHE_CONTROL, "no-store")], "live")
+        }
+    };
+    let app = axum::Router::new()
+        .route("/pass/live", axum::routing::get(handler))
+        .layer(ResponseCacheLayer::new("pass_concurrency"));
+    let url = format!("{}/pass/live", serve(app).await);
+
+    gate.add_permits(1);
+    let first = Client::new().get(&url).send().await.unwrap();
+    assert_eq!(
+        x_cache(&first),
+        "MISS",
+        "the first answer shows the page is not storable"
+    );
+    let bypassed = || {
+        layercache::stats()
+            .function("pass_concurrency")
+            .unwrap()
+            .bypassed
+    };
+    let bypassed_before = bypassed();
+
+    let client = Client::new();
+    let requests: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(client.get(&url).send()))
+        .collect();
+    // All eight reach the handler together; before hit-for-pass, seven
+    // would wait on the first one's flight and this would never happen.
+    let mut polls = 0;
+    while overlap.now.load(Relaxed) < 8 {
+        polls += 1;
+        assert!(
+            polls < 10_000,
+            "only {} of 8 requests reached the handler at once: they were serialised",
+            overlap.now.load(Relaxed)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    gate.add_permits(8);
+    for r in requests {
+        let resp = r.await.unwrap().unwrap();
+        assert_ne!(x_cache(&resp), "HIT");
+        assert_eq!(
+            x_cache(&resp),
+            "BYPASS",
+            "the page is remembered as not storable"
+        );
+        assert_eq!(resp.text().await.unwrap(), "live");
+    }
+    assert!(overlap.max.load(Relaxed) >= 2, "the runs overlapped");
+    assert_eq!(
+        overlap.runs.load(Relaxed),
+        9,
+        "each request ran the handler once"
+    );
+    assert_eq!(bypassed() - bypassed_before, 8, "counted as bypassed");
+}
+
+#[tokio::test]
+async fn a_page_remembered_as_not_storable_is_cached_again_once_it_answers_storably() {
+    let _serial = serial().await;
+    let private = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (p, r) = (private.clone(), runs.clone());
+    let handler = move || {
+        let (p, r) = (p.clone(), r.clone());
+        async move {
+            r.fetch_add(1, Relaxed);
+            let cc = if p.load(Relaxed) { "private" } else { "public" };
+            ([(axum::http::header::CACHE_CONTROL, cc)], "page")
+        }
+    };
+    let app = axum::Router::new()
+        .route("/pass/flip", axum::routing::get(handler))
+        .layer(ResponseCacheLayer::new("pass_flip"));
+    let url = format!("{}/pass/flip", serve(app).await);
+    let status = || async { x_cache(&Client::new().get(&url).send().await.unwrap()) };
+    assert_eq!(status().await, "MISS", "private: not stored");
+    assert_eq!(status().await, "BYPASS", "remembered");
+    private.store(false, Relaxed);
+    assert_eq!(
+        status().await,
+        "BYPASS",
+        "still remembered; this storable answer ends it"
+    );
+    assert_eq!(
+        status().await,
+        "MISS",
+        "through the cache again, and stored"
+    );
+    assert_eq!(status().await, "HIT");
+    assert_eq!(runs.load(Relaxed), 4);
+}
+
+#[tokio::test]
+async fn with_vary_by_accept_language_each_language_is_its_own_page_and_hits_on_its_second_request()
+{
+    let _serial = serial().await;
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r = runs.clone();
+    let handler = move |headers: axum::http::HeaderMap| {
+        let r = r.clone();
+        async move {
+            r.fetch_add(1, Relaxed);
+            let lang = headers
+                .get("accept-language")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("en")
+                .to_string();
+            let text = if lang.starts_with("de") {
+                "Guten Tag"
+            } else {
+                "Good day"
+            };
+            ([(axum::http::header::VARY, "Accept-Language")], text)
+        }
+    };
+    let app = axum::Router::new()
+        .route("/vary/greeting", axum::routing::get(handler))
+        .layer(
+            ResponseCacheLayer::new("vary_pages").vary_by([axum::http::header::ACCEPT_LANGUAGE]),
+        );
+    let url = format!("{}/vary/greeting", serve(app).await);
+    let fetch = |lang: &'static str| {
+        let url = url.clone();
+        async move {
+            let resp = Client::new()
+                .get(url)
+                .header("accept-language", lang)
+                .send()
+                .await
+                .unwrap();
+            (x_cache(&resp), resp.text().await.unwrap())
+        }
+    };
+    let en1 = fetch("en").await;
+    let de1 = fetch("de").await;
+    assert_eq!(en1, ("MISS".to_string(), "Good day".to_string()));
+    assert_eq!(
+        de1,
+        ("MISS".to_string(), "Guten Tag".to_string()),
+        "not the English page"
+    );
+    assert_eq!(
+        fetch("en").await,
+        ("HIT".to_string(), "Good day".to_string())
+    );
+    assert_eq!(
+        fetch("de").await,
+        ("HIT".to_string(), "Guten Tag".to_string())
+    );
+    assert_eq!(runs.load(Relaxed), 2, "one run per language");
+}
+
+#[tokio::test]
+async fn a_cache_when_filter_that_keeps_404s_makes_the_second_404_a_hit() {
+    let _serial = serial().await;
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let missing = |runs: std::sync::Arc<std::sync::atomic::AtomicUsize>| {
+        move || {
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, Relaxed);
+                (axum::http::StatusCode::NOT_FOUND, "no such page")
+            }
+        }
+    };
+    let keeps_404s = ResponseCacheLayer::new("cache_when_404").cache_when(|head| {
+        head.status.is_success() || head.status == axum::http::StatusCode::NOT_FOUND
+    });
+    let default = ResponseCacheLayer::new("cache_when_default");
+    let app = axum::Router::new()
+        .route(
+            "/probe/kept",
+            axum::routing::get(missing(runs.clone())).layer(keeps_404s),
+        )
+        .route(
+            "/probe/default",
+            axum::routing::get(missing(runs.clone())).layer(default),
+        );
+    let url = serve(app).await;
+    let fetch = |path: &'static str| {
+        let url = format!("{url}{path}");
+        async move {
+            let resp = Client::new().get(url).send().await.unwrap();
+            assert_eq!(resp.status(), 404);
+            let x = x_cache(&resp);
+            assert_eq!(resp.text().await.unwrap(), "no such page");
+            x
+        }
+    };
+    assert_eq!(fetch("/probe/kept").await, "MISS");
+    assert_eq!(fetch("/probe/kept").await, "HIT", "the 404 was stored");
+    assert_eq!(runs.load(Relaxed), 1);
+    assert_eq!(fetch("/probe/default").await, "MISS");
+    assert_ne!(
+        fetch("/probe/default").await,
+        "HIT",
+        "without the filter a 404 is not stored"
+    );
+    assert_eq!(runs.load(Relaxed), 3);
 }

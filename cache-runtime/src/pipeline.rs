@@ -1459,6 +1459,34 @@ impl<K: Key, V: Value> FnCache<K, V> {
     pub(crate) fn record_miss(&self) {
         self.metrics.record_miss();
     }
+
+    /// The clock entries expire by (the configured one, a mock in tests).
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
+    }
+}
+
+impl<K: Key, V: CacheValue> FnCache<K, V> {
+    /// Steps 1 and 3 only, for a caller that wants the value if it is
+    /// cached but must not compute it (a view cache answering `HEAD` from
+    /// the `GET`'s entry): the local tier, then the shared tier (a shared
+    /// hit is kept locally, as after a miss). Never joins a flight, never
+    /// runs anything, never writes a new value. Counts a hit, or a miss when
+    /// no tier has the key.
+    pub(crate) async fn lookup_async(&self, key: K) -> Option<V> {
+        if let Some(v) = self.local_get(&key, Some) {
+            return Some(v);
+        }
+        if let Some(sf) = &self.shared {
+            let rendered = self.rendered(&key);
+            let generation = self.guard(rendered.as_ref().map_or(0, Rendered::tag));
+            if let Ok(hit) = self.shared_get::<V>(sf, rendered).await {
+                return Some(self.settle_hit(key, hit, generation, &[]));
+            }
+        }
+        self.metrics.record_miss();
+        None
+    }
 }
 
 impl<K: Key, V: CacheValue> FnCache<K, V> {
@@ -1801,7 +1829,9 @@ where
     }
     cache.metrics.record_miss();
     let computation = cache.begin(generation);
-    let r = origin_span(cache.name()).in_scope(origin);
+    let mut span = OriginSpan::new(cache.name());
+    let r = span.span.in_scope(origin);
+    span.returned::<M, R>(&r);
     if M::is_error(&r) && cache.stale.is_some() {
         if let Some(v) = shared::block_on(cache.fail_safe(&key)) {
             computation.failed();
@@ -1875,7 +1905,9 @@ where
     }
     cache.metrics.record_miss();
     let computation = cache.begin(generation);
-    let r = tracing::Instrument::instrument(origin, origin_span(cache.name())).await;
+    let mut span = OriginSpan::new(cache.name());
+    let r = tracing::Instrument::instrument(origin, span.span.clone()).await;
+    span.returned::<M, R>(&r);
     if M::is_error(&r) && cache.stale.is_some() {
         if let Some(v) = cache.fail_safe(&key).await {
             computation.failed();
@@ -1920,10 +1952,60 @@ enum Flight<'a, K: Key, V: Value> {
     Alone,
 }
 
-/// The span of one origin call (a miss), named after the function.
-#[inline]
-fn origin_span(function: &str) -> tracing::Span {
-    tracing::debug_span!("layercache.origin", function)
+/// The `layercache.origin` span of one origin call (a miss), named after
+/// the function, with the call's `outcome` recorded when it ends:
+///
+/// - `"ok"`: a value to cache (`Ok`, `Some`, any plain value);
+/// - `"err"`: an `Err`;
+/// - `"none"`: a `None` (cached only with `cache_none = true`);
+/// - `"panic"`: a sync function panicked (the span ends while unwinding);
+/// - `"cancelled"`: an async call's future was dropped before it returned,
+///   which is also how a panic in it ends once the executor has caught it.
+struct OriginSpan {
+    span: tracing::Span,
+    recorded: bool,
+}
+
+impl OriginSpan {
+    #[inline]
+    fn new(function: &str) -> OriginSpan {
+        OriginSpan {
+            span: tracing::debug_span!(
+                "layercache.origin",
+                function,
+                outcome = tracing::field::Empty
+            ),
+            recorded: false,
+        }
+    }
+
+    /// The origin returned `r`.
+    #[inline]
+    fn returned<M: OutputMode<R>, R>(&mut self, r: &R) {
+        let outcome = if M::is_error(r) {
+            "err"
+        } else {
+            match M::cacheable(r) {
+                Some(v) if !M::is_negative(v) => "ok",
+                _ => "none",
+            }
+        };
+        self.span.record("outcome", outcome);
+        self.recorded = true;
+    }
+}
+
+impl Drop for OriginSpan {
+    fn drop(&mut self) {
+        if !self.recorded {
+            let outcome = if std::thread::panicking() {
+                "panic"
+            } else {
+                "cancelled"
+            };
+            self.span.record("outcome", outcome);
+        }
+    }
 }
 
 /// The tags of a function without `tags`.

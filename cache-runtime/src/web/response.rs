@@ -21,6 +21,7 @@ use sync_wrapper::SyncWrapper;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::clock::Timestamp;
 use crate::key::render_template;
 use crate::pipeline::{
     always, bypass_async, get_or_compute_async, no_tags, FnCache, FnSpec, OkOnly, TierChoice,
@@ -39,10 +40,13 @@ pub enum CacheStatus {
     /// Served from a cache tier; the inner service was not called.
     Hit,
     /// The inner service answered a cacheable request (its response may
-    /// still not have been stored: see [`ResponseCacheLayer`]).
+    /// still not have been stored: see [`ResponseCacheLayer`]), or a `HEAD`
+    /// for which no `GET` response was stored (passed on, never stored).
     Miss,
     /// The request is not cacheable (method, `Authorization`, `Range`,
-    /// `Cache-Control: no-store`) and went straight to the inner service.
+    /// `Cache-Control: no-store`), or its page answered recently with a
+    /// response that could not be stored (hit-for-pass), and it went
+    /// straight to the inner service.
     Bypass,
 }
 
@@ -69,28 +73,98 @@ pub(crate) struct Page {
 
 type PageCache = FnCache<String, Arc<Page>>;
 
+/// One layer name's pages and hit-for-pass marks.
+struct Pages {
+    cache: &'static PageCache,
+    passes: Passes,
+}
+
+/// Hit-for-pass (as Varnish has it): the pages whose last response could
+/// not be stored, by hash of their key, with the time the mark ends.
+///
+/// Without it, concurrent requests for such a page would queue on the
+/// first one's single-flight, get nothing back (nothing was stored) and
+/// only then call the handler themselves: each would wait a whole handler
+/// run for nothing. A marked page skips the flight and the cache. Keys are
+/// hashed (64 bits) so a request does not allocate to check; a collision
+/// only makes a page skip the cache until the mark ends.
+struct Passes {
+    marks: quick_cache::sync::Cache<u64, Timestamp>,
+    /// How long a mark lasts: the page timeout, at most [`PASS_TTL`].
+    ttl: Duration,
+}
+
+/// Most pages marked hit-for-pass at once per layer name; past it the
+/// least useful marks are dropped (those pages then go through the flight
+/// again, which is correct, only slower under concurrency).
+const PASS_MARKS: usize = 4096;
+
+/// Longest life of a hit-for-pass mark: a page that becomes storable
+/// without a request noticing it (the mark is cleared by the first
+/// storable response seen) is cached again after at most this long.
+const PASS_TTL: Duration = Duration::from_secs(30);
+
+impl Passes {
+    fn new(page_timeout: Option<Duration>) -> Passes {
+        Passes {
+            marks: quick_cache::sync::Cache::new(PASS_MARKS),
+            ttl: page_timeout.map_or(PASS_TTL, |t| t.min(PASS_TTL)),
+        }
+    }
+
+    /// Whether the page hashing to `hash` is marked at `now`.
+    fn is_marked(&self, hash: u64, now: Timestamp) -> bool {
+        self.marks.get(&hash).is_some_and(|until| now < until)
+    }
+
+    /// Marks the page: its next requests skip the cache for a while.
+    fn mark(&self, hash: u64, now: Timestamp) {
+        self.marks.insert(hash, now.saturating_add(self.ttl));
+    }
+
+    /// A storable response was seen: the page is cached again.
+    fn clear(&self, hash: u64) {
+        self.marks.remove(&hash);
+    }
+}
+
 /// Decides from the response head whether it may be stored.
 type Filter = Arc<dyn Fn(&response::Parts) -> bool + Send + Sync>;
 
 /// The default of [`ResponseCacheLayer::max_body`]: 1 MiB.
 const DEFAULT_MAX_BODY: usize = 1 << 20;
 
-/// A tower [`Layer`] caching `GET` and `HEAD` responses of the service it
-/// wraps (the guide's view caching, `@cache.cached` on a route).
+/// A tower [`Layer`] caching `GET` responses of the service it wraps, and
+/// answering `HEAD` requests from them (the guide's view caching,
+/// `@cache.cached` on a route).
 ///
-/// **The key** is the method, the path and the query string (as sent, or
-/// with its pairs sorted after [`sort_query`](Self::sort_query)), the host
-/// (see [`include_host`](Self::include_host)), plus the request's values of
-/// the headers named with [`vary_by`](Self::vary_by).
+/// **The key** is the path and the query string (as sent, or with its
+/// pairs sorted after [`sort_query`](Self::sort_query)), the host (see
+/// [`include_host`](Self::include_host)), plus the request's values of the
+/// headers named with [`vary_by`](Self::vary_by).
 /// The stable key starts with the path, so
 /// [`invalidate_prefix("/products")`](crate::invalidate_prefix) (or
 /// `#[cache_invalidate(prefix = "/products")]`) drops those pages in every
-/// tier and process; the page `/products?page=2` is `/products?page=2`, a
-/// `HEAD` adds `\tHEAD`.
+/// tier and process; the page `/products?page=2` is `/products?page=2`.
+/// The prefix is a plain string prefix: `"/products"` also matches
+/// `/products-archive`, and `"/products/"` means the subtree only.
+/// Pages share the manual cache's keyspace (no namespace), so
+/// [`Cache::delete_prefix`](crate::sync::Cache::delete_prefix) reaches
+/// them, and [`Cache::clear`](crate::sync::Cache::clear) drops them with
+/// every other entry.
+///
+/// **`HEAD`** has the `GET`'s key: a stored page answers it with its status
+/// and headers, a `Content-Length` of the stored body and no body
+/// (`x-cache: HIT`). Without a stored page the request goes to the inner
+/// service unchanged and its answer is passed on, not stored
+/// (`x-cache: MISS`, counted as a miss): only a `GET` fills the cache.
 ///
 /// **Requests that bypass the cache** (`x-cache: BYPASS`, counted as
 /// `bypassed`): methods other than `GET`/`HEAD`, and requests with
-/// `Authorization`, `Range` or `Cache-Control: no-store`.
+/// `Authorization`, `Range` or `Cache-Control: no-store`. A `Cookie` does
+/// not bypass: a page personalised by cookie must answer with
+/// `Cache-Control: private`, or with `Vary: Cookie` and `Cookie` given to
+/// [`vary_by`](Self::vary_by).
 ///
 /// **Responses that are not stored** (passed through as `x-cache: MISS`):
 /// a status the filter rejects (by default anything but 2xx, and 206),
@@ -98,8 +172,17 @@ const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// header, a `Vary` naming `*` or a header not given to `vary_by`, and
 /// bodies over [`max_body`](Self::max_body), which are streamed to the
 /// client as they come (the part read so far first). A stored response
-/// keeps its headers except hop-by-hop ones; a hit carries `x-cache: HIT`
-/// and an `Age`.
+/// keeps its headers except hop-by-hop ones and `Content-Length`; a hit
+/// carries `x-cache: HIT` and an `Age`.
+///
+/// **Hit-for-pass**: a page whose response was not stored is remembered
+/// (in this process, for the page timeout but at most 30 s, up to 4096
+/// pages per layer name), and its requests meanwhile go straight to the
+/// inner service, concurrently, as `x-cache: BYPASS` (counted as
+/// `bypassed`), instead of queueing on a single-flight that cannot share
+/// anything. The first storable response seen for the page (by its head:
+/// status, `Cache-Control`, `Set-Cookie`, `Vary`) ends this; that response
+/// is not stored, the next request's is.
 ///
 /// Concurrent misses of one page share one call of the inner service
 /// (single-flight); with a shared tier (`CACHE_TYPE=redis`) pages are
@@ -275,15 +358,15 @@ impl ResponseCacheLayer {
         self
     }
 
-    fn cache(&self) -> &'static PageCache {
-        static LAYERS: OnceLock<Mutex<HashMap<String, &'static PageCache>>> = OnceLock::new();
+    fn pages(&self) -> &'static Pages {
+        static LAYERS: OnceLock<Mutex<HashMap<String, &'static Pages>>> = OnceLock::new();
         let mut layers = LAYERS
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let s = &self.settings;
         layers.entry(s.name.clone()).or_insert_with(|| {
-            crate::invalidate::register(FnCache::new(FnSpec {
+            let cache = crate::invalidate::register(FnCache::new(FnSpec {
                 name: s.name.clone(),
                 // Pages share the manual cache's keyspace: their stable key
                 // is the path, which prefix invalidation matches.
@@ -299,7 +382,9 @@ impl ResponseCacheLayer {
                 stale_if_error: None,
                 refresh_ahead: None,
                 versioned: None,
-            }))
+            }));
+            let passes = Passes::new(cache.timeout());
+            Box::leak(Box::new(Pages { cache, passes }))
         })
     }
 }
@@ -311,7 +396,7 @@ impl<S> Layer<S> for ResponseCacheLayer {
         ResponseCache {
             inner,
             shared: Arc::new(Shared {
-                cache: self.cache(),
+                pages: self.pages(),
                 settings: self.settings.clone(),
             }),
         }
@@ -334,7 +419,7 @@ impl<S> fmt::Debug for ResponseCache<S> {
 }
 
 struct Shared {
-    cache: &'static PageCache,
+    pages: &'static Pages,
     settings: Settings,
 }
 
@@ -378,10 +463,32 @@ impl Shared {
         ResB: http_body::Body<Data = Bytes> + Send + 'static,
         ResB::Error: Into<BoxError>,
     {
-        let Some(key) = self.key_of(&req) else {
-            let resp = bypass_async(self.cache, inner.call(req)).await?;
+        let Some((key, head)) = self.key_of(&req) else {
+            let resp = bypass_async(self.pages.cache, inner.call(req)).await?;
             return Ok(mark(resp.map(Body::new), CacheStatus::Bypass));
         };
+        if head {
+            return self.head(inner, req, key).await;
+        }
+        let cache = self.pages.cache;
+        let passes = &self.pages.passes;
+        let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
+        if passes.is_marked(hash, cache.clock().now()) {
+            let resp = bypass_async(cache, inner.call(req)).await?;
+            let (parts, body) = resp.into_parts();
+            // The page may have become storable (a deploy, a flag): the
+            // next request goes through the cache again. This response is
+            // not stored: a body of unknown length may still turn out over
+            // the limit, and storing outside the flight could race one.
+            let too_big = http_body::Body::size_hint(&body).lower() > self.settings.max_body as u64;
+            if self.storable(&parts) && !too_big {
+                passes.clear(hash);
+            }
+            return Ok(mark(
+                Response::from_parts(parts, Body::new(body)),
+                CacheStatus::Bypass,
+            ));
+        }
         let ran = AtomicBool::new(false);
         let origin = async {
             ran.store(true, Relaxed);
@@ -394,23 +501,62 @@ impl Shared {
             }
         };
         let r: Result<Arc<Page>, Passed<S::Error>> =
-            get_or_compute_async::<OkOnly, String, _>(self.cache, key, always, no_tags, origin)
-                .await;
+            get_or_compute_async::<OkOnly, String, _>(cache, key, always, no_tags, origin).await;
         let status = if ran.load(Relaxed) {
             CacheStatus::Miss
         } else {
             CacheStatus::Hit
         };
         match r {
-            Ok(page) => Ok(page.to_response(status, &self.settings.name)),
-            Err(passed) => passed
-                .into_inner()
-                .map(|resp| mark(resp, CacheStatus::Miss)),
+            Ok(page) => {
+                if status == CacheStatus::Miss {
+                    // Stored by a caller that ran alone after a flight that
+                    // marked the page: the mark is out of date.
+                    passes.clear(hash);
+                }
+                Ok(page.to_response(status, &self.settings.name, false))
+            }
+            Err(passed) => {
+                let passed = passed.into_inner();
+                if passed.is_ok() {
+                    // A response that could not be stored: let the next
+                    // requests skip the flight (they would wait for this
+                    // run and get nothing).
+                    passes.mark(hash, cache.clock().now());
+                }
+                passed.map(|resp| mark(resp, CacheStatus::Miss))
+            }
         }
     }
 
-    /// The key of a cacheable request; `None` to bypass the cache.
-    fn key_of<B>(&self, req: &Request<B>) -> Option<String> {
+    /// A `HEAD`: answered from the `GET`'s stored page (its status and
+    /// headers, `Content-Length` of the stored body, no body); without one,
+    /// the request goes to the inner service as it is and its answer is not
+    /// stored (a `HEAD` answer has no body to store, and keeping a second
+    /// copy of each page for `HEAD` would double the memory).
+    async fn head<S, ReqB, ResB>(
+        &self,
+        mut inner: S,
+        req: Request<ReqB>,
+        key: String,
+    ) -> Result<Response<Body>, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        ResB: http_body::Body<Data = Bytes> + Send + 'static,
+        ResB::Error: Into<BoxError>,
+    {
+        match self.pages.cache.lookup_async(key).await {
+            Some(page) => Ok(page.to_response(CacheStatus::Hit, &self.settings.name, true)),
+            None => {
+                let resp = inner.call(req).await?;
+                Ok(mark(resp.map(Body::new), CacheStatus::Miss))
+            }
+        }
+    }
+
+    /// The key of a cacheable request and whether it is a `HEAD` (answered
+    /// from the `GET`'s page: same key); `None` to bypass the cache.
+    fn key_of<B>(&self, req: &Request<B>) -> Option<(String, bool)> {
         let head = match *req.method() {
             Method::GET => false,
             Method::HEAD => true,
@@ -443,9 +589,6 @@ impl Shared {
             }
         }
         // A URI holds no tab, so these suffixes cannot be forged by a path.
-        if head {
-            key.push_str("\tHEAD");
-        }
         if s.include_host {
             let host = headers
                 .get(header::HOST)
@@ -465,7 +608,7 @@ impl Shared {
                 key.push(',');
             }
         }
-        Some(key)
+        Some((key, head))
     }
 
     /// Reads a response into a [`Page`] when it may be stored; otherwise
@@ -564,7 +707,11 @@ impl Shared {
 }
 
 impl Page {
-    fn to_response(&self, status: CacheStatus, name: &str) -> Response<Body> {
+    /// The stored response, marked with `status`; for a `HEAD` (`head`),
+    /// without its body but with the body's `Content-Length` (the stored
+    /// headers have none: it is hop-by-hop here, as the body's length is
+    /// known when it is sent).
+    fn to_response(&self, status: CacheStatus, name: &str, head: bool) -> Response<Body> {
         let code = StatusCode::from_u16(self.status).unwrap_or_else(|_| {
             tracing::warn!(
                 name,
@@ -573,10 +720,15 @@ impl Page {
             );
             StatusCode::INTERNAL_SERVER_ERROR
         });
-        let mut resp = Response::new(Body::from(self.body.clone()));
+        let body = if head {
+            Body::empty()
+        } else {
+            Body::from(self.body.clone())
+        };
+        let mut resp = Response::new(body);
         *resp.status_mut() = code;
         let headers = resp.headers_mut();
-        headers.reserve(self.headers.len() + 2);
+        headers.reserve(self.headers.len() + 3);
         for (name, value) in &self.headers {
             if let (Ok(n), Ok(v)) = (
                 HeaderName::from_bytes(name.as_bytes()),
@@ -584,6 +736,13 @@ impl Page {
             ) {
                 headers.append(n, v);
             }
+        }
+        // 1xx, 204 and 304 responses must not carry a Content-Length (RFC 9110, 8.6).
+        let bodiless = code.is_informational()
+            || code == StatusCode::NO_CONTENT
+            || code == StatusCode::NOT_MODIFIED;
+        if head && !bodiless {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
         }
         if status == CacheStatus::Hit {
             let age = unix_ms().saturating_sub(self.stored_ms) / 1000;
@@ -633,6 +792,8 @@ fn has_directive<'a>(
     })
 }
 
+/// Headers not stored with a page: hop-by-hop ones, and those each answer
+/// sets anew (`Content-Length` from the stored body, `Age`, `x-cache`).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     [
         header::CONNECTION,
@@ -675,7 +836,7 @@ mod tests {
     fn layer() -> Shared {
         let l = ResponseCacheLayer::new("web::tests").vary_by([header::ACCEPT_LANGUAGE]);
         Shared {
-            cache: l.cache(),
+            pages: l.pages(),
             settings: l.settings,
         }
     }
@@ -688,7 +849,7 @@ mod tests {
     fn keys_start_with_the_path_so_prefix_invalidation_matches_pages() {
         let s = layer();
         assert_eq!(
-            s.key_of(&get("/products/1?x=1")).unwrap(),
+            s.key_of(&get("/products/1?x=1")).unwrap().0,
             "/products/1?x=1\taccept-language="
         );
         let hosted = Request::get("/a")
@@ -696,7 +857,7 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(
-            s.key_of(&hosted).unwrap(),
+            s.key_of(&hosted).unwrap().0,
             "/a\thost=shop.example\taccept-language="
         );
         let other = Request::get("/a")
@@ -711,10 +872,18 @@ mod tests {
     }
 
     #[test]
-    fn head_and_vary_values_are_part_of_the_key_and_cannot_be_forged() {
+    fn a_head_has_the_get_s_key_and_vary_values_are_part_of_it_and_cannot_be_forged() {
         let s = layer();
         let head = Request::head("/a").body(()).unwrap();
-        assert_ne!(s.key_of(&head), s.key_of(&get("/a")));
+        assert_eq!(
+            s.key_of(&head),
+            Some(("/a\taccept-language=".to_string(), true)),
+            "a HEAD is answered from the GET's page"
+        );
+        assert_eq!(
+            s.key_of(&get("/a")).unwrap(),
+            (s.key_of(&head).unwrap().0, false)
+        );
         let en = Request::get("/a")
             .header("accept-language", "en")
             .body(())
@@ -776,5 +945,26 @@ mod tests {
         assert!(!s.storable(&head(|b| b.header("set-cookie", "a=b"))));
         assert!(!s.storable(&head(|b| b.header("vary", "*"))));
         assert!(!s.storable(&head(|b| b.header("vary", "accept-language, cookie"))));
+    }
+
+    #[test]
+    fn a_pass_mark_lasts_the_page_timeout_at_most_30_s_or_until_cleared() {
+        let t0 = Timestamp::ZERO.saturating_add(Duration::from_secs(1));
+        let at = |secs| t0.saturating_add(Duration::from_secs(secs));
+        let long = Passes::new(None);
+        long.mark(7, t0);
+        assert!(long.is_marked(7, at(29)));
+        assert!(!long.is_marked(7, at(30)), "30 s at most");
+        assert!(!long.is_marked(8, t0), "other pages are not marked");
+        let short = Passes::new(Some(Duration::from_secs(5)));
+        short.mark(7, t0);
+        assert!(short.is_marked(7, at(4)));
+        assert!(
+            !short.is_marked(7, at(5)),
+            "no longer than the page would live"
+        );
+        short.mark(7, t0);
+        short.clear(7);
+        assert!(!short.is_marked(7, t0), "a storable response clears it");
     }
 }
