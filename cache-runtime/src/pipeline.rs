@@ -1461,6 +1461,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
     }
 
     /// The clock entries expire by (the configured one, a mock in tests).
+    #[cfg(feature = "axum")]
     pub(crate) fn clock(&self) -> &Clock {
         &self.clock
     }
@@ -1473,6 +1474,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     /// hit is kept locally, as after a miss). Never joins a flight, never
     /// runs anything, never writes a new value. Counts a hit, or a miss when
     /// no tier has the key.
+    #[cfg(feature = "axum")]
     pub(crate) async fn lookup_async(&self, key: K) -> Option<V> {
         if let Some(v) = self.local_get(&key, Some) {
             return Some(v);
