@@ -266,6 +266,8 @@ fn checked_value(writer: u32, seq: u32, len: usize) -> Vec<u8> {
 struct Backend {
     name: &'static str,
     env: Vec<(String, String)>,
+    // Read only by the memcached scenarios (to stop and restart the server).
+    #[cfg_attr(not(feature = "memcached"), allow(dead_code))]
     guard: Box<dyn std::any::Any>,
 }
 
