@@ -1831,7 +1831,7 @@ where
     }
     cache.metrics.record_miss();
     let computation = cache.begin(generation);
-    let mut span = OriginSpan::new(cache.name());
+    let span = OriginSpan::new(cache.name());
     let r = span.span.in_scope(origin);
     span.returned::<M, R>(&r);
     if M::is_error(&r) && cache.stale.is_some() {
@@ -1907,7 +1907,7 @@ where
     }
     cache.metrics.record_miss();
     let computation = cache.begin(generation);
-    let mut span = OriginSpan::new(cache.name());
+    let span = OriginSpan::new(cache.name());
     let r = tracing::Instrument::instrument(origin, span.span.clone()).await;
     span.returned::<M, R>(&r);
     if M::is_error(&r) && cache.stale.is_some() {
@@ -1958,7 +1958,8 @@ enum Flight<'a, K: Key, V: Value> {
 /// the function, with the call's `outcome` recorded when it ends:
 ///
 /// - `"ok"`: a value to cache (`Ok`, `Some`, any plain value);
-/// - `"err"`: an `Err`;
+/// - `"err"`: an `Err` (for the view cache: a response that may not be
+///   stored, which the layer hands back to the client untouched);
 /// - `"none"`: a `None` (cached only with `cache_none = true`);
 /// - `"panic"`: a sync function panicked (the span ends while unwinding);
 /// - `"cancelled"`: an async call's future was dropped before it returned,
@@ -1981,9 +1982,10 @@ impl OriginSpan {
         }
     }
 
-    /// The origin returned `r`.
+    /// The origin returned `r`: records the outcome and ends the span
+    /// (the write-back that follows is not the origin's time).
     #[inline]
-    fn returned<M: OutputMode<R>, R>(&mut self, r: &R) {
+    fn returned<M: OutputMode<R>, R>(mut self, r: &R) {
         let outcome = if M::is_error(r) {
             "err"
         } else {

@@ -24,6 +24,11 @@
 //! queue; the breaker then replaces the connection (and with it this
 //! state).
 //!
+//! The round's task is spawned from the caller's worker, where tokio runs
+//! it next (and no other worker steals it): a task that blocks that worker
+//! without yielding holds the round up to its waiters' timeouts, as it
+//! holds every other task queued on that worker.
+//!
 //! `MGET` answers `nil` for a key holding another type where `GET` answers
 //! `WRONGTYPE`: both are a miss to the pipeline, whose write-back replaces
 //! the key.
@@ -195,6 +200,8 @@ async fn send_round(mut slot: Slot, round: Round) {
     let values = match reply {
         Ok(Value::Array(values)) if values.len() == round.waiters.len() => values,
         Ok(other) => {
+            // Replies on this connection are out of step: replace it.
+            slot.direct.broken.store(true, Relaxed);
             let err = RedisError::from((
                 RedisErrorKind::Parse,
                 "MGET answered with something other than one value per key",
