@@ -47,7 +47,7 @@ mkdir -p "$BENCH_RESULTS_DIR"
 features=axum,redis,redis-cluster,sqlite,memcached
 # Progress lines and the benchmarks' own tables; criterion's per-sample noise is dropped.
 quiet() {
-  grep -vE '^(Benchmarking|Found| +[0-9]+ \(|\s*(Compiling|Finished|Running|Downloaded|Downloading|time:|change:|thrpt:)|(local_hit|shared)_[a-z0-9_]+/|Performance has|No change|Change within|\s*$)' || true
+  grep -vE '^(Benchmarking|Found| +[0-9]+ \(|\s*(Compiling|Finished|Running|Downloaded|Downloading|time:|change:|thrpt:)|(local_hit|shared)_[a-z0-9_]+/|\s*Performance has|\s*No change|\s*Change within|\s*$)' || true
 }
 bench() {
   local log="target/bench-$1.log"
