@@ -35,8 +35,8 @@ else
   svg_dir=docs/bench
 fi
 if [ -n "${BENCH_QUICK:-}" ]; then
-  criterion=(-- --warm-up-time 1 --measurement-time 2 --noplot)
-  secs=2
+  criterion=(-- --warm-up-time 0.5 --measurement-time 1 --noplot)
+  secs=1
 else
   criterion=(-- --warm-up-time 2 --measurement-time 4 --noplot)
   secs=5
