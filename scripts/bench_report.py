@@ -283,9 +283,7 @@ if os.path.exists(mc_path):
     cost = mc.get("ratio", mc["on_ns"] / mc["off_ns"]) - 1.0
     md += ["## Metrics cost on the hit path", "",
            f"A local `u64` hit with metrics on: {mc['on_ns']:.1f} ns; off: {mc['off_ns']:.1f} ns",
-           f"(medians of {mc['rounds']} rounds; a round runs both processes at once, one per core,",
-           "then again with the cores swapped);",
-           f"median of the rounds' ratios: {cost * 100:+.1f} %.",
+           f"(median of {mc['rounds']} alternating rounds): {cost * 100:+.1f} %.",
            f"- Bar: at most 10 %: {verdict(cost <= 0.10)}.",
            "  Not reliably: reruns of this benchmark on 2026-12-02 read from -3.5 % to",
            "  +20.6 % (sequential runs of the child binary: +16 % to +20 %, and the same",
