@@ -107,13 +107,18 @@ struct Row {
     mean_ns: f64,
     p99_ns: f64,
     rate: f64,
+    errors: f64,
 }
 
 fn run(backend: &'static str, env: &[(&str, String)]) -> Row {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
+    // The benchmark measures hits, not the tier timeout: on a loaded two-core
+    // CI machine 64 callers can stall one call past the 50 ms default, which
+    // is then (correctly) a counted miss. `redis_hit` uses 1 s for the same reason.
     cmd.env("BACKENDS_CHILD", "1")
         .env("CACHE_TYPE", backend)
-        .env("CACHE_KEY_PREFIX", "bench");
+        .env("CACHE_KEY_PREFIX", "bench")
+        .env("CACHE_SHARED_TIMEOUT_MS", "1000");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -130,16 +135,25 @@ fn run(backend: &'static str, env: &[(&str, String)]) -> Row {
         });
     let f: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
     let (misses, errors) = (f[4], f[5]);
+    // Every measured call is a shared hit, except calls whose shared read
+    // failed (counted as errors, answered by the function): the misses are
+    // the warm-ups plus those, never a hit lost for no counted reason.
     assert_eq!(
-        (misses, errors),
-        (CALLERS as f64, 0.0),
-        "{backend}: every measured call must be a shared hit (misses are the {CALLERS} warm-ups)"
+        misses - CALLERS as f64,
+        errors,
+        "{backend}: {misses} misses for {CALLERS} warm-ups and {errors} shared errors"
     );
+    if errors > 0.0 {
+        eprintln!(
+            "{backend}: {errors} shared reads failed during the run (answered by the function)"
+        );
+    }
     Row {
         backend,
         mean_ns: f[0],
         p99_ns: f[1],
         rate: f[2],
+        errors,
     }
 }
 
@@ -190,6 +204,7 @@ fn main() {
         "backends",
         &serde_json::json!({ "rows": rows.iter().map(|r| serde_json::json!({
             "backend": r.backend, "mean_ns": r.mean_ns, "p99_ns": r.p99_ns, "calls_per_s": r.rate,
+            "shared_errors": r.errors,
         })).collect::<Vec<_>>() }),
     );
     for r in &rows {
