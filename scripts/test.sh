@@ -27,13 +27,17 @@ unset CACHE_TYPE CACHE_DEFAULT_TIMEOUT CACHE_KEY_PREFIX CACHE_MAX_ENTRIES CACHE_
   CACHE_SHARED_TIMEOUT_MS CACHE_MAX_VALUE_SIZE CACHE_TTL_JITTER CACHE_DIR CACHE_THRESHOLD \
   CACHE_SQLITE_PATH CACHE_MEMCACHED_SERVERS CACHE_BUS_POLL_MS CACHE_REDIS_NODES CACHE_METRICS
 
-echo "==> cargo fmt --check"
+# Each stage says how long the run has taken so far (CI must stay well under 30 minutes).
+stage() { echo "==> $1 (at ${SECONDS}s)"; }
+
+stage "cargo fmt --check"
 cargo fmt --all -- --check
-echo "==> cargo clippy"
+stage "cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
-echo "==> cargo doc (warnings are errors)"
+stage "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --all-features --quiet
-echo "==> benchmarks against the peers (short run of scripts/bench.sh; report in target/bench-report)"
+stage "benchmarks against the peers (short run of scripts/bench.sh; report in target/bench-report)"
 BENCH_QUICK=1 bash scripts/bench.sh target/bench-report
-echo "==> cargo test"
+stage "cargo test"
 cargo test --workspace --all-features
+echo "==> all passed in ${SECONDS}s"
