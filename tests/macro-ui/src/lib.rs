@@ -1,0 +1,2 @@
+//! trybuild UI tests of layercache's macros; the cases are under `tests/`.
+//! Nothing here is public API.
