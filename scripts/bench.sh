@@ -50,7 +50,7 @@ quiet() {
   grep -vE '^(Benchmarking|Found| +[0-9]+ \(|\s*(Compiling|Finished|Running|Downloaded|Downloading|time:|change:|thrpt:)|(local_hit|shared)_[a-z0-9_]+/|\s*Performance has|\s*No change|\s*Change within|\s*$)' || true
 }
 bench() {
-  local log="target/bench-$1.log"
+  local log="target/bench-$1.log" started=$SECONDS
   shift
   if ! "$@" >"$log" 2>&1; then
     cat "$log"
@@ -58,10 +58,12 @@ bench() {
     exit 1
   fi
   quiet <"$log"
+  echo "    ($((SECONDS - started)) s)"
 }
 
 echo "==> building the benchmarks"
 cargo bench --features "$features" --no-run 2>&1 | tail -1
+echo "    (${SECONDS} s)"
 echo "==> local hit: #[cached] vs the cached crate (plain and sharded), quick_cache, moka"
 bench local_hit cargo bench --features "$features" --bench local_hit "${criterion[@]}"
 echo "==> metrics cost on the hit path"
