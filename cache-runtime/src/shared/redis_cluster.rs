@@ -87,10 +87,6 @@ fn to_shared(err: RedisError) -> SharedError {
     SharedError::new(cluster_kind(&err), err.to_string())
 }
 
-fn ms(ttl: Duration) -> u64 {
-    super::redis::px(ttl)
-}
-
 /// `host:port` as redis-rs names a node (the host may be an IPv6 address).
 fn split_address(address: &str) -> Option<(String, u16)> {
     let (host, port) = address.rsplit_once(':')?;
@@ -191,7 +187,10 @@ impl RedisClusterStore {
     }
 
     /// Unlinks `keys` (split per slot by redis-rs); how many existed.
-    async fn unlink(conn: &mut ClusterConnection, keys: &[Vec<u8>]) -> Result<u64, SharedError> {
+    async fn unlink<K: redis::ToRedisArgs + Sync>(
+        conn: &mut ClusterConnection,
+        keys: &[K],
+    ) -> Result<u64, SharedError> {
         if keys.is_empty() {
             return Ok(0);
         }
@@ -298,7 +297,7 @@ impl SharedStore for RedisClusterStore {
             let mut cmd = redis::cmd("SET");
             cmd.arg(key).arg(value);
             if let Some(ttl) = ttl {
-                cmd.arg("PX").arg(ms(ttl));
+                cmd.arg("PX").arg(super::redis::px(ttl));
             }
             cmd.query_async::<()>(&mut conn).await.map_err(to_shared)
         })
@@ -311,16 +310,7 @@ impl SharedStore for RedisClusterStore {
     ) -> BoxFuture<'a, Result<u64, SharedError>> {
         let mut conn = self.conn();
         let Some(notice) = notice else {
-            return Box::pin(async move {
-                if keys.is_empty() {
-                    return Ok(0);
-                }
-                redis::cmd("UNLINK")
-                    .arg(keys)
-                    .query_async::<u64>(&mut conn)
-                    .await
-                    .map_err(to_shared)
-            });
+            return Box::pin(async move { Self::unlink(&mut conn, keys).await });
         };
         // Keys of many slots cannot share a pipeline with the notice:
         // delete first, then tell the others (never the other way round),
@@ -330,15 +320,7 @@ impl SharedStore for RedisClusterStore {
         // see).
         let (keys, channel, notice) = (keys.to_vec(), self.channel.clone(), notice.to_string());
         Box::pin(super::polled::detached(async move {
-            let deleted = if keys.is_empty() {
-                Ok(0)
-            } else {
-                redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async::<u64>(&mut conn)
-                    .await
-                    .map_err(to_shared)
-            };
+            let deleted = Self::unlink(&mut conn, &keys).await;
             // The notice goes out even when a key's master is down: the
             // other processes' local copies must go whatever the shared
             // tier could do (the failure is still returned, and counted).
@@ -437,7 +419,7 @@ impl SharedStore for RedisClusterStore {
         let conn = self.conn();
         Box::pin(async move {
             // The sets live in different slots: one script per set.
-            let ttl_arg: i64 = ttl.map_or(-1, |t| ms(t) as i64);
+            let ttl_arg: i64 = ttl.map_or(-1, |t| super::redis::px(t) as i64);
             let adds = sets.iter().map(|set| {
                 let mut conn = conn.clone();
                 async move {
