@@ -229,7 +229,7 @@ mod node {
         id * 3
     }
 
-    /// bincode cannot decode `serde_json::Value` (it needs `deserialize_any`).
+    /// A self-describing value (`deserialize_any`), which bincode could not decode.
     #[cached(timeout = 300, key_prefix = "json")]
     pub fn json(id: u64) -> serde_json::Value {
         BIG_RUNS.fetch_add(1, SeqCst);
@@ -918,7 +918,11 @@ fn garbage_under_our_keys_is_a_counted_miss_and_is_replaced() {
     assert_eq!(a.call("shared_only 1").runs, 1);
     let key = a.key("shared_only", 1);
     let valid = server.get_raw(&key).expect("A wrote its value");
-    assert_eq!(&valid[..4], b"LC\x01\x01", "an envelope, format 1, bincode");
+    assert_eq!(
+        &valid[..4],
+        b"LC\x02\x02",
+        "an envelope, format 2, MessagePack"
+    );
 
     // Another type's envelope, and this function's envelope for another key.
     a.call("other_type 1");
@@ -927,9 +931,8 @@ fn garbage_under_our_keys_is_a_counted_miss_and_is_replaced() {
     let other_key = server.get_raw(&a.key("shared_only", 2)).unwrap();
 
     let mut huge_length = valid[..36].to_vec();
-    huge_length.push(0); // the u64 id = 0
-    huge_length.push(253); // then a String claiming u64::MAX / 2 bytes
-    huge_length.extend_from_slice(&(u64::MAX / 2).to_le_bytes());
+    // A 2-array: the u64 id = 0, then a str32 claiming 4 GiB.
+    huge_length.extend_from_slice(&[0x92, 0x00, 0xdb, 0xff, 0xff, 0xff, 0xff]);
 
     let mut random = vec![0u8; 200];
     let mut x = 0x9e37_79b9_7f4a_7c15u64;

@@ -4,8 +4,8 @@
 //! ```text
 //! offset size
 //!      0    2  magic  b"LC"
-//!      2    1  envelope format version (1)
-//!      3    1  codec id (1 = bincode 2, standard config)
+//!      2    1  envelope format version (2; 1 was bincode, now a miss)
+//!      3    1  codec id (2 = MessagePack, 3 = JSON)
 //!      4    8  fingerprint of the value type         (u64, little endian)
 //!     12    8  key check: a second, independent hash of the key
 //!     20    8  written at, Unix milliseconds
@@ -20,24 +20,84 @@
 //! (or an envelope copied under another key): it is a 64-bit hash of the
 //! same canonical bytes with another seed, so a wrong value needs both to
 //! collide at once.
+//!
+//! # No bytes can crash a reader
+//!
+//! Anyone who can write to the shared tier can put any bytes under a key.
+//! Decoding is bounded whatever they are:
+//!
+//! - **depth**: every level of a value (struct, `Option`, newtype, enum
+//!   variant, sequence) counts, and a value deeper than
+//!   [`MAX_DEPTH`] levels is a corrupt miss, never a stack overflow, for
+//!   every codec (the guard sits between serde and the format);
+//! - **allocation**: sequences and maps never pre-allocate from a length
+//!   prefix, strings and byte strings are checked against the bytes left,
+//!   so a decode allocates in proportion to the bytes it actually read.
+//!
+//! # Choosing a codec
+//!
+//! [`CodecKind::MessagePack`] (rmp-serde, compact, self-describing) is the
+//! default; [`CodecKind::Json`] stores values a person can read with
+//! `redis-cli`. Choose one per configuration with
+//! [`ConfigBuilder::codec`](crate::ConfigBuilder::codec) or `CACHE_CODEC`
+//! (`msgpack` | `json`). A value written by another codec is a miss, never
+//! a mis-decoded value. Your own [`Codec`] works with [`seal_within`] and
+//! [`open`] directly.
+//!
+//! # Size limits while encoding
+//!
+//! [`seal_within`] encodes through a writer that stops at the limit, so a
+//! 64 MiB value against the 1 MiB default costs about 1 MiB and the time
+//! to encode 1 MiB before it is refused as [`CodecError::TooLarge`].
+
+mod guard;
+mod limit;
+
+pub use guard::MAX_DEPTH;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::io::Write;
 
 /// Serializes cached values for the shared tier.
 ///
-/// The codec is chosen at compile time; its [`Codec::ID`] is written into
-/// every envelope, so bytes written by another codec are a miss, never a
-/// mis-decoded value.
+/// Its [`Codec::ID`] is written into every envelope, so bytes written by
+/// another codec are a miss, never a mis-decoded value.
+///
+/// ```
+/// use layercache_runtime::codec::{self, Codec, MessagePack, Meta};
+///
+/// let meta = Meta {
+///     type_fingerprint: codec::type_fingerprint::<Vec<u32>>(),
+///     key_check: 7,
+///     written_at_ms: 0,
+///     expires_at_ms: 0,
+/// };
+/// let bytes = codec::seal_within::<MessagePack, _>(&vec![1u32, 2], &meta, 1024).unwrap();
+/// let (value, _) = codec::open::<MessagePack, Vec<u32>>(&bytes, 7).unwrap();
+/// assert_eq!(value, [1, 2]);
+/// ```
 pub trait Codec: Send + Sync + 'static {
-    /// The id stored in the envelope. 1 is [`Bincode`]; pick another for your own.
+    /// The id stored in the envelope: 2 is [`MessagePack`], 3 is [`Json`];
+    /// pick one above 127 for your own.
     const ID: u8;
-    /// Appends the encoding of `value` to `out`.
-    fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError>;
-    /// Decodes a whole `bytes` slice as a `T`. Must not allocate far more
-    /// than `bytes.len()` whatever the bytes claim, and must fail when
-    /// bytes are left over.
+    /// Writes the encoding of `value` to `out`, stopping at its first error.
+    fn encode<T: Serialize + ?Sized, W: Write>(value: &T, out: W) -> Result<(), CodecError>;
+    /// Decodes a whole `bytes` slice as a `T`. Must be bounded in depth and
+    /// allocation whatever the bytes claim (wrap the format's deserializer
+    /// with [`bounded`]), and must fail when bytes are left over.
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>;
+}
+
+/// Decodes a `T` from a format's deserializer with the depth and
+/// pre-allocation bounds of this module (see the module docs): what a
+/// [`Codec::decode`] of your own should call.
+pub fn bounded<'de, T, D>(de: D) -> Result<T, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    guard::deserialize(de)
 }
 
 /// Why a value could not be encoded or decoded.
@@ -53,76 +113,136 @@ pub enum CodecError {
     /// The bytes decoded, but not all of them were used: another type's encoding.
     #[error("{0} trailing bytes after the value")]
     Trailing(usize),
+    /// The encoding reached the size limit; encoding stopped there.
+    #[error("the encoding is over the {limit}-byte limit")]
+    TooLarge {
+        /// The limit, in bytes of the whole envelope.
+        limit: usize,
+    },
 }
 
-/// serde + bincode 2 with the standard configuration (variable-length
-/// integers), the default codec.
+/// serde + MessagePack (rmp-serde, structs as arrays): the default codec.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Bincode;
+pub struct MessagePack;
 
-/// Runs `$body` with `$cfg` bound to a bincode configuration whose decode
-/// limit is the smallest of 4 KiB, 16 KiB, … 1 GiB that is at least 8 times
-/// `$len`. bincode charges a claim against the limit *before* it allocates a
-/// container, and charges in-memory sizes (up to 8 bytes per varint byte),
-/// so a forged length prefix can make it allocate at most 32 times the
-/// payload (4 KiB at least) before failing.
-macro_rules! with_limit_for {
-    ($len:expr, |$cfg:ident| $body:expr) => {{
-        let need = ($len as u64).saturating_mul(8);
-        macro_rules! arm {
-            ($bits:literal) => {{
-                let $cfg = bincode::config::standard().with_limit::<{ 1usize << $bits }>();
-                $body
-            }};
-        }
-        if need <= 1 << 12 {
-            arm!(12)
-        } else if need <= 1 << 14 {
-            arm!(14)
-        } else if need <= 1 << 16 {
-            arm!(16)
-        } else if need <= 1 << 18 {
-            arm!(18)
-        } else if need <= 1 << 20 {
-            arm!(20)
-        } else if need <= 1 << 22 {
-            arm!(22)
-        } else if need <= 1 << 24 {
-            arm!(24)
-        } else if need <= 1 << 26 {
-            arm!(26)
-        } else if need <= 1 << 28 {
-            arm!(28)
-        } else {
-            arm!(30)
-        }
-    }};
-}
+impl Codec for MessagePack {
+    const ID: u8 = 2;
 
-impl Codec for Bincode {
-    const ID: u8 = 1;
-
-    fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
-            .map(drop)
-            .map_err(|e| CodecError::Encode(e.to_string()))
+    fn encode<T: Serialize + ?Sized, W: Write>(value: &T, mut out: W) -> Result<(), CodecError> {
+        rmp_serde::encode::write(&mut out, value).map_err(|e| CodecError::Encode(e.to_string()))
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        let (value, used) = with_limit_for!(bytes.len(), |cfg| {
-            bincode::serde::decode_from_slice::<T, _>(bytes, cfg)
-        })
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
-        match bytes.len() - used {
+        // A reader that copies (bounded by the bytes left) rather than
+        // borrows, for `position()` to tell the trailing bytes.
+        let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+        de.set_max_depth(MAX_DEPTH as usize);
+        let value = bounded(&mut de).map_err(|e| CodecError::Decode(e.to_string()))?;
+        match bytes.len() as u64 - de.position() {
             0 => Ok(value),
-            left => Err(CodecError::Trailing(left)),
+            left => Err(CodecError::Trailing(left as usize)),
+        }
+    }
+}
+
+/// serde + JSON (serde_json): readable in `redis-cli`, larger and slower
+/// than [`MessagePack`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json;
+
+impl Codec for Json {
+    const ID: u8 = 3;
+
+    fn encode<T: Serialize + ?Sized, W: Write>(value: &T, out: W) -> Result<(), CodecError> {
+        serde_json::to_writer(out, value).map_err(|e| CodecError::Encode(e.to_string()))
+    }
+
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let value = bounded(&mut de).map_err(|e| CodecError::Decode(e.to_string()))?;
+        de.end().map_err(|_| {
+            let left = bytes.len() - bytes.trim_ascii_end().len();
+            CodecError::Trailing(left.max(1))
+        })?;
+        Ok(value)
+    }
+}
+
+/// The retired name of the default codec. bincode 2 is unmaintained
+/// (RUSTSEC-2025-0141) and has no depth limit, so values moved to
+/// MessagePack with envelope format 2; old entries are misses.
+#[deprecated(note = "bincode is no longer a value codec; use `MessagePack`")]
+pub type Bincode = MessagePack;
+
+/// The built-in codecs, chosen per configuration
+/// ([`ConfigBuilder::codec`](crate::ConfigBuilder::codec), `CACHE_CODEC`).
+///
+/// ```
+/// use layercache_runtime::codec::CodecKind;
+///
+/// assert_eq!("json".parse::<CodecKind>(), Ok(CodecKind::Json));
+/// assert_eq!(CodecKind::default(), CodecKind::MessagePack);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CodecKind {
+    /// [`MessagePack`] (`msgpack`), the default.
+    #[default]
+    MessagePack,
+    /// [`Json`] (`json`).
+    Json,
+}
+
+impl CodecKind {
+    /// The name `CACHE_CODEC` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodecKind::MessagePack => "msgpack",
+            CodecKind::Json => "json",
+        }
+    }
+
+    /// [`seal_within`] with this codec.
+    pub fn seal<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        meta: &Meta,
+        limit: usize,
+    ) -> Result<Vec<u8>, CodecError> {
+        match self {
+            CodecKind::MessagePack => seal_within::<MessagePack, T>(value, meta, limit),
+            CodecKind::Json => seal_within::<Json, T>(value, meta, limit),
+        }
+    }
+
+    /// [`open`] with this codec.
+    pub fn open<T: DeserializeOwned>(
+        self,
+        bytes: &[u8],
+        key_check: u64,
+    ) -> Result<(T, Meta), EnvelopeError> {
+        match self {
+            CodecKind::MessagePack => open::<MessagePack, T>(bytes, key_check),
+            CodecKind::Json => open::<Json, T>(bytes, key_check),
+        }
+    }
+}
+
+impl std::str::FromStr for CodecKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "msgpack" | "messagepack" => Ok(CodecKind::MessagePack),
+            "json" => Ok(CodecKind::Json),
+            other => Err(format!("unknown codec {other:?} (msgpack | json)")),
         }
     }
 }
 
 const MAGIC: [u8; 2] = *b"LC";
 /// The envelope layout version written by this build.
-pub const ENVELOPE_FORMAT: u8 = 1;
+pub const ENVELOPE_FORMAT: u8 = 2;
 /// Size of the envelope header in bytes.
 pub const HEADER_LEN: usize = 36;
 
@@ -180,9 +300,26 @@ pub fn type_fingerprint<T: ?Sized>() -> u64 {
     xxhash_rust::xxh3::xxh3_64(std::any::type_name::<T>().as_bytes())
 }
 
-/// Encodes `value` in an envelope with codec `C`.
-pub fn seal<C: Codec, T: Serialize>(value: &T, meta: &Meta) -> Result<Vec<u8>, CodecError> {
-    let mut out = Vec::with_capacity(HEADER_LEN + 64);
+/// Encodes `value` in an envelope with codec `C`, without a size limit.
+pub fn seal<C: Codec, T: Serialize + ?Sized>(
+    value: &T,
+    meta: &Meta,
+) -> Result<Vec<u8>, CodecError> {
+    seal_within::<C, T>(value, meta, usize::MAX)
+}
+
+/// Encodes `value` in an envelope with codec `C`, stopping with
+/// [`CodecError::TooLarge`] as soon as the envelope would pass `limit`
+/// bytes: memory and time stay bounded by the limit, not by the value.
+pub fn seal_within<C: Codec, T: Serialize + ?Sized>(
+    value: &T,
+    meta: &Meta,
+    limit: usize,
+) -> Result<Vec<u8>, CodecError> {
+    if limit < HEADER_LEN {
+        return Err(CodecError::TooLarge { limit });
+    }
+    let mut out = Vec::with_capacity((HEADER_LEN + 64).min(limit));
     out.extend_from_slice(&MAGIC);
     out.push(ENVELOPE_FORMAT);
     out.push(C::ID);
@@ -190,8 +327,12 @@ pub fn seal<C: Codec, T: Serialize>(value: &T, meta: &Meta) -> Result<Vec<u8>, C
     out.extend_from_slice(&meta.key_check.to_le_bytes());
     out.extend_from_slice(&meta.written_at_ms.to_le_bytes());
     out.extend_from_slice(&meta.expires_at_ms.to_le_bytes());
-    C::encode(value, &mut out)?;
-    Ok(out)
+    let mut writer = limit::Limited::new(&mut out, limit - HEADER_LEN);
+    match C::encode(value, &mut writer) {
+        Ok(()) => Ok(out),
+        Err(_) if writer.overflowed => Err(CodecError::TooLarge { limit }),
+        Err(err) => Err(err),
+    }
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
@@ -245,95 +386,4 @@ pub fn open<C: Codec, T: DeserializeOwned>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta<T>() -> Meta {
-        Meta {
-            type_fingerprint: type_fingerprint::<T>(),
-            key_check: 7,
-            written_at_ms: 1_000,
-            expires_at_ms: 2_000,
-        }
-    }
-
-    #[test]
-    fn a_sealed_value_opens_with_its_header() {
-        let bytes =
-            seal::<Bincode, _>(&("hello".to_string(), 5u32), &meta::<(String, u32)>()).unwrap();
-        assert_eq!(&bytes[..4], b"LC\x01\x01");
-        let (v, m): ((String, u32), _) = open::<Bincode, _>(&bytes, 7).unwrap();
-        assert_eq!(v, ("hello".to_string(), 5));
-        assert_eq!(m, meta::<(String, u32)>());
-    }
-
-    #[test]
-    fn another_type_another_key_or_codec_is_rejected_before_decoding() {
-        let bytes = seal::<Bincode, _>(&5u64, &meta::<u64>()).unwrap();
-        assert_eq!(
-            open::<Bincode, u32>(&bytes, 7).unwrap_err(),
-            EnvelopeError::Type
-        );
-        assert_eq!(
-            open::<Bincode, u64>(&bytes, 8).unwrap_err(),
-            EnvelopeError::Key
-        );
-        let mut other = bytes.clone();
-        other[3] = 9;
-        assert!(matches!(
-            open::<Bincode, u64>(&other, 7),
-            Err(EnvelopeError::Codec { found: 9, .. })
-        ));
-        other[2] = 2;
-        assert_eq!(
-            open::<Bincode, u64>(&other, 7).unwrap_err(),
-            EnvelopeError::Format(2)
-        );
-    }
-
-    #[test]
-    fn truncated_and_foreign_bytes_are_errors_not_panics() {
-        let bytes =
-            seal::<Bincode, _>(&"a long enough string".to_string(), &meta::<String>()).unwrap();
-        for cut in 0..bytes.len() {
-            assert!(
-                open::<Bincode, String>(&bytes[..cut], 7).is_err(),
-                "cut {cut}"
-            );
-        }
-        assert_eq!(
-            open::<Bincode, String>(b"GARBAGE GARBAGE GARBAGE GARBAGE GARBAGE", 7).unwrap_err(),
-            EnvelopeError::BadMagic
-        );
-    }
-
-    #[test]
-    fn trailing_bytes_mean_another_shape() {
-        let mut bytes = seal::<Bincode, _>(&(1u8, 2u8), &meta::<u8>()).unwrap();
-        bytes.truncate(HEADER_LEN + 2);
-        assert_eq!(
-            open::<Bincode, u8>(&bytes, 7).unwrap_err(),
-            EnvelopeError::Payload(CodecError::Trailing(1))
-        );
-    }
-
-    #[test]
-    fn a_huge_length_prefix_fails_without_allocating_it() {
-        // A String claiming u64::MAX / 2 bytes, then nothing.
-        let mut bytes = seal::<Bincode, _>(&String::new(), &meta::<String>()).unwrap();
-        bytes.truncate(HEADER_LEN);
-        bytes.push(253); // bincode varint marker: a u64 follows
-        bytes.extend_from_slice(&(u64::MAX / 2).to_le_bytes());
-        let err = open::<Bincode, String>(&bytes, 7).unwrap_err();
-        assert!(
-            matches!(err, EnvelopeError::Payload(CodecError::Decode(_))),
-            "{err:?}"
-        );
-        // Same for a Vec of wide elements.
-        let mut bytes = seal::<Bincode, _>(&Vec::<u64>::new(), &meta::<Vec<u64>>()).unwrap();
-        bytes.truncate(HEADER_LEN);
-        bytes.push(253);
-        bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
-        assert!(open::<Bincode, Vec<u64>>(&bytes, 7).is_err());
-    }
-}
+mod tests;

@@ -238,7 +238,8 @@ impl Config {
     /// `CACHE_DEFAULT_TIMEOUT` (whole seconds, `0` = never expire),
     /// `CACHE_KEY_PREFIX`, `CACHE_MAX_ENTRIES`, `CACHE_REDIS_URL`,
     /// `CACHE_SHARED_TIMEOUT_MS` (per shared operation, default 50) and
-    /// `CACHE_MAX_VALUE_SIZE` (bytes, default 1 MiB) and `CACHE_TTL_JITTER`
+    /// `CACHE_MAX_VALUE_SIZE` (bytes, default 1 MiB), `CACHE_CODEC`
+    /// (`msgpack`, the default, or `json`) and `CACHE_TTL_JITTER`
     /// (a fraction in `[0, 1)`, default 0). The other shared backends:
     /// `CACHE_DIR` and `CACHE_THRESHOLD` (entries, default 10 000) for
     /// `filesystem`, `CACHE_SQLITE_PATH` for `sqlite`,
@@ -320,6 +321,11 @@ impl Config {
         if let Some(v) = get("CACHE_MAX_VALUE_SIZE") {
             let n = parse_u64("CACHE_MAX_VALUE_SIZE", &v, "a whole number of bytes")?;
             config.shared.max_value_size = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(v) = get("CACHE_CODEC") {
+            config.shared.codec = v
+                .parse()
+                .map_err(|_| ConfigError::invalid("CACHE_CODEC", &v, "expected msgpack or json"))?;
         }
         if let Some(v) = get("CACHE_TTL_JITTER") {
             let j = v.trim().parse::<f64>().map_err(|_| {
@@ -711,6 +717,20 @@ impl ConfigBuilder {
     /// (default 1 MiB); they are counted as `oversize`.
     pub fn max_value_size(mut self, bytes: usize) -> Self {
         self.0.shared.max_value_size = bytes;
+        self
+    }
+    /// How values are encoded in the shared tier (`CACHE_CODEC`, default
+    /// [`CodecKind::MessagePack`](crate::codec::CodecKind)). Processes that
+    /// share a tier should agree: a value written with another codec is a miss.
+    ///
+    /// ```
+    /// use layercache_runtime::{codec::CodecKind, Config};
+    ///
+    /// let config = Config::builder().codec(CodecKind::Json).build();
+    /// assert_eq!(config.shared().codec, CodecKind::Json);
+    /// ```
+    pub fn codec(mut self, codec: crate::codec::CodecKind) -> Self {
+        self.0.shared.codec = codec;
         self
     }
     /// The circuit breaker: after `failures` consecutive failures, skip the

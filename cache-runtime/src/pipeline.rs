@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::clock::{Clock, Timestamp};
-use crate::codec::{self, Bincode, EnvelopeError, Meta};
+use crate::codec::{self, CodecError, EnvelopeError, Meta};
 use crate::config::{self, CacheType};
 use crate::flight::{Flights, Join, Leader};
 use crate::key::KeyError;
@@ -196,8 +196,8 @@ pub(crate) struct SharedFn {
     group_version: AtomicU64,
     /// Whether the value type survives the codec: unknown until the first
     /// write checks it, then ok or broken. A type the codec cannot read
-    /// back (serde's untagged enums, `flatten`, `serde_json::Value` under
-    /// bincode) would make every call a GET, a failed decode and a SET.
+    /// back (a `Serialize` impl that writes what its `Deserialize` does not
+    /// read) would make every call a GET, a failed decode and a SET.
     codec: std::sync::atomic::AtomicU8,
 }
 
@@ -1213,12 +1213,21 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 m.record_miss();
                 return Err(SharedMiss::at(sk));
             }
+            Err(err) if err.kind == ErrorKind::Corrupt => {
+                // The store could not read this key as a value (counted by
+                // the tier): a miss whose write-back replaces it.
+                span.record("outcome", "corrupt");
+                m.record_miss();
+                tracing::warn!(name = self.name(), key = %sk.full, %err, "layercache: unusable shared key; treating as a miss and replacing it");
+                sk.corrupt = true;
+                return Err(SharedMiss::at(sk));
+            }
             Err(_) => {
                 span.record("outcome", "error");
                 return Err(SharedMiss { key: None, tag });
             }
         };
-        match codec::open::<Bincode, T>(&bytes, sk.check) {
+        match sf.tier.settings().codec.open::<T>(&bytes, sk.check) {
             Ok((value, meta)) => {
                 let now_ms = sf.tier.clock().unix_millis();
                 let remaining = match meta.expires_at_ms {
@@ -1273,8 +1282,26 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 now_ms.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
             }),
         };
-        let bytes = match codec::seal::<Bincode, T>(value, &meta) {
+        let settings = sf.tier.settings();
+        let bytes = match settings.codec.seal(value, &meta, settings.max_value_size) {
             Ok(bytes) => bytes,
+            Err(CodecError::TooLarge { limit }) => {
+                // Encoding stopped at the limit: the value cost `limit` bytes, not its size.
+                m.record_error(ErrorKind::Oversize);
+                tracing::debug!(
+                    name = self.name(),
+                    limit,
+                    "layercache: value over the shared size limit; kept in-process only"
+                );
+                if sk.corrupt {
+                    let keys = [sk.full.clone()];
+                    let _ = sf
+                        .tier
+                        .call(Some(m), sf.tier.timeout(), |s| s.delete(&keys, None))
+                        .await;
+                }
+                return false;
+            }
             Err(err) => {
                 m.record_error(ErrorKind::Encode);
                 tracing::warn!(name = self.name(), %err, "layercache: cannot encode a value for the shared tier; kept in-process only");
@@ -1283,9 +1310,9 @@ impl<K: Key, V: Value> FnCache<K, V> {
         };
         if is_value_type::<T, V>() && sf.codec.load(SeqCst) != CODEC_OK {
             // Once per function: can the codec read this type back?
-            if let Err(err) = codec::open::<Bincode, T>(&bytes, sk.check) {
+            if let Err(err) = settings.codec.open::<T>(&bytes, sk.check) {
                 if sf.codec.swap(CODEC_BROKEN, SeqCst) != CODEC_BROKEN {
-                    tracing::error!(name = self.name(), %err, "layercache: the value type does not survive the codec (bincode cannot decode serde's untagged/flatten/any-typed forms); this function stays in-process");
+                    tracing::error!(name = self.name(), %err, codec = settings.codec.as_str(), "layercache: the value type does not survive the codec; this function stays in-process");
                 }
                 m.record_error(ErrorKind::Encode);
                 return false;
@@ -1293,23 +1320,6 @@ impl<K: Key, V: Value> FnCache<K, V> {
             sf.codec.store(CODEC_OK, SeqCst);
         }
         let len = bytes.len();
-        if len > sf.tier.settings().max_value_size {
-            m.record_error(ErrorKind::Oversize);
-            tracing::debug!(
-                name = self.name(),
-                len,
-                limit = sf.tier.settings().max_value_size,
-                "layercache: value over the shared size limit; kept in-process only"
-            );
-            if sk.corrupt {
-                let keys = [sk.full.clone()];
-                let _ = sf
-                    .tier
-                    .call(Some(m), sf.tier.timeout(), |s| s.delete(&keys, None))
-                    .await;
-            }
-            return false;
-        }
         let stored = sf
             .tier
             .call(Some(m), sf.tier.timeout(), |s| {
@@ -1584,7 +1594,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
             })
             .await
             .ok()??;
-        let (value, meta) = codec::open::<Bincode, V>(&bytes, sk.check).ok()?;
+        let (value, meta) = sf.tier.settings().codec.open::<V>(&bytes, sk.check).ok()?;
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         let now_ms = sf.tier.clock().unix_millis();
         (meta.expires_at_ms == 0 || now_ms < meta.expires_at_ms.saturating_add(window_ms))

@@ -60,7 +60,10 @@ pub enum ErrorKind {
     Connection,
     /// The server answered with an error.
     Server,
-    /// Bytes under one of our keys did not verify or decode.
+    /// Bytes under one of our keys did not verify or decode, or the key
+    /// holds something the store cannot read as a value (Redis
+    /// `WRONGTYPE`, a directory in a file's place): a miss for that key
+    /// alone, overwritten by the next write, never a breaker failure.
     Corrupt,
     /// A value larger than the size limit was not written.
     Oversize,
@@ -245,6 +248,8 @@ pub struct SharedSettings {
     /// another process's local copy can outlive an invalidation
     /// (`CACHE_BUS_POLL_MS`, default 100 ms; see [`polled`]).
     pub bus_poll_interval: Duration,
+    /// How values are encoded in the shared tier (`CACHE_CODEC`; see [`crate::codec`]).
+    pub codec: crate::codec::CodecKind,
 }
 
 /// Default [`SharedSettings::timeout`]: 50 ms.
@@ -264,6 +269,7 @@ impl Default for SharedSettings {
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_millis(500),
             bus_poll_interval: DEFAULT_BUS_POLL_INTERVAL,
+            codec: crate::codec::CodecKind::default(),
         }
     }
 }

@@ -185,7 +185,12 @@ pub struct RedisStore {
 }
 
 pub(super) fn classify(err: &RedisError) -> ErrorKind {
-    if err.is_timeout() {
+    if err.code() == Some("WRONGTYPE") {
+        // Something not written by layercache (a list, a hash) under one
+        // key: that key is unusable, the server is fine. A corrupt miss
+        // (overwritten by the write-back's SET), never a breaker failure.
+        ErrorKind::Corrupt
+    } else if err.is_timeout() {
         ErrorKind::Timeout
     } else if err.is_io_error()
         || err.is_connection_dropped()
