@@ -25,7 +25,8 @@ fi
 # shell would change what the default-configuration tests see.
 unset CACHE_TYPE CACHE_DEFAULT_TIMEOUT CACHE_KEY_PREFIX CACHE_MAX_ENTRIES CACHE_REDIS_URL \
   CACHE_SHARED_TIMEOUT_MS CACHE_MAX_VALUE_SIZE CACHE_TTL_JITTER CACHE_DIR CACHE_THRESHOLD \
-  CACHE_SQLITE_PATH CACHE_MEMCACHED_SERVERS CACHE_BUS_POLL_MS CACHE_REDIS_NODES CACHE_METRICS
+  CACHE_SQLITE_PATH CACHE_MEMCACHED_SERVERS CACHE_BUS_POLL_MS CACHE_REDIS_NODES CACHE_METRICS \
+  CACHE_CODEC CACHE_REDIS_CA_CERT CACHE_REDIS_CLIENT_CERT CACHE_REDIS_CLIENT_KEY
 
 # Each stage says how long the run has taken so far (CI must stay well under 30 minutes).
 stage() { echo "==> $1 (at ${SECONDS}s)"; }
@@ -40,4 +41,8 @@ stage "benchmarks against the peers (short run of scripts/bench.sh; report in ta
 BENCH_QUICK=1 bash scripts/bench.sh target/bench-report
 stage "cargo test"
 cargo test --workspace --all-features
+# On its own, so only `layercache/tls` is on: in the workspace build above another
+# dependency turns a rustls crypto provider on and would hide a missing one.
+stage "rediss:// from a crate with only layercache/tls (cargo test -p tls-consumer)"
+cargo test -p tls-consumer
 echo "==> all passed in ${SECONDS}s"

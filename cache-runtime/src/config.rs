@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::local::LocalStoreKind;
+mod secrets;
+
+pub(crate) use secrets::redact_passwords;
+pub use secrets::RedisTls;
+
 use crate::shared::filesystem::DEFAULT_THRESHOLD;
 use crate::shared::{SharedSettings, MAX_SHARED_TIMEOUT};
 
@@ -148,10 +153,11 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn invalid(variable: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
+        // A Redis URL's password must not reach logs through the error.
         ConfigError::Invalid {
             variable,
-            value: value.to_string(),
-            reason: reason.into(),
+            value: redact_passwords(value),
+            reason: redact_passwords(&reason.into()),
         }
     }
 
@@ -176,7 +182,7 @@ impl ConfigError {
 ///     .build();
 /// assert_eq!(config.default_timeout(), Some(Duration::from_secs(60)));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     cache_type: CacheType,
     default_timeout: Option<Duration>,
@@ -193,6 +199,36 @@ pub struct Config {
     sqlite_path: Option<PathBuf>,
     memcached_servers: Vec<String>,
     redis_nodes: Vec<String>,
+    redis_tls: RedisTls,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // By hand, so the passwords in the Redis URLs are never printed.
+        let nodes: Vec<_> = self
+            .redis_nodes
+            .iter()
+            .map(|n| secrets::Redacted(n))
+            .collect();
+        f.debug_struct("Config")
+            .field("cache_type", &self.cache_type)
+            .field("default_timeout", &self.default_timeout)
+            .field("key_prefix", &self.key_prefix)
+            .field("default_max_entries", &self.default_max_entries)
+            .field("local_store", &self.local_store)
+            .field("clock", &self.clock)
+            .field("redis_url", &secrets::Redacted(&self.redis_url))
+            .field("shared", &self.shared)
+            .field("ttl_jitter", &self.ttl_jitter)
+            .field("metrics", &self.metrics)
+            .field("cache_dir", &self.cache_dir)
+            .field("cache_threshold", &self.cache_threshold)
+            .field("sqlite_path", &self.sqlite_path)
+            .field("memcached_servers", &self.memcached_servers)
+            .field("redis_nodes", &nodes)
+            .field("redis_tls", &self.redis_tls)
+            .finish()
+    }
 }
 
 /// The memcached server used when `CACHE_MEMCACHED_SERVERS` is not set.
@@ -224,6 +260,7 @@ impl Default for Config {
             sqlite_path: None,
             memcached_servers: vec![DEFAULT_MEMCACHED_SERVER.to_string()],
             redis_nodes: Vec::new(),
+            redis_tls: RedisTls::default(),
         }
     }
 }
@@ -303,6 +340,13 @@ impl Config {
         if let Some(v) = get("CACHE_REDIS_URL") {
             config.redis_url = validate_redis_url("CACHE_REDIS_URL", v.trim())?;
         }
+        let path = |name| get(name).map(|v| PathBuf::from(v.trim()));
+        config.redis_tls = RedisTls {
+            ca_cert: path(TLS_VARIABLES[0]),
+            client_cert: path(TLS_VARIABLES[1]),
+            client_key: path(TLS_VARIABLES[2]),
+        };
+        check_redis_tls(&config.redis_tls, TLS_VARIABLES)?;
         if let Some(v) = get("CACHE_SHARED_TIMEOUT_MS") {
             let ms = parse_u64(
                 "CACHE_SHARED_TIMEOUT_MS",
@@ -467,7 +511,54 @@ impl Config {
     pub fn redis_nodes(&self) -> &[String] {
         &self.redis_nodes
     }
+    /// The CA and client certificate of `rediss://` connections, for Redis
+    /// and Redis Cluster (`CACHE_REDIS_CA_CERT`, `CACHE_REDIS_CLIENT_CERT`,
+    /// `CACHE_REDIS_CLIENT_KEY`).
+    pub fn redis_tls(&self) -> &RedisTls {
+        &self.redis_tls
+    }
 }
+
+/// The client certificate and key come together; every file named must be
+/// readable now, so a typo fails at start-up with its variable named.
+fn check_redis_tls(tls: &RedisTls, names: [&'static str; 3]) -> Result<(), ConfigError> {
+    let files = [&tls.ca_cert, &tls.client_cert, &tls.client_key];
+    for (file, variable) in files.into_iter().zip(names) {
+        if let Some(path) = file {
+            if let Err(e) = std::fs::metadata(path) {
+                return Err(ConfigError::invalid(
+                    variable,
+                    &path.display().to_string(),
+                    format!("cannot read the PEM file: {e}"),
+                ));
+            }
+        }
+    }
+    if tls.client_cert.is_some() != tls.client_key.is_some() {
+        let missing = if tls.client_cert.is_some() {
+            names[2]
+        } else {
+            names[1]
+        };
+        return Err(ConfigError::invalid(
+            missing,
+            "",
+            format!("mutual TLS needs both {} and {}", names[1], names[2]),
+        ));
+    }
+    Ok(())
+}
+
+const TLS_VARIABLES: [&str; 3] = [
+    "CACHE_REDIS_CA_CERT",
+    "CACHE_REDIS_CLIENT_CERT",
+    "CACHE_REDIS_CLIENT_KEY",
+];
+const TLS_FIELDS: [&str; 3] = [
+    "redis_tls.ca_cert",
+    "redis_tls.client_cert",
+    "redis_tls.client_key",
+];
 
 /// A Redis Cluster without seed nodes would silently share nothing.
 fn check_redis_nodes(config: &Config, variable: &'static str) -> Result<(), ConfigError> {
@@ -790,6 +881,12 @@ impl ConfigBuilder {
         self.0.redis_nodes = nodes.into_iter().map(Into::into).collect();
         self
     }
+    /// The CA to trust and the client certificate to present on
+    /// `rediss://` connections to Redis or Redis Cluster (see [`RedisTls`]).
+    pub fn redis_tls(mut self, tls: RedisTls) -> Self {
+        self.0.redis_tls = tls;
+        self
+    }
     /// How often a backend without publish/subscribe (filesystem, SQLite,
     /// memcached) is polled for invalidations (`CACHE_BUS_POLL_MS`, default
     /// 100 ms, at least 1 ms): how long another process's local copy may
@@ -814,6 +911,7 @@ impl ConfigBuilder {
             self.0.redis_nodes = parse_redis_nodes("redis_nodes", &self.0.redis_nodes.join(","))?;
         }
         check_redis_nodes(&self.0, "redis_nodes")?;
+        check_redis_tls(&self.0.redis_tls, TLS_FIELDS)?;
         let j = self.0.ttl_jitter;
         self.0.ttl_jitter = validate_jitter("ttl_jitter", &j.to_string(), j)?;
         self.0.key_prefix = validate_key_prefix("key_prefix", &self.0.key_prefix)?;

@@ -43,7 +43,7 @@ pub mod web;
 
 pub use clock::{Clock, MockClock, Timestamp};
 pub use config::{
-    config, init, AlreadyInitialized, CacheType, Config, ConfigBuilder, ConfigError,
+    config, init, AlreadyInitialized, CacheType, Config, ConfigBuilder, ConfigError, RedisTls,
     DEFAULT_MAX_ENTRIES, DEFAULT_REDIS_URL, DEFAULT_TIMEOUT,
 };
 pub use invalidate::{

@@ -1016,15 +1016,21 @@ fn build_store(config: &Config) -> Result<Option<Arc<dyn SharedStore>>, SharedEr
         #[cfg(feature = "redis")]
         CacheType::Redis => {
             let _guard = io_runtime().enter();
-            let store = redis::RedisStore::open(config.redis_url(), channel, config.shared())?;
+            let store = redis::RedisStore::open_with_tls(
+                config.redis_url(),
+                channel,
+                config.shared(),
+                config.redis_tls(),
+            )?;
             Ok(Some(Arc::new(store)))
         }
         #[cfg(feature = "redis-cluster")]
         CacheType::RedisCluster => {
-            let store = redis_cluster::RedisClusterStore::open(
+            let store = redis_cluster::RedisClusterStore::open_with_tls(
                 config.redis_nodes(),
                 channel,
                 config.shared(),
+                config.redis_tls(),
             )?;
             Ok(Some(Arc::new(store)))
         }

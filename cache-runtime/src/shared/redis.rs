@@ -19,6 +19,7 @@ use super::{
 };
 
 mod batch;
+pub(super) mod tls;
 
 /// A connection driven by a caller's runtime.
 struct Direct {
@@ -204,19 +205,16 @@ pub(super) fn classify(err: &RedisError) -> ErrorKind {
 }
 
 fn to_shared(err: RedisError) -> SharedError {
-    SharedError::new(classify(&err), err.to_string())
+    let kind = classify(&err);
+    if kind == ErrorKind::Connection {
+        tls::report(&err);
+    }
+    SharedError::new(kind, redact(&err.to_string()))
 }
 
-/// `url` without its password, for logs.
+/// `url` (or any text with URLs in it) without passwords, for logs and errors.
 pub(super) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
+    crate::config::redact_passwords(url)
 }
 
 /// Escapes Redis glob characters so `text` matches only itself in `SCAN MATCH`.
@@ -241,12 +239,19 @@ impl RedisStore {
         channel: String,
         settings: &SharedSettings,
     ) -> Result<RedisStore, SharedError> {
-        let client = Client::open(url).map_err(|e| {
-            SharedError::new(
-                ErrorKind::Connection,
-                format!("invalid CACHE_REDIS_URL {}: {e}", redact(url)),
-            )
-        })?;
+        Self::open_with_tls(url, channel, settings, &crate::RedisTls::default())
+    }
+
+    /// [`RedisStore::open`] trusting the CA and presenting the client
+    /// certificate of `tls` on a `rediss://` URL (see
+    /// [`RedisTls`](crate::RedisTls)).
+    pub fn open_with_tls(
+        url: &str,
+        channel: String,
+        settings: &SharedSettings,
+        tls: &crate::RedisTls,
+    ) -> Result<RedisStore, SharedError> {
+        let client = tls::client(url, tls)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.timeout.max(Duration::from_millis(100)) * 4))
             .set_response_timeout(None)
@@ -717,6 +722,7 @@ async fn subscription_loop(client: Client, channel: String, handler: BusHandler)
                 );
             }
             Ok(Err(err)) => {
+                tls::report(&err);
                 tracing::debug!(%err, channel, "layercache: cannot subscribe to the invalidation bus yet")
             }
             Err(_) => tracing::debug!(

@@ -84,7 +84,11 @@ fn cluster_kind(err: &RedisError) -> ErrorKind {
 }
 
 fn to_shared(err: RedisError) -> SharedError {
-    SharedError::new(cluster_kind(&err), err.to_string())
+    let kind = cluster_kind(&err);
+    if kind == ErrorKind::Connection {
+        super::redis::tls::report(&err);
+    }
+    SharedError::new(kind, redact(&err.to_string()))
 }
 
 /// `host:port` as redis-rs names a node (the host may be an IPv6 address).
@@ -116,6 +120,18 @@ impl RedisClusterStore {
         channel: String,
         settings: &SharedSettings,
     ) -> Result<RedisClusterStore, SharedError> {
+        Self::open_with_tls(nodes, channel, settings, &crate::RedisTls::default())
+    }
+
+    /// [`RedisClusterStore::open`] trusting the CA and presenting the
+    /// client certificate of `tls` on `rediss://` seeds, for the data
+    /// connections and the bus alike (see [`RedisTls`](crate::RedisTls)).
+    pub fn open_with_tls(
+        nodes: &[String],
+        channel: String,
+        settings: &SharedSettings,
+        tls: &crate::RedisTls,
+    ) -> Result<RedisClusterStore, SharedError> {
         let urls: Vec<String> = nodes.iter().map(|n| seed_url(n)).collect();
         let describe = format!(
             "redis-cluster {}",
@@ -132,11 +148,18 @@ impl RedisClusterStore {
         }
         let mut seeds = Vec::with_capacity(urls.len());
         for url in &urls {
-            seeds.push(
+            // Through a client, which puts the CA and client certificate
+            // into a `rediss://` seed (and installs the crypto provider).
+            let info = if url.starts_with("rediss://") {
+                super::redis::tls::client(url, tls)?
+                    .get_connection_info()
+                    .clone()
+            } else {
                 url.as_str()
                     .into_connection_info()
-                    .map_err(|e| invalid(e.to_string()))?,
-            );
+                    .map_err(|e| invalid(e.to_string()))?
+            };
+            seeds.push(info);
         }
         let patience = settings.timeout.max(Duration::from_millis(100));
         let client = ClusterClientBuilder::new(seeds.clone())
@@ -148,9 +171,13 @@ impl RedisClusterStore {
             // not redis-rs's default of 16 with waits of seconds.
             .retries(2)
             .min_retry_wait(5)
-            .max_retry_wait(100)
-            .build()
-            .map_err(|e| invalid(e.to_string()))?;
+            .max_retry_wait(100);
+        #[cfg(feature = "tls")]
+        let client = match super::redis::tls::certificates(tls)? {
+            Some(certs) if urls.iter().any(|u| u.starts_with("rediss://")) => client.certs(certs),
+            _ => client,
+        };
+        let client = client.build().map_err(|e| invalid(e.to_string()))?;
         let conn = Self::connect(&client);
         Ok(RedisClusterStore {
             client,
@@ -582,6 +609,7 @@ impl Bus {
                     continue;
                 }
                 Ok(Err(err)) => {
+                    super::redis::tls::report(&err);
                     tracing::debug!(%err, node = ?node.addr(), "layercache: cannot subscribe to the invalidation bus on this node")
                 }
                 Err(_) => tracing::debug!(
