@@ -31,6 +31,12 @@
 //!   too, changed only under the same lock: a tag set holds its members'
 //!   keys and lives as long as the longest-lived of them; a lock is an
 //!   entry holding its owner's token, with the lock's TTL.
+//! - **Healing**: a `CACHE_DIR` deleted under a running process is
+//!   re-created (logged at WARN) by the next write or lock that finds it
+//!   missing, so sharing resumes without a restart; the invalidation log
+//!   then reads as wiped, which every process answers as a gap. Something
+//!   else in an entry's place (a directory) is a corrupt miss for that key
+//!   and is replaced by the next write, never a failure of the store.
 //! - **Blocking I/O** runs on the blocking pool of the runtime that polls
 //!   the operation (`spawn_blocking`), never on an async worker.
 
@@ -240,7 +246,14 @@ impl Inner {
         (&file)
             .take(self.max_file + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| io_err("cannot read", &path, e))?;
+            .map_err(|e| match e.kind() {
+                // Not a file: that key is unusable, the store is fine.
+                io::ErrorKind::IsADirectory => SharedError::new(
+                    ErrorKind::Corrupt,
+                    format!("{} is a directory, not an entry", path.display()),
+                ),
+                _ => io_err("cannot read", &path, e),
+            })?;
         if bytes.len() as u64 > self.max_file {
             tracing::debug!(path = %path.display(), "layercache: an entry file larger than any value we write; a miss");
             return Ok(None);
@@ -293,16 +306,37 @@ impl Inner {
             std::process::id(),
             self.tmp_seq.fetch_add(1, Relaxed)
         ));
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(bytes));
-        if let Err(e) = written.and_then(|()| fs::rename(&tmp, self.dir.join(name))) {
+        let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+        let file = match create() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.recreate_dir()?;
+                create()
+            }
+            other => other,
+        };
+        let target = self.dir.join(name);
+        let written = file
+            .and_then(|mut f| f.write_all(bytes))
+            .and_then(|()| match fs::rename(&tmp, &target) {
+                Err(e) if target.is_dir() => {
+                    // Not ours (nothing we write is a directory): replace it.
+                    tracing::warn!(path = %target.display(), "layercache: a directory in place of a cache entry; replacing it");
+                    fs::remove_dir_all(&target).and_then(|()| fs::rename(&tmp, &target)).map_err(|_| e)
+                }
+                other => other,
+            });
+        if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
-            return Err(io_err("cannot write", &self.dir.join(name), e));
+            return Err(io_err("cannot write", &target, e));
         }
         Ok(())
+    }
+
+    /// Re-creates the directory after it was deleted under us.
+    fn recreate_dir(&self) -> Result<(), SharedError> {
+        tracing::warn!(dir = %self.dir.display(), "layercache: CACHE_DIR was deleted; re-creating it");
+        fs::create_dir_all(&self.dir)
+            .map_err(|e| io_err("cannot re-create CACHE_DIR", &self.dir, e))
     }
 
     /// Removes the entry of each key that is ours; counts the live ones.
@@ -329,7 +363,12 @@ impl Inner {
     fn delete_prefix(&self, prefix: &str) -> Result<u64, SharedError> {
         let now = now_ms();
         let mut n = 0;
-        for entry in fs::read_dir(&self.dir).map_err(|e| io_err("cannot list", &self.dir, e))? {
+        let entries = match fs::read_dir(&self.dir) {
+            // Deleted under us: nothing to delete (the next write re-creates it).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            other => other.map_err(|e| io_err("cannot list", &self.dir, e))?,
+        };
+        for entry in entries {
             let entry = entry.map_err(|e| io_err("cannot list", &self.dir, e))?;
             if !is_entry_name(&entry.file_name()) {
                 continue;
@@ -371,13 +410,22 @@ impl Inner {
         f: impl FnOnce() -> Result<T, SharedError>,
     ) -> Result<T, SharedError> {
         let lock_path = self.dir.join(".versions.lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io_err("cannot open", &lock_path, e))?;
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&lock_path)
+        };
+        let lock = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.recreate_dir()?;
+                open()
+            }
+            other => other,
+        }
+        .map_err(|e| io_err("cannot open", &lock_path, e))?;
         let deadline = std::time::Instant::now() + wait;
         let mut pause = Duration::from_micros(50);
         loop {
@@ -572,7 +620,11 @@ impl Inner {
         let mut position = 0usize;
         let mut candidates: Vec<(SystemTime, PathBuf)> = Vec::new();
         let mut removed = 0u64;
-        for entry in fs::read_dir(&self.dir).map_err(|e| io_err("cannot list", &self.dir, e))? {
+        let entries = match fs::read_dir(&self.dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            other => other.map_err(|e| io_err("cannot list", &self.dir, e))?,
+        };
+        for entry in entries {
             let Ok(entry) = entry else { continue };
             let name = entry.file_name();
             if !is_entry_name(&name) {

@@ -17,6 +17,13 @@
 //! - **Prefix deletion** is a range over the primary key (`key >= p AND
 //!   key < p'`, `p'` = `p` with its last byte raised), in batches: no
 //!   `LIKE`, so `%` and `_` in a key are plain characters.
+//! - **Healing**: at most every [`CHECK_FILE_EVERY`] an operation checks
+//!   that the path still names the file the pool opened (device and
+//!   inode). A database deleted or replaced under a running process is
+//!   reopened (logged at WARN), so that process does not go on writing to
+//!   an unlinked file while new processes share a new one; a deleted
+//!   file's orphaned `-wal` and `-shm` are removed first, so they cannot be
+//!   replayed into the new database.
 //! - **Connections**: a pool of two (`Mutex<Connection>` each; a caller
 //!   takes a free one, or waits on one). SQLite serialises writers anyway,
 //!   and two readers match the machines this runs on; every call runs on
@@ -41,6 +48,12 @@ pub const PURGE_EVERY: u64 = 100;
 pub const PURGE_BATCH: u32 = 500;
 /// Connections per store.
 const POOL: usize = 2;
+/// How often operations check that the database file is still the one
+/// open (see the module docs).
+pub const CHECK_FILE_EVERY: Duration = Duration::from_millis(100);
+/// How long a connection waits for another process's write lock; the
+/// caller is bounded by the tier's timeout.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The SQLite store. Cheap to clone (one `Arc`).
 #[derive(Clone)]
@@ -54,6 +67,25 @@ struct Inner {
     next: AtomicUsize,
     writes: AtomicU64,
     bus: PolledBus,
+    /// Device and inode of the file the pool has open.
+    file: Mutex<Option<FileId>>,
+    /// When the file was last checked, Unix ms.
+    checked_ms: AtomicU64,
+}
+
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        // Without inodes only a deleted file is noticed.
+        std::fs::metadata(path).ok().map(|_| (0, 0))
+    }
 }
 
 fn now_ms() -> i64 {
@@ -159,11 +191,8 @@ impl SqliteStore {
                 )
             })?;
         }
-        // Waiting for another process's write lock is bounded by this, and
-        // the caller by the tier's timeout.
-        let busy = Duration::from_secs(1);
         let conns = (0..POOL)
-            .map(|_| open_connection(&path, busy).map(Mutex::new))
+            .map(|_| open_connection(&path, BUSY_TIMEOUT).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| {
                 let mut err = to_shared(e);
@@ -172,6 +201,8 @@ impl SqliteStore {
             })?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
+                file: Mutex::new(file_id(&path)),
+                checked_ms: AtomicU64::new(now_ms() as u64),
                 path,
                 conns,
                 next: AtomicUsize::new(0),
@@ -193,6 +224,7 @@ impl SqliteStore {
     ) -> BoxFuture<'a, Result<T, SharedError>> {
         let inner = self.inner.clone();
         Box::pin(run_blocking(move || {
+            inner.heal();
             let mut conn = inner.connection();
             f(&inner, &mut conn).map_err(to_shared)
         }))
@@ -200,6 +232,49 @@ impl SqliteStore {
 }
 
 impl Inner {
+    /// Reopens the pool when the database file was deleted or replaced
+    /// (checked at most every [`CHECK_FILE_EVERY`]).
+    fn heal(&self) {
+        let now = now_ms() as u64;
+        let last = self.checked_ms.load(Relaxed);
+        if now < last.saturating_add(CHECK_FILE_EVERY.as_millis() as u64)
+            || self
+                .checked_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let mut known = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let current = file_id(&self.path);
+        if current.is_some() && current == *known {
+            return;
+        }
+        if current.is_none() {
+            tracing::warn!(path = %self.path.display(), "layercache: the SQLite database was deleted; creating it again");
+            for suffix in ["-wal", "-shm"] {
+                let mut orphan = self.path.clone().into_os_string();
+                orphan.push(suffix);
+                let _ = std::fs::remove_file(orphan);
+            }
+        } else {
+            tracing::warn!(path = %self.path.display(), "layercache: the SQLite database file was replaced; reopening it");
+        }
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        for conn in &self.conns {
+            match open_connection(&self.path, BUSY_TIMEOUT) {
+                Ok(fresh) => *conn.lock().unwrap_or_else(|e| e.into_inner()) = fresh,
+                Err(err) => {
+                    tracing::warn!(path = %self.path.display(), %err, "layercache: cannot reopen the SQLite database; trying again later");
+                    return;
+                }
+            }
+        }
+        *known = file_id(&self.path);
+    }
+
     /// A free connection, else the next one in turn (waiting for it).
     fn connection(&self) -> MutexGuard<'_, Connection> {
         for c in &self.conns {
