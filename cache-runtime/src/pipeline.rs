@@ -1756,7 +1756,10 @@ impl<K: Key, V: CacheValue> Computation<'_, K, V> {
                 let ttl = cache.entry_ttl(M::is_negative(v));
                 let local_ttl = min_ttl(ttl, cache.local_cap);
                 cache.index_tags(&key, tags);
-                cache.write_back_with_timeout(key, v.clone(), self.generation, local_ttl, tag);
+                if cache.local {
+                    // No copy of a value that no local tier keeps (it may be huge).
+                    cache.write_back_with_timeout(key, v.clone(), self.generation, local_ttl, tag);
+                }
                 Some((v, ttl))
             }
             None => {
