@@ -16,7 +16,6 @@
 #[path = "support/memcached_server.rs"]
 mod memcached_server;
 #[cfg(feature = "redis-cluster")]
-#[allow(dead_code)]
 #[path = "support/redis_cluster.rs"]
 mod redis_cluster;
 #[cfg(feature = "redis")]
@@ -578,7 +577,8 @@ fn main() {
         node::run();
         return;
     }
-    let scenarios: &[(&str, fn(&Backend))] = &[
+    type Scenario = fn(&Backend);
+    let scenarios: &[(&str, Scenario)] = &[
         (
             "crafted_deep_nesting_under_a_recursive_type_is_a_counted_miss_not_an_abort",
             crafted_deep_nesting_under_a_recursive_type_is_a_counted_miss_not_an_abort,

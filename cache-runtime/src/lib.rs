@@ -108,6 +108,19 @@ pub mod __private {
     #[inline(always)]
     pub fn require_display<T: std::fmt::Display + ?Sized>(_: &T) {}
 
+    /// Decodes an invalidation notice as every process decodes what the
+    /// bus delivers, and checks that one that decodes survives encoding
+    /// again: the entry of the `notice` fuzz target (`fuzz/`).
+    pub fn fuzz_notice(text: &str) {
+        if let Some((instance, notice)) = crate::shared::Notice::decode(text) {
+            let again = notice.encode(instance);
+            assert_eq!(
+                crate::shared::Notice::decode(&again),
+                Some((instance, notice))
+            );
+        }
+    }
+
     /// An owned copy of a borrowed argument, for the key.
     #[inline(always)]
     pub fn owned<T: ToOwned + ?Sized>(value: &T) -> T::Owned {

@@ -54,7 +54,7 @@ pub(crate) fn redact_passwords(text: &str) -> String {
         out.push_str(head);
         // The authority ends at a path, a separator between URLs, or quoting.
         let end = tail
-            .find(|c: char| matches!(c, '/' | ',' | '"' | '\'' | ' ' | '\n'))
+            .find(['/', ',', '"', '\'', ' ', '\n'])
             .unwrap_or(tail.len());
         let authority = &tail[..end];
         match authority.rfind('@') {
