@@ -46,4 +46,6 @@ cargo test --workspace --all-features
 # dependency turns a rustls crypto provider on and would hide a missing one.
 stage "rediss:// from a crate with only layercache/tls (cargo test -p tls-consumer)"
 cargo test -p tls-consumer
+stage "fuzzing: envelope, key and notice decoders, ${FUZZ_SECONDS:-45} s each (scripts/fuzz.sh)"
+bash scripts/fuzz.sh
 echo "==> all passed in ${SECONDS}s"
