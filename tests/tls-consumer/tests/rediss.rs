@@ -61,7 +61,8 @@ impl Pki {
             (
                 "server",
                 "/CN=localhost",
-                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+                // Cluster nodes also present it to each other on the cluster bus.
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
             ),
             ("client", "/CN=app", "extendedKeyUsage=clientAuth\n"),
         ] {
@@ -110,6 +111,17 @@ impl Drop for Pki {
     }
 }
 
+/// A free port whose cluster-bus twin (`port + 10000`) is free too.
+fn free_port_pair() -> u16 {
+    for _ in 0..1000 {
+        let port = free_port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port pair");
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -127,9 +139,28 @@ struct TlsRedis {
 
 impl TlsRedis {
     fn start(pki: &Pki, client_certs: bool) -> TlsRedis {
+        TlsRedis::start_with(pki, client_certs, &[])
+    }
+
+    /// A master of a TLS cluster (its bus over TLS too), not yet joined.
+    fn start_cluster_node(pki: &Pki) -> TlsRedis {
+        TlsRedis::start_with(
+            pki,
+            false,
+            &["--cluster-enabled", "yes", "--tls-cluster", "yes"],
+        )
+    }
+
+    fn start_with(pki: &Pki, client_certs: bool, extra: &[&str]) -> TlsRedis {
         for _ in 0..5 {
-            let port = free_port();
+            let port = if extra.is_empty() {
+                free_port()
+            } else {
+                free_port_pair()
+            };
             let log = pki.dir.join(format!("redis-{port}.log"));
+            let dir = pki.dir.join(format!("node-{port}"));
+            std::fs::create_dir_all(&dir).unwrap();
             let child = Command::new("redis-server")
                 .args([
                     "--port",
@@ -146,7 +177,15 @@ impl TlsRedis {
                     "--tls-auth-clients",
                     if client_certs { "yes" } else { "no" },
                 ])
-                .args(["--save", "", "--appendonly", "no", "--dir", &pki.path("")])
+                .args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    &dir.display().to_string(),
+                ])
+                .args(extra)
                 .args(["--user", "default", "off"])
                 .args(["--user", "app", "on", ">pw", "~*", "&*", "+@all"])
                 .args(["--logfile", &log.display().to_string()])
@@ -318,6 +357,97 @@ fn two_processes_share_values_over_mutual_tls_with_a_client_certificate() {
     // The same server refuses a process without a client certificate: it
     // still answers every call (fail-open), and says why at ERROR.
     let mut c = Node::spawn("c", &server.url(), &ca(&pki, "ca.crt"));
+    assert_fails_open_with_a_tls_error(&mut c);
+}
+
+#[test]
+fn two_processes_share_values_over_a_rediss_cluster_with_a_private_ca() {
+    let pki = Pki::generate("cluster");
+    let masters: Vec<TlsRedis> = (0..3).map(|_| TlsRedis::start_cluster_node(&pki)).collect();
+    let addresses: Vec<String> = masters
+        .iter()
+        .map(|m| format!("127.0.0.1:{}", m.port))
+        .collect();
+    let mut create = Command::new("redis-cli")
+        .args([
+            "--tls",
+            "--cacert",
+            &pki.path("ca.crt"),
+            "--user",
+            "app",
+            "--pass",
+            "pw",
+        ])
+        .args(["--no-auth-warning", "--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-cli is installed");
+    // redis-cli waits for the nodes to meet without a limit of its own.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = create.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = create.kill();
+            panic!("the TLS cluster's nodes did not meet within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut create.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(
+        status.success() && out.contains("All 16384 slots covered"),
+        "{out}"
+    );
+    // Every master must agree that the cluster is up before the nodes start.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for m in &masters {
+        loop {
+            let info = Command::new("redis-cli")
+                .args([
+                    "--tls",
+                    "--cacert",
+                    &pki.path("ca.crt"),
+                    "--user",
+                    "app",
+                    "--pass",
+                    "pw",
+                ])
+                .args([
+                    "--no-auth-warning",
+                    "-p",
+                    &m.port.to_string(),
+                    "cluster",
+                    "info",
+                ])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the TLS cluster did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let seeds: Vec<String> = masters
+        .iter()
+        .map(|m| format!("rediss://app:pw@127.0.0.1:{}", m.port))
+        .collect();
+    let env = |ca_file: &str| {
+        vec![
+            ("CACHE_TYPE", "redis-cluster".to_string()),
+            ("CACHE_REDIS_NODES", seeds.join(",")),
+            ("CACHE_REDIS_CA_CERT", pki.path(ca_file)),
+        ]
+    };
+    let mut a = Node::spawn("a", &seeds[0], &env("ca.crt"));
+    let mut b = Node::spawn("b", &seeds[0], &env("ca.crt"));
+    assert_shared_between(&mut a, &mut b);
+    let mut c = Node::spawn("c", &seeds[0], &env("other-ca.crt"));
     assert_fails_open_with_a_tls_error(&mut c);
 }
 
