@@ -13,7 +13,7 @@
 //! | [`config`](crate::Config) | [`Config`], [`Config::from_env`], [`init`] |
 //! | [`key`] | escaping, templates, the stable 128-bit argument hash |
 //! | [`local`] | the in-process tier behind the [`LocalStore`](local::LocalStore) trait |
-//! | [`codec`] | the [`Codec`](codec::Codec) trait, bincode, the shared-tier envelope |
+//! | [`codec`] | the [`Codec`](codec::Codec) trait, MessagePack and JSON, the bounded decoder, the shared-tier envelope |
 //! | [`shared`] | the [`SharedStore`](shared::SharedStore) trait, Redis, timeouts, the breaker, the bus |
 //! | `pipeline` | [`FnCache`]: lookup, origin, write-back, entry handles |
 //! | `flight` | single-flight: one computation per missing key per process |

@@ -91,6 +91,50 @@ impl fmt::Debug for Redacted<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Config;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Config, crate::ConfigError> {
+        Config::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn a_bad_redis_url_is_reported_without_its_password() {
+        let err = from(&[("CACHE_REDIS_URL", "ftp://app:s3cret@h:1/")]).unwrap_err();
+        assert_eq!(err.variable(), "CACHE_REDIS_URL");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let err = from(&[
+            ("CACHE_TYPE", "redis-cluster"),
+            (
+                "CACHE_REDIS_NODES",
+                "redis://app:s3cret@h:1,ftp://app:s3cret@h:2",
+            ),
+        ])
+        .unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_are_checked_at_start_up_naming_the_variable() {
+        let err = from(&[("CACHE_REDIS_CA_CERT", "/nonexistent/ca.pem")]).unwrap_err();
+        assert_eq!(err.variable(), "CACHE_REDIS_CA_CERT");
+        let me = std::env::current_exe().unwrap().display().to_string();
+        let err = from(&[("CACHE_REDIS_CLIENT_CERT", me.as_str())]).unwrap_err();
+        assert_eq!(err.variable(), "CACHE_REDIS_CLIENT_KEY");
+        let config = from(&[
+            ("CACHE_REDIS_CA_CERT", me.as_str()),
+            ("CACHE_REDIS_CLIENT_CERT", me.as_str()),
+            ("CACHE_REDIS_CLIENT_KEY", me.as_str()),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.redis_tls().ca_cert.as_deref(),
+            Some(std::path::Path::new(&me))
+        );
+    }
 
     #[test]
     fn passwords_are_hidden_in_every_url_of_a_text() {
