@@ -52,7 +52,7 @@ pub use invalidate::{
 };
 pub use local::LocalStoreKind;
 pub use manual::{future, sync, CacheValue, MANUAL_CACHE_NAME};
-pub use metrics::{FunctionStats, LatencyStats, Stats, HIT_SAMPLE_EVERY};
+pub use metrics::{FunctionStats, LatencyStats, Stats, EXPORT_BOUNDS, HIT_SAMPLE_EVERY};
 pub use pipeline::{CallEntry, FnCache, TierChoice, Timeout};
 pub use shared::{SharedSettings, SharedStats, TierStats};
 pub use warm::{try_warm_up, try_warm_up_blocking, warm_up, warm_up_blocking, WarmUpReport};
