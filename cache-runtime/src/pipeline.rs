@@ -945,6 +945,12 @@ pub trait OutputMode<R> {
     fn is_error(_r: &R) -> bool {
         false
     }
+    /// How long `v` may live at most, below the function's timeout (the
+    /// view cache's HTTP freshness lifetime); `None`: the timeout alone.
+    #[inline]
+    fn lifetime(_v: &Self::Value) -> Option<Duration> {
+        None
+    }
 }
 
 /// Whether a return value counts as success for `#[cache_invalidate]` and
@@ -1743,7 +1749,7 @@ impl<K: Key, V: CacheValue> Computation<'_, K, V> {
         // `cache_if` vetoes storing a result (the guide's response filter).
         match M::cacheable(r).filter(|_| cache_if(r)) {
             Some(v) => {
-                let ttl = cache.entry_ttl(M::is_negative(v));
+                let ttl = min_ttl(cache.entry_ttl(M::is_negative(v)), M::lifetime(v));
                 let local_ttl = min_ttl(ttl, cache.local_cap);
                 cache.index_tags(&key, tags);
                 cache.write_back_with_timeout(key, v.clone(), self.generation, local_ttl, tag);

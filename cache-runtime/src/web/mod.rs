@@ -22,8 +22,13 @@
 //! ```
 
 mod fragment;
+mod page;
+mod request;
 mod response;
+mod rules;
+mod serve;
 mod stats;
+mod tee;
 
 pub use fragment::{fragment, fragment_async, try_fragment, try_fragment_async};
 pub use response::{CacheStatus, ResponseCache, ResponseCacheLayer, X_CACHE};

@@ -1,0 +1,244 @@
+//! What the view cache does with a request, and the key of its page.
+
+use http::header::{self, HeaderMap};
+use http::{Method, Request, Uri};
+
+use super::response::Settings;
+use super::rules;
+
+/// The view cache's decision for one request.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Route {
+    /// `GET` (`head: false`) or `HEAD` for the page under `key`. A
+    /// `personal` request (`Authorization`, or a cookie the layer was not
+    /// told about) is never answered from the cache; its response is stored
+    /// only when it says `Cache-Control: public`.
+    Page {
+        key: String,
+        head: bool,
+        personal: bool,
+    },
+    /// A `POST`, `PUT`, `PATCH` or `DELETE`: passed on; on success the pages
+    /// of its URL (`key` prefixes, see [`url_keys`]) are dropped.
+    Unsafe,
+    /// Straight to the inner service, nothing stored.
+    Pass,
+}
+
+/// The encodings a compression layer under the cache may produce, which
+/// are the part of `Accept-Encoding` a page key keeps.
+const ENCODINGS: [&str; 4] = ["br", "deflate", "gzip", "zstd"];
+
+/// Decides the route of `req` under `s`.
+pub(crate) fn route<B>(s: &Settings, req: &Request<B>) -> Route {
+    let head = match *req.method() {
+        Method::GET => false,
+        Method::HEAD => true,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE => return Route::Unsafe,
+        _ => return Route::Pass,
+    };
+    let headers = req.headers();
+    if headers.contains_key(header::RANGE)
+        || headers.contains_key(header::IF_MATCH)
+        || headers.contains_key(header::IF_UNMODIFIED_SINCE)
+        || rules::request_no_store(headers)
+    {
+        return Route::Pass;
+    }
+    let host = host_of(headers, req.uri());
+    if let Some(allowed) = &s.hosts {
+        if !host.as_ref().is_some_and(|h| allowed.contains(h)) {
+            return Route::Pass;
+        }
+    }
+    let mut key = url_key(s, req.uri(), host.as_deref());
+    let personal = headers.contains_key(header::AUTHORIZATION) || has_unknown_cookie(s, headers);
+    let ae = accept_encoding(headers);
+    // A URI holds no tab, so these suffixes cannot be forged by a path.
+    if !ae.is_empty() {
+        key.push_str("\tae=");
+        key.push_str(&ae);
+    }
+    for name in &s.vary {
+        key.push('\t');
+        key.push_str(name.as_str());
+        key.push('=');
+        for value in headers.get_all(name) {
+            push_escaped(&mut key, value.as_bytes());
+            key.push(',');
+        }
+    }
+    for name in &s.vary_cookies {
+        key.push_str("\tcookie:");
+        key.push_str(name);
+        key.push('=');
+        if let Some(value) = cookies(headers).find(|(n, _)| n == name).map(|(_, v)| v) {
+            push_escaped(&mut key, value.as_bytes());
+        }
+    }
+    Route::Page {
+        key,
+        head,
+        personal,
+    }
+}
+
+/// The part of a page key that names its URL: the path, the query (as
+/// sent or sorted) and the host. Every variant of the URL's page (by
+/// encoding, `vary_by` header or cookie) is this, or this and a tab.
+pub(crate) fn url_key(s: &Settings, uri: &Uri, host: Option<&str>) -> String {
+    let mut key = String::with_capacity(uri.path().len() + 16);
+    key.push_str(uri.path());
+    if let Some(query) = uri.query().filter(|q| s.include_query && !q.is_empty()) {
+        key.push('?');
+        if s.sort_query {
+            let mut pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+            pairs.sort_unstable();
+            key.push_str(&pairs.join("&"));
+        } else {
+            key.push_str(query);
+        }
+    }
+    if s.include_host {
+        if let Some(host) = host {
+            key.push_str("\thost=");
+            push_escaped(&mut key, host.as_bytes());
+        }
+    }
+    key
+}
+
+/// The URL keys an unsafe request to `req_uri` invalidates (§4.4): its
+/// own, and those of `Location` and `Content-Location` of the response
+/// when they name the same host.
+pub(crate) fn url_keys(
+    s: &Settings,
+    req_headers: &HeaderMap,
+    req_uri: &Uri,
+    resp: &HeaderMap,
+) -> Vec<String> {
+    let host = host_of(req_headers, req_uri);
+    let mut keys = vec![url_key(s, req_uri, host.as_deref())];
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        let Some(uri) = resp
+            .get(name)
+            .and_then(|v| v.to_str().ok()?.parse::<Uri>().ok())
+        else {
+            continue;
+        };
+        let same_host = match uri.authority() {
+            None => uri.path().starts_with('/'),
+            Some(a) => Some(normal_host(a.as_str())) == host,
+        };
+        if same_host {
+            keys.push(url_key(s, &uri, host.as_deref()));
+        }
+    }
+    keys.dedup();
+    keys
+}
+
+/// The request's host (`Host`, or the URI's authority), lower case,
+/// without a port or a trailing dot: instances reached as `10.0.0.1:8080`
+/// and `10.0.0.2:8081` share pages, and so do `Shop.example.` and
+/// `shop.example`.
+pub(crate) fn host_of(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    let raw = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))?;
+    Some(normal_host(raw))
+}
+
+pub(crate) fn normal_host(raw: &str) -> String {
+    let raw = raw.rsplit('@').next().unwrap_or(raw).trim();
+    let host = if raw.starts_with('[') {
+        // An IPv6 literal: the port, if any, follows the bracket.
+        raw.split_inclusive(']').next().unwrap_or(raw)
+    } else {
+        raw.split(':').next().unwrap_or(raw)
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// `Accept-Encoding` reduced to the known encodings it accepts (q > 0),
+/// sorted: `gzip, deflate` and `deflate;q=0.9, gzip` are one variant, and
+/// a request accepting none of them (identity) adds nothing to the key.
+fn accept_encoding(headers: &HeaderMap) -> String {
+    let mut accepted: Vec<&str> = Vec::new();
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            if let Some(known) = ENCODINGS
+                .iter()
+                .find(|e| e.eq_ignore_ascii_case(coding))
+                .filter(|_| !refused)
+            {
+                accepted.push(known);
+            }
+        }
+    }
+    accepted.sort_unstable();
+    accepted.dedup();
+    accepted.join(",")
+}
+
+/// Whether a response's encoding is one the request that keyed it accepts:
+/// a compression layer answering `br` to a key made for `gzip` must not be
+/// stored there.
+pub(crate) fn encoding_fits(key: &str, resp: &HeaderMap) -> bool {
+    let used = resp
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|e| !e.eq_ignore_ascii_case("identity"));
+    let Some(used) = used else { return true };
+    let accepted = key
+        .split('\t')
+        .find_map(|part| part.strip_prefix("ae="))
+        .unwrap_or("");
+    accepted.split(',').any(|e| e.eq_ignore_ascii_case(used))
+}
+
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| {
+            let (n, v) = c.split_once('=')?;
+            Some((n.trim(), v.trim()))
+        })
+}
+
+/// Whether the request carries a cookie neither ignored nor varied by
+/// (with `vary_by(COOKIE)` the whole header is in the key: none is unknown).
+fn has_unknown_cookie(s: &Settings, headers: &HeaderMap) -> bool {
+    if s.vary.contains(&header::COOKIE) || !headers.contains_key(header::COOKIE) {
+        return false;
+    }
+    cookies(headers).any(|(name, _)| {
+        !s.ignore_cookies.iter().any(|c| c == name) && !s.vary_cookies.iter().any(|c| c == name)
+    })
+}
+
+/// Appends `bytes` with `%`, `,`, control and non-ASCII bytes
+/// percent-escaped (injective, so two header values never share a key).
+fn push_escaped(out: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        if b.is_ascii_graphic() && b != b'%' && b != b',' || b == b' ' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
