@@ -171,6 +171,32 @@ async fn an_update_in_one_process_reaches_the_other(a: &Node, b: &Node) {
     println!("    B dropped user 7 {dropped:?} after A's update");
 }
 
+async fn post_put_and_delete_in_one_process_drop_the_page_in_both(a: &Node, b: &Node) {
+    let path = "/articles/7";
+    assert_eq!(get(a, path).await.0, "MISS");
+    assert_eq!(get(b, path).await.0, "HIT", "shared through Redis");
+    for method in [Method::POST, Method::PUT, Method::DELETE] {
+        let (x, body) = request(b, method.clone(), path).await;
+        assert_eq!((x.as_str(), body.as_str()), ("BYPASS", "article 7 changed"));
+        // B dropped its copy and Redis's at once; A's goes with the notice,
+        // after which A reads the page B renders now.
+        let (x, fresh) = get(b, path).await;
+        assert_eq!(x, "MISS", "{method} in B dropped B's page");
+        let seen = within(Duration::from_millis(500), async || {
+            get(a, path).await.1 == fresh
+        })
+        .await;
+        assert!(seen.is_some(), "{method} in B dropped A's page");
+        let (x, _) = request(a, method.clone(), path).await;
+        assert_eq!(x, "BYPASS");
+        let dropped = within(Duration::from_millis(500), async || {
+            get(b, path).await.0 == "MISS"
+        })
+        .await;
+        assert!(dropped.is_some(), "{method} in A dropped B's page");
+    }
+}
+
 async fn a_prefix_invalidation_in_one_process_drops_the_other_s_pages(a: &Node, b: &Node) {
     get(b, "/products?page=1").await;
     assert_eq!(get(b, "/products?page=1").await.0, "HIT");
@@ -395,6 +421,9 @@ fn main() {
         run!(a_user_and_a_missing_user_read_by_one_process_are_shared_hits_in_the_other(&a, &b));
         run!(an_update_in_one_process_reaches_the_other(&a, &b));
         run!(a_prefix_invalidation_in_one_process_drops_the_other_s_pages(&a, &b));
+        run!(post_put_and_delete_in_one_process_drop_the_page_in_both(
+            &a, &b
+        ));
         run!(the_manual_cache_and_a_template_fragment_are_shared(
             &a, &b, &redis
         ));
