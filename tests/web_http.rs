@@ -369,7 +369,11 @@ async fn a_conditional_request_on_a_cold_page_stores_the_full_answer_and_never_m
         .send()
         .await
         .unwrap();
-    assert_eq!(cold.status(), StatusCode::OK);
+    assert_eq!(
+        (cold.status(), x_cache(&cold)),
+        (StatusCode::NOT_MODIFIED, "MISS"),
+        "the handler's full answer was stored, and the cache answered the condition"
+    );
     let next = fetch(&url).await;
     assert_eq!(x_cache(&next), "HIT", "the page was stored");
     assert_eq!(next.text().await.unwrap(), "the page");

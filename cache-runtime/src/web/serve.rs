@@ -7,6 +7,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
 use http::{response, Request, Response, StatusCode};
+use http_body::Frame;
 use sync_wrapper::SyncWrapper;
 use tokio::sync::oneshot;
 use tower_service::Service;
@@ -228,6 +229,33 @@ impl Shared {
         if !(fits && self.storable(&parts, key)) {
             let resp = Response::from_parts(parts, body);
             return Err(SyncWrapper::new(Unstored::Response(Ok(resp))));
+        }
+        if http_body::Body::size_hint(&body).exact().is_some() {
+            // A body of known length (a rendered page) is already in
+            // memory: stored before it is answered, so the fleet has it
+            // when the client does, and the answer carries a generated ETag.
+            return match http_body_util::BodyExt::collect(body).await {
+                Ok(all) if all.trailers().is_none() => {
+                    let body = all.to_bytes();
+                    Ok(Arc::new(Page::new(
+                        parts.status,
+                        &parts.headers,
+                        body,
+                        &self.recipe(),
+                    )))
+                }
+                Ok(all) => {
+                    let resp = Response::from_parts(parts, Body::new(all));
+                    Err(SyncWrapper::new(Unstored::Response(Ok(resp))))
+                }
+                Err(e) => {
+                    let failed =
+                        futures_util::stream::once(async move { Err::<Frame<Bytes>, _>(e) });
+                    let body = Body::new(http_body_util::StreamBody::new(failed));
+                    let resp = Response::from_parts(parts, body);
+                    Err(SyncWrapper::new(Unstored::Response(Ok(resp))))
+                }
+            };
         }
         let (tee, done) = Tee::new(body, self.settings.max_body);
         let (status, headers) = (parts.status, parts.headers.clone());
