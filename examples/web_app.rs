@@ -35,7 +35,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use layercache::web::{stats_router, ResponseCacheLayer};
+use layercache::web::{mount_stats, ResponseCacheLayer};
 use layercache::{cache_invalidate, cached, future::Cache};
 use serde::{Deserialize, Serialize};
 
@@ -387,7 +387,7 @@ pub fn app() -> Router {
         .timeout(Duration::from_secs(3600))
         .sort_query(true);
     let exports = ResponseCacheLayer::new("exports").max_body(16 * 1024);
-    Router::new()
+    let app = Router::new()
         .route("/data", get(data))
         .route("/expensive-page", get(expensive_page).layer(pages.clone()))
         .route("/live-score", get(live_score).layer(pages.clone()))
@@ -412,8 +412,8 @@ pub fn app() -> Router {
         .route("/user/{id}", get(get_user).put(put_user))
         .route("/search", get(search))
         .route("/popular-products", get(popular_products))
-        .route("/news", get(news))
-        .nest("/cache-stats", stats_router())
+        .route("/news", get(news));
+    mount_stats(app, "/cache-stats")
 }
 
 #[allow(dead_code)]

@@ -32,4 +32,4 @@ mod tee;
 
 pub use fragment::{fragment, fragment_async, try_fragment, try_fragment_async};
 pub use response::{CacheStatus, ResponseCache, ResponseCacheLayer, X_CACHE};
-pub use stats::{stats_html, stats_router};
+pub use stats::{mount_stats, stats_html, stats_router};
