@@ -435,13 +435,21 @@ async fn post_put_patch_and_delete_drop_the_page_of_their_url_and_of_location() 
         );
     }
     assert_eq!(x_cache(&fetch(&url).await), "HIT");
+    let gzip = || client.get(&url).header("accept-encoding", "gzip").send();
+    assert_eq!(x_cache(&gzip().await.unwrap()), "MISS", "another variant");
+    assert_eq!(x_cache(&gzip().await.unwrap()), "HIT");
     client.post(format!("{base}/items")).send().await.unwrap();
+    assert_eq!(
+        x_cache(&gzip().await.unwrap()),
+        "MISS",
+        "every variant of the URL is dropped"
+    );
     assert_eq!(
         x_cache(&fetch(&url).await),
         "MISS",
         "the Location of a POST is dropped too"
     );
-    assert_eq!(runs.load(SeqCst), 6);
+    assert_eq!(runs.load(SeqCst), 8);
 }
 
 #[tokio::test]

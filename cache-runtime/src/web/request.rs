@@ -19,7 +19,7 @@ pub(crate) enum Route {
         personal: bool,
     },
     /// A `POST`, `PUT`, `PATCH` or `DELETE`: passed on; on success the pages
-    /// of its URL (`key` prefixes, see [`url_keys`]) are dropped.
+    /// of its URL (every variant: see [`url_tag`]) are dropped.
     Unsafe,
     /// Straight to the inner service, nothing stored.
     Pass,
@@ -86,6 +86,7 @@ pub(crate) fn route<B>(s: &Settings, req: &Request<B>) -> Route {
 /// The part of a page key that names its URL: the path, the query (as
 /// sent or sorted) and the host. Every variant of the URL's page (by
 /// encoding, `vary_by` header or cookie) is this, or this and a tab.
+/// Also the tag of every variant (see [`url_tag`]).
 pub(crate) fn url_key(s: &Settings, uri: &Uri, host: Option<&str>) -> String {
     let mut key = String::with_capacity(uri.path().len() + 16);
     key.push_str(uri.path());
@@ -136,6 +137,21 @@ pub(crate) fn url_keys(
     }
     keys.dedup();
     keys
+}
+
+/// The tag every variant of the page of URL key `url` carries, so an
+/// unsafe request drops them all in O(variants) (no keyspace scan).
+pub(crate) fn url_tag(url: &str) -> String {
+    format!("layercache.page\t{url}")
+}
+
+/// The URL part of a page key (up to its first variant suffix).
+pub(crate) fn url_of(key: &str) -> &str {
+    let host = key.find("\thost=").map_or(0, |i| i + 1);
+    match key[host..].find('\t') {
+        Some(i) => &key[..host + i],
+        None => key,
+    }
 }
 
 /// The request's host (`Host`, or the URI's authority), lower case,

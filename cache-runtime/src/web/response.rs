@@ -781,6 +781,18 @@ mod tests {
     }
 
     #[test]
+    fn every_variant_of_a_page_names_its_url() {
+        use super::super::request::url_of;
+        assert_eq!(
+            url_of("/a?x=1\thost=h\tae=gzip\taccept-language=en"),
+            "/a?x=1\thost=h"
+        );
+        assert_eq!(url_of("/a\tae=gzip"), "/a");
+        assert_eq!(url_of("/a\thost=h"), "/a\thost=h");
+        assert_eq!(url_of("/a"), "/a");
+    }
+
+    #[test]
     fn accept_encoding_is_keyed_as_the_sorted_known_encodings_it_accepts() {
         let s = layer_of(ResponseCacheLayer::new("web::tests::ae"));
         let with = |ae: &str| {

@@ -17,7 +17,7 @@ use super::request::{self, Route};
 use super::response::{mark, CacheStatus, Shared};
 use super::rules::Directives;
 use super::tee::{Recorded, Tee};
-use crate::pipeline::{always, bypass_async, get_or_compute_async, no_tags};
+use crate::pipeline::{always, bypass_async, get_or_compute_async};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -83,10 +83,10 @@ impl Shared {
     }
 
     /// Drops the page of one URL in every variant, tier and process.
-    async fn drop_url(&self, key: String) {
-        let variants = format!("{key}\t");
-        self.pages.cache.invalidate_async(&key).await;
-        crate::invalidate_prefix_async(&variants).await;
+    async fn drop_url(&self, url: String) {
+        crate::invalidate_tag_async(&request::url_tag(&url)).await;
+        // A page stored on the side for a personal request carries no tag.
+        self.pages.cache.invalidate_async(&url).await;
     }
 
     fn now_ms(&self) -> u64 {
@@ -157,11 +157,12 @@ impl Shared {
                         Ok(resp) => shared.record(resp.map(Body::new), &key, early_tx).await,
                     }
                 };
+                let tag = |k: &String| vec![request::url_tag(request::url_of(k))];
                 let mut r = get_or_compute_async::<PageMode, String, _>(
                     cache,
                     key.clone(),
                     always,
-                    no_tags,
+                    tag,
                     origin,
                 )
                 .await;
