@@ -58,6 +58,6 @@ done
 
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
-  --user-data-dir="$work/chromium" --hide-scrollbars --window-size=1360,1000 \
+  --user-data-dir="$work/chromium" --hide-scrollbars --window-size=1480,960 \
   --screenshot=docs/stats-page.png "http://127.0.0.1:$b/cache-stats/ui" 2>/dev/null
 echo "wrote docs/stats-page.png (instance B of two sharing one redis-server)"

@@ -195,8 +195,8 @@ pub fn stats_html(stats: &Stats) -> String {
          <title>layercache stats</title><style>\
          body{{font-family:system-ui,sans-serif;margin:2rem;color:#222}}\
          h1{{font-size:1.4rem}} .summary,.health{{color:#444}} .health td{{text-align:left;border:0;padding:.1rem .7rem .1rem 0}}\
-         table{{border-collapse:collapse;margin-top:1.5rem;font-size:.9rem}}\
-         th,td{{padding:.3rem .7rem;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}}\
+         table{{border-collapse:collapse;margin-top:1.5rem;font-size:.85rem}}\
+         th,td{{padding:.3rem .5rem;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}}\
          th:first-child,td:first-child{{text-align:left}}\
          .legend span{{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 1rem;vertical-align:middle}}\
          </style></head><body>\
