@@ -326,3 +326,64 @@ pub mod metrics {
             .record(nanos as f64 / 1e9);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Histogram;
+
+    fn one_function(origin: &Histogram) -> Stats {
+        Stats {
+            functions: vec![FunctionStats {
+                name: "f".into(),
+                origin_latency: origin.snapshot(),
+                ..FunctionStats::default()
+            }],
+            shared_tier: None,
+        }
+    }
+
+    #[test]
+    fn an_empty_latency_exports_nan_quantiles_and_an_empty_histogram() {
+        let text = prometheus_text(&one_function(&Histogram::default()));
+        assert!(text.contains(
+            "layercache_hit_duration_quantile_seconds{function=\"f\",quantile=\"0.99\"} NaN"
+        ));
+        assert!(text.contains("# TYPE layercache_hit_duration_seconds histogram"));
+        assert!(
+            text.contains("layercache_hit_duration_seconds_bucket{function=\"f\",le=\"+Inf\"} 0")
+        );
+        assert!(text.contains("layercache_hit_duration_seconds_count{function=\"f\"} 0"));
+    }
+
+    #[test]
+    fn latencies_export_as_cumulative_buckets_that_add_up_across_a_fleet() {
+        let h = Histogram::default();
+        for ns in [2_000_000, 3_000_000, 200_000_000] {
+            h.record(ns);
+        }
+        let text = prometheus_text(&one_function(&h));
+        let name = "layercache_origin_duration_seconds";
+        for (le, n) in [
+            ("0.001", 0),
+            ("0.005", 2),
+            ("0.1", 2),
+            ("0.25", 3),
+            ("+Inf", 3),
+        ] {
+            let line = format!("{name}_bucket{{function=\"f\",le=\"{le}\"}} {n}");
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
+        assert!(text.contains(&format!("{name}_sum{{function=\"f\"}} 0.205")));
+        let p50 = text
+            .lines()
+            .find(|l| {
+                l.starts_with(
+                    "layercache_origin_duration_quantile_seconds{function=\"f\",quantile=\"0.5\"}",
+                )
+            })
+            .unwrap();
+        let v: f64 = p50.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((0.002..=0.003).contains(&v), "{p50}");
+    }
+}
