@@ -258,3 +258,237 @@ fn push_escaped(out: &mut String, bytes: &[u8]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::response::{ResponseCacheLayer, Shared};
+    use super::*;
+    use http::{Request, Response};
+
+    fn layer() -> Shared {
+        layer_of(ResponseCacheLayer::new("web::tests").vary_by([header::ACCEPT_LANGUAGE]))
+    }
+
+    fn layer_of(l: ResponseCacheLayer) -> Shared {
+        Shared {
+            pages: l.pages(),
+            settings: l.settings,
+        }
+    }
+
+    impl Shared {
+        /// The key of a request answered from the cache, and whether it is a `HEAD`.
+        fn key_of<B>(&self, req: &Request<B>) -> Option<(String, bool)> {
+            match route(&self.settings, req) {
+                Route::Page {
+                    key,
+                    head,
+                    personal: false,
+                } => Some((key, head)),
+                _ => None,
+            }
+        }
+    }
+
+    fn get(uri: &str) -> Request<()> {
+        Request::get(uri).body(()).unwrap()
+    }
+
+    #[test]
+    fn keys_start_with_the_path_so_prefix_invalidation_matches_pages() {
+        let s = layer();
+        assert_eq!(
+            s.key_of(&get("/products/1?x=1")).unwrap().0,
+            "/products/1?x=1\taccept-language="
+        );
+        let hosted = Request::get("/a")
+            .header("host", "shop.example")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            s.key_of(&hosted).unwrap().0,
+            "/a\thost=shop.example\taccept-language="
+        );
+        let other = Request::get("/a")
+            .header("host", "admin.example")
+            .body(())
+            .unwrap();
+        assert_ne!(
+            s.key_of(&hosted),
+            s.key_of(&other),
+            "hosts never share a page"
+        );
+    }
+
+    #[test]
+    fn a_head_has_the_get_s_key_and_vary_values_are_part_of_it_and_cannot_be_forged() {
+        let s = layer();
+        let head = Request::head("/a").body(()).unwrap();
+        assert_eq!(
+            s.key_of(&head),
+            Some(("/a\taccept-language=".to_string(), true)),
+            "a HEAD is answered from the GET's page"
+        );
+        assert_eq!(
+            s.key_of(&get("/a")).unwrap(),
+            (s.key_of(&head).unwrap().0, false)
+        );
+        let en = Request::get("/a")
+            .header("accept-language", "en")
+            .body(())
+            .unwrap();
+        let de = Request::get("/a")
+            .header("accept-language", "de")
+            .body(())
+            .unwrap();
+        assert_ne!(s.key_of(&en), s.key_of(&de));
+        let two = Request::get("/a")
+            .header("accept-language", "en")
+            .header("accept-language", "de")
+            .body(())
+            .unwrap();
+        let joined = Request::get("/a")
+            .header("accept-language", "en,de")
+            .body(())
+            .unwrap();
+        assert_ne!(
+            s.key_of(&two),
+            s.key_of(&joined),
+            "a comma inside a value is escaped"
+        );
+    }
+
+    #[test]
+    fn authorization_cookies_range_no_store_and_posts_are_not_answered_from_the_cache() {
+        let s = layer();
+        let auth = Request::get("/a")
+            .header("authorization", "Bearer x")
+            .body(())
+            .unwrap();
+        let range = Request::get("/a")
+            .header("range", "bytes=0-1")
+            .body(())
+            .unwrap();
+        let no_store = Request::get("/a")
+            .header("cache-control", "no-store")
+            .body(())
+            .unwrap();
+        let cookie = Request::get("/a")
+            .header("cookie", "session=1")
+            .body(())
+            .unwrap();
+        let post = Request::post("/a").body(()).unwrap();
+        assert_eq!(route(&s.settings, &post), Route::Unsafe);
+        for req in [auth, cookie, range, no_store, post] {
+            assert_eq!(s.key_of(&req), None, "{req:?}");
+        }
+    }
+
+    #[test]
+    fn responses_with_private_cache_control_cookies_or_foreign_vary_are_not_storable() {
+        let s = layer();
+        let head_of = |f: fn(http::response::Builder) -> http::response::Builder| {
+            f(Response::builder()).body(()).unwrap().into_parts().0
+        };
+        assert!(s.storable(&head_of(|b| b.status(200)), "/a"));
+        assert!(s.storable(&head_of(|b| b.header("vary", "Accept-Language")), "/a"));
+        assert!(!s.storable(&head_of(|b| b.status(500)), "/a"));
+        assert!(!s.storable(&head_of(|b| b.status(206)), "/a"));
+        assert!(!s.storable(
+            &head_of(|b| b.header("cache-control", "private, max-age=60")),
+            "/a"
+        ));
+        assert!(!s.storable(&head_of(|b| b.header("cache-control", "no-store")), "/a"));
+        assert!(!s.storable(&head_of(|b| b.header("set-cookie", "a=b")), "/a"));
+        assert!(!s.storable(&head_of(|b| b.header("vary", "*")), "/a"));
+        assert!(!s.storable(
+            &head_of(|b| b.header("vary", "accept-language, cookie")),
+            "/a"
+        ));
+        assert!(!s.storable(&head_of(|b| b.header("cache-control", "no-cache")), "/a"));
+        assert!(!s.storable(
+            &head_of(|b| b.header("cache-control", "must-revalidate, max-age=0")),
+            "/a"
+        ));
+        assert!(
+            s.storable(&head_of(|b| b.header("vary", "accept-encoding")), "/a"),
+            "always keyed"
+        );
+        assert!(!s.storable(
+            &head_of(|b| b.header("content-encoding", "br")),
+            "/a\tae=gzip"
+        ));
+    }
+
+    #[test]
+    fn ignored_and_varied_cookies_keep_a_request_cacheable_and_varied_ones_split_the_key() {
+        let s = layer_of(
+            ResponseCacheLayer::new("web::tests::cookies")
+                .ignore_cookies(["_ga"])
+                .vary_by_cookies(["theme"]),
+        );
+        let with = |cookie: &str| {
+            let req = Request::get("/a")
+                .header("cookie", cookie)
+                .body(())
+                .unwrap();
+            s.key_of(&req)
+        };
+        assert!(with("_ga=1").is_some());
+        assert_eq!(with("_ga=1; theme=dark"), with("theme=dark; _ga=2"));
+        assert_ne!(with("theme=dark"), with("theme=light"));
+        assert_eq!(
+            with("theme=dark; session=x"),
+            None,
+            "an unknown cookie is personal"
+        );
+    }
+
+    #[test]
+    fn the_host_is_keyed_without_port_or_case_and_allow_hosts_passes_others() {
+        let s =
+            layer_of(ResponseCacheLayer::new("web::tests::hosts").allow_hosts(["Shop.example"]));
+        let at = |host: &str| {
+            let req = Request::get("/a").header("host", host).body(()).unwrap();
+            s.key_of(&req)
+        };
+        assert_eq!(at("shop.example:8080"), at("SHOP.example"));
+        assert_eq!(at("shop.example").unwrap().0, "/a\thost=shop.example");
+        assert_eq!(at("evil.example"), None);
+        let ipv6 = Request::get("/a")
+            .header("host", "[::1]:3000")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            host_of(ipv6.headers(), ipv6.uri()).as_deref(),
+            Some("[::1]")
+        );
+    }
+
+    #[test]
+    fn every_variant_of_a_page_names_its_url() {
+        assert_eq!(
+            url_of("/a?x=1\thost=h\tae=gzip\taccept-language=en"),
+            "/a?x=1\thost=h"
+        );
+        assert_eq!(url_of("/a\tae=gzip"), "/a");
+        assert_eq!(url_of("/a\thost=h"), "/a\thost=h");
+        assert_eq!(url_of("/a"), "/a");
+    }
+
+    #[test]
+    fn accept_encoding_is_keyed_as_the_sorted_known_encodings_it_accepts() {
+        let s = layer_of(ResponseCacheLayer::new("web::tests::ae"));
+        let with = |ae: &str| {
+            let req = Request::get("/a")
+                .header("accept-encoding", ae)
+                .body(())
+                .unwrap();
+            s.key_of(&req).unwrap().0
+        };
+        assert_eq!(with("gzip, deflate"), with("deflate;q=0.5, gzip"));
+        assert_eq!(with("gzip, deflate"), "/a\tae=deflate,gzip");
+        assert_eq!(with("identity"), "/a");
+        assert_eq!(with("gzip;q=0, br"), "/a\tae=br");
+    }
+}
