@@ -15,7 +15,7 @@
 //! Profiling: `REDIS_HIT_PROFILE=ours` (or `raw`) runs one side of the
 //! 64-caller case for 5 s and exits, e.g. under `perf record`.
 
-#[path = "../tests/support/redis_server.rs"]
+#[path = "../../tests/support/redis_server.rs"]
 mod redis_server;
 
 #[path = "support/report.rs"]
