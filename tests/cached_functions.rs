@@ -197,7 +197,7 @@ counter!(LOOKUP_CALLS);
 #[cached]
 fn lookup(id: u32) -> Option<u32> {
     LOOKUP_CALLS.fetch_add(1, SeqCst);
-    (id % 2 == 0).then_some(id * 10)
+    id.is_multiple_of(2).then_some(id * 10)
 }
 
 #[test]

@@ -70,7 +70,7 @@ impl Progress {
         }
         let done = self.loaded.load(Relaxed) + self.failed.load(Relaxed);
         let step = self.total.map_or(1000, |t| (t / 10).max(1));
-        if done % step == 0 {
+        if done.is_multiple_of(step) {
             tracing::info!(
                 done,
                 total = self.total,
