@@ -1,4 +1,4 @@
-//! Warm-up (guide 4.3): prime a cached function for a list of arguments
+//! Warm-up: prime a cached function for a list of arguments
 //! before traffic arrives, with bounded parallelism, a report and progress
 //! logged through `tracing`.
 //!

@@ -18,6 +18,7 @@ pub use quick::QuickCacheStore;
 #[cfg(feature = "moka")]
 mod moka_store;
 #[cfg(feature = "moka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "moka")))]
 pub use moka_store::MokaStore;
 
 /// A value in the local tier and the time it stops being served.
