@@ -34,6 +34,8 @@ stage "cargo fmt --check"
 cargo fmt --all -- --check
 stage "MSRV: every locked dependency against rust-version (scripts/msrv.py)"
 python3 scripts/msrv.py
+stage "what crates.io users meet: README, doc citations, one syn, the quickstart's packages"
+python3 scripts/check_package.py
 stage "cargo clippy"
 # incompatible_msrv: no std API newer than the workspace's rust-version.
 cargo clippy --workspace --all-targets --all-features -- -D warnings -D clippy::incompatible_msrv
