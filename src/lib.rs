@@ -1,5 +1,3 @@
-//! # layercache
-//!
 //! Declarative, layered memoization for Rust. Put `#[cached]` on a function
 //! and it is memoized in an in-process tier and, when one is configured, in a
 //! shared tier every process of a fleet reads (Redis, Redis Cluster,

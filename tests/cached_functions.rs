@@ -863,7 +863,7 @@ fn borrow_target(x: u32) -> u32 {
 
 #[cache_invalidate(all = borrow_target)]
 fn evens(limit: u64) -> impl Iterator<Item = u64> {
-    (0..limit).filter(|n| n % 2 == 0)
+    (0..limit).filter(|n| n.is_multiple_of(2))
 }
 
 struct Buffer(Vec<u8>);

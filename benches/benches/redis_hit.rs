@@ -117,7 +117,7 @@ fn alternate(rounds: usize, mut measure: impl FnMut(bool) -> Duration) -> (Durat
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         // Alternate which side goes first, so neither always follows the other.
-        let first = round % 2 == 0;
+        let first = round.is_multiple_of(2);
         let a = measure(first);
         let b = measure(!first);
         let (o, t) = if first { (a, b) } else { (b, a) };
