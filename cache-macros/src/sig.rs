@@ -3,7 +3,9 @@
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
-use syn::{parse_quote, FnArg, GenericParam, Ident, Pat, ReceiverKind, ReturnType, Signature, Type};
+use syn::{
+    parse_quote, FnArg, GenericParam, Ident, Pat, ReceiverKind, ReturnType, Signature, Type,
+};
 
 /// How the return value maps to what is cached.
 #[derive(Clone, Copy, PartialEq, Eq)]
