@@ -1,6 +1,7 @@
 //! The shared tier: a store every process of a fleet reads and writes
-//! (Redis), reached through the [`SharedStore`] trait and guarded by a
-//! [`Tier`] that makes it fail-open.
+//! (Redis, Redis Cluster, memcached, SQLite or a directory; each backend is a
+//! submodule, most behind a cargo feature), reached through the
+//! [`SharedStore`] trait and guarded by a [`Tier`] that makes it fail-open.
 //!
 //! Every operation the pipeline sends to the store goes through
 //! `Tier::call`, which
