@@ -1,8 +1,16 @@
-//! # layercache
+//! Declarative, layered memoization for Rust. Put `#[cached]` on a function
+//! and it is memoized in an in-process tier and, when one is configured, in a
+//! shared tier every process of a fleet reads (Redis, Redis Cluster,
+//! memcached, SQLite or a directory); put `#[cache_invalidate]` on the
+//! function that changes the data and exactly the stale entries are dropped,
+//! in every tier and every process, after it succeeds. Keys, expiry,
+//! invalidation and metrics are checked by the compiler instead of written
+//! by hand as cache-aside code.
 //!
-//! Declarative, layered memoization. Put `#[cached]` on a function and it is
-//! memoized; put `#[cache_invalidate]` on the function that changes the data
-//! and exactly the affected entries are dropped after it succeeds.
+//! ```sh
+//! cargo add layercache                    # the in-process tier (and a directory as shared tier)
+//! cargo add layercache --features redis   # plus the Redis shared tier: CACHE_TYPE=redis
+//! ```
 //!
 //! ```
 //! use layercache::{cached, cache_invalidate};
@@ -28,6 +36,36 @@
 //! assert_eq!((profile.hits, profile.misses), (1, 1));
 //! assert_eq!(profile.entries, 0);
 //! ```
+//!
+//! ## Features
+//!
+//! No feature is on by default: the in-process tier, the filesystem shared
+//! tier, the manual cache, [`stats`] and Prometheus text need none. Items a
+//! feature enables are marked with it in these docs.
+//!
+//! | feature | enables |
+//! |---|---|
+//! | `redis` | the Redis shared tier (`CACHE_TYPE=redis`, `CACHE_REDIS_URL`), pub/sub invalidation: [`shared::redis`] |
+//! | `tls` | `rediss://` URLs (rustls with the webpki roots); implies `redis` |
+//! | `redis-cluster` | the Redis Cluster shared tier (`CACHE_TYPE=redis-cluster`, `CACHE_REDIS_NODES`): [`shared::redis_cluster`] |
+//! | `memcached` | the memcached shared tier (`CACHE_TYPE=memcached`, `CACHE_MEMCACHED_SERVERS`): [`shared::memcached`] |
+//! | `sqlite` | the SQLite shared tier, SQLite compiled in (`CACHE_TYPE=sqlite`, `CACHE_SQLITE_PATH`): [`shared::sqlite`] |
+//! | `axum` | response and fragment caching for axum/tower and the stats router: [`web`] |
+//! | `metrics` | counters and histograms through the `metrics` facade: [`export::metrics`] |
+//! | `moka` | moka as the in-process store instead of quick_cache: [`local::MokaStore`] |
+//!
+//! ## Guides
+//!
+//! The depth lives in [`guide`], one page per concern:
+//! [`#[cached]` options](guide::cached), [keys](guide::keys),
+//! [invalidation](guide::invalidation),
+//! [protection strategies](guide::strategies) (single-flight, lock, negative
+//! caching, jitter, refresh-ahead, fail-safe, warm-up, versioned groups,
+//! tags), [shared tiers](guide::shared_tiers), [the manual cache and
+//! metrics](guide::metrics), [web services](guide::web),
+//! [configuration](guide::configuration) and
+//! [performance](guide::performance). The API modules: [`key`], [`codec`],
+//! [`local`], [`shared`], [`export`], [`web`].
 //!
 //! ## `#[cached]`
 //!
@@ -134,11 +172,18 @@
 //! [`sync::Cache`] and [`future::Cache`] are the guide's
 //! `cache.get / set / delete / clear`. [`stats()`] returns a [`Stats`]
 //! snapshot (serializable, printable as a table). The process is configured
-//! by [`init`] or, failing that, by the environment: `CACHE_TYPE` (`simple`
-//! or `null`), `CACHE_DEFAULT_TIMEOUT`, `CACHE_KEY_PREFIX`,
-//! `CACHE_MAX_ENTRIES` (see [`Config::from_env`]).
+//! by [`init`] or, failing that, by the environment: `CACHE_TYPE` (`simple`,
+//! the default; `null`, caching off; or a shared tier: `redis`,
+//! `redis-cluster`, `memcached`, `sqlite`, `filesystem`),
+//! `CACHE_DEFAULT_TIMEOUT`, `CACHE_KEY_PREFIX`, `CACHE_MAX_ENTRIES` and the
+//! rest in the [configuration guide](guide::configuration) (see
+//! [`Config::from_env`]).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+// docs.rs (`--cfg docsrs`, nightly) marks every feature-gated item with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod guide;
 
 /// Memoizes a function: the first call with given arguments runs the body
 /// and stores the result; later calls with equal arguments return a copy

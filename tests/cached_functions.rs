@@ -197,7 +197,7 @@ counter!(LOOKUP_CALLS);
 #[cached]
 fn lookup(id: u32) -> Option<u32> {
     LOOKUP_CALLS.fetch_add(1, SeqCst);
-    (id % 2 == 0).then_some(id * 10)
+    id.is_multiple_of(2).then_some(id * 10)
 }
 
 #[test]
@@ -863,7 +863,7 @@ fn borrow_target(x: u32) -> u32 {
 
 #[cache_invalidate(all = borrow_target)]
 fn evens(limit: u64) -> impl Iterator<Item = u64> {
-    (0..limit).filter(|n| n % 2 == 0)
+    (0..limit).filter(|n| n.is_multiple_of(2))
 }
 
 struct Buffer(Vec<u8>);

@@ -52,6 +52,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         vis,
         sig: fn_sig,
         block,
+        ..
     } = &func;
     let name = &fn_sig.ident;
     // `Self` inside a nested item (a local `impl`) says nothing about where `f` is.
@@ -347,7 +348,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     });
     let generics = &fn_sig.generics;
     let where_clause = &fn_sig.generics.where_clause;
-    let unsafety = &fn_sig.unsafety;
+    let unsafety = &fn_sig.safety;
 
     Ok(quote! {
         #(#attrs)*

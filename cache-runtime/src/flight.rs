@@ -1,6 +1,6 @@
 //! Single-flight (step 2 of the pipeline): concurrent callers that miss the
 //! same key in one process wait for one computation instead of each running
-//! the function (the guide's cache breakdown, 7.1).
+//! the function (cache breakdown).
 //!
 //! The first caller of a missing key becomes the *leader*: it asks the
 //! shared tier, runs the function and writes back. Callers that arrive

@@ -988,7 +988,7 @@ pub struct OkOnly;
 /// `Option<T>`: only `Some(T)` is cached.
 pub struct SomeOnly;
 /// `Option<T>` with `cache_none = true`: `None` is cached too (negative
-/// caching, guide 7.2), for `none_timeout`.
+/// caching, against cache penetration), for `none_timeout`.
 pub struct SomeOrNone;
 
 impl<T: Value> OutputMode<Option<T>> for SomeOrNone {

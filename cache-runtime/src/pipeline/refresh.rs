@@ -1,4 +1,4 @@
-//! Refresh-ahead (guide 7.4): a hit in the last part of an entry's life
+//! Refresh-ahead: a hit in the last part of an entry's life
 //! returns the cached value at once and starts one background computation
 //! of a fresh one, so that callers under steady traffic never wait for the
 //! function.
