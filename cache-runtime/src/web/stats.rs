@@ -149,7 +149,7 @@ fn shared_tier_status(stats: &Stats) -> String {
 }
 
 /// The invalidation bus's health line. The place for the bus status the
-/// snapshot grows (issue 13: connection state, outbox depth, last notice):
+/// snapshot grows (bus connection state, outbox depth, last notice):
 /// render new fields of [`TierStats`](crate::shared::TierStats) here.
 fn bus_status(stats: &Stats) -> String {
     match &stats.shared_tier {
