@@ -230,7 +230,11 @@ async fn a_cancelled_leader_hands_over_to_its_waiters() {
         .expect("the waiter does not wait for a cancelled computation")
         .unwrap();
     assert_eq!(got, 9);
-    assert_eq!(CANCEL_CALLS.load(SeqCst), 2, "the waiter took over and computed");
+    assert_eq!(
+        CANCEL_CALLS.load(SeqCst),
+        2,
+        "the waiter took over and computed"
+    );
 }
 
 counter!(ABORT_CALLS);
@@ -285,14 +289,23 @@ fn panics_the_first_time(id: u64) -> u64 {
 
 #[test]
 fn a_panicking_leader_hands_its_flight_to_one_waiter_and_the_rest_share_its_value() {
-    let results: Vec<_> = together(16, |_| std::panic::catch_unwind(|| panics_the_first_time(6)))
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
+    let results: Vec<_> = together(16, |_| {
+        std::panic::catch_unwind(|| panics_the_first_time(6))
+    })
+    .into_iter()
+    .map(|t| t.join().unwrap())
+    .collect();
     let panicked = results.iter().filter(|r| r.is_err()).count();
     assert_eq!(panicked, 1, "only the leader saw its own panic");
-    assert!(results.iter().filter_map(|r| r.as_ref().ok()).all(|v| *v == 6));
-    assert_eq!(PANIC_ONCE_CALLS.load(SeqCst), 2, "the panicked run and one takeover");
+    assert!(results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .all(|v| *v == 6));
+    assert_eq!(
+        PANIC_ONCE_CALLS.load(SeqCst),
+        2,
+        "the panicked run and one takeover"
+    );
 }
 
 counter!(JOIN_CALLS);
@@ -305,9 +318,17 @@ async fn joined_in_one_task(id: u64) -> u64 {
 
 #[tokio::test(flavor = "current_thread")]
 async fn three_calls_of_one_cold_key_joined_in_one_task_run_the_function_once() {
-    let got = tokio::join!(joined_in_one_task(3), joined_in_one_task(3), joined_in_one_task(3));
+    let got = tokio::join!(
+        joined_in_one_task(3),
+        joined_in_one_task(3),
+        joined_in_one_task(3)
+    );
     assert_eq!(got, (3, 3, 3));
-    assert_eq!(JOIN_CALLS.load(SeqCst), 1, "siblings in one task are coalesced");
+    assert_eq!(
+        JOIN_CALLS.load(SeqCst),
+        1,
+        "siblings in one task are coalesced"
+    );
     let all = futures_util::future::join_all((0..10).map(|_| joined_in_one_task(4))).await;
     assert!(all.iter().all(|v| *v == 4));
     assert_eq!(JOIN_CALLS.load(SeqCst), 2, "join_all too");
@@ -357,9 +378,12 @@ async fn an_async_function_calling_itself_with_the_same_key_completes() {
         .await
         .expect("the inner call does not wait for the outer one");
     assert_eq!(got, 8);
-    assert_eq!(ASYNC_SAME_KEY_CALLS.load(SeqCst), 4, "each frame ran its body");
+    assert_eq!(
+        ASYNC_SAME_KEY_CALLS.load(SeqCst),
+        4,
+        "each frame ran its body"
+    );
 }
-
 
 counter!(FIB_CALLS);
 #[cached(key_prefix = "sf_fib")]

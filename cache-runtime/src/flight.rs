@@ -361,7 +361,10 @@ mod tests {
         flights: &'f Flights<u64, u64>,
         key: u64,
         then_land: Option<u64>,
-    ) -> (std::sync::mpsc::Receiver<()>, std::thread::ScopedJoinHandle<'s, &'static str>) {
+    ) -> (
+        std::sync::mpsc::Receiver<()>,
+        std::thread::ScopedJoinHandle<'s, &'static str>,
+    ) {
         let (joined, on_joined) = std::sync::mpsc::channel();
         let h = s.spawn(move || {
             let join = flights.join(&key, key);
@@ -434,7 +437,10 @@ mod tests {
                 .collect::<Vec<_>>()
         });
         got.sort_unstable();
-        assert_eq!(got, ["lead", "value", "value", "value", "value", "value", "value", "value"]);
+        assert_eq!(
+            got,
+            ["lead", "value", "value", "value", "value", "value", "value", "value"]
+        );
         assert_eq!(flights.in_progress(), 0);
     }
 
@@ -462,7 +468,10 @@ mod tests {
                 "other keys are independent"
             );
         });
-        assert!(matches!(flights.join(&3, 3), Join::Follow(_)), "the chain is popped");
+        assert!(
+            matches!(flights.join(&3, 3), Join::Follow(_)),
+            "the chain is popped"
+        );
     }
 
     #[test]

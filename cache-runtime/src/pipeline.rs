@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use crate::clock::{Clock, Timestamp};
 use crate::codec::{self, Bincode, EnvelopeError, Meta};
 use crate::config::{self, CacheType};
-use crate::flight::{self as flight, Followed, Flights, Join, Leader};
+use crate::flight::{self as flight, Flights, Followed, Join, Leader};
 use crate::key::KeyError;
 use crate::local::{build_store, Evictions, LocalStore, Stored};
 use crate::manual::CacheValue;
@@ -1925,7 +1925,8 @@ where
     let computation = cache.begin(generation);
     let span = OriginSpan::new(cache.name());
     let led = leader.as_ref().map(Leader::id);
-    let r = tracing::Instrument::instrument(flight::run_led_async(led, origin), span.span.clone()).await;
+    let r = tracing::Instrument::instrument(flight::run_led_async(led, origin), span.span.clone())
+        .await;
     span.returned::<M, R>(&r);
     if M::is_error(&r) && cache.stale.is_some() {
         if let Some(v) = cache.fail_safe(&key).await {
