@@ -4,7 +4,8 @@
 //! code names the runtime as `::layercache::__private`.
 //!
 //! The crate is cut by concern: `attr` parses `#[cached(...)]` options,
-//! `sig` checks the signature, `template` parses key templates,
+//! `sig` checks the signature, `signature` writes the argument types
+//! hashed into keys, `template` parses key templates,
 //! `target` parses invalidation targets, `expand` and `invalidate`
 //! write the code.
 #![deny(missing_docs)]
@@ -17,6 +18,7 @@ mod attr;
 mod expand;
 mod invalidate;
 mod sig;
+mod signature;
 mod target;
 mod template;
 

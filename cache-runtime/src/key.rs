@@ -8,12 +8,35 @@
 //!
 //! ```text
 //! {namespace}:{rendered template}            with a `key = "..."` template
-//! {namespace}:{32 hex digits}                without: xxh3-128 of the bincode encoding of the arguments
+//! {namespace}:{32 hex digits}                without: xxh3-128 of the argument signature and the arguments' encoding
 //! ```
 //!
 //! `namespace` is the function's `key_prefix`, or `module::path::fn_name`.
 //! Values rendered into a template are escaped (see [`escape`]) so that a
 //! value holding `:` or `*` cannot forge another key or widen a prefix.
+//!
+//! # Keys of different argument types never alias
+//!
+//! `#[cached]` writes down the function's *argument signature*: the key's
+//! argument types as written in the source (`(u64)`, `(Self,u32)`,
+//! `(Vec<String>,Option<u8>)`; for `&T` the referent `T`). Without a
+//! template the signature is hashed together with the arguments'
+//! encoding, so `f(x: u64)` and `g(x: i64)` under one `key_prefix`, or
+//! `(1u8, 2u8)` and `([1u8, 2u8],)`, get different keys, and changing an
+//! argument's type changes the key. With a template the key stays the
+//! readable rendered text, and the signature (of the placeholders'
+//! argument types) goes into the key check stored in every shared
+//! envelope: a function with other argument types under the same rendered
+//! key reads a counted miss (and replaces the entry), never the other's value.
+//!
+//! The signature comes from the macro's view of the source, not from the
+//! values: an encoding carries no type for an empty `Vec` or a `None`, and
+//! the source does; it is a constant (nothing to compute per call), and it
+//! is the same on every build, compiler and platform, unlike
+//! `std::any::type_name` or `TypeId`. What it cannot see: a type alias's
+//! target, or a change inside a struct's definition. The latter mostly
+//! changes the encoding, hence the key, anyway; for a change that keeps the
+//! encoding but not the meaning, change `key_prefix` or use `versioned`.
 
 use std::fmt::{self, Display, Write as _};
 
@@ -157,7 +180,22 @@ impl std::io::Write for HashWriter {
 /// detect a key-hash collision.
 const CHECK_SEED: u64 = 0x6c61_7965_7263_6163; // "layercac"
 
-fn hash_both<T: Serialize + ?Sized>(value: &T) -> Result<(u128, u64), KeyError> {
+/// The argument signature's prefix of the hashed bytes: its length (so no
+/// signature is a prefix of another's bytes), then its text. Empty for
+/// untyped keys (the manual cache), which keeps their hashes unchanged.
+fn signature_prefix(signature: &str, mut put: impl FnMut(&[u8])) {
+    if signature.is_empty() {
+        return;
+    }
+    let len = u32::try_from(signature.len()).unwrap_or(u32::MAX);
+    put(&len.to_le_bytes());
+    put(signature.as_bytes());
+}
+
+fn hash_both<T: Serialize + ?Sized>(
+    signature: &str,
+    value: &T,
+) -> Result<(u128, u64), KeyError> {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -167,6 +205,7 @@ fn hash_both<T: Serialize + ?Sized>(value: &T) -> Result<(u128, u64), KeyError> 
     let one_shot = BUF.with(|buf| {
         let mut buf = buf.try_borrow_mut().ok()?;
         buf.clear();
+        signature_prefix(signature, |b| buf.extend_from_slice(b));
         let encoded =
             bincode::serde::encode_into_std_write(value, &mut *buf, bincode::config::standard());
         let result = encoded.map(|_| {
@@ -184,6 +223,10 @@ fn hash_both<T: Serialize + ?Sized>(value: &T) -> Result<(u128, u64), KeyError> 
         return result;
     }
     let mut writer = HashWriter::new();
+    signature_prefix(signature, |b| {
+        writer.key.update(b);
+        writer.check.update(b);
+    });
     bincode::serde::encode_into_std_write(value, &mut writer, bincode::config::standard())
         .map_err(|e| KeyError::Encode(e.to_string()))?;
     Ok((writer.key.digest128(), writer.check.digest()))
@@ -198,13 +241,33 @@ fn hash_both<T: Serialize + ?Sized>(value: &T) -> Result<(u128, u64), KeyError> 
 /// assert_ne!(stable_hash(&(1u64, 2u64)), stable_hash(&(2u64, 1u64)));
 /// ```
 pub fn stable_hash<T: Serialize + ?Sized>(value: &T) -> Result<u128, KeyError> {
-    hash_both(value).map(|(key, _)| key)
+    hash_both("", value).map(|(key, _)| key)
 }
 
 /// Appends the stable key suffix of hashed (template-less) arguments (32
-/// lower-case hex digits) and returns the key check.
+/// lower-case hex digits) and returns the key check; for keys without an
+/// argument signature (see [`render_hashed_typed`]).
 pub fn render_hashed<K: Serialize>(key: &K, out: &mut String) -> Result<u64, KeyError> {
-    let (hash, check) = hash_both(key)?;
+    render_hashed_typed(key, out, "")
+}
+
+/// [`render_hashed`] for a function whose argument signature is
+/// `signature` (see the [module docs](self)): the hash covers the signature
+/// and the arguments, so equal encodings of different argument types differ.
+///
+/// ```
+/// use layercache_runtime::key::render_hashed_typed;
+/// let (mut unsigned, mut signed) = (String::new(), String::new());
+/// render_hashed_typed(&(1u64,), &mut unsigned, "(u64)").unwrap();
+/// render_hashed_typed(&(1i64,), &mut signed, "(i64)").unwrap();
+/// assert_ne!(unsigned, signed);
+/// ```
+pub fn render_hashed_typed<K: Serialize>(
+    key: &K,
+    out: &mut String,
+    signature: &str,
+) -> Result<u64, KeyError> {
+    let (hash, check) = hash_both(signature, key)?;
     // `{hash:032x}` without the formatting machinery (it is on every shared lookup).
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut buf = [0u8; 32];
@@ -219,11 +282,38 @@ pub fn render_hashed<K: Serialize>(key: &K, out: &mut String) -> Result<u64, Key
 /// template itself, already escaped when it was built) and returns the key check.
 #[allow(clippy::ptr_arg)] // must match `RenderKey<String>`, i.e. `fn(&String, ..)`
 pub fn render_template(key: &String, out: &mut String) -> Result<u64, KeyError> {
+    render_template_typed(key, out, "")
+}
+
+/// [`render_template`] for a template whose placeholders have the
+/// argument signature `signature`: the key stays the rendered text, the
+/// key check covers the signature too (see the [module docs](self)).
+///
+/// ```
+/// use layercache_runtime::key::render_template_typed;
+/// let (mut a, mut b) = (String::new(), String::new());
+/// let check_u64 = render_template_typed(&"1".to_string(), &mut a, "(u64)").unwrap();
+/// let check_i64 = render_template_typed(&"1".to_string(), &mut b, "(i64)").unwrap();
+/// assert_eq!(a, b, "the same readable key");
+/// assert_ne!(check_u64, check_i64, "whose envelopes tell the two apart");
+/// ```
+#[allow(clippy::ptr_arg)] // as `render_template`
+pub fn render_template_typed(
+    key: &String,
+    out: &mut String,
+    signature: &str,
+) -> Result<u64, KeyError> {
     out.push_str(key);
-    Ok(xxhash_rust::xxh3::xxh3_64_with_seed(
-        key.as_bytes(),
-        CHECK_SEED,
-    ))
+    if signature.is_empty() {
+        return Ok(xxhash_rust::xxh3::xxh3_64_with_seed(
+            key.as_bytes(),
+            CHECK_SEED,
+        ));
+    }
+    let mut check = xxhash_rust::xxh3::Xxh3::with_seed(CHECK_SEED);
+    signature_prefix(signature, |b| check.update(b));
+    check.update(key.as_bytes());
+    Ok(check.digest())
 }
 
 #[cfg(test)]
@@ -267,4 +357,37 @@ mod tests {
 
     // xxh3-128 of [0x2a], the bincode standard encoding of (42u64,).
     const PINNED_42: &str = "14c9ae9594c463c479d03016b7aeed0d";
+
+    #[test]
+    fn a_typed_hash_is_pinned_across_builds() {
+        // Pinned: what `#[cached] fn f(x: u64)` stores `f(42)` under.
+        let mut out = String::new();
+        render_hashed_typed(&(42u64,), &mut out, "(u64)").unwrap();
+        assert_eq!(out, PINNED_42_U64);
+    }
+
+    // xxh3-128 of 05 00 00 00 "(u64)" 2a.
+    const PINNED_42_U64: &str = "715a9215e0d00cc0c3a243c62855a70a";
+
+    #[test]
+    fn equal_encodings_of_different_argument_types_get_different_keys() {
+        let key = |sig: &str, f: &dyn Fn(&mut String) -> Result<u64, KeyError>| {
+            let mut out = String::new();
+            let check = f(&mut out).unwrap();
+            (sig.to_string(), out, check)
+        };
+        // bincode encodes these alike: the signature tells them apart.
+        let u = key("(u64)", &|o| render_hashed_typed(&(1u64,), o, "(u64)"));
+        let i = key("(i64)", &|o| render_hashed_typed(&(1i64,), o, "(i64)"));
+        let two = key("(u8,u8)", &|o| render_hashed_typed(&(1u8, 2u8), o, "(u8,u8)"));
+        let arr = key("([u8; 2])", &|o| render_hashed_typed(&([1u8, 2u8],), o, "([u8;2])"));
+        assert_eq!(stable_hash(&(1u8, 2u8)), stable_hash(&([1u8, 2u8],)), "untyped, they alias");
+        assert_ne!(u.1, i.1);
+        assert_ne!(two.1, arr.1);
+        assert_ne!((u.2, two.2), (i.2, arr.2), "and so do their key checks");
+        // A signature is never a prefix confusion of the encoding.
+        let a = key("", &|o| render_hashed_typed(&("b".to_string(),), o, "(a)"));
+        let b = key("", &|o| render_hashed_typed(&("".to_string(),), o, "(ab)"));
+        assert_ne!(a.1, b.1);
+    }
 }

@@ -73,14 +73,14 @@ pub struct Repo {
 }
 
 impl Repo {
-    /// A cached method keyed on `self`.
-    #[cached]
+    /// A cached method keyed on `self`, its cache named after the `impl`'s type.
+    #[cached(in_impl = "Repo")]
     pub fn get(&self, id: u32) -> Option<String> {
         Some(format!("{}{id}", self.tenant))
     }
 
     /// A cached method with an `Arc<Self>` receiver, keyed by a template.
-    #[cached(key = "{self.tenant}:{id}")]
+    #[cached(key_prefix = "repo_shared", key = "{self.tenant}:{id}")]
     pub fn shared(self: &Arc<Self>, id: u32) -> String {
         format!("{}{id}", self.tenant)
     }
