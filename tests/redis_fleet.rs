@@ -99,6 +99,35 @@ mod node {
         format!("report {id}")
     }
 
+    pub static RETYPED_RUNS: AtomicU64 = AtomicU64::new(0);
+
+    /// Two functions under one `key_prefix` whose arguments encode alike
+    /// (as a function whose argument type changed in a rolling deploy).
+    #[cached(timeout = 300, key_prefix = "one_name")]
+    pub fn one_name_u64(x: u64) -> String {
+        RETYPED_RUNS.fetch_add(1, SeqCst);
+        format!("u64 {x}")
+    }
+
+    #[cached(timeout = 300, key_prefix = "one_name")]
+    pub fn one_name_i64(x: i64) -> String {
+        RETYPED_RUNS.fetch_add(1, SeqCst);
+        format!("i64 {x}")
+    }
+
+    /// The same with a template: one readable key, told apart by the envelope.
+    #[cached(timeout = 300, key_prefix = "one_template", key = "{x}")]
+    pub fn one_template_u64(x: u64) -> String {
+        RETYPED_RUNS.fetch_add(1, SeqCst);
+        format!("u64 {x}")
+    }
+
+    #[cached(timeout = 300, key_prefix = "one_template", key = "{x}")]
+    pub fn one_template_i64(x: i64) -> String {
+        RETYPED_RUNS.fetch_add(1, SeqCst);
+        format!("i64 {x}")
+    }
+
     /// The same without the lock, for comparison.
     #[cached(timeout = 300, key_prefix = "unlocked")]
     pub fn unlocked_report(id: u64) -> String {
@@ -420,6 +449,10 @@ mod node {
                     QUOTES_FAIL.store(*on == "on", SeqCst);
                     "ok".to_string()
                 }
+                ["one_name_u64", _] => timed(&RETYPED_RUNS, || one_name_u64(n(1))),
+                ["one_name_i64", _] => timed(&RETYPED_RUNS, || one_name_i64(n(1) as i64)),
+                ["one_template_u64", _] => timed(&RETYPED_RUNS, || one_template_u64(n(1))),
+                ["one_template_i64", _] => timed(&RETYPED_RUNS, || one_template_i64(n(1) as i64)),
                 ["locked", _] => timed(&LOCKED_RUNS, || locked_report(n(1))),
                 ["unlocked", _] => timed(&LOCKED_RUNS, || unlocked_report(n(1))),
                 ["die_holding_lock", _] => die_holding_lock(n(1)),
@@ -1487,6 +1520,44 @@ fn with_the_lock_four_processes_missing_one_key_run_the_function_exactly_once() 
     server.assert_no_keys_command();
 }
 
+fn functions_of_other_argument_types_under_one_key_prefix_never_read_each_other_s_values() {
+    let server = RedisServer::start();
+    let db = temp_db("retyped");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    let mut b = Node::spawn("B", &server.url(), &db, &[]);
+    // Hashed: `(2u64,)` and `(1i64,)` have the same bincode encoding (a
+    // zigzag varint). Template: both render `1`.
+    for (kind, u) in [("one_name", 2), ("one_template", 1)] {
+        let (f, g) = (format!("{kind}_u64 {u}"), format!("{kind}_i64 1"));
+        let c = a.call(&f);
+        assert_eq!((c.value, c.runs), (format!("\"u64 {u}\""), 1), "{kind}");
+        let c = b.call(&g);
+        assert_eq!(
+            (c.value.as_str(), c.runs),
+            ("\"i64 1\"", 1),
+            "{kind}: g(1) ran its own body instead of reading f({u})'s value"
+        );
+        // Each is still shared with the other process under its own key.
+        assert_eq!(b.call(&f).value, format!("\"u64 {u}\""), "{kind}");
+        assert_eq!(a.call(&g).value, "\"i64 1\"", "{kind}");
+    }
+    // Hashed keys differ: both entries live side by side, both shared hits.
+    let mut fresh = Node::spawn("C", &server.url(), &db, &[]);
+    assert_eq!(fresh.call("one_name_u64 2").runs, 0, "a shared hit for u64");
+    assert_eq!(fresh.call("one_name_i64 1").runs, 0, "and one for i64");
+    // A template key is one readable key for both: the last writer's entry
+    // is read by the other as a counted miss, never as its value.
+    let c = fresh.call("one_template_u64 1");
+    assert_eq!(c.value, "\"u64 1\"");
+    let c = fresh.call("one_template_i64 1");
+    assert_eq!(c.value, "\"i64 1\"");
+    assert!(
+        fresh.stat("one_template", "corrupt") >= 1,
+        "the entry of the other argument types was a counted miss"
+    );
+    server.assert_no_keys_command();
+}
+
 fn a_lock_whose_holder_panicked_is_released_at_once() {
     let server = RedisServer::start();
     let db = temp_db("lock_panic");
@@ -1578,6 +1649,10 @@ fn main() {
         (
             "a_lock_whose_holder_panicked_is_released_at_once",
             a_lock_whose_holder_panicked_is_released_at_once,
+        ),
+        (
+            "functions_of_other_argument_types_under_one_key_prefix_never_read_each_other_s_values",
+            functions_of_other_argument_types_under_one_key_prefix_never_read_each_other_s_values,
         ),
         (
             "negative_results_are_cached_in_both_tiers_for_none_timeout_and_timeouts_are_jittered",

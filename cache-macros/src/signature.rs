@@ -75,7 +75,10 @@ mod tests {
     #[test]
     fn the_text_does_not_depend_on_layout() {
         assert_eq!(sig(&["u64"]), "(u64)");
-        assert_eq!(sig(&["std :: vec :: Vec < u8 >", "[u8; 2]"]), "(std::vec::Vec<u8>,[u8;2])");
+        assert_eq!(
+            sig(&["std :: vec :: Vec < u8 >", "[u8; 2]"]),
+            "(std::vec::Vec<u8>,[u8;2])"
+        );
         assert_eq!(sig(&["Box<dyn  Fn(u8) -> u8>"]), "(Box<dyn Fn(u8)->u8>)");
         assert_eq!(sig(&["&'static str"]), "(&'static str)");
     }

@@ -192,10 +192,7 @@ fn signature_prefix(signature: &str, mut put: impl FnMut(&[u8])) {
     put(signature.as_bytes());
 }
 
-fn hash_both<T: Serialize + ?Sized>(
-    signature: &str,
-    value: &T,
-) -> Result<(u128, u64), KeyError> {
+fn hash_both<T: Serialize + ?Sized>(signature: &str, value: &T) -> Result<(u128, u64), KeyError> {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -256,9 +253,11 @@ pub fn render_hashed<K: Serialize>(key: &K, out: &mut String) -> Result<u64, Key
 /// and the arguments, so equal encodings of different argument types differ.
 ///
 /// ```
-/// use layercache_runtime::key::render_hashed_typed;
+/// use layercache_runtime::key::{render_hashed_typed, stable_hash};
+/// // Both encode as the byte 0x02 (1i64 as a zigzag varint).
+/// assert_eq!(stable_hash(&(2u64,)), stable_hash(&(1i64,)));
 /// let (mut unsigned, mut signed) = (String::new(), String::new());
-/// render_hashed_typed(&(1u64,), &mut unsigned, "(u64)").unwrap();
+/// render_hashed_typed(&(2u64,), &mut unsigned, "(u64)").unwrap();
 /// render_hashed_typed(&(1i64,), &mut signed, "(i64)").unwrap();
 /// assert_ne!(unsigned, signed);
 /// ```
@@ -376,12 +375,26 @@ mod tests {
             let check = f(&mut out).unwrap();
             (sig.to_string(), out, check)
         };
-        // bincode encodes these alike: the signature tells them apart.
-        let u = key("(u64)", &|o| render_hashed_typed(&(1u64,), o, "(u64)"));
+        // bincode encodes these alike (1i64 is the zigzag varint 2):
+        // the signature tells them apart.
+        assert_eq!(
+            stable_hash(&(2u64,)),
+            stable_hash(&(1i64,)),
+            "untyped, they alias"
+        );
+        let u = key("(u64)", &|o| render_hashed_typed(&(2u64,), o, "(u64)"));
         let i = key("(i64)", &|o| render_hashed_typed(&(1i64,), o, "(i64)"));
-        let two = key("(u8,u8)", &|o| render_hashed_typed(&(1u8, 2u8), o, "(u8,u8)"));
-        let arr = key("([u8; 2])", &|o| render_hashed_typed(&([1u8, 2u8],), o, "([u8;2])"));
-        assert_eq!(stable_hash(&(1u8, 2u8)), stable_hash(&([1u8, 2u8],)), "untyped, they alias");
+        let two = key("(u8,u8)", &|o| {
+            render_hashed_typed(&(1u8, 2u8), o, "(u8,u8)")
+        });
+        let arr = key("([u8; 2])", &|o| {
+            render_hashed_typed(&([1u8, 2u8],), o, "([u8;2])")
+        });
+        assert_eq!(
+            stable_hash(&(1u8, 2u8)),
+            stable_hash(&([1u8, 2u8],)),
+            "untyped, they alias"
+        );
         assert_ne!(u.1, i.1);
         assert_ne!(two.1, arr.1);
         assert_ne!((u.2, two.2), (i.2, arr.2), "and so do their key checks");

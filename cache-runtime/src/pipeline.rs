@@ -1241,6 +1241,10 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 if err == EnvelopeError::Type {
                     // A deploy that changed the type, or the manual cache read as another type.
                     tracing::debug!(name = self.name(), key = %sk.full, "layercache: shared value of another type; a miss");
+                } else if err == EnvelopeError::Key {
+                    // Almost always a function with other argument types under
+                    // the same templated key (a deploy, a shared `key_prefix`).
+                    tracing::debug!(name = self.name(), key = %sk.full, "layercache: shared value written for other arguments or argument types; a miss");
                 } else {
                     tracing::warn!(name = self.name(), key = %sk.full, %err, len = bytes.len(), "layercache: unusable bytes under a shared key; treating as a miss and replacing them");
                 }
