@@ -38,11 +38,11 @@
 //! |---|---|
 //! | `timeout = 300` | seconds an entry lives (`0`: never expires); default `CACHE_DEFAULT_TIMEOUT`, else 300 |
 //! | `timeout_ms = 250` | the same in milliseconds |
-//! | `key_prefix = "user_profile"` | key namespace and metrics name; default `module::path::fn_name` (a method needs it or `in_impl = "Type"`) |
+//! | `key_prefix = "user_profile"` | key namespace and metrics name; default `module::path::fn_name`; a method needs it, or `#[cached]` on its `impl` block (below) |
 //! | `key = "{query}:page:{page}"` | key template over argument names and fields (`{user.id}`, `{self.tenant}`); arguments it does not name are not part of the key |
 //! | `max_entries = 10000` | bound of the in-process tier; default `CACHE_MAX_ENTRIES`, else 10 000 |
 //! | `output = "result"` | how to treat the return value when its type's name does not say: `"result"` (cache only `Ok`; for an alias of `Result` with another name), `"option"`, `"value"` |
-//! | `in_impl = "Repo"` | names a method's cache `module::Repo::method` when it has no `key_prefix` (the macro cannot see the `impl`, and compiler type names are not stable); bare `in_impl` is needed only on an associated function without `self` that never mentions `Self` |
+//! | `in_impl = "Repo"` | names a method's cache `module::Repo::method` when it has no `key_prefix`, as `#[cached]` on the `impl Repo` block does for all its `#[cached]` methods (a method's attribute cannot see the `impl`, and compiler type names are not stable); bare `in_impl` is needed only on an associated function without `self` that never mentions `Self` |
 //! | `tier = "both"` | with a shared tier (`CACHE_TYPE=redis`): `"both"` (default), `"shared"` (no local copy), `"local"` (never shared) |
 //! | `local_timeout = 5` / `local_timeout_ms` | caps the life of local copies below `timeout` |
 //! | `jitter = 0.1` | spreads each entry's timeout over ±10 % (default `CACHE_TTL_JITTER`, else 0) |
@@ -169,10 +169,16 @@
 /// struct Repo { tenant: String }
 ///
 /// impl Repo {
-///     #[cached(key_prefix = "repo", key = "{self.tenant}:{id}")]  // a method names its cache
+///     #[cached(key_prefix = "repo", key = "{self.tenant}:{id}")]  // a method names its cache,
 ///     async fn load(&self, id: u64) -> Result<String, std::io::Error> {
 ///         Ok(format!("{}/{id}", self.tenant))     // an Err is never cached
 ///     }
+/// }
+///
+/// #[cached]                                       // or the block names them:
+/// impl Repo {                                     // `module::Repo::count`
+///     #[cached]
+///     fn count(&self) -> usize { self.tenant.len() }
 /// }
 ///
 /// assert_eq!(search("rust", 2), search("rust", 2));

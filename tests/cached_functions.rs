@@ -514,6 +514,8 @@ struct Repo {
 }
 
 counter!(REPO_CALLS);
+// On the block, `#[cached]` names the methods' caches `module::Repo::method`.
+#[cached]
 impl Repo {
     #[cached(key_prefix = "repo_item", key = "{self.tenant}:{id}")]
     fn item(&self, id: u32) -> String {
@@ -521,13 +523,13 @@ impl Repo {
         format!("{}/{id}", self.tenant)
     }
 
-    #[cached(in_impl = "Repo")]
+    #[cached]
     fn whole(&self, id: u32) -> String {
         REPO_CALLS.fetch_add(1, SeqCst);
         format!("{}#{id}", self.tenant)
     }
 
-    #[cached(in_impl = "Repo")]
+    #[cached]
     fn build(id: u32) -> Self {
         Repo {
             tenant: format!("t{id}"),
@@ -570,6 +572,7 @@ struct Typed<T>(T);
 
 counter!(TYPED_CALLS);
 impl<T: Clone + Send + Sync + Serialize + for<'de> Deserialize<'de> + 'static> Typed<T> {
+    // `in_impl` names the cache as `#[cached]` on the block would.
     #[cached(in_impl = "Typed", key = "{id}")]
     fn get(&self, id: u32) -> T {
         TYPED_CALLS.fetch_add(1, SeqCst);

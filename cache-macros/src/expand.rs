@@ -201,7 +201,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             return Err(syn::Error::new(
                 name.span(),
                 format!(
-                    "a cached method needs a stable name for its cache: add `key_prefix = \"...\"`, or `in_impl = \"Type\"` (the `impl`'s type, giving `module::Type::{name_str}`); `#[cached]` cannot see the `impl` around `{name_str}`, and the compiler's type names may change between versions"
+                    "a cached method needs a stable name for its cache: add `key_prefix = \"...\"`, or put `#[cached]` on the `impl` block too (names it `module::Type::{name_str}`; or write `in_impl = \"Type\"`); `#[cached]` cannot see the `impl` around `{name_str}`, and the compiler's type names may change between versions"
                 ),
             ))
         }

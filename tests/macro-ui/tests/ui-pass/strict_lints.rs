@@ -72,9 +72,11 @@ pub struct Repo {
     pub tenant: String,
 }
 
+/// Names its cached methods' caches after `Repo`.
+#[cached]
 impl Repo {
     /// A cached method keyed on `self`, its cache named after the `impl`'s type.
-    #[cached(in_impl = "Repo")]
+    #[cached]
     pub fn get(&self, id: u32) -> Option<String> {
         Some(format!("{}{id}", self.tenant))
     }
