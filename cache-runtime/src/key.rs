@@ -15,6 +15,21 @@
 //! Values rendered into a template are escaped (see [`escape`]) so that a
 //! value holding `:` or `*` cannot forge another key or widen a prefix.
 //!
+//! # The canonical encoding
+//!
+//! Hashed arguments are encoded with [postcard](https://postcard.jamesmunns.com/wire-format)
+//! 1.x: a documented wire format frozen for all of 1.x, with integers as
+//! LEB128 varints (signed ones zigzagged first), lengths as varints, `Option`
+//! and enum variants as a varint tag, floats as their little-endian bytes.
+//! Nothing depends on the platform's `usize` width, byte order or the
+//! compiler, so every process of a fleet computes the same key. postcard only
+//! feeds the hashers here, through a serializer flavor that writes into a
+//! reused per-thread buffer or straight into the streaming hashers: hashing
+//! a key never allocates once a thread has hashed one. A map or sequence of
+//! unknown length, or a `Serialize` impl that fails, is a [`KeyError`]
+//! (and the call skips the shared tier); a `HashMap` argument hashes in its
+//! iteration order, so use a `BTreeMap` for a stable key.
+//!
 //! # Keys of different argument types never alias
 //!
 //! `#[cached]` writes down the function's *argument signature*: the key's
@@ -38,9 +53,12 @@
 //! changes the encoding, hence the key, anyway; for a change that keeps the
 //! encoding but not the meaning, change `key_prefix` or use `versioned`.
 
+use std::cell::RefCell;
 use std::fmt::{self, Display, Write as _};
 
+use postcard::ser_flavors::Flavor;
 use serde::Serialize;
+use xxhash_rust::xxh3::Xxh3;
 
 /// Why a stable key could not be computed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -148,37 +166,96 @@ impl KeyBuilder {
     }
 }
 
-/// `std::io::Write` into the key hash and the key check, so arguments are
-/// encoded and hashed in one pass without an intermediate buffer.
-struct HashWriter {
-    key: xxhash_rust::xxh3::Xxh3,
-    check: xxhash_rust::xxh3::Xxh3,
-}
-
-impl HashWriter {
-    fn new() -> HashWriter {
-        HashWriter {
-            key: xxhash_rust::xxh3::Xxh3::new(),
-            check: xxhash_rust::xxh3::Xxh3::with_seed(CHECK_SEED),
-        }
-    }
-}
-
-impl std::io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.key.update(buf);
-        self.check.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Seed of the key check: a second hash of the same canonical bytes,
 /// independent of the 128-bit key hash, stored in shared-tier envelopes to
 /// detect a key-hash collision.
 const CHECK_SEED: u64 = 0x6c61_7965_7263_6163; // "layercac"
+
+/// Encodings up to this many bytes are hashed in one shot from a reused
+/// thread-local buffer (for a few bytes, setting up the two streaming
+/// hashers costs more than the hashing). A longer one spills into the
+/// streaming hashers, where that set-up is small next to the hashing, and no
+/// thread keeps a large buffer alive.
+const ONE_SHOT_MAX: usize = 1024;
+
+/// The key hash and the key check of an encoding too long for one shot.
+struct Hashers {
+    key: Xxh3,
+    check: Xxh3,
+}
+
+impl Hashers {
+    fn new() -> Hashers {
+        Hashers {
+            key: Xxh3::new(),
+            check: Xxh3::with_seed(CHECK_SEED),
+        }
+    }
+
+    #[inline]
+    fn update(&mut self, bytes: &[u8]) {
+        self.key.update(bytes);
+        self.check.update(bytes);
+    }
+}
+
+/// A postcard [`Flavor`] that hashes the encoding as it is written, without
+/// allocating: bytes gather in `buf` (the reused thread-local buffer) up to
+/// `limit`, then what is there and everything after go straight into the
+/// streaming hashers in `stream`. xxh3 hashes a stream and its one-shot
+/// concatenation alike, so where the spill happens never changes a hash.
+struct HashSink<'a> {
+    buf: &'a mut Vec<u8>,
+    limit: usize,
+    /// The caller's stack slot, so that a spill does not allocate either.
+    stream: &'a mut Option<Hashers>,
+}
+
+impl HashSink<'_> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        if let Some(stream) = self.stream.as_mut() {
+            stream.update(bytes);
+        } else if self.buf.len() + bytes.len() <= self.limit {
+            self.buf.extend_from_slice(bytes);
+        } else {
+            self.spill().update(bytes);
+        }
+    }
+
+    #[cold]
+    fn spill(&mut self) -> &mut Hashers {
+        let stream = self.stream.insert(Hashers::new());
+        stream.update(self.buf);
+        stream
+    }
+}
+
+impl Flavor for HashSink<'_> {
+    type Output = (u128, u64);
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.put(bytes);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.put(&[byte]);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<(u128, u64)> {
+        Ok(match self.stream {
+            Some(stream) => (stream.key.digest128(), stream.check.digest()),
+            None => (
+                xxhash_rust::xxh3::xxh3_128(self.buf),
+                xxhash_rust::xxh3::xxh3_64_with_seed(self.buf, CHECK_SEED),
+            ),
+        })
+    }
+}
 
 /// The argument signature's prefix of the hashed bytes: its length (so no
 /// signature is a prefix of another's bytes), then its text. Empty for
@@ -192,45 +269,49 @@ fn signature_prefix(signature: &str, mut put: impl FnMut(&[u8])) {
     put(signature.as_bytes());
 }
 
+/// The key hash and the key check of `signature`'s prefix followed by the
+/// postcard encoding of `value`.
 fn hash_both<T: Serialize + ?Sized>(signature: &str, value: &T) -> Result<(u128, u64), KeyError> {
     thread_local! {
-        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
-    // Typical keys encode to a few bytes: encode into a reused buffer and
-    // hash in one shot (the streaming hashers' set-up costs more than the
-    // hashing). Large or re-entrant encodings stream instead.
-    let one_shot = BUF.with(|buf| {
+    fn encode<T: Serialize + ?Sized>(
+        signature: &str,
+        value: &T,
+        mut sink: HashSink<'_>,
+    ) -> Result<(u128, u64), KeyError> {
+        signature_prefix(signature, |bytes| sink.put(bytes));
+        postcard::serialize_with_flavor(value, sink).map_err(|e| KeyError::Encode(e.to_string()))
+    }
+    let mut stream = None;
+    let buffered = BUF.try_with(|buf| {
         let mut buf = buf.try_borrow_mut().ok()?;
         buf.clear();
-        signature_prefix(signature, |b| buf.extend_from_slice(b));
-        let encoded =
-            bincode::serde::encode_into_std_write(value, &mut *buf, bincode::config::standard());
-        let result = encoded.map(|_| {
-            (
-                xxhash_rust::xxh3::xxh3_128(&buf),
-                xxhash_rust::xxh3::xxh3_64_with_seed(&buf, CHECK_SEED),
-            )
-        });
-        if buf.capacity() > 4096 {
-            *buf = Vec::new();
+        let sink = HashSink {
+            buf: &mut buf,
+            limit: ONE_SHOT_MAX,
+            stream: &mut stream,
+        };
+        Some(encode(signature, value, sink))
+    });
+    match buffered {
+        Ok(Some(result)) => result,
+        // A `Serialize` impl that hashes a key itself, or a thread-local
+        // destructor: stream from the first byte (an empty `Vec` never allocates).
+        _ => {
+            let sink = HashSink {
+                buf: &mut Vec::new(),
+                limit: 0,
+                stream: &mut None,
+            };
+            encode(signature, value, sink)
         }
-        Some(result.map_err(|e| KeyError::Encode(e.to_string())))
-    });
-    if let Some(result) = one_shot {
-        return result;
     }
-    let mut writer = HashWriter::new();
-    signature_prefix(signature, |b| {
-        writer.key.update(b);
-        writer.check.update(b);
-    });
-    bincode::serde::encode_into_std_write(value, &mut writer, bincode::config::standard())
-        .map_err(|e| KeyError::Encode(e.to_string()))?;
-    Ok((writer.key.digest128(), writer.check.digest()))
 }
 
-/// The stable 128-bit hash of `value`: xxh3-128 of its bincode-2 encoding
-/// (standard configuration), identical across processes, builds and platforms.
+/// The stable 128-bit hash of `value`: xxh3-128 of its postcard encoding
+/// (see [the canonical encoding](self#the-canonical-encoding)), identical
+/// across processes, builds and platforms.
 ///
 /// ```
 /// use layercache_runtime::key::stable_hash;
@@ -354,7 +435,9 @@ mod tests {
         assert_eq!(out, PINNED_42);
     }
 
-    // xxh3-128 of [0x2a], the bincode standard encoding of (42u64,).
+    // xxh3-128 of [0x2a], the postcard encoding of (42u64,) (bincode's
+    // too: both write an integer below 128 as one byte, so this pin held
+    // across the switch; `the_encoding_is_postcard` pins where they differ).
     const PINNED_42: &str = "14c9ae9594c463c479d03016b7aeed0d";
 
     #[test]
@@ -375,7 +458,7 @@ mod tests {
             let check = f(&mut out).unwrap();
             (sig.to_string(), out, check)
         };
-        // bincode encodes these alike (1i64 is the zigzag varint 2):
+        // postcard encodes these alike (1i64 is the zigzag varint 2):
         // the signature tells them apart.
         assert_eq!(
             stable_hash(&(2u64,)),
@@ -402,5 +485,101 @@ mod tests {
         let a = key("", &|o| render_hashed_typed(&("b".to_string(),), o, "(a)"));
         let b = key("", &|o| render_hashed_typed(&("".to_string(),), o, "(ab)"));
         assert_ne!(a.1, b.1);
+    }
+
+    /// `xxh3_128` and the key check of `bytes`, computed without postcard.
+    fn hashes_of(bytes: &[u8]) -> (u128, u64) {
+        (
+            xxhash_rust::xxh3::xxh3_128(bytes),
+            xxhash_rust::xxh3::xxh3_64_with_seed(bytes, CHECK_SEED),
+        )
+    }
+
+    #[test]
+    fn the_encoding_is_postcard_leb128_varints_and_length_prefixed_text() {
+        // Bytes written by hand from postcard's wire-format spec, where bincode 2 differs:
+        // 300u64 = LEB128 ac 02 (bincode: fb 2c 01); 'é' = length 2 + UTF-8
+        // (bincode: no length); -1i64 = zigzag 1; Some(70000u32) = tag 1 + f0 a2 04.
+        let args = (300u64, 'é', -1i64, Some(70_000u32), "ab");
+        let bytes = [
+            0xac, 0x02, 0x02, 0xc3, 0xa9, 0x01, 0x01, 0xf0, 0xa2, 0x04, 0x02, b'a', b'b',
+        ];
+        assert_eq!(hash_both("", &args).unwrap(), hashes_of(&bytes));
+        let signature = "(u64,char,i64,Option<u32>,&str)";
+        let mut prefixed = (signature.len() as u32).to_le_bytes().to_vec();
+        prefixed.extend_from_slice(signature.as_bytes());
+        prefixed.extend_from_slice(&bytes);
+        let mut out = String::new();
+        let check = render_hashed_typed(&args, &mut out, signature).unwrap();
+        assert_eq!(
+            (out.as_str(), check),
+            (PINNED_MIXED, hashes_of(&prefixed).1),
+            "pinned: a change here changes every stable key"
+        );
+        assert_eq!(out, format!("{:032x}", hashes_of(&prefixed).0));
+    }
+
+    const PINNED_MIXED: &str = "4055ab9f60988356c9cf1907a2405b39";
+
+    #[test]
+    fn an_encoding_longer_than_the_one_shot_buffer_hashes_as_its_bytes() {
+        // Two strings of 3000 bytes: the first fits the buffer, the second
+        // spills it into the streaming hashers mid-encoding.
+        let args = ("a".repeat(3000), "b".repeat(3000));
+        let mut bytes = vec![0xb8, 0x17]; // 3000 as LEB128
+        bytes.extend_from_slice(args.0.as_bytes());
+        bytes.extend_from_slice(&[0xb8, 0x17]);
+        bytes.extend_from_slice(args.1.as_bytes());
+        assert!(bytes.len() > ONE_SHOT_MAX);
+        assert_eq!(hash_both("", &args).unwrap(), hashes_of(&bytes));
+        // One write longer than the buffer, with nothing buffered before it.
+        let long = "c".repeat(2 * ONE_SHOT_MAX);
+        let mut bytes = vec![0x80, 0x10]; // 2048 as LEB128
+        bytes.extend_from_slice(long.as_bytes());
+        assert_eq!(hash_both("", &long).unwrap(), hashes_of(&bytes));
+    }
+
+    /// Hashes `(7u8,)` while it is itself being hashed, then writes that hash.
+    struct HashesInside;
+
+    impl Serialize for HashesInside {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let inner = stable_hash(&(7u8,)).map_err(serde::ser::Error::custom)?;
+            s.serialize_u128(inner)
+        }
+    }
+
+    #[test]
+    fn a_key_hashed_while_another_is_being_encoded_gets_the_same_hash() {
+        let inner = hashes_of(&[7]).0;
+        assert_eq!(stable_hash(&(7u8,)).unwrap(), inner);
+        let mut leb = Vec::new();
+        let mut n = inner;
+        while n >= 0x80 {
+            leb.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        leb.push(n as u8);
+        assert_eq!(hash_both("", &(HashesInside,)).unwrap(), hashes_of(&leb));
+    }
+
+    /// A sequence that does not tell its length up front.
+    struct UnknownLength;
+
+    impl Serialize for UnknownLength {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeSeq as _;
+            let mut seq = s.serialize_seq(None)?;
+            seq.serialize_element(&1u8)?;
+            seq.end()
+        }
+    }
+
+    #[test]
+    fn arguments_without_a_canonical_encoding_are_a_key_error() {
+        let err = stable_hash(&(UnknownLength,)).unwrap_err();
+        assert!(matches!(err, KeyError::Encode(_)), "{err}");
+        // The thread's buffer is free again for the next key.
+        assert_eq!(stable_hash(&(42u64,)).unwrap(), hashes_of(&[0x2a]).0);
     }
 }
