@@ -94,7 +94,8 @@
 //! Keys: the in-process tier is keyed by the exact arguments, so two calls
 //! never share an entry by accident. Each call also has a stable string key,
 //! `{key_prefix}:{rendered template}` or `{key_prefix}:{xxh3-128 of the
-//! arguments' bincode encoding}`, used for prefix invalidation and shared
+//! argument signature and the arguments' postcard encoding}` (see
+//! [`key`](key#the-canonical-encoding)), used for prefix invalidation and shared
 //! tiers (the function's path stands in for a missing `key_prefix`).
 //! Template values are escaped (`:` → `%3A`, `*` → `%2A`, ...) so an
 //! argument cannot forge another key: see [`key::escape`].

@@ -1525,7 +1525,7 @@ fn functions_of_other_argument_types_under_one_key_prefix_never_read_each_other_
     let db = temp_db("retyped");
     let mut a = Node::spawn("A", &server.url(), &db, &[]);
     let mut b = Node::spawn("B", &server.url(), &db, &[]);
-    // Hashed: `(2u64,)` and `(1i64,)` have the same bincode encoding (a
+    // Hashed: `(2u64,)` and `(1i64,)` have the same postcard encoding (a
     // zigzag varint). Template: both render `1`.
     for (kind, u) in [("one_name", 2), ("one_template", 1)] {
         let (f, g) = (format!("{kind}_u64 {u}"), format!("{kind}_i64 1"));

@@ -171,11 +171,11 @@ impl KeyBuilder {
 /// detect a key-hash collision.
 const CHECK_SEED: u64 = 0x6c61_7965_7263_6163; // "layercac"
 
-/// Encodings up to this many bytes are hashed in one shot from a reused
-/// thread-local buffer (for a few bytes, setting up the two streaming
-/// hashers costs more than the hashing). A longer one spills into the
-/// streaming hashers, where that set-up is small next to the hashing, and no
-/// thread keeps a large buffer alive.
+/// Encodings up to this many bytes are hashed in one shot from a
+/// per-thread buffer (for a few bytes, setting up the two streaming hashers
+/// costs more than the hashing). A longer one streams into the hashers in
+/// chunks of this size, so the many small writes of a long sequence stay
+/// plain copies.
 const ONE_SHOT_MAX: usize = 1024;
 
 /// The key hash and the key check of an encoding too long for one shot.
@@ -192,7 +192,6 @@ impl Hashers {
         }
     }
 
-    #[inline]
     fn update(&mut self, bytes: &[u8]) {
         self.key.update(bytes);
         self.check.update(bytes);
@@ -200,34 +199,40 @@ impl Hashers {
 }
 
 /// A postcard [`Flavor`] that hashes the encoding as it is written, without
-/// allocating: bytes gather in `buf` (the reused thread-local buffer) up to
-/// `limit`, then what is there and everything after go straight into the
-/// streaming hashers in `stream`. xxh3 hashes a stream and its one-shot
-/// concatenation alike, so where the spill happens never changes a hash.
+/// allocating: bytes gather in `buf` (a per-thread or stack array); when it
+/// is full they go to the streaming hashers in `stream`, set up on the
+/// first overflow. xxh3 hashes a stream and its one-shot concatenation
+/// alike, so where the chunks are cut never changes a hash.
 struct HashSink<'a> {
-    buf: &'a mut Vec<u8>,
-    limit: usize,
-    /// The caller's stack slot, so that a spill does not allocate either.
+    buf: &'a mut [u8],
+    len: usize,
+    /// The caller's stack slot, so that streaming does not allocate either.
     stream: &'a mut Option<Hashers>,
 }
 
 impl HashSink<'_> {
     #[inline]
     fn put(&mut self, bytes: &[u8]) {
-        if let Some(stream) = self.stream.as_mut() {
-            stream.update(bytes);
-        } else if self.buf.len() + bytes.len() <= self.limit {
-            self.buf.extend_from_slice(bytes);
-        } else {
-            self.spill().update(bytes);
+        match self.buf.get_mut(self.len..self.len + bytes.len()) {
+            Some(free) => {
+                free.copy_from_slice(bytes);
+                self.len += bytes.len();
+            }
+            None => self.overflow(bytes),
         }
     }
 
     #[cold]
-    fn spill(&mut self) -> &mut Hashers {
-        let stream = self.stream.insert(Hashers::new());
-        stream.update(self.buf);
-        stream
+    fn overflow(&mut self, bytes: &[u8]) {
+        let stream = self.stream.get_or_insert_with(Hashers::new);
+        stream.update(&self.buf[..self.len]);
+        self.len = 0;
+        if bytes.len() <= self.buf.len() {
+            self.buf[..bytes.len()].copy_from_slice(bytes);
+            self.len = bytes.len();
+        } else {
+            stream.update(bytes);
+        }
     }
 }
 
@@ -247,11 +252,15 @@ impl Flavor for HashSink<'_> {
     }
 
     fn finalize(self) -> postcard::Result<(u128, u64)> {
+        let rest = &self.buf[..self.len];
         Ok(match self.stream {
-            Some(stream) => (stream.key.digest128(), stream.check.digest()),
+            Some(stream) => {
+                stream.update(rest);
+                (stream.key.digest128(), stream.check.digest())
+            }
             None => (
-                xxhash_rust::xxh3::xxh3_128(self.buf),
-                xxhash_rust::xxh3::xxh3_64_with_seed(self.buf, CHECK_SEED),
+                xxhash_rust::xxh3::xxh3_128(rest),
+                xxhash_rust::xxh3::xxh3_64_with_seed(rest, CHECK_SEED),
             ),
         })
     }
@@ -273,39 +282,32 @@ fn signature_prefix(signature: &str, mut put: impl FnMut(&[u8])) {
 /// postcard encoding of `value`.
 fn hash_both<T: Serialize + ?Sized>(signature: &str, value: &T) -> Result<(u128, u64), KeyError> {
     thread_local! {
-        static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        // An array, not a `Vec`: even a thread's first key allocates nothing.
+        static BUF: RefCell<[u8; ONE_SHOT_MAX]> = const { RefCell::new([0; ONE_SHOT_MAX]) };
     }
     fn encode<T: Serialize + ?Sized>(
         signature: &str,
         value: &T,
-        mut sink: HashSink<'_>,
+        buf: &mut [u8],
     ) -> Result<(u128, u64), KeyError> {
+        let mut stream = None;
+        let mut sink = HashSink {
+            buf,
+            len: 0,
+            stream: &mut stream,
+        };
         signature_prefix(signature, |bytes| sink.put(bytes));
         postcard::serialize_with_flavor(value, sink).map_err(|e| KeyError::Encode(e.to_string()))
     }
-    let mut stream = None;
     let buffered = BUF.try_with(|buf| {
         let mut buf = buf.try_borrow_mut().ok()?;
-        buf.clear();
-        let sink = HashSink {
-            buf: &mut buf,
-            limit: ONE_SHOT_MAX,
-            stream: &mut stream,
-        };
-        Some(encode(signature, value, sink))
+        Some(encode(signature, value, &mut *buf))
     });
     match buffered {
         Ok(Some(result)) => result,
         // A `Serialize` impl that hashes a key itself, or a thread-local
-        // destructor: stream from the first byte (an empty `Vec` never allocates).
-        _ => {
-            let sink = HashSink {
-                buf: &mut Vec::new(),
-                limit: 0,
-                stream: &mut None,
-            };
-            encode(signature, value, sink)
-        }
+        // destructor: a smaller buffer on the stack.
+        _ => encode(signature, value, &mut [0; 128]),
     }
 }
 
@@ -532,6 +534,11 @@ mod tests {
         bytes.extend_from_slice(args.1.as_bytes());
         assert!(bytes.len() > ONE_SHOT_MAX);
         assert_eq!(hash_both("", &args).unwrap(), hashes_of(&bytes));
+        // Many one-byte writes, streamed in buffer-sized chunks.
+        let many: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        let mut bytes = vec![0xb8, 0x17];
+        bytes.extend_from_slice(&many);
+        assert_eq!(hash_both("", &many).unwrap(), hashes_of(&bytes));
         // One write longer than the buffer, with nothing buffered before it.
         let long = "c".repeat(2 * ONE_SHOT_MAX);
         let mut bytes = vec![0x80, 0x10]; // 2048 as LEB128
