@@ -24,11 +24,11 @@
 //! Nothing depends on the platform's `usize` width, byte order or the
 //! compiler, so every process of a fleet computes the same key. postcard only
 //! feeds the hashers here, through a serializer flavor that writes into a
-//! reused per-thread buffer or straight into the streaming hashers: hashing
-//! a key never allocates once a thread has hashed one. A map or sequence of
-//! unknown length, or a `Serialize` impl that fails, is a [`KeyError`]
-//! (and the call skips the shared tier); a `HashMap` argument hashes in its
-//! iteration order, so use a `BTreeMap` for a stable key.
+//! per-thread array or straight into the streaming hashers: hashing a key
+//! never allocates. A map or sequence of unknown length, or a `Serialize`
+//! impl that fails, is a [`KeyError`] (counted as a shared-tier encode
+//! error: the call runs with the in-process tier only); a `HashMap`
+//! argument hashes in its iteration order, so use a `BTreeMap` for a stable key.
 //!
 //! # Keys of different argument types never alias
 //!
@@ -206,7 +206,8 @@ impl Hashers {
 struct HashSink<'a> {
     buf: &'a mut [u8],
     len: usize,
-    /// The caller's stack slot, so that streaming does not allocate either.
+    /// Behind a reference: the sink moves into postcard by value, and two
+    /// streaming states are about a kilobyte that a short key never touches.
     stream: &'a mut Option<Hashers>,
 }
 
@@ -268,7 +269,7 @@ impl Flavor for HashSink<'_> {
 
 /// The argument signature's prefix of the hashed bytes: its length (so no
 /// signature is a prefix of another's bytes), then its text. Empty for
-/// untyped keys (the manual cache), which keeps their hashes unchanged.
+/// untyped keys ([`render_hashed`], [`stable_hash`]).
 fn signature_prefix(signature: &str, mut put: impl FnMut(&[u8])) {
     if signature.is_empty() {
         return;
