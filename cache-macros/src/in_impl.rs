@@ -22,7 +22,7 @@ fn is_cached(attr: &syn::Attribute) -> bool {
 }
 
 pub fn cached_impl(args: TokenStream, mut item: ItemImpl) -> syn::Result<TokenStream> {
-    if let Some((_, path, _)) = &item.trait_ {
+    if let Some((path, _)) = &item.trait_ {
         return Err(syn::Error::new(
             path.span(),
             "`#[cached]` cannot be used on a trait impl: cache an inherent method and call it from the trait's",
