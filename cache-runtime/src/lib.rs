@@ -67,7 +67,9 @@ pub mod __private {
         invalidate_prefix, invalidate_prefix_async, invalidate_tag, invalidate_tag_async,
         slot_cache, CacheSlot,
     };
-    pub use crate::key::{render_hashed, render_template, KeyBuilder};
+    pub use crate::key::{
+        render_hashed, render_hashed_typed, render_template, render_template_typed, KeyBuilder,
+    };
     pub use crate::pipeline::{
         always, bypass, bypass_async, get_or_compute, get_or_compute_async,
         get_or_compute_async_refreshing, get_or_compute_refreshing, no_tags, CallEntry, FnCache,

@@ -112,7 +112,8 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
             }
         }
         let computation = self.begin(generation);
-        let r = match AssertUnwindSafe(origin()).catch_unwind().await {
+        let body = crate::flight::run_led_async(Some(leader.id()), origin());
+        let r = match AssertUnwindSafe(body).catch_unwind().await {
             Ok(r) => r,
             Err(_) => {
                 // `computation` and `leader` drop here: a counted panic, an
