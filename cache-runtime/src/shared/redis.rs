@@ -198,6 +198,12 @@ pub(super) fn classify(err: &RedisError) -> ErrorKind {
     }
 }
 
+/// Whether the server refused us (ACL or password): retrying will not help.
+pub(super) fn is_refusal(err: &RedisError) -> bool {
+    err.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(err.code(), Some("NOPERM" | "WRONGPASS" | "NOAUTH"))
+}
+
 fn to_shared(err: RedisError) -> SharedError {
     SharedError::new(classify(&err), err.to_string())
 }
@@ -708,16 +714,30 @@ async fn subscription_loop(client: Client, channel: String, handler: BusHandler)
                 listen(pubsub, &handler).await;
                 tracing::warn!(
                     channel,
-                    "layercache: invalidation bus connection lost; reconnecting"
+                    "layercache: invalidation bus connection lost; reconnecting (local copies of shared entries live at most local_timeout meanwhile)"
                 );
+                handler(BusEvent::Down {
+                    reason: "connection lost".into(),
+                    refused: false,
+                });
             }
             Ok(Err(err)) => {
-                tracing::debug!(%err, channel, "layercache: cannot subscribe to the invalidation bus yet")
+                tracing::debug!(%err, channel, "layercache: cannot subscribe to the invalidation bus yet");
+                handler(BusEvent::Down {
+                    refused: is_refusal(&err),
+                    reason: err.to_string(),
+                });
             }
-            Err(_) => tracing::debug!(
-                channel,
-                "layercache: subscribing to the invalidation bus timed out"
-            ),
+            Err(_) => {
+                tracing::debug!(
+                    channel,
+                    "layercache: subscribing to the invalidation bus timed out"
+                );
+                handler(BusEvent::Down {
+                    reason: "subscribing timed out".into(),
+                    refused: false,
+                });
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
