@@ -29,6 +29,8 @@ trait Registered: Send + Sync {
     fn group_bumped(&self, version: u64) -> u64;
     fn drop_tag(&self, tag_hash: u64) -> u64;
     fn bus_down_cap(&self) -> std::time::Duration;
+    /// The function's and its group's shared versions as this process knows them.
+    fn known_versions(&self) -> Option<(u64, u64)>;
 }
 
 impl<K: Key, V: Value> Registered for FnCache<K, V> {
@@ -73,6 +75,9 @@ impl<K: Key, V: Value> Registered for FnCache<K, V> {
     }
     fn bus_down_cap(&self) -> std::time::Duration {
         FnCache::bus_down_cap(self)
+    }
+    fn known_versions(&self) -> Option<(u64, u64)> {
+        FnCache::known_versions(self)
     }
 }
 
@@ -234,13 +239,29 @@ pub(crate) async fn replay(tier: &'static Tier, op: Pending) -> Result<(), Share
                 }
                 None => 0,
             };
-            let mut full = tier.full_key(&stable);
-            if version != 0 {
-                full.push_str(&format!(":v{version}"));
-            }
-            if group_version != 0 {
-                full.push_str(&format!(":g{group_version}"));
-            }
+            // And under the versions this process's caches still use (the
+            // store's may be gone: a FLUSHALL, or a restart without data).
+            let mut versions: Vec<(u64, u64)> = registry()
+                .iter()
+                .filter(|c| c.is_shared() && c.namespace() == namespace)
+                .filter_map(|c| c.known_versions())
+                .collect();
+            versions.push((version, group_version));
+            versions.sort_unstable();
+            versions.dedup();
+            let keys: Vec<String> = versions
+                .into_iter()
+                .map(|(v, g)| {
+                    let mut full = tier.full_key(&stable);
+                    if v != 0 {
+                        full.push_str(&format!(":v{v}"));
+                    }
+                    if g != 0 {
+                        full.push_str(&format!(":g{g}"));
+                    }
+                    full
+                })
+                .collect();
             let notice = (!tier.bus_refused()).then(|| {
                 Notice::Key {
                     namespace: &namespace,
@@ -248,7 +269,6 @@ pub(crate) async fn replay(tier: &'static Tier, op: Pending) -> Result<(), Share
                 }
                 .encode(tier.instance())
             });
-            let keys = [full];
             tier.call_direct(tier.timeout(), |s| s.delete(&keys, notice.as_deref()))
                 .await
                 .map(drop)

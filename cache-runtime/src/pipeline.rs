@@ -667,18 +667,20 @@ impl<K: Key, V: Value> FnCache<K, V> {
 
     /// Queues the invalidation of `key` in the outbox (see [`shared::outbox`]).
     fn defer_key(&self, sf: &SharedFn, key: &K, err: &SharedError) {
-        match self.stable_key(key) {
-            Ok(stable) => {
-                tracing::debug!(name = self.name(), %err, "layercache: the shared tier did not take an invalidation; it waits in the outbox");
-                sf.tier.defer(Pending::Key {
-                    namespace: self.namespace.clone(),
-                    stable,
-                    group: self.group.clone(),
-                });
-            }
-            // No stable key, no shared entry to delete.
-            Err(_) => {}
+        // No stable key, no shared entry to delete.
+        if let Ok(stable) = self.stable_key(key) {
+            self.defer_stable(sf, stable, err);
         }
+    }
+
+    /// Queues the deletion of the shared entry `stable` in the outbox.
+    fn defer_stable(&self, sf: &SharedFn, stable: String, err: &SharedError) {
+        tracing::debug!(name = self.name(), %err, "layercache: the shared tier did not take an invalidation; it waits in the outbox");
+        sf.tier.defer(Pending::Key {
+            namespace: self.namespace.clone(),
+            stable,
+            group: self.group.clone(),
+        });
     }
 
     /// Whether a pending invalidation in the outbox may cover this
@@ -697,6 +699,14 @@ impl<K: Key, V: Value> FnCache<K, V> {
             Some(sf) if sf.tier.bus_is_down() => min_ttl(ttl, Some(self.bus_down_cap())),
             _ => ttl,
         }
+    }
+
+    /// The function's and its group's shared versions as this process knows
+    /// them; `None` while either is unknown or without a shared tier.
+    pub(crate) fn known_versions(&self) -> Option<(u64, u64)> {
+        let sf = self.shared.as_ref()?;
+        let (v, g) = (sf.version.load(SeqCst), sf.group_version.load(SeqCst));
+        (v != UNKNOWN_VERSION && g != UNKNOWN_VERSION).then_some((v, g))
     }
 
     /// The longest a local copy of a shared entry lives while the bus is down.
@@ -1379,8 +1389,16 @@ impl<K: Key, V: Value> FnCache<K, V> {
                     ttl.map(|t| t.saturating_add(self.stale.unwrap_or_default())),
                 )
             })
-            .await
-            .is_ok();
+            .await;
+        if let Err(err) = &stored {
+            if err.kind == ErrorKind::Timeout {
+                // The SET may still run when a stalled server wakes up,
+                // after an invalidation that made this value old: have the
+                // outbox delete the key once the server answers.
+                self.defer_stable(sf, sk.stable().to_string(), err);
+            }
+        }
+        let stored = stored.is_ok();
         if stored {
             m.record_write(len);
             // An invalidation may have deleted the key while the SET was in

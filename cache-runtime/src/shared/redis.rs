@@ -740,9 +740,15 @@ async fn subscription_loop(client: Client, channel: String, handler: BusHandler)
             }
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        // Short: until the bus is back, other processes' invalidations do
+        // not reach this one, so the retry interval adds to its staleness
+        // bound after an outage (a refused connection costs the server nothing).
+        backoff = (backoff * 2).min(MAX_BUS_BACKOFF);
     }
 }
+
+/// The longest wait between two subscription attempts.
+const MAX_BUS_BACKOFF: Duration = Duration::from_millis(200);
 
 #[cfg(test)]
 mod tests {
