@@ -577,12 +577,35 @@ fn check_history(history: &[Op], outages: &[(Instant, Instant)]) -> (Duration, D
     (worst, worst_excess, reads)
 }
 
+/// The checker itself: a read of a replaced value counts as stale from the
+/// moment the update completed, minus the outages in between.
+fn the_history_checker_measures_staleness_past_the_outages() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let history = [
+        Op::Update { id: 1, value: 1, done: at(100) },
+        Op::Read { id: 1, value: 1, at: at(150) },
+        // Value 0 read 900 ms after value 1 replaced it.
+        Op::Read { id: 1, value: 0, at: at(1000) },
+        // Started before the update completed: not stale.
+        Op::Read { id: 1, value: 0, at: at(90) },
+    ];
+    let (worst, excess, reads) = check_history(&history, &[]);
+    assert_eq!((worst, excess, reads), (Duration::from_millis(900), Duration::from_millis(900), 3));
+    let (_, excess, _) = check_history(&history, &[(at(50), at(800))]);
+    assert_eq!(excess, Duration::from_millis(200), "700 ms of outage taken out");
+}
+
 fn main() {
     if std::env::var_os("LAYERCACHE_NODE").is_some() {
         node::run();
         return;
     }
     let scenarios: &[(&str, fn())] = &[
+        (
+            "the_history_checker_measures_staleness_past_the_outages",
+            the_history_checker_measures_staleness_past_the_outages,
+        ),
         (
             "an_update_while_redis_is_paused_reaches_every_process_once_it_resumes",
             an_update_while_redis_is_paused_reaches_every_process_once_it_resumes,
