@@ -756,7 +756,11 @@ fn an_update_while_the_server_is_paused_or_down_reaches_the_other_process_once_i
                 "fail-open: the update returned after {:?}",
                 started.elapsed()
             );
-            assert_eq!(x.call("get 1").value, format!("{new:?}"), "A reads its update");
+            assert_eq!(
+                x.call("get 1").value,
+                format!("{new:?}"),
+                "A reads its update"
+            );
             std::thread::sleep(Duration::from_millis(200));
             if outage == "paused" {
                 server.resume();

@@ -477,17 +477,24 @@ fn an_update_while_a_master_is_paused_reaches_the_other_process_once_it_resumes(
     std::thread::sleep(Duration::from_millis(250));
     frozen.resume();
     let back = Instant::now();
-    assert!(waited < Duration::from_millis(300), "fail-open: the update took {waited:?}");
+    assert!(
+        waited < Duration::from_millis(300),
+        "fail-open: the update took {waited:?}"
+    );
     assert_eq!(a_reads, "\"carol\"", "A never reads what it invalidated");
     assert_eq!(pending, 1, "the delete waited in A's outbox");
-    within(Duration::from_secs(5), || y.call("get 1").value == "\"carol\"")
-        .expect("B still reads the old value 5 s after the master resumed");
+    within(Duration::from_secs(5), || {
+        y.call("get 1").value == "\"carol\""
+    })
+    .expect("B still reads the old value 5 s after the master resumed");
     let stale = back.elapsed();
     println!("    B read the update {stale:?} after master {paused} resumed");
     let bound = Duration::from_millis(100 + 50 + 50 + 400);
     assert!(stale <= bound, "B stale {stale:?} > {bound:?}");
-    within(Duration::from_secs(2), || x.stat("user_profile", "pending") == 0)
-        .expect("A's outbox drained");
+    within(Duration::from_secs(2), || {
+        x.stat("user_profile", "pending") == 0
+    })
+    .expect("A's outbox drained");
     let _ = std::fs::remove_dir_all(db);
 }
 

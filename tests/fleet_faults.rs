@@ -258,10 +258,7 @@ impl Drop for Node {
 }
 
 fn temp_db(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "layercache-faults-{}-{name}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("layercache-faults-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -302,8 +299,12 @@ fn two_nodes_holding_one_value(server: &RedisServer, db: &std::path::Path) -> (N
 
 /// After the outage ends (at `back`), how long until `node` reads `want`.
 fn stale_for(node: &mut Node, back: Instant, want: &str) -> Duration {
-    within(Duration::from_secs(5), || node.get("get 1") == want)
-        .unwrap_or_else(|| panic!("{} still reads the old value 5 s after the outage", node.name));
+    within(Duration::from_secs(5), || node.get("get 1") == want).unwrap_or_else(|| {
+        panic!(
+            "{} still reads the old value 5 s after the outage",
+            node.name
+        )
+    });
     back.elapsed()
 }
 
@@ -322,7 +323,10 @@ fn an_update_while_redis_is_paused_reaches_every_process_once_it_resumes() {
     let back = Instant::now();
     let stale = stale_for(&mut b, back, "1");
     println!("    B read the new value {stale:?} after Redis resumed");
-    assert!(stale <= BOUND_AFTER_OUTAGE, "B stale {stale:?} after the outage");
+    assert!(
+        stale <= BOUND_AFTER_OUTAGE,
+        "B stale {stale:?} after the outage"
+    );
     within(Duration::from_secs(2), || a.stat("pending") == "0").expect("A's outbox drained");
     assert_eq!(a.stat("replayed"), "1");
     // A process that starts now finds nothing old in Redis.
@@ -340,7 +344,10 @@ fn an_update_while_redis_is_down_reaches_every_process_after_it_restarts_empty()
     let back = Instant::now();
     let stale = stale_for(&mut b, back, "1");
     println!("    B read the new value {stale:?} after Redis restarted");
-    assert!(stale <= BOUND_AFTER_OUTAGE, "B stale {stale:?} after the restart");
+    assert!(
+        stale <= BOUND_AFTER_OUTAGE,
+        "B stale {stale:?} after the restart"
+    );
     within(Duration::from_secs(2), || a.stat("pending") == "0").expect("A's outbox drained");
     assert_eq!(b.get("get 1"), "1");
 }
@@ -354,8 +361,7 @@ fn pub_sub_connections_killed_during_an_invalidation_lose_no_invalidation() {
     let stale = stale_for(&mut b, back, "1");
     println!("    B read the new value {stale:?} after its bus connection was killed ({killed:?})");
     assert!(stale <= BOUND_AFTER_OUTAGE, "B stale {stale:?}");
-    within(Duration::from_secs(2), || b.stat("resubscriptions") != "0")
-        .expect("B resubscribed");
+    within(Duration::from_secs(2), || b.stat("resubscriptions") != "0").expect("B resubscribed");
     assert_eq!(b.stat("bus"), "up");
 }
 
@@ -379,12 +385,22 @@ fn a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies
 
     assert_eq!(b.stat("bus"), "down");
     let reason = b.stat("reason");
-    assert!(reason.contains("NOPERM") || reason.contains("permission"), "{reason}");
+    assert!(
+        reason.contains("NOPERM") || reason.contains("permission"),
+        "{reason}"
+    );
     let log = b.log_lines();
     let errors: Vec<&String> = log.iter().filter(|l| l.contains("ERROR")).collect();
     assert_eq!(errors.len(), 1, "one ERROR line: {log:#?}");
-    assert!(errors[0].contains("redis://limited:***@127.0.0.1"), "{}", errors[0]);
-    assert!(!log.iter().any(|l| l.contains("s3cret")), "no password in the log");
+    assert!(
+        errors[0].contains("redis://limited:***@127.0.0.1"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("s3cret")),
+        "no password in the log"
+    );
 
     // B's local copy cannot hear A's update: it lives at most local_timeout.
     assert_eq!(a.get("cget 1"), "0");
@@ -393,8 +409,13 @@ fn a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies
     a.update("cupdate 1 1");
     within(Duration::from_secs(2), || b.get("cget 1") == "1").expect("B reads the update");
     let stale = updated.elapsed();
-    println!("    B's local copy outlived A's update by {stale:?} (local_timeout {LOCAL_TIMEOUT:?})");
-    assert!(stale <= LOCAL_TIMEOUT + Duration::from_millis(150), "{stale:?}");
+    println!(
+        "    B's local copy outlived A's update by {stale:?} (local_timeout {LOCAL_TIMEOUT:?})"
+    );
+    assert!(
+        stale <= LOCAL_TIMEOUT + Duration::from_millis(150),
+        "{stale:?}"
+    );
 
     // B's own invalidation deletes the shared entry (no publish to refuse it).
     b.update("cupdate 1 2");
@@ -471,7 +492,8 @@ fn a_fault_injection_soak_never_reads_a_value_older_than_the_bound() {
                         14..=18 => {
                             // Updates of one id run one at a time, so values rise.
                             let _one = id_locks[id as usize].lock().unwrap();
-                            let value = next_value.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let value =
+                                next_value.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             node.update(&format!("update {id} {value}"));
                             let done = Instant::now();
                             history.lock().unwrap().push(Op::Update { id, value, done });
@@ -583,17 +605,40 @@ fn the_history_checker_measures_staleness_past_the_outages() {
     let t0 = Instant::now();
     let at = |ms: u64| t0 + Duration::from_millis(ms);
     let history = [
-        Op::Update { id: 1, value: 1, done: at(100) },
-        Op::Read { id: 1, value: 1, at: at(150) },
+        Op::Update {
+            id: 1,
+            value: 1,
+            done: at(100),
+        },
+        Op::Read {
+            id: 1,
+            value: 1,
+            at: at(150),
+        },
         // Value 0 read 900 ms after value 1 replaced it.
-        Op::Read { id: 1, value: 0, at: at(1000) },
+        Op::Read {
+            id: 1,
+            value: 0,
+            at: at(1000),
+        },
         // Started before the update completed: not stale.
-        Op::Read { id: 1, value: 0, at: at(90) },
+        Op::Read {
+            id: 1,
+            value: 0,
+            at: at(90),
+        },
     ];
     let (worst, excess, reads) = check_history(&history, &[]);
-    assert_eq!((worst, excess, reads), (Duration::from_millis(900), Duration::from_millis(900), 3));
+    assert_eq!(
+        (worst, excess, reads),
+        (Duration::from_millis(900), Duration::from_millis(900), 3)
+    );
     let (_, excess, _) = check_history(&history, &[(at(50), at(800))]);
-    assert_eq!(excess, Duration::from_millis(200), "700 ms of outage taken out");
+    assert_eq!(
+        excess,
+        Duration::from_millis(200),
+        "700 ms of outage taken out"
+    );
 }
 
 fn main() {

@@ -203,7 +203,11 @@ async fn bump_namespace(tier: &'static Tier, namespace: &str) -> Result<(), Shar
         .call_direct(tier.timeout(), |s| s.bump_version(&key, now_ms))
         .await?;
     namespace_moved(namespace, version);
-    tell(tier, Notice::All { namespace, version }.encode(tier.instance())).await
+    tell(
+        tier,
+        Notice::All { namespace, version }.encode(tier.instance()),
+    )
+    .await
 }
 
 /// The distinct namespaces of this process's shared caches.
@@ -278,8 +282,7 @@ pub(crate) async fn replay(tier: &'static Tier, op: Pending) -> Result<(), Share
             if tier.can_delete_prefix() {
                 let budget = (tier.timeout() * 100).max(std::time::Duration::from_secs(5));
                 let full = tier.full_key(&prefix);
-                tier.call_direct(budget, |s| s.delete_prefix(&full))
-                    .await?;
+                tier.call_direct(budget, |s| s.delete_prefix(&full)).await?;
             } else {
                 for ns in shared_namespaces() {
                     if prefix_covers(&prefix, &ns) {
@@ -287,7 +290,11 @@ pub(crate) async fn replay(tier: &'static Tier, op: Pending) -> Result<(), Share
                     }
                 }
             }
-            tell(tier, Notice::Prefix { prefix: &prefix }.encode(tier.instance())).await
+            tell(
+                tier,
+                Notice::Prefix { prefix: &prefix }.encode(tier.instance()),
+            )
+            .await
         }
         Pending::Tag { tag } => {
             let set = tier.tag_key(&tag);

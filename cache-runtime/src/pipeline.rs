@@ -1471,7 +1471,11 @@ impl<K: Key, V: Value> FnCache<K, V> {
         };
         let Some(sk) = sk else {
             // The old value may still be in the shared tier: it must go.
-            self.defer_key(sf, &key, &SharedError::new(ErrorKind::Skipped, "no version"));
+            self.defer_key(
+                sf,
+                &key,
+                &SharedError::new(ErrorKind::Skipped, "no version"),
+            );
             self.put_local(key, local, min_ttl(ttl, self.local_ttl), tag);
             return;
         };

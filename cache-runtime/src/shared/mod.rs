@@ -889,7 +889,10 @@ impl Tier {
     /// Queues an invalidation that could not be applied now and wakes the
     /// replay task.
     pub(crate) fn defer(&self, op: outbox::Pending) {
-        tracing::debug!(?op, "layercache: invalidation queued in the outbox until the shared tier answers");
+        tracing::debug!(
+            ?op,
+            "layercache: invalidation queued in the outbox until the shared tier answers"
+        );
         self.outbox.push(op);
         self.outbox_wake.notify_one();
     }
@@ -974,7 +977,8 @@ impl Tier {
                 Ok(()) => self.outbox.applied(seq),
                 Err(_) => {
                     // Retry until the deadline: the store may be restarting.
-                    let pause = outbox::RETRY_INTERVAL.min(deadline.saturating_sub(started.elapsed()));
+                    let pause =
+                        outbox::RETRY_INTERVAL.min(deadline.saturating_sub(started.elapsed()));
                     self.pause(pause).await;
                 }
             }
