@@ -14,7 +14,7 @@
 //! | [`key`] | escaping, templates, the stable 128-bit argument hash |
 //! | [`local`] | the in-process tier behind the [`LocalStore`](local::LocalStore) trait |
 //! | [`codec`] | the [`Codec`](codec::Codec) trait, bincode, the shared-tier envelope |
-//! | [`shared`] | the [`SharedStore`](shared::SharedStore) trait, Redis, timeouts, the breaker, the bus |
+//! | [`shared`] | the [`SharedStore`](shared::SharedStore) trait, Redis, timeouts, the breaker, the bus, the [`outbox`](shared::outbox) of invalidations waiting out an outage |
 //! | `pipeline` | [`FnCache`]: lookup, origin, write-back, entry handles |
 //! | `flight` | single-flight: one computation per missing key per process |
 //! | `warm` | [`warm_up`] / [`warm_up_blocking`]: prime entries with bounded parallelism |
