@@ -13,8 +13,9 @@
 //! an operation equal to one already pending replaces it (the older copy is
 //! removed and the newer one queued last, so the order of distinct
 //! operations is kept), and the queue is replayed front to back, stopping
-//! at the first failure. Where FusionCache drops the oldest item when full,
-//! this outbox collapses into a single clear of every cache, which covers
+//! at the first failure. Where FusionCache, when its queue is full, keeps
+//! some items by a heuristic, this outbox collapses into a single clear of
+//! every cache, which covers
 //! every operation it replaces: an overflow costs hit rate, never
 //! correctness. The overflow is logged at WARN.
 //!
