@@ -443,6 +443,36 @@ fn a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies
     );
 }
 
+fn a_flush_at_shutdown_applies_what_it_can_and_logs_the_rest_at_error() {
+    let mut server = RedisServer::start_unmonitored();
+    let db = temp_db("flush");
+    let mut a = Node::spawn("A", &server.url(), &db);
+    assert_eq!(a.get("get 1"), "0");
+    server.stop();
+    a.update("update 1 1");
+    assert_eq!(a.stat("pending"), "1");
+    let started = Instant::now();
+    assert_eq!(a.send("flush 200"), "unapplied 1", "Redis is down");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(200 + 150),
+        "the deadline holds: {took:?}"
+    );
+    let log = a.log_lines();
+    assert!(
+        log.iter().any(|l| l.contains("ERROR")
+            && l.contains("could not reach the shared tier before shutdown")),
+        "{log:#?}"
+    );
+    server.restart();
+    assert_eq!(
+        a.send("flush 2000"),
+        "unapplied 0",
+        "applied once Redis is back"
+    );
+    assert_eq!(a.stat("pending"), "0");
+}
+
 // --------------------------------------------------------------------- soak
 
 /// One read or completed update in the soak's history.
@@ -666,6 +696,10 @@ fn main() {
         (
             "a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies",
             a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies,
+        ),
+        (
+            "a_flush_at_shutdown_applies_what_it_can_and_logs_the_rest_at_error",
+            a_flush_at_shutdown_applies_what_it_can_and_logs_the_rest_at_error,
         ),
         (
             "a_fault_injection_soak_never_reads_a_value_older_than_the_bound",
