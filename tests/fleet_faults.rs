@@ -87,13 +87,12 @@ mod node {
 
     fn stats_line() -> String {
         let tier = layercache::stats().shared_tier.unwrap_or_default();
-        let bus = serde_json::to_value(&tier.bus).unwrap();
         format!(
             "pending={} replayed={} resubscriptions={} bus={} reason={}",
             tier.invalidations_pending,
             tier.invalidations_replayed,
             tier.resubscriptions,
-            bus["status"].as_str().unwrap_or("?"),
+            tier.bus.status.as_str(),
             tier.bus.reason.unwrap_or_default().replace('\n', " "),
         )
     }
@@ -139,7 +138,7 @@ mod node {
                         if bus.status != layercache::BusStatus::Starting
                             || started.elapsed() > Duration::from_secs(10)
                         {
-                            break format!("bus {}", serde_json::to_value(bus.status).unwrap());
+                            break format!("bus {}", bus.status.as_str());
                         }
                         std::thread::sleep(Duration::from_millis(2));
                     }

@@ -156,6 +156,17 @@ pub enum BusStatus {
     Down,
 }
 
+impl BusStatus {
+    /// `starting`, `up` or `down` (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BusStatus::Starting => "starting",
+            BusStatus::Up => "up",
+            BusStatus::Down => "down",
+        }
+    }
+}
+
 /// The invalidation bus's health, in [`TierStats::bus`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -1380,6 +1391,21 @@ mod tests {
             "1\tx",
         ] {
             assert_eq!(Notice::decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bus_health_serializes_as_a_status_and_a_reason() {
+        let down = BusHealth {
+            status: BusStatus::Down,
+            reason: Some("NOPERM".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&down).unwrap(),
+            r#"{"status":"down","reason":"NOPERM"}"#
+        );
+        for s in [BusStatus::Starting, BusStatus::Up, BusStatus::Down] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
     }
 
