@@ -411,8 +411,9 @@ fn a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies
     println!(
         "    B's local copy outlived A's update by {stale:?} (local_timeout {LOCAL_TIMEOUT:?})"
     );
+    // local_timeout, and room for scheduling on a loaded two-core machine.
     assert!(
-        stale <= LOCAL_TIMEOUT + Duration::from_millis(150),
+        stale <= LOCAL_TIMEOUT + Duration::from_millis(250),
         "{stale:?}"
     );
 
@@ -488,7 +489,7 @@ fn a_fault_injection_soak_never_reads_a_value_older_than_the_bound() {
         std::env::var("LAYERCACHE_SOAK_SECS")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(40),
+            .unwrap_or(60),
     );
     let server = Arc::new(Mutex::new(RedisServer::start_unmonitored()));
     let url = server.lock().unwrap().url();

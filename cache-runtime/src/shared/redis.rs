@@ -723,10 +723,16 @@ async fn subscription_loop(client: Client, channel: String, handler: BusHandler)
             }
             Ok(Err(err)) => {
                 tracing::debug!(%err, channel, "layercache: cannot subscribe to the invalidation bus yet");
+                let refused = is_refusal(&err);
                 handler(BusEvent::Down {
-                    refused: is_refusal(&err),
+                    refused,
                     reason: err.to_string(),
                 });
+                if refused {
+                    // An operator must act: ask again now and then, not five
+                    // times a second from every process of the fleet.
+                    tokio::time::sleep(REFUSED_RETRY).await;
+                }
             }
             Err(_) => {
                 tracing::debug!(
@@ -749,6 +755,8 @@ async fn subscription_loop(client: Client, channel: String, handler: BusHandler)
 
 /// The longest wait between two subscription attempts.
 const MAX_BUS_BACKOFF: Duration = Duration::from_millis(200);
+/// The wait after the server refused the subscription (ACL, password).
+const REFUSED_RETRY: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
