@@ -97,12 +97,35 @@ mod node {
         )
     }
 
+    /// Moves this node's clock when it runs on a mock one (`LAYERCACHE_MOCK_CLOCK`).
+    static MOCK: std::sync::OnceLock<layercache::MockClock> = std::sync::OnceLock::new();
+
+    /// The environment's configuration, on a mock clock.
+    fn init_with_mock_clock() {
+        let env = |k: &str| std::env::var(k).unwrap();
+        let (clock, mock) = layercache::Clock::mock();
+        let config = layercache::Config::builder()
+            .cache_type(layercache::CacheType::Redis)
+            .redis_url(env("CACHE_REDIS_URL"))
+            .key_prefix(env("CACHE_KEY_PREFIX"))
+            .shared_timeout(Duration::from_millis(
+                env("CACHE_SHARED_TIMEOUT_MS").parse().unwrap(),
+            ))
+            .clock(clock)
+            .build();
+        layercache::init(config).unwrap();
+        MOCK.set(mock).unwrap();
+    }
+
     pub fn run() {
         tracing_subscriber::fmt()
             .with_env_filter("layercache=warn")
             .with_writer(std::io::stderr)
             .with_ansi(false)
             .init();
+        if std::env::var_os("LAYERCACHE_MOCK_CLOCK").is_some() {
+            init_with_mock_clock();
+        }
         let stdin = std::io::stdin();
         let mut out = std::io::stdout();
         for line in stdin.lock().lines() {
@@ -130,6 +153,12 @@ mod node {
                     layercache::flush_invalidations(Duration::from_millis(n(1)))
                 ),
                 ["stats"] => stats_line(),
+                ["advance", _] => {
+                    MOCK.get()
+                        .expect("a mock clock")
+                        .advance(Duration::from_millis(n(1)));
+                    "ok".into()
+                }
                 // Bring the shared tier up and wait until the bus answers (up or refused).
                 ["wait_bus"] => {
                     let _ = profile(999_999);
@@ -166,7 +195,13 @@ struct Node {
 impl Node {
     /// A node on `url` whose bus answered (up, or down when refused).
     fn spawn(name: &str, url: &str, db: &std::path::Path) -> Node {
+        Node::spawn_with(name, url, db, &[])
+    }
+
+    /// [`Node::spawn`] with more environment variables.
+    fn spawn_with(name: &str, url: &str, db: &std::path::Path, env: &[(&str, &str)]) -> Node {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.envs(env.iter().copied());
         cmd.env("LAYERCACHE_NODE", "1")
             .env("CACHE_TYPE", "redis")
             .env("CACHE_REDIS_URL", url)
@@ -443,6 +478,40 @@ fn a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies
     );
 }
 
+/// While the bus is refused, a function without `local_timeout` keeps a
+/// local copy at most `BUS_DOWN_LOCAL_TIMEOUT` (5 s), on B's mock clock.
+fn a_refused_bus_caps_local_copies_at_5_s_without_local_timeout() {
+    let server = RedisServer::start_unmonitored();
+    let acl = server.command(&[
+        b"ACL",
+        b"SETUSER",
+        b"limited",
+        b"on",
+        b">s3cret",
+        b"~*",
+        b"+@all",
+        b"resetchannels",
+    ]);
+    assert!(format!("{acl:?}").contains("OK"), "{acl:?}");
+    let db = temp_db("cap5s");
+    let limited_url = format!("redis://limited:s3cret@127.0.0.1:{}/", server.port());
+    let mut a = Node::spawn("A", &server.url(), &db);
+    let mut b = Node::spawn_with("B", &limited_url, &db, &[("LAYERCACHE_MOCK_CLOCK", "1")]);
+    assert_eq!(b.stat("bus"), "down");
+    assert_eq!(b.get("get 1"), "0");
+    assert_eq!(a.get("get 1"), "0", "A reads B's value from Redis");
+    a.update("update 1 1");
+    assert_eq!(
+        b.get("get 1"),
+        "0",
+        "B cannot hear the update: its copy stands"
+    );
+    b.send("advance 4900");
+    assert_eq!(b.get("get 1"), "0", "still within 5 s");
+    b.send("advance 200");
+    assert_eq!(b.get("get 1"), "1", "the copy lived at most 5 s");
+}
+
 fn a_flush_at_shutdown_applies_what_it_can_and_logs_the_rest_at_error() {
     let mut server = RedisServer::start_unmonitored();
     let db = temp_db("flush");
@@ -696,6 +765,10 @@ fn main() {
         (
             "a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies",
             a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies,
+        ),
+        (
+            "a_refused_bus_caps_local_copies_at_5_s_without_local_timeout",
+            a_refused_bus_caps_local_copies_at_5_s_without_local_timeout,
         ),
         (
             "a_flush_at_shutdown_applies_what_it_can_and_logs_the_rest_at_error",
