@@ -544,6 +544,21 @@ fn a_flush_at_shutdown_applies_what_it_can_and_logs_the_rest_at_error() {
 
 // --------------------------------------------------------------------- soak
 
+/// A seeded xorshift generator: the soak's choices, repeatable per seed.
+struct Rng(u64);
+
+impl Rng {
+    /// A number in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        let mut x = self.0.max(1);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x % n
+    }
+}
+
 /// One read or completed update in the soak's history.
 #[derive(Clone, Copy)]
 enum Op {
@@ -579,10 +594,10 @@ fn a_fault_injection_soak_never_reads_a_value_older_than_the_bound() {
             let (history, id_locks, next_value) =
                 (history.clone(), id_locks.clone(), next_value.clone());
             std::thread::spawn(move || {
-                let mut rng = fastrand::Rng::with_seed(i as u64 + 7);
+                let mut rng = Rng(i as u64 + 7);
                 while Instant::now() < end {
-                    let id = rng.u64(0..IDS);
-                    match rng.u8(0..20) {
+                    let id = rng.below(IDS);
+                    match rng.below(20) {
                         0..=13 => {
                             let at = Instant::now();
                             let value = node.get(&format!("get {id}")).parse().unwrap();
@@ -601,7 +616,7 @@ fn a_fault_injection_soak_never_reads_a_value_older_than_the_bound() {
                             node.send("reindex");
                         }
                     }
-                    std::thread::sleep(Duration::from_millis(rng.u64(0..5)));
+                    std::thread::sleep(Duration::from_millis(rng.below(5)));
                 }
                 node
             })
@@ -609,21 +624,21 @@ fn a_fault_injection_soak_never_reads_a_value_older_than_the_bound() {
         .collect();
 
     let mut faults: HashMap<&str, u64> = HashMap::new();
-    let mut rng = fastrand::Rng::with_seed(42);
+    let mut rng = Rng(42);
     while Instant::now() + Duration::from_secs(2) < end {
-        std::thread::sleep(Duration::from_millis(rng.u64(300..1200)));
+        std::thread::sleep(Duration::from_millis(300 + rng.below(900)));
         let mut server = server.lock().unwrap();
         let started = Instant::now();
-        let fault = match rng.u8(0..4) {
+        let fault = match rng.below(4) {
             0 => {
                 server.pause();
-                std::thread::sleep(Duration::from_millis(rng.u64(50..800)));
+                std::thread::sleep(Duration::from_millis(50 + rng.below(750)));
                 server.resume();
                 "pause"
             }
             1 => {
                 server.stop();
-                std::thread::sleep(Duration::from_millis(rng.u64(0..500)));
+                std::thread::sleep(Duration::from_millis(rng.below(500)));
                 server.restart();
                 "kill+restart"
             }

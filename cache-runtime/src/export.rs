@@ -226,6 +226,7 @@ impl std::fmt::Display for Label<'_> {
 /// `function`; origin durations are also recorded per miss as the histogram
 /// `layercache_origin_duration_seconds`.
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics {
     use std::time::Duration;
 

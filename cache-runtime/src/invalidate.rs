@@ -700,7 +700,7 @@ fn group_bumped(group: &str, version: u64) -> u64 {
 
 /// Drops every entry of every function declared `versioned = "{group}"`,
 /// in every tier and process, in O(1): the group's version, part of each
-/// of their shared keys, moves up (the guide's 5.3, versioned keys), so
+/// of their shared keys, moves up (versioned keys), so
 /// old entries become unreachable and expire by themselves. Returns how
 /// many local entries went.
 ///

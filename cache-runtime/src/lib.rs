@@ -13,8 +13,8 @@
 //! | [`config`](crate::Config) | [`Config`], [`Config::from_env`], [`init`] |
 //! | [`key`] | escaping, templates, the stable 128-bit argument hash |
 //! | [`local`] | the in-process tier behind the [`LocalStore`](local::LocalStore) trait |
-//! | [`codec`] | the [`Codec`](codec::Codec) trait, bincode, the shared-tier envelope |
-//! | [`shared`] | the [`SharedStore`](shared::SharedStore) trait, Redis, timeouts, the breaker, the bus, the [`outbox`](shared::outbox) of invalidations waiting out an outage |
+//! | [`codec`] | the [`Codec`](codec::Codec) trait, the default codec, the shared-tier envelope |
+//! | [`shared`] | the [`SharedStore`](shared::SharedStore) trait and its backends (Redis, Redis Cluster, memcached, SQLite, files), timeouts, the breaker, the bus, the [`outbox`](shared::outbox) of invalidations waiting out an outage |
 //! | `pipeline` | [`FnCache`]: lookup, origin, write-back, entry handles |
 //! | `flight` | single-flight: one computation per missing key per process |
 //! | `warm` | [`warm_up`] / [`warm_up_blocking`]: prime entries with bounded parallelism |
@@ -24,6 +24,8 @@
 //! | `clock` | [`Clock`]: real or mock time for every expiry decision |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+// docs.rs (`--cfg docsrs`, nightly) marks every feature-gated item with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
 pub mod codec;
@@ -39,6 +41,7 @@ mod pipeline;
 pub mod shared;
 mod warm;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod web;
 
 pub use clock::{Clock, MockClock, Timestamp};
@@ -64,7 +67,9 @@ pub mod __private {
         invalidate_prefix, invalidate_prefix_async, invalidate_tag, invalidate_tag_async,
         slot_cache, CacheSlot,
     };
-    pub use crate::key::{render_hashed, render_template, KeyBuilder};
+    pub use crate::key::{
+        render_hashed, render_hashed_typed, render_template, render_template_typed, KeyBuilder,
+    };
     pub use crate::pipeline::{
         always, bypass, bypass_async, get_or_compute, get_or_compute_async,
         get_or_compute_async_refreshing, get_or_compute_refreshing, no_tags, CallEntry, FnCache,

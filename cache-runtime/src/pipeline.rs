@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use crate::clock::{Clock, Timestamp};
 use crate::codec::{self, Bincode, EnvelopeError, Meta};
 use crate::config::{self, CacheType};
-use crate::flight::{Flights, Join, Leader};
+use crate::flight::{self as flight, Flights, Followed, Join, Leader};
 use crate::key::KeyError;
 use crate::local::{build_store, Evictions, LocalStore, Stored};
 use crate::manual::CacheValue;
@@ -1049,7 +1049,7 @@ pub struct OkOnly;
 /// `Option<T>`: only `Some(T)` is cached.
 pub struct SomeOnly;
 /// `Option<T>` with `cache_none = true`: `None` is cached too (negative
-/// caching, guide 7.2), for `none_timeout`.
+/// caching, against cache penetration), for `none_timeout`.
 pub struct SomeOrNone;
 
 impl<T: Value> OutputMode<Option<T>> for SomeOrNone {
@@ -1310,6 +1310,10 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 if err == EnvelopeError::Type {
                     // A deploy that changed the type, or the manual cache read as another type.
                     tracing::debug!(name = self.name(), key = %sk.full, "layercache: shared value of another type; a miss");
+                } else if err == EnvelopeError::Key {
+                    // Almost always a function with other argument types under
+                    // the same templated key (a deploy, a shared `key_prefix`).
+                    tracing::debug!(name = self.name(), key = %sk.full, "layercache: shared value written for other arguments or argument types; a miss");
                 } else {
                     tracing::warn!(name = self.name(), key = %sk.full, %err, len = bytes.len(), "layercache: unusable bytes under a shared key; treating as a miss and replacing them");
                 }
@@ -1705,8 +1709,10 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     }
 
     /// Distributed single-flight (`lock = true`), after a shared miss:
-    /// take the key's lock in the shared tier and compute, or wait for
-    /// the process holding it to store the value. A holder that dies
+    /// take the key's lock in the shared tier and, once it is held, read
+    /// the shared tier again (a holder that finished just before may have
+    /// stored the value) before computing; or wait for the process holding
+    /// it to store the value. A holder that dies
     /// releases by the lock's expiry; a shared tier that fails lets the
     /// caller compute (fail-open), as does a wait longer than twice the
     /// lock's life.
@@ -1729,7 +1735,18 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                 .try_lock(m, lock_key.clone(), token.clone(), ttl)
                 .await
             {
-                Ok(Some(held)) => return Locked::Held(held),
+                Ok(Some(held)) => {
+                    // The previous holder may have written the value and
+                    // released the lock between this caller's miss and its
+                    // lock: look again, or the origin runs twice.
+                    return match self.shared_get::<V>(sf, self.rendered(key)).await {
+                        Ok(found) => {
+                            held.release().await;
+                            Locked::Found(found)
+                        }
+                        Err(_) => Locked::Held(held),
+                    };
+                }
                 Ok(None) => {}
                 Err(_) => return Locked::Proceed,
             }
@@ -1903,9 +1920,10 @@ where
     let leader = match cache.join_flight(&key, hash) {
         Flight::Lead(leader) => Some(leader),
         Flight::Answered(v) => return M::from_cached(v),
-        Flight::Follow(flight) => match flight.wait() {
-            Some(v) => return M::from_cached(cache.coalesced(v)),
-            None => None,
+        Flight::Follow(f) => match cache.flights.follow(&f) {
+            Followed::Value(v) => return M::from_cached(cache.coalesced(v)),
+            Followed::Lead(leader) => Some(leader),
+            Followed::Alone => None,
         },
         Flight::Alone => None,
     };
@@ -1929,7 +1947,8 @@ where
     cache.metrics.record_miss();
     let computation = cache.begin(generation);
     let span = OriginSpan::new(cache.name());
-    let r = span.span.in_scope(origin);
+    let led = leader.as_ref().map(Leader::id);
+    let r = span.span.in_scope(|| flight::run_led(led, origin));
     span.returned::<M, R>(&r);
     if M::is_error(&r) && cache.stale.is_some() {
         if let Some(v) = shared::block_on(cache.fail_safe(&key)) {
@@ -1979,9 +1998,10 @@ where
     let leader = match cache.join_flight(&key, hash) {
         Flight::Lead(leader) => Some(leader),
         Flight::Answered(v) => return M::from_cached(v),
-        Flight::Follow(flight) => match flight.wait_async().await {
-            Some(v) => return M::from_cached(cache.coalesced(v)),
-            None => None,
+        Flight::Follow(f) => match cache.flights.follow_async(&f).await {
+            Followed::Value(v) => return M::from_cached(cache.coalesced(v)),
+            Followed::Lead(leader) => Some(leader),
+            Followed::Alone => None,
         },
         Flight::Alone => None,
     };
@@ -2005,7 +2025,9 @@ where
     cache.metrics.record_miss();
     let computation = cache.begin(generation);
     let span = OriginSpan::new(cache.name());
-    let r = tracing::Instrument::instrument(origin, span.span.clone()).await;
+    let led = leader.as_ref().map(Leader::id);
+    let r = tracing::Instrument::instrument(flight::run_led_async(led, origin), span.span.clone())
+        .await;
     span.returned::<M, R>(&r);
     if M::is_error(&r) && cache.stale.is_some() {
         if let Some(v) = cache.fail_safe(&key).await {
@@ -2188,9 +2210,10 @@ impl<K: Key, V: Value> FnCache<K, V> {
         match self.join_flight(key, self.key_hash(key)) {
             Flight::Lead(leader) => Ok(Some(leader)),
             Flight::Answered(v) => Err(v),
-            Flight::Follow(flight) => match flight.wait() {
-                Some(v) => Err(self.coalesced(v)),
-                None => Ok(None),
+            Flight::Follow(f) => match self.flights.follow(&f) {
+                Followed::Value(v) => Err(self.coalesced(v)),
+                Followed::Lead(leader) => Ok(Some(leader)),
+                Followed::Alone => Ok(None),
             },
             Flight::Alone => Ok(None),
         }
@@ -2204,9 +2227,10 @@ impl<K: Key, V: Value> FnCache<K, V> {
         match self.join_flight(key, self.key_hash(key)) {
             Flight::Lead(leader) => Ok(Some(leader)),
             Flight::Answered(v) => Err(v),
-            Flight::Follow(flight) => match flight.wait_async().await {
-                Some(v) => Err(self.coalesced(v)),
-                None => Ok(None),
+            Flight::Follow(f) => match self.flights.follow_async(&f).await {
+                Followed::Value(v) => Err(self.coalesced(v)),
+                Followed::Lead(leader) => Ok(Some(leader)),
+                Followed::Alone => Ok(None),
             },
             Flight::Alone => Ok(None),
         }

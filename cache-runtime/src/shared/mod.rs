@@ -1,6 +1,7 @@
 //! The shared tier: a store every process of a fleet reads and writes
-//! (Redis), reached through the [`SharedStore`] trait and guarded by a
-//! [`Tier`] that makes it fail-open.
+//! (Redis, Redis Cluster, memcached, SQLite or a directory; each backend is a
+//! submodule, most behind a cargo feature), reached through the
+//! [`SharedStore`] trait and guarded by a [`Tier`] that makes it fail-open.
 //!
 //! Every operation the pipeline sends to the store goes through
 //! `Tier::call`, which
@@ -38,14 +39,18 @@ use crate::metrics::Histogram;
 
 pub mod filesystem;
 #[cfg(feature = "memcached")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memcached")))]
 pub mod memcached;
 pub mod outbox;
 pub mod polled;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 #[cfg(feature = "redis-cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-cluster")))]
 pub mod redis_cluster;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
 
 /// A boxed, sendable future: what [`SharedStore`] methods return.

@@ -598,7 +598,7 @@ impl Bus {
                 ),
             }
             failed_in_a_row += 1;
-            if failed_in_a_row % candidates.len() == 0 {
+            if failed_in_a_row.is_multiple_of(candidates.len()) {
                 // A whole round failed: learn the masters again, then wait.
                 self.learn_masters().await;
                 tokio::time::sleep(backoff).await;

@@ -296,7 +296,7 @@ impl ResponseCacheLayer {
         self
     }
 
-    /// Spreads each page's timeout over `±fraction` (guide 7.3).
+    /// Spreads each page's timeout over `±fraction` (TTL jitter, against cache avalanche).
     pub fn jitter(mut self, fraction: f64) -> Self {
         self.settings.jitter = Some(fraction.clamp(0.0, 1.0));
         self
