@@ -396,6 +396,28 @@ async fn clear_cache_in_one_process_empties_the_other(a: &Node, b: &Node) {
     assert_ne!(after, before, "my_key was recomputed");
 }
 
+/// One version per namespace, fleet-wide: the view caches and the manual
+/// cache share the empty namespace, and a `/clear-cache` moves it once, so
+/// afterwards (twice in a row) a page A renders is a shared hit in B.
+async fn after_clear_cache_a_page_rendered_by_one_process_is_a_hit_in_the_other(
+    a: &Node,
+    b: &Node,
+) {
+    for round in 0..2 {
+        get(a, "/clear-cache").await;
+        // Let B hear the new version (a notice), as any later request would.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (first, page) = get(a, "/expensive-page").await;
+        assert_eq!(first, "MISS", "round {round}: the clear dropped A's page");
+        let (there, same) = get(b, "/expensive-page").await;
+        assert_eq!(
+            there, "HIT",
+            "round {round}: B reads A's page from Redis after the clear"
+        );
+        assert_eq!(same, page);
+    }
+}
+
 fn main() {
     if std::env::var_os("LAYERCACHE_WEB_NODE").is_some() {
         node();
@@ -433,6 +455,7 @@ fn main() {
         run!(the_stats_endpoints_of_each_process_describe_the_shared_tier(&b));
         // Last: it empties every cache of the fleet.
         run!(clear_cache_in_one_process_empties_the_other(&a, &b));
+        run!(after_clear_cache_a_page_rendered_by_one_process_is_a_hit_in_the_other(&a, &b));
         passed
     });
     let pages = redis.keys_matching("webfleet:*");

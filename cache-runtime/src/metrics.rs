@@ -554,6 +554,17 @@ impl fmt::Display for Stats {
                 t.notices_received,
                 t.resubscriptions,
             )?;
+            writeln!(
+                f,
+                "invalidation bus {}{}; {} invalidations waiting for the shared tier, {} replayed",
+                t.bus.status.as_str(),
+                t.bus
+                    .reason
+                    .as_deref()
+                    .map_or(String::new(), |r| format!(" ({r})")),
+                t.invalidations_pending,
+                t.invalidations_replayed,
+            )?;
         }
         Ok(())
     }

@@ -542,6 +542,7 @@ pub async fn a_delete_whose_caller_stops_waiting_still_publishes_its_notice(b: &
         Arc::new(move |event| match event {
             BusEvent::Message(m) => got.lock().unwrap().push(m),
             BusEvent::Subscribed { .. } => up.store(true, std::sync::atomic::Ordering::SeqCst),
+            BusEvent::Down { .. } => {}
         })
     };
     let Some(subscription) = b.store.subscribe(handler) else {

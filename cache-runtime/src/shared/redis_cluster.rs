@@ -578,11 +578,19 @@ impl Bus {
                         node = ?node.addr(),
                         "layercache: invalidation bus connection lost; subscribing on another node"
                     );
+                    handler(BusEvent::Down {
+                        reason: "connection lost".into(),
+                        refused: false,
+                    });
                     // Start the next round on the node after this one.
                     continue;
                 }
                 Ok(Err(err)) => {
-                    tracing::debug!(%err, node = ?node.addr(), "layercache: cannot subscribe to the invalidation bus on this node")
+                    tracing::debug!(%err, node = ?node.addr(), "layercache: cannot subscribe to the invalidation bus on this node");
+                    handler(BusEvent::Down {
+                        refused: super::redis::is_refusal(&err),
+                        reason: err.to_string(),
+                    });
                 }
                 Err(_) => tracing::debug!(
                     node = ?node.addr(),
