@@ -365,6 +365,8 @@ async fn the_stats_endpoints_of_each_process_describe_the_shared_tier(b: &Node) 
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["shared_tier"]["bus_subscribed"], true, "{json}");
     assert_eq!(json["shared_tier"]["breaker_open"], false);
+    assert_eq!(json["shared_tier"]["bus"]["status"], "up", "{json}");
+    assert_eq!(json["shared_tier"]["invalidations_pending"], 0, "{json}");
     let pages = json["functions"]
         .as_array()
         .unwrap()
@@ -374,6 +376,11 @@ async fn the_stats_endpoints_of_each_process_describe_the_shared_tier(b: &Node) 
     assert!(pages["shared_hits"].as_u64() >= Some(1), "{pages}");
     let (_, html) = get(b, "/cache-stats/ui").await;
     assert!(html.starts_with("<!DOCTYPE html>"));
+    // The bus line shows its status and the outbox, as stats() does.
+    assert!(
+        html.contains("<td id=\"bus\">up, ") && html.contains("0 invalidations pending"),
+        "{html}"
+    );
     for name in ["pages", "product_pages", "user_profile", "search"] {
         assert!(html.contains(&format!(">{name}</text>")), "{name}");
     }

@@ -148,23 +148,25 @@ fn shared_tier_status(stats: &Stats) -> String {
     }
 }
 
-/// The invalidation bus's health line. The place for the bus status the
-/// snapshot grows (bus connection state, outbox depth, last notice):
-/// render new fields of [`TierStats`](crate::shared::TierStats) here.
+/// The invalidation bus's health line: its status (with the reason when it
+/// is down), the notices it carried, and the outbox of invalidations waiting
+/// for the shared tier.
 fn bus_status(stats: &Stats) -> String {
-    match &stats.shared_tier {
-        None => "none (single process)".into(),
-        Some(t) => format!(
-            "{}, {} notices received, {} resubscriptions",
-            if t.bus_subscribed {
-                "subscribed"
-            } else {
-                "NOT subscribed"
-            },
-            t.notices_received,
-            t.resubscriptions,
-        ),
+    let Some(t) = &stats.shared_tier else {
+        return "none (single process)".into();
+    };
+    let mut line = t.bus.status.as_str().to_string();
+    if let Some(reason) = &t.bus.reason {
+        line.push_str(&format!(" ({})", Esc(reason)));
     }
+    line.push_str(&format!(
+        ", {} notices received, {} resubscriptions; {} invalidations pending, {} replayed",
+        t.notices_received, t.resubscriptions, t.invalidations_pending, t.invalidations_replayed,
+    ));
+    if t.outbox_overflows > 0 {
+        line.push_str(&format!(", {} outbox overflows", t.outbox_overflows));
+    }
+    line
 }
 
 /// A self-contained HTML page (no scripts, no external resources): the
