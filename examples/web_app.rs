@@ -19,6 +19,7 @@
 //! | `GET /products?...`, `PUT /products/{id}` | 5.1 | view cache with sorted query; prefix invalidation of `/products` |
 //! | `GET /popular-products` | 7.3 | TTL jitter |
 //! | `GET /news` | 7.4 | refresh-ahead |
+//! | `GET`, `POST`, `PUT`, `DELETE /articles/{id}` | 5.1 | view cache; an unsafe method drops the page (RFC 9111 §4.4) in every process |
 //! | `GET /cache-stats`, `/cache-stats/metrics`, `/cache-stats/ui` | 6.1 | JSON, Prometheus, HTML |
 //!
 //! Origin calls are counted in [`ORIGIN`] so tests (`tests/web_app.rs`) can
@@ -34,7 +35,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use layercache::web::{stats_router, ResponseCacheLayer};
+use layercache::web::{mount_stats, ResponseCacheLayer};
 use layercache::{cache_invalidate, cached, future::Cache};
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +106,21 @@ async fn data() -> Json<Expensive> {
 }
 
 // ---- guide 2.2.2: view caching ----
+
+/// An article page; its `POST` (a comment), `PUT` and `DELETE` go through
+/// the same layer, which drops the cached page when they succeed.
+async fn article(Path(id): Path<u64>) -> Html<String> {
+    slow().await;
+    Html(format!(
+        "<h1>Article {id}</h1><p>Rendered by process {} at {}</p>",
+        std::process::id(),
+        now_ns()
+    ))
+}
+
+async fn change_article(Path(id): Path<u64>) -> String {
+    format!("article {id} changed")
+}
 
 async fn expensive_page() -> Html<String> {
     ORIGIN.page.fetch_add(1, Relaxed);
@@ -360,12 +376,18 @@ async fn news() -> Json<Vec<String>> {
 
 /// The whole app.
 pub fn app() -> Router {
-    let pages = ResponseCacheLayer::new("pages").timeout(Duration::from_secs(600));
+    // Requests carrying a cookie are personal (never answered from the
+    // cache) unless the layer is told the cookie does not change the page:
+    // here the analytics and consent cookies every visitor has.
+    let pages = ResponseCacheLayer::new("pages")
+        .timeout(Duration::from_secs(600))
+        .ignore_cookies(["_ga", "consent"]);
+    let articles = ResponseCacheLayer::new("articles").ignore_cookies(["_ga", "consent"]);
     let product_pages = ResponseCacheLayer::new("product_pages")
         .timeout(Duration::from_secs(3600))
         .sort_query(true);
     let exports = ResponseCacheLayer::new("exports").max_body(16 * 1024);
-    Router::new()
+    let app = Router::new()
         .route("/data", get(data))
         .route("/expensive-page", get(expensive_page).layer(pages.clone()))
         .route("/live-score", get(live_score).layer(pages.clone()))
@@ -376,14 +398,22 @@ pub fn app() -> Router {
             "/products/{id}",
             get(product).layer(product_pages).put(update_product),
         )
+        .route(
+            "/articles/{id}",
+            get(article)
+                .post(change_article)
+                .put(change_article)
+                .delete(change_article)
+                .layer(articles),
+        )
         .route("/dashboard", get(dashboard))
         .route("/manual-cache", get(manual_cache))
         .route("/clear-cache", get(clear_cache))
         .route("/user/{id}", get(get_user).put(put_user))
         .route("/search", get(search))
         .route("/popular-products", get(popular_products))
-        .route("/news", get(news))
-        .nest("/cache-stats", stats_router())
+        .route("/news", get(news));
+    mount_stats(app, "/cache-stats")
 }
 
 #[allow(dead_code)]

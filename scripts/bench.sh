@@ -44,7 +44,9 @@ fi
 export BENCH_RESULTS_DIR="$PWD/target/bench-results"
 rm -rf "$BENCH_RESULTS_DIR"
 mkdir -p "$BENCH_RESULTS_DIR"
-features=axum,redis,redis-cluster,sqlite,memcached
+# The benchmarks are the workspace crate `benches/` (layercache-benches), which
+# enables the backends it measures itself.
+bench_pkg=(-p layercache-benches)
 # Progress lines and the benchmarks' own tables; criterion's per-sample noise is dropped.
 quiet() {
   grep -vE '^(Benchmarking|Found| +[0-9]+ \(|\s*(Compiling|Finished|Running|Downloaded|Downloading|time:|change:|thrpt:)|(local_hit|shared)_[a-z0-9_]+/|\s*Performance has|\s*No change|\s*Change within|\s*$)' || true
@@ -62,24 +64,24 @@ bench() {
 }
 
 echo "==> building the benchmarks"
-cargo bench --features "$features" --no-run 2>&1 | tail -1
+cargo bench "${bench_pkg[@]}" --no-run 2>&1 | tail -1
 echo "    (${SECONDS} s)"
 echo "==> local hit: #[cached] vs the cached crate (plain and sharded), quick_cache, moka"
-bench local_hit cargo bench --features "$features" --bench local_hit "${criterion[@]}"
+bench local_hit cargo bench "${bench_pkg[@]}" --bench local_hit "${criterion[@]}"
 echo "==> metrics cost on the hit path"
-bench metrics_cost cargo bench --features "$features" --bench metrics_cost
+bench metrics_cost cargo bench "${bench_pkg[@]}" --bench metrics_cost
 echo "==> shared hit and miss: #[cached] vs raw redis-rs and the cached crate's Redis store"
-bench redis_hit cargo bench --features "$features" --bench redis_hit "${criterion[@]}"
+bench redis_hit cargo bench "${bench_pkg[@]}" --bench redis_hit "${criterion[@]}"
 echo "==> stampede"
-bench stampede cargo bench --features "$features" --bench stampede
+bench stampede cargo bench "${bench_pkg[@]}" --bench stampede
 echo "==> zipf workload"
-bench zipf cargo bench --features "$features" --bench zipf
+bench zipf cargo bench "${bench_pkg[@]}" --bench zipf
 echo "==> memory per entry"
-bench memory cargo bench --features "$features" --bench memory
+bench memory cargo bench "${bench_pkg[@]}" --bench memory
 echo "==> coherence across processes"
-bench coherence cargo bench --features "$features" --bench coherence
+bench coherence cargo bench "${bench_pkg[@]}" --bench coherence
 echo "==> a shared hit on every backend"
-BACKENDS_SECS=$secs bench backends cargo bench --features "$features" --bench backends
+BACKENDS_SECS=$secs bench backends cargo bench "${bench_pkg[@]}" --bench backends
 echo "==> view cache under load vs uncached and http-cache-tower-server"
-WEB_LOAD_SECS=$secs bench web_load cargo bench --features "$features" --bench web_load
+WEB_LOAD_SECS=$secs bench web_load cargo bench "${bench_pkg[@]}" --bench web_load
 python3 scripts/bench_report.py "$BENCH_RESULTS_DIR" "$out_md" "$svg_dir"

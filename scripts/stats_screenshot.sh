@@ -2,7 +2,9 @@
 # Renders the example app's HTML stats page (/cache-stats/ui) in headless
 # Chromium and saves it as docs/stats-page.png (the README shows it).
 # Two instances of the app share a redis-server started here on a free
-# port, so the page shows local and shared hits. Installs Debian's
+# port, so the page shows local and shared hits; the traffic also makes
+# misses, bypasses (a no-store page, cookie requests, unsafe methods) and
+# coalesced waits (concurrent requests for a cold page). Installs Debian's
 # chromium and redis-server when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,10 +45,19 @@ for base in "http://127.0.0.1:$a" "http://127.0.0.1:$b"; do
   for i in $(seq 10); do curl -fs "$base/products?page=$((i % 5))" >/dev/null; done
   for i in $(seq 8); do curl -fs "$base/news" "$base/popular-products" "$base/dashboard" "$base/data" >/dev/null; done
   curl -fs "$base/manual-cache" "$base/manual-cache" >/dev/null
+  # Bypasses: a page that may not be stored, personal (cookie) requests,
+  # and a comment POSTed to an article (which drops its page everywhere).
+  for i in $(seq 6); do curl -fs "$base/live-score" >/dev/null; done
+  for i in $(seq 4); do curl -fs -H "Cookie: session=$i" "$base/expensive-page" >/dev/null; done
+  # Coalesced waits: 8 concurrent requests for each cold article page.
+  for id in 1 2 3; do
+    seq 8 | xargs -P 8 -I{} curl -fs -o /dev/null "$base/articles/$id$([ "$base" = "http://127.0.0.1:$b" ] && echo "?b")"
+  done
+  curl -fs -X POST "$base/articles/1" >/dev/null
 done
 
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
-  --user-data-dir="$work/chromium" --hide-scrollbars --window-size=1000,800 \
+  --user-data-dir="$work/chromium" --hide-scrollbars --window-size=1480,960 \
   --screenshot=docs/stats-page.png "http://127.0.0.1:$b/cache-stats/ui" 2>/dev/null
 echo "wrote docs/stats-page.png (instance B of two sharing one redis-server)"

@@ -34,10 +34,21 @@ stage() { echo "==> $1 (at ${SECONDS}s)"; }
 
 stage "cargo fmt --check"
 cargo fmt --all -- --check
+stage "MSRV: every locked dependency against rust-version (scripts/msrv.py)"
+python3 scripts/msrv.py
+stage "what crates.io users meet: README, doc citations, one syn, the quickstart's packages"
+python3 scripts/check_package.py
 stage "cargo clippy"
-cargo clippy --workspace --all-targets --all-features -- -D warnings
+# incompatible_msrv: no std API newer than the workspace's rust-version.
+cargo clippy --workspace --all-targets --all-features -- -D warnings -D clippy::incompatible_msrv
 stage "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --all-features --quiet
+stage "docs as docs.rs builds them (nightly, --cfg docsrs: feature badges)"
+RUSTDOCFLAGS="--cfg docsrs -D warnings" cargo +nightly doc --no-deps --all-features --quiet \
+  -p layercache -p layercache-runtime -p layercache-macros
+stage "cargo publish --workspace --dry-run (package and build the published crates)"
+# --allow-dirty: the dry run uploads nothing, and a local run has uncommitted work.
+cargo publish --workspace --dry-run --allow-dirty --quiet
 stage "benchmarks against the peers (short run of scripts/bench.sh; report in target/bench-report)"
 BENCH_QUICK=1 bash scripts/bench.sh target/bench-report
 stage "cargo test"

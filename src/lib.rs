@@ -1,8 +1,16 @@
-//! # layercache
+//! Declarative, layered memoization for Rust. Put `#[cached]` on a function
+//! and it is memoized in an in-process tier and, when one is configured, in a
+//! shared tier every process of a fleet reads (Redis, Redis Cluster,
+//! memcached, SQLite or a directory); put `#[cache_invalidate]` on the
+//! function that changes the data and exactly the stale entries are dropped,
+//! in every tier and every process, after it succeeds. Keys, expiry,
+//! invalidation and metrics are checked by the compiler instead of written
+//! by hand as cache-aside code.
 //!
-//! Declarative, layered memoization. Put `#[cached]` on a function and it is
-//! memoized; put `#[cache_invalidate]` on the function that changes the data
-//! and exactly the affected entries are dropped after it succeeds.
+//! ```sh
+//! cargo add layercache                    # the in-process tier (and a directory as shared tier)
+//! cargo add layercache --features redis   # plus the Redis shared tier: CACHE_TYPE=redis
+//! ```
 //!
 //! ```
 //! use layercache::{cached, cache_invalidate};
@@ -29,6 +37,36 @@
 //! assert_eq!(profile.entries, 0);
 //! ```
 //!
+//! ## Features
+//!
+//! No feature is on by default: the in-process tier, the filesystem shared
+//! tier, the manual cache, [`stats`] and Prometheus text need none. Items a
+//! feature enables are marked with it in these docs.
+//!
+//! | feature | enables |
+//! |---|---|
+//! | `redis` | the Redis shared tier (`CACHE_TYPE=redis`, `CACHE_REDIS_URL`), pub/sub invalidation: [`shared::redis`] |
+//! | `tls` | `rediss://` URLs (rustls with the webpki roots); implies `redis` |
+//! | `redis-cluster` | the Redis Cluster shared tier (`CACHE_TYPE=redis-cluster`, `CACHE_REDIS_NODES`): [`shared::redis_cluster`] |
+//! | `memcached` | the memcached shared tier (`CACHE_TYPE=memcached`, `CACHE_MEMCACHED_SERVERS`): [`shared::memcached`] |
+//! | `sqlite` | the SQLite shared tier, SQLite compiled in (`CACHE_TYPE=sqlite`, `CACHE_SQLITE_PATH`): [`shared::sqlite`] |
+//! | `axum` | response and fragment caching for axum/tower and the stats router: [`web`] |
+//! | `metrics` | counters and histograms through the `metrics` facade: [`export::metrics`] |
+//! | `moka` | moka as the in-process store instead of quick_cache: [`local::MokaStore`] |
+//!
+//! ## Guides
+//!
+//! The depth lives in [`guide`], one page per concern:
+//! [`#[cached]` options](guide::cached), [keys](guide::keys),
+//! [invalidation](guide::invalidation),
+//! [protection strategies](guide::strategies) (single-flight, lock, negative
+//! caching, jitter, refresh-ahead, fail-safe, warm-up, versioned groups,
+//! tags), [shared tiers](guide::shared_tiers), [the manual cache and
+//! metrics](guide::metrics), [web services](guide::web),
+//! [configuration](guide::configuration) and
+//! [performance](guide::performance). The API modules: [`key`], [`codec`],
+//! [`local`], [`shared`], [`export`], [`web`].
+//!
 //! ## `#[cached]`
 //!
 //! Works on `fn` and `async fn`, free functions and methods taking `&self`.
@@ -38,11 +76,11 @@
 //! |---|---|
 //! | `timeout = 300` | seconds an entry lives (`0`: never expires); default `CACHE_DEFAULT_TIMEOUT`, else 300 |
 //! | `timeout_ms = 250` | the same in milliseconds |
-//! | `key_prefix = "user_profile"` | key namespace and metrics name; default `module::path::fn_name` |
+//! | `key_prefix = "user_profile"` | key namespace and metrics name; default `module::path::fn_name`; a method needs it, or `#[cached]` on its `impl` block (below) |
 //! | `key = "{query}:page:{page}"` | key template over argument names and fields (`{user.id}`, `{self.tenant}`); arguments it does not name are not part of the key |
 //! | `max_entries = 10000` | bound of the in-process tier; default `CACHE_MAX_ENTRIES`, else 10 000 |
 //! | `output = "result"` | how to treat the return value when its type's name does not say: `"result"` (cache only `Ok`; for an alias of `Result` with another name), `"option"`, `"value"` |
-//! | `in_impl` | needed only on an associated function without `self` that never mentions `Self` |
+//! | `in_impl = "Repo"` | names a method's cache `module::Repo::method` when it has no `key_prefix`, as `#[cached]` on the `impl Repo` block does for all its `#[cached]` methods (a method's attribute cannot see the `impl`, and compiler type names are not stable); bare `in_impl` is needed only on an associated function without `self` that never mentions `Self` |
 //! | `tier = "both"` | with a shared tier (`CACHE_TYPE=redis`): `"both"` (default), `"shared"` (no local copy), `"local"` (never shared) |
 //! | `local_timeout = 5` / `local_timeout_ms` | caps the life of local copies below `timeout` |
 //! | `jitter = 0.1` | spreads each entry's timeout over ±10 % (default `CACHE_TTL_JITTER`, else 0) |
@@ -56,7 +94,16 @@
 //! | `tags = ["user:{user_id}"]` | tags from the arguments: `#[cache_invalidate(tag = "user:{user_id}")]` or [`invalidate_tag`] drops every entry carrying one |
 //!
 //! Concurrent misses of one key in a process always share one computation
-//! (single-flight); [`stats`] counts the callers it answered as `coalesced`.
+//! (single-flight), calls joined inside one task (`tokio::join!`) too;
+//! [`stats`] counts the callers it answered as `coalesced`. A leader that
+//! panics or is cancelled hands the computation to one waiter; a call of a
+//! key that an outer frame of the same call chain is computing (recursion)
+//! runs alone instead of waiting for itself.
+//!
+//! Keys of different argument types never alias: the shared key covers the
+//! argument types as written (a template's key stays readable; its
+//! envelope check covers them), so changing an argument's type, or how it
+//! is written, changes the key.
 //!
 //! ```
 //! use layercache::{bump_version, cached, entry};
@@ -85,7 +132,8 @@
 //! Keys: the in-process tier is keyed by the exact arguments, so two calls
 //! never share an entry by accident. Each call also has a stable string key,
 //! `{key_prefix}:{rendered template}` or `{key_prefix}:{xxh3-128 of the
-//! arguments' bincode encoding}`, used for prefix invalidation and shared
+//! argument signature and the arguments' postcard encoding}` (see
+//! [`key`](key#the-canonical-encoding)), used for prefix invalidation and shared
 //! tiers (the function's path stands in for a missing `key_prefix`).
 //! Template values are escaped (`:` → `%3A`, `*` → `%2A`, ...) so an
 //! argument cannot forge another key: see [`key::escape`].
@@ -134,11 +182,18 @@
 //! [`sync::Cache`] and [`future::Cache`] are the guide's
 //! `cache.get / set / delete / clear`. [`stats()`] returns a [`Stats`]
 //! snapshot (serializable, printable as a table). The process is configured
-//! by [`init`] or, failing that, by the environment: `CACHE_TYPE` (`simple`
-//! or `null`), `CACHE_DEFAULT_TIMEOUT`, `CACHE_KEY_PREFIX`,
-//! `CACHE_MAX_ENTRIES` (see [`Config::from_env`]).
+//! by [`init`] or, failing that, by the environment: `CACHE_TYPE` (`simple`,
+//! the default; `null`, caching off; or a shared tier: `redis`,
+//! `redis-cluster`, `memcached`, `sqlite`, `filesystem`),
+//! `CACHE_DEFAULT_TIMEOUT`, `CACHE_KEY_PREFIX`, `CACHE_MAX_ENTRIES` and the
+//! rest in the [configuration guide](guide::configuration) (see
+//! [`Config::from_env`]).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+// docs.rs (`--cfg docsrs`, nightly) marks every feature-gated item with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod guide;
 
 /// Memoizes a function: the first call with given arguments runs the body
 /// and stores the result; later calls with equal arguments return a copy
@@ -160,10 +215,16 @@
 /// struct Repo { tenant: String }
 ///
 /// impl Repo {
-///     #[cached(key = "{self.tenant}:{id}")]
+///     #[cached(key_prefix = "repo", key = "{self.tenant}:{id}")]  // a method names its cache,
 ///     async fn load(&self, id: u64) -> Result<String, std::io::Error> {
 ///         Ok(format!("{}/{id}", self.tenant))     // an Err is never cached
 ///     }
+/// }
+///
+/// #[cached]                                       // or the block names them:
+/// impl Repo {                                     // `module::Repo::count`
+///     #[cached]
+///     fn count(&self) -> usize { self.tenant.len() }
 /// }
 ///
 /// assert_eq!(search("rust", 2), search("rust", 2));

@@ -101,8 +101,11 @@ mod node {
         let Some(f) = stats.function(name) else {
             return "stats none".into();
         };
+        let tier = stats.shared_tier.clone().unwrap_or_default();
         format!(
-            "stats local={} shared={} misses={} corrupt={} errors={} timeouts={} skipped={}",
+            "stats pending={} replayed={} local={} shared={} misses={} corrupt={} errors={} timeouts={} skipped={}",
+            tier.invalidations_pending,
+            tier.invalidations_replayed,
             f.local_hits,
             f.shared_hits,
             f.misses,
@@ -713,6 +716,79 @@ fn calls_keep_their_values_while_the_server_is_down_and_shared_hits_resume_after
     println!("    {}: (no server to kill)", b.name);
 }
 
+/// memcached only: an update issued while the server is paused, then while
+/// it is down, reaches the other process once the server answers again
+/// (resumed, or restarted empty), within the documented bound: the
+/// outbox's retry interval (100 ms), one poll and one round trip, plus
+/// after a restart the client's rebuild interval (500 ms: its pooled
+/// connections are dead), with 400 ms of room for a loaded machine.
+fn an_update_while_the_server_is_paused_or_down_reaches_the_other_process_once_it_answers(
+    b: &mut Backend,
+) {
+    #[cfg(feature = "memcached")]
+    if b.guard.is::<memcached_server::MemcachedServer>() {
+        let db = temp_dir("db");
+        let mut x = Node::spawn("A", b, &db);
+        let mut y = Node::spawn("B", b, &db);
+        let name = b.name;
+        let server = b
+            .guard
+            .downcast_mut::<memcached_server::MemcachedServer>()
+            .unwrap();
+        for (round, outage) in ["paused", "restarted"].into_iter().enumerate() {
+            let (old, new) = (format!("v{round}"), format!("v{}", round + 1));
+            x.send(&format!("update 1 {old}"));
+            within(Duration::from_secs(2), || {
+                x.call("get 1").value == format!("{old:?}")
+                    && y.call("get 1").value == format!("{old:?}")
+            })
+            .expect("both hold the old value");
+            assert_eq!(y.call("get 1").runs, 0, "B holds a copy");
+            if outage == "paused" {
+                server.pause();
+            } else {
+                server.stop();
+            }
+            let started = Instant::now();
+            x.send(&format!("update 1 {new}"));
+            assert!(
+                started.elapsed() < Duration::from_millis(300),
+                "fail-open: the update returned after {:?}",
+                started.elapsed()
+            );
+            assert_eq!(
+                x.call("get 1").value,
+                format!("{new:?}"),
+                "A reads its update"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+            if outage == "paused" {
+                server.resume();
+            } else {
+                server.restart();
+            }
+            let back = Instant::now();
+            let rebuild = if outage == "paused" { 0 } else { 500 };
+            let bound = Duration::from_millis(100 + POLL_MS + 50 + rebuild + 400);
+            within(Duration::from_secs(5), || {
+                y.call("get 1").value == format!("{new:?}")
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{name}: B still reads the old value 5 s after the server was {outage}; A: {}",
+                    x.send("stats user_profile")
+                )
+            });
+            let stale = back.elapsed();
+            println!("    {name}: B read the update {stale:?} after the server was {outage}");
+            assert!(stale <= bound, "{outage}: B stale {stale:?} > {bound:?}");
+        }
+        let _ = std::fs::remove_dir_all(db);
+        return;
+    }
+    println!("    {}: (no server to pause)", b.name);
+}
+
 /// memcached only: a server that accepts connections and never answers (a
 /// hung memcached). Every call returns its function's value within the
 /// tier's timeout (50 ms) plus generous room, the timeouts are counted,
@@ -788,6 +864,10 @@ fn main() {
         (
             "calls_keep_their_values_while_the_server_is_down_and_shared_hits_resume_after_a_restart",
             calls_keep_their_values_while_the_server_is_down_and_shared_hits_resume_after_a_restart,
+        ),
+        (
+            "an_update_while_the_server_is_paused_or_down_reaches_the_other_process_once_it_answers",
+            an_update_while_the_server_is_paused_or_down_reaches_the_other_process_once_it_answers,
         ),
         (
             "calls_against_a_server_that_never_answers_return_within_the_timeout_and_count_it",

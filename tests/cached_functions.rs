@@ -136,8 +136,43 @@ fn hashed_keys_are_the_namespace_and_32_hex_digits() {
     let key = entry!(square(42)).stable_key().unwrap();
     let (ns, hash) = key.rsplit_once(':').unwrap();
     assert_eq!(ns, "cached_functions::square");
-    // Pinned: the stable hash of (42u64,) (see cache-runtime's key tests).
-    assert_eq!(hash, "14c9ae9594c463c479d03016b7aeed0d");
+    // Pinned: the stable hash of the signature `(u64)` and (42u64,) (see
+    // cache-runtime's key tests); it changed when keys began to cover the
+    // argument types.
+    assert_eq!(hash, "715a9215e0d00cc0c3a243c62855a70a");
+}
+
+// The same function before and after its argument type changed (a deploy).
+mod before_the_change {
+    #[layercache::cached(key_prefix = "retyped")]
+    pub fn retyped(id: u32) -> u64 {
+        u64::from(id)
+    }
+}
+mod after_the_change {
+    #[layercache::cached(key_prefix = "retyped")]
+    pub fn retyped(id: u64) -> u64 {
+        id
+    }
+}
+#[layercache::cached(key_prefix = "retyped_pair")]
+fn retyped_pair(a: u8, b: u8) -> u64 {
+    u64::from(a) + u64::from(b)
+}
+#[layercache::cached(key_prefix = "retyped_pair")]
+fn retyped_array(ab: [u8; 2]) -> u64 {
+    u64::from(ab[0]) + u64::from(ab[1])
+}
+
+#[test]
+fn changing_an_argument_type_changes_the_key() {
+    let old = entry!(before_the_change::retyped(7)).stable_key().unwrap();
+    let new = entry!(after_the_change::retyped(7)).stable_key().unwrap();
+    assert_ne!(old, new, "equal encodings, other types: another key");
+    let pair = entry!(retyped_pair(1, 2)).stable_key().unwrap();
+    let array = entry!(retyped_array([1, 2])).stable_key().unwrap();
+    assert_ne!(pair, array, "two arguments are not one array of two");
+    assert!(pair.starts_with("retyped_pair:") && array.starts_with("retyped_pair:"));
 }
 
 // ---------------------------------------------------------------- expiry
@@ -197,7 +232,7 @@ counter!(LOOKUP_CALLS);
 #[cached]
 fn lookup(id: u32) -> Option<u32> {
     LOOKUP_CALLS.fetch_add(1, SeqCst);
-    (id % 2 == 0).then_some(id * 10)
+    id.is_multiple_of(2).then_some(id * 10)
 }
 
 #[test]
@@ -479,6 +514,8 @@ struct Repo {
 }
 
 counter!(REPO_CALLS);
+// On the block, `#[cached]` names the methods' caches `module::Repo::method`.
+#[cached]
 impl Repo {
     #[cached(key_prefix = "repo_item", key = "{self.tenant}:{id}")]
     fn item(&self, id: u32) -> String {
@@ -535,7 +572,8 @@ struct Typed<T>(T);
 
 counter!(TYPED_CALLS);
 impl<T: Clone + Send + Sync + Serialize + for<'de> Deserialize<'de> + 'static> Typed<T> {
-    #[cached(key = "{id}")]
+    // `in_impl` names the cache as `#[cached]` on the block would.
+    #[cached(in_impl = "Typed", key = "{id}")]
     fn get(&self, id: u32) -> T {
         TYPED_CALLS.fetch_add(1, SeqCst);
         self.0.clone()
@@ -863,7 +901,7 @@ fn borrow_target(x: u32) -> u32 {
 
 #[cache_invalidate(all = borrow_target)]
 fn evens(limit: u64) -> impl Iterator<Item = u64> {
-    (0..limit).filter(|n| n % 2 == 0)
+    (0..limit).filter(|n| n.is_multiple_of(2))
 }
 
 struct Buffer(Vec<u8>);

@@ -87,12 +87,13 @@ mod node {
             return "stats none".into();
         };
         format!(
-            "stats local={} shared={} misses={} errors={} resubscriptions={}",
+            "stats local={} shared={} misses={} errors={} resubscriptions={} pending={}",
             f.local_hits,
             f.shared_hits,
             f.misses,
             f.shared.errors(),
-            tier.resubscriptions
+            tier.resubscriptions,
+            tier.invalidations_pending
         )
     }
 
@@ -121,6 +122,12 @@ mod node {
                 ["key", _] => format!(
                     "key {}",
                     entry!(shared_only(n(1))).shared_key().unwrap_or_default()
+                ),
+                ["profile_key", _] => format!(
+                    "key {}",
+                    entry!(get_user_profile(n(1)))
+                        .shared_key()
+                        .unwrap_or_default()
                 ),
                 ["stats", name] => stats_line(name),
                 ["wait_bus"] => {
@@ -447,6 +454,50 @@ fn calls_keep_their_values_while_a_master_is_down_and_shared_hits_resume_after_i
     let _ = std::fs::remove_dir_all(db);
 }
 
+/// An update issued while the master holding the entry is paused reaches
+/// the other process once that master answers again, within the bound:
+/// the outbox retries every 100 ms, its replay and the notice take a round
+/// trip each, with room for a loaded 2-core machine.
+fn an_update_while_a_master_is_paused_reaches_the_other_process_once_it_resumes(
+    cluster: &mut RedisCluster,
+) {
+    let db = temp_dir("db");
+    let mut x = Node::spawn("A", cluster, "cfleet-pause", &db);
+    let mut y = Node::spawn("B", cluster, "cfleet-pause", &db);
+    assert_eq!(x.call("get 1").runs, 1);
+    assert_eq!(y.call("get 1").runs, 0, "B holds A's value");
+    let key = x.send("profile_key 1");
+    let paused = cluster.node_of_key(key.strip_prefix("key ").unwrap());
+    let frozen = cluster.pause_node(paused);
+    let started = Instant::now();
+    x.send("update 1 carol");
+    let waited = started.elapsed();
+    let a_reads = x.call("get 1").value;
+    let pending = x.stat("user_profile", "pending");
+    std::thread::sleep(Duration::from_millis(250));
+    frozen.resume();
+    let back = Instant::now();
+    assert!(
+        waited < Duration::from_millis(300),
+        "fail-open: the update took {waited:?}"
+    );
+    assert_eq!(a_reads, "\"carol\"", "A never reads what it invalidated");
+    assert_eq!(pending, 1, "the delete waited in A's outbox");
+    within(Duration::from_secs(5), || {
+        y.call("get 1").value == "\"carol\""
+    })
+    .expect("B still reads the old value 5 s after the master resumed");
+    let stale = back.elapsed();
+    println!("    B read the update {stale:?} after master {paused} resumed");
+    let bound = Duration::from_millis(100 + 50 + 50 + 400);
+    assert!(stale <= bound, "B stale {stale:?} > {bound:?}");
+    within(Duration::from_secs(2), || {
+        x.stat("user_profile", "pending") == 0
+    })
+    .expect("A's outbox drained");
+    let _ = std::fs::remove_dir_all(db);
+}
+
 fn main() {
     if std::env::var_os("LAYERCACHE_NODE").is_some() {
         node::run();
@@ -461,6 +512,10 @@ fn main() {
         (
             "all_and_prefix_invalidations_reach_the_other_process",
             all_and_prefix_invalidations_reach_the_other_process,
+        ),
+        (
+            "an_update_while_a_master_is_paused_reaches_the_other_process_once_it_resumes",
+            an_update_while_a_master_is_paused_reaches_the_other_process_once_it_resumes,
         ),
         (
             "calls_keep_their_values_while_a_master_is_down_and_shared_hits_resume_after_it_rejoins",

@@ -86,3 +86,37 @@ fn an_async_hit_of_a_copy_value_allocates_nothing() {
         assert_eq!(allocations() - before, 0, "allocations on 100 000 hits");
     });
 }
+
+/// Hashes `(7u8,)` while it is itself being hashed (a re-entrant key hash).
+struct HashesInside;
+
+impl serde::Serialize for HashesInside {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let inner = layercache::key::stable_hash(&(7u8,)).map_err(serde::ser::Error::custom)?;
+        s.serialize_u128(inner)
+    }
+}
+
+#[test]
+fn hashing_a_key_allocates_nothing_once_the_thread_has_hashed_one() {
+    use layercache::key::render_hashed_typed;
+    let query = "rust cache layers".to_string();
+    // Longer than the one-shot buffer: streams into the hashers.
+    let long = "x".repeat(4096);
+    let mut out = String::with_capacity(64);
+    let hash_all = |out: &mut String| {
+        out.clear();
+        render_hashed_typed(&(7u64, &query), out, "(u64,&str)").unwrap();
+        out.clear();
+        render_hashed_typed(&(&long,), out, "(&str)").unwrap();
+        out.clear();
+        render_hashed_typed(&(HashesInside,), out, "(HashesInside)").unwrap();
+    };
+    // Warm: the thread's key buffer exists now.
+    hash_all(&mut out);
+    let before = allocations();
+    for _ in 0..1000 {
+        hash_all(&mut out);
+    }
+    assert_eq!(allocations() - before, 0, "allocations on 3 000 key hashes");
+}

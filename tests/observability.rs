@@ -214,7 +214,7 @@ fn a_miss_runs_the_function_inside_an_origin_span_named_after_it_and_a_hit_opens
 
 #[cached(key_prefix = "obs_fallible")]
 fn fallible(x: u64) -> Result<u64, String> {
-    if x % 2 == 0 {
+    if x.is_multiple_of(2) {
         Ok(x / 2)
     } else {
         Err(format!("{x} is odd"))

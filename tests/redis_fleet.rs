@@ -11,6 +11,8 @@
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
+#[path = "support/slow_link.rs"]
+mod slow_link;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -95,6 +97,35 @@ mod node {
         LOCKED_RUNS.fetch_add(1, SeqCst);
         std::thread::sleep(std::time::Duration::from_millis(100));
         format!("report {id}")
+    }
+
+    pub static RETYPED_RUNS: AtomicU64 = AtomicU64::new(0);
+
+    /// Two functions under one `key_prefix` whose arguments encode alike
+    /// (as a function whose argument type changed in a rolling deploy).
+    #[cached(timeout = 300, key_prefix = "one_name")]
+    pub fn one_name_u64(x: u64) -> String {
+        RETYPED_RUNS.fetch_add(1, SeqCst);
+        format!("u64 {x}")
+    }
+
+    #[cached(timeout = 300, key_prefix = "one_name")]
+    pub fn one_name_i64(x: i64) -> String {
+        RETYPED_RUNS.fetch_add(1, SeqCst);
+        format!("i64 {x}")
+    }
+
+    /// The same with a template: one readable key, told apart by the envelope.
+    #[cached(timeout = 300, key_prefix = "one_template", key = "{x}")]
+    pub fn one_template_u64(x: u64) -> String {
+        RETYPED_RUNS.fetch_add(1, SeqCst);
+        format!("u64 {x}")
+    }
+
+    #[cached(timeout = 300, key_prefix = "one_template", key = "{x}")]
+    pub fn one_template_i64(x: i64) -> String {
+        RETYPED_RUNS.fetch_add(1, SeqCst);
+        format!("i64 {x}")
     }
 
     /// The same without the lock, for comparison.
@@ -418,6 +449,10 @@ mod node {
                     QUOTES_FAIL.store(*on == "on", SeqCst);
                     "ok".to_string()
                 }
+                ["one_name_u64", _] => timed(&RETYPED_RUNS, || one_name_u64(n(1))),
+                ["one_name_i64", _] => timed(&RETYPED_RUNS, || one_name_i64(n(1) as i64)),
+                ["one_template_u64", _] => timed(&RETYPED_RUNS, || one_template_u64(n(1))),
+                ["one_template_i64", _] => timed(&RETYPED_RUNS, || one_template_i64(n(1) as i64)),
                 ["locked", _] => timed(&LOCKED_RUNS, || locked_report(n(1))),
                 ["unlocked", _] => timed(&LOCKED_RUNS, || unlocked_report(n(1))),
                 ["die_holding_lock", _] => die_holding_lock(n(1)),
@@ -1391,20 +1426,60 @@ fn call_all(nodes: &mut [Node], line: &str) -> Vec<Call> {
         .collect()
 }
 
-fn with_the_lock_four_processes_missing_one_key_run_the_function_about_once() {
+/// Sends `line` to every node, each `after` its offset from the first
+/// send, and collects the calls' results.
+fn call_staggered(nodes: &mut [Node], line: &str, after: &[Duration]) -> Vec<Call> {
+    let started = Instant::now();
+    for (n, at) in nodes.iter_mut().zip(after) {
+        std::thread::sleep(at.saturating_sub(started.elapsed()));
+        n.post(line);
+    }
+    nodes
+        .iter_mut()
+        .map(|n| {
+            let reply = n.reply(line);
+            n.parse_call(&reply)
+        })
+        .collect()
+}
+
+fn with_the_lock_four_processes_missing_one_key_run_the_function_exactly_once() {
     let server = RedisServer::start();
     let db = temp_db("lock");
-    let mut nodes: Vec<Node> = ["A", "B", "C", "D"]
-        .into_iter()
-        .map(|name| Node::spawn(name, &server.url(), &db, &[]))
-        .collect();
+    // C and D reach Redis over a link that delays each command by 4 ms, so
+    // between their shared miss and their lock attempt lie ~8 ms: wide
+    // enough for A to store its value and release the lock in between,
+    // which is the race a lock winner must survive by reading again.
+    let slow = slow_link::SlowLink::start(server.port(), Duration::from_millis(4));
+    let mut nodes: Vec<Node> = [
+        ("A", server.url()),
+        ("B", server.url()),
+        ("C", slow.redis_url()),
+        ("D", slow.redis_url()),
+    ]
+    .into_iter()
+    .map(|(name, url)| Node::spawn(name, &url, &db, &[]))
+    .collect();
+    // A starts each cold key (a 100 ms origin); B arrives in the middle of
+    // A's run; C and D arrive at its end, around the moment A stores the
+    // value and releases the lock (A's call time on the previous key), a
+    // little later for each key.
+    let mut a_took = Duration::from_millis(101);
     let mut locked = Vec::new();
     let mut unlocked = Vec::new();
-    for run in 0..20 {
-        let calls = call_all(&mut nodes, &format!("locked {run}"));
-        assert!(calls.iter().all(|c| c.value == format!("\"report {run}\"")));
+    for key in 0..10u32 {
+        let end = a_took.saturating_sub(Duration::from_millis(12)) + Duration::from_millis(1) * key;
+        let schedule = [
+            Duration::ZERO,
+            Duration::from_millis(50),
+            end,
+            end + Duration::from_millis(3),
+        ];
+        let calls = call_staggered(&mut nodes, &format!("locked {key}"), &schedule);
+        assert!(calls.iter().all(|c| c.value == format!("\"report {key}\"")));
+        a_took = calls[0].elapsed;
         locked.push(calls.iter().map(|c| c.runs).sum::<u64>());
-        let calls = call_all(&mut nodes, &format!("unlocked {run}"));
+        let calls = call_staggered(&mut nodes, &format!("unlocked {key}"), &schedule);
         unlocked.push(calls.iter().map(|c| c.runs).sum::<u64>());
     }
     let histogram = |runs: &[u64]| {
@@ -1415,21 +1490,21 @@ fn with_the_lock_four_processes_missing_one_key_run_the_function_about_once() {
         h
     };
     println!(
-        "    origin calls per cold key over 4 processes, 20 runs (calls: runs): with lock {:?}, without {:?}",
+        "    origin calls per cold key over 4 staggered processes, 10 keys (calls: keys): with lock {:?}, without {:?}",
         histogram(&locked),
         histogram(&unlocked)
     );
     assert!(
-        locked.iter().all(|n| (1..=2).contains(n)),
-        "with the lock at most 2 origin calls in total: {locked:?}"
+        locked.iter().all(|n| *n == 1),
+        "with the lock exactly 1 origin call per key across the fleet: {locked:?}"
     );
     let waits: u64 = nodes
         .iter_mut()
         .map(|n| n.stat("locked", "lock_waits"))
         .sum();
     assert!(
-        waits >= 20,
-        "processes waited for the lock holder's value: {waits}"
+        waits >= 10,
+        "B, arriving mid-run, waited for the lock holder's value: {waits}"
     );
 
     // A holder that dies releases by expiry: the others compute after
@@ -1444,6 +1519,44 @@ fn with_the_lock_four_processes_missing_one_key_run_the_function_about_once() {
         started.elapsed() < Duration::from_millis(2_000),
         "waited {:?}: about the lock's life, bounded by twice it",
         started.elapsed()
+    );
+    server.assert_no_keys_command();
+}
+
+fn functions_of_other_argument_types_under_one_key_prefix_never_read_each_other_s_values() {
+    let server = RedisServer::start();
+    let db = temp_db("retyped");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    let mut b = Node::spawn("B", &server.url(), &db, &[]);
+    // Hashed: `(2u64,)` and `(1i64,)` have the same postcard encoding (a
+    // zigzag varint). Template: both render `1`.
+    for (kind, u) in [("one_name", 2), ("one_template", 1)] {
+        let (f, g) = (format!("{kind}_u64 {u}"), format!("{kind}_i64 1"));
+        let c = a.call(&f);
+        assert_eq!((c.value, c.runs), (format!("\"u64 {u}\""), 1), "{kind}");
+        let c = b.call(&g);
+        assert_eq!(
+            (c.value.as_str(), c.runs),
+            ("\"i64 1\"", 1),
+            "{kind}: g(1) ran its own body instead of reading f({u})'s value"
+        );
+        // Each is still shared with the other process under its own key.
+        assert_eq!(b.call(&f).value, format!("\"u64 {u}\""), "{kind}");
+        assert_eq!(a.call(&g).value, "\"i64 1\"", "{kind}");
+    }
+    // Hashed keys differ: both entries live side by side, both shared hits.
+    let mut fresh = Node::spawn("C", &server.url(), &db, &[]);
+    assert_eq!(fresh.call("one_name_u64 2").runs, 0, "a shared hit for u64");
+    assert_eq!(fresh.call("one_name_i64 1").runs, 0, "and one for i64");
+    // A template key is one readable key for both: the last writer's entry
+    // is read by the other as a counted miss, never as its value.
+    let c = fresh.call("one_template_u64 1");
+    assert_eq!(c.value, "\"u64 1\"");
+    let c = fresh.call("one_template_i64 1");
+    assert_eq!(c.value, "\"i64 1\"");
+    assert!(
+        fresh.stat("one_template", "corrupt") >= 1,
+        "the entry of the other argument types was a counted miss"
     );
     server.assert_no_keys_command();
 }
@@ -1533,12 +1646,16 @@ fn main() {
             a_version_bump_reaches_every_function_of_the_group_in_every_process,
         ),
         (
-            "with_the_lock_four_processes_missing_one_key_run_the_function_about_once",
-            with_the_lock_four_processes_missing_one_key_run_the_function_about_once,
+            "with_the_lock_four_processes_missing_one_key_run_the_function_exactly_once",
+            with_the_lock_four_processes_missing_one_key_run_the_function_exactly_once,
         ),
         (
             "a_lock_whose_holder_panicked_is_released_at_once",
             a_lock_whose_holder_panicked_is_released_at_once,
+        ),
+        (
+            "functions_of_other_argument_types_under_one_key_prefix_never_read_each_other_s_values",
+            functions_of_other_argument_types_under_one_key_prefix_never_read_each_other_s_values,
         ),
         (
             "negative_results_are_cached_in_both_tiers_for_none_timeout_and_timeouts_are_jittered",

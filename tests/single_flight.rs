@@ -148,8 +148,11 @@ static ASYNC_PANIC_NOW: AtomicBool = AtomicBool::new(true);
 counter!(ASYNC_PANIC_CALLS);
 #[cached(key_prefix = "sf_async_panic")]
 async fn async_panics_while_flagged(id: u64) -> u64 {
-    ASYNC_PANIC_CALLS.fetch_add(1, SeqCst);
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Only the first run is slow (so the others arrive during it): after
+    // a panic the flight passes to one waiter at a time.
+    if ASYNC_PANIC_CALLS.fetch_add(1, SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
     if ASYNC_PANIC_NOW.load(SeqCst) {
         panic!("origin failure for {id}");
     }
@@ -174,7 +177,7 @@ async fn async_waiters_of_a_panicking_leader_all_return() {
     .expect("no waiter hangs");
     assert_eq!(
         all, 100,
-        "every caller saw the failure (its own retry panicked too)"
+        "every caller saw the failure (each took the flight over in turn and panicked too)"
     );
     ASYNC_PANIC_NOW.store(false, SeqCst);
     assert_eq!(async_panics_while_flagged(4).await, 4);
@@ -227,10 +230,160 @@ async fn a_cancelled_leader_hands_over_to_its_waiters() {
         .expect("the waiter does not wait for a cancelled computation")
         .unwrap();
     assert_eq!(got, 9);
-    assert_eq!(CANCEL_CALLS.load(SeqCst), 2, "the waiter computed itself");
+    assert_eq!(
+        CANCEL_CALLS.load(SeqCst),
+        2,
+        "the waiter took over and computed"
+    );
+}
+
+counter!(ABORT_CALLS);
+#[cached(key_prefix = "sf_abort")]
+async fn slow_to_abort(id: u64) -> u64 {
+    if ABORT_CALLS.fetch_add(1, SeqCst) == 0 {
+        // The first run only ends by being aborted.
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_waiters_whose_leader_is_aborted_cost_at_most_two_runs() {
+    let leader = tokio::spawn(slow_to_abort(11));
+    while ABORT_CALLS.load(SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let waiters: Vec<_> = (0..100).map(|_| tokio::spawn(slow_to_abort(11))).collect();
+    // Time for the waiters to join the flight (one that comes later
+    // finds the flight handed over or gone: the bound holds either way).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    leader.abort();
+    let got = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut got = Vec::new();
+        for w in waiters {
+            got.push(w.await.unwrap());
+        }
+        got
+    })
+    .await
+    .expect("no waiter hangs");
+    assert!(got.iter().all(|v| *v == 11));
+    assert_eq!(
+        ABORT_CALLS.load(SeqCst),
+        2,
+        "the aborted run and one waiter's takeover; the other 99 waited for it"
+    );
+}
+
+counter!(PANIC_ONCE_CALLS);
+#[cached(key_prefix = "sf_panic_once")]
+fn panics_the_first_time(id: u64) -> u64 {
+    let n = PANIC_ONCE_CALLS.fetch_add(1, SeqCst);
+    std::thread::sleep(Duration::from_millis(30));
+    if n == 0 {
+        panic!("the first computation of {id} panics");
+    }
+    id
+}
+
+#[test]
+fn a_panicking_leader_hands_its_flight_to_one_waiter_and_the_rest_share_its_value() {
+    let results: Vec<_> = together(16, |_| {
+        std::panic::catch_unwind(|| panics_the_first_time(6))
+    })
+    .into_iter()
+    .map(|t| t.join().unwrap())
+    .collect();
+    let panicked = results.iter().filter(|r| r.is_err()).count();
+    assert_eq!(panicked, 1, "only the leader saw its own panic");
+    assert!(results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .all(|v| *v == 6));
+    assert_eq!(
+        PANIC_ONCE_CALLS.load(SeqCst),
+        2,
+        "the panicked run and one takeover"
+    );
+}
+
+counter!(JOIN_CALLS);
+#[cached(key_prefix = "sf_join")]
+async fn joined_in_one_task(id: u64) -> u64 {
+    JOIN_CALLS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    id
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn three_calls_of_one_cold_key_joined_in_one_task_run_the_function_once() {
+    let got = tokio::join!(
+        joined_in_one_task(3),
+        joined_in_one_task(3),
+        joined_in_one_task(3)
+    );
+    assert_eq!(got, (3, 3, 3));
+    assert_eq!(
+        JOIN_CALLS.load(SeqCst),
+        1,
+        "siblings in one task are coalesced"
+    );
+    let all = futures_util::future::join_all((0..10).map(|_| joined_in_one_task(4))).await;
+    assert!(all.iter().all(|v| *v == 4));
+    assert_eq!(JOIN_CALLS.load(SeqCst), 2, "join_all too");
 }
 
 // ---------------------------------------------------------------- nesting
+
+counter!(SAME_KEY_CALLS);
+/// Calls itself with the same key (`depth` is not part of it).
+#[cached(key_prefix = "sf_same_key", key = "{id}")]
+fn same_key_again(id: u64, depth: u32) -> u64 {
+    SAME_KEY_CALLS.fetch_add(1, SeqCst);
+    if depth == 0 {
+        id
+    } else {
+        same_key_again(id, depth - 1) + 1
+    }
+}
+
+#[test]
+fn a_sync_function_calling_itself_with_the_same_key_completes() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(same_key_again(5, 3)).unwrap());
+    let got = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the inner call does not wait for the outer one");
+    assert_eq!(got, 8);
+    assert_eq!(SAME_KEY_CALLS.load(SeqCst), 4, "each frame ran its body");
+}
+
+counter!(ASYNC_SAME_KEY_CALLS);
+/// The async twin of `same_key_again`.
+#[cached(key_prefix = "sf_async_same_key", key = "{id}")]
+async fn async_same_key_again(id: u64, depth: u32) -> u64 {
+    ASYNC_SAME_KEY_CALLS.fetch_add(1, SeqCst);
+    tokio::task::yield_now().await;
+    if depth == 0 {
+        id
+    } else {
+        Box::pin(async_same_key_again(id, depth - 1)).await + 1
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_async_function_calling_itself_with_the_same_key_completes() {
+    let got = tokio::time::timeout(Duration::from_secs(10), async_same_key_again(5, 3))
+        .await
+        .expect("the inner call does not wait for the outer one");
+    assert_eq!(got, 8);
+    assert_eq!(
+        ASYNC_SAME_KEY_CALLS.load(SeqCst),
+        4,
+        "each frame ran its body"
+    );
+}
 
 counter!(FIB_CALLS);
 #[cached(key_prefix = "sf_fib")]

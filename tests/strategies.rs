@@ -323,7 +323,7 @@ static PAGE_CALLS: AtomicUsize = AtomicUsize::new(0);
 )]
 async fn page(id: u64) -> Result<(u16, String), String> {
     PAGE_CALLS.fetch_add(1, SeqCst);
-    if id % 2 == 0 {
+    if id.is_multiple_of(2) {
         Ok((200, format!("page {id}")))
     } else {
         Ok((404, "not found".into()))

@@ -38,7 +38,7 @@ async fn profile(id: u64) -> Result<String, String> {
     ASYNC_RUNS.fetch_add(1, SeqCst);
     tokio::time::sleep(Duration::from_millis(5)).await;
     ASYNC_GAUGE.leave();
-    if id % 10 == 0 {
+    if id.is_multiple_of(10) {
         Err(format!("no profile {id}"))
     } else {
         Ok(format!("user {id}"))
@@ -60,7 +60,7 @@ async fn async_warm_up_loads_every_entry_at_most_n_at_a_time_and_counts_failures
     assert!(max <= 8, "parallelism bound: {max}");
     assert!(max >= 2, "calls overlapped: {max}");
     let runs = ASYNC_RUNS.load(SeqCst);
-    for id in (1..200u64).filter(|id| id % 10 != 0 && *id != 7) {
+    for id in (1..200u64).filter(|id| !id.is_multiple_of(10) && *id != 7) {
         assert_eq!(profile(id).await, Ok(format!("user {id}")));
     }
     assert_eq!(

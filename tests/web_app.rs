@@ -504,6 +504,119 @@ async fn the_html_stats_page_has_a_bar_per_function() {
     }
 }
 
+/// The `data-f` cells of each `data-function` row of the stats page.
+fn page_numbers(html: &str) -> HashMap<String, HashMap<String, String>> {
+    let mut rows = HashMap::new();
+    for row in html.split("<tr data-function=\"").skip(1) {
+        let name = row.split('"').next().unwrap().replace("&amp;", "&");
+        let mut cells = HashMap::new();
+        for cell in row
+            .split("</tr>")
+            .next()
+            .unwrap()
+            .split("data-f=\"")
+            .skip(1)
+        {
+            let (field, rest) = cell.split_once("\">").unwrap();
+            let value = rest.split('<').next().unwrap();
+            cells.insert(field.to_string(), value.to_string());
+        }
+        rows.insert(name, cells);
+    }
+    rows
+}
+
+/// Every counter the page shows for every function equals `stats`.
+fn assert_page_numbers_equal_stats(html: &str, stats: &layercache::Stats) {
+    let rows = page_numbers(html);
+    assert_eq!(rows.len(), stats.functions.len(), "one row per function");
+    for f in &stats.functions {
+        let row = &rows[&f.name];
+        let expected = [
+            ("requests", f.hits + f.misses + f.bypassed),
+            ("local_hits", f.local_hits),
+            ("coalesced", f.coalesced),
+            ("misses", f.misses),
+            ("bypassed", f.bypassed),
+            ("entries", f.entries),
+            ("errors", f.shared.errors()),
+        ];
+        for (field, value) in expected {
+            assert_eq!(row[field], value.to_string(), "{} {field}", f.name);
+        }
+        assert!(
+            !row.contains_key("shared_hits"),
+            "no shared column without a shared tier"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_stats_page_shows_every_outcome_and_its_numbers_equal_stats() {
+    let _serial = serial().await;
+    get("/expensive-page").await;
+    get("/expensive-page").await;
+    get("/live-score").await; // not storable: a miss, then bypasses
+    get("/live-score").await;
+    let client = Client::new();
+    client
+        .get(format!("{}/expensive-page", server()))
+        .header("cookie", "session=1")
+        .send()
+        .await
+        .unwrap();
+    let html = client
+        .get(format!("{}/cache-stats/ui/", server()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let stats = layercache::stats();
+    assert_page_numbers_equal_stats(&html, &stats);
+    for shown in [
+        "local hits",
+        "coalesced waits",
+        "misses",
+        "bypassed",
+        "hit p99",
+        "origin p99",
+        "cache type",
+        "snapshot taken",
+        "invalidation bus",
+    ] {
+        assert!(html.contains(shown), "the page shows {shown}");
+    }
+    assert!(
+        !html.contains("shared hits"),
+        "no shared tier, no shared bar"
+    );
+    let pages = stats.function("pages").unwrap();
+    assert!(
+        pages.bypassed >= 2,
+        "the cookie request and the pass were counted"
+    );
+}
+
+#[tokio::test]
+async fn the_stats_routes_answer_with_a_trailing_slash() {
+    let _serial = serial().await;
+    for path in [
+        "/cache-stats",
+        "/cache-stats/",
+        "/cache-stats/ui/",
+        "/cache-stats/metrics/",
+    ] {
+        let resp = Client::new()
+            .get(format!("{}{path}", server()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn the_html_stats_page_renders_in_headless_chromium() {
     let _serial = serial().await;
@@ -546,7 +659,12 @@ async fn the_html_stats_page_renders_in_headless_chromium() {
     .await
     .unwrap();
     let (dom, png) = dom;
-    assert!(dom.contains("layercache: hit rate per function"), "{dom}");
+    let stats = layercache::stats();
+    assert!(
+        dom.contains("layercache: where each request was answered"),
+        "{dom}"
+    );
+    assert_page_numbers_equal_stats(&dom, &stats);
     assert!(dom.contains("<rect"), "the chart rendered");
     assert!(dom.contains(">pages</text>"));
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");

@@ -171,6 +171,32 @@ async fn an_update_in_one_process_reaches_the_other(a: &Node, b: &Node) {
     println!("    B dropped user 7 {dropped:?} after A's update");
 }
 
+async fn post_put_and_delete_in_one_process_drop_the_page_in_both(a: &Node, b: &Node) {
+    let path = "/articles/7";
+    assert_eq!(get(a, path).await.0, "MISS");
+    assert_eq!(get(b, path).await.0, "HIT", "shared through Redis");
+    for method in [Method::POST, Method::PUT, Method::DELETE] {
+        let (x, body) = request(b, method.clone(), path).await;
+        assert_eq!((x.as_str(), body.as_str()), ("BYPASS", "article 7 changed"));
+        // B dropped its copy and Redis's at once; A's goes with the notice,
+        // after which A reads the page B renders now.
+        let (x, fresh) = get(b, path).await;
+        assert_eq!(x, "MISS", "{method} in B dropped B's page");
+        let seen = within(Duration::from_millis(500), async || {
+            get(a, path).await.1 == fresh
+        })
+        .await;
+        assert!(seen.is_some(), "{method} in B dropped A's page");
+        let (x, _) = request(a, method.clone(), path).await;
+        assert_eq!(x, "BYPASS");
+        let dropped = within(Duration::from_millis(500), async || {
+            get(b, path).await.0 == "MISS"
+        })
+        .await;
+        assert!(dropped.is_some(), "{method} in A dropped B's page");
+    }
+}
+
 async fn a_prefix_invalidation_in_one_process_drops_the_other_s_pages(a: &Node, b: &Node) {
     get(b, "/products?page=1").await;
     assert_eq!(get(b, "/products?page=1").await.0, "HIT");
@@ -339,6 +365,8 @@ async fn the_stats_endpoints_of_each_process_describe_the_shared_tier(b: &Node) 
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["shared_tier"]["bus_subscribed"], true, "{json}");
     assert_eq!(json["shared_tier"]["breaker_open"], false);
+    assert_eq!(json["shared_tier"]["bus"]["status"], "up", "{json}");
+    assert_eq!(json["shared_tier"]["invalidations_pending"], 0, "{json}");
     let pages = json["functions"]
         .as_array()
         .unwrap()
@@ -348,6 +376,11 @@ async fn the_stats_endpoints_of_each_process_describe_the_shared_tier(b: &Node) 
     assert!(pages["shared_hits"].as_u64() >= Some(1), "{pages}");
     let (_, html) = get(b, "/cache-stats/ui").await;
     assert!(html.starts_with("<!DOCTYPE html>"));
+    // The bus line shows its status and the outbox, as stats() does.
+    assert!(
+        html.contains("<td id=\"bus\">up, ") && html.contains("0 invalidations pending"),
+        "{html}"
+    );
     for name in ["pages", "product_pages", "user_profile", "search"] {
         assert!(html.contains(&format!(">{name}</text>")), "{name}");
     }
@@ -368,6 +401,28 @@ async fn clear_cache_in_one_process_empties_the_other(a: &Node, b: &Node) {
     println!("    B's /expensive-page was dropped {gone:?} after A's /clear-cache");
     let (_, after) = get(b, "/manual-cache").await;
     assert_ne!(after, before, "my_key was recomputed");
+}
+
+/// One version per namespace, fleet-wide: the view caches and the manual
+/// cache share the empty namespace, and a `/clear-cache` moves it once, so
+/// afterwards (twice in a row) a page A renders is a shared hit in B.
+async fn after_clear_cache_a_page_rendered_by_one_process_is_a_hit_in_the_other(
+    a: &Node,
+    b: &Node,
+) {
+    for round in 0..2 {
+        get(a, "/clear-cache").await;
+        // Let B hear the new version (a notice), as any later request would.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (first, page) = get(a, "/expensive-page").await;
+        assert_eq!(first, "MISS", "round {round}: the clear dropped A's page");
+        let (there, same) = get(b, "/expensive-page").await;
+        assert_eq!(
+            there, "HIT",
+            "round {round}: B reads A's page from Redis after the clear"
+        );
+        assert_eq!(same, page);
+    }
 }
 
 fn main() {
@@ -395,6 +450,9 @@ fn main() {
         run!(a_user_and_a_missing_user_read_by_one_process_are_shared_hits_in_the_other(&a, &b));
         run!(an_update_in_one_process_reaches_the_other(&a, &b));
         run!(a_prefix_invalidation_in_one_process_drops_the_other_s_pages(&a, &b));
+        run!(post_put_and_delete_in_one_process_drop_the_page_in_both(
+            &a, &b
+        ));
         run!(the_manual_cache_and_a_template_fragment_are_shared(
             &a, &b, &redis
         ));
@@ -404,6 +462,7 @@ fn main() {
         run!(the_stats_endpoints_of_each_process_describe_the_shared_tier(&b));
         // Last: it empties every cache of the fleet.
         run!(clear_cache_in_one_process_empties_the_other(&a, &b));
+        run!(after_clear_cache_a_page_rendered_by_one_process_is_a_hit_in_the_other(&a, &b));
         passed
     });
     let pages = redis.keys_matching("webfleet:*");

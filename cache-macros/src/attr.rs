@@ -15,6 +15,9 @@ pub struct CachedArgs {
     pub key: Option<LitStr>,
     pub max_entries: Option<LitInt>,
     pub in_impl: bool,
+    /// `in_impl = "Repo"`: the `impl`'s type, which names a method's cache
+    /// (`module::Repo::method`) when it has no `key_prefix`.
+    pub impl_type: Option<LitStr>,
     /// `output = "result" | "option" | "value"`: how to treat the return type
     /// when its name does not say (an alias of `Result`, say).
     pub output: Option<crate::sig::Mode>,
@@ -558,6 +561,13 @@ pub fn parse_cached_args(tokens: proc_macro2::TokenStream) -> syn::Result<Cached
             }
             "in_impl" => {
                 args.in_impl = match value {
+                    Some(Expr::Lit(ExprLit {
+                        lit: Lit::Str(lit), ..
+                    })) => {
+                        check_prefix(lit, "in_impl")?;
+                        args.impl_type = Some(lit.clone());
+                        true
+                    }
                     Some(v) => bool_value(v, "in_impl")?,
                     None => true,
                 };

@@ -32,6 +32,35 @@ fn millis((ms, span): (u64, proc_macro2::Span)) -> (TokenStream, proc_macro2::Sp
 /// most origins run, short enough that a dead holder stalls others briefly.
 const DEFAULT_LOCK_TIMEOUT_MS: u64 = 5_000;
 
+/// The argument signature of a template-less key: the receiver's and every
+/// argument's key type as written (`&T` as `T`).
+fn hashed_signature(sig: &crate::sig::FnSig) -> String {
+    let receiver = sig.receiver.as_ref().map(|r| &r.key_ty as &dyn ToTokens);
+    let args = sig
+        .args
+        .iter()
+        .map(|a| a.referent.as_ref().unwrap_or(&a.ty) as &dyn ToTokens);
+    crate::signature::of(receiver.into_iter().chain(args))
+}
+
+/// The argument signature of a template: the type of each placeholder's
+/// argument (`Self` for `self`), in template order.
+fn template_signature(t: &Template, sig: &crate::sig::FnSig) -> String {
+    let self_ty = quote!(Self);
+    let types = t.pieces.iter().filter_map(|p| match p {
+        crate::template::Piece::Value { root, .. } if root == "self" => {
+            Some(&self_ty as &dyn ToTokens)
+        }
+        crate::template::Piece::Value { root, .. } => sig
+            .args
+            .iter()
+            .find(|a| a.ident == root)
+            .map(|a| a.referent.as_ref().unwrap_or(&a.ty) as &dyn ToTokens),
+        crate::template::Piece::Literal(_) => None,
+    });
+    crate::signature::of(types)
+}
+
 pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let opts = parse_cached_args(args)?;
     let func: ItemFn = syn::parse2(item).map_err(|e| {
@@ -52,6 +81,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         vis,
         sig: fn_sig,
         block,
+        ..
     } = &func;
     let name = &fn_sig.ident;
     // `Self` inside a nested item (a local `impl`) says nothing about where `f` is.
@@ -72,14 +102,21 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         .map(|lit| Template::parse(lit, &arg_names, sig.receiver.is_some(), name, "key"))
         .transpose()?;
 
-    // The exact-arguments key: the rendered template, or a tuple of owned arguments.
+    // The exact-arguments key: the rendered template, or a tuple of owned
+    // arguments. The shared key also covers the argument signature (the
+    // types as written), so arguments of other types never share it.
     let (key_ty, key_expr, render, key_checks) = match &template {
-        Some(t) => (
-            quote!(::std::string::String),
-            t.render(),
-            quote!(::layercache::__private::render_template),
-            TokenStream::new(),
-        ),
+        Some(t) => {
+            let signature = template_signature(t, &sig);
+            (
+                quote!(::std::string::String),
+                t.render(),
+                quote!(|k: &::std::string::String, out: &mut ::std::string::String| {
+                    ::layercache::__private::render_template_typed(k, out, #signature)
+                }),
+                TokenStream::new(),
+            )
+        }
         None => {
             let mut tys = Vec::new();
             let mut exprs = Vec::new();
@@ -114,10 +151,13 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 exprs.push(a.key_expr());
             }
             let key_ty = quote!((#(#tys,)*));
+            let signature = hashed_signature(&sig);
             (
                 key_ty.clone(),
                 quote!((#(#exprs,)*)),
-                quote!(::layercache::__private::render_hashed::<#key_ty>),
+                quote!(|k: &#key_ty, out: &mut ::std::string::String| {
+                    ::layercache::__private::render_hashed_typed::<#key_ty>(k, out, #signature)
+                }),
                 quote!(#(#checks)*),
             )
         }
@@ -151,12 +191,22 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     };
 
     let name_str = name.to_string();
-    let cache_name = match (&opts.key_prefix, in_impl) {
-        (Some(lit), _) => quote!(::std::string::String::from(#lit)),
-        (None, true) => {
-            quote!(::std::format!("{}::{}", ::core::any::type_name::<Self>(), #name_str))
+    // Never `type_name::<Self>()`: it may change with the compiler, and
+    // every key of the method with it.
+    let cache_name = match (&opts.key_prefix, &opts.impl_type, in_impl) {
+        (Some(lit), _, _) => quote!(::std::string::String::from(#lit)),
+        (None, Some(ty), true) => quote!(::std::string::String::from(
+            ::core::concat!(::core::module_path!(), "::", #ty, "::", #name_str)
+        )),
+        (None, None, true) => {
+            return Err(syn::Error::new(
+                name.span(),
+                format!(
+                    "a cached method needs a stable name for its cache: add `key_prefix = \"...\"`, or put `#[cached]` on the `impl` block too (names it `module::Type::{name_str}`; or write `in_impl = \"Type\"`); `#[cached]` cannot see the `impl` around `{name_str}`, and the compiler's type names may change between versions"
+                ),
+            ))
         }
-        (None, false) => quote!(::std::string::String::from(
+        (None, _, false) => quote!(::std::string::String::from(
             ::core::concat!(::core::module_path!(), "::", #name_str)
         )),
     };
@@ -347,7 +397,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     });
     let generics = &fn_sig.generics;
     let where_clause = &fn_sig.generics.where_clause;
-    let unsafety = &fn_sig.unsafety;
+    let unsafety = &fn_sig.safety;
 
     Ok(quote! {
         #(#attrs)*

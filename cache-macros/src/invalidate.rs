@@ -45,6 +45,7 @@ fn wrap(
         vis,
         sig,
         block,
+        ..
     } = func;
     let ret = ret_var();
     // The return type is named only when it can be: `impl Trait` cannot be
@@ -160,6 +161,7 @@ pub fn cache_invalidate(args: TokenStream, item: TokenStream) -> syn::Result<Tok
             vis,
             sig,
             block,
+            ..
         } = &func;
         let stmts = &block.stmts;
         return Ok(quote! {

@@ -4,7 +4,8 @@
 //! code names the runtime as `::layercache::__private`.
 //!
 //! The crate is cut by concern: `attr` parses `#[cached(...)]` options,
-//! `sig` checks the signature, `template` parses key templates,
+//! `in_impl` handles `#[cached]` on an `impl` block, `sig` checks the signature, `signature` writes the argument types
+//! hashed into keys, `template` parses key templates,
 //! `target` parses invalidation targets, `expand` and `invalidate`
 //! write the code.
 #![deny(missing_docs)]
@@ -15,14 +16,27 @@ use quote::ToTokens;
 
 mod attr;
 mod expand;
+mod in_impl;
 mod invalidate;
 mod sig;
+mod signature;
 mod target;
 mod template;
 
-/// Memoizes a function: see the `layercache` crate documentation.
+/// Memoizes a function: see the `layercache` crate documentation. On an
+/// inherent `impl` block, names its `#[cached]` methods' caches after the type.
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
+    if let Ok(block) = syn::parse::<syn::ItemImpl>(item.clone()) {
+        return match in_impl::cached_impl(args.into(), block) {
+            Ok(ts) => ts.into(),
+            Err(err) => {
+                let mut out = err.to_compile_error();
+                out.extend(TokenStream2::from(item));
+                out.into()
+            }
+        };
+    }
     with_fallback(item.clone(), expand::cached(args.into(), item.into()))
 }
 

@@ -3,7 +3,9 @@
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
-use syn::{FnArg, GenericParam, Ident, Pat, ReturnType, Signature, Type};
+use syn::{
+    parse_quote, FnArg, GenericParam, Ident, Pat, ReceiverKind, ReturnType, Signature, Type,
+};
 
 /// How the return value maps to what is cached.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -192,16 +194,27 @@ pub fn analyze(sig: &Signature, attr: &str) -> syn::Result<FnSig> {
     for input in &sig.inputs {
         match input {
             FnArg::Receiver(r) => {
-                let mut_ref = matches!(&*r.ty, Type::Reference(t) if t.mutability.is_some());
+                // syn 3 keeps the receiver as written: `&self`, `self`, or `self: Type`.
+                let mut_ref = match &r.kind {
+                    ReceiverKind::Reference(_, _, mutability) => mutability.is_some(),
+                    ReceiverKind::Typed(_, ty) => {
+                        matches!(&**ty, Type::Reference(t) if t.mutability.is_some())
+                    }
+                    _ => false,
+                };
                 if mut_ref {
                     return Err(syn::Error::new_spanned(
                         r,
                         format!("`#[{attr}]` cannot be used on a method taking `&mut self`: a cache hit skips the body, so its changes to `self` would be lost"),
                     ));
                 }
-                let (by_ref, key_ty) = match &*r.ty {
-                    Type::Reference(reference) => (true, (*reference.elem).clone()),
-                    other => (false, other.clone()),
+                let (by_ref, key_ty) = match &r.kind {
+                    ReceiverKind::Reference(..) => (true, parse_quote!(Self)),
+                    ReceiverKind::Typed(_, ty) => match &**ty {
+                        Type::Reference(reference) => (true, (*reference.elem).clone()),
+                        other => (false, other.clone()),
+                    },
+                    _ => (false, parse_quote!(Self)),
                 };
                 receiver = Some(Receiver {
                     by_ref,

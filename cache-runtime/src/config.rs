@@ -479,7 +479,7 @@ impl Config {
         &self.shared
     }
     /// The TTL jitter of functions that set no `jitter`: each entry's
-    /// timeout is spread uniformly over `±jitter` of itself (guide 7.3).
+    /// timeout is spread uniformly over `±jitter` of itself (TTL jitter, against cache avalanche).
     pub fn ttl_jitter(&self) -> f64 {
         self.ttl_jitter
     }
@@ -832,7 +832,7 @@ impl ConfigBuilder {
         self
     }
     /// Spreads each entry's timeout uniformly over `±jitter` of itself, so
-    /// entries written together do not expire together (guide 7.3, cache
+    /// entries written together do not expire together (against cache
     /// avalanche). A fraction in `[0, 1)`; default 0; a function's own
     /// `jitter = ...` wins.
     pub fn ttl_jitter(mut self, jitter: f64) -> Self {

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::metrics::{FunctionStats, LatencyStats, Stats};
+use crate::metrics::{FunctionStats, LatencyStats, Stats, EXPORT_BOUNDS};
 
 /// One counter or gauge per function: name, help, type, value.
 type Series = (
@@ -114,7 +114,7 @@ const SERIES: &[Series] = &[
     ),
 ];
 
-/// Latency summaries: name, help, selector.
+/// Latency histograms: name, help, selector.
 type Summary = (
     &'static str,
     &'static str,
@@ -138,15 +138,22 @@ const SUMMARIES: &[Summary] = &[
 /// one series per function labelled `function="name"`: counters
 /// `layercache_hits_total`, `_misses_total`, `_local_hits_total`,
 /// `_shared_hits_total` and the rest of [`FunctionStats`], the gauge
-/// `layercache_entries`, and summaries (p50, p90, p99, sum, count) of hit
-/// and origin latency in seconds.
+/// `layercache_entries`, and hit and origin latency in seconds twice:
+///
+/// - as histograms (`layercache_hit_duration_seconds_bucket{le=...}`,
+///   `_sum`, `_count`) over the fixed bounds [`EXPORT_BOUNDS`], which add up
+///   across a fleet (`histogram_quantile(0.99, sum by (le) (rate(...)))`);
+/// - as this process's quantiles (`layercache_hit_duration_quantile_seconds
+///   {quantile="0.5"|"0.9"|"0.99"}`, gauges), `NaN` while nothing was
+///   measured, as the convention for an empty quantile is.
 ///
 /// ```
 /// let text = layercache_runtime::export::prometheus_text(&layercache_runtime::stats());
 /// assert!(text.contains("# TYPE layercache_hits_total counter"));
+/// assert!(text.contains("# TYPE layercache_hit_duration_seconds histogram"));
 /// ```
 pub fn prometheus_text(stats: &Stats) -> String {
-    let mut out = String::with_capacity(512 + stats.functions.len() * 2048);
+    let mut out = String::with_capacity(512 + stats.functions.len() * 4096);
     for (name, help, kind, value) in SERIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for f in &stats.functions {
@@ -159,20 +166,39 @@ pub fn prometheus_text(stats: &Stats) -> String {
         }
     }
     for (name, help, select) in SUMMARIES {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for f in &stats.functions {
+            let l = select(f);
+            let label = Label(&f.name);
+            for (le, n) in EXPORT_BOUNDS.iter().zip(l.cumulative) {
+                let _ = writeln!(out, "{name}_bucket{{function=\"{label}\",le=\"{le}\"}} {n}");
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{function=\"{label}\",le=\"+Inf\"}} {}\n\
+                 {name}_sum{{function=\"{label}\"}} {}\n\
+                 {name}_count{{function=\"{label}\"}} {}",
+                l.count,
+                secs(l.sum_ns),
+                l.count
+            );
+        }
+        let stem = name.trim_end_matches("_seconds");
+        let _ = writeln!(
+            out,
+            "# HELP {stem}_quantile_seconds {help} Quantiles of this process, NaN before the first measurement.\n\
+             # TYPE {stem}_quantile_seconds gauge"
+        );
         for f in &stats.functions {
             let l = select(f);
             let label = Label(&f.name);
             for (q, ns) in [("0.5", l.p50_ns), ("0.9", l.p90_ns), ("0.99", l.p99_ns)] {
                 let _ = writeln!(
                     out,
-                    "{name}{{function=\"{label}\",quantile=\"{q}\"}} {}",
-                    secs(ns)
+                    "{stem}_quantile_seconds{{function=\"{label}\",quantile=\"{q}\"}} {}",
+                    Nan(l.quantile_seconds(ns))
                 );
             }
-            let sum = l.mean_ns as f64 * l.count as f64;
-            let _ = writeln!(out, "{name}_sum{{function=\"{label}\"}} {}", sum / 1e9);
-            let _ = writeln!(out, "{name}_count{{function=\"{label}\"}} {}", l.count);
         }
     }
     if let Some(t) = &stats.shared_tier {
@@ -197,6 +223,20 @@ pub fn prometheus_text(stats: &Stats) -> String {
 
 fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
+}
+
+/// A sample value as the text format spells it (`NaN`, not Rust's `NaN`
+/// spelling of infinities).
+struct Nan(f64);
+
+impl std::fmt::Display for Nan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_nan() {
+            f.write_str("NaN")
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
 }
 
 /// A label value escaped as the text format requires (`\\`, `\"`, `\n`).
@@ -226,6 +266,7 @@ impl std::fmt::Display for Label<'_> {
 /// `function`; origin durations are also recorded per miss as the histogram
 /// `layercache_origin_duration_seconds`.
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics {
     use std::time::Duration;
 
@@ -284,5 +325,66 @@ pub mod metrics {
     pub(crate) fn origin_duration(function: &str, nanos: u64) {
         ::metrics::histogram!("layercache_origin_duration_seconds", "function" => function.to_string())
             .record(nanos as f64 / 1e9);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Histogram;
+
+    fn one_function(origin: &Histogram) -> Stats {
+        Stats {
+            functions: vec![FunctionStats {
+                name: "f".into(),
+                origin_latency: origin.snapshot(),
+                ..FunctionStats::default()
+            }],
+            shared_tier: None,
+        }
+    }
+
+    #[test]
+    fn an_empty_latency_exports_nan_quantiles_and_an_empty_histogram() {
+        let text = prometheus_text(&one_function(&Histogram::default()));
+        assert!(text.contains(
+            "layercache_hit_duration_quantile_seconds{function=\"f\",quantile=\"0.99\"} NaN"
+        ));
+        assert!(text.contains("# TYPE layercache_hit_duration_seconds histogram"));
+        assert!(
+            text.contains("layercache_hit_duration_seconds_bucket{function=\"f\",le=\"+Inf\"} 0")
+        );
+        assert!(text.contains("layercache_hit_duration_seconds_count{function=\"f\"} 0"));
+    }
+
+    #[test]
+    fn latencies_export_as_cumulative_buckets_that_add_up_across_a_fleet() {
+        let h = Histogram::default();
+        for ns in [2_000_000, 3_000_000, 200_000_000] {
+            h.record(ns);
+        }
+        let text = prometheus_text(&one_function(&h));
+        let name = "layercache_origin_duration_seconds";
+        for (le, n) in [
+            ("0.001", 0),
+            ("0.005", 2),
+            ("0.1", 2),
+            ("0.25", 3),
+            ("+Inf", 3),
+        ] {
+            let line = format!("{name}_bucket{{function=\"f\",le=\"{le}\"}} {n}");
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
+        assert!(text.contains(&format!("{name}_sum{{function=\"f\"}} 0.205")));
+        let p50 = text
+            .lines()
+            .find(|l| {
+                l.starts_with(
+                    "layercache_origin_duration_quantile_seconds{function=\"f\",quantile=\"0.5\"}",
+                )
+            })
+            .unwrap();
+        let v: f64 = p50.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((0.002..=0.003).contains(&v), "{p50}");
     }
 }

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::metrics::{FunctionStats, Stats};
 use crate::pipeline::{FnCache, FnSpec, Key, Value};
-use crate::shared::{self, BusEvent, BusHandler, Notice, Tier};
+use crate::shared::outbox::Pending;
+use crate::shared::{self, BusEvent, BusHandler, Notice, SharedError, Tier};
 
 /// What the registry needs of a function cache, whatever its key and value types.
 trait Registered: Send + Sync {
@@ -27,6 +28,9 @@ trait Registered: Send + Sync {
     fn group(&self) -> Option<&str>;
     fn group_bumped(&self, version: u64) -> u64;
     fn drop_tag(&self, tag_hash: u64) -> u64;
+    fn bus_down_cap(&self) -> std::time::Duration;
+    /// The function's and its group's shared versions as this process knows them.
+    fn known_versions(&self) -> Option<(u64, u64)>;
 }
 
 impl<K: Key, V: Value> Registered for FnCache<K, V> {
@@ -68,6 +72,12 @@ impl<K: Key, V: Value> Registered for FnCache<K, V> {
     }
     fn drop_tag(&self, tag_hash: u64) -> u64 {
         FnCache::drop_tag(self, tag_hash)
+    }
+    fn bus_down_cap(&self) -> std::time::Duration {
+        FnCache::bus_down_cap(self)
+    }
+    fn known_versions(&self) -> Option<(u64, u64)> {
+        FnCache::known_versions(self)
     }
 }
 
@@ -126,7 +136,228 @@ pub(crate) fn bus_handler(tier: &'static Tier) -> BusHandler {
                 tracing::info!(dropped, after_gap, "layercache: invalidation bus subscribed; dropped local copies of shared entries");
             }
         }
+        BusEvent::Down { reason, refused } => {
+            if let Some(epoch) = tier.bus_down(reason, refused) {
+                expire_local_copies_while_down(tier, epoch);
+            }
+        }
     })
+}
+
+/// The bus just went down (outage `epoch`): new local copies of shared
+/// entries are capped at write time, and the copies made before now are
+/// dropped once each function's cap (`local_timeout`, or
+/// [`BUS_DOWN_LOCAL_TIMEOUT`](shared::BUS_DOWN_LOCAL_TIMEOUT)) has passed,
+/// unless the bus came back meanwhile (which drops them anyway).
+fn expire_local_copies_while_down(tier: &'static Tier, epoch: u64) {
+    let mut caps: Vec<(std::time::Duration, &'static dyn Registered)> = registry()
+        .iter()
+        .filter(|c| c.is_shared())
+        .map(|c| (c.bus_down_cap(), *c))
+        .collect();
+    if caps.is_empty() {
+        return;
+    }
+    caps.sort_by_key(|(cap, _)| *cap);
+    let started = tokio::time::Instant::now();
+    shared::io_runtime().spawn(async move {
+        for (cap, cache) in caps {
+            tokio::time::sleep_until(started + cap).await;
+            if tier.bus_epoch() != epoch || !tier.bus_is_down() {
+                return;
+            }
+            cache.invalidate_all_local();
+        }
+    });
+}
+
+/// A namespace moved to `version` in this process (an `all =`
+/// invalidation, `clear()`, or the outbox replaying one): every cache on
+/// it adopts the number and drops its local entries, so two caches sharing
+/// a namespace (view caches and the manual cache share the empty one)
+/// never drift apart.
+pub(crate) fn namespace_moved(namespace: &str, version: u64) {
+    for c in registry()
+        .iter()
+        .filter(|c| c.is_shared() && c.namespace() == namespace)
+    {
+        c.remote_invalidate_all(version);
+    }
+}
+
+/// Publishes `notice`, unless the server refused this process the bus.
+async fn tell(tier: &'static Tier, notice: String) -> Result<(), SharedError> {
+    if tier.bus_refused() {
+        return Ok(());
+    }
+    tier.call_direct(tier.timeout(), |s| s.publish(&notice))
+        .await
+}
+
+/// Moves `namespace` to a new version in the shared tier and here, and tells
+/// other processes.
+async fn bump_namespace(tier: &'static Tier, namespace: &str) -> Result<(), SharedError> {
+    let key = tier.version_key(namespace);
+    let now_ms = tier.clock().unix_millis();
+    let version = tier
+        .call_direct(tier.timeout(), |s| s.bump_version(&key, now_ms))
+        .await?;
+    namespace_moved(namespace, version);
+    tell(
+        tier,
+        Notice::All { namespace, version }.encode(tier.instance()),
+    )
+    .await
+}
+
+/// The distinct namespaces of this process's shared caches.
+fn shared_namespaces() -> Vec<String> {
+    let mut namespaces: Vec<String> = registry()
+        .iter()
+        .filter(|c| c.is_shared())
+        .map(|c| c.namespace().to_string())
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    namespaces
+}
+
+/// Applies one invalidation from the outbox (see [`shared::outbox`]).
+pub(crate) async fn replay(tier: &'static Tier, op: Pending) -> Result<(), SharedError> {
+    match op {
+        Pending::Key {
+            namespace,
+            stable,
+            group,
+        } => {
+            // The entry is stored under the versions the store holds now.
+            let version_key = tier.version_key(&namespace);
+            let version = tier
+                .call_direct(tier.timeout(), |s| s.read_version(&version_key))
+                .await?;
+            let group_version = match &group {
+                Some(g) => {
+                    let key = tier.group_key(g);
+                    tier.call_direct(tier.timeout(), |s| s.read_version(&key))
+                        .await?
+                }
+                None => 0,
+            };
+            // And under the versions this process's caches still use (the
+            // store's may be gone: a FLUSHALL, or a restart without data).
+            let mut versions: Vec<(u64, u64)> = registry()
+                .iter()
+                .filter(|c| c.is_shared() && c.namespace() == namespace)
+                .filter_map(|c| c.known_versions())
+                .collect();
+            versions.push((version, group_version));
+            versions.sort_unstable();
+            versions.dedup();
+            let keys: Vec<String> = versions
+                .into_iter()
+                .map(|(v, g)| {
+                    let mut full = tier.full_key(&stable);
+                    if v != 0 {
+                        full.push_str(&format!(":v{v}"));
+                    }
+                    if g != 0 {
+                        full.push_str(&format!(":g{g}"));
+                    }
+                    full
+                })
+                .collect();
+            let notice = (!tier.bus_refused()).then(|| {
+                Notice::Key {
+                    namespace: &namespace,
+                    stable: &stable,
+                }
+                .encode(tier.instance())
+            });
+            tier.call_direct(tier.timeout(), |s| s.delete(&keys, notice.as_deref()))
+                .await
+                .map(drop)
+        }
+        Pending::All { namespace } => bump_namespace(tier, &namespace).await,
+        Pending::Prefix { prefix } => {
+            if tier.can_delete_prefix() {
+                let budget = (tier.timeout() * 100).max(std::time::Duration::from_secs(5));
+                let full = tier.full_key(&prefix);
+                tier.call_direct(budget, |s| s.delete_prefix(&full)).await?;
+            } else {
+                for ns in shared_namespaces() {
+                    if prefix_covers(&prefix, &ns) {
+                        bump_namespace(tier, &ns).await?;
+                    }
+                }
+            }
+            tell(
+                tier,
+                Notice::Prefix { prefix: &prefix }.encode(tier.instance()),
+            )
+            .await
+        }
+        Pending::Tag { tag } => {
+            let set = tier.tag_key(&tag);
+            tier.call_direct(tier.timeout() * 10, |s| s.delete_tag(&set))
+                .await?;
+            tell(tier, Notice::Tag { tag: &tag }.encode(tier.instance())).await
+        }
+        Pending::Group { group } => {
+            let key = tier.group_key(&group);
+            let now_ms = tier.clock().unix_millis();
+            let version = tier
+                .call_direct(tier.timeout(), |s| s.bump_version(&key, now_ms))
+                .await?;
+            group_bumped(&group, version);
+            tell(
+                tier,
+                Notice::Group {
+                    group: &group,
+                    version,
+                }
+                .encode(tier.instance()),
+            )
+            .await
+        }
+        Pending::Clear => {
+            for ns in shared_namespaces() {
+                bump_namespace(tier, &ns).await?;
+            }
+            tell(tier, Notice::Clear.encode(tier.instance())).await
+        }
+    }
+}
+
+/// Applies the invalidations still waiting in the outbox (see
+/// [`shared::outbox`]), for at most `deadline`; returns how many could not
+/// be applied, each logged at ERROR. Call it on shutdown, after the last
+/// request was served: pending invalidations live only in memory, and one
+/// that never reaches the shared tier leaves other processes reading the
+/// old value until it expires.
+///
+/// Without a shared tier, or with nothing pending, it returns 0 at once.
+///
+/// ```
+/// let unapplied = layercache_runtime::flush_invalidations(std::time::Duration::from_secs(2));
+/// assert_eq!(unapplied, 0);
+/// ```
+pub fn flush_invalidations(deadline: std::time::Duration) -> u64 {
+    shared::block_on(flush_invalidations_async(deadline))
+}
+
+/// [`flush_invalidations`] for async code.
+pub async fn flush_invalidations_async(deadline: std::time::Duration) -> u64 {
+    let Some(tier) = shared_tier() else {
+        return 0;
+    };
+    if tier.outbox.pending() == 0 {
+        return 0;
+    }
+    let left = tier.flush_outbox(deadline, replay).await;
+    for op in &left {
+        tracing::error!(?op, store = %tier.stats().store, "layercache: an invalidation could not reach the shared tier before shutdown; other processes may read the old value until it expires");
+    }
+    left.len() as u64
 }
 
 static REGISTRY: RwLock<Vec<&'static dyn Registered>> = RwLock::new(Vec::new());
@@ -321,24 +552,33 @@ async fn invalidate_prefix_shared(tier: &'static Tier, prefix: &str) {
             .copied()
             .filter(|c| c.is_shared() && prefix_covers(prefix, c.namespace()))
             .collect();
+        // One bump per namespace (each covered cache adopts it).
+        let mut done = std::collections::HashSet::new();
         for cache in covered {
-            cache.invalidate_all_async().await;
+            if done.insert(cache.namespace().to_string()) {
+                cache.invalidate_all_async().await;
+            }
         }
         tracing::debug!(
             prefix,
             "layercache: prefix invalidated by new versions (the store cannot delete by prefix)"
         );
-    } else {
-        match tier.call(None, budget, |s| s.delete_prefix(&full)).await {
-            Ok(n) => tracing::debug!(prefix, deleted = n, "layercache: shared prefix invalidated"),
-            Err(err) => {
-                tracing::warn!(prefix, %err, "layercache: could not delete a prefix in the shared tier; its entries live until they expire")
-            }
-        }
+    } else if let Err(err) = tier.call(None, budget, |s| s.delete_prefix(&full)).await {
+        tracing::debug!(prefix, %err, "layercache: could not delete a prefix in the shared tier; it waits in the outbox");
+        tier.defer(Pending::Prefix {
+            prefix: prefix.to_string(),
+        });
+        return;
+    }
+    if tier.bus_refused() {
+        return;
     }
     let notice = Notice::Prefix { prefix }.encode(tier.instance());
     if let Err(err) = tier.publish(&notice).await {
-        tracing::warn!(prefix, %err, "layercache: could not tell other processes about a prefix invalidation");
+        tracing::debug!(prefix, %err, "layercache: could not tell other processes about a prefix invalidation; it waits in the outbox");
+        tier.defer(Pending::Prefix {
+            prefix: prefix.to_string(),
+        });
     }
 }
 
@@ -360,8 +600,11 @@ fn retire_covered_functions(prefix: &str) {
     }
     let prefix = prefix.to_string();
     shared::io_runtime().spawn(async move {
+        let mut done = std::collections::HashSet::new();
         for cache in covered {
-            cache.invalidate_all_async().await;
+            if done.insert(cache.namespace().to_string()) {
+                cache.invalidate_all_async().await;
+            }
         }
         tracing::debug!(
             prefix,
@@ -426,12 +669,22 @@ async fn invalidate_tag_shared(tier: &'static Tier, tag: &str) {
             "layercache: shared entries of a tag deleted"
         ),
         Err(err) => {
-            tracing::warn!(tag, %err, "layercache: could not delete a tag's shared entries; they live until they expire")
+            tracing::debug!(tag, %err, "layercache: could not delete a tag's shared entries; it waits in the outbox");
+            tier.defer(Pending::Tag {
+                tag: tag.to_string(),
+            });
+            return;
         }
+    }
+    if tier.bus_refused() {
+        return;
     }
     let notice = Notice::Tag { tag }.encode(tier.instance());
     if let Err(err) = tier.publish(&notice).await {
-        tracing::warn!(tag, %err, "layercache: could not tell other processes about a tag invalidation");
+        tracing::debug!(tag, %err, "layercache: could not tell other processes about a tag invalidation; it waits in the outbox");
+        tier.defer(Pending::Tag {
+            tag: tag.to_string(),
+        });
     }
 }
 
@@ -447,7 +700,7 @@ fn group_bumped(group: &str, version: u64) -> u64 {
 
 /// Drops every entry of every function declared `versioned = "{group}"`,
 /// in every tier and process, in O(1): the group's version, part of each
-/// of their shared keys, moves up (the guide's 5.3, versioned keys), so
+/// of their shared keys, moves up (versioned keys), so
 /// old entries become unreachable and expire by themselves. Returns how
 /// many local entries went.
 ///
@@ -495,13 +748,22 @@ async fn bump_version_shared(tier: &'static Tier, group: &str) {
     {
         Ok(version) => {
             group_bumped(group, version);
+            if tier.bus_refused() {
+                return;
+            }
             let notice = Notice::Group { group, version }.encode(tier.instance());
             if let Err(err) = tier.publish(&notice).await {
-                tracing::warn!(group, %err, "layercache: could not tell other processes about a version bump; their local copies live until local_timeout or expiry");
+                tracing::debug!(group, %err, "layercache: could not tell other processes about a version bump; it waits in the outbox");
+                tier.defer(Pending::Group {
+                    group: group.to_string(),
+                });
             }
         }
         Err(err) => {
-            tracing::warn!(group, %err, "layercache: could not bump a version group in the shared tier; its shared entries stay valid");
+            tracing::debug!(group, %err, "layercache: could not bump a version group in the shared tier; it waits in the outbox");
+            tier.defer(Pending::Group {
+                group: group.to_string(),
+            });
         }
     }
 }
@@ -509,10 +771,21 @@ async fn bump_version_shared(tier: &'static Tier, group: &str) {
 /// Drops every entry of every cached function and of the manual cache
 /// (Flask-Caching's `cache.clear()`). Returns how many local entries went.
 ///
-/// With a shared tier, every function this process has called moves to a
-/// new shared version (O(1) each) and other processes drop their copies.
+/// With a shared tier, every namespace this process has used moves to a
+/// new shared version, once (O(1) each; every cache on a namespace adopts
+/// the same number, fleet-wide), and other processes drop their copies.
+/// When the shared tier cannot be reached, the bumps wait in the outbox.
 pub fn clear() -> u64 {
-    let removed = registry().iter().map(|c| c.invalidate_all()).sum();
+    let caches: Vec<&'static dyn Registered> = registry().iter().copied().collect();
+    let mut bumped = std::collections::HashSet::new();
+    let mut removed = 0;
+    for c in caches {
+        removed += if c.is_shared() && bumped.insert(c.namespace().to_string()) {
+            c.invalidate_all()
+        } else {
+            c.invalidate_all_local()
+        };
+    }
     tracing::debug!(removed, "layercache: cleared");
     removed
 }

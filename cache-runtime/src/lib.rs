@@ -14,16 +14,18 @@
 //! | [`key`] | escaping, templates, the stable 128-bit argument hash |
 //! | [`local`] | the in-process tier behind the [`LocalStore`](local::LocalStore) trait |
 //! | [`codec`] | the [`Codec`](codec::Codec) trait, MessagePack and JSON, the bounded decoder, the shared-tier envelope |
-//! | [`shared`] | the [`SharedStore`](shared::SharedStore) trait, Redis, timeouts, the breaker, the bus |
+//! | [`shared`] | the [`SharedStore`](shared::SharedStore) trait and its backends (Redis, Redis Cluster, memcached, SQLite, files), timeouts, the breaker, the bus, the [`outbox`](shared::outbox) of invalidations waiting out an outage |
 //! | `pipeline` | [`FnCache`]: lookup, origin, write-back, entry handles |
 //! | `flight` | single-flight: one computation per missing key per process |
 //! | `warm` | [`warm_up`] / [`warm_up_blocking`]: prime entries with bounded parallelism |
-//! | `invalidate` | the registry of caches: [`invalidate_prefix`], [`clear`], [`stats`] |
+//! | `invalidate` | the registry of caches: [`invalidate_prefix`], [`clear`], [`stats`], [`flush_invalidations`] |
 //! | `metrics` | striped counters, latency histograms, [`Stats`] |
 //! | `manual` | [`sync::Cache`] and [`future::Cache`]: get / set / delete / clear |
 //! | `clock` | [`Clock`]: real or mock time for every expiry decision |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+// docs.rs (`--cfg docsrs`, nightly) marks every feature-gated item with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
 pub mod codec;
@@ -39,6 +41,7 @@ mod pipeline;
 pub mod shared;
 mod warm;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod web;
 
 pub use clock::{Clock, MockClock, Timestamp};
@@ -47,14 +50,14 @@ pub use config::{
     DEFAULT_MAX_ENTRIES, DEFAULT_REDIS_URL, DEFAULT_TIMEOUT,
 };
 pub use invalidate::{
-    bump_version, bump_version_async, clear, invalidate_prefix, invalidate_prefix_async,
-    invalidate_tag, invalidate_tag_async, stats,
+    bump_version, bump_version_async, clear, flush_invalidations, flush_invalidations_async,
+    invalidate_prefix, invalidate_prefix_async, invalidate_tag, invalidate_tag_async, stats,
 };
 pub use local::LocalStoreKind;
 pub use manual::{future, sync, CacheValue, MANUAL_CACHE_NAME};
-pub use metrics::{FunctionStats, LatencyStats, Stats, HIT_SAMPLE_EVERY};
+pub use metrics::{FunctionStats, LatencyStats, Stats, EXPORT_BOUNDS, HIT_SAMPLE_EVERY};
 pub use pipeline::{CallEntry, FnCache, TierChoice, Timeout};
-pub use shared::{SharedSettings, SharedStats, TierStats};
+pub use shared::{BusHealth, BusStatus, SharedSettings, SharedStats, TierStats};
 pub use warm::{try_warm_up, try_warm_up_blocking, warm_up, warm_up_blocking, WarmUpReport};
 
 /// What generated code uses. Not a stable API: do not name it in your code.
@@ -64,7 +67,9 @@ pub mod __private {
         invalidate_prefix, invalidate_prefix_async, invalidate_tag, invalidate_tag_async,
         slot_cache, CacheSlot,
     };
-    pub use crate::key::{render_hashed, render_template, KeyBuilder};
+    pub use crate::key::{
+        render_hashed, render_hashed_typed, render_template, render_template_typed, KeyBuilder,
+    };
     pub use crate::pipeline::{
         always, bypass, bypass_async, get_or_compute, get_or_compute_async,
         get_or_compute_async_refreshing, get_or_compute_refreshing, no_tags, CallEntry, FnCache,

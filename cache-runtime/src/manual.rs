@@ -251,7 +251,7 @@ pub mod sync {
                 },
                 Ok(leader) => leader,
             };
-            let v = make();
+            let v = crate::flight::run_led(leader.as_ref().map(|l| l.id()), make);
             shared::block_on(store_computed(key, v.clone(), timeout, generation));
             land_manual(leader, &v);
             v
@@ -350,7 +350,7 @@ pub mod future {
                 },
                 Ok(leader) => leader,
             };
-            let v = make.await;
+            let v = crate::flight::run_led_async(leader.as_ref().map(|l| l.id()), make).await;
             store_computed(key, v.clone(), timeout, generation).await;
             land_manual(leader, &v);
             v

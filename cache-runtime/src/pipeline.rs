@@ -23,11 +23,12 @@ use serde::de::DeserializeOwned;
 use crate::clock::{Clock, Timestamp};
 use crate::codec::{self, CodecError, EnvelopeError, Meta};
 use crate::config::{self, CacheType};
-use crate::flight::{Flights, Join, Leader};
+use crate::flight::{self as flight, Flights, Followed, Join, Leader};
 use crate::key::KeyError;
 use crate::local::{build_store, Evictions, LocalStore, Stored};
 use crate::manual::CacheValue;
 use crate::metrics::{FnMetrics, FunctionStats};
+use crate::shared::outbox::Pending;
 use crate::shared::{self, ErrorKind, Notice, SharedError, Tier};
 
 mod refresh;
@@ -537,7 +538,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
             self.metrics.record_not_cached();
             return;
         }
-        let expires_at = self.expires_at(ttl);
+        let expires_at = self.expires_at(self.cap_while_bus_down(ttl));
         self.store.insert(
             key.clone(),
             Stored {
@@ -570,7 +571,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         if !self.enabled || !self.local {
             return;
         }
-        let expires_at = self.expires_at(ttl);
+        let expires_at = self.expires_at(self.cap_while_bus_down(ttl));
         self.store.insert(
             key,
             Stored {
@@ -633,7 +634,9 @@ impl<K: Key, V: Value> FnCache<K, V> {
                             stable: &stable,
                         }
                         .encode(sf.tier.instance());
-                        let _ = sf.tier.publish(&notice).await;
+                        if !sf.tier.bus_refused() {
+                            let _ = sf.tier.publish(&notice).await;
+                        }
                     }
                     return Err(err);
                 }
@@ -643,10 +646,12 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 stable: sk.stable(),
             }
             .encode(sf.tier.instance());
+            // A refused bus refuses PUBLISH too, which would fail the delete.
+            let notice = (!sf.tier.bus_refused()).then_some(notice);
             let keys = [sk.full];
             sf.tier
                 .call(Some(m), sf.tier.timeout(), |s| {
-                    s.delete(&keys, Some(&notice))
+                    s.delete(&keys, notice.as_deref())
                 })
                 .await
         }
@@ -654,10 +659,59 @@ impl<K: Key, V: Value> FnCache<K, V> {
         match result {
             Ok(n) => n > 0,
             Err(err) => {
-                tracing::warn!(name = self.name(), %err, "layercache: could not invalidate an entry in the shared tier; other processes may serve it until it expires");
+                self.defer_key(sf, key, &err);
                 false
             }
         }
+    }
+
+    /// Queues the invalidation of `key` in the outbox (see [`shared::outbox`]).
+    fn defer_key(&self, sf: &SharedFn, key: &K, err: &SharedError) {
+        // No stable key, no shared entry to delete.
+        if let Ok(stable) = self.stable_key(key) {
+            self.defer_stable(sf, stable, err);
+        }
+    }
+
+    /// Queues the deletion of the shared entry `stable` in the outbox.
+    fn defer_stable(&self, sf: &SharedFn, stable: String, err: &SharedError) {
+        tracing::debug!(name = self.name(), %err, "layercache: the shared tier did not take an invalidation; it waits in the outbox");
+        sf.tier.defer(Pending::Key {
+            namespace: self.namespace.clone(),
+            stable,
+            group: self.group.clone(),
+        });
+    }
+
+    /// Whether a pending invalidation in the outbox may cover this
+    /// function's shared entries: its shared reads wait for it.
+    fn outbox_blocks(&self, sf: &SharedFn) -> bool {
+        sf.tier
+            .outbox
+            .blocks(&self.namespace, self.group.as_deref())
+    }
+
+    /// How long a new local copy lives: `ttl`, capped while the bus is
+    /// down by `local_timeout` (or [`shared::BUS_DOWN_LOCAL_TIMEOUT`]),
+    /// since no notice would drop it.
+    fn cap_while_bus_down(&self, ttl: Option<Duration>) -> Option<Duration> {
+        match &self.shared {
+            Some(sf) if sf.tier.bus_is_down() => min_ttl(ttl, Some(self.bus_down_cap())),
+            _ => ttl,
+        }
+    }
+
+    /// The function's and its group's shared versions as this process knows
+    /// them; `None` while either is unknown or without a shared tier.
+    pub(crate) fn known_versions(&self) -> Option<(u64, u64)> {
+        let sf = self.shared.as_ref()?;
+        let (v, g) = (sf.version.load(SeqCst), sf.group_version.load(SeqCst));
+        (v != UNKNOWN_VERSION && g != UNKNOWN_VERSION).then_some((v, g))
+    }
+
+    /// The longest a local copy of a shared entry lives while the bus is down.
+    pub(crate) fn bus_down_cap(&self) -> Duration {
+        self.local_cap.unwrap_or(shared::BUS_DOWN_LOCAL_TIMEOUT)
     }
 
     /// Drops every local entry of this function (this process only).
@@ -704,6 +758,9 @@ impl<K: Key, V: Value> FnCache<K, V> {
         match bumped {
             Ok(version) => {
                 raise_version(&sf.version, version);
+                // Every cache on this namespace (view caches and the manual
+                // cache share the empty one) adopts the same number.
+                crate::invalidate::namespace_moved(&self.namespace, version);
                 if self.ttl.is_none() {
                     // Entries that never expire would stay under the old
                     // version forever: sweep them in the background.
@@ -715,14 +772,24 @@ impl<K: Key, V: Value> FnCache<K, V> {
                     version,
                 }
                 .encode(tier.instance());
+                if tier.bus_refused() {
+                    return;
+                }
                 if let Err(err) = tier.publish(&notice).await {
-                    tracing::warn!(name = self.name(), %err, "layercache: could not tell other processes about an invalidation; their local copies live until local_timeout/timeout");
+                    tracing::debug!(name = self.name(), %err, "layercache: could not tell other processes about an invalidation; it waits in the outbox");
+                    tier.defer(Pending::All {
+                        namespace: self.namespace.clone(),
+                    });
                 }
             }
             Err(err) => {
-                // Unknown now: the next shared lookup re-reads it.
+                // Unknown now: the next shared lookup re-reads it (after the
+                // outbox has moved it on).
                 sf.version.store(UNKNOWN_VERSION, SeqCst);
-                tracing::warn!(name = self.name(), %err, "layercache: could not move the function to a new shared version; shared entries live until they expire");
+                tracing::debug!(name = self.name(), %err, "layercache: could not move the function to a new shared version; the bump waits in the outbox");
+                tier.defer(Pending::All {
+                    namespace: self.namespace.clone(),
+                });
             }
         }
     }
@@ -945,6 +1012,12 @@ pub trait OutputMode<R> {
     fn is_error(_r: &R) -> bool {
         false
     }
+    /// How long `v` may live at most, below the function's timeout (the
+    /// view cache's HTTP freshness lifetime); `None`: the timeout alone.
+    #[inline]
+    fn lifetime(_v: &Self::Value) -> Option<Duration> {
+        None
+    }
 }
 
 /// Whether a return value counts as success for `#[cache_invalidate]` and
@@ -982,7 +1055,7 @@ pub struct OkOnly;
 /// `Option<T>`: only `Some(T)` is cached.
 pub struct SomeOnly;
 /// `Option<T>` with `cache_none = true`: `None` is cached too (negative
-/// caching, guide 7.2), for `none_timeout`.
+/// caching, against cache penetration), for `none_timeout`.
 pub struct SomeOrNone;
 
 impl<T: Value> OutputMode<Option<T>> for SomeOrNone {
@@ -1186,7 +1259,9 @@ impl<K: Key, V: Value> FnCache<K, V> {
         rendered: Result<Rendered, KeyError>,
     ) -> Result<(T, Option<Duration>, u64), SharedMiss> {
         let m = &self.metrics.shared;
-        if sf.codec.load(SeqCst) == CODEC_BROKEN && is_value_type::<T, V>() {
+        if (sf.codec.load(SeqCst) == CODEC_BROKEN && is_value_type::<T, V>())
+            || self.outbox_blocks(sf)
+        {
             return Err(SharedMiss {
                 key: None,
                 tag: rendered.map_or(0, |r| r.tag),
@@ -1250,6 +1325,10 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 if err == EnvelopeError::Type {
                     // A deploy that changed the type, or the manual cache read as another type.
                     tracing::debug!(name = self.name(), key = %sk.full, "layercache: shared value of another type; a miss");
+                } else if err == EnvelopeError::Key {
+                    // Almost always a function with other argument types under
+                    // the same templated key (a deploy, a shared `key_prefix`).
+                    tracing::debug!(name = self.name(), key = %sk.full, "layercache: shared value written for other arguments or argument types; a miss");
                 } else {
                     tracing::warn!(name = self.name(), key = %sk.full, %err, len = bytes.len(), "layercache: unusable bytes under a shared key; treating as a miss and replacing them");
                 }
@@ -1330,8 +1409,16 @@ impl<K: Key, V: Value> FnCache<K, V> {
                     ttl.map(|t| t.saturating_add(self.stale.unwrap_or_default())),
                 )
             })
-            .await
-            .is_ok();
+            .await;
+        if let Err(err) = &stored {
+            if err.kind == ErrorKind::Timeout {
+                // The SET may still run when a stalled server wakes up,
+                // after an invalidation that made this value old: have the
+                // outbox delete the key once the server answers.
+                self.defer_stable(sf, sk.stable().to_string(), err);
+            }
+        }
+        let stored = stored.is_ok();
         if stored {
             m.record_write(len);
             // An invalidation may have deleted the key while the SET was in
@@ -1402,17 +1489,34 @@ impl<K: Key, V: Value> FnCache<K, V> {
             }
             Err((_, tag)) => (None, tag),
         };
-        self.put_local(key, local, min_ttl(ttl, self.local_ttl), tag);
-        let Some(sk) = sk else { return };
+        let Some(sk) = sk else {
+            // The old value may still be in the shared tier: it must go.
+            self.defer_key(
+                sf,
+                &key,
+                &SharedError::new(ErrorKind::Skipped, "no version"),
+            );
+            self.put_local(key, local, min_ttl(ttl, self.local_ttl), tag);
+            return;
+        };
+        self.put_local(key.clone(), local, min_ttl(ttl, self.local_ttl), tag);
         // After the put's own bump: only a later invalidation cancels the write.
         let generation = self.guard(tag);
-        if self.shared_put(sf, &sk, shared, generation, ttl).await {
+        let published = if self.shared_put(sf, &sk, shared, generation, ttl).await {
             let notice = Notice::Key {
                 namespace: &self.namespace,
                 stable: sk.stable(),
             }
             .encode(sf.tier.instance());
-            let _ = sf.tier.publish(&notice).await;
+            sf.tier.bus_refused() || sf.tier.publish(&notice).await.is_ok()
+        } else {
+            false
+        };
+        if !published && self.is_current(generation) {
+            // Not written (down, oversize) or not announced: whatever the
+            // shared tier or other processes hold for the key is older.
+            let err = SharedError::new(ErrorKind::Skipped, "put not written or not announced");
+            self.defer_key(sf, &key, &err);
         }
     }
 
@@ -1451,6 +1555,9 @@ impl<K: Key, V: Value> FnCache<K, V> {
 
     /// Whether the shared tier holds a fresh envelope under `key`, of any type.
     pub(crate) async fn shared_contains(&self, sf: &SharedFn, key: &K) -> bool {
+        if self.outbox_blocks(sf) {
+            return false;
+        }
         let Ok(sk) = self.shared_key(sf, key).await else {
             return false;
         };
@@ -1585,7 +1692,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                 }
             }
         }
-        let sf = self.shared.as_ref()?;
+        let sf = self.shared.as_ref().filter(|sf| !self.outbox_blocks(sf))?;
         let sk = self.shared_key(sf, key).await.ok()?;
         let bytes = sf
             .tier
@@ -1618,8 +1725,10 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     }
 
     /// Distributed single-flight (`lock = true`), after a shared miss:
-    /// take the key's lock in the shared tier and compute, or wait for
-    /// the process holding it to store the value. A holder that dies
+    /// take the key's lock in the shared tier and, once it is held, read
+    /// the shared tier again (a holder that finished just before may have
+    /// stored the value) before computing; or wait for the process holding
+    /// it to store the value. A holder that dies
     /// releases by the lock's expiry; a shared tier that fails lets the
     /// caller compute (fail-open), as does a wait longer than twice the
     /// lock's life.
@@ -1642,7 +1751,18 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                 .try_lock(m, lock_key.clone(), token.clone(), ttl)
                 .await
             {
-                Ok(Some(held)) => return Locked::Held(held),
+                Ok(Some(held)) => {
+                    // The previous holder may have written the value and
+                    // released the lock between this caller's miss and its
+                    // lock: look again, or the origin runs twice.
+                    return match self.shared_get::<V>(sf, self.rendered(key)).await {
+                        Ok(found) => {
+                            held.release().await;
+                            Locked::Found(found)
+                        }
+                        Err(_) => Locked::Held(held),
+                    };
+                }
                 Ok(None) => {}
                 Err(_) => return Locked::Proceed,
             }
@@ -1753,7 +1873,7 @@ impl<K: Key, V: CacheValue> Computation<'_, K, V> {
         // `cache_if` vetoes storing a result (the guide's response filter).
         match M::cacheable(r).filter(|_| cache_if(r)) {
             Some(v) => {
-                let ttl = cache.entry_ttl(M::is_negative(v));
+                let ttl = min_ttl(cache.entry_ttl(M::is_negative(v)), M::lifetime(v));
                 let local_ttl = min_ttl(ttl, cache.local_cap);
                 cache.index_tags(&key, tags);
                 if cache.local {
@@ -1819,9 +1939,10 @@ where
     let leader = match cache.join_flight(&key, hash) {
         Flight::Lead(leader) => Some(leader),
         Flight::Answered(v) => return M::from_cached(v),
-        Flight::Follow(flight) => match flight.wait() {
-            Some(v) => return M::from_cached(cache.coalesced(v)),
-            None => None,
+        Flight::Follow(f) => match cache.flights.follow(&f) {
+            Followed::Value(v) => return M::from_cached(cache.coalesced(v)),
+            Followed::Lead(leader) => Some(leader),
+            Followed::Alone => None,
         },
         Flight::Alone => None,
     };
@@ -1845,7 +1966,8 @@ where
     cache.metrics.record_miss();
     let computation = cache.begin(generation);
     let span = OriginSpan::new(cache.name());
-    let r = span.span.in_scope(origin);
+    let led = leader.as_ref().map(Leader::id);
+    let r = span.span.in_scope(|| flight::run_led(led, origin));
     span.returned::<M, R>(&r);
     if M::is_error(&r) && cache.stale.is_some() {
         if let Some(v) = shared::block_on(cache.fail_safe(&key)) {
@@ -1895,9 +2017,10 @@ where
     let leader = match cache.join_flight(&key, hash) {
         Flight::Lead(leader) => Some(leader),
         Flight::Answered(v) => return M::from_cached(v),
-        Flight::Follow(flight) => match flight.wait_async().await {
-            Some(v) => return M::from_cached(cache.coalesced(v)),
-            None => None,
+        Flight::Follow(f) => match cache.flights.follow_async(&f).await {
+            Followed::Value(v) => return M::from_cached(cache.coalesced(v)),
+            Followed::Lead(leader) => Some(leader),
+            Followed::Alone => None,
         },
         Flight::Alone => None,
     };
@@ -1921,7 +2044,9 @@ where
     cache.metrics.record_miss();
     let computation = cache.begin(generation);
     let span = OriginSpan::new(cache.name());
-    let r = tracing::Instrument::instrument(origin, span.span.clone()).await;
+    let led = leader.as_ref().map(Leader::id);
+    let r = tracing::Instrument::instrument(flight::run_led_async(led, origin), span.span.clone())
+        .await;
     span.returned::<M, R>(&r);
     if M::is_error(&r) && cache.stale.is_some() {
         if let Some(v) = cache.fail_safe(&key).await {
@@ -2104,9 +2229,10 @@ impl<K: Key, V: Value> FnCache<K, V> {
         match self.join_flight(key, self.key_hash(key)) {
             Flight::Lead(leader) => Ok(Some(leader)),
             Flight::Answered(v) => Err(v),
-            Flight::Follow(flight) => match flight.wait() {
-                Some(v) => Err(self.coalesced(v)),
-                None => Ok(None),
+            Flight::Follow(f) => match self.flights.follow(&f) {
+                Followed::Value(v) => Err(self.coalesced(v)),
+                Followed::Lead(leader) => Ok(Some(leader)),
+                Followed::Alone => Ok(None),
             },
             Flight::Alone => Ok(None),
         }
@@ -2120,9 +2246,10 @@ impl<K: Key, V: Value> FnCache<K, V> {
         match self.join_flight(key, self.key_hash(key)) {
             Flight::Lead(leader) => Ok(Some(leader)),
             Flight::Answered(v) => Err(v),
-            Flight::Follow(flight) => match flight.wait_async().await {
-                Some(v) => Err(self.coalesced(v)),
-                None => Ok(None),
+            Flight::Follow(f) => match self.flights.follow_async(&f).await {
+                Followed::Value(v) => Err(self.coalesced(v)),
+                Followed::Lead(leader) => Ok(Some(leader)),
+                Followed::Alone => Ok(None),
             },
             Flight::Alone => Ok(None),
         }

@@ -1,4 +1,4 @@
-//! Warm-up (guide 4.3): prime a cached function for a list of arguments
+//! Warm-up: prime a cached function for a list of arguments
 //! before traffic arrives, with bounded parallelism, a report and progress
 //! logged through `tracing`.
 //!
@@ -70,7 +70,7 @@ impl Progress {
         }
         let done = self.loaded.load(Relaxed) + self.failed.load(Relaxed);
         let step = self.total.map_or(1000, |t| (t / 10).max(1));
-        if done % step == 0 {
+        if done.is_multiple_of(step) {
             tracing::info!(
                 done,
                 total = self.total,

@@ -334,7 +334,7 @@ pub async fn concurrent_writers_never_produce_a_torn_value(b: &Backend) {
             for seq in 0..40u32 {
                 // Sizes from 12 bytes to ~96 KiB: several pages, several writes.
                 let len = 12 + ((writer as usize * 7919 + seq as usize * 104_729) % 98_000);
-                let key = if seq % 2 == 0 {
+                let key = if seq.is_multiple_of(2) {
                     shared_keys[(seq as usize / 2) % 3].to_string()
                 } else {
                     format!("torn:own:{writer}")
@@ -542,6 +542,7 @@ pub async fn a_delete_whose_caller_stops_waiting_still_publishes_its_notice(b: &
         Arc::new(move |event| match event {
             BusEvent::Message(m) => got.lock().unwrap().push(m),
             BusEvent::Subscribed { .. } => up.store(true, std::sync::atomic::Ordering::SeqCst),
+            BusEvent::Down { .. } => {}
         })
     };
     let Some(subscription) = b.store.subscribe(handler) else {

@@ -64,6 +64,26 @@ impl MemcachedServer {
         }
     }
 
+    /// Freezes the server (`SIGSTOP`) until [`MemcachedServer::resume`]:
+    /// connections stay open, requests go unanswered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("memcached is running").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid} failed");
+    }
+
     /// Starts the server again on the same port.
     pub fn restart(&mut self) {
         self.stop();

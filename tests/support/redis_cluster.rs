@@ -28,6 +28,36 @@ pub const NODE_TIMEOUT_MS: u64 = 500;
 const WAIT_LIMIT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(10);
 
+/// A master frozen by [`RedisCluster::pause_node`]; resumed on drop.
+pub struct Paused {
+    pid: Option<String>,
+}
+
+impl Paused {
+    /// Lets the master run again (`SIGCONT`).
+    pub fn resume(mut self) {
+        if let Some(pid) = self.pid.take() {
+            signal(&pid, "-CONT");
+        }
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            signal(&pid, "-CONT");
+        }
+    }
+}
+
+fn signal(pid: &str, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, pid])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid} failed");
+}
+
 /// One master of the cluster.
 pub struct ClusterNode {
     port: u16,
@@ -305,6 +335,20 @@ impl RedisCluster {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// Freezes master `i` (`SIGSTOP`): its connections stay open and go
+    /// unanswered until [`Paused::resume`] (or drop). Keep it shorter than
+    /// [`NODE_TIMEOUT_MS`] unless the test wants it marked failed.
+    pub fn pause_node(&self, i: usize) -> Paused {
+        let info = cli(self.nodes[i].port, &["info", "server"]);
+        let pid = info
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("process_id:"))
+            .unwrap_or_else(|| panic!("no process_id in INFO of master {i}: {info:?}"))
+            .to_string();
+        signal(&pid, "-STOP");
+        Paused { pid: Some(pid) }
     }
 
     /// Kills master `i` (SIGKILL) and waits until its port is closed.

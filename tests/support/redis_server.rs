@@ -428,6 +428,26 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (`SIGSTOP`): connections stay open and commands
+    /// queue unanswered, as on a stalled host, until [`RedisServer::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [`RedisServer::pause`]d server run again (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig} {pid} failed");
+    }
+
     /// Sends one command (a RESP array of bulk strings) on a fresh connection
     /// and returns the parsed reply. Error replies come back as
     /// [`RespValue::Error`].

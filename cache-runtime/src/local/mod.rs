@@ -18,6 +18,7 @@ pub use quick::QuickCacheStore;
 #[cfg(feature = "moka")]
 mod moka_store;
 #[cfg(feature = "moka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "moka")))]
 pub use moka_store::MokaStore;
 
 /// A value in the local tier and the time it stops being served.
@@ -152,7 +153,7 @@ mod tests {
             for i in 0..10 {
                 store.insert(i, entry(i));
             }
-            let removed = store.retain(&|k, _| k % 2 == 0);
+            let removed = store.retain(&|k, _| k.is_multiple_of(2));
             assert_eq!(removed, 5, "{kind:?}");
             assert!(store.get(&3).is_none(), "{kind:?}");
             assert_eq!(store.get(&4).map(|e| e.value), Some(4), "{kind:?}");

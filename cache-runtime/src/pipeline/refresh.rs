@@ -1,4 +1,4 @@
-//! Refresh-ahead (guide 7.4): a hit in the last part of an entry's life
+//! Refresh-ahead: a hit in the last part of an entry's life
 //! returns the cached value at once and starts one background computation
 //! of a fresh one, so that callers under steady traffic never wait for the
 //! function.
@@ -112,7 +112,8 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
             }
         }
         let computation = self.begin(generation);
-        let r = match AssertUnwindSafe(origin()).catch_unwind().await {
+        let body = crate::flight::run_led_async(Some(leader.id()), origin());
+        let r = match AssertUnwindSafe(body).catch_unwind().await {
             Ok(r) => r,
             Err(_) => {
                 // `computation` and `leader` drop here: a counted panic, an

@@ -596,7 +596,10 @@ impl Inner {
     /// Starts a sweep on the blocking pool every `sweep_every` writes,
     /// unless one is running.
     fn after_write(self: &Arc<Self>) {
-        if self.writes.fetch_add(1, Relaxed) % self.sweep_every != 0
+        if !self
+            .writes
+            .fetch_add(1, Relaxed)
+            .is_multiple_of(self.sweep_every)
             || self.sweeping.swap(true, Relaxed)
         {
             return;

@@ -195,8 +195,17 @@ impl MemcachedStore {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             f(&client).map_err(|e| {
+                // A connection that timed out or misread an answer has an
+                // answer still to come (a paused server wakes up): back in
+                // the pool it would hand that answer to the next request.
+                let desynced = matches!(
+                    e,
+                    MemcacheError::ParseError(_) | MemcacheError::ClientError(_)
+                );
                 let err = to_shared(e);
-                if matches!(err.kind, ErrorKind::Connection | ErrorKind::Timeout) {
+                if desynced || err.kind == ErrorKind::Timeout {
+                    inner.rebuild_now();
+                } else if err.kind == ErrorKind::Connection {
                     inner.rebuild();
                 }
                 err
@@ -217,6 +226,12 @@ impl Inner {
         {
             return;
         }
+        self.rebuild_now();
+    }
+
+    /// Replaces the client (and its pools) now: cheap, connections are made lazily.
+    fn rebuild_now(&self) {
+        self.rebuilt_at.store(now_ms(), Relaxed);
         match build_client(&self.servers, self.timeout) {
             Ok(client) => {
                 *self.client.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(client);

@@ -1,6 +1,7 @@
 //! The shared tier: a store every process of a fleet reads and writes
-//! (Redis), reached through the [`SharedStore`] trait and guarded by a
-//! [`Tier`] that makes it fail-open.
+//! (Redis, Redis Cluster, memcached, SQLite or a directory; each backend is a
+//! submodule, most behind a cargo feature), reached through the
+//! [`SharedStore`] trait and guarded by a [`Tier`] that makes it fail-open.
 //!
 //! Every operation the pipeline sends to the store goes through
 //! `Tier::call`, which
@@ -38,13 +39,18 @@ use crate::metrics::Histogram;
 
 pub mod filesystem;
 #[cfg(feature = "memcached")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memcached")))]
 pub mod memcached;
+pub mod outbox;
 pub mod polled;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 #[cfg(feature = "redis-cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-cluster")))]
 pub mod redis_cluster;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
 
 /// A boxed, sendable future: what [`SharedStore`] methods return.
@@ -127,6 +133,56 @@ pub enum BusEvent {
         /// `true` when an earlier subscription was lost.
         after_gap: bool,
     },
+    /// The subscription is lost or could not be made: notices from other
+    /// processes are not arriving. Until the next `Subscribed`, local copies
+    /// of shared entries live at most `local_timeout` (or
+    /// [`BUS_DOWN_LOCAL_TIMEOUT`]).
+    Down {
+        /// What the server or the connection said (no password).
+        reason: String,
+        /// `true` when the server refused it (`NOPERM`, a wrong password):
+        /// retrying will not help until an operator acts.
+        refused: bool,
+    },
+}
+
+/// How long a local copy of a shared entry lives while the invalidation bus
+/// is down, for a function without `local_timeout`: 5 s.
+pub const BUS_DOWN_LOCAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether the invalidation bus delivers notices to this process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum BusStatus {
+    /// Not subscribed yet.
+    #[default]
+    Starting,
+    /// Subscribed: notices arrive.
+    Up,
+    /// Lost or refused: notices do not arrive (see [`BusHealth::reason`]).
+    Down,
+}
+
+impl BusStatus {
+    /// `starting`, `up` or `down` (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BusStatus::Starting => "starting",
+            BusStatus::Up => "up",
+            BusStatus::Down => "down",
+        }
+    }
+}
+
+/// The invalidation bus's health, in [`TierStats::bus`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct BusHealth {
+    /// Up, down or starting.
+    pub status: BusStatus,
+    /// Why the bus is down (the server's answer, no password); `None` otherwise.
+    pub reason: Option<String>,
 }
 
 /// A handler of bus events.
@@ -373,6 +429,15 @@ pub struct TierStats {
     pub resubscriptions: u64,
     /// Whether the invalidation bus has been subscribed at least once.
     pub bus_subscribed: bool,
+    /// The invalidation bus now: up, or down and why.
+    pub bus: BusHealth,
+    /// Invalidations waiting in the outbox for the shared tier or the bus
+    /// (see [`outbox`]).
+    pub invalidations_pending: u64,
+    /// Invalidations applied after having waited in the outbox.
+    pub invalidations_replayed: u64,
+    /// Times the outbox was full and collapsed into one clear.
+    pub outbox_overflows: u64,
 }
 
 /// Skips the store for a cool-down after consecutive failures, then lets
@@ -462,6 +527,20 @@ pub struct Tier {
     resubscriptions: AtomicU64,
     /// Whether the bus has been subscribed at least once.
     subscribed: std::sync::atomic::AtomicBool,
+    /// Invalidations waiting for the store.
+    pub(crate) outbox: outbox::Outbox,
+    /// Wakes the outbox's replay task early.
+    outbox_wake: tokio::sync::Notify,
+    bus: std::sync::Mutex<BusHealth>,
+    /// Bumped each time the bus goes down, so a timer set for one outage
+    /// does not act on the next.
+    bus_epoch: AtomicU64,
+    /// The server refused the subscription: notices are not published either.
+    bus_refused: std::sync::atomic::AtomicBool,
+    /// Whether some bus event (up or down) arrived.
+    bus_answered: std::sync::atomic::AtomicBool,
+    /// `bus.status == Down`, read without the lock on the miss path.
+    bus_is_down: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Tier {
@@ -563,6 +642,13 @@ impl Tier {
             notices_received: AtomicU64::new(0),
             resubscriptions: AtomicU64::new(0),
             subscribed: std::sync::atomic::AtomicBool::new(false),
+            outbox: outbox::Outbox::default(),
+            outbox_wake: tokio::sync::Notify::new(),
+            bus: std::sync::Mutex::new(BusHealth::default()),
+            bus_epoch: AtomicU64::new(0),
+            bus_refused: std::sync::atomic::AtomicBool::new(false),
+            bus_answered: std::sync::atomic::AtomicBool::new(false),
+            bus_is_down: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -758,7 +844,186 @@ impl Tier {
             notices_received: self.notices_received.load(Relaxed),
             resubscriptions: self.resubscriptions.load(Relaxed),
             bus_subscribed: self.subscribed.load(Relaxed),
+            bus: self.bus_health(),
+            invalidations_pending: self.outbox.pending(),
+            invalidations_replayed: self.outbox.replayed(),
+            outbox_overflows: self.outbox.overflows(),
         }
+    }
+
+    fn bus_health(&self) -> BusHealth {
+        self.bus.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether notices from other processes are not arriving now.
+    pub(crate) fn bus_is_down(&self) -> bool {
+        self.bus_is_down.load(Relaxed)
+    }
+
+    /// Whether the server refused the subscription (publishing is refused too).
+    pub(crate) fn bus_refused(&self) -> bool {
+        self.bus_refused.load(Relaxed)
+    }
+
+    /// The bus came up: clears any down state.
+    pub(crate) fn bus_up(&self) {
+        self.bus_answered.store(true, Relaxed);
+        self.bus_refused.store(false, Relaxed);
+        let mut bus = self.bus.lock().unwrap_or_else(|e| e.into_inner());
+        if bus.status == BusStatus::Down {
+            tracing::info!(store = %self.store.describe(), "layercache: invalidation bus up again");
+        }
+        *bus = BusHealth {
+            status: BusStatus::Up,
+            reason: None,
+        };
+        self.bus_is_down.store(false, Relaxed);
+    }
+
+    /// The bus went down for `reason`. Returns the outage's epoch when it
+    /// was up (or starting) before, `None` when it was already down.
+    pub(crate) fn bus_down(&self, reason: String, refused: bool) -> Option<u64> {
+        self.bus_answered.store(true, Relaxed);
+        let mut bus = self.bus.lock().unwrap_or_else(|e| e.into_inner());
+        let was_refused = self.bus_refused.swap(refused, Relaxed);
+        if refused && (!was_refused || bus.reason.as_deref() != Some(reason.as_str())) {
+            // Once per reason: retrying every second would flood the log.
+            tracing::error!(
+                store = %self.store.describe(),
+                %reason,
+                "layercache: the invalidation bus refused this process (give the user pub/sub rights on the channel, or fix the password); invalidations from other processes will not reach it, so its local copies of shared entries live at most local_timeout (5 s when unset)"
+            );
+        }
+        let newly = bus.status != BusStatus::Down;
+        *bus = BusHealth {
+            status: BusStatus::Down,
+            reason: Some(reason),
+        };
+        self.bus_is_down.store(true, Relaxed);
+        newly.then(|| self.bus_epoch.fetch_add(1, Relaxed) + 1)
+    }
+
+    /// The current outage's epoch (see [`Tier::bus_down`]).
+    pub(crate) fn bus_epoch(&self) -> u64 {
+        self.bus_epoch.load(Relaxed)
+    }
+
+    /// Queues an invalidation that could not be applied now and wakes the
+    /// replay task.
+    pub(crate) fn defer(&self, op: outbox::Pending) {
+        tracing::debug!(
+            ?op,
+            "layercache: invalidation queued in the outbox until the shared tier answers"
+        );
+        self.outbox.push(op);
+        self.outbox_wake.notify_one();
+    }
+
+    /// Starts the task that replays the outbox with `replay`, every
+    /// [`outbox::RETRY_INTERVAL`] while operations are pending.
+    pub(crate) fn start_outbox<F>(&'static self, replay: fn(&'static Tier, outbox::Pending) -> F)
+    where
+        F: Future<Output = Result<(), SharedError>> + Send + 'static,
+    {
+        self.runtime.spawn(async move {
+            loop {
+                if self.outbox.pending() == 0 {
+                    self.outbox_wake.notified().await;
+                }
+                tokio::time::sleep(outbox::RETRY_INTERVAL).await;
+                while let Some((seq, op)) = self.outbox.front() {
+                    match replay(self, op).await {
+                        Ok(()) => self.outbox.applied(seq),
+                        Err(err) => {
+                            tracing::debug!(%err, pending = self.outbox.pending(), "layercache: the outbox waits for the shared tier");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Runs one store operation for the outbox: bounded by the timeout and
+    /// counted by the breaker, but not skipped while it is open (the replay
+    /// is the breaker's probe, and it runs in the background).
+    pub(crate) async fn call_direct<'a, T>(
+        &'a self,
+        budget: Duration,
+        op: impl FnOnce(&'a dyn SharedStore) -> BoxFuture<'a, Result<T, SharedError>>,
+    ) -> Result<T, SharedError> {
+        let fut = {
+            let _guard = self.runtime.enter();
+            tokio::time::timeout(budget, op(&*self.store))
+        };
+        let result = InRuntime {
+            handle: &self.runtime,
+            fut: Box::pin(fut),
+        }
+        .await
+        .unwrap_or_else(|_| {
+            Err(SharedError::new(
+                ErrorKind::Timeout,
+                format!("no answer within {budget:?}"),
+            ))
+        });
+        match &result {
+            Ok(_) => self.breaker.success(),
+            Err(e) if e.kind.is_health_failure() => {
+                if self.breaker.failure(self.clock.now(), e) && e.kind == ErrorKind::Timeout {
+                    self.store.reset();
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Replays the outbox now, for at most `deadline`; returns what is
+    /// still pending.
+    pub(crate) async fn flush_outbox<F>(
+        &'static self,
+        deadline: Duration,
+        replay: fn(&'static Tier, outbox::Pending) -> F,
+    ) -> Vec<outbox::Pending>
+    where
+        F: Future<Output = Result<(), SharedError>> + Send + 'static,
+    {
+        let started = std::time::Instant::now();
+        while let Some((seq, op)) = self.outbox.front() {
+            let left = deadline.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            match self.call_direct_bounded(left, replay(self, op)).await {
+                Ok(()) => self.outbox.applied(seq),
+                Err(_) => {
+                    // Retry until the deadline: the store may be restarting.
+                    let pause =
+                        outbox::RETRY_INTERVAL.min(deadline.saturating_sub(started.elapsed()));
+                    self.pause(pause).await;
+                }
+            }
+        }
+        self.outbox.snapshot()
+    }
+
+    /// `fut` cut off after `budget`.
+    async fn call_direct_bounded<T>(
+        &self,
+        budget: Duration,
+        fut: impl Future<Output = Result<T, SharedError>>,
+    ) -> Result<T, SharedError> {
+        let timed = {
+            let _guard = self.runtime.enter();
+            tokio::time::timeout(budget, fut)
+        };
+        InRuntime {
+            handle: &self.runtime,
+            fut: Box::pin(timed),
+        }
+        .await
+        .unwrap_or_else(|_| Err(SharedError::new(ErrorKind::Timeout, "flush deadline")))
     }
 
     pub(crate) fn count_notice(&self) {
@@ -771,6 +1036,7 @@ impl Tier {
 
     pub(crate) fn mark_subscribed(&self) {
         self.subscribed.store(true, Relaxed);
+        self.bus_up();
     }
 
     /// Deletes every key starting with `full_prefix` in the background
@@ -950,20 +1216,22 @@ pub fn tier() -> Option<&'static Tier> {
             tracing::warn!("layercache: CACHE_KEY_PREFIX is empty, so prefix invalidation matches every key of the shared database, not only this application's; set a prefix when the database is shared");
         }
         tier.start_bus(crate::invalidate::bus_handler(tier));
+        tier.start_outbox(crate::invalidate::replay);
         // Give the bus one timeout to come up before the first call caches
         // anything: the first subscription drops local copies of shared
         // entries (notices before it were missed), which is free now and a
         // wasted local copy later.
         // Real time, not the configured clock: a mock clock never moves here.
         let waited = std::time::Instant::now();
-        while !tier.subscribed.load(Relaxed) && waited.elapsed() < tier.settings.timeout {
+        while !tier.bus_answered.load(Relaxed) && waited.elapsed() < tier.settings.timeout {
             std::thread::sleep(Duration::from_millis(1));
         }
-        if !tier.subscribed.load(Relaxed) {
-            // The store did not answer within one timeout: this call has
-            // spent its shared budget waiting, so skip the store until the
-            // breaker's probe rather than wait a second time.
-            tier.breaker.trip(tier.clock.now(), "the shared tier did not come up within the timeout");
+        if !tier.subscribed.load(Relaxed) && !tier.bus_refused() {
+            // The server did not answer within one timeout, or refused the
+            // connection (a refused subscription is an answer: the data path
+            // may still work): this call has spent its shared budget, so skip
+            // the store until the breaker's probe rather than wait again.
+            tier.breaker.trip(tier.clock.now(), "the shared tier did not answer at start-up; the breaker's probe will try it again");
         }
         Some(tier)
     })
@@ -1140,6 +1408,21 @@ mod tests {
             "1\tx",
         ] {
             assert_eq!(Notice::decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bus_health_serializes_as_a_status_and_a_reason() {
+        let down = BusHealth {
+            status: BusStatus::Down,
+            reason: Some("NOPERM".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&down).unwrap(),
+            r#"{"status":"down","reason":"NOPERM"}"#
+        );
+        for s in [BusStatus::Starting, BusStatus::Up, BusStatus::Down] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
     }
 

@@ -204,6 +204,12 @@ pub(super) fn classify(err: &RedisError) -> ErrorKind {
     }
 }
 
+/// Whether the server refused us (ACL or password): retrying will not help.
+pub(super) fn is_refusal(err: &RedisError) -> bool {
+    err.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(err.code(), Some("NOPERM" | "WRONGPASS" | "NOAUTH"))
+}
+
 fn to_shared(err: RedisError) -> SharedError {
     let kind = classify(&err);
     if kind == ErrorKind::Connection {
@@ -718,22 +724,50 @@ async fn subscription_loop(client: Client, channel: String, handler: BusHandler)
                 listen(pubsub, &handler).await;
                 tracing::warn!(
                     channel,
-                    "layercache: invalidation bus connection lost; reconnecting"
+                    "layercache: invalidation bus connection lost; reconnecting (local copies of shared entries live at most local_timeout meanwhile)"
                 );
+                handler(BusEvent::Down {
+                    reason: "connection lost".into(),
+                    refused: false,
+                });
             }
             Ok(Err(err)) => {
                 tls::report(&err);
-                tracing::debug!(%err, channel, "layercache: cannot subscribe to the invalidation bus yet")
+                tracing::debug!(%err, channel, "layercache: cannot subscribe to the invalidation bus yet");
+                let refused = is_refusal(&err);
+                handler(BusEvent::Down {
+                    refused,
+                    reason: redact(&err.to_string()),
+                });
+                if refused {
+                    // An operator must act: ask again now and then, not five
+                    // times a second from every process of the fleet.
+                    tokio::time::sleep(REFUSED_RETRY).await;
+                }
             }
-            Err(_) => tracing::debug!(
-                channel,
-                "layercache: subscribing to the invalidation bus timed out"
-            ),
+            Err(_) => {
+                tracing::debug!(
+                    channel,
+                    "layercache: subscribing to the invalidation bus timed out"
+                );
+                handler(BusEvent::Down {
+                    reason: "subscribing timed out".into(),
+                    refused: false,
+                });
+            }
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        // Short: until the bus is back, other processes' invalidations do
+        // not reach this one, so the retry interval adds to its staleness
+        // bound after an outage (a refused connection costs the server nothing).
+        backoff = (backoff * 2).min(MAX_BUS_BACKOFF);
     }
 }
+
+/// The longest wait between two subscription attempts.
+const MAX_BUS_BACKOFF: Duration = Duration::from_millis(200);
+/// The wait after the server refused the subscription (ACL, password).
+const REFUSED_RETRY: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

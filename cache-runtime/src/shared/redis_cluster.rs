@@ -605,12 +605,20 @@ impl Bus {
                         node = ?node.addr(),
                         "layercache: invalidation bus connection lost; subscribing on another node"
                     );
+                    handler(BusEvent::Down {
+                        reason: "connection lost".into(),
+                        refused: false,
+                    });
                     // Start the next round on the node after this one.
                     continue;
                 }
                 Ok(Err(err)) => {
                     super::redis::tls::report(&err);
-                    tracing::debug!(%err, node = ?node.addr(), "layercache: cannot subscribe to the invalidation bus on this node")
+                    tracing::debug!(%err, node = ?node.addr(), "layercache: cannot subscribe to the invalidation bus on this node");
+                    handler(BusEvent::Down {
+                        refused: super::redis::is_refusal(&err),
+                        reason: redact(&err.to_string()),
+                    });
                 }
                 Err(_) => tracing::debug!(
                     node = ?node.addr(),
@@ -618,7 +626,7 @@ impl Bus {
                 ),
             }
             failed_in_a_row += 1;
-            if failed_in_a_row % candidates.len() == 0 {
+            if failed_in_a_row.is_multiple_of(candidates.len()) {
                 // A whole round failed: learn the masters again, then wait.
                 self.learn_masters().await;
                 tokio::time::sleep(backoff).await;

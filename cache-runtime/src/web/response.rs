@@ -4,29 +4,22 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use futures_util::{stream, StreamExt, TryStreamExt};
-use http::header::{self, HeaderName, HeaderValue};
-use http::{response, Method, Request, Response, StatusCode};
-use http_body::Frame;
-use http_body_util::{BodyExt, BodyStream, StreamBody};
-use serde::{Deserialize, Serialize};
-use sync_wrapper::SyncWrapper;
+use http::header::{HeaderName, HeaderValue};
+use http::{response, Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::clock::Timestamp;
 use crate::key::render_template;
-use crate::pipeline::{
-    always, bypass_async, get_or_compute_async, no_tags, FnCache, FnSpec, OkOnly, TierChoice,
-    Timeout,
-};
+use crate::pipeline::{FnCache, FnSpec, TierChoice, Timeout};
+
+use super::page::Page;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -61,22 +54,12 @@ impl CacheStatus {
     }
 }
 
-/// A stored response: what is kept in every tier.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Page {
-    status: u16,
-    headers: Vec<(String, Bytes)>,
-    body: Bytes,
-    /// Unix time of the store, for the `Age` header.
-    stored_ms: u64,
-}
-
 type PageCache = FnCache<String, Arc<Page>>;
 
 /// One layer name's pages and hit-for-pass marks.
-struct Pages {
-    cache: &'static PageCache,
-    passes: Passes,
+pub(crate) struct Pages {
+    pub(crate) cache: &'static PageCache,
+    pub(crate) passes: Passes,
 }
 
 /// Hit-for-pass (as Varnish has it): the pages whose last response could
@@ -88,7 +71,7 @@ struct Pages {
 /// run for nothing. A marked page skips the flight and the cache. Keys are
 /// hashed (64 bits) so a request does not allocate to check; a collision
 /// only makes a page skip the cache until the mark ends.
-struct Passes {
+pub(crate) struct Passes {
     marks: quick_cache::sync::Cache<u64, Timestamp>,
     /// How long a mark lasts: the page timeout, at most [`PASS_TTL`].
     ttl: Duration,
@@ -113,35 +96,40 @@ impl Passes {
     }
 
     /// Whether the page hashing to `hash` is marked at `now`.
-    fn is_marked(&self, hash: u64, now: Timestamp) -> bool {
+    pub(crate) fn is_marked(&self, hash: u64, now: Timestamp) -> bool {
         self.marks.get(&hash).is_some_and(|until| now < until)
     }
 
     /// Marks the page: its next requests skip the cache for a while.
-    fn mark(&self, hash: u64, now: Timestamp) {
+    pub(crate) fn mark(&self, hash: u64, now: Timestamp) {
         self.marks.insert(hash, now.saturating_add(self.ttl));
     }
 
     /// A storable response was seen: the page is cached again.
-    fn clear(&self, hash: u64) {
+    pub(crate) fn clear(&self, hash: u64) {
         self.marks.remove(&hash);
     }
 }
 
 /// Decides from the response head whether it may be stored.
-type Filter = Arc<dyn Fn(&response::Parts) -> bool + Send + Sync>;
+pub(crate) type Filter = Arc<dyn Fn(&response::Parts) -> bool + Send + Sync>;
 
 /// The default of [`ResponseCacheLayer::max_body`]: 1 MiB.
 const DEFAULT_MAX_BODY: usize = 1 << 20;
 
 /// A tower [`Layer`] caching `GET` responses of the service it wraps, and
-/// answering `HEAD` requests from them (the guide's view caching,
-/// `@cache.cached` on a route).
+/// answering `HEAD` and conditional requests from them (the guide's view
+/// caching, `@cache.cached` on a route), by the rules of RFC 9111 listed in
+/// the [module docs](super).
 ///
 /// **The key** is the path and the query string (as sent, or with its
-/// pairs sorted after [`sort_query`](Self::sort_query)), the host (see
-/// [`include_host`](Self::include_host)), plus the request's values of the
-/// headers named with [`vary_by`](Self::vary_by).
+/// pairs sorted after [`sort_query`](Self::sort_query)), the host without
+/// its port (see [`include_host`](Self::include_host) and
+/// [`allow_hosts`](Self::allow_hosts)), the encodings the request accepts
+/// among `br`, `deflate`, `gzip` and `zstd` (sorted, so a compression layer
+/// under the cache keeps caching, one page per encoding), plus the
+/// request's values of the headers named with [`vary_by`](Self::vary_by)
+/// and of the cookies named with [`vary_by_cookies`](Self::vary_by_cookies).
 /// The stable key starts with the path, so
 /// [`invalidate_prefix("/products")`](crate::invalidate_prefix) (or
 /// `#[cache_invalidate(prefix = "/products")]`) drops those pages in every
@@ -153,27 +141,57 @@ const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// them, and [`Cache::clear`](crate::sync::Cache::clear) drops them with
 /// every other entry.
 ///
+/// **Freshness**: a page lives the smaller of the layer's
+/// [`timeout`](Self::timeout) and the response's `s-maxage`, `max-age` or
+/// `Expires` (less the `Age` it came with); a hit carries the page's `Age`
+/// (its initial age plus its time in the cache).
+/// [`ignore_origin_freshness`](Self::ignore_origin_freshness) makes the
+/// layer's timeout win.
+///
+/// **Validators**: a stored page keeps its `ETag` and `Last-Modified`, and
+/// gets a strong `ETag` computed from its body when it has neither
+/// ([`generate_etag`](Self::generate_etag)). `If-None-Match` and
+/// `If-Modified-Since` are answered with a 304 from the page; on a cold
+/// page they are removed from the request to the inner service, so its
+/// full answer is stored.
+///
 /// **`HEAD`** has the `GET`'s key: a stored page answers it with its status
 /// and headers, a `Content-Length` of the stored body and no body
 /// (`x-cache: HIT`). Without a stored page the request goes to the inner
 /// service unchanged and its answer is passed on, not stored
 /// (`x-cache: MISS`, counted as a miss): only a `GET` fills the cache.
 ///
-/// **Requests that bypass the cache** (`x-cache: BYPASS`, counted as
-/// `bypassed`): methods other than `GET`/`HEAD`, and requests with
-/// `Authorization`, `Range` or `Cache-Control: no-store`. A `Cookie` does
-/// not bypass: a page personalised by cookie must answer with
-/// `Cache-Control: private`, or with `Vary: Cookie` and `Cookie` given to
-/// [`vary_by`](Self::vary_by).
+/// **Unsafe methods**: a `POST`, `PUT`, `PATCH` or `DELETE` goes to the
+/// inner service (`x-cache: BYPASS`); when it succeeds (2xx or 3xx) the
+/// pages of its URL, and of the `Location` and `Content-Location` it
+/// answers with on the same host, are dropped in every tier and process.
+///
+/// **Personal requests**: a request with `Authorization`, or with a cookie
+/// the layer was not told about ([`ignore_cookies`](Self::ignore_cookies),
+/// [`vary_by_cookies`](Self::vary_by_cookies), or `vary_by(COOKIE)`), is
+/// never answered from the cache (`x-cache: BYPASS`), and its response is
+/// stored only when it says `Cache-Control: public`. (Before, a cookie did
+/// not bypass, and a page personalised by cookie without `Cache-Control:
+/// private` was served to every visitor.)
+///
+/// **Other requests that bypass the cache** (`x-cache: BYPASS`, counted as
+/// `bypassed`): other methods, `Range`, `If-Match`,
+/// `If-Unmodified-Since`, `Cache-Control: no-store`, and a host outside
+/// [`allow_hosts`](Self::allow_hosts).
 ///
 /// **Responses that are not stored** (passed through as `x-cache: MISS`):
 /// a status the filter rejects (by default anything but 2xx, and 206),
-/// `Cache-Control: no-store`, `no-cache` or `private`, a `Set-Cookie`
-/// header, a `Vary` naming `*` or a header not given to `vary_by`, and
-/// bodies over [`max_body`](Self::max_body), which are streamed to the
-/// client as they come (the part read so far first). A stored response
-/// keeps its headers except hop-by-hop ones and `Content-Length`; a hit
-/// carries `x-cache: HIT` and an `Age`.
+/// `Cache-Control: no-store`, `no-cache` or `private`, a freshness
+/// lifetime already spent (`max-age=0`, `must-revalidate, max-age=0`), a
+/// `Set-Cookie` header, a `Vary` naming `*` or a header the key does not
+/// hold, a `Content-Encoding` the request did not accept, and bodies over
+/// [`max_body`](Self::max_body). **Bodies are streamed**: the client gets
+/// each chunk as the handler produces it, while the layer records a copy;
+/// the page is stored at the end of the body, unless it outgrew
+/// `max_body` (then it is passed on whole and not stored). A stored
+/// response keeps its end-to-end headers only: never `Connection`, the
+/// fields it names, `Keep-Alive`, `Transfer-Encoding`, `TE`, `Trailer`,
+/// `Upgrade` or any `Proxy-*` field.
 ///
 /// **Hit-for-pass**: a page whose response was not stored is remembered
 /// (in this process, for the page timeout but at most 30 s, up to 4096
@@ -184,11 +202,18 @@ const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// status, `Cache-Control`, `Set-Cookie`, `Vary`) ends this; that response
 /// is not stored, the next request's is.
 ///
+/// A miss runs on a spawned tokio task (axum runs on tokio), so a page
+/// whose client left mid-stream is still stored, and a streamed page is
+/// stored just after its last byte reaches the client.
+///
 /// Concurrent misses of one page share one call of the inner service
-/// (single-flight); with a shared tier (`CACHE_TYPE=redis`) pages are
-/// shared by the fleet. Stats are under the layer's name in
-/// [`stats()`](crate::stats). Layers are identified by name: building two
-/// layers with one name gives them one cache (the first one's settings).
+/// (single-flight; the first caller streams, the others get the page when
+/// it is complete); with a shared tier (`CACHE_TYPE=redis`) pages are
+/// shared by the fleet. Every request is counted once under the layer's
+/// name in [`stats()`](crate::stats): a hit (`local_hits`, `shared_hits`
+/// or `coalesced`), a miss, or `bypassed`. Layers are identified by name:
+/// building two layers with one name gives them one cache (the first one's
+/// settings).
 ///
 /// ```
 /// use std::time::Duration;
@@ -198,7 +223,10 @@ const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// let pages = ResponseCacheLayer::new("pages")
 ///     .timeout(Duration::from_secs(300))
 ///     .sort_query(true)
-///     .vary_by([http::header::ACCEPT_LANGUAGE]);
+///     .vary_by([http::header::ACCEPT_LANGUAGE])
+///     // Analytics cookies do not change the page; `theme` does.
+///     .ignore_cookies(["_ga"])
+///     .vary_by_cookies(["theme"]);
 /// let app: Router = Router::new()
 ///     .route("/expensive-page", get(|| async { "rendered slowly" }))
 ///     .layer(pages);
@@ -206,23 +234,29 @@ const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// ```
 #[derive(Clone)]
 pub struct ResponseCacheLayer {
-    settings: Settings,
+    pub(crate) settings: Settings,
 }
 
 #[derive(Clone)]
-struct Settings {
-    name: String,
+pub(crate) struct Settings {
+    pub(crate) name: String,
     timeout: Timeout,
     max_entries: Option<u64>,
     tier: TierChoice,
     local_timeout: Option<Duration>,
     jitter: Option<f64>,
-    include_query: bool,
-    include_host: bool,
-    sort_query: bool,
-    vary: Vec<HeaderName>,
-    max_body: usize,
-    filter: Filter,
+    pub(crate) include_query: bool,
+    pub(crate) include_host: bool,
+    pub(crate) sort_query: bool,
+    pub(crate) vary: Vec<HeaderName>,
+    pub(crate) max_body: usize,
+    pub(crate) filter: Filter,
+    /// Normalised host names served from the cache; `None`: any.
+    pub(crate) hosts: Option<Vec<String>>,
+    pub(crate) ignore_cookies: Vec<String>,
+    pub(crate) vary_cookies: Vec<String>,
+    pub(crate) ignore_origin_freshness: bool,
+    pub(crate) generate_etag: bool,
 }
 
 impl fmt::Debug for ResponseCacheLayer {
@@ -264,6 +298,11 @@ impl ResponseCacheLayer {
                 vary: Vec::new(),
                 max_body: DEFAULT_MAX_BODY,
                 filter: Arc::new(default_filter),
+                hosts: None,
+                ignore_cookies: Vec::new(),
+                vary_cookies: Vec::new(),
+                ignore_origin_freshness: false,
+                generate_etag: true,
             },
         }
     }
@@ -296,7 +335,7 @@ impl ResponseCacheLayer {
         self
     }
 
-    /// Spreads each page's timeout over `±fraction` (guide 7.3).
+    /// Spreads each page's timeout over `±fraction` (TTL jitter, against cache avalanche).
     pub fn jitter(mut self, fraction: f64) -> Self {
         self.settings.jitter = Some(fraction.clamp(0.0, 1.0));
         self
@@ -319,6 +358,66 @@ impl ResponseCacheLayer {
         self
     }
 
+    /// Serves only these hosts from the cache (compared without port, in
+    /// lower case); a request for any other host passes to the inner
+    /// service (`x-cache: BYPASS`) and adds no entry, so a client cannot
+    /// fill the cache with pages under made-up `Host` values.
+    pub fn allow_hosts<I, H>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = H>,
+        H: AsRef<str>,
+    {
+        let hosts = hosts
+            .into_iter()
+            .map(|h| super::request::normal_host(h.as_ref()))
+            .collect();
+        self.settings.hosts = Some(hosts);
+        self
+    }
+
+    /// Cookies that do not change a page (analytics, consent): a request
+    /// whose cookies are all ignored or [varied by](Self::vary_by_cookies)
+    /// is answered from the cache. Any other cookie makes the request
+    /// personal (never answered from the cache).
+    pub fn ignore_cookies<I, C>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = C>,
+        C: Into<String>,
+    {
+        self.settings.ignore_cookies = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Cookies whose values are part of the key (a theme, a language): one
+    /// page per value, and a request carrying them is not personal. A
+    /// response's `Vary: Cookie` is then accepted.
+    pub fn vary_by_cookies<I, C>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = C>,
+        C: Into<String>,
+    {
+        self.settings.vary_cookies = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether the layer's timeout alone decides how long a page lives
+    /// (default `false`: the response's `s-maxage`, `max-age` or `Expires`
+    /// shortens it, and `max-age=0` pages are not stored). With `true`, a
+    /// page served past the freshness its response stated tells clients
+    /// `max-age=0` so they do not keep it longer still.
+    pub fn ignore_origin_freshness(mut self, ignore: bool) -> Self {
+        self.settings.ignore_origin_freshness = ignore;
+        self
+    }
+
+    /// Whether a stored `200` with neither `ETag` nor `Last-Modified` gets a
+    /// strong `ETag` computed from its body (default `true`), so clients
+    /// revalidate with `If-None-Match` and get a 304 without the body.
+    pub fn generate_etag(mut self, generate: bool) -> Self {
+        self.settings.generate_etag = generate;
+        self
+    }
+
     /// Sorts the query's `name=value` pairs before keying (default
     /// `false`), so `?a=1&b=2` and `?b=2&a=1` are one page.
     pub fn sort_query(mut self, sort: bool) -> Self {
@@ -327,7 +426,8 @@ impl ResponseCacheLayer {
     }
 
     /// Request headers whose values are part of the key. A response whose
-    /// `Vary` names a header outside this list is not stored.
+    /// `Vary` names a header outside this list (other than
+    /// `Accept-Encoding`, always in the key) is not stored.
     pub fn vary_by(mut self, headers: impl IntoIterator<Item = HeaderName>) -> Self {
         self.settings.vary = headers.into_iter().collect();
         self
@@ -358,7 +458,7 @@ impl ResponseCacheLayer {
         self
     }
 
-    fn pages(&self) -> &'static Pages {
+    pub(crate) fn pages(&self) -> &'static Pages {
         static LAYERS: OnceLock<Mutex<HashMap<String, &'static Pages>>> = OnceLock::new();
         let mut layers = LAYERS
             .get_or_init(Default::default)
@@ -418,9 +518,10 @@ impl<S> fmt::Debug for ResponseCache<S> {
     }
 }
 
-struct Shared {
-    pages: &'static Pages,
-    settings: Settings,
+/// What every clone of one layer's service shares.
+pub(crate) struct Shared {
+    pub(crate) pages: &'static Pages,
+    pub(crate) settings: Settings,
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for ResponseCache<S>
@@ -449,503 +550,16 @@ where
     }
 }
 
-/// What the inner service answered when it is not stored.
-type Passed<E> = SyncWrapper<Result<Response<Body>, E>>;
-
-impl Shared {
-    async fn serve<S, ReqB, ResB>(
-        &self,
-        mut inner: S,
-        req: Request<ReqB>,
-    ) -> Result<Response<Body>, S::Error>
-    where
-        S: Service<Request<ReqB>, Response = Response<ResB>>,
-        ResB: http_body::Body<Data = Bytes> + Send + 'static,
-        ResB::Error: Into<BoxError>,
-    {
-        let Some((key, head)) = self.key_of(&req) else {
-            let resp = bypass_async(self.pages.cache, inner.call(req)).await?;
-            return Ok(mark(resp.map(Body::new), CacheStatus::Bypass));
-        };
-        if head {
-            return self.head(inner, req, key).await;
-        }
-        let cache = self.pages.cache;
-        let passes = &self.pages.passes;
-        let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
-        if passes.is_marked(hash, cache.clock().now()) {
-            let resp = bypass_async(cache, inner.call(req)).await?;
-            let (parts, body) = resp.into_parts();
-            // The page may have become storable (a deploy, a flag): the
-            // next request goes through the cache again. This response is
-            // not stored: a body of unknown length may still turn out over
-            // the limit, and storing outside the flight could race one.
-            let too_big = http_body::Body::size_hint(&body).lower() > self.settings.max_body as u64;
-            if self.storable(&parts) && !too_big {
-                passes.clear(hash);
-            }
-            return Ok(mark(
-                Response::from_parts(parts, Body::new(body)),
-                CacheStatus::Bypass,
-            ));
-        }
-        let ran = AtomicBool::new(false);
-        let origin = async {
-            ran.store(true, Relaxed);
-            match inner.call(req).await {
-                Err(e) => Err(SyncWrapper::new(Err(e))),
-                Ok(resp) => match self.capture(resp).await {
-                    Ok(page) => Ok(Arc::new(page)),
-                    Err(resp) => Err(SyncWrapper::new(Ok(resp))),
-                },
-            }
-        };
-        let r: Result<Arc<Page>, Passed<S::Error>> =
-            get_or_compute_async::<OkOnly, String, _>(cache, key, always, no_tags, origin).await;
-        let status = if ran.load(Relaxed) {
-            CacheStatus::Miss
-        } else {
-            CacheStatus::Hit
-        };
-        match r {
-            Ok(page) => {
-                if status == CacheStatus::Miss {
-                    // Stored by a caller that ran alone after a flight that
-                    // marked the page: the mark is out of date.
-                    passes.clear(hash);
-                }
-                Ok(page.to_response(status, &self.settings.name, false))
-            }
-            Err(passed) => {
-                let passed = passed.into_inner();
-                if passed.is_ok() {
-                    // A response that could not be stored: let the next
-                    // requests skip the flight (they would wait for this
-                    // run and get nothing).
-                    passes.mark(hash, cache.clock().now());
-                }
-                passed.map(|resp| mark(resp, CacheStatus::Miss))
-            }
-        }
-    }
-
-    /// A `HEAD`: answered from the `GET`'s stored page (its status and
-    /// headers, `Content-Length` of the stored body, no body); without one,
-    /// the request goes to the inner service as it is and its answer is not
-    /// stored (a `HEAD` answer has no body to store, and keeping a second
-    /// copy of each page for `HEAD` would double the memory).
-    async fn head<S, ReqB, ResB>(
-        &self,
-        mut inner: S,
-        req: Request<ReqB>,
-        key: String,
-    ) -> Result<Response<Body>, S::Error>
-    where
-        S: Service<Request<ReqB>, Response = Response<ResB>>,
-        ResB: http_body::Body<Data = Bytes> + Send + 'static,
-        ResB::Error: Into<BoxError>,
-    {
-        match self.pages.cache.lookup_async(key).await {
-            Some(page) => Ok(page.to_response(CacheStatus::Hit, &self.settings.name, true)),
-            None => {
-                let resp = inner.call(req).await?;
-                Ok(mark(resp.map(Body::new), CacheStatus::Miss))
-            }
-        }
-    }
-
-    /// The key of a cacheable request and whether it is a `HEAD` (answered
-    /// from the `GET`'s page: same key); `None` to bypass the cache.
-    fn key_of<B>(&self, req: &Request<B>) -> Option<(String, bool)> {
-        let head = match *req.method() {
-            Method::GET => false,
-            Method::HEAD => true,
-            _ => return None,
-        };
-        let headers = req.headers();
-        if headers.contains_key(header::AUTHORIZATION)
-            || headers.contains_key(header::RANGE)
-            || has_directive(headers.get_all(header::CACHE_CONTROL), &["no-store"])
-        {
-            return None;
-        }
-        let s = &self.settings;
-        let uri = req.uri();
-        let mut key = String::with_capacity(uri.path().len() + 16);
-        key.push_str(uri.path());
-        if let Some(query) = uri.query().filter(|q| s.include_query && !q.is_empty()) {
-            key.push('?');
-            if s.sort_query {
-                let mut pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
-                pairs.sort_unstable();
-                for (i, pair) in pairs.iter().enumerate() {
-                    if i > 0 {
-                        key.push('&');
-                    }
-                    key.push_str(pair);
-                }
-            } else {
-                key.push_str(query);
-            }
-        }
-        // A URI holds no tab, so these suffixes cannot be forged by a path.
-        if s.include_host {
-            let host = headers
-                .get(header::HOST)
-                .map(HeaderValue::as_bytes)
-                .or_else(|| uri.authority().map(|a| a.as_str().as_bytes()));
-            if let Some(host) = host {
-                key.push_str("\thost=");
-                push_escaped(&mut key, host);
-            }
-        }
-        for name in &s.vary {
-            key.push('\t');
-            key.push_str(name.as_str());
-            key.push('=');
-            for value in headers.get_all(name) {
-                push_escaped(&mut key, value.as_bytes());
-                key.push(',');
-            }
-        }
-        Some((key, head))
-    }
-
-    /// Reads a response into a [`Page`] when it may be stored; otherwise
-    /// gives it back, its body intact (what was read comes first).
-    async fn capture<B>(&self, resp: Response<B>) -> Result<Page, Response<Body>>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        let (parts, body) = resp.into_parts();
-        // Boxed once: `Body` is `Unpin`, and the pass-through needs it anyway.
-        let mut body = Body::new(body);
-        let limit = self.settings.max_body;
-        let storable =
-            self.storable(&parts) && http_body::Body::size_hint(&body).lower() <= limit as u64;
-        if !storable {
-            return Err(Response::from_parts(parts, body));
-        }
-        let mut chunks: Vec<Bytes> = Vec::new();
-        let mut size = 0usize;
-        loop {
-            match body.frame().await {
-                None => break,
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        size += data.len();
-                        chunks.push(data);
-                        if size > limit {
-                            return Err(resume(parts, chunks, None, body));
-                        }
-                    }
-                    // Trailers: passed on, not stored.
-                    Err(frame) => return Err(resume(parts, chunks, Some(Ok(frame)), body)),
-                },
-                Some(Err(e)) => return Err(resume(parts, chunks, Some(Err(e.into())), body)),
-            }
-        }
-        let body = match chunks.len() {
-            0 => Bytes::new(),
-            1 => chunks.pop().unwrap_or_default(),
-            _ => {
-                let mut all = Vec::with_capacity(size);
-                for c in &chunks {
-                    all.extend_from_slice(c);
-                }
-                Bytes::from(all)
-            }
-        };
-        let headers = parts
-            .headers
-            .iter()
-            .filter(|(name, _)| !is_hop_by_hop(name))
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_string(),
-                    Bytes::copy_from_slice(value.as_bytes()),
-                )
-            })
-            .collect();
-        Ok(Page {
-            status: parts.status.as_u16(),
-            headers,
-            body,
-            stored_ms: unix_ms(),
-        })
-    }
-
-    /// Whether a response head allows storing it.
-    fn storable(&self, parts: &response::Parts) -> bool {
-        let headers = &parts.headers;
-        if !(self.settings.filter)(parts)
-            || headers.contains_key(header::SET_COOKIE)
-            || has_directive(
-                headers.get_all(header::CACHE_CONTROL),
-                &["no-store", "no-cache", "private"],
-            )
-        {
-            return false;
-        }
-        headers.get_all(header::VARY).iter().all(|v| {
-            v.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|n| !n.is_empty())
-                    .all(|n| {
-                        n != "*"
-                            && self
-                                .settings
-                                .vary
-                                .iter()
-                                .any(|h| h.as_str().eq_ignore_ascii_case(n))
-                    })
-            })
-        })
-    }
-}
-
-impl Page {
-    /// The stored response, marked with `status`; for a `HEAD` (`head`),
-    /// without its body but with the body's `Content-Length` (the stored
-    /// headers have none: it is hop-by-hop here, as the body's length is
-    /// known when it is sent).
-    fn to_response(&self, status: CacheStatus, name: &str, head: bool) -> Response<Body> {
-        let code = StatusCode::from_u16(self.status).unwrap_or_else(|_| {
-            tracing::warn!(
-                name,
-                status = self.status,
-                "layercache: a stored page has an invalid status"
-            );
-            StatusCode::INTERNAL_SERVER_ERROR
-        });
-        let body = if head {
-            Body::empty()
-        } else {
-            Body::from(self.body.clone())
-        };
-        let mut resp = Response::new(body);
-        *resp.status_mut() = code;
-        let headers = resp.headers_mut();
-        headers.reserve(self.headers.len() + 3);
-        for (name, value) in &self.headers {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_maybe_shared(value.clone()),
-            ) {
-                headers.append(n, v);
-            }
-        }
-        // 1xx, 204 and 304 responses must not carry a Content-Length (RFC 9110, 8.6).
-        let bodiless = code.is_informational()
-            || code == StatusCode::NO_CONTENT
-            || code == StatusCode::NOT_MODIFIED;
-        if head && !bodiless {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
-        }
-        if status == CacheStatus::Hit {
-            let age = unix_ms().saturating_sub(self.stored_ms) / 1000;
-            headers.insert(header::AGE, HeaderValue::from(age));
-        }
-        mark(resp, status)
-    }
-}
-
-fn mark(mut resp: Response<Body>, status: CacheStatus) -> Response<Body> {
+/// Sets the [`X_CACHE`] header.
+pub(crate) fn mark(mut resp: Response<Body>, status: CacheStatus) -> Response<Body> {
     resp.headers_mut()
         .insert(X_CACHE, HeaderValue::from_static(status.as_str()));
     resp
 }
 
-/// A body that yields `read` (and `next`, a frame or error already taken
-/// from `rest`), then the rest of `rest`.
-fn resume(
-    parts: response::Parts,
-    read: Vec<Bytes>,
-    next: Option<Result<Frame<Bytes>, BoxError>>,
-    rest: Body,
-) -> Response<Body> {
-    let done = matches!(next, Some(Err(_)));
-    let head = stream::iter(read.into_iter().map(|b| Ok(Frame::data(b))).chain(next));
-    let tail = TryStreamExt::map_err(BodyStream::new(rest), BoxError::from);
-    let frames: Pin<Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send>> =
-        if done {
-            Box::pin(head)
-        } else {
-            Box::pin(head.chain(tail))
-        };
-    Response::from_parts(parts, Body::new(StreamBody::new(frames)))
-}
-
-fn has_directive<'a>(
-    values: impl IntoIterator<Item = &'a HeaderValue>,
-    directives: &[&str],
-) -> bool {
-    values.into_iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',').any(|d| {
-                let d = d.split('=').next().unwrap_or("").trim();
-                directives.iter().any(|x| d.eq_ignore_ascii_case(x))
-            })
-        })
-    })
-}
-
-/// Headers not stored with a page: hop-by-hop ones, and those each answer
-/// sets anew (`Content-Length` from the stored body, `Age`, `x-cache`).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::TE,
-        header::TRAILER,
-        header::UPGRADE,
-        header::PROXY_AUTHENTICATE,
-        header::CONTENT_LENGTH,
-        header::AGE,
-    ]
-    .contains(name)
-        || name == X_CACHE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
-}
-
-/// Appends `bytes` with `%`, control and non-ASCII bytes percent-escaped
-/// (injective, so two header values never share a key).
-fn push_escaped(out: &mut String, bytes: &[u8]) {
-    for &b in bytes {
-        if b.is_ascii_graphic() && b != b'%' && b != b',' || b == b' ' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn layer() -> Shared {
-        let l = ResponseCacheLayer::new("web::tests").vary_by([header::ACCEPT_LANGUAGE]);
-        Shared {
-            pages: l.pages(),
-            settings: l.settings,
-        }
-    }
-
-    fn get(uri: &str) -> Request<()> {
-        Request::get(uri).body(()).unwrap()
-    }
-
-    #[test]
-    fn keys_start_with_the_path_so_prefix_invalidation_matches_pages() {
-        let s = layer();
-        assert_eq!(
-            s.key_of(&get("/products/1?x=1")).unwrap().0,
-            "/products/1?x=1\taccept-language="
-        );
-        let hosted = Request::get("/a")
-            .header("host", "shop.example")
-            .body(())
-            .unwrap();
-        assert_eq!(
-            s.key_of(&hosted).unwrap().0,
-            "/a\thost=shop.example\taccept-language="
-        );
-        let other = Request::get("/a")
-            .header("host", "admin.example")
-            .body(())
-            .unwrap();
-        assert_ne!(
-            s.key_of(&hosted),
-            s.key_of(&other),
-            "hosts never share a page"
-        );
-    }
-
-    #[test]
-    fn a_head_has_the_get_s_key_and_vary_values_are_part_of_it_and_cannot_be_forged() {
-        let s = layer();
-        let head = Request::head("/a").body(()).unwrap();
-        assert_eq!(
-            s.key_of(&head),
-            Some(("/a\taccept-language=".to_string(), true)),
-            "a HEAD is answered from the GET's page"
-        );
-        assert_eq!(
-            s.key_of(&get("/a")).unwrap(),
-            (s.key_of(&head).unwrap().0, false)
-        );
-        let en = Request::get("/a")
-            .header("accept-language", "en")
-            .body(())
-            .unwrap();
-        let de = Request::get("/a")
-            .header("accept-language", "de")
-            .body(())
-            .unwrap();
-        assert_ne!(s.key_of(&en), s.key_of(&de));
-        let two = Request::get("/a")
-            .header("accept-language", "en")
-            .header("accept-language", "de")
-            .body(())
-            .unwrap();
-        let joined = Request::get("/a")
-            .header("accept-language", "en,de")
-            .body(())
-            .unwrap();
-        assert_ne!(
-            s.key_of(&two),
-            s.key_of(&joined),
-            "a comma inside a value is escaped"
-        );
-    }
-
-    #[test]
-    fn authorization_range_no_store_and_posts_bypass() {
-        let s = layer();
-        let auth = Request::get("/a")
-            .header("authorization", "Bearer x")
-            .body(())
-            .unwrap();
-        let range = Request::get("/a")
-            .header("range", "bytes=0-1")
-            .body(())
-            .unwrap();
-        let no_store = Request::get("/a")
-            .header("cache-control", "no-store")
-            .body(())
-            .unwrap();
-        let post = Request::post("/a").body(()).unwrap();
-        for req in [auth, range, no_store, post] {
-            assert_eq!(s.key_of(&req), None, "{req:?}");
-        }
-    }
-
-    #[test]
-    fn responses_with_private_cache_control_cookies_or_foreign_vary_are_not_storable() {
-        let s = layer();
-        let head = |f: fn(http::response::Builder) -> http::response::Builder| {
-            f(Response::builder()).body(()).unwrap().into_parts().0
-        };
-        assert!(s.storable(&head(|b| b.status(200))));
-        assert!(s.storable(&head(|b| b.header("vary", "Accept-Language"))));
-        assert!(!s.storable(&head(|b| b.status(500))));
-        assert!(!s.storable(&head(|b| b.status(206))));
-        assert!(!s.storable(&head(|b| b.header("cache-control", "private, max-age=60"))));
-        assert!(!s.storable(&head(|b| b.header("cache-control", "no-store"))));
-        assert!(!s.storable(&head(|b| b.header("set-cookie", "a=b"))));
-        assert!(!s.storable(&head(|b| b.header("vary", "*"))));
-        assert!(!s.storable(&head(|b| b.header("vary", "accept-language, cookie"))));
-    }
 
     #[test]
     fn a_pass_mark_lasts_the_page_timeout_at_most_30_s_or_until_cleared() {

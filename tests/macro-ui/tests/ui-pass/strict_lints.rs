@@ -72,15 +72,17 @@ pub struct Repo {
     pub tenant: String,
 }
 
+/// Names its cached methods' caches after `Repo`.
+#[cached]
 impl Repo {
-    /// A cached method keyed on `self`.
+    /// A cached method keyed on `self`, its cache named after the `impl`'s type.
     #[cached]
     pub fn get(&self, id: u32) -> Option<String> {
         Some(format!("{}{id}", self.tenant))
     }
 
     /// A cached method with an `Arc<Self>` receiver, keyed by a template.
-    #[cached(key = "{self.tenant}:{id}")]
+    #[cached(key_prefix = "repo_shared", key = "{self.tenant}:{id}")]
     pub fn shared(self: &Arc<Self>, id: u32) -> String {
         format!("{}{id}", self.tenant)
     }

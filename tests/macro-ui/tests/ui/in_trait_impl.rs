@@ -10,7 +10,7 @@ trait Pricing {
 struct Catalog;
 
 impl Pricing for Catalog {
-    #[cached]
+    #[cached(key_prefix = "price")]
     fn price(&self, item: u32) -> u64 {
         u64::from(item) * 100
     }

@@ -10,7 +10,7 @@
 //!
 //! `cargo bench --features redis --bench coherence`
 
-#[path = "../tests/support/redis_server.rs"]
+#[path = "../../tests/support/redis_server.rs"]
 mod redis_server;
 #[path = "support/report.rs"]
 mod report;

@@ -15,7 +15,7 @@
 //! Profiling: `REDIS_HIT_PROFILE=ours` (or `raw`) runs one side of the
 //! 64-caller case for 5 s and exits, e.g. under `perf record`.
 
-#[path = "../tests/support/redis_server.rs"]
+#[path = "../../tests/support/redis_server.rs"]
 mod redis_server;
 
 #[path = "support/report.rs"]
@@ -117,7 +117,7 @@ fn alternate(rounds: usize, mut measure: impl FnMut(bool) -> Duration) -> (Durat
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         // Alternate which side goes first, so neither always follows the other.
-        let first = round % 2 == 0;
+        let first = round.is_multiple_of(2);
         let a = measure(first);
         let b = measure(!first);
         let (o, t) = if first { (a, b) } else { (b, a) };

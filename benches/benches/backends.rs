@@ -18,11 +18,11 @@
 //! BACKENDS_SECS=1 cargo bench --features redis,redis-cluster,sqlite,memcached --bench backends
 //! ```
 
-#[path = "../tests/support/memcached_server.rs"]
+#[path = "../../tests/support/memcached_server.rs"]
 mod memcached_server;
-#[path = "../tests/support/redis_cluster.rs"]
+#[path = "../../tests/support/redis_cluster.rs"]
 mod redis_cluster;
-#[path = "../tests/support/redis_server.rs"]
+#[path = "../../tests/support/redis_server.rs"]
 mod redis_server;
 #[path = "support/report.rs"]
 mod report;

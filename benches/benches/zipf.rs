@@ -115,7 +115,7 @@ fn run(v: &dyn Variant, streams: &[Vec<u64>]) -> (u64, u64, Duration) {
                 s.spawn(move || {
                     let mut reads = 0;
                     for (i, &k) in keys.iter().enumerate() {
-                        if i % WRITE_EVERY == 0 {
+                        if i.is_multiple_of(WRITE_EVERY) {
                             v.write(k, k.wrapping_mul(31));
                         } else {
                             black_box(v.read(k));

@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 
-/// Where criterion writes its results (`$CARGO_TARGET_DIR/criterion`).
+/// Where criterion writes its results (`$CARGO_TARGET_DIR/criterion`, by
+/// default the workspace's `target/`: this crate lives one level below it).
 pub fn output_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     target.join("criterion")
 }
 

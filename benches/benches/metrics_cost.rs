@@ -67,7 +67,7 @@ fn main() {
     }
     let (mut on, mut off) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             on.push(run("on"));
             off.push(run("off"));
         } else {
