@@ -46,7 +46,7 @@
 //! | feature | enables |
 //! |---|---|
 //! | `redis` | the Redis shared tier (`CACHE_TYPE=redis`, `CACHE_REDIS_URL`), pub/sub invalidation: [`shared::redis`] |
-//! | `tls` | `rediss://` URLs (rustls with the webpki roots); implies `redis` |
+//! | `tls` | `rediss://` URLs (rustls with ring and the webpki roots, installed for you); a private CA and mutual TLS through `CACHE_REDIS_CA_CERT`, `CACHE_REDIS_CLIENT_CERT`, `CACHE_REDIS_CLIENT_KEY` (Redis and Redis Cluster); implies `redis` |
 //! | `redis-cluster` | the Redis Cluster shared tier (`CACHE_TYPE=redis-cluster`, `CACHE_REDIS_NODES`): [`shared::redis_cluster`] |
 //! | `memcached` | the memcached shared tier (`CACHE_TYPE=memcached`, `CACHE_MEMCACHED_SERVERS`): [`shared::memcached`] |
 //! | `sqlite` | the SQLite shared tier, SQLite compiled in (`CACHE_TYPE=sqlite`, `CACHE_SQLITE_PATH`): [`shared::sqlite`] |

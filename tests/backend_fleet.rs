@@ -12,6 +12,8 @@
 #[allow(unused_imports)]
 #[path = "support/conformance.rs"]
 mod conformance;
+#[path = "support/direct_store.rs"]
+mod direct_store;
 #[cfg(feature = "memcached")]
 #[path = "support/memcached_server.rs"]
 mod memcached_server;
@@ -197,42 +199,7 @@ mod node {
     }
 }
 
-/// The store the environment names, opened directly (not through a tier).
-fn open_store() -> Arc<dyn SharedStore> {
-    let config = layercache::Config::from_env().expect("node environment");
-    let settings = config.shared().clone();
-    let channel = "__layercache__:bus:direct";
-    match config.cache_type().as_str() {
-        "filesystem" => Arc::new(
-            layercache::shared::filesystem::FsStore::open(
-                config.cache_dir().unwrap(),
-                config.cache_threshold(),
-                channel,
-                &settings,
-            )
-            .unwrap(),
-        ),
-        #[cfg(feature = "sqlite")]
-        "sqlite" => Arc::new(
-            layercache::shared::sqlite::SqliteStore::open(
-                config.sqlite_path().unwrap(),
-                channel,
-                &settings,
-            )
-            .unwrap(),
-        ),
-        #[cfg(feature = "memcached")]
-        "memcached" => Arc::new(
-            layercache::shared::memcached::MemcachedStore::open(
-                config.memcached_servers(),
-                channel,
-                &settings,
-            )
-            .unwrap(),
-        ),
-        other => panic!("no direct store for {other}"),
-    }
-}
+use direct_store::open_from_env as open_store;
 
 /// `rounds` writes of checked values of many sizes to three keys shared
 /// with the other writer, each followed by reads of all three.

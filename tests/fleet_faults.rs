@@ -14,6 +14,8 @@
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
+#[path = "support/scenarios.rs"]
+mod scenarios;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -794,34 +796,5 @@ fn main() {
             a_fault_injection_soak_never_reads_a_value_older_than_the_bound,
         ),
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let mut failed = Vec::new();
-    let mut ran = 0;
-    for (name, scenario) in scenarios {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        ran += 1;
-        println!("test {name} ...");
-        let started = Instant::now();
-        match std::panic::catch_unwind(scenario) {
-            Ok(()) => println!("test {name} ... ok ({:?})", started.elapsed()),
-            Err(_) => {
-                println!("test {name} ... FAILED");
-                failed.push(*name);
-            }
-        }
-    }
-    println!(
-        "\ntest result: {}. {} passed; {} failed",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        ran - failed.len(),
-        failed.len()
-    );
-    if !failed.is_empty() {
-        std::process::exit(1);
-    }
+    scenarios::run(scenarios);
 }

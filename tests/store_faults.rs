@@ -13,6 +13,8 @@
 //! build.
 
 #[cfg(feature = "memcached")]
+#[path = "support/direct_store.rs"]
+mod direct_store;
 #[path = "support/memcached_server.rs"]
 mod memcached_server;
 #[cfg(feature = "redis-cluster")]
@@ -77,54 +79,8 @@ mod node {
 
     /// The store the environment names, opened directly (not through a tier).
     fn open_store(rt: &tokio::runtime::Runtime) -> Arc<dyn SharedStore> {
-        let config = layercache::Config::from_env().expect("node environment");
-        let s = config.shared().clone();
-        let channel = "__layercache__:bus:direct";
         let _guard = rt.enter();
-        match config.cache_type().as_str() {
-            "filesystem" => Arc::new(
-                layercache::shared::filesystem::FsStore::open(
-                    config.cache_dir().unwrap(),
-                    config.cache_threshold(),
-                    channel,
-                    &s,
-                )
-                .unwrap(),
-            ),
-            #[cfg(feature = "sqlite")]
-            "sqlite" => Arc::new(
-                layercache::shared::sqlite::SqliteStore::open(
-                    config.sqlite_path().unwrap(),
-                    channel,
-                    &s,
-                )
-                .unwrap(),
-            ),
-            #[cfg(feature = "memcached")]
-            "memcached" => Arc::new(
-                layercache::shared::memcached::MemcachedStore::open(
-                    config.memcached_servers(),
-                    channel,
-                    &s,
-                )
-                .unwrap(),
-            ),
-            #[cfg(feature = "redis")]
-            "redis" => Arc::new(
-                layercache::shared::redis::RedisStore::open(config.redis_url(), channel.into(), &s)
-                    .unwrap(),
-            ),
-            #[cfg(feature = "redis-cluster")]
-            "redis-cluster" => Arc::new(
-                layercache::shared::redis_cluster::RedisClusterStore::open(
-                    config.redis_nodes(),
-                    channel.into(),
-                    &s,
-                )
-                .unwrap(),
-            ),
-            other => panic!("no direct store for {other}"),
-        }
+        super::direct_store::open_from_env()
     }
 
     /// A payload nesting `len` bytes deep in one of the shapes the formats

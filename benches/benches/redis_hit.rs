@@ -3,7 +3,7 @@
 //!
 //! - `shared_hit_1c`: one caller, one call at a time. layercache with the
 //!   local tier off (`tier = "shared"`): GET, envelope check, decode. Peer:
-//!   raw redis-rs multiplexed `GET` + bincode decode of the bare value.
+//!   raw redis-rs multiplexed `GET` + MessagePack decode of the bare value.
 //!   Both async in the same multi-thread tokio runtime; the sync path
 //!   (`block_on` over layercache's I/O thread) against a raw blocking
 //!   `redis::Connection` is reported too.
@@ -75,7 +75,7 @@ async fn raw_miss_set(mut conn: redis::aio::MultiplexedConnection) {
     let key = format!("bench:bench_raw:{:032x}", fresh_id());
     let found: Option<Vec<u8>> = conn.get(&key).await.unwrap();
     assert!(found.is_none());
-    let bytes = bincode::serde::encode_to_vec(value(), bincode::config::standard()).unwrap();
+    let bytes = rmp_serde::to_vec(&value()).unwrap();
     let _: () = conn.set_ex(&key, bytes, 3600).await.unwrap();
 }
 
@@ -106,9 +106,7 @@ async fn raw_hit(mut conn: redis::aio::MultiplexedConnection) {
 }
 
 fn decode(bytes: &[u8]) -> String {
-    bincode::serde::decode_from_slice::<String, _>(bytes, bincode::config::standard())
-        .expect("decode")
-        .0
+    rmp_serde::from_slice::<String>(bytes).expect("decode")
 }
 
 /// Runs `measure(true)` (layercache) and `measure(false)` (raw) in turn,
@@ -181,7 +179,7 @@ fn main() {
     let raw = rt
         .block_on(client.get_multiplexed_async_connection())
         .unwrap();
-    let encoded = bincode::serde::encode_to_vec(value(), bincode::config::standard()).unwrap();
+    let encoded = rmp_serde::to_vec(&value()).unwrap();
     rt.block_on(async {
         let mut raw = raw.clone();
         let _: () = raw.set(RAW_KEY, &encoded).await.unwrap();
