@@ -401,8 +401,9 @@ fn pub_sub_connections_killed_during_an_invalidation_lose_no_invalidation() {
     assert_eq!(b.stat("bus"), "up");
 }
 
-fn a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies() {
-    let server = RedisServer::start_unmonitored();
+/// Creates the ACL user `limited` with every key and command but no pub/sub
+/// channel (Redis 7's default for new users); returns its URL.
+fn user_without_channel_rights(server: &RedisServer) -> String {
     let acl = server.command(&[
         b"ACL",
         b"SETUSER",
@@ -414,8 +415,13 @@ fn a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies
         b"resetchannels",
     ]);
     assert!(format!("{acl:?}").contains("OK"), "{acl:?}");
+    format!("redis://limited:s3cret@127.0.0.1:{}/", server.port())
+}
+
+fn a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies() {
+    let server = RedisServer::start_unmonitored();
+    let limited_url = user_without_channel_rights(&server);
     let db = temp_db("acl");
-    let limited_url = format!("redis://limited:s3cret@127.0.0.1:{}/", server.port());
     let mut a = Node::spawn("A", &server.url(), &db);
     let mut b = Node::spawn("B", &limited_url, &db);
 
@@ -484,19 +490,8 @@ fn a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies
 /// local copy at most `BUS_DOWN_LOCAL_TIMEOUT` (5 s), on B's mock clock.
 fn a_refused_bus_caps_local_copies_at_5_s_without_local_timeout() {
     let server = RedisServer::start_unmonitored();
-    let acl = server.command(&[
-        b"ACL",
-        b"SETUSER",
-        b"limited",
-        b"on",
-        b">s3cret",
-        b"~*",
-        b"+@all",
-        b"resetchannels",
-    ]);
-    assert!(format!("{acl:?}").contains("OK"), "{acl:?}");
+    let limited_url = user_without_channel_rights(&server);
     let db = temp_db("cap5s");
-    let limited_url = format!("redis://limited:s3cret@127.0.0.1:{}/", server.port());
     let mut a = Node::spawn("A", &server.url(), &db);
     let mut b = Node::spawn_with("B", &limited_url, &db, &[("LAYERCACHE_MOCK_CLOCK", "1")]);
     assert_eq!(b.stat("bus"), "down");

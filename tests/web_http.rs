@@ -54,8 +54,8 @@ async fn serve(app: Router) -> String {
 }
 
 /// A route at `/page` answering with `headers` and a body naming the
-/// number of the handler's run, under a layer; returns the base URL and the
-/// run counter.
+/// number of the handler's run, under a layer; returns the page's URL and
+/// the run counter.
 async fn page_with(
     layer: ResponseCacheLayer,
     headers: &'static [(&'static str, &'static str)],
@@ -77,7 +77,7 @@ async fn page_with(
             }),
         )
         .layer(layer);
-    (serve(app).await, runs)
+    (format!("{}/page", serve(app).await), runs)
 }
 
 fn x_cache(resp: &Response) -> &str {
@@ -102,7 +102,6 @@ async fn a_max_age_page_is_a_hit_with_its_age_until_max_age_then_fetched_again()
         &[("cache-control", "max-age=2")],
     )
     .await;
-    let url = format!("{url}/page");
     assert_eq!(x_cache(&fetch(&url).await), "MISS");
     advance(1);
     let hit = fetch(&url).await;
@@ -127,7 +126,6 @@ async fn s_maxage_wins_over_max_age_for_the_shared_cache() {
         &[("cache-control", "max-age=60, s-maxage=1")],
     )
     .await;
-    let url = format!("{url}/page");
     fetch(&url).await;
     assert_eq!(x_cache(&fetch(&url).await), "HIT");
     advance(1);
@@ -175,7 +173,6 @@ async fn the_origin_s_age_is_added_to_the_time_in_the_cache_and_shortens_its_lif
         &[("cache-control", "max-age=10"), ("age", "5")],
     )
     .await;
-    let url = format!("{url}/page");
     fetch(&url).await;
     advance(1);
     let hit = fetch(&url).await;
@@ -198,7 +195,6 @@ async fn no_cache_must_revalidate_at_max_age_0_and_max_age_0_pages_are_never_ser
         let headers: &'static [(&str, &str)] =
             Box::leak(vec![("cache-control", cc)].into_boxed_slice());
         let (url, runs) = page_with(ResponseCacheLayer::new(name), headers).await;
-        let url = format!("{url}/page");
         for _ in 0..3 {
             assert_ne!(x_cache(&fetch(&url).await), "HIT", "{cc}");
         }
@@ -218,7 +214,6 @@ async fn must_revalidate_with_a_lifetime_is_served_until_stale_and_never_after()
         &[("cache-control", "must-revalidate, max-age=3")],
     )
     .await;
-    let url = format!("{url}/page");
     fetch(&url).await;
     advance(2);
     assert_eq!(x_cache(&fetch(&url).await), "HIT");
@@ -236,7 +231,6 @@ async fn ignore_origin_freshness_keeps_the_layer_timeout_and_tells_clients_max_a
         &[("cache-control", "public, max-age=2")],
     )
     .await;
-    let url = format!("{url}/page");
     fetch(&url).await;
     advance(5);
     let hit = fetch(&url).await;
@@ -254,7 +248,6 @@ async fn if_none_match_with_the_stored_etag_is_a_304_from_the_cache() {
         &[("etag", "\"v1\""), ("cache-control", "max-age=60")],
     )
     .await;
-    let url = format!("{url}/page");
     fetch(&url).await;
     let resp = Client::new()
         .get(&url)
@@ -281,7 +274,6 @@ async fn if_none_match_with_the_stored_etag_is_a_304_from_the_cache() {
 async fn a_page_without_validators_gets_a_generated_etag_that_answers_if_none_match_with_304() {
     let _s = serial().await;
     let (url, _) = page_with(ResponseCacheLayer::new("h_gen_etag"), &[]).await;
-    let url = format!("{url}/page");
     fetch(&url).await;
     // Computed from the whole body: stored pages (hits) carry it.
     let hit = fetch(&url).await;
@@ -303,8 +295,8 @@ async fn a_page_without_validators_gets_a_generated_etag_that_answers_if_none_ma
         &[],
     )
     .await;
-    fetch(&format!("{url}/page")).await;
-    let plain = fetch(&format!("{url}/page")).await;
+    fetch(&url).await;
+    let plain = fetch(&url).await;
     assert_eq!(x_cache(&plain), "HIT");
     assert_eq!(header_of(&plain, "etag"), "", "generate_etag(false)");
 }
@@ -317,7 +309,6 @@ async fn if_modified_since_at_or_after_last_modified_is_a_304_from_the_cache() {
         &[("last-modified", "Tue, 01 Jul 2025 10:00:00 GMT")],
     )
     .await;
-    let url = format!("{url}/page");
     fetch(&url).await;
     let ims = |since: &'static str| {
         let url = url.clone();
@@ -707,7 +698,6 @@ async fn hop_by_hop_fields_and_proxy_fields_are_never_replayed() {
         ],
     )
     .await;
-    let url = format!("{url}/page");
     fetch(&url).await;
     let hit = fetch(&url).await;
     assert_eq!(x_cache(&hit), "HIT");
@@ -720,8 +710,7 @@ async fn hop_by_hop_fields_and_proxy_fields_are_never_replayed() {
 #[tokio::test]
 async fn every_request_is_counted_once_as_a_hit_a_miss_or_a_bypass() {
     let _s = serial().await;
-    let (url, _) = page_with(ResponseCacheLayer::new("h_counts"), &[]).await;
-    let page = format!("{url}/page");
+    let (page, _) = page_with(ResponseCacheLayer::new("h_counts"), &[]).await;
     let client = Client::new();
     fetch(&page).await; // miss
     fetch(&page).await; // hit
