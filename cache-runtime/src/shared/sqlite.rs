@@ -32,7 +32,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -168,10 +168,31 @@ fn enable_wal(conn: &Connection, path: &Path) -> Result<String, rusqlite::Error>
 fn open_connection(path: &Path, busy: Duration) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(busy)?;
-    enable_wal(&conn, path)?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.execute_batch(SCHEMA)?;
-    Ok(conn)
+    // Switching a new file to WAL takes an exclusive lock, and SQLite
+    // answers "database is locked" at once, without its busy handler, when
+    // another process is doing the same: a fleet starting together. Each
+    // step is idempotent, so the setup is retried until the busy timeout.
+    let deadline = Instant::now() + busy;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let setup = enable_wal(&conn, path)
+            .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
+            .and_then(|()| conn.execute_batch(SCHEMA));
+        match setup {
+            Err(err) if is_busy(&err) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            other => return other.map(|()| conn),
+        }
+    }
+}
+
+fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 impl SqliteStore {
@@ -588,6 +609,31 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn stores_opened_at_the_same_moment_on_a_new_file_all_open() {
+        // A fleet starting together: every process switches the new file to
+        // WAL and creates the schema at once. 50 rounds of 4 openers.
+        for round in 0..50 {
+            let db = TempDb::new("together");
+            std::fs::create_dir_all(&db.0).unwrap();
+            let barrier = Arc::new(std::sync::Barrier::new(4));
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, barrier) = (db.path(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        SqliteStore::open(path, "__layercache__:bus:t", &SharedSettings::default())
+                            .map(|_| ())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                let opened = opener.join().unwrap();
+                assert!(opened.is_ok(), "round {round}: {opened:?}");
+            }
+        }
     }
 
     #[test]
