@@ -1,139 +1,30 @@
-//! Configuration: [`Config`], its builder, the environment (the guide's
-//! variable names), and the process-wide runtime set up by [`init`].
+//! Configuration: [`Config`], its builder, and the environment (the
+//! guide's variable names).
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::local::LocalStoreKind;
+mod backends;
 mod secrets;
+mod tiers;
+
+pub use backends::CacheType;
+use backends::{
+    check_backend_location, check_redis_nodes, check_redis_tls, parse_redis_nodes, parse_servers,
+    validate_redis_url, TLS_FIELDS, TLS_VARIABLES,
+};
+
+// Until the pipeline takes the runtime from its constructor (issue 17 merge).
+pub(crate) use crate::runtime::config;
 
 pub(crate) use secrets::redact_passwords;
 pub use secrets::RedisTls;
 
-use crate::shared::filesystem::DEFAULT_THRESHOLD;
-use crate::shared::{SharedSettings, MAX_SHARED_TIMEOUT};
-
-/// Which tiers serve cached calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum CacheType {
-    /// In-process only (`CACHE_TYPE=simple`, the default).
-    #[default]
-    Simple,
-    /// Caching off: every call runs the function and counts as a miss
-    /// (`CACHE_TYPE=null`), for tests and for ruling the cache out.
-    Null,
-    /// In-process tier in front of Redis (`CACHE_TYPE=redis`, cargo
-    /// feature `redis`), at [`Config::redis_url`].
-    #[cfg(feature = "redis")]
-    Redis,
-    /// In-process tier in front of a directory (`CACHE_TYPE=filesystem`,
-    /// `CACHE_DIR`, `CACHE_THRESHOLD`): processes of one machine share it.
-    Filesystem,
-    /// In-process tier in front of a SQLite database
-    /// (`CACHE_TYPE=sqlite`, `CACHE_SQLITE_PATH`; cargo feature `sqlite`).
-    #[cfg(feature = "sqlite")]
-    Sqlite,
-    /// In-process tier in front of memcached (`CACHE_TYPE=memcached`,
-    /// `CACHE_MEMCACHED_SERVERS`; cargo feature `memcached`).
-    #[cfg(feature = "memcached")]
-    Memcached,
-    /// In-process tier in front of a Redis Cluster
-    /// (`CACHE_TYPE=redis-cluster`, `CACHE_REDIS_NODES`; cargo feature
-    /// `redis-cluster`), at [`Config::redis_nodes`].
-    #[cfg(feature = "redis-cluster")]
-    RedisCluster,
-}
-
-impl CacheType {
-    const NAMES: &'static [(&'static str, CacheType)] = &[
-        ("simple", CacheType::Simple),
-        ("null", CacheType::Null),
-        #[cfg(feature = "redis")]
-        ("redis", CacheType::Redis),
-        ("filesystem", CacheType::Filesystem),
-        #[cfg(feature = "sqlite")]
-        ("sqlite", CacheType::Sqlite),
-        #[cfg(feature = "memcached")]
-        ("memcached", CacheType::Memcached),
-        #[cfg(feature = "redis-cluster")]
-        ("redis-cluster", CacheType::RedisCluster),
-    ];
-
-    /// What `CACHE_TYPE` accepts in this build: "`simple`, `null` or `redis`".
-    fn expected() -> String {
-        let names: Vec<String> = CacheType::NAMES
-            .iter()
-            .map(|(n, _)| format!("`{n}`"))
-            .collect();
-        let (last, rest) = names.split_last().expect("never empty");
-        format!("{} or {last}", rest.join(", "))
-    }
-
-    /// The name used in `CACHE_TYPE`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheType::Simple => "simple",
-            CacheType::Null => "null",
-            #[cfg(feature = "redis")]
-            CacheType::Redis => "redis",
-            CacheType::Filesystem => "filesystem",
-            #[cfg(feature = "sqlite")]
-            CacheType::Sqlite => "sqlite",
-            #[cfg(feature = "memcached")]
-            CacheType::Memcached => "memcached",
-            #[cfg(feature = "redis-cluster")]
-            CacheType::RedisCluster => "redis-cluster",
-        }
-    }
-
-    /// Whether this type has a shared tier.
-    pub fn is_shared(self) -> bool {
-        !matches!(self, CacheType::Simple | CacheType::Null)
-    }
-}
-
-impl std::str::FromStr for CacheType {
-    type Err = ConfigError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let wanted = s.trim().to_ascii_lowercase();
-        if let Some((_, t)) = CacheType::NAMES.iter().find(|(n, _)| *n == wanted) {
-            return Ok(*t);
-        }
-        let expected = CacheType::expected();
-        let reason = match wanted.as_str() {
-            "redis" | "sqlite" | "memcached" | "redis-cluster" => format!("the `{wanted}` backend is not in this build of layercache: enable the `{wanted}` cargo feature; expected {expected}"),
-            "rediss" | "redis-tls" => format!("expected {expected} (TLS is chosen by a `rediss://` CACHE_REDIS_URL, with the `tls` feature)"),
-            "rediscluster" | "redis_cluster" | "cluster" | "redis-clusters" => {
-                format!("expected {expected} (did you mean `redis-cluster`?)")
-            }
-            "memory" | "inmemory" | "in-memory" | "local" | "simplecache" => {
-                format!("expected {expected} (did you mean `simple`?)")
-            }
-            "none" | "off" | "disabled" | "nullcache" => {
-                format!("expected {expected} (did you mean `null`?)")
-            }
-            "rediscache" => format!("expected {expected} (did you mean `redis`?)"),
-            "memcache" | "memcachedcache" => format!("expected {expected} (did you mean `memcached`?)"),
-            "file" | "files" | "fs" | "filesystemcache" | "disk" => {
-                format!("expected {expected} (did you mean `filesystem`?)")
-            }
-            "sqlite3" | "database" | "db" | "sql" => format!("expected {expected} (did you mean `sqlite`?)"),
-            _ => format!("expected {expected}"),
-        };
-        Err(ConfigError::invalid("CACHE_TYPE", s, reason))
-    }
-}
-
-impl fmt::Display for CacheType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use tiers::{
+    LocalStoreKind, SharedSettings, DEFAULT_BUS_POLL_INTERVAL, DEFAULT_MAX_VALUE_SIZE,
+    DEFAULT_SHARED_TIMEOUT, DEFAULT_THRESHOLD, MAX_SHARED_TIMEOUT,
+};
 
 /// A configuration value that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -519,177 +410,6 @@ impl Config {
     }
 }
 
-/// The client certificate and key come together; every file named must be
-/// readable now, so a typo fails at start-up with its variable named.
-fn check_redis_tls(tls: &RedisTls, names: [&'static str; 3]) -> Result<(), ConfigError> {
-    let files = [&tls.ca_cert, &tls.client_cert, &tls.client_key];
-    for (file, variable) in files.into_iter().zip(names) {
-        if let Some(path) = file {
-            if let Err(e) = std::fs::metadata(path) {
-                return Err(ConfigError::invalid(
-                    variable,
-                    &path.display().to_string(),
-                    format!("cannot read the PEM file: {e}"),
-                ));
-            }
-        }
-    }
-    if tls.client_cert.is_some() != tls.client_key.is_some() {
-        let missing = if tls.client_cert.is_some() {
-            names[2]
-        } else {
-            names[1]
-        };
-        return Err(ConfigError::invalid(
-            missing,
-            "",
-            format!("mutual TLS needs both {} and {}", names[1], names[2]),
-        ));
-    }
-    Ok(())
-}
-
-const TLS_VARIABLES: [&str; 3] = [
-    "CACHE_REDIS_CA_CERT",
-    "CACHE_REDIS_CLIENT_CERT",
-    "CACHE_REDIS_CLIENT_KEY",
-];
-const TLS_FIELDS: [&str; 3] = [
-    "redis_tls.ca_cert",
-    "redis_tls.client_cert",
-    "redis_tls.client_key",
-];
-
-/// A Redis Cluster without seed nodes would silently share nothing.
-fn check_redis_nodes(config: &Config, variable: &'static str) -> Result<(), ConfigError> {
-    #[cfg(feature = "redis-cluster")]
-    if config.cache_type == CacheType::RedisCluster && config.redis_nodes.is_empty() {
-        return Err(ConfigError::invalid(
-            variable,
-            "",
-            "CACHE_TYPE=redis-cluster needs the cluster's seed nodes, e.g. `redis://10.0.0.1:6379,redis://10.0.0.2:6379`",
-        ));
-    }
-    let _ = (config, variable);
-    Ok(())
-}
-
-/// `redis://host:port,host:port`: each seed node a Redis URL (a bare
-/// `host:port` gets `redis://`), none empty, no database but 0 (a cluster
-/// has only that one), no Unix socket.
-fn parse_redis_nodes(variable: &'static str, value: &str) -> Result<Vec<String>, ConfigError> {
-    let mut nodes = Vec::new();
-    for part in value.split(',') {
-        let node = part.trim();
-        if node.is_empty() || node.contains(char::is_whitespace) {
-            return Err(ConfigError::invalid(
-                variable,
-                value,
-                format!("{node:?} is not a node; expected a comma-separated list like `redis://10.0.0.1:6379,redis://10.0.0.2:6379` (or `host:port,host:port`)"),
-            ));
-        }
-        let url = if node.contains("://") {
-            node.to_string()
-        } else {
-            format!("redis://{node}")
-        };
-        let scheme = url.split("://").next().unwrap_or("");
-        if !matches!(scheme, "redis" | "rediss") {
-            return Err(ConfigError::invalid(
-                variable,
-                value,
-                format!("{node:?}: a cluster node is a `redis://[user[:password]@]host:port` URL (or `rediss://` with the `tls` feature), not a Unix socket or another scheme"),
-            ));
-        }
-        let url = validate_redis_url(variable, &url).map_err(|e| {
-            let ConfigError::Invalid { reason, .. } = e;
-            ConfigError::invalid(variable, value, format!("{node:?}: {reason}"))
-        })?;
-        let host = url
-            .split("://")
-            .nth(1)
-            .map(|rest| rest.rsplit('@').next().unwrap_or(rest))
-            .and_then(|hostport| hostport.split('/').next())
-            .unwrap_or("");
-        if host.is_empty() || host.starts_with(':') {
-            return Err(ConfigError::invalid(
-                variable,
-                value,
-                format!("{node:?} names no host"),
-            ));
-        }
-        #[cfg(feature = "redis")]
-        {
-            use redis::IntoConnectionInfo as _;
-            let db = url
-                .as_str()
-                .into_connection_info()
-                .map(|info| info.redis_settings().db())
-                .unwrap_or(0);
-            if db != 0 {
-                return Err(ConfigError::invalid(
-                    variable,
-                    value,
-                    format!("{node:?} names database {db}; a Redis Cluster has only database 0"),
-                ));
-            }
-        }
-        nodes.push(url);
-    }
-    // Seeds that disagree on password, user or TLS are refused by the client.
-    #[cfg(feature = "redis-cluster")]
-    if let Err(e) = redis::cluster::ClusterClient::new(nodes.iter().map(String::as_str)) {
-        return Err(ConfigError::invalid(variable, value, e.to_string()));
-    }
-    Ok(nodes)
-}
-
-/// A backend that keeps its data in a file or directory needs to be told
-/// where: without it, a service would silently share nothing.
-fn check_backend_location(
-    config: &Config,
-    dir_variable: &'static str,
-    sqlite_variable: &'static str,
-) -> Result<(), ConfigError> {
-    match config.cache_type {
-        CacheType::Filesystem if config.cache_dir.is_none() => Err(ConfigError::invalid(
-            dir_variable,
-            "",
-            "CACHE_TYPE=filesystem needs the directory to keep entries in",
-        )),
-        #[cfg(feature = "sqlite")]
-        CacheType::Sqlite if config.sqlite_path.is_none() => Err(ConfigError::invalid(
-            sqlite_variable,
-            "",
-            "CACHE_TYPE=sqlite needs the database file to keep entries in",
-        )),
-        _ => {
-            let _ = sqlite_variable;
-            Ok(())
-        }
-    }
-}
-
-/// `host:port,host:port`: each server checked, none empty.
-fn parse_servers(variable: &'static str, value: &str) -> Result<Vec<String>, ConfigError> {
-    let mut servers = Vec::new();
-    for part in value.split(',') {
-        let server = part.trim();
-        let port_ok = server.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if !port_ok || server.contains(char::is_whitespace) {
-            return Err(ConfigError::invalid(
-                variable,
-                value,
-                format!("{server:?} is not a `host:port` server; expected a comma-separated list like `10.0.0.1:11211,10.0.0.2:11211`"),
-            ));
-        }
-        servers.push(server.to_string());
-    }
-    Ok(servers)
-}
-
 fn validate_jitter(variable: &'static str, value: &str, j: f64) -> Result<f64, ConfigError> {
     if j.is_finite() && (0.0..1.0).contains(&j) {
         Ok(j)
@@ -700,35 +420,6 @@ fn validate_jitter(variable: &'static str, value: &str, j: f64) -> Result<f64, C
             "must be at least 0 and below 1 (0.1 spreads each timeout by ±10 %)",
         ))
     }
-}
-
-/// Checks the scheme (and, with the `redis` feature, the whole URL) so a
-/// typo fails at start-up with the variable named, not at the first call.
-fn validate_redis_url(variable: &'static str, url: &str) -> Result<String, ConfigError> {
-    let scheme = url.split("://").next().unwrap_or("");
-    match scheme {
-        "redis" | "redis+unix" | "unix" => {}
-        "rediss" if cfg!(feature = "tls") => {}
-        "rediss" => {
-            return Err(ConfigError::invalid(
-                variable,
-                url,
-                "`rediss://` needs the `tls` cargo feature of layercache",
-            ))
-        }
-        _ => {
-            return Err(ConfigError::invalid(
-                variable,
-                url,
-                "expected a `redis://[user[:password]@]host[:port][/db]` URL (or `rediss://` with the `tls` feature)",
-            ))
-        }
-    }
-    #[cfg(feature = "redis")]
-    if let Err(e) = redis::Client::open(url) {
-        return Err(ConfigError::invalid(variable, url, e.to_string()));
-    }
-    Ok(url.to_string())
 }
 
 fn parse_u64(variable: &'static str, value: &str, expected: &str) -> Result<u64, ConfigError> {
@@ -949,48 +640,6 @@ impl ConfigBuilder {
         }
         config
     }
-}
-
-/// [`init`] was called after the runtime was already set up.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("layercache is already initialized (init was called twice, or after the first cached call configured it from the environment)")]
-pub struct AlreadyInitialized;
-
-static RUNTIME: OnceLock<Config> = OnceLock::new();
-
-/// Sets the process-wide configuration. Call it once, before the first
-/// cached call; without it the first call reads the environment
-/// ([`Config::from_env`]).
-///
-/// ```
-/// use layercache_runtime::{init, CacheType, Config};
-/// init(Config::builder().cache_type(CacheType::Null).build()).unwrap();
-/// assert!(init(Config::default()).is_err(), "a second init is refused");
-/// ```
-pub fn init(config: Config) -> Result<(), AlreadyInitialized> {
-    let mut config = Some(config);
-    RUNTIME.get_or_init(|| config.take().expect("taken once"));
-    match config {
-        None => {
-            tracing::debug!(cache_type = %RUNTIME.get().map(|c| c.cache_type).unwrap_or_default(), "layercache initialized");
-            Ok(())
-        }
-        Some(_) => Err(AlreadyInitialized),
-    }
-}
-
-/// The process-wide configuration, read from the environment on first use
-/// when [`init`] was not called. An invalid environment is logged (naming
-/// the variable) and the defaults are used, so a typo cannot take the
-/// service down; call [`Config::from_env`] at start-up to fail fast instead.
-pub fn config() -> &'static Config {
-    RUNTIME.get_or_init(|| match Config::from_env() {
-        Ok(config) => config,
-        Err(err) => {
-            tracing::error!(%err, variable = err.variable(), "layercache: invalid cache configuration in the environment, using defaults");
-            Config::default()
-        }
-    })
 }
 
 #[cfg(test)]

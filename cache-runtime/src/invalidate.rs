@@ -3,35 +3,13 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Mutex, OnceLock, RwLockReadGuard};
 
 use crate::metrics::{FunctionStats, Stats};
 use crate::pipeline::{FnCache, FnSpec, Key, Value};
+use crate::runtime::{self, prefix_covers, Registered};
 use crate::shared::outbox::Pending;
-use crate::shared::{self, BusEvent, BusHandler, Notice, SharedError, Tier};
-
-/// What the registry needs of a function cache, whatever its key and value types.
-trait Registered: Send + Sync {
-    fn stats(&self) -> FunctionStats;
-    fn namespace(&self) -> &str;
-    fn is_shared(&self) -> bool;
-    /// Everywhere: local, shared (new version) and, by notice, other processes.
-    fn invalidate_all(&self) -> u64;
-    /// [`Registered::invalidate_all`] for async code.
-    fn invalidate_all_async(&self) -> shared::BoxFuture<'_, u64>;
-    /// This process's local tier only.
-    fn invalidate_all_local(&self) -> u64;
-    fn invalidate_prefix_local(&self, prefix: &str) -> u64;
-    fn drop_tagged(&self, tag: u64) -> u64;
-    fn remote_invalidate_all(&self, version: u64) -> u64;
-    fn forget_shared_state(&self) -> u64;
-    fn group(&self) -> Option<&str>;
-    fn group_bumped(&self, version: u64) -> u64;
-    fn drop_tag(&self, tag_hash: u64) -> u64;
-    fn bus_down_cap(&self) -> std::time::Duration;
-    /// The function's and its group's shared versions as this process knows them.
-    fn known_versions(&self) -> Option<(u64, u64)>;
-}
+use crate::shared::{self, Notice, Tier};
 
 impl<K: Key, V: Value> Registered for FnCache<K, V> {
     fn stats(&self) -> FunctionStats {
@@ -81,253 +59,6 @@ impl<K: Key, V: Value> Registered for FnCache<K, V> {
     }
 }
 
-/// Applies invalidation notices from other processes to this process's
-/// local tiers.
-pub(crate) fn bus_handler(tier: &'static Tier) -> BusHandler {
-    Arc::new(move |event| match event {
-        BusEvent::Message(text) => {
-            let Some((from, notice)) = Notice::decode(&text) else {
-                tracing::debug!(text, "layercache: ignoring an unknown bus message");
-                return;
-            };
-            if from == tier.instance() {
-                return; // applied locally when it was sent
-            }
-            tier.count_notice();
-            let dropped: u64 = match notice {
-                Notice::Key { namespace, stable } => {
-                    let tag = xxhash_rust::xxh3::xxh3_64(stable.as_bytes());
-                    registry()
-                        .iter()
-                        .filter(|c| c.is_shared() && c.namespace() == namespace)
-                        .map(|c| c.drop_tagged(tag))
-                        .sum()
-                }
-                Notice::All { namespace, version } => registry()
-                    .iter()
-                    .filter(|c| c.is_shared() && c.namespace() == namespace)
-                    .map(|c| c.remote_invalidate_all(version))
-                    .sum(),
-                Notice::Group { group, version } => group_bumped(group, version),
-                Notice::Tag { tag } => drop_tag_local(tag),
-                Notice::Prefix { prefix } => {
-                    let dropped = registry()
-                        .iter()
-                        .map(|c| c.invalidate_prefix_local(prefix))
-                        .sum();
-                    if !tier.can_delete_prefix() {
-                        retire_covered_functions(prefix);
-                    }
-                    dropped
-                }
-                Notice::Clear => registry().iter().map(|c| c.invalidate_all_local()).sum(),
-            };
-            tracing::trace!(text, dropped, "layercache: invalidation notice applied");
-        }
-        BusEvent::Subscribed { after_gap } => {
-            tier.mark_subscribed();
-            if after_gap {
-                tier.count_resubscription();
-            }
-            // Notices sent before this subscription were missed: local copies
-            // of shared entries may be stale, and versions may have moved.
-            let dropped: u64 = registry().iter().map(|c| c.forget_shared_state()).sum();
-            if after_gap || dropped > 0 {
-                tracing::info!(dropped, after_gap, "layercache: invalidation bus subscribed; dropped local copies of shared entries");
-            }
-        }
-        BusEvent::Down { reason, refused } => {
-            if let Some(epoch) = tier.bus_down(reason, refused) {
-                expire_local_copies_while_down(tier, epoch);
-            }
-        }
-    })
-}
-
-/// The bus just went down (outage `epoch`): new local copies of shared
-/// entries are capped at write time, and the copies made before now are
-/// dropped once each function's cap (`local_timeout`, or
-/// [`BUS_DOWN_LOCAL_TIMEOUT`](shared::BUS_DOWN_LOCAL_TIMEOUT)) has passed,
-/// unless the bus came back meanwhile (which drops them anyway).
-fn expire_local_copies_while_down(tier: &'static Tier, epoch: u64) {
-    let mut caps: Vec<(std::time::Duration, &'static dyn Registered)> = registry()
-        .iter()
-        .filter(|c| c.is_shared())
-        .map(|c| (c.bus_down_cap(), *c))
-        .collect();
-    if caps.is_empty() {
-        return;
-    }
-    caps.sort_by_key(|(cap, _)| *cap);
-    let started = tokio::time::Instant::now();
-    shared::io_runtime().spawn(async move {
-        for (cap, cache) in caps {
-            tokio::time::sleep_until(started + cap).await;
-            if tier.bus_epoch() != epoch || !tier.bus_is_down() {
-                return;
-            }
-            cache.invalidate_all_local();
-        }
-    });
-}
-
-/// A namespace moved to `version` in this process (an `all =`
-/// invalidation, `clear()`, or the outbox replaying one): every cache on
-/// it adopts the number and drops its local entries, so two caches sharing
-/// a namespace (view caches and the manual cache share the empty one)
-/// never drift apart.
-pub(crate) fn namespace_moved(namespace: &str, version: u64) {
-    for c in registry()
-        .iter()
-        .filter(|c| c.is_shared() && c.namespace() == namespace)
-    {
-        c.remote_invalidate_all(version);
-    }
-}
-
-/// Publishes `notice`, unless the server refused this process the bus.
-async fn tell(tier: &'static Tier, notice: String) -> Result<(), SharedError> {
-    if tier.bus_refused() {
-        return Ok(());
-    }
-    tier.call_direct(tier.timeout(), |s| s.publish(&notice))
-        .await
-}
-
-/// Moves `namespace` to a new version in the shared tier and here, and tells
-/// other processes.
-async fn bump_namespace(tier: &'static Tier, namespace: &str) -> Result<(), SharedError> {
-    let key = tier.version_key(namespace);
-    let now_ms = tier.clock().unix_millis();
-    let version = tier
-        .call_direct(tier.timeout(), |s| s.bump_version(&key, now_ms))
-        .await?;
-    namespace_moved(namespace, version);
-    tell(
-        tier,
-        Notice::All { namespace, version }.encode(tier.instance()),
-    )
-    .await
-}
-
-/// The distinct namespaces of this process's shared caches.
-fn shared_namespaces() -> Vec<String> {
-    let mut namespaces: Vec<String> = registry()
-        .iter()
-        .filter(|c| c.is_shared())
-        .map(|c| c.namespace().to_string())
-        .collect();
-    namespaces.sort();
-    namespaces.dedup();
-    namespaces
-}
-
-/// Applies one invalidation from the outbox (see [`shared::outbox`]).
-pub(crate) async fn replay(tier: &'static Tier, op: Pending) -> Result<(), SharedError> {
-    match op {
-        Pending::Key {
-            namespace,
-            stable,
-            group,
-        } => {
-            // The entry is stored under the versions the store holds now.
-            let version_key = tier.version_key(&namespace);
-            let version = tier
-                .call_direct(tier.timeout(), |s| s.read_version(&version_key))
-                .await?;
-            let group_version = match &group {
-                Some(g) => {
-                    let key = tier.group_key(g);
-                    tier.call_direct(tier.timeout(), |s| s.read_version(&key))
-                        .await?
-                }
-                None => 0,
-            };
-            // And under the versions this process's caches still use (the
-            // store's may be gone: a FLUSHALL, or a restart without data).
-            let mut versions: Vec<(u64, u64)> = registry()
-                .iter()
-                .filter(|c| c.is_shared() && c.namespace() == namespace)
-                .filter_map(|c| c.known_versions())
-                .collect();
-            versions.push((version, group_version));
-            versions.sort_unstable();
-            versions.dedup();
-            let keys: Vec<String> = versions
-                .into_iter()
-                .map(|(v, g)| {
-                    let mut full = tier.full_key(&stable);
-                    if v != 0 {
-                        full.push_str(&format!(":v{v}"));
-                    }
-                    if g != 0 {
-                        full.push_str(&format!(":g{g}"));
-                    }
-                    full
-                })
-                .collect();
-            let notice = (!tier.bus_refused()).then(|| {
-                Notice::Key {
-                    namespace: &namespace,
-                    stable: &stable,
-                }
-                .encode(tier.instance())
-            });
-            tier.call_direct(tier.timeout(), |s| s.delete(&keys, notice.as_deref()))
-                .await
-                .map(drop)
-        }
-        Pending::All { namespace } => bump_namespace(tier, &namespace).await,
-        Pending::Prefix { prefix } => {
-            if tier.can_delete_prefix() {
-                let budget = (tier.timeout() * 100).max(std::time::Duration::from_secs(5));
-                let full = tier.full_key(&prefix);
-                tier.call_direct(budget, |s| s.delete_prefix(&full)).await?;
-            } else {
-                for ns in shared_namespaces() {
-                    if prefix_covers(&prefix, &ns) {
-                        bump_namespace(tier, &ns).await?;
-                    }
-                }
-            }
-            tell(
-                tier,
-                Notice::Prefix { prefix: &prefix }.encode(tier.instance()),
-            )
-            .await
-        }
-        Pending::Tag { tag } => {
-            let set = tier.tag_key(&tag);
-            tier.call_direct(tier.timeout() * 10, |s| s.delete_tag(&set))
-                .await?;
-            tell(tier, Notice::Tag { tag: &tag }.encode(tier.instance())).await
-        }
-        Pending::Group { group } => {
-            let key = tier.group_key(&group);
-            let now_ms = tier.clock().unix_millis();
-            let version = tier
-                .call_direct(tier.timeout(), |s| s.bump_version(&key, now_ms))
-                .await?;
-            group_bumped(&group, version);
-            tell(
-                tier,
-                Notice::Group {
-                    group: &group,
-                    version,
-                }
-                .encode(tier.instance()),
-            )
-            .await
-        }
-        Pending::Clear => {
-            for ns in shared_namespaces() {
-                bump_namespace(tier, &ns).await?;
-            }
-            tell(tier, Notice::Clear.encode(tier.instance())).await
-        }
-    }
-}
-
 /// Applies the invalidations still waiting in the outbox (see
 /// [`shared::outbox`]), for at most `deadline`; returns how many could not
 /// be applied, each logged at ERROR. Call it on shutdown, after the last
@@ -353,31 +84,30 @@ pub async fn flush_invalidations_async(deadline: std::time::Duration) -> u64 {
     if tier.outbox.pending() == 0 {
         return 0;
     }
-    let left = tier.flush_outbox(deadline, replay).await;
+    let left = runtime::global().flush_outbox(tier, deadline).await;
     for op in &left {
         tracing::error!(?op, store = %tier.stats().store, "layercache: an invalidation could not reach the shared tier before shutdown; other processes may read the old value until it expires");
     }
     left.len() as u64
 }
 
-static REGISTRY: RwLock<Vec<&'static dyn Registered>> = RwLock::new(Vec::new());
+/// The caches of the process's runtime.
+fn registry() -> RwLockReadGuard<'static, Vec<&'static dyn Registered>> {
+    runtime::global().registry().caches()
+}
 
-fn registry() -> std::sync::RwLockReadGuard<'static, Vec<&'static dyn Registered>> {
-    // A panic while holding the lock cannot leave the Vec half-written; keep going.
-    REGISTRY.read().unwrap_or_else(|e| e.into_inner())
+/// A namespace moved to `version` in this process: see
+/// [`Registry::namespace_moved`](crate::runtime::Registry::namespace_moved).
+pub(crate) fn namespace_moved(namespace: &str, version: u64) {
+    runtime::global()
+        .registry()
+        .namespace_moved(namespace, version);
 }
 
 /// Creates, leaks and registers a function cache.
 pub(crate) fn register<K: Key, V: Value>(cache: FnCache<K, V>) -> &'static FnCache<K, V> {
     let cache: &'static FnCache<K, V> = Box::leak(Box::new(cache));
-    let mut reg = REGISTRY.write().unwrap_or_else(|e| e.into_inner());
-    if reg.iter().any(|c| c.stats().name == cache.name()) {
-        tracing::warn!(
-            name = cache.name(),
-            "layercache: two cached functions share one name; give them distinct key_prefix values so their keys and stats stay apart"
-        );
-    }
-    reg.push(cache);
+    runtime::global().registry().add(cache);
     cache
 }
 
@@ -440,12 +170,7 @@ fn per_type_cache<K: Key, V: Value>(
 pub fn stats() -> Stats {
     let mut functions: Vec<FunctionStats> = registry().iter().map(|c| c.stats()).collect();
     functions.sort_by(|a, b| a.name.cmp(&b.name));
-    let shared_tier = crate::config::config()
-        .cache_type()
-        .is_shared()
-        .then(shared::tier)
-        .flatten()
-        .map(Tier::stats);
+    let shared_tier = shared_tier().map(Tier::stats);
     Stats {
         functions,
         shared_tier,
@@ -530,11 +255,7 @@ fn invalidate_prefix_local(prefix: &str) -> u64 {
 }
 
 fn shared_tier() -> Option<&'static Tier> {
-    crate::config::config()
-        .cache_type()
-        .is_shared()
-        .then(shared::tier)
-        .flatten()
+    runtime::global().tier()
 }
 
 async fn invalidate_prefix_shared(tier: &'static Tier, prefix: &str) {
@@ -582,53 +303,6 @@ async fn invalidate_prefix_shared(tier: &'static Tier, prefix: &str) {
     }
 }
 
-/// A prefix notice from another process, on a store that cannot delete by
-/// prefix (memcached): the sender moved only the functions *it* has
-/// registered to new versions, so a function it never called would keep
-/// serving its old shared entries here. Move each of this process's
-/// shared functions the prefix covers to a new version too (with the
-/// usual notice): one bump per covered function per notice, in the
-/// background (the bus handler must not block the poll loop).
-fn retire_covered_functions(prefix: &str) {
-    let covered: Vec<&'static dyn Registered> = registry()
-        .iter()
-        .copied()
-        .filter(|c| c.is_shared() && prefix_covers(prefix, c.namespace()))
-        .collect();
-    if covered.is_empty() {
-        return;
-    }
-    let prefix = prefix.to_string();
-    shared::io_runtime().spawn(async move {
-        let mut done = std::collections::HashSet::new();
-        for cache in covered {
-            if done.insert(cache.namespace().to_string()) {
-                cache.invalidate_all_async().await;
-            }
-        }
-        tracing::debug!(
-            prefix,
-            "layercache: a prefix notice moved this process's covered functions to new versions (the store cannot delete by prefix)"
-        );
-    });
-}
-
-/// Whether stable keys of the function `namespace` (`{namespace}:...`, or
-/// any key for the manual cache's empty namespace) can start with `prefix`.
-fn prefix_covers(prefix: &str, namespace: &str) -> bool {
-    if namespace.is_empty() {
-        return true;
-    }
-    let ns = format!("{namespace}:");
-    prefix.starts_with(&ns) || ns.starts_with(prefix)
-}
-
-/// Drops this process's local entries carrying `tag`.
-fn drop_tag_local(tag: &str) -> u64 {
-    let hash = xxhash_rust::xxh3::xxh3_64(tag.as_bytes());
-    registry().iter().map(|c| c.drop_tag(hash)).sum()
-}
-
 /// Drops every entry carrying `tag` (declared with `#[cached(tags =
 /// ["user:{user_id}"])]`), of any function, in every tier and process:
 /// the local entries here, the shared keys recorded under the tag (a
@@ -643,7 +317,7 @@ fn drop_tag_local(tag: &str) -> u64 {
 /// ```
 pub fn invalidate_tag(tag: &str) -> u64 {
     everywhere(
-        || drop_tag_local(tag),
+        || runtime::global().registry().drop_tag_local(tag),
         |tier| invalidate_tag_shared(tier, tag),
     )
 }
@@ -651,7 +325,7 @@ pub fn invalidate_tag(tag: &str) -> u64 {
 /// [`invalidate_tag`] for async code.
 pub async fn invalidate_tag_async(tag: &str) -> u64 {
     everywhere_async(
-        || drop_tag_local(tag),
+        || runtime::global().registry().drop_tag_local(tag),
         |tier| invalidate_tag_shared(tier, tag),
     )
     .await
@@ -686,16 +360,6 @@ async fn invalidate_tag_shared(tier: &'static Tier, tag: &str) {
             tag: tag.to_string(),
         });
     }
-}
-
-/// Moves the functions of version group `group` to `version` in this
-/// process (their local entries go).
-fn group_bumped(group: &str, version: u64) -> u64 {
-    registry()
-        .iter()
-        .filter(|c| c.group() == Some(group))
-        .map(|c| c.group_bumped(version))
-        .sum()
 }
 
 /// Drops every entry of every function declared `versioned = "{group}"`,
@@ -747,7 +411,7 @@ async fn bump_version_shared(tier: &'static Tier, group: &str) {
         .await
     {
         Ok(version) => {
-            group_bumped(group, version);
+            runtime::global().registry().group_bumped(group, version);
             if tier.bus_refused() {
                 return;
             }

@@ -30,6 +30,7 @@
 mod clock;
 pub mod codec;
 mod config;
+mod error;
 pub mod export;
 mod flight;
 mod invalidate;
@@ -38,6 +39,7 @@ pub mod local;
 mod manual;
 mod metrics;
 mod pipeline;
+mod runtime;
 pub mod shared;
 mod warm;
 #[cfg(feature = "axum")]
@@ -46,8 +48,8 @@ pub mod web;
 
 pub use clock::{Clock, MockClock, Timestamp};
 pub use config::{
-    config, init, AlreadyInitialized, CacheType, Config, ConfigBuilder, ConfigError, RedisTls,
-    DEFAULT_MAX_ENTRIES, DEFAULT_REDIS_URL, DEFAULT_TIMEOUT,
+    CacheType, Config, ConfigBuilder, ConfigError, RedisTls, DEFAULT_MAX_ENTRIES,
+    DEFAULT_REDIS_URL, DEFAULT_TIMEOUT,
 };
 pub use invalidate::{
     bump_version, bump_version_async, clear, flush_invalidations, flush_invalidations_async,
@@ -57,6 +59,7 @@ pub use local::LocalStoreKind;
 pub use manual::{future, sync, CacheValue, MANUAL_CACHE_NAME};
 pub use metrics::{FunctionStats, LatencyStats, Stats, EXPORT_BOUNDS, HIT_SAMPLE_EVERY};
 pub use pipeline::{CallEntry, FnCache, TierChoice, Timeout};
+pub use runtime::{config, init, AlreadyInitialized};
 pub use shared::{BusHealth, BusStatus, SharedSettings, SharedStats, TierStats};
 pub use warm::{try_warm_up, try_warm_up_blocking, warm_up, warm_up_blocking, WarmUpReport};
 

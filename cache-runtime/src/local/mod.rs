@@ -6,11 +6,10 @@
 //! pipeline on read (the store only keeps the timestamp); the bound is the
 //! store's job.
 
-use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
 use crate::clock::Timestamp;
+pub use crate::config::LocalStoreKind;
+pub use crate::metrics::Evictions;
+use std::hash::Hash;
 
 mod quick;
 pub use quick::QuickCacheStore;
@@ -55,40 +54,6 @@ pub trait LocalStore<K, V>: Send + Sync {
     /// `true` when the store holds no entry.
     fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// Which store backs the local tier.
-///
-/// The default is [`LocalStoreKind::QuickCache`]: on the 2-core machines this
-/// project is measured on, a warm raw `quick_cache` get costs about 9 ns
-/// against about 130 ns for moka (`benches/local_hit.rs`, the README), and its
-/// S3-FIFO eviction keeps hit ratios at or above LRU's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum LocalStoreKind {
-    /// [`quick_cache::sync::Cache`], sharded S3-FIFO.
-    #[default]
-    QuickCache,
-    /// [`moka::sync::Cache`], TinyLFU (cargo feature `moka`).
-    #[cfg(feature = "moka")]
-    Moka,
-}
-
-/// Counts entries a store dropped to stay within its bound.
-#[derive(Debug, Clone, Default)]
-pub struct Evictions(Arc<AtomicU64>);
-
-impl Evictions {
-    /// Records `n` evictions.
-    #[inline]
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Evictions so far.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
     }
 }
 

@@ -75,8 +75,7 @@ const MAX_TAG_SET: u64 = 64 << 20;
 /// makes them cross a power of two from this size up (amortized O(1)).
 const PRUNE_FROM: usize = 4096;
 
-/// The default `CACHE_THRESHOLD`: entries kept in the directory.
-pub const DEFAULT_THRESHOLD: u64 = 10_000;
+pub use crate::config::DEFAULT_THRESHOLD;
 
 /// The filesystem store. Cheap to clone (one `Arc`).
 #[derive(Clone)]

@@ -14,8 +14,26 @@ use crossbeam_utils::CachePadded;
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
-use crate::local::Evictions;
-use crate::shared::{SharedMetrics, SharedStats, TierStats};
+mod shared;
+pub(crate) use shared::SharedMetrics;
+pub use shared::{BusHealth, BusStatus, SharedStats, TierStats};
+
+/// Counts entries a store dropped to stay within its bound.
+#[derive(Debug, Clone, Default)]
+pub struct Evictions(std::sync::Arc<AtomicU64>);
+
+impl Evictions {
+    /// Records `n` evictions.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+
+    /// Evictions so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
 
 const STRIPES: usize = 8;
 
