@@ -35,6 +35,12 @@ const TIMEOUT_MS: u64 = 50;
 /// for scheduling on a loaded two-core CI machine.
 const BOUND_AFTER_OUTAGE: Duration = Duration::from_millis(650);
 
+/// The documented bound on processes disagreeing about a version the store
+/// lost without a restart (a `FLUSHALL`): one version check (every 1 s,
+/// `runtime::versions::CHECK_EVERY`) plus [`BOUND_AFTER_OUTAGE`] for the
+/// bump, its notice and scheduling.
+const BOUND_AFTER_LOST_VERSION: Duration = Duration::from_millis(1000 + 650);
+
 /// `local_timeout_ms` of the `capped` function.
 const LOCAL_TIMEOUT: Duration = Duration::from_millis(300);
 
@@ -386,6 +392,39 @@ fn an_update_while_redis_is_down_reaches_every_process_after_it_restarts_empty()
     );
     within(Duration::from_secs(2), || a.stat("pending") == "0").expect("A's outbox drained");
     assert_eq!(b.get("get 1"), "1");
+}
+
+fn a_process_started_after_a_flushall_and_the_fleet_agree_on_a_version_within_the_bound() {
+    let server = RedisServer::start_unmonitored();
+    let db = temp_db("flushall");
+    let (mut a, mut b) = two_nodes_holding_one_value(&server, &db);
+    // An `all =` invalidation gives the namespace a version number; A and
+    // B cache under it from now on.
+    a.send("reindex");
+    assert_eq!(a.get("get 1"), "0");
+    within(BOUND_AFTER_OUTAGE, || b.get("get 1") == "0").expect("B reads it");
+    server.command(&[b"FLUSHALL"]);
+    // The store lost the number, not the processes: A caches the new value
+    // under its old number, and B reads it there (once A's notice arrived).
+    a.update("update 1 1");
+    assert_eq!(a.get("get 1"), "1");
+    within(BOUND_AFTER_OUTAGE, || b.get("get 1") == "1").expect("B reads A's update");
+    // C starts after the flush and finds no number; its update must still
+    // reach what A and B read.
+    let mut c = Node::spawn("C", &server.url(), &db);
+    assert_eq!(c.get("get 1"), "1");
+    c.update("update 1 2");
+    assert_eq!(c.get("get 1"), "2", "C never reads what it invalidated");
+    let stale = within(Duration::from_secs(5), || {
+        a.get("get 1") == "2" && b.get("get 1") == "2"
+    })
+    .unwrap_or_else(|| panic!("A or B still read the old value 5 s after C's update"));
+    println!("    A and B read C's update {stale:?} after it (bound {BOUND_AFTER_LOST_VERSION:?})");
+    assert!(
+        stale <= BOUND_AFTER_LOST_VERSION,
+        "stale for {stale:?} after an update from a process that started after the flush"
+    );
+    assert_eq!(c.get("get 1"), "2");
 }
 
 fn pub_sub_connections_killed_during_an_invalidation_lose_no_invalidation() {
@@ -769,6 +808,10 @@ fn main() {
         (
             "an_update_while_redis_is_down_reaches_every_process_after_it_restarts_empty",
             an_update_while_redis_is_down_reaches_every_process_after_it_restarts_empty,
+        ),
+        (
+            "a_process_started_after_a_flushall_and_the_fleet_agree_on_a_version_within_the_bound",
+            a_process_started_after_a_flushall_and_the_fleet_agree_on_a_version_within_the_bound,
         ),
         (
             "pub_sub_connections_killed_during_an_invalidation_lose_no_invalidation",

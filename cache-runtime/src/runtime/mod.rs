@@ -14,6 +14,7 @@ use crate::shared::{self, Tier};
 
 mod bus;
 mod registry;
+mod versions;
 
 pub(crate) use registry::{prefix_covers, Registered, Registry};
 
@@ -74,6 +75,7 @@ impl Runtime {
         }
         tier.start_bus(bus::bus_handler(self, tier));
         tier.start_outbox(move |tier, op| bus::replay(self, tier, op));
+        versions::start(self, tier);
         // Give the bus one timeout to come up before the first call caches
         // anything: the first subscription drops local copies of shared
         // entries (notices before it were missed), which is free now and a
