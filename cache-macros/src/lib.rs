@@ -20,6 +20,8 @@ mod in_impl;
 mod invalidate;
 mod sig;
 mod signature;
+#[cfg(test)]
+mod snapshots;
 mod target;
 mod template;
 
