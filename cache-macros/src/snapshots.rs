@@ -138,6 +138,18 @@ const CASES: &[(&str, Expander, &str, &str)] = &[
         "fn total(mut n: u64, name: &String, items: &[u32]) -> u64 { n += 1; n }",
     ),
     (
+        "several_mistakes_reported_together",
+        crate::expand::cached,
+        "tier = \"local\", lock, refresh_ahead = 0.5, timeout = 5, timeout_ms = 5, stale_if_error = 60",
+        "fn lookup(&self, region: &str, words: &[&str]) -> u64 { 1 }",
+    ),
+    (
+        "signature_mistakes_stop_the_other_checks",
+        crate::expand::cached,
+        "cache_none",
+        "const fn bump<T>(&mut self, (a, b): (u32, u32)) { }",
+    ),
+    (
         "invalidate_targets",
         crate::invalidate::cache_invalidate,
         "get_user(user_id), all = search, prefix = \"search:{user_id}\", tag = \"user:{user_id}\"",
@@ -187,5 +199,9 @@ fn expansions_of_representative_uses_are_unchanged() {
             changed.push(format!("{name}:\n  pinned: {pinned}\n  now:    {got}"));
         }
     }
-    assert!(changed.is_empty(), "expansions changed:\n{}", changed.join("\n"));
+    assert!(
+        changed.is_empty(),
+        "expansions changed:\n{}",
+        changed.join("\n")
+    );
 }

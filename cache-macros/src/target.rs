@@ -203,7 +203,7 @@ pub fn parse_invalidate_args(tokens: TokenStream) -> syn::Result<InvalidateArgs>
                         other => return Err(syn::Error::new(other.span(), "expected `true` or `false` for `before`")),
                     },
                     "output" => out.output = Some(crate::attr::output_mode(&a.right)?),
-                    _ => return Err(crate::attr::unknown_option(path, &name, INVALIDATE_OPTIONS, "cache_invalidate")),
+                    _ => return Err(crate::options::unknown_option(path, &name, INVALIDATE_OPTIONS, "cache_invalidate")),
                 }
             }
             Expr::Path(ExprPath { path, .. }) => {
@@ -242,7 +242,7 @@ pub fn parse_put_args(tokens: TokenStream) -> syn::Result<(CallTarget, Option<cr
                     output = Some(crate::attr::output_mode(&a.right)?)
                 }
                 Some((path, name)) => {
-                    return Err(crate::attr::unknown_option(
+                    return Err(crate::options::unknown_option(
                         path,
                         &name,
                         &["output"],
