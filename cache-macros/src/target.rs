@@ -16,6 +16,8 @@ use syn::{
     Expr, ExprAssign, ExprCall, ExprLit, ExprMethodCall, ExprPath, Ident, Lit, LitStr, Path, Token,
 };
 
+use crate::template::Template;
+
 pub fn entry_ident(f: &Ident) -> Ident {
     format_ident!("{}__layercache_entry", f, span = f.span())
 }
@@ -118,6 +120,15 @@ pub enum Invalidation {
     Tag(LitStr),
 }
 
+/// An [`Invalidation`] as `valid` accepted it: a template's placeholders
+/// name the function's arguments.
+pub enum CheckedInvalidation<'a> {
+    One(&'a CallTarget),
+    All(&'a Path),
+    Prefix(Template),
+    Tag(Template),
+}
+
 /// The parsed arguments of one `#[cache_invalidate(...)]`.
 pub struct InvalidateArgs {
     pub targets: Vec<Invalidation>,
@@ -169,7 +180,10 @@ pub fn parse_invalidate_args(tokens: TokenStream) -> syn::Result<InvalidateArgs>
                     },
                     "prefix" => match &*a.right {
                         Expr::Lit(l) => match &l.lit {
-                            Lit::Str(s) => out.targets.push(Invalidation::Prefix(s.clone())),
+                            Lit::Str(s) => {
+                                crate::attr::check_prefix_text(s)?;
+                                out.targets.push(Invalidation::Prefix(s.clone()))
+                            }
                             other => {
                                 return Err(syn::Error::new(
                                     other.span(),

@@ -1,17 +1,18 @@
-//! Checks of a `#[cached]` use that parsing cannot make on one option
-//! alone: options that need or exclude each other, and options against the
-//! function's signature. Every problem found is reported at once, each
-//! error pointing at its own token; a signature the model cannot hold
-//! stops the checks that depend on it.
+//! Checks that parsing cannot make on one option alone: options of
+//! `#[cached]` that need or exclude each other, and options of every macro
+//! against the function's signature. Every problem found is reported at
+//! once, each error pointing at its own token; a signature the model
+//! cannot hold stops the checks that depend on it.
 
 use proc_macro2::Span;
 use quote::quote;
 use syn::spanned::Spanned;
-use syn::{FnArg, GenericParam, ReturnType, Signature, Type};
+use syn::{FnArg, GenericParam, Pat, ReturnType, Signature, Type};
 
 use crate::ast::{Cached, Checked};
 use crate::attr::{CachedArgs, SecsOrMs, Tier};
 use crate::sig::{borrowed_part, contains_impl_trait, mut_self, plain_name, FnSig, Mode};
+use crate::target::{CheckedInvalidation, Invalidation};
 use crate::template::Template;
 
 /// Errors found so far, combined into one `syn::Error`.
@@ -44,6 +45,7 @@ impl Errors {
 }
 
 impl Cached {
+    /// Every check of this use, or all the errors found.
     pub fn validate(&self) -> syn::Result<Checked> {
         let mut errors = Errors::default();
         options(&self.opts, &mut errors);
@@ -65,13 +67,7 @@ impl Cached {
         }
         let mode = mode(opts, &sig, &mut errors);
         if opts.key_prefix.is_none() && opts.impl_type.is_none() && self.in_impl {
-            let name_str = name.to_string();
-            errors.add(
-                name.span(),
-                format!(
-                    "a cached method needs a stable name for its cache: add `key_prefix = \"...\"`, or put `#[cached]` on the `impl` block too (names it `module::Type::{name_str}`; or write `in_impl = \"Type\"`); `#[cached]` cannot see the `impl` around `{name_str}`, and the compiler's type names may change between versions"
-                ),
-            );
+            errors.push(unnamed_method(name));
         }
         if opts.refresh_ahead.is_some() {
             refresh_owns_arguments(&sig, &mut errors);
@@ -264,6 +260,17 @@ fn mode(opts: &CachedArgs, sig: &FnSig, errors: &mut Errors) -> Mode {
     mode
 }
 
+/// A method's cache needs a name that does not come from the compiler.
+fn unnamed_method(name: &syn::Ident) -> syn::Error {
+    let name_str = name.to_string();
+    syn::Error::new(
+        name.span(),
+        format!(
+            "a cached method needs a stable name for its cache: add `key_prefix = \"...\"`, or put `#[cached]` on the `impl` block too (names it `module::Type::{name_str}`; or write `in_impl = \"Type\"`); `#[cached]` cannot see the `impl` around `{name_str}`, and the compiler's type names may change between versions"
+        ),
+    )
+}
+
 /// The refresh runs after the call returned: it owns the arguments.
 fn refresh_owns_arguments(sig: &FnSig, errors: &mut Errors) {
     if let Some(r) = sig.receiver.as_ref().filter(|r| r.by_ref) {
@@ -277,5 +284,50 @@ fn refresh_owns_arguments(sig: &FnSig, errors: &mut Errors) {
             a.ty.span(),
             format!("`refresh_ahead` runs the function in the background after the call returns, so `{}` must be owned (`String`, not `&str`)", a.ident),
         );
+    }
+}
+
+/// `#[cache_invalidate]`'s targets, with the templates of `prefix` and
+/// `tag` checked against the function's arguments.
+pub fn invalidations<'a>(
+    targets: &'a [Invalidation],
+    sig: &Signature,
+) -> syn::Result<Vec<CheckedInvalidation<'a>>> {
+    let names: Vec<String> = sig
+        .inputs
+        .iter()
+        .filter_map(|a| match a {
+            FnArg::Typed(pt) => match &*pt.pat {
+                Pat::Ident(pi) => Some(pi.ident.to_string()),
+                _ => None,
+            },
+            FnArg::Receiver(_) => None,
+        })
+        .collect();
+    let has_self = sig.receiver().is_some();
+    let parse = |lit, what| Template::parse(lit, &names, has_self, &sig.ident, what);
+    let mut errors = Errors::default();
+    let checked = targets
+        .iter()
+        .filter_map(|target| {
+            errors.take(match target {
+                Invalidation::One(call) => Ok(CheckedInvalidation::One(call)),
+                Invalidation::All(path) => Ok(CheckedInvalidation::All(path)),
+                Invalidation::Prefix(lit) => parse(lit, "prefix").map(CheckedInvalidation::Prefix),
+                Invalidation::Tag(lit) => parse(lit, "tag").map(CheckedInvalidation::Tag),
+            })
+        })
+        .collect();
+    errors.finish(checked)
+}
+
+/// The type of what a `#[cache_put]` function returns, which it stores.
+pub fn put_value(sig: &Signature) -> syn::Result<&Type> {
+    match &sig.output {
+        ReturnType::Type(_, output) => Ok(output),
+        ReturnType::Default => Err(syn::Error::new(
+            sig.paren_token.span.close(),
+            "a `#[cache_put]` function must return the value to store",
+        )),
     }
 }
