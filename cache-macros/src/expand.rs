@@ -12,54 +12,6 @@ use crate::attr::{CachedArgs, Tier};
 use crate::target::{entry_ident, fn_ident};
 use crate::template::{Piece, Template};
 
-/// `Some(value)` spanned at the option that set it, or `None`: a field of
-/// the generated `FnSpec`.
-fn some_or_none(value: Option<(TokenStream, proc_macro2::Span)>) -> TokenStream {
-    match value {
-        Some((v, span)) => quote_spanned!(span=> ::core::option::Option::Some(#v)),
-        None => quote!(::core::option::Option::None),
-    }
-}
-
-/// A `Duration` of `ms` milliseconds, with the span of the option.
-fn millis((ms, span): (u64, proc_macro2::Span)) -> (TokenStream, proc_macro2::Span) {
-    (
-        quote!(::layercache::__private::Duration::from_millis(#ms)),
-        span,
-    )
-}
-
-/// The life of a `lock = true` lock without `lock_timeout`: longer than
-/// most origins run, short enough that a dead holder stalls others briefly.
-const DEFAULT_LOCK_TIMEOUT_MS: u64 = 5_000;
-
-/// The argument signature of a template-less key: the receiver's and every
-/// argument's key type as written (`&T` as `T`).
-fn hashed_signature(sig: &crate::sig::FnSig) -> String {
-    let receiver = sig.receiver.as_ref().map(|r| &r.key_ty as &dyn ToTokens);
-    let args = sig
-        .args
-        .iter()
-        .map(|a| a.referent.as_ref().unwrap_or(&a.ty) as &dyn ToTokens);
-    crate::signature::of(receiver.into_iter().chain(args))
-}
-
-/// The argument signature of a template: the type of each placeholder's
-/// argument (`Self` for `self`), in template order.
-fn template_signature(t: &Template, sig: &crate::sig::FnSig) -> String {
-    let self_ty = quote!(Self);
-    let types = t.pieces.iter().filter_map(|p| match p {
-        Piece::Value { root, .. } if root == "self" => Some(&self_ty as &dyn ToTokens),
-        Piece::Value { root, .. } => sig
-            .args
-            .iter()
-            .find(|a| a.ident == root)
-            .map(|a| a.referent.as_ref().unwrap_or(&a.ty) as &dyn ToTokens),
-        Piece::Literal(_) => None,
-    });
-    crate::signature::of(types)
-}
-
 pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let input = Cached::from_syn(args, item)?;
     let checked = input.validate()?;
@@ -69,6 +21,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
 /// The exact-arguments key of a call: the rendered template, or a tuple of
 /// owned arguments.
 struct Key {
+    /// `String` for a template, else the tuple of owned arguments.
     ty: TokenStream,
     /// Builds the key from the arguments.
     expr: TokenStream,
@@ -85,17 +38,22 @@ struct Parts<'a> {
     key: Key,
     /// The marker type of [`Checked::mode`].
     mode: TokenStream,
+    /// What the cache holds of the return value.
+    value_ty: TokenStream,
     /// `f__layercache_fn()`, or `Self::...` in an `impl`.
     cache_call: TokenStream,
 }
 
 fn expand(input: &Cached, checked: &Checked) -> TokenStream {
     let fn_companion = fn_ident(&input.func.sig.ident);
+    let mode = checked.mode.marker();
+    let output = &checked.sig.output;
     let parts = Parts {
         input,
         checked,
         key: key(checked),
-        mode: checked.mode.marker(),
+        value_ty: quote!(::layercache::__private::ValueOf<#mode, #output>),
+        mode,
         cache_call: if input.in_impl {
             quote!(Self::#fn_companion())
         } else {
@@ -123,8 +81,8 @@ fn expand(input: &Cached, checked: &Checked) -> TokenStream {
     }
 }
 
-// The shared key also covers the argument signature (the types as
-// written), so arguments of other types never share it.
+/// The key of a call. The shared key also covers the argument signature
+/// (the types as written), so arguments of other types never share it.
 fn key(checked: &Checked) -> Key {
     let sig = &checked.sig;
     if let Some(t) = &checked.key {
@@ -169,6 +127,33 @@ fn key(checked: &Checked) -> Key {
         }),
         checks: quote!(#(#checks)*),
     }
+}
+
+/// The argument signature of a template-less key: the receiver's and every
+/// argument's key type as written (`&T` as `T`).
+fn hashed_signature(sig: &crate::sig::FnSig) -> String {
+    let receiver = sig.receiver.as_ref().map(|r| &r.key_ty as &dyn ToTokens);
+    let args = sig
+        .args
+        .iter()
+        .map(|a| a.referent.as_ref().unwrap_or(&a.ty) as &dyn ToTokens);
+    crate::signature::of(receiver.into_iter().chain(args))
+}
+
+/// The argument signature of a template: the type of each placeholder's
+/// argument (`Self` for `self`), in template order.
+fn template_signature(t: &Template, sig: &crate::sig::FnSig) -> String {
+    let self_ty = quote!(Self);
+    let types = t.pieces.iter().filter_map(|p| match p {
+        Piece::Value { root, .. } if root == "self" => Some(&self_ty as &dyn ToTokens),
+        Piece::Value { root, .. } => sig
+            .args
+            .iter()
+            .find(|a| a.ident == root)
+            .map(|a| a.referent.as_ref().unwrap_or(&a.ty) as &dyn ToTokens),
+        Piece::Literal(_) => None,
+    });
+    crate::signature::of(types)
 }
 
 /// The wrapper's body: build the key, then hand the key and the original
@@ -302,14 +287,13 @@ fn cache_companion(parts: &Parts) -> TokenStream {
         input,
         checked,
         key,
-        mode,
+        value_ty,
         ..
     } = parts;
     let vis = &input.func.vis;
     let fn_companion = fn_ident(&input.func.sig.ident);
     let (key_ty, key_checks) = (&key.ty, &key.checks);
     let output = &checked.sig.output;
-    let value_ty = quote!(::layercache::__private::ValueOf<#mode, #output>);
     let value_check = {
         let span = output.span();
         let mode = checked.mode.marker_at(span);
@@ -410,6 +394,27 @@ fn fn_spec(opts: &CachedArgs, render: &TokenStream) -> TokenStream {
     }
 }
 
+/// `Some(value)` spanned at the option that set it, or `None`: a field of
+/// the generated `FnSpec`.
+fn some_or_none(value: Option<(TokenStream, proc_macro2::Span)>) -> TokenStream {
+    match value {
+        Some((v, span)) => quote_spanned!(span=> ::core::option::Option::Some(#v)),
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+/// A `Duration` of `ms` milliseconds, with the span of the option.
+fn millis((ms, span): (u64, proc_macro2::Span)) -> (TokenStream, proc_macro2::Span) {
+    (
+        quote!(::layercache::__private::Duration::from_millis(#ms)),
+        span,
+    )
+}
+
+/// The life of a `lock = true` lock without `lock_timeout`: longer than
+/// most origins run, short enough that a dead holder stalls others briefly.
+const DEFAULT_LOCK_TIMEOUT_MS: u64 = 5_000;
+
 /// `f__layercache_entry(args)`: the entry handle of one call, taking the
 /// same receiver and arguments as `f` (without `mut` bindings).
 fn entry_companion(parts: &Parts) -> TokenStream {
@@ -417,8 +422,9 @@ fn entry_companion(parts: &Parts) -> TokenStream {
         input,
         checked,
         key,
-        mode,
+        value_ty,
         cache_call,
+        ..
     } = parts;
     let sig = &checked.sig;
     let receiver = sig.receiver.as_ref().map(|r| {
@@ -439,8 +445,6 @@ fn entry_companion(parts: &Parts) -> TokenStream {
     let where_clause = &fn_sig.generics.where_clause;
     let unsafety = &fn_sig.safety;
     let (key_ty, key_expr) = (&key.ty, &key.expr);
-    let output = &sig.output;
-    let value_ty = quote!(::layercache::__private::ValueOf<#mode, #output>);
     quote! {
         #[doc(hidden)]
         #[allow(non_snake_case, dead_code, unused_variables, clippy::all)]
