@@ -150,6 +150,12 @@ const CASES: &[(&str, Expander, &str, &str)] = &[
         "const fn bump<T>(&mut self, (a, b): (u32, u32)) { }",
     ),
     (
+        "template_mistakes",
+        crate::invalidate::cache_invalidate,
+        "tag = \"{}\", tag = \"{id:>5}\", prefix = \"a}b\", tag = \"{id.}\", tag = \"{ID}\", tag = \"{id}{id}\", tag = \"{id\"",
+        "fn drop_user(id: u64) {}",
+    ),
+    (
         "invalidate_targets",
         crate::invalidate::cache_invalidate,
         "get_user(user_id), all = search, prefix = \"search:{user_id}\", tag = \"user:{user_id}\"",
