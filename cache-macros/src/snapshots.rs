@@ -175,6 +175,270 @@ const CASES: &[(&str, Expander, &str, &str)] = &[
     ),
 ];
 
+/// Misuses whose error message is pinned, one line each in
+/// `tests/expansion/mistakes.txt`: `(name, expander, arguments, item)`.
+const MISTAKES: &[(&str, Expander, &str, &str)] = &[
+    ("cached_not_on_fn", crate::expand::cached, "", "struct S;"),
+    ("cached_needs_value", crate::expand::cached, "timeout", F),
+    ("cached_list", crate::expand::cached, "timeout(5)", F),
+    ("cached_path_option", crate::expand::cached, "a::b = 1", F),
+    ("cached_alias", crate::expand::cached, "ttl_ms = 5", F),
+    ("cached_int", crate::expand::cached, "timeout = \"5\"", F),
+    ("cached_int_ms", crate::expand::cached, "timeout_ms = x", F),
+    (
+        "cached_max_entries_zero",
+        crate::expand::cached,
+        "max_entries = 0",
+        F,
+    ),
+    ("cached_key_not_str", crate::expand::cached, "key = 5", F),
+    (
+        "cached_prefix_empty",
+        crate::expand::cached,
+        "key_prefix = \"\"",
+        F,
+    ),
+    (
+        "cached_prefix_space",
+        crate::expand::cached,
+        "key_prefix = \"a b\"",
+        F,
+    ),
+    (
+        "cached_prefix_colon",
+        crate::expand::cached,
+        "versioned = \"a:\"",
+        F,
+    ),
+    ("cached_jitter_path", crate::expand::cached, "jitter = x", F),
+    ("cached_jitter_one", crate::expand::cached, "jitter = 1", F),
+    ("cached_flag", crate::expand::cached, "cache_none = 1", F),
+    (
+        "cached_in_impl_flag",
+        crate::expand::cached,
+        "in_impl = 1",
+        F,
+    ),
+    (
+        "cached_none_timeout_zero",
+        crate::expand::cached,
+        "none_timeout = 0",
+        F,
+    ),
+    (
+        "cached_lock_timeout_ms_zero",
+        crate::expand::cached,
+        "lock_timeout_ms = 0",
+        F,
+    ),
+    (
+        "cached_lock_timeout_secs",
+        crate::expand::cached,
+        "lock, lock_timeout = x",
+        F,
+    ),
+    (
+        "cached_stale_zero",
+        crate::expand::cached,
+        "stale_if_error = 0",
+        F,
+    ),
+    (
+        "cached_refresh_int",
+        crate::expand::cached,
+        "refresh_ahead = 1",
+        F,
+    ),
+    (
+        "cached_refresh_range",
+        crate::expand::cached,
+        "refresh_ahead = 1.5",
+        F,
+    ),
+    (
+        "cached_refresh_shared",
+        crate::expand::cached,
+        "refresh_ahead = 0.5, tier = \"shared\"",
+        F,
+    ),
+    ("cached_tags_empty", crate::expand::cached, "tags = []", F),
+    (
+        "cached_tags_not_str",
+        crate::expand::cached,
+        "tags = [1]",
+        F,
+    ),
+    ("cached_output", crate::expand::cached, "output = \"x\"", F),
+    (
+        "cached_both_local_timeouts",
+        crate::expand::cached,
+        "local_timeout_ms = 5, local_timeout = 5",
+        F,
+    ),
+    (
+        "cached_both_none_timeouts",
+        crate::expand::cached,
+        "cache_none, none_timeout = 5, none_timeout_ms = 5",
+        "fn f(x: u64) -> Option<u64> { None }",
+    ),
+    (
+        "cached_both_lock_timeouts",
+        crate::expand::cached,
+        "lock, lock_timeout = 5, lock_timeout_ms = 5",
+        F,
+    ),
+    (
+        "cached_tag_names_no_argument",
+        crate::expand::cached,
+        "tags = [\"{y}\"]",
+        F,
+    ),
+    (
+        "cached_refresh_self",
+        crate::expand::cached,
+        "refresh_ahead = 0.5, key_prefix = \"m\"",
+        "fn m(&self) -> u64 { 1 }",
+    ),
+    (
+        "cached_impl_trait_return",
+        crate::expand::cached,
+        "",
+        "fn f(x: u64) -> impl Clone { x }",
+    ),
+    (
+        "cached_const_param",
+        crate::expand::cached,
+        "",
+        "fn f<const N: usize>(x: u64) -> u64 { x }",
+    ),
+    (
+        "invalidate_no_target",
+        crate::invalidate::cache_invalidate,
+        "",
+        G,
+    ),
+    (
+        "invalidate_only_before",
+        crate::invalidate::cache_invalidate,
+        "before = true",
+        G,
+    ),
+    (
+        "invalidate_all_not_path",
+        crate::invalidate::cache_invalidate,
+        "all = 1",
+        G,
+    ),
+    (
+        "invalidate_prefix_not_str",
+        crate::invalidate::cache_invalidate,
+        "prefix = 1",
+        G,
+    ),
+    (
+        "invalidate_prefix_not_lit",
+        crate::invalidate::cache_invalidate,
+        "prefix = x",
+        G,
+    ),
+    (
+        "invalidate_prefix_empty",
+        crate::invalidate::cache_invalidate,
+        "prefix = \"\"",
+        G,
+    ),
+    (
+        "invalidate_tag_not_str",
+        crate::invalidate::cache_invalidate,
+        "tag = 1",
+        G,
+    ),
+    (
+        "invalidate_before_not_bool",
+        crate::invalidate::cache_invalidate,
+        "f(x), before = 1",
+        G,
+    ),
+    (
+        "invalidate_before_not_lit",
+        crate::invalidate::cache_invalidate,
+        "f(x), before = x",
+        G,
+    ),
+    (
+        "invalidate_output",
+        crate::invalidate::cache_invalidate,
+        "f(x), output = \"bogus\"",
+        G,
+    ),
+    (
+        "invalidate_option_without_value",
+        crate::invalidate::cache_invalidate,
+        "before",
+        G,
+    ),
+    (
+        "invalidate_assign_to_field",
+        crate::invalidate::cache_invalidate,
+        "a.b = 1",
+        G,
+    ),
+    (
+        "invalidate_not_a_call",
+        crate::invalidate::cache_invalidate,
+        "f(x).g",
+        G,
+    ),
+    (
+        "invalidate_call_of_expr",
+        crate::invalidate::cache_invalidate,
+        "(f)(x)",
+        G,
+    ),
+    (
+        "invalidate_turbofish",
+        crate::invalidate::cache_invalidate,
+        "x.f::<u8>(1)",
+        G,
+    ),
+    (
+        "invalidate_not_on_fn",
+        crate::invalidate::cache_invalidate,
+        "f(x)",
+        "struct S;",
+    ),
+    ("put_no_target", crate::invalidate::cache_put, "", F),
+    (
+        "put_two_targets",
+        crate::invalidate::cache_put,
+        "f(x), g(x)",
+        F,
+    ),
+    (
+        "put_unknown_option",
+        crate::invalidate::cache_put,
+        "f(x), outputs = \"result\"",
+        F,
+    ),
+    (
+        "put_assign_to_field",
+        crate::invalidate::cache_put,
+        "f(x), a.b = 1",
+        F,
+    ),
+    (
+        "put_output",
+        crate::invalidate::cache_put,
+        "f(x), output = 1",
+        F,
+    ),
+];
+
+/// The function most mistakes are written on.
+const F: &str = "fn f(x: u64) -> u64 { x }";
+/// The same without a return value.
+const G: &str = "fn g(x: u64) {}";
+
 fn cached_impl(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     crate::in_impl::cached_impl(args, syn::parse2(item)?)
 }
@@ -188,26 +452,40 @@ fn expand(expander: Expander, args: &str, item: &str) -> String {
     }
 }
 
+/// Whether `got` is what `tests/expansion/{name}.txt` pins (or pins it,
+/// with `LAYERCACHE_SNAPSHOTS=overwrite`); the difference if not.
+fn compare(name: &str, got: &str) -> Option<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/expansion")
+        .join(format!("{name}.txt"));
+    if std::env::var("LAYERCACHE_SNAPSHOTS").as_deref() == Ok("overwrite") {
+        std::fs::write(&path, got).expect("snapshot written");
+        return None;
+    }
+    let pinned = std::fs::read_to_string(&path).unwrap_or_default();
+    (pinned != got).then(|| format!("{name}:\n  pinned: {pinned}\n  now:    {got}"))
+}
+
 #[test]
 fn expansions_of_representative_uses_are_unchanged() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/expansion");
-    let overwrite = std::env::var("LAYERCACHE_SNAPSHOTS").as_deref() == Ok("overwrite");
-    let mut changed = Vec::new();
-    for (name, expander, args, item) in CASES {
-        let got = expand(*expander, args, item);
-        let path = dir.join(format!("{name}.txt"));
-        if overwrite {
-            std::fs::write(&path, &got).expect("snapshot written");
-            continue;
-        }
-        let pinned = std::fs::read_to_string(&path).unwrap_or_default();
-        if pinned != got {
-            changed.push(format!("{name}:\n  pinned: {pinned}\n  now:    {got}"));
-        }
-    }
+    let changed: Vec<String> = CASES
+        .iter()
+        .filter_map(|(name, expander, args, item)| compare(name, &expand(*expander, args, item)))
+        .collect();
     assert!(
         changed.is_empty(),
         "expansions changed:\n{}",
         changed.join("\n")
     );
+}
+
+#[test]
+fn messages_of_misuses_are_unchanged() {
+    let got: String = MISTAKES
+        .iter()
+        .map(|(name, expander, args, item)| format!("{name}: {}\n", expand(*expander, args, item)))
+        .collect();
+    if let Some(diff) = compare("mistakes", &got) {
+        panic!("messages changed:\n{diff}");
+    }
 }
