@@ -4,11 +4,10 @@
 
 use proc_macro2::{Ident, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned, ToTokens};
-use syn::{FnArg, ItemFn, Pat, ReturnType};
+use syn::{ItemFn, ReturnType};
 
 use crate::sig::{any_token, contains_impl_trait, Mode};
-use crate::target::{fn_cache_expr, parse_invalidate_args, parse_put_args, Invalidation};
-use crate::template::Template;
+use crate::target::{fn_cache_expr, parse_invalidate_args, parse_put_args, CheckedInvalidation};
 
 fn parse_fn(item: TokenStream, attr: &str) -> syn::Result<ItemFn> {
     syn::parse2(item).map_err(|e| {
@@ -86,75 +85,10 @@ fn wrap(
 pub fn cache_invalidate(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let parsed = parse_invalidate_args(args)?;
     let func = parse_fn(item, "cache_invalidate")?;
-    let names: Vec<String> = func
-        .sig
-        .inputs
-        .iter()
-        .filter_map(|a| match a {
-            FnArg::Typed(pt) => match &*pt.pat {
-                Pat::Ident(pi) => Some(pi.ident.to_string()),
-                _ => None,
-            },
-            FnArg::Receiver(_) => None,
-        })
-        .collect();
-    let has_self = func.sig.receiver().is_some();
+    let targets = crate::valid::invalidations(&parsed.targets, &func.sig)?;
     // In an `async fn`, shared-tier deletes are awaited instead of blocking the executor.
     let is_async = func.sig.asyncness.is_some();
-
-    let mut setup = TokenStream::new();
-    let mut act = TokenStream::new();
-    for (i, target) in parsed.targets.iter().enumerate() {
-        let var = Ident::new(&format!("__lc_target_{i}"), Span::mixed_site());
-        match target {
-            Invalidation::One(call) => {
-                let entry = call.entry_expr_cloned();
-                setup.extend(quote! {
-                    #[allow(clippy::clone_on_copy, clippy::redundant_clone)]
-                    let #var = #entry;
-                });
-                act.extend(if is_async {
-                    quote_spanned!(call.span()=> #var.invalidate_async().await;)
-                } else {
-                    quote_spanned!(call.span()=> #var.invalidate();)
-                });
-            }
-            Invalidation::All(path) => {
-                let cache = fn_cache_expr(path);
-                setup.extend(quote!(let #var = #cache;));
-                act.extend(if is_async {
-                    quote!(#var.invalidate_all_async().await;)
-                } else {
-                    quote!(#var.invalidate_all();)
-                });
-            }
-            Invalidation::Tag(lit) | Invalidation::Prefix(lit) => {
-                // Both render a template over the arguments and pass it on.
-                let (what, sync_fn, async_fn) = match target {
-                    Invalidation::Tag(_) => {
-                        ("tag", quote!(invalidate_tag), quote!(invalidate_tag_async))
-                    }
-                    _ => {
-                        crate::attr::check_prefix_text(lit)?;
-                        (
-                            "prefix",
-                            quote!(invalidate_prefix),
-                            quote!(invalidate_prefix_async),
-                        )
-                    }
-                };
-                let template = Template::parse(lit, &names, has_self, &func.sig.ident, what)?;
-                let rendered = template.render();
-                setup.extend(quote!(let #var: ::std::string::String = #rendered;));
-                act.extend(if is_async {
-                    quote!(::layercache::__private::#async_fn(&#var).await;)
-                } else {
-                    quote!(::layercache::__private::#sync_fn(&#var);)
-                });
-            }
-        }
-    }
-
+    let (setup, act) = invalidations(&targets, is_async);
     if parsed.before {
         let ItemFn {
             attrs,
@@ -176,15 +110,60 @@ pub fn cache_invalidate(args: TokenStream, item: TokenStream) -> syn::Result<Tok
     Ok(wrap(&func, parsed.output, setup, act))
 }
 
+/// What runs before the body (each target's key or template, computed
+/// while the body still owns its arguments) and what invalidates after it.
+fn invalidations(targets: &[CheckedInvalidation], is_async: bool) -> (TokenStream, TokenStream) {
+    let mut setup = TokenStream::new();
+    let mut act = TokenStream::new();
+    for (i, target) in targets.iter().enumerate() {
+        let var = Ident::new(&format!("__lc_target_{i}"), Span::mixed_site());
+        match target {
+            CheckedInvalidation::One(call) => {
+                let entry = call.entry_expr_cloned();
+                setup.extend(quote! {
+                    #[allow(clippy::clone_on_copy, clippy::redundant_clone)]
+                    let #var = #entry;
+                });
+                act.extend(if is_async {
+                    quote_spanned!(call.span()=> #var.invalidate_async().await;)
+                } else {
+                    quote_spanned!(call.span()=> #var.invalidate();)
+                });
+            }
+            CheckedInvalidation::All(path) => {
+                let cache = fn_cache_expr(path);
+                setup.extend(quote!(let #var = #cache;));
+                act.extend(if is_async {
+                    quote!(#var.invalidate_all_async().await;)
+                } else {
+                    quote!(#var.invalidate_all();)
+                });
+            }
+            CheckedInvalidation::Tag(template) | CheckedInvalidation::Prefix(template) => {
+                // Both render a template over the arguments and pass it on.
+                let (sync_fn, async_fn) = match target {
+                    CheckedInvalidation::Tag(_) => {
+                        (quote!(invalidate_tag), quote!(invalidate_tag_async))
+                    }
+                    _ => (quote!(invalidate_prefix), quote!(invalidate_prefix_async)),
+                };
+                let rendered = template.render();
+                setup.extend(quote!(let #var: ::std::string::String = #rendered;));
+                act.extend(if is_async {
+                    quote!(::layercache::__private::#async_fn(&#var).await;)
+                } else {
+                    quote!(::layercache::__private::#sync_fn(&#var);)
+                });
+            }
+        }
+    }
+    (setup, act)
+}
+
 pub fn cache_put(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let (target, output_mode) = parse_put_args(args)?;
     let func = parse_fn(item, "cache_put")?;
-    let ReturnType::Type(_, output) = &func.sig.output else {
-        return Err(syn::Error::new(
-            func.sig.paren_token.span.close(),
-            "a `#[cache_put]` function must return the value to store",
-        ));
-    };
+    let output = crate::valid::put_value(&func.sig)?;
     let output_mode = output_mode.unwrap_or_else(|| Mode::of(&func.sig.output));
     let mode = output_mode.marker();
     let entry = target.entry_expr_cloned();

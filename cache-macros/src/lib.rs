@@ -3,25 +3,34 @@
 //! `fn_cache!` handles. Use them through the `layercache` facade; generated
 //! code names the runtime as `::layercache::__private`.
 //!
-//! The crate is cut by concern: `attr` parses `#[cached(...)]` options,
-//! `in_impl` handles `#[cached]` on an `impl` block, `sig` checks the signature, `signature` writes the argument types
-//! hashed into keys, `template` parses key templates,
-//! `target` parses invalidation targets, `expand` and `invalidate`
-//! write the code.
+//! `#[cached]` goes through fixed stages, as thiserror-impl does: `ast`
+//! models the use as written (`attr` parses the options, `options` names
+//! them and hints at misspelt ones), `valid` makes every check between
+//! options and against the signature (`sig` models the signature,
+//! `template` parses key templates), and `expand` writes the code, which
+//! cannot fail. `in_impl` handles `#[cached]` on an `impl` block,
+//! `signature` writes the argument types hashed into keys, `target` parses
+//! invalidation targets, and `invalidate` expands `#[cache_invalidate]`
+//! and `#[cache_put]`.
 #![deny(missing_docs)]
 
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as TokenStream2;
 use quote::ToTokens;
 
+mod ast;
 mod attr;
 mod expand;
 mod in_impl;
 mod invalidate;
+mod options;
 mod sig;
 mod signature;
+#[cfg(test)]
+mod snapshots;
 mod target;
 mod template;
+mod valid;
 
 /// Memoizes a function: see the `layercache` crate documentation. On an
 /// inherent `impl` block, names its `#[cached]` methods' caches after the type.

@@ -1,11 +1,11 @@
-//! What a `#[cached]` signature allows, and what the key and value types are.
+//! The model of a `#[cached]` signature: its receiver, arguments and return
+//! value, and what the key and value types are (`valid` checks what it may
+//! hold).
 
 use proc_macro2::{Span, TokenStream, TokenTree};
-use quote::{quote, quote_spanned, ToTokens};
+use quote::{quote_spanned, ToTokens};
 use syn::spanned::Spanned;
-use syn::{
-    parse_quote, FnArg, GenericParam, Ident, Pat, ReceiverKind, ReturnType, Signature, Type,
-};
+use syn::{parse_quote, FnArg, Ident, Pat, ReceiverKind, ReturnType, Signature, Type};
 
 /// How the return value maps to what is cached.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -101,10 +101,6 @@ pub struct FnSig {
     pub mode: Mode,
 }
 
-fn err(span: Span, msg: impl std::fmt::Display) -> syn::Error {
-    syn::Error::new(span, msg)
-}
-
 /// Whether `tokens` mention `Self` anywhere.
 pub fn mentions_self_type(tokens: TokenStream) -> bool {
     any_token(
@@ -170,116 +166,67 @@ pub fn borrowed_part(ty: &Type) -> Option<Span> {
     scan(ty.to_token_stream())
 }
 
-/// Checks what `attr` (`cached`, ...) can work with and extracts the parts.
-pub fn analyze(sig: &Signature, attr: &str) -> syn::Result<FnSig> {
-    for param in &sig.generics.params {
-        match param {
-            GenericParam::Lifetime(_) => {}
-            GenericParam::Type(t) => {
-                return Err(err(
-                    t.ident.span(),
-                    format!("`#[{attr}]` functions cannot have type parameters: each cached function has one cache with one key and value type; cache a concrete function (it may call this generic one)"),
-                ))
-            }
-            GenericParam::Const(c) => {
-                return Err(err(
-                    c.ident.span(),
-                    format!("`#[{attr}]` functions cannot have const parameters; pass the value as an argument instead"),
-                ))
-            }
-        }
+/// The name of an argument bound as `name: Type` (or `mut name: Type`).
+pub fn plain_name(pat: &Pat) -> Option<&Ident> {
+    match pat {
+        Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => Some(&pi.ident),
+        _ => None,
     }
-    let mut receiver = None;
-    let mut args = Vec::new();
-    for input in &sig.inputs {
-        match input {
-            FnArg::Receiver(r) => {
-                // syn 3 keeps the receiver as written: `&self`, `self`, or `self: Type`.
-                let mut_ref = match &r.kind {
-                    ReceiverKind::Reference(_, _, mutability) => mutability.is_some(),
-                    ReceiverKind::Typed(_, ty) => {
-                        matches!(&**ty, Type::Reference(t) if t.mutability.is_some())
-                    }
-                    _ => false,
-                };
-                if mut_ref {
-                    return Err(syn::Error::new_spanned(
-                        r,
-                        format!("`#[{attr}]` cannot be used on a method taking `&mut self`: a cache hit skips the body, so its changes to `self` would be lost"),
-                    ));
+}
+
+/// Whether a receiver borrows `self` mutably: `&mut self` or `self: &mut Self`.
+pub fn mut_self(r: &syn::Receiver) -> bool {
+    // syn 3 keeps the receiver as written: `&self`, `self`, or `self: Type`.
+    match &r.kind {
+        ReceiverKind::Reference(_, _, mutability) => mutability.is_some(),
+        ReceiverKind::Typed(_, ty) => matches!(&**ty, Type::Reference(t) if t.mutability.is_some()),
+        _ => false,
+    }
+}
+
+impl FnSig {
+    /// The parts of a signature that `valid` accepted: plain argument
+    /// names and a return type.
+    pub fn of(sig: &Signature) -> FnSig {
+        let mut receiver = None;
+        let mut args = Vec::new();
+        for input in &sig.inputs {
+            match input {
+                FnArg::Receiver(r) => {
+                    let (by_ref, key_ty) = match &r.kind {
+                        ReceiverKind::Reference(..) => (true, parse_quote!(Self)),
+                        ReceiverKind::Typed(_, ty) => match &**ty {
+                            Type::Reference(reference) => (true, (*reference.elem).clone()),
+                            other => (false, other.clone()),
+                        },
+                        _ => (false, parse_quote!(Self)),
+                    };
+                    receiver = Some(Receiver {
+                        by_ref,
+                        key_ty,
+                        tokens: input.clone(),
+                    });
                 }
-                let (by_ref, key_ty) = match &r.kind {
-                    ReceiverKind::Reference(..) => (true, parse_quote!(Self)),
-                    ReceiverKind::Typed(_, ty) => match &**ty {
-                        Type::Reference(reference) => (true, (*reference.elem).clone()),
-                        other => (false, other.clone()),
-                    },
-                    _ => (false, parse_quote!(Self)),
-                };
-                receiver = Some(Receiver {
-                    by_ref,
-                    key_ty,
-                    tokens: input.clone(),
-                });
-            }
-            FnArg::Typed(pt) => {
-                let ident = match &*pt.pat {
-                    Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => pi.ident.clone(),
-                    other => {
-                        return Err(err(
-                            other.span(),
-                            format!("`#[{attr}]` needs plain argument names (`name: Type`) to build the key; destructure inside the body"),
-                        ))
-                    }
-                };
-                if let Type::Reference(r) = &*pt.ty {
-                    if let Some(m) = r.mutability {
-                        let and = r.and_token;
-                        return Err(syn::Error::new_spanned(
-                            quote!(#and #m),
-                            format!("`#[{attr}]` functions cannot take `&mut` arguments: a cache hit skips the body, so its changes would be lost"),
-                        ));
-                    }
-                }
-                if let Some(span) = contains_impl_trait(&pt.ty) {
-                    return Err(err(
-                        span,
-                        "`impl Trait` arguments cannot be part of a cache key: the key type must be nameable; take a concrete type, or `&dyn Trait` with a `key` template",
-                    ));
-                }
-                let referent = match &*pt.ty {
-                    Type::Reference(r) => Some((*r.elem).clone()),
-                    _ => None,
-                };
-                args.push(Arg {
-                    ident,
+                FnArg::Typed(pt) => args.push(Arg {
+                    ident: plain_name(&pt.pat)
+                        .expect("valid: arguments have plain names")
+                        .clone(),
                     ty: (*pt.ty).clone(),
-                    referent,
-                });
+                    referent: match &*pt.ty {
+                        Type::Reference(r) => Some((*r.elem).clone()),
+                        _ => None,
+                    },
+                }),
             }
+        }
+        let ReturnType::Type(_, output) = &sig.output else {
+            unreachable!("valid: a cached function returns a value")
+        };
+        FnSig {
+            receiver,
+            args,
+            output: (**output).clone(),
+            mode: Mode::of(&sig.output),
         }
     }
-    let output = match &sig.output {
-        ReturnType::Default => {
-            return Err(err(
-                sig.paren_token.span.close(),
-                format!("a `#[{attr}]` function must return a value to cache"),
-            ))
-        }
-        ReturnType::Type(_, ty) => {
-            if let Some(span) = contains_impl_trait(ty) {
-                return Err(err(
-                    span,
-                    "`impl Trait` return values cannot be cached: the value type must be nameable (and `Clone`)",
-                ));
-            }
-            (**ty).clone()
-        }
-    };
-    Ok(FnSig {
-        receiver,
-        args,
-        output,
-        mode: Mode::of(&sig.output),
-    })
 }

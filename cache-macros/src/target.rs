@@ -16,6 +16,9 @@ use syn::{
     Expr, ExprAssign, ExprCall, ExprLit, ExprMethodCall, ExprPath, Ident, Lit, LitStr, Path, Token,
 };
 
+use crate::options::unknown_option;
+use crate::template::Template;
+
 pub fn entry_ident(f: &Ident) -> Ident {
     format_ident!("{}__layercache_entry", f, span = f.span())
 }
@@ -118,6 +121,15 @@ pub enum Invalidation {
     Tag(LitStr),
 }
 
+/// An [`Invalidation`] as `valid` accepted it: a template's placeholders
+/// name the function's arguments.
+pub enum CheckedInvalidation<'a> {
+    One(&'a CallTarget),
+    All(&'a Path),
+    Prefix(Template),
+    Tag(Template),
+}
+
 /// The parsed arguments of one `#[cache_invalidate(...)]`.
 pub struct InvalidateArgs {
     pub targets: Vec<Invalidation>,
@@ -136,7 +148,7 @@ fn assign_name(a: &ExprAssign) -> Option<(&Path, String)> {
 }
 
 pub fn parse_invalidate_args(tokens: TokenStream) -> syn::Result<InvalidateArgs> {
-    let exprs = Punctuated::<Expr, Token![,]>::parse_terminated.parse2(tokens.clone())?;
+    let exprs = Punctuated::<Expr, Token![,]>::parse_terminated.parse2(tokens)?;
     if exprs.is_empty() {
         return Err(syn::Error::new(
             Span::call_site(),
@@ -148,73 +160,10 @@ pub fn parse_invalidate_args(tokens: TokenStream) -> syn::Result<InvalidateArgs>
         before: false,
         output: None,
     };
-    for expr in exprs {
-        match &expr {
-            Expr::Assign(a) => {
-                let Some((path, name)) = assign_name(a) else {
-                    return Err(syn::Error::new(
-                        a.left.span(),
-                        "expected `all`, `prefix` or `before`",
-                    ));
-                };
-                match name.as_str() {
-                    "all" => match &*a.right {
-                        Expr::Path(ExprPath { path, qself: None, .. }) => out.targets.push(Invalidation::All(path.clone())),
-                        other => {
-                            return Err(syn::Error::new(
-                                other.span(),
-                                "`all` expects a cached function's name, like `all = search`",
-                            ))
-                        }
-                    },
-                    "prefix" => match &*a.right {
-                        Expr::Lit(l) => match &l.lit {
-                            Lit::Str(s) => out.targets.push(Invalidation::Prefix(s.clone())),
-                            other => {
-                                return Err(syn::Error::new(
-                                    other.span(),
-                                    "expected the prefix as a string literal, like `prefix = \"search:rust\"`",
-                                ))
-                            }
-                        },
-                        other => {
-                            return Err(syn::Error::new(
-                                other.span(),
-                                "expected the prefix as a string literal, like `prefix = \"search:{query}\"`",
-                            ))
-                        }
-                    },
-                    "tag" => match &*a.right {
-                        Expr::Lit(ExprLit {
-                            lit: Lit::Str(s), ..
-                        }) => out.targets.push(Invalidation::Tag(s.clone())),
-                        other => {
-                            return Err(syn::Error::new(
-                                other.span(),
-                                "expected the tag as a string literal, like `tag = \"user:{user_id}\"`",
-                            ))
-                        }
-                    },
-                    "before" => match &*a.right {
-                        Expr::Lit(l) => match &l.lit {
-                            Lit::Bool(b) => out.before = b.value,
-                            other => return Err(syn::Error::new(other.span(), "expected `true` or `false` for `before`")),
-                        },
-                        other => return Err(syn::Error::new(other.span(), "expected `true` or `false` for `before`")),
-                    },
-                    "output" => out.output = Some(crate::attr::output_mode(&a.right)?),
-                    _ => return Err(crate::attr::unknown_option(path, &name, INVALIDATE_OPTIONS, "cache_invalidate")),
-                }
-            }
-            Expr::Path(ExprPath { path, .. }) => {
-                let name = path.get_ident().map(|i| i.to_string()).unwrap_or_default();
-                let msg = if INVALIDATE_OPTIONS.contains(&name.as_str()) {
-                    format!("`{name}` needs a value, like `{name} = ...`")
-                } else {
-                    format!("to invalidate one entry, call the cached function with the key's arguments: `{}(...)`; to drop all its entries, write `all = {}`", quote!(#path).to_string().replace(' ', ""), quote!(#path).to_string().replace(' ', ""))
-                };
-                return Err(syn::Error::new(path.span(), msg));
-            }
+    for expr in &exprs {
+        match expr {
+            Expr::Assign(a) => out.set(a)?,
+            Expr::Path(ExprPath { path, .. }) => return Err(bare_path(path)),
             other => out.targets.push(Invalidation::One(CallTarget::parse(
                 other,
                 "cache_invalidate",
@@ -230,6 +179,105 @@ pub fn parse_invalidate_args(tokens: TokenStream) -> syn::Result<InvalidateArgs>
     Ok(out)
 }
 
+impl InvalidateArgs {
+    /// One `name = value` option.
+    fn set(&mut self, a: &ExprAssign) -> syn::Result<()> {
+        let Some((path, name)) = assign_name(a) else {
+            return Err(syn::Error::new(
+                a.left.span(),
+                "expected `all`, `prefix` or `before`",
+            ));
+        };
+        let value = &*a.right;
+        let string = match value {
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(s), ..
+            }) => Some(s),
+            _ => None,
+        };
+        match (name.as_str(), string) {
+            ("all", _) => match value {
+                Expr::Path(ExprPath {
+                    path, qself: None, ..
+                }) => self.targets.push(Invalidation::All(path.clone())),
+                other => {
+                    return Err(syn::Error::new(
+                        other.span(),
+                        "`all` expects a cached function's name, like `all = search`",
+                    ))
+                }
+            },
+            ("prefix", Some(s)) => {
+                crate::attr::check_prefix_text(s)?;
+                self.targets.push(Invalidation::Prefix(s.clone()))
+            }
+            ("prefix", None) => {
+                // The example shows a literal prefix when a literal of another kind was written.
+                let example = match value {
+                    Expr::Lit(_) => "search:rust",
+                    _ => "search:{query}",
+                };
+                return Err(syn::Error::new(
+                    literal_span(value),
+                    format!(
+                        "expected the prefix as a string literal, like `prefix = \"{example}\"`"
+                    ),
+                ));
+            }
+            ("tag", Some(s)) => self.targets.push(Invalidation::Tag(s.clone())),
+            ("tag", None) => {
+                return Err(syn::Error::new(
+                    value.span(),
+                    "expected the tag as a string literal, like `tag = \"user:{user_id}\"`",
+                ))
+            }
+            ("before", _) => match value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Bool(b), ..
+                }) => self.before = b.value,
+                other => {
+                    return Err(syn::Error::new(
+                        literal_span(other),
+                        "expected `true` or `false` for `before`",
+                    ))
+                }
+            },
+            ("output", _) => self.output = Some(crate::attr::output_mode(value)?),
+            _ => {
+                return Err(unknown_option(
+                    path,
+                    &name,
+                    INVALIDATE_OPTIONS,
+                    "cache_invalidate",
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where an error about a value points: at the literal itself when it is
+/// one (without the attributes a literal expression may carry).
+fn literal_span(value: &Expr) -> Span {
+    match value {
+        Expr::Lit(l) => l.lit.span(),
+        other => other.span(),
+    }
+}
+
+/// A name alone: an option without its value, or a cached function named
+/// without its arguments.
+fn bare_path(path: &Path) -> syn::Error {
+    let name = path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+    let msg = if INVALIDATE_OPTIONS.contains(&name.as_str()) {
+        format!("`{name}` needs a value, like `{name} = ...`")
+    } else {
+        let written = quote!(#path).to_string().replace(' ', "");
+        format!("to invalidate one entry, call the cached function with the key's arguments: `{written}(...)`; to drop all its entries, write `all = {written}`")
+    };
+    syn::Error::new(path.span(), msg)
+}
+
 /// `#[cache_put(f(args))]` or `#[cache_put(f(args), output = "result")]`.
 pub fn parse_put_args(tokens: TokenStream) -> syn::Result<(CallTarget, Option<crate::sig::Mode>)> {
     let exprs = Punctuated::<Expr, Token![,]>::parse_terminated.parse2(tokens)?;
@@ -242,12 +290,7 @@ pub fn parse_put_args(tokens: TokenStream) -> syn::Result<(CallTarget, Option<cr
                     output = Some(crate::attr::output_mode(&a.right)?)
                 }
                 Some((path, name)) => {
-                    return Err(crate::attr::unknown_option(
-                        path,
-                        &name,
-                        &["output"],
-                        "cache_put",
-                    ))
+                    return Err(unknown_option(path, &name, &["output"], "cache_put"))
                 }
                 None => return Err(syn::Error::new(a.left.span(), "expected `output`")),
             },

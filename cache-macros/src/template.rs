@@ -30,6 +30,91 @@ fn is_field(s: &str) -> bool {
     syn::parse_str::<syn::Member>(s).is_ok()
 }
 
+/// The text up to the next `}`, which is consumed; `None` if none comes.
+fn until_close(chars: &mut impl Iterator<Item = char>) -> Option<String> {
+    let mut inner = String::new();
+    for c in chars {
+        if c == '}' {
+            return Some(inner);
+        }
+        inner.push(c);
+    }
+    None
+}
+
+/// The root and fields of placeholder `{inner}`.
+fn placeholder(inner: &str, what: &str) -> Result<(String, Vec<String>), String> {
+    if inner.is_empty() {
+        return Err(format!(
+            "empty `{{}}` in `{what}` template: name an argument, like `{{user_id}}`"
+        ));
+    }
+    if inner.contains(':') {
+        return Err(format!(
+            "format specs are not supported in `{what}` templates (`{{{inner}}}`): values are rendered with `Display` and escaped"
+        ));
+    }
+    let mut parts = inner.split('.').map(str::trim);
+    let root = parts.next().unwrap_or_default().to_string();
+    let fields: Vec<String> = parts.map(str::to_string).collect();
+    if !is_ident(&root) || !fields.iter().all(|f| is_field(f)) {
+        return Err(format!(
+            "`{{{inner}}}` in `{what}` template is not an argument name or a field path like `{{user.id}}`"
+        ));
+    }
+    Ok((root, fields))
+}
+
+/// A placeholder's root must be an argument of the function (or `self`).
+fn known(
+    root: &str,
+    names: &[String],
+    has_self: bool,
+    fn_name: &Ident,
+    what: &str,
+) -> Result<(), String> {
+    if names.iter().any(|n| n == root) || (has_self && root == "self") {
+        return Ok(());
+    }
+    let mut list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    if has_self {
+        list.insert(0, "`self`".into());
+    }
+    let list = if list.is_empty() {
+        "none".to_string()
+    } else {
+        list.join(", ")
+    };
+    Err(format!(
+        "`{what}` template names `{root}`, which is not an argument of `{fn_name}` (its arguments: {list})"
+    ))
+}
+
+/// Values never hold a raw `:` (it is escaped), so a `:` between two
+/// placeholders makes the rendering injective: no two calls share a key.
+/// `literal` is the text since the previous piece.
+fn separated(
+    previous: Option<&Piece>,
+    literal: &str,
+    inner: &str,
+    what: &str,
+) -> Result<(), String> {
+    let Some(Piece::Value { root, fields }) = previous else {
+        return Ok(());
+    };
+    if literal.contains(':') {
+        return Ok(());
+    }
+    let prev = std::iter::once(root)
+        .chain(fields)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(".");
+    Err(format!(
+        "separate `{{{prev}}}` and `{{{inner}}}` with `:` in the `{what}` template (e.g. `{{{prev}}}:{{{inner}}}`): values never contain a raw `:`, so the separator keeps two different calls from rendering the same key"
+    ))
+}
+
 /// The hygienic name of the key builder in generated code.
 fn builder() -> Ident {
     Ident::new("__lc_builder", Span::mixed_site())
@@ -67,66 +152,13 @@ impl Template {
                     )))
                 }
                 '{' => {
-                    let mut inner = String::new();
-                    loop {
-                        match chars.next() {
-                            Some('}') => break,
-                            Some(c) => inner.push(c),
-                            None => return Err(e(format!("unclosed `{{` in `{what}` template"))),
-                        }
-                    }
+                    let Some(inner) = until_close(&mut chars) else {
+                        return Err(e(format!("unclosed `{{` in `{what}` template")));
+                    };
                     let inner = inner.trim();
-                    if inner.is_empty() {
-                        return Err(e(format!("empty `{{}}` in `{what}` template: name an argument, like `{{user_id}}`")));
-                    }
-                    if inner.contains(':') {
-                        return Err(e(format!(
-                            "format specs are not supported in `{what}` templates (`{{{inner}}}`): values are rendered with `Display` and escaped"
-                        )));
-                    }
-                    let mut parts = inner.split('.').map(str::trim);
-                    let root = parts.next().unwrap_or_default().to_string();
-                    let fields: Vec<String> = parts.map(str::to_string).collect();
-                    if !is_ident(&root) || !fields.iter().all(|f| is_field(f)) {
-                        return Err(e(format!(
-                            "`{{{inner}}}` in `{what}` template is not an argument name or a field path like `{{user.id}}`"
-                        )));
-                    }
-                    let known = names.contains(&root) || (has_self && root == "self");
-                    if !known {
-                        let mut list: Vec<String> =
-                            names.iter().map(|n| format!("`{n}`")).collect();
-                        if has_self {
-                            list.insert(0, "`self`".into());
-                        }
-                        let list = if list.is_empty() {
-                            "none".to_string()
-                        } else {
-                            list.join(", ")
-                        };
-                        return Err(e(format!(
-                            "`{what}` template names `{root}`, which is not an argument of `{fn_name}` (its arguments: {list})"
-                        )));
-                    }
-                    // Values never hold a raw `:` (it is escaped), so a `:` between two
-                    // placeholders makes the rendering injective: no two calls share a key.
-                    if let (
-                        Some(Piece::Value {
-                            root: prev_root,
-                            fields: prev_fields,
-                        }),
-                        false,
-                    ) = (pieces.last(), literal.contains(':'))
-                    {
-                        let prev = std::iter::once(prev_root)
-                            .chain(prev_fields)
-                            .map(String::as_str)
-                            .collect::<Vec<_>>()
-                            .join(".");
-                        return Err(e(format!(
-                            "separate `{{{prev}}}` and `{{{inner}}}` with `:` in the `{what}` template (e.g. `{{{prev}}}:{{{inner}}}`): values never contain a raw `:`, so the separator keeps two different calls from rendering the same key"
-                        )));
-                    }
+                    let (root, fields) = placeholder(inner, what).map_err(e)?;
+                    known(&root, names, has_self, fn_name, what).map_err(e)?;
+                    separated(pieces.last(), &literal, inner, what).map_err(e)?;
                     if !literal.is_empty() {
                         pieces.push(Piece::Literal(std::mem::take(&mut literal)));
                     }
