@@ -7,14 +7,15 @@
 #   bash scripts/callgrind.sh --base main          # the same program at another commit too:
 #                                                  # one table, base vs head, change in %
 #   bash scripts/callgrind.sh --repeat 3           # each count 3 times: median and spread
+#                                                  # (the default with --base)
 #
 # The program is benches/examples/callgrind_paths.rs. Each path runs in its
-# own process twice, with N and 2N measured calls after the same warm-up, so
-# start-up, warm-up and exit cancel out: Ir/call = (Ir(2N) - Ir(N)) / N,
-# minus the same figure for the empty loop. callgrind counts every thread of
-# the process, so the shared paths include the work of layercache's I/O
-# thread (but not redis-server's). quanta's clock calibration is left out
-# (--toggle-collect): it spins for a fixed wall time, so its count varies.
+# own process: a warm-up, then N measured calls between two marker functions;
+# callgrind zeroes its counters on entering the first (--zero-before) and
+# dumps them on entering the second (--dump-before), so start-up, warm-up and
+# exit are left out: Ir/call = dumped Ir / N, minus the same figure for the
+# empty loop. callgrind counts every thread of the process, so the shared
+# paths include the work of layercache's I/O thread (not redis-server's).
 #
 # --base REV checks REV out in a temporary git worktree under
 # target/callgrind-base/ (removed afterwards), copies this checkout's program
@@ -27,17 +28,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-base="" repeat=1 paths=()
+base="" repeat="" paths=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --base) base="$2"; shift 2 ;;
     --repeat) repeat="$2"; shift 2 ;;
     --list) paths=(--list); shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     -*) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     *) paths+=("$1"); shift ;;
   esac
 done
+# The shared paths vary by a few % between runs: compare medians.
+if [ -z "$repeat" ]; then
+  if [ -n "$base" ]; then repeat=3; else repeat=1; fi
+fi
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
 
 work="$root/target/callgrind"
@@ -113,40 +118,41 @@ if [ $needs_redis = yes ]; then
   export CALLGRIND_REDIS_URL="redis://127.0.0.1:$port"
 fi
 
-# Calls per measured run: enough that setup noise (tens of thousands of Ir)
-# is under 1 Ir per call on the local paths; multiples of the keys a path cycles through.
+# Measured calls per run: multiples of the keys a path cycles through. The
+# shared paths vary by a few % between runs (how often a future is polled
+# before its reply is there depends on timing); more calls do not help that.
 calls_for() {
   case "$1" in
-    shared_*|redis_*) echo 1024 ;;
-    local_miss_*) echo 10240 ;;
-    *) echo 51200 ;;
+    shared_*|redis_*) echo 2048 ;;
+    *) echo 10240 ;;
   esac
 }
 
-# Total Ir of one process running `path` for `n` calls.
+# Ir of the `n` measured calls of `path` (all threads).
 count() {
   local bin="$1" path="$2" n="$3" out="$work/out"
+  rm -f "$out" "$out".*
   if [ -n "$redis_pid" ]; then redis-cli -p "$port" flushall >/dev/null; fi
-  if ! valgrind --tool=callgrind --toggle-collect='*Calibration*calibrate*' --collect-atstart=yes \
+  if ! valgrind --tool=callgrind --zero-before=callgrind_paths::measure_start \
+    --dump-before=callgrind_paths::measure_end \
     --callgrind-out-file="$out" "$bin" "$path" "$n" >"$work/run.log" 2>&1; then
     cat "$work/run.log" >&2
     echo "callgrind_paths $path $n failed" >&2
     exit 1
   fi
-  awk '/^totals:/ { print $2 }' "$out"
+  [ -f "$out.1" ] || { echo "no dump at measure_end for $path: did the markers get inlined?" >&2; exit 1; }
+  awk '/^totals:/ { print $2 }' "$out.1"
 }
 
-echo "==> counting (${#paths[@]} paths x ${#sides[@]} builds x $repeat, 2 runs each)" >&2
+echo "==> counting (${#paths[@]} paths x ${#sides[@]} builds x $repeat)" >&2
 started=$SECONDS
 : >"$work/counts.tsv"
 for _ in $(seq "$repeat"); do
   for p in empty "${paths[@]}"; do
     n=$(calls_for "$p")
     for side in "${sides[@]}"; do
-      bin="$work/callgrind_paths-$side"
-      one=$(count "$bin" "$p" "$n")
-      two=$(count "$bin" "$p" $((2 * n)))
-      printf '%s\t%s\t%s\t%s\t%s\n' "$side" "$p" "$n" "$one" "$two" >>"$work/counts.tsv"
+      ir=$(count "$work/callgrind_paths-$side" "$p" "$n")
+      printf '%s\t%s\t%s\t%s\n' "$side" "$p" "$n" "$ir" >>"$work/counts.tsv"
     done
   done
 done

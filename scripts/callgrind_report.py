@@ -3,8 +3,7 @@
 
 Usage: callgrind_report.py COUNTS_TSV PATHS_TSV [BASE_REV]
 
-COUNTS_TSV lines: side (head|base), path, N, Ir of the N-call run, Ir of the
-2N-call run. PATHS_TSV is `callgrind_paths --list`. Prints the table and,
+COUNTS_TSV lines: side (head|base), path, N, Ir of the N measured calls. PATHS_TSV is `callgrind_paths --list`. Prints the table and,
 with $BENCH_RESULTS_DIR set, writes callgrind.json there for
 scripts/bench_report.py.
 """
@@ -38,9 +37,9 @@ calls = {}
 order = []
 with open(COUNTS) as f:
     for line in f:
-        side, path, n, one, two = line.split()
+        side, path, n, ir = line.split()
         n = int(n)
-        per_call.setdefault((side, path), []).append((int(two) - int(one)) / n)
+        per_call.setdefault((side, path), []).append(int(ir) / n)
         calls[path] = n
         if path not in order:
             order.append(path)
@@ -59,7 +58,7 @@ repeats = len(per_call[("head", "empty")])
 paths = [p for p in order if p != "empty"]
 loops = ", ".join(f"{s} {empty[s]:.1f} Ir" for s in sides)
 print(
-    f"\ninstructions per call (callgrind Ir): (Ir(2N) - Ir(N)) / N minus the empty loop ({loops});"
+    f"\ninstructions per call (callgrind Ir of N calls / N) minus the empty loop ({loops});"
 )
 print(f"median of {repeats} run(s) each; spread = max - min" + (" (base / head)" if BASE else ""))
 if BASE:

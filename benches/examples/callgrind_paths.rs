@@ -1,7 +1,8 @@
-//! One hot path, called `warm-up + N` times, for counting its instructions
-//! under callgrind: `scripts/callgrind.sh` runs this program with N and 2N
-//! calls and divides the difference by N, so start-up, warm-up and exit
-//! cancel out, then subtracts the `empty` path (the loop alone).
+//! One hot path, called N times after a warm-up, for counting its
+//! instructions under callgrind: `scripts/callgrind.sh` zeroes the counters
+//! when the measured calls start (`measure_start`) and dumps them when they
+//! end (`measure_end`), so start-up, warm-up and exit are left out; it
+//! divides by N and subtracts the `empty` path (the loop alone).
 //!
 //!     callgrind_paths --list            # name, needs Redis (yes/no), what it measures
 //!     callgrind_paths <path> <N>        # CALLGRIND_REDIS_URL=redis://... for shared paths
@@ -181,12 +182,32 @@ fn shared_value(id: u64) -> String {
     "v".repeat(SHARED_VALUE_LEN)
 }
 
-/// Runs `f(0..warm + calls)` on this thread.
+/// Runs `f(0..warm + calls)` on this thread, the last `calls` between the markers.
 #[inline(never)]
 fn drive(warm: u64, calls: u64, mut f: impl FnMut(u64) -> u64) {
+    // One loop, so `f` is inlined into one call site, as in a real caller.
     for seq in 0..warm + calls {
+        if seq == warm {
+            measure_start();
+        }
         black_box(f(black_box(seq)));
     }
+    measure_end();
+}
+
+/// Entering it zeroes callgrind's counters (`--zero-before`): the
+/// measured calls start here. Not inlined, so callgrind sees the call; its
+/// body differs from `measure_end`'s so the compiler cannot merge the two.
+#[inline(never)]
+fn measure_start() {
+    black_box("start");
+}
+
+/// Entering it dumps callgrind's counters (`--dump-before`): the measured
+/// calls end here.
+#[inline(never)]
+fn measure_end() {
+    black_box("end");
 }
 
 fn current_thread() -> tokio::runtime::Runtime {
@@ -196,8 +217,9 @@ fn current_thread() -> tokio::runtime::Runtime {
         .expect("a current-thread runtime")
 }
 
-/// Runs `f(0..warm + calls)` inside one `block_on` of the current-thread
-/// runtime `rt`, so each call is polled on this thread.
+/// [`drive`] inside one `block_on` of the current-thread runtime `rt`, so
+/// each call is polled on this thread. The markers are plain functions:
+/// an async one would be entered again on every poll.
 #[inline(never)]
 fn drive_async<F: Future<Output = u64>>(
     rt: &tokio::runtime::Runtime,
@@ -207,8 +229,12 @@ fn drive_async<F: Future<Output = u64>>(
 ) {
     rt.block_on(async {
         for seq in 0..warm + calls {
+            if seq == warm {
+                measure_start();
+            }
             black_box(f(black_box(seq)).await);
         }
+        measure_end();
     });
 }
 
