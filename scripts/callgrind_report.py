@@ -60,7 +60,8 @@ loops = ", ".join(f"{s} {empty[s]:.1f} Ir" for s in sides)
 print(
     f"\ninstructions per call (callgrind Ir of N calls / N) minus the empty loop ({loops});"
 )
-print(f"median of {repeats} run(s) each; spread = max - min" + (" (base / head)" if BASE else ""))
+if repeats > 1:
+    print(f"median of {repeats} runs each; spread = max - min" + (" (base / head)" if BASE else ""))
 if BASE:
     print(f"{'path':<26} {'N':>6} {'base':>10} {'head':>10} {'change':>8}  {'spread':>13}")
 else:
@@ -74,10 +75,11 @@ for p in paths:
         b, b_spread = net("base", p)
         change = (head - b) / b * 100 if b else float("nan")
         row.update(base_ir=round(b, 1), base_spread=round(b_spread, 1), change_pct=round(change, 1))
-        spread = f"{b_spread:.1f} / {head_spread:.1f}"
+        spread = f"{b_spread:.1f} / {head_spread:.1f}" if repeats > 1 else "-"
         print(f"{p:<26} {calls[p]:>6} {b:>10.1f} {head:>10.1f} {change:>+7.1f}%  {spread:>13}")
     else:
-        print(f"{p:<26} {calls[p]:>6} {head:>10.1f} {head_spread:>7.1f}  {about.get(p, '')}")
+        spread = f"{head_spread:.1f}" if repeats > 1 else "-"
+        print(f"{p:<26} {calls[p]:>6} {head:>10.1f} {spread:>7}  {about.get(p, '')}")
     rows.append(row)
 
 heads = {r["path"]: r["head_ir"] for r in rows}
