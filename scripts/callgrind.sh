@@ -100,6 +100,13 @@ for p in "${paths[@]}"; do
   grep -q "^$p	" "$work/paths.tsv" || { echo "unknown path $p; known:" >&2; cut -f1 "$work/paths.tsv" >&2; exit 2; }
 done
 
+# The measured process and redis-server share one CPU: a reply then arrives
+# while the client waits, instead of at a moment set by the other core's
+# load, which changes how often futures are polled. The shared paths' spread
+# between runs fell from 3-10 % to 0.3-2 % with it.
+pin=()
+if command -v taskset >/dev/null; then pin=(taskset -c 0); fi
+
 needs_redis=no
 for p in "${paths[@]}"; do
   if grep -q "^$p	yes	" "$work/paths.tsv"; then needs_redis=yes; fi
@@ -107,7 +114,7 @@ done
 if [ $needs_redis = yes ]; then
   mkdir -p "$work/redis"
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --protected-mode no \
+  "${pin[@]}" redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --protected-mode no \
     --daemonize no --loglevel warning --dir "$work/redis" >"$work/redis/log" 2>&1 &
   redis_pid=$!
   for _ in $(seq 50); do
@@ -119,8 +126,9 @@ if [ $needs_redis = yes ]; then
 fi
 
 # Measured calls per run: multiples of the keys a path cycles through. The
-# shared paths vary by a few % between runs (how often a future is polled
-# before its reply is there depends on timing); more calls do not help that.
+# shared paths still vary by 1-2 % between runs (how often a future is
+# polled before its reply is there depends on timing); more calls do not
+# help that.
 calls_for() {
   case "$1" in
     shared_*|redis_*) echo 2048 ;;
@@ -133,7 +141,7 @@ count() {
   local bin="$1" path="$2" n="$3" out="$work/out"
   rm -f "$out" "$out".*
   if [ -n "$redis_pid" ]; then redis-cli -p "$port" flushall >/dev/null; fi
-  if ! valgrind --tool=callgrind --zero-before=callgrind_paths::measure_start \
+  if ! "${pin[@]}" valgrind --tool=callgrind --zero-before=callgrind_paths::measure_start \
     --dump-before=callgrind_paths::measure_end \
     --callgrind-out-file="$out" "$bin" "$path" "$n" >"$work/run.log" 2>&1; then
     cat "$work/run.log" >&2
