@@ -18,6 +18,7 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -37,9 +38,11 @@ fi
 if [ -n "${BENCH_QUICK:-}" ]; then
   criterion=(-- --warm-up-time 0.5 --measurement-time 1 --noplot)
   secs=1
+  repeat=1
 else
   criterion=(-- --warm-up-time 2 --measurement-time 4 --noplot)
   secs=5
+  repeat=3
 fi
 export BENCH_RESULTS_DIR="$PWD/target/bench-results"
 rm -rf "$BENCH_RESULTS_DIR"
@@ -68,6 +71,8 @@ cargo bench "${bench_pkg[@]}" --no-run 2>&1 | tail -1
 echo "    (${SECONDS} s)"
 echo "==> local hit: #[cached] vs the cached crate (plain and sharded), quick_cache, moka"
 bench local_hit cargo bench "${bench_pkg[@]}" --bench local_hit "${criterion[@]}"
+echo "==> instructions per call (callgrind): hot paths, the cached crate, raw quick_cache and redis-rs"
+bench callgrind bash scripts/callgrind.sh --repeat "$repeat"
 echo "==> metrics cost on the hit path"
 bench metrics_cost cargo bench "${bench_pkg[@]}" --bench metrics_cost
 echo "==> shared hit and miss: #[cached] vs raw redis-rs and the cached crate's Redis store"
