@@ -25,7 +25,7 @@ import sys
 # The declared layers, lowest first: a module may import modules of its own
 # layer or of lower ones (DESIGN.md, "Where each thing lives").
 LAYERS = [
-    ("value types, clock, key, codec", ["value", "clock", "key", "codec"]),
+    ("value types, clock, key, codec", ["value", "error", "clock", "key", "codec"]),
     ("config", ["config"]),
     ("metrics", ["metrics"]),
     ("stores", ["local", "flight", "shared"]),
@@ -34,6 +34,14 @@ LAYERS = [
     ("what users call", ["invalidate", "manual", "warm", "export", "web"]),
 ]
 LAYER_OF = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}
+
+# Public paths kept where users found them in earlier versions: a `pub use`
+# of a higher layer's item is an alias of the path, not code that depends on
+# it. Each is listed here, with the file that holds it, so none slips in
+# unnoticed.
+PATH_ALIASES = {
+    ("shared/mod.rs", "pub use crate::runtime::tier;"),
+}
 ROOT = "lib"
 
 
@@ -226,6 +234,9 @@ def main():
         importer = top_level_module(rel)
         if importer == ROOT or rel in test_files:
             continue
+        for rel_alias, alias in PATH_ALIASES:
+            if rel == rel_alias:
+                code = code.replace(alias, " " * len(alias))
         for m in ref.finditer(code):
             line = code.count("\n", 0, m.start()) + 1
             where = f"{rel}:{line}"
