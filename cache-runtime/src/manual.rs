@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::key::render_template;
-use crate::pipeline::{FnCache, FnSpec, Guard, TierChoice, Timeout};
+use crate::pipeline::{FnCache, FnSpec, Guard};
 use crate::shared;
 
 /// What a cached value must be: cloneable (a hit hands out a copy),
@@ -44,19 +44,8 @@ fn store() -> &'static FnCache<String, AnyValue> {
     static STORE: OnceLock<&'static FnCache<String, AnyValue>> = OnceLock::new();
     STORE.get_or_init(|| {
         crate::invalidate::register(FnCache::new(FnSpec {
-            name: MANUAL_CACHE_NAME.to_string(),
-            namespace: String::new(),
-            timeout: Timeout::Default,
-            max_entries: None,
-            render: render_template,
-            tier: TierChoice::Both,
-            local_timeout: None,
             jitter: Some(0.0),
-            none_timeout: None,
-            lock: None,
-            stale_if_error: None,
-            refresh_ahead: None,
-            versioned: None,
+            ..FnSpec::new(MANUAL_CACHE_NAME, "", render_template)
         }))
     })
 }

@@ -31,7 +31,10 @@ use crate::metrics::{FnMetrics, FunctionStats};
 use crate::shared::outbox::Pending;
 use crate::shared::{self, ErrorKind, Notice, SharedError, Tier};
 
+mod miss;
 mod refresh;
+use miss::{compute, release};
+pub use miss::{get_or_compute, get_or_compute_async};
 pub use refresh::{get_or_compute_async_refreshing, get_or_compute_refreshing};
 
 /// How long a function's entries live.
@@ -99,6 +102,33 @@ pub struct FnSpec<K> {
     /// of every shared key, so [`bump_version`](crate::bump_version) drops
     /// all of the group's entries in O(1).
     pub versioned: Option<String>,
+}
+
+impl<K> FnSpec<K> {
+    /// A spec with every option at its default: the configured timeout,
+    /// bound and jitter, both tiers, no strategy. Callers set what they
+    /// declare with struct update syntax (`FnSpec { lock, ..FnSpec::new(..) }`).
+    pub fn new(
+        name: impl Into<String>,
+        namespace: impl Into<String>,
+        render: RenderKey<K>,
+    ) -> FnSpec<K> {
+        FnSpec {
+            name: name.into(),
+            namespace: namespace.into(),
+            timeout: Timeout::Default,
+            max_entries: None,
+            render,
+            tier: TierChoice::Both,
+            local_timeout: None,
+            jitter: None,
+            none_timeout: None,
+            lock: None,
+            stale_if_error: None,
+            refresh_ahead: None,
+            versioned: None,
+        }
+    }
 }
 
 /// The bounds every local key satisfies: the exact (owned) arguments.
@@ -230,6 +260,11 @@ fn raise_version(version: &AtomicU64, to: u64) {
 impl SharedKey {
     fn stable(&self) -> &str {
         &self.full[self.stable.clone()]
+    }
+
+    /// The key of the distributed lock (`lock = true`) on this entry.
+    fn lock_key(&self) -> String {
+        format!("{}lock:{}", shared::RESERVED_PREFIX, self.full)
     }
 }
 
@@ -454,13 +489,25 @@ impl<K: Key, V: Value> FnCache<K, V> {
         accept: impl FnOnce(V) -> Option<T>,
         first: bool,
     ) -> Option<T> {
+        self.local_hit(key, first, |entry, _| accept(entry.value))
+    }
+
+    /// The one local hit path: `accept` sees the fresh entry and the time
+    /// it was read at (refresh-ahead judges the entry's age by it).
+    #[inline]
+    pub(crate) fn local_hit<T>(
+        &self,
+        key: &K,
+        first: bool,
+        accept: impl FnOnce(Stored<V>, Timestamp) -> Option<T>,
+    ) -> Option<T> {
         if !self.enabled || !self.local {
             return None;
         }
         let now = self.clock.now();
         match self.store.get(key) {
             Some(entry) if now < entry.expires_at => {
-                if let Some(found) = accept(entry.value) {
+                if let Some(found) = accept(entry, now) {
                     if self.metrics.record_local_hit() {
                         self.metrics
                             .hit_latency
@@ -629,11 +676,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
                     // cluster node is down), so the stored key is unknown;
                     // other processes can still drop their local copies.
                     if let Ok(stable) = self.stable_key(key) {
-                        let notice = Notice::Key {
-                            namespace: &self.namespace,
-                            stable: &stable,
-                        }
-                        .encode(sf.tier.instance());
+                        let notice = self.key_notice(sf, &stable);
                         if !sf.tier.bus_refused() {
                             let _ = sf.tier.publish(&notice).await;
                         }
@@ -641,11 +684,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
                     return Err(err);
                 }
             };
-            let notice = Notice::Key {
-                namespace: &self.namespace,
-                stable: sk.stable(),
-            }
-            .encode(sf.tier.instance());
+            let notice = self.key_notice(sf, sk.stable());
             // A refused bus refuses PUBLISH too, which would fail the delete.
             let notice = (!sf.tier.bus_refused()).then_some(notice);
             let keys = [sk.full];
@@ -663,6 +702,15 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 false
             }
         }
+    }
+
+    /// The notice telling other processes to drop their copies of `stable`.
+    fn key_notice(&self, sf: &SharedFn, stable: &str) -> String {
+        Notice::Key {
+            namespace: &self.namespace,
+            stable,
+        }
+        .encode(sf.tier.instance())
     }
 
     /// Queues the invalidation of `key` in the outbox (see [`shared::outbox`]).
@@ -1503,11 +1551,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         // After the put's own bump: only a later invalidation cancels the write.
         let generation = self.guard(tag);
         let published = if self.shared_put(sf, &sk, shared, generation, ttl).await {
-            let notice = Notice::Key {
-                namespace: &self.namespace,
-                stable: sk.stable(),
-            }
-            .encode(sf.tier.instance());
+            let notice = self.key_notice(sf, sk.stable());
             sf.tier.bus_refused() || sf.tier.publish(&notice).await.is_ok()
         } else {
             false
@@ -1740,7 +1784,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
             return Locked::Proceed;
         };
         static TOKENS: AtomicU64 = AtomicU64::new(0);
-        let lock_key = format!("{}lock:{}", shared::RESERVED_PREFIX, sk.full);
+        let lock_key = sk.lock_key();
         let token = format!("{}:{}", sf.tier.instance(), TOKENS.fetch_add(1, SeqCst));
         let m = &self.metrics.shared;
         let started = self.clock.now();
@@ -1892,178 +1936,6 @@ impl<K: Key, V: CacheValue> Computation<'_, K, V> {
     }
 }
 
-/// The pipeline for a sync function: local tier, shared tier, `origin`, write-back.
-#[inline]
-pub fn get_or_compute<M, K, R>(
-    cache: &FnCache<K, M::Value>,
-    key: K,
-    cache_if: fn(&R) -> bool,
-    tags: impl FnOnce(&K) -> Vec<String>,
-    origin: impl FnOnce() -> R,
-) -> R
-where
-    M: OutputMode<R>,
-    M::Value: CacheValue,
-    K: Key,
-{
-    if let Some(v) = cache.local_get(&key, Some) {
-        return M::from_cached(v);
-    }
-    // Tags are rendered only now, after a local miss: a hit never pays for them.
-    let tags = tags(&key);
-    compute::<M, K, R>(cache, key, cache_if, &tags, origin)
-}
-
-#[inline(never)]
-fn compute<M, K, R>(
-    cache: &FnCache<K, M::Value>,
-    mut key: K,
-    cache_if: fn(&R) -> bool,
-    tags: &[String],
-    origin: impl FnOnce() -> R,
-) -> R
-where
-    M: OutputMode<R>,
-    M::Value: CacheValue,
-    K: Key,
-{
-    let (generation, hash, mut rendered) = cache.miss_guard(&key);
-    let mut miss = SharedMiss::default();
-    if let (Some(sf), Some(r)) = (&cache.shared, rendered.take_if(|_| cache.shared_first())) {
-        let found = shared::block_on(cache.shared_get::<M::Value>(sf, r));
-        match cache.settle(key, found, generation, tags) {
-            Ok(v) => return M::from_cached(v),
-            Err((k, m)) => (key, miss) = (k, m),
-        }
-    }
-    let leader = match cache.join_flight(&key, hash) {
-        Flight::Lead(leader) => Some(leader),
-        Flight::Answered(v) => return M::from_cached(v),
-        Flight::Follow(f) => match cache.flights.follow(&f) {
-            Followed::Value(v) => return M::from_cached(cache.coalesced(v)),
-            Followed::Lead(leader) => Some(leader),
-            Followed::Alone => None,
-        },
-        Flight::Alone => None,
-    };
-    if let (Some(sf), Some(rendered)) = (&cache.shared, rendered) {
-        let found = shared::block_on(cache.shared_get::<M::Value>(sf, rendered));
-        match cache.settle(key, found, generation, tags) {
-            Ok(v) => return M::from_cached(land(leader, v)),
-            Err((k, m)) => (key, miss) = (k, m),
-        }
-    }
-    let mut held = None;
-    if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
-        match shared::block_on(cache.lock_or_wait(sf, &key, sk)) {
-            Locked::Held(lock) => held = Some(lock),
-            Locked::Found(hit) => {
-                return M::from_cached(land(leader, cache.settle_hit(key, hit, generation, tags)))
-            }
-            Locked::Proceed => {}
-        }
-    }
-    cache.metrics.record_miss();
-    let computation = cache.begin(generation);
-    let span = OriginSpan::new(cache.name());
-    let led = leader.as_ref().map(Leader::id);
-    let r = span.span.in_scope(|| flight::run_led(led, origin));
-    span.returned::<M, R>(&r);
-    if M::is_error(&r) && cache.stale.is_some() {
-        if let Some(v) = shared::block_on(cache.fail_safe(&key)) {
-            computation.failed();
-            release(held);
-            return M::from_cached(land(leader, v));
-        }
-    }
-    let stored = computation.finish::<M, R>(key, &r, cache_if, tags, miss.tag);
-    if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
-        shared::block_on(async {
-            cache.write_shared(sf, sk, stored, generation, tags).await;
-            release_async(held).await;
-        });
-    }
-    cache.land_computed(leader, stored, generation);
-    r
-}
-
-/// The pipeline for an `async fn`: local tier, shared tier, `origin.await`, write-back.
-pub async fn get_or_compute_async<M, K, R>(
-    cache: &FnCache<K, M::Value>,
-    mut key: K,
-    cache_if: fn(&R) -> bool,
-    tags: impl FnOnce(&K) -> Vec<String>,
-    origin: impl std::future::Future<Output = R>,
-) -> R
-where
-    M: OutputMode<R>,
-    M::Value: CacheValue,
-    K: Key,
-{
-    if let Some(v) = cache.local_get(&key, Some) {
-        return M::from_cached(v);
-    }
-    let tags = tags(&key);
-    let tags = &tags[..];
-    let (generation, hash, mut rendered) = cache.miss_guard(&key);
-    let mut miss = SharedMiss::default();
-    if let (Some(sf), Some(r)) = (&cache.shared, rendered.take_if(|_| cache.shared_first())) {
-        let found = cache.shared_get::<M::Value>(sf, r).await;
-        match cache.settle(key, found, generation, tags) {
-            Ok(v) => return M::from_cached(v),
-            Err((k, m)) => (key, miss) = (k, m),
-        }
-    }
-    let leader = match cache.join_flight(&key, hash) {
-        Flight::Lead(leader) => Some(leader),
-        Flight::Answered(v) => return M::from_cached(v),
-        Flight::Follow(f) => match cache.flights.follow_async(&f).await {
-            Followed::Value(v) => return M::from_cached(cache.coalesced(v)),
-            Followed::Lead(leader) => Some(leader),
-            Followed::Alone => None,
-        },
-        Flight::Alone => None,
-    };
-    if let (Some(sf), Some(rendered)) = (&cache.shared, rendered) {
-        let found = cache.shared_get::<M::Value>(sf, rendered).await;
-        match cache.settle(key, found, generation, tags) {
-            Ok(v) => return M::from_cached(land(leader, v)),
-            Err((k, m)) => (key, miss) = (k, m),
-        }
-    }
-    let mut held = None;
-    if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
-        match cache.lock_or_wait(sf, &key, sk).await {
-            Locked::Held(lock) => held = Some(lock),
-            Locked::Found(hit) => {
-                return M::from_cached(land(leader, cache.settle_hit(key, hit, generation, tags)))
-            }
-            Locked::Proceed => {}
-        }
-    }
-    cache.metrics.record_miss();
-    let computation = cache.begin(generation);
-    let span = OriginSpan::new(cache.name());
-    let led = leader.as_ref().map(Leader::id);
-    let r = tracing::Instrument::instrument(flight::run_led_async(led, origin), span.span.clone())
-        .await;
-    span.returned::<M, R>(&r);
-    if M::is_error(&r) && cache.stale.is_some() {
-        if let Some(v) = cache.fail_safe(&key).await {
-            computation.failed();
-            release_async(held).await;
-            return M::from_cached(land(leader, v));
-        }
-    }
-    let stored = computation.finish::<M, R>(key, &r, cache_if, tags, miss.tag);
-    if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
-        cache.write_shared(sf, sk, stored, generation, tags).await;
-        release_async(held).await;
-    }
-    cache.land_computed(leader, stored, generation);
-    r
-}
-
 /// First and longest pause between polls of the shared tier while another
 /// process holds a key's lock.
 const LOCK_POLL_FIRST: Duration = Duration::from_millis(2);
@@ -2092,64 +1964,6 @@ enum Flight<'a, K: Key, V: Value> {
     Alone,
 }
 
-/// The `layercache.origin` span of one origin call (a miss), named after
-/// the function, with the call's `outcome` recorded when it ends:
-///
-/// - `"ok"`: a value to cache (`Ok`, `Some`, any plain value);
-/// - `"err"`: an `Err` (for the view cache: a response that may not be
-///   stored, which the layer hands back to the client untouched);
-/// - `"none"`: a `None` (cached only with `cache_none = true`);
-/// - `"panic"`: a sync function panicked (the span ends while unwinding);
-/// - `"cancelled"`: an async call's future was dropped before it returned,
-///   which is also how a panic in it ends once the executor has caught it.
-struct OriginSpan {
-    span: tracing::Span,
-    recorded: bool,
-}
-
-impl OriginSpan {
-    #[inline]
-    fn new(function: &str) -> OriginSpan {
-        OriginSpan {
-            span: tracing::debug_span!(
-                "layercache.origin",
-                function,
-                outcome = tracing::field::Empty
-            ),
-            recorded: false,
-        }
-    }
-
-    /// The origin returned `r`: records the outcome and ends the span
-    /// (the write-back that follows is not the origin's time).
-    #[inline]
-    fn returned<M: OutputMode<R>, R>(mut self, r: &R) {
-        let outcome = if M::is_error(r) {
-            "err"
-        } else {
-            match M::cacheable(r) {
-                Some(v) if !M::is_negative(v) => "ok",
-                _ => "none",
-            }
-        };
-        self.span.record("outcome", outcome);
-        self.recorded = true;
-    }
-}
-
-impl Drop for OriginSpan {
-    fn drop(&mut self) {
-        if !self.recorded {
-            let outcome = if std::thread::panicking() {
-                "panic"
-            } else {
-                "cancelled"
-            };
-            self.span.record("outcome", outcome);
-        }
-    }
-}
-
 /// The tags of a function without `tags`.
 #[inline(always)]
 pub fn no_tags<K>(_: &K) -> Vec<String> {
@@ -2175,19 +1989,6 @@ pub async fn bypass_async<K: Key, V: Value, R>(
 ) -> R {
     cache.metrics.record_bypass();
     origin.await
-}
-
-/// Releases the shared lock, if this call holds one.
-async fn release_async(held: Option<shared::HeldLock>) {
-    if let Some(lock) = held {
-        lock.release().await;
-    }
-}
-
-fn release(held: Option<shared::HeldLock>) {
-    if held.is_some() {
-        shared::block_on(release_async(held));
-    }
 }
 
 /// Lands a leader (if any) with a value found in the shared tier.
@@ -2291,19 +2092,9 @@ mod tests {
     /// A local-only spec over `u64` keys, with every option at its default.
     fn local_spec(name: &str) -> FnSpec<u64> {
         FnSpec {
-            name: name.into(),
-            namespace: name.into(),
             timeout: Timeout::Never,
-            max_entries: None,
-            render: crate::key::render_hashed::<u64>,
             tier: TierChoice::Local,
-            local_timeout: None,
-            jitter: None,
-            none_timeout: None,
-            lock: None,
-            stale_if_error: None,
-            refresh_ahead: None,
-            versioned: None,
+            ..FnSpec::new(name, name, crate::key::render_hashed::<u64>)
         }
     }
 

@@ -28,25 +28,13 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     /// it is due for a refresh.
     fn local_get_refresh(&self, key: &K) -> Option<(V, bool)> {
         let ratio = self.refresh_ahead?;
-        if !self.enabled || !self.local {
-            return None;
-        }
-        let now = self.clock.now();
-        let entry = self.store.get(key)?;
-        if now >= entry.expires_at {
-            self.metrics.record_expired();
-            return None;
-        }
-        if self.metrics.record_local_hit() {
-            self.metrics
-                .hit_latency
-                .record(self.clock.now().nanos_since(now));
-        }
-        let due = self.ttl.is_some_and(|ttl| {
-            let left = entry.expires_at.nanos_since(now) as f64;
-            left < ttl.as_nanos() as f64 * (1.0 - ratio)
-        });
-        Some((entry.value, due))
+        self.local_hit(key, true, |entry, now| {
+            let due = self.ttl.is_some_and(|ttl| {
+                let left = entry.expires_at.nanos_since(now) as f64;
+                left < ttl.as_nanos() as f64 * (1.0 - ratio)
+            });
+            Some((entry.value, due))
+        })
     }
 
     /// Starts a refresh of `key` unless one (or a computation) is already
@@ -90,7 +78,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                 Ok(k) => {
                     tag = k.tag;
                     if let Some(ttl) = self.lock {
-                        let lock_key = format!("{}lock:{}", shared::RESERVED_PREFIX, k.full);
+                        let lock_key = k.lock_key();
                         let token = format!("{}:refresh", sf.tier.instance());
                         match sf
                             .tier
@@ -123,7 +111,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                     name = self.name(),
                     "layercache: a background refresh panicked"
                 );
-                release_async(held).await;
+                release(held).await;
                 drop(leader);
                 self.metrics.record_refresh();
                 return;
@@ -133,7 +121,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         if let (Some(sf), Some(sk)) = (&self.shared, &sk) {
             self.write_shared(sf, sk, stored, generation, &tags).await;
         }
-        release_async(held).await;
+        release(held).await;
         self.land_computed(Some(leader), stored, generation);
         // Counted once the flight has landed: the key is free for the next one.
         self.metrics.record_refresh();
