@@ -39,6 +39,7 @@ mod manual;
 mod metrics;
 mod pipeline;
 pub mod shared;
+mod value;
 mod warm;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]

@@ -14,12 +14,20 @@ use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
 
-use super::*;
+use super::entry::get_or_compute_async;
+use super::local::Generation;
+use super::miss::{compute, release};
+use super::shared_link::Rendered;
+use super::{FnCache, Key, OutputMode, Value};
+use crate::flight::{Join, Leader};
+use crate::key::KeyError;
+use crate::shared;
+use crate::value::CacheValue;
 
 /// A refresh about to start: it leads the key's flight.
 struct Due<K: Key, V: Value> {
     leader: Leader<'static, K, V>,
-    generation: Guard,
+    generation: Generation,
     rendered: Option<Result<Rendered, KeyError>>,
 }
 
@@ -27,9 +35,9 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     /// Step 1 for a function with `refresh_ahead`: the value and whether
     /// it is due for a refresh.
     fn local_get_refresh(&self, key: &K) -> Option<(V, bool)> {
-        let ratio = self.refresh_ahead?;
+        let ratio = self.policy.refresh_ahead?;
         self.local_hit(key, true, |entry, now| {
-            let due = self.ttl.is_some_and(|ttl| {
+            let due = self.policy.ttl.is_some_and(|ttl| {
                 let left = entry.expires_at.nanos_since(now) as f64;
                 left < ttl.as_nanos() as f64 * (1.0 - ratio)
             });
@@ -40,7 +48,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     /// Starts a refresh of `key` unless one (or a computation) is already
     /// in flight; returns the flight's leader to hand to the refresh.
     fn begin_refresh(&'static self, key: &K) -> Option<Due<K, V>> {
-        let (generation, hash, rendered) = self.miss_guard(key);
+        let (generation, hash, rendered) = self.noted_miss(key);
         match self.flights.join(key, hash) {
             Join::Lead(leader) => {
                 self.metrics.record_refresh_start();
@@ -77,7 +85,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
             match self.shared_key_from(sf, rendered).await {
                 Ok(k) => {
                     tag = k.tag;
-                    if let Some(ttl) = self.lock {
+                    if let Some(ttl) = self.policy.lock {
                         let lock_key = k.lock_key();
                         let token = format!("{}:refresh", sf.tier.instance());
                         match sf
