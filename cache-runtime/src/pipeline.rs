@@ -12,11 +12,24 @@
 //!
 //! A failed shared operation is counted and skipped: the call goes on to
 //! the next step.
+//!
+//! [`FnCache`] composes one part per concern, each in its own file:
+//!
+//! | file | concern |
+//! |---|---|
+//! | `spec` | [`FnSpec`]: what generated code declares |
+//! | `policy` | timeouts, jitter, negative caching, fail-safe window, lock, refresh, group |
+//! | `local` | step 1 (the one local hit path), local write-back, generations, tag index |
+//! | `shared_link` | step 3 and the shared write-back: keys, versions, get, put, backfill, tags, notices |
+//! | `miss` | steps 2 to 5, written once as async; sync calls drive it on their thread |
+//! | `strategies`, `refresh` | what acts on a miss: fail-safe and the lock; refresh-ahead |
+//! | `entry` | what generated code calls, and [`CallEntry`] |
+//! | `output` | how a return value maps to what is cached ([`OutputMode`]) |
 
 use std::hash::Hash;
 use std::time::Duration;
 
-use crate::clock::{Clock, Timestamp};
+use crate::clock::Timestamp;
 use crate::config::{self, CacheType};
 use crate::flight::Flights;
 use crate::key::KeyError;
@@ -424,7 +437,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
 
     /// The clock entries expire by (the configured one, a mock in tests).
     #[cfg(feature = "axum")]
-    pub(crate) fn clock(&self) -> &Clock {
+    pub(crate) fn clock(&self) -> &crate::clock::Clock {
         &self.local.clock
     }
 }

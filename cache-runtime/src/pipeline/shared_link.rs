@@ -519,11 +519,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
                     "layercache: value over the shared size limit; kept in-process only"
                 );
                 if sk.corrupt {
-                    let keys = [sk.full.clone()];
-                    let _ = sf
-                        .tier
-                        .call(Some(m), sf.tier.timeout(), |s| s.delete(&keys, None))
-                        .await;
+                    self.delete_entry(sf, sk).await;
                 }
                 return false;
             }
@@ -566,19 +562,17 @@ impl<K: Key, V: Value> FnCache<K, V> {
             // An invalidation may have deleted the key while the SET was in
             // flight; the value may predate it, so take it out again.
             if !self.local.is_current(generation) {
-                let keys = [sk.full.clone()];
-                let _ = sf
-                    .tier
-                    .call(Some(m), sf.tier.timeout(), |s| s.delete(&keys, None))
-                    .await;
+                self.delete_entry(sf, sk).await;
                 return false;
             }
         }
         stored
     }
 
-    /// Deletes bytes that failed verification when nothing replaces them.
-    pub(crate) async fn drop_corrupt(&self, sf: &SharedLink, sk: &SharedKey) {
+    /// Deletes the entry under `sk`, best effort: bytes that failed
+    /// verification when nothing replaces them, or a write an invalidation
+    /// overtook.
+    pub(crate) async fn delete_entry(&self, sf: &SharedLink, sk: &SharedKey) {
         let keys = [sk.full.clone()];
         let _ = sf
             .tier
@@ -746,7 +740,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
                     }
                 }
             }
-            None if sk.corrupt => self.drop_corrupt(sf, sk).await,
+            None if sk.corrupt => self.delete_entry(sf, sk).await,
             None => {}
         }
     }
