@@ -136,6 +136,7 @@ impl<K: Key, V: Value> LocalTier<K, V> {
     }
 
     /// What a computation for the key hashing to `hash` notes before it starts.
+    #[inline]
     pub(super) fn generation(&self, hash: u64) -> Generation {
         let index = (hash % SLOTS as u64) as usize;
         Generation {
@@ -146,12 +147,14 @@ impl<K: Key, V: Value> LocalTier<K, V> {
     }
 
     /// Whether nothing invalidated the key since `generation` was noted.
+    #[inline]
     pub(super) fn is_current(&self, generation: Generation) -> bool {
         self.generation.load(SeqCst) == generation.global
             && self.slots[generation.index].load(SeqCst) == generation.slot
     }
 
     /// Voids in-flight computations of keys hashing to `hash`.
+    #[inline]
     pub(super) fn bump_slot(&self, hash: u64) {
         self.slots[(hash % SLOTS as u64) as usize].fetch_add(1, SeqCst);
     }

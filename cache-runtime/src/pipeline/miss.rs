@@ -84,13 +84,25 @@ where
     M::Value: CacheValue,
     K: Key,
 {
-    shared::block_on(miss::<M, K, R, _>(
+    // Pinned where it is built: moving the future (sized for the shared
+    // tier's steps) into `block_on` would copy it on every miss.
+    let mut miss = std::pin::pin!(miss::<M, K, R, _>(
         cache,
         key,
         cache_if,
         tags,
         Blocking(origin),
-    ))
+    ));
+    if cache.shared.is_none() {
+        // Nothing in a local-only miss waits: it completes in this poll,
+        // without `block_on`'s bookkeeping (which keeps store connections
+        // off the caller's runtime, and there is no store here).
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(r) = miss.as_mut().poll(&mut cx) {
+            return r;
+        }
+    }
+    shared::block_on(miss)
 }
 
 /// Steps 2 to 5 after a local miss.

@@ -60,6 +60,7 @@ impl Policy {
 
     /// The timeout of one new entry: the function's (or `none_timeout` for
     /// a negative result), spread by the jitter.
+    #[inline]
     pub(crate) fn entry_ttl(&self, negative: bool) -> Option<Duration> {
         let base = if negative {
             self.none_ttl.or(self.ttl)
@@ -75,12 +76,14 @@ impl Policy {
 
     /// How long a shared entry is kept: its timeout, plus the fail-safe
     /// window during which it may still stand in for an `Err`.
+    #[inline]
     pub(super) fn shared_ttl(&self, ttl: Option<Duration>) -> Option<Duration> {
         ttl.map(|t| t.saturating_add(self.stale.unwrap_or_default()))
     }
 }
 
 /// The shorter of two lifetimes, `None` being forever.
+#[inline]
 pub(super) fn min_ttl(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
