@@ -137,7 +137,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
 }
 
 /// The pipeline of a sync function with `refresh_ahead`: like
-/// [`get_or_compute`], but a hit due for a refresh runs `origin` on a
+/// [`get_or_compute`](super::get_or_compute), but a hit due for a refresh runs `origin` on a
 /// background thread (of the I/O runtime's blocking pool).
 pub fn get_or_compute_refreshing<M, K, R>(
     cache: &'static FnCache<K, M::Value>,
