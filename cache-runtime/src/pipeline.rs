@@ -101,7 +101,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         let shared = (enabled && config.cache_type().is_shared() && spec.tier != TierChoice::Local)
             .then(shared::tier)
             .flatten()
-            .map(|tier| SharedLink::new(tier, spec.versioned.is_some()));
+            .map(|tier| SharedLink::new(tier, spec.namespace.clone(), spec.versioned.clone()));
         // Without a shared tier, `tier = "shared"` would cache nothing: keep the local tier.
         let local = spec.tier != TierChoice::Shared || shared.is_none();
         let policy = Policy::new(&mut spec, config, shared.is_some());
@@ -331,7 +331,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
     pub fn invalidate_all(&self) -> u64 {
         let n = self.invalidate_all_local();
         if let Some(sf) = &self.shared {
-            shared::block_on(self.invalidate_all_shared(sf));
+            shared::block_on(sf.bump(&self.metrics.shared, self.name(), self.policy.ttl.is_none()));
             // Reads during the round trip used the old version: drop what they kept.
             self.invalidate_all_local();
         }
@@ -342,7 +342,8 @@ impl<K: Key, V: Value> FnCache<K, V> {
     pub async fn invalidate_all_async(&self) -> u64 {
         let n = self.invalidate_all_local();
         if let Some(sf) = &self.shared {
-            self.invalidate_all_shared(sf).await;
+            sf.bump(&self.metrics.shared, self.name(), self.policy.ttl.is_none())
+                .await;
             self.invalidate_all_local();
         }
         n
@@ -388,7 +389,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
     pub(crate) fn forget_shared_state(&self) -> u64 {
         match &self.shared {
             Some(sf) => {
-                sf.forget_versions(self.policy.group.is_some());
+                sf.forget_versions();
                 self.invalidate_all_local()
             }
             None => 0,

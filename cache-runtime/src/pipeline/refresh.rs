@@ -82,7 +82,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         let mut sk = None;
         let mut tag = 0;
         if let (Some(sf), Some(rendered)) = (&self.shared, rendered) {
-            match self.shared_key_from(sf, rendered).await {
+            match sf.key(&self.metrics.shared, rendered).await {
                 Ok(k) => {
                     tag = k.tag;
                     if let Some(ttl) = self.policy.lock {

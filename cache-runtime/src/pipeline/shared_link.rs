@@ -14,12 +14,16 @@ use super::{FnCache, Key, Value};
 use crate::codec::{self, CodecError, EnvelopeError, Meta};
 use crate::key::KeyError;
 use crate::shared::outbox::Pending;
-use crate::shared::{self, ErrorKind, Notice, SharedError, Tier};
+use crate::shared::{self, ErrorKind, Notice, SharedError, SharedMetrics, Tier};
 use crate::value::CacheValue;
 
 /// A function's link to the shared tier.
 pub(crate) struct SharedLink {
     pub(super) tier: &'static Tier,
+    /// The function's namespace and version group, as its notices and
+    /// outbox entries name them.
+    namespace: String,
+    group: Option<String>,
     /// The function's version in the shared tier ([`UNKNOWN_VERSION`] until read).
     pub(super) version: AtomicU64,
     /// Its version group's version (0 without a group).
@@ -116,12 +120,14 @@ pub(crate) struct SharedKey {
 }
 
 impl SharedLink {
-    pub(super) fn new(tier: &'static Tier, grouped: bool) -> SharedLink {
+    pub(super) fn new(tier: &'static Tier, namespace: String, group: Option<String>) -> SharedLink {
         SharedLink {
             tier,
             version: AtomicU64::new(UNKNOWN_VERSION),
-            group_version: AtomicU64::new(if grouped { UNKNOWN_VERSION } else { 0 }),
+            group_version: AtomicU64::new(if group.is_some() { UNKNOWN_VERSION } else { 0 }),
             codec: AtomicU8::new(CODEC_UNKNOWN),
+            namespace,
+            group,
         }
     }
 
@@ -145,11 +151,164 @@ impl SharedLink {
     }
 
     /// Notices may have been lost: both versions are read again.
-    pub(super) fn forget_versions(&self, grouped: bool) {
+    pub(super) fn forget_versions(&self) {
         self.version.store(UNKNOWN_VERSION, SeqCst);
-        if grouped {
+        if self.group.is_some() {
             self.group_version.store(UNKNOWN_VERSION, SeqCst);
         }
+    }
+
+    /// The notice telling other processes to drop their copies of `stable`.
+    pub(super) fn key_notice(&self, stable: &str) -> String {
+        Notice::Key {
+            namespace: &self.namespace,
+            stable,
+        }
+        .encode(self.tier.instance())
+    }
+
+    /// Queues the deletion of the shared entry `stable` in the outbox
+    /// (see [`shared::outbox`]); `name` is the function's, for the log.
+    pub(super) fn defer(&self, name: &str, stable: String, err: &SharedError) {
+        tracing::debug!(name, %err, "layercache: the shared tier did not take an invalidation; it waits in the outbox");
+        self.tier.defer(Pending::Key {
+            namespace: self.namespace.clone(),
+            stable,
+            group: self.group.clone(),
+        });
+    }
+
+    /// Whether a pending invalidation in the outbox may cover this
+    /// function's shared entries: its shared reads wait for it.
+    pub(super) fn outbox_blocks(&self) -> bool {
+        self.tier
+            .outbox
+            .blocks(&self.namespace, self.group.as_deref())
+    }
+
+    /// The function's version in the shared tier, read once and then kept
+    /// up to date by notices.
+    async fn version(&self, m: &SharedMetrics) -> Result<u64, SharedError> {
+        self.known_version(m, &self.version, || self.tier.version_key(&self.namespace))
+            .await
+    }
+
+    /// The version of the function's group, read once and then kept up
+    /// to date by notices; 0 without a group.
+    async fn group_version(&self, m: &SharedMetrics) -> Result<u64, SharedError> {
+        match &self.group {
+            Some(group) => {
+                self.known_version(m, &self.group_version, || self.tier.group_key(group))
+                    .await
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// `cell`, or the number under `key()` in the shared tier when `cell`
+    /// is still unknown.
+    async fn known_version(
+        &self,
+        m: &SharedMetrics,
+        cell: &AtomicU64,
+        key: impl FnOnce() -> String,
+    ) -> Result<u64, SharedError> {
+        let v = cell.load(SeqCst);
+        if v != UNKNOWN_VERSION {
+            return Ok(v);
+        }
+        let key = key();
+        let read = self
+            .tier
+            .call(Some(m), self.tier.timeout(), |s| s.read_version(&key))
+            .await?;
+        // A notice may have set a newer version while we read: keep it.
+        let _ = cell.compare_exchange(UNKNOWN_VERSION, read, SeqCst, SeqCst);
+        Ok(cell.load(SeqCst))
+    }
+
+    /// Moves the function to a new version (`invalidate_all`), tells
+    /// other processes, or leaves the bump in the outbox; entries that
+    /// never expire are swept, since nothing else would remove them.
+    pub(super) async fn bump(&self, m: &SharedMetrics, name: &str, never_expires: bool) {
+        let tier = self.tier;
+        let key = tier.version_key(&self.namespace);
+        let now_ms = tier.clock().unix_millis();
+        let bumped = tier
+            .call(Some(m), tier.timeout(), |s| s.bump_version(&key, now_ms))
+            .await;
+        match bumped {
+            Ok(version) => {
+                raise_version(&self.version, version);
+                // Every cache on this namespace (view caches and the manual
+                // cache share the empty one) adopts the same number.
+                crate::invalidate::namespace_moved(&self.namespace, version);
+                if never_expires {
+                    // Entries that never expire would stay under the old
+                    // version forever: sweep them in the background.
+                    let prefix = format!("{}:", tier.full_key(&self.namespace));
+                    tier.spawn_prefix_delete(prefix);
+                }
+                let notice = Notice::All {
+                    namespace: &self.namespace,
+                    version,
+                }
+                .encode(tier.instance());
+                if tier.bus_refused() {
+                    return;
+                }
+                if let Err(err) = tier.publish(&notice).await {
+                    tracing::debug!(name, %err, "layercache: could not tell other processes about an invalidation; it waits in the outbox");
+                    tier.defer(Pending::All {
+                        namespace: self.namespace.clone(),
+                    });
+                }
+            }
+            Err(err) => {
+                // Unknown now: the next shared lookup re-reads it (after the
+                // outbox has moved it on).
+                self.version.store(UNKNOWN_VERSION, SeqCst);
+                tracing::debug!(name, %err, "layercache: could not move the function to a new shared version; the bump waits in the outbox");
+                tier.defer(Pending::All {
+                    namespace: self.namespace.clone(),
+                });
+            }
+        }
+    }
+
+    /// The shared key of a rendered call: its stable key under the
+    /// function's (and group's) current version. On failure, the error and
+    /// the local tag (0 when the key could not even be rendered).
+    pub(super) async fn key(
+        &self,
+        m: &SharedMetrics,
+        rendered: Result<Rendered, KeyError>,
+    ) -> Result<SharedKey, (SharedError, u64)> {
+        let Rendered {
+            buf: mut full,
+            stable_at,
+            check,
+            tag,
+        } = rendered.map_err(|e| {
+            m.record_error(ErrorKind::Encode);
+            (SharedError::new(ErrorKind::Encode, e.to_string()), 0)
+        })?;
+        let version = self.version(m).await.map_err(|e| (e, tag))?;
+        let group_version = self.group_version(m).await.map_err(|e| (e, tag))?;
+        let stable = stable_at..full.len();
+        if version != 0 {
+            let _ = write!(full, ":v{version}");
+        }
+        if group_version != 0 {
+            let _ = write!(full, ":g{group_version}");
+        }
+        Ok(SharedKey {
+            stable,
+            full,
+            tag,
+            check,
+            corrupt: false,
+        })
     }
 }
 
@@ -166,7 +325,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
                     // cluster node is down), so the stored key is unknown;
                     // other processes can still drop their local copies.
                     if let Ok(stable) = self.stable_key(key) {
-                        let notice = self.key_notice(sf, &stable);
+                        let notice = sf.key_notice(&stable);
                         if !sf.tier.bus_refused() {
                             let _ = sf.tier.publish(&notice).await;
                         }
@@ -174,7 +333,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
                     return Err(err);
                 }
             };
-            let notice = self.key_notice(sf, sk.stable());
+            let notice = sf.key_notice(sk.stable());
             // A refused bus refuses PUBLISH too, which would fail the delete.
             let notice = (!sf.tier.bus_refused()).then_some(notice);
             let keys = [sk.full];
@@ -194,39 +353,12 @@ impl<K: Key, V: Value> FnCache<K, V> {
         }
     }
 
-    /// The notice telling other processes to drop their copies of `stable`.
-    pub(super) fn key_notice(&self, sf: &SharedLink, stable: &str) -> String {
-        Notice::Key {
-            namespace: &self.namespace,
-            stable,
-        }
-        .encode(sf.tier.instance())
-    }
-
     /// Queues the invalidation of `key` in the outbox (see [`shared::outbox`]).
     pub(super) fn defer_key(&self, sf: &SharedLink, key: &K, err: &SharedError) {
         // No stable key, no shared entry to delete.
         if let Ok(stable) = self.stable_key(key) {
-            self.defer_stable(sf, stable, err);
+            sf.defer(self.name(), stable, err);
         }
-    }
-
-    /// Queues the deletion of the shared entry `stable` in the outbox.
-    pub(super) fn defer_stable(&self, sf: &SharedLink, stable: String, err: &SharedError) {
-        tracing::debug!(name = self.name(), %err, "layercache: the shared tier did not take an invalidation; it waits in the outbox");
-        sf.tier.defer(Pending::Key {
-            namespace: self.namespace.clone(),
-            stable,
-            group: self.policy.group.clone(),
-        });
-    }
-
-    /// Whether a pending invalidation in the outbox may cover this
-    /// function's shared entries: its shared reads wait for it.
-    pub(super) fn outbox_blocks(&self, sf: &SharedLink) -> bool {
-        sf.tier
-            .outbox
-            .blocks(&self.namespace, self.policy.group.as_deref())
     }
 
     /// How long a new local copy lives: `ttl`, capped while the bus is
@@ -239,96 +371,6 @@ impl<K: Key, V: Value> FnCache<K, V> {
         }
     }
 
-    pub(super) async fn invalidate_all_shared(&self, sf: &SharedLink) {
-        let tier = sf.tier;
-        let m = &self.metrics.shared;
-        let key = tier.version_key(&self.namespace);
-        let now_ms = tier.clock().unix_millis();
-        let bumped = tier
-            .call(Some(m), tier.timeout(), |s| s.bump_version(&key, now_ms))
-            .await;
-        match bumped {
-            Ok(version) => {
-                raise_version(&sf.version, version);
-                // Every cache on this namespace (view caches and the manual
-                // cache share the empty one) adopts the same number.
-                crate::invalidate::namespace_moved(&self.namespace, version);
-                if self.policy.ttl.is_none() {
-                    // Entries that never expire would stay under the old
-                    // version forever: sweep them in the background.
-                    let prefix = format!("{}:", tier.full_key(&self.namespace));
-                    tier.spawn_prefix_delete(prefix);
-                }
-                let notice = Notice::All {
-                    namespace: &self.namespace,
-                    version,
-                }
-                .encode(tier.instance());
-                if tier.bus_refused() {
-                    return;
-                }
-                if let Err(err) = tier.publish(&notice).await {
-                    tracing::debug!(name = self.name(), %err, "layercache: could not tell other processes about an invalidation; it waits in the outbox");
-                    tier.defer(Pending::All {
-                        namespace: self.namespace.clone(),
-                    });
-                }
-            }
-            Err(err) => {
-                // Unknown now: the next shared lookup re-reads it (after the
-                // outbox has moved it on).
-                sf.version.store(UNKNOWN_VERSION, SeqCst);
-                tracing::debug!(name = self.name(), %err, "layercache: could not move the function to a new shared version; the bump waits in the outbox");
-                tier.defer(Pending::All {
-                    namespace: self.namespace.clone(),
-                });
-            }
-        }
-    }
-
-    /// The function's version in the shared tier, read once and then kept
-    /// up to date by notices.
-    pub(super) async fn version(&self, sf: &SharedLink) -> Result<u64, SharedError> {
-        self.known_version(sf, &sf.version, || sf.tier.version_key(&self.namespace))
-            .await
-    }
-
-    /// The version of the function's group, read once and then kept up
-    /// to date by notices; 0 without a group.
-    pub(super) async fn group_version(&self, sf: &SharedLink) -> Result<u64, SharedError> {
-        match &self.policy.group {
-            Some(group) => {
-                self.known_version(sf, &sf.group_version, || sf.tier.group_key(group))
-                    .await
-            }
-            None => Ok(0),
-        }
-    }
-
-    /// `cell`, or the number under `key()` in the shared tier when `cell`
-    /// is still unknown.
-    pub(super) async fn known_version(
-        &self,
-        sf: &SharedLink,
-        cell: &AtomicU64,
-        key: impl FnOnce() -> String,
-    ) -> Result<u64, SharedError> {
-        let v = cell.load(SeqCst);
-        if v != UNKNOWN_VERSION {
-            return Ok(v);
-        }
-        let key = key();
-        let read = sf
-            .tier
-            .call(Some(&self.metrics.shared), sf.tier.timeout(), |s| {
-                s.read_version(&key)
-            })
-            .await?;
-        // A notice may have set a newer version while we read: keep it.
-        let _ = cell.compare_exchange(UNKNOWN_VERSION, read, SeqCst, SeqCst);
-        Ok(cell.load(SeqCst))
-    }
-
     /// The call's shared key. On failure, the error and the local tag (0
     /// when the key cannot even be rendered): a local copy must carry its
     /// tag even when the shared tier is down, or a later notice from
@@ -338,7 +380,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         sf: &SharedLink,
         key: &K,
     ) -> Result<SharedKey, (SharedError, u64)> {
-        self.shared_key_from(sf, self.rendered(key)).await
+        sf.key(&self.metrics.shared, self.rendered(key)).await
     }
 
     /// The stable key of `key`, its key check and its tag, rendered once per call.
@@ -364,37 +406,6 @@ impl<K: Key, V: Value> FnCache<K, V> {
         })
     }
 
-    pub(super) async fn shared_key_from(
-        &self,
-        sf: &SharedLink,
-        rendered: Result<Rendered, KeyError>,
-    ) -> Result<SharedKey, (SharedError, u64)> {
-        let Rendered {
-            buf: mut full,
-            stable_at,
-            check,
-            tag,
-        } = rendered.map_err(|e| {
-            self.metrics.shared.record_error(ErrorKind::Encode);
-            (SharedError::new(ErrorKind::Encode, e.to_string()), 0)
-        })?;
-        let version = self.version(sf).await.map_err(|e| (e, tag))?;
-        let group_version = self.group_version(sf).await.map_err(|e| (e, tag))?;
-        let stable = stable_at..full.len();
-        if version != 0 {
-            let _ = write!(full, ":v{version}");
-        }
-        if group_version != 0 {
-            let _ = write!(full, ":g{group_version}");
-        }
-        Ok(SharedKey {
-            stable,
-            full,
-            tag,
-            check,
-            corrupt: false,
-        })
-    }
     /// Step 3: the shared tier, decoding a `T` (the value type for a
     /// function; the caller's type for the manual cache).
     /// `Ok(value, remaining life, tag)` on a hit; otherwise what the
@@ -405,15 +416,14 @@ impl<K: Key, V: Value> FnCache<K, V> {
         rendered: Result<Rendered, KeyError>,
     ) -> Result<(T, Option<Duration>, u64), SharedMiss> {
         let m = &self.metrics.shared;
-        if (sf.codec.load(SeqCst) == CODEC_BROKEN && is_value_type::<T, V>())
-            || self.outbox_blocks(sf)
+        if (sf.codec.load(SeqCst) == CODEC_BROKEN && is_value_type::<T, V>()) || sf.outbox_blocks()
         {
             return Err(SharedMiss {
                 key: None,
                 tag: rendered.map_or(0, |r| r.tag),
             });
         }
-        let mut sk = match self.shared_key_from(sf, rendered).await {
+        let mut sk = match sf.key(&self.metrics.shared, rendered).await {
             Ok(sk) => sk,
             Err((_, tag)) => return Err(SharedMiss { key: None, tag }),
         };
@@ -553,7 +563,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 // The SET may still run when a stalled server wakes up,
                 // after an invalidation that made this value old: have the
                 // outbox delete the key once the server answers.
-                self.defer_stable(sf, sk.stable().to_string(), err);
+                sf.defer(self.name(), sk.stable().to_string(), err);
             }
         }
         let stored = stored.is_ok();
@@ -639,7 +649,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         // After the put's own bump: only a later invalidation cancels the write.
         let generation = self.local.generation(tag);
         let published = if self.shared_put(sf, &sk, shared, generation, ttl).await {
-            let notice = self.key_notice(sf, sk.stable());
+            let notice = sf.key_notice(sk.stable());
             sf.tier.bus_refused() || sf.tier.publish(&notice).await.is_ok()
         } else {
             false
@@ -682,7 +692,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
 
     /// Whether the shared tier holds a fresh envelope under `key`, of any type.
     pub(crate) async fn shared_contains(&self, sf: &SharedLink, key: &K) -> bool {
-        if self.outbox_blocks(sf) {
+        if sf.outbox_blocks() {
             return false;
         }
         let Ok(sk) = self.shared_key(sf, key).await else {

@@ -37,7 +37,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         if let Some(v) = self.local.stale(key, window) {
             return Some(v);
         }
-        let sf = self.shared.as_ref().filter(|sf| !self.outbox_blocks(sf))?;
+        let sf = self.shared.as_ref().filter(|sf| !sf.outbox_blocks())?;
         let sk = self.shared_key(sf, key).await.ok()?;
         let bytes = sf
             .tier
