@@ -51,10 +51,10 @@ async fn get_async<T: CacheValue>(key: &str) -> Option<T> {
     if let Some(v) = s.local_get(&key, |v| v.downcast_ref::<T>().cloned()) {
         return Some(v);
     }
-    if let Some(sf) = s.shared_link() {
+    if let Some(link) = s.shared_link() {
         let rendered = s.rendered(&key);
         let generation = s.generation(rendered.as_ref().map_or(0, |r| r.tag()));
-        if let Ok((v, remaining, tag)) = s.shared_get::<T>(sf, rendered).await {
+        if let Ok((v, remaining, tag)) = s.shared_get::<T>(link, rendered).await {
             let local = || -> AnyValue { Arc::new(v.clone()) };
             s.backfill(key, local, remaining, generation, tag);
             return Some(v);
@@ -84,9 +84,10 @@ async fn set_async<T: CacheValue>(key: &str, value: T, timeout: Option<Duration>
     let ttl = ttl_of(timeout);
     match s.shared_link() {
         None => s.put_local(key.to_string(), Arc::new(value), ttl, 0),
-        Some(sf) => {
+        Some(link) => {
             let local: AnyValue = Arc::new(value.clone());
-            s.put_shared(sf, key.to_string(), local, &value, ttl).await
+            s.put_shared(link, key.to_string(), local, &value, ttl)
+                .await
         }
     }
 }
@@ -103,9 +104,9 @@ async fn store_computed<T: CacheValue>(
     let ttl = ttl_of(Some(timeout));
     match s.shared_link() {
         None => s.write_back_with_timeout(key.to_string(), Arc::new(value), generation, ttl, 0),
-        Some(sf) => {
+        Some(link) => {
             let local: AnyValue = Arc::new(value.clone());
-            s.write_back_everywhere(sf, key.to_string(), local, &value, generation, ttl)
+            s.write_back_everywhere(link, key.to_string(), local, &value, generation, ttl)
                 .await
         }
     }
@@ -133,7 +134,7 @@ async fn has_async(key: &str) -> bool {
         return true;
     }
     match s.shared_link() {
-        Some(sf) => s.shared_contains(sf, &key).await,
+        Some(link) => s.shared_contains(link, &key).await,
         None => false,
     }
 }

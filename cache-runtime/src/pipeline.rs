@@ -287,8 +287,8 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// timeout); from async code prefer [`FnCache::invalidate_async`].
     pub fn invalidate(&self, key: &K) -> bool {
         let mut removed = self.invalidate_local(key);
-        if let Some(sf) = &self.shared {
-            removed |= shared::block_on(self.invalidate_shared(sf, key));
+        if let Some(link) = &self.shared {
+            removed |= shared::block_on(self.invalidate_shared(link, key));
             // A read in this process during the round trip may have fetched
             // the old value from the shared tier and kept it: drop it again.
             self.invalidate_local(key);
@@ -299,8 +299,8 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// [`FnCache::invalidate`] for async code.
     pub async fn invalidate_async(&self, key: &K) -> bool {
         let mut removed = self.invalidate_local(key);
-        if let Some(sf) = &self.shared {
-            removed |= self.invalidate_shared(sf, key).await;
+        if let Some(link) = &self.shared {
+            removed |= self.invalidate_shared(link, key).await;
             self.invalidate_local(key);
         }
         removed
@@ -330,8 +330,12 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// entries went.
     pub fn invalidate_all(&self) -> u64 {
         let n = self.invalidate_all_local();
-        if let Some(sf) = &self.shared {
-            shared::block_on(sf.bump(&self.metrics.shared, self.name(), self.policy.ttl.is_none()));
+        if let Some(link) = &self.shared {
+            shared::block_on(link.bump(
+                &self.metrics.shared,
+                self.name(),
+                self.policy.ttl.is_none(),
+            ));
             // Reads during the round trip used the old version: drop what they kept.
             self.invalidate_all_local();
         }
@@ -341,8 +345,8 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// [`FnCache::invalidate_all`] for async code.
     pub async fn invalidate_all_async(&self) -> u64 {
         let n = self.invalidate_all_local();
-        if let Some(sf) = &self.shared {
-            sf.bump(&self.metrics.shared, self.name(), self.policy.ttl.is_none())
+        if let Some(link) = &self.shared {
+            link.bump(&self.metrics.shared, self.name(), self.policy.ttl.is_none())
                 .await;
             self.invalidate_all_local();
         }
@@ -370,16 +374,16 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// The group's version moved to `version` (here or in another
     /// process): drop the local entries, read under older versions.
     pub(crate) fn group_bumped(&self, version: u64) -> u64 {
-        if let Some(sf) = &self.shared {
-            sf.raise(true, version);
+        if let Some(link) = &self.shared {
+            link.raise(true, version);
         }
         self.invalidate_all_local()
     }
 
     /// A notice from another process: the function moved to `version`.
     pub(crate) fn remote_invalidate_all(&self, version: u64) -> u64 {
-        if let Some(sf) = &self.shared {
-            sf.raise(false, version);
+        if let Some(link) = &self.shared {
+            link.raise(false, version);
         }
         self.invalidate_all_local()
     }
@@ -388,8 +392,8 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// the local copies of shared entries and re-read the version.
     pub(crate) fn forget_shared_state(&self) -> u64 {
         match &self.shared {
-            Some(sf) => {
-                sf.forget_versions();
+            Some(link) => {
+                link.forget_versions();
                 self.invalidate_all_local()
             }
             None => 0,
@@ -452,7 +456,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     pub fn put(&self, key: K, value: V) {
         let ttl = self.policy.entry_ttl(false);
         match &self.shared {
-            Some(sf) => shared::block_on(self.put_shared(sf, key, value.clone(), &value, ttl)),
+            Some(link) => shared::block_on(self.put_shared(link, key, value.clone(), &value, ttl)),
             None => self.put_local(key, value, min_ttl(ttl, self.policy.local_cap), 0),
         }
     }
@@ -461,7 +465,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     pub async fn put_async(&self, key: K, value: V) {
         let ttl = self.policy.entry_ttl(false);
         match &self.shared {
-            Some(sf) => self.put_shared(sf, key, value.clone(), &value, ttl).await,
+            Some(link) => self.put_shared(link, key, value.clone(), &value, ttl).await,
             None => self.put_local(key, value, min_ttl(ttl, self.policy.local_cap), 0),
         }
     }

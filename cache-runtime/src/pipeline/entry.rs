@@ -120,8 +120,8 @@ impl<K: Key, V: CacheValue> CallEntry<K, V> {
     /// (`{CACHE_KEY_PREFIX}:{stable key}[:v{version}]`), or `None` without
     /// a shared tier (or when it cannot be reached to read the version).
     pub fn shared_key(&self) -> Option<String> {
-        let sf = self.cache.shared.as_ref()?;
-        shared::block_on(self.cache.shared_key(sf, &self.key))
+        let link = self.cache.shared.as_ref()?;
+        shared::block_on(self.cache.shared_key(link, &self.key))
             .ok()
             .map(|k| k.full)
     }
@@ -166,14 +166,14 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         if let Some(v) = self.local_get(&key, Some) {
             return Some(v);
         }
-        if let Some(sf) = &self.shared {
+        if let Some(link) = &self.shared {
             let rendered = self.rendered(&key);
             let generation = self.local.generation(
                 rendered
                     .as_ref()
                     .map_or(0, super::shared_link::Rendered::tag),
             );
-            if let Ok(hit) = self.shared_get::<V>(sf, rendered).await {
+            if let Ok(hit) = self.shared_get::<V>(link, rendered).await {
                 return Some(self.settle_hit(key, hit, generation, &[]));
             }
         }

@@ -121,8 +121,8 @@ where
 {
     let (generation, hash, mut rendered) = cache.noted_miss(&key);
     let mut miss = SharedMiss::default();
-    if let (Some(sf), Some(r)) = (&cache.shared, rendered.take_if(|_| cache.shared_first())) {
-        let found = cache.shared_get::<M::Value>(sf, r).await;
+    if let (Some(link), Some(r)) = (&cache.shared, rendered.take_if(|_| cache.shared_first())) {
+        let found = cache.shared_get::<M::Value>(link, r).await;
         match cache.settle(key, found, generation, tags) {
             Ok(v) => return M::from_cached(v),
             Err((k, m)) => (key, miss) = (k, m),
@@ -138,16 +138,16 @@ where
         },
         Flight::Alone => None,
     };
-    if let (Some(sf), Some(rendered)) = (&cache.shared, rendered) {
-        let found = cache.shared_get::<M::Value>(sf, rendered).await;
+    if let (Some(link), Some(rendered)) = (&cache.shared, rendered) {
+        let found = cache.shared_get::<M::Value>(link, rendered).await;
         match cache.settle(key, found, generation, tags) {
             Ok(v) => return M::from_cached(land(leader, v)),
             Err((k, m)) => (key, miss) = (k, m),
         }
     }
     let mut held = None;
-    if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
-        match cache.lock_or_wait(sf, &key, sk).await {
+    if let (Some(link), Some(sk)) = (&cache.shared, &miss.key) {
+        match cache.lock_or_wait(link, &key, sk).await {
             Locked::Held(lock) => held = Some(lock),
             Locked::Found(hit) => {
                 return M::from_cached(land(leader, cache.settle_hit(key, hit, generation, tags)))
@@ -169,8 +169,8 @@ where
         }
     }
     let stored = computation.finish::<M, R>(key, &r, cache_if, tags, miss.tag);
-    if let (Some(sf), Some(sk)) = (&cache.shared, &miss.key) {
-        cache.write_shared(sf, sk, stored, generation, tags).await;
+    if let (Some(link), Some(sk)) = (&cache.shared, &miss.key) {
+        cache.write_shared(link, sk, stored, generation, tags).await;
         release(held).await;
     }
     cache.land_computed(leader, stored, generation);

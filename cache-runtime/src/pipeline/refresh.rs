@@ -81,14 +81,14 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         let mut held = None;
         let mut sk = None;
         let mut tag = 0;
-        if let (Some(sf), Some(rendered)) = (&self.shared, rendered) {
-            match sf.key(&self.metrics.shared, rendered).await {
+        if let (Some(link), Some(rendered)) = (&self.shared, rendered) {
+            match link.key(&self.metrics.shared, rendered).await {
                 Ok(k) => {
                     tag = k.tag;
                     if let Some(ttl) = self.policy.lock {
                         let lock_key = k.lock_key();
-                        let token = format!("{}:refresh", sf.tier.instance());
-                        match sf
+                        let token = format!("{}:refresh", link.tier.instance());
+                        match link
                             .tier
                             .try_lock(&self.metrics.shared, lock_key, token, ttl)
                             .await
@@ -126,8 +126,8 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
             }
         };
         let stored = computation.finish::<M, R>(key, &r, cache_if, &tags, tag);
-        if let (Some(sf), Some(sk)) = (&self.shared, &sk) {
-            self.write_shared(sf, sk, stored, generation, &tags).await;
+        if let (Some(link), Some(sk)) = (&self.shared, &sk) {
+            self.write_shared(link, sk, stored, generation, &tags).await;
         }
         release(held).await;
         self.land_computed(Some(leader), stored, generation);

@@ -315,30 +315,30 @@ impl SharedLink {
 impl<K: Key, V: Value> FnCache<K, V> {
     /// Deletes the shared entry and tells other processes; `true` when the
     /// shared tier held it.
-    pub(super) async fn invalidate_shared(&self, sf: &SharedLink, key: &K) -> bool {
+    pub(super) async fn invalidate_shared(&self, link: &SharedLink, key: &K) -> bool {
         let m = &self.metrics.shared;
         let result = async {
-            let sk = match self.shared_key(sf, key).await {
+            let sk = match self.shared_key(link, key).await {
                 Ok(sk) => sk,
                 Err((err, _)) => {
                     // The function's version could not be read (say its
                     // cluster node is down), so the stored key is unknown;
                     // other processes can still drop their local copies.
                     if let Ok(stable) = self.stable_key(key) {
-                        let notice = sf.key_notice(&stable);
-                        if !sf.tier.bus_refused() {
-                            let _ = sf.tier.publish(&notice).await;
+                        let notice = link.key_notice(&stable);
+                        if !link.tier.bus_refused() {
+                            let _ = link.tier.publish(&notice).await;
                         }
                     }
                     return Err(err);
                 }
             };
-            let notice = sf.key_notice(sk.stable());
+            let notice = link.key_notice(sk.stable());
             // A refused bus refuses PUBLISH too, which would fail the delete.
-            let notice = (!sf.tier.bus_refused()).then_some(notice);
+            let notice = (!link.tier.bus_refused()).then_some(notice);
             let keys = [sk.full];
-            sf.tier
-                .call(Some(m), sf.tier.timeout(), |s| {
+            link.tier
+                .call(Some(m), link.tier.timeout(), |s| {
                     s.delete(&keys, notice.as_deref())
                 })
                 .await
@@ -347,17 +347,17 @@ impl<K: Key, V: Value> FnCache<K, V> {
         match result {
             Ok(n) => n > 0,
             Err(err) => {
-                self.defer_key(sf, key, &err);
+                self.defer_key(link, key, &err);
                 false
             }
         }
     }
 
     /// Queues the invalidation of `key` in the outbox (see [`shared::outbox`]).
-    pub(super) fn defer_key(&self, sf: &SharedLink, key: &K, err: &SharedError) {
+    pub(super) fn defer_key(&self, link: &SharedLink, key: &K, err: &SharedError) {
         // No stable key, no shared entry to delete.
         if let Ok(stable) = self.stable_key(key) {
-            sf.defer(self.name(), stable, err);
+            link.defer(self.name(), stable, err);
         }
     }
 
@@ -366,7 +366,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// since no notice would drop it.
     pub(super) fn cap_while_bus_down(&self, ttl: Option<Duration>) -> Option<Duration> {
         match &self.shared {
-            Some(sf) if sf.tier.bus_is_down() => min_ttl(ttl, Some(self.bus_down_cap())),
+            Some(link) if link.tier.bus_is_down() => min_ttl(ttl, Some(self.bus_down_cap())),
             _ => ttl,
         }
     }
@@ -377,15 +377,18 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// another process could not find it.
     pub(super) async fn shared_key(
         &self,
-        sf: &SharedLink,
+        link: &SharedLink,
         key: &K,
     ) -> Result<SharedKey, (SharedError, u64)> {
-        sf.key(&self.metrics.shared, self.rendered(key)).await
+        link.key(&self.metrics.shared, self.rendered(key)).await
     }
 
     /// The stable key of `key`, its key check and its tag, rendered once per call.
     pub(crate) fn rendered(&self, key: &K) -> Result<Rendered, KeyError> {
-        let prefix = self.shared.as_ref().map_or("", |sf| sf.tier.key_prefix());
+        let prefix = self
+            .shared
+            .as_ref()
+            .map_or("", |link| link.tier.key_prefix());
         let mut buf = String::with_capacity(prefix.len() + self.namespace.len() + 48);
         if !prefix.is_empty() {
             buf.push_str(prefix);
@@ -412,18 +415,19 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// write-back needs.
     pub(crate) async fn shared_get<T: DeserializeOwned + 'static>(
         &self,
-        sf: &SharedLink,
+        link: &SharedLink,
         rendered: Result<Rendered, KeyError>,
     ) -> Result<(T, Option<Duration>, u64), SharedMiss> {
         let m = &self.metrics.shared;
-        if (sf.codec.load(SeqCst) == CODEC_BROKEN && is_value_type::<T, V>()) || sf.outbox_blocks()
+        if (link.codec.load(SeqCst) == CODEC_BROKEN && is_value_type::<T, V>())
+            || link.outbox_blocks()
         {
             return Err(SharedMiss {
                 key: None,
                 tag: rendered.map_or(0, |r| r.tag),
             });
         }
-        let mut sk = match sf.key(&self.metrics.shared, rendered).await {
+        let mut sk = match link.key(&self.metrics.shared, rendered).await {
             Ok(sk) => sk,
             Err((_, tag)) => return Err(SharedMiss { key: None, tag }),
         };
@@ -434,9 +438,9 @@ impl<K: Key, V: Value> FnCache<K, V> {
             op = "get",
             outcome = tracing::field::Empty
         );
-        let get = sf
+        let get = link
             .tier
-            .call(Some(m), sf.tier.timeout(), |s| s.get(&sk.full));
+            .call(Some(m), link.tier.timeout(), |s| s.get(&sk.full));
         let bytes = match tracing::Instrument::instrument(get, span.clone()).await {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
@@ -458,9 +462,9 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 return Err(SharedMiss { key: None, tag });
             }
         };
-        match sf.tier.settings().codec.open::<T>(&bytes, sk.check) {
+        match link.tier.settings().codec.open::<T>(&bytes, sk.check) {
             Ok((value, meta)) => {
-                let now_ms = sf.tier.clock().unix_millis();
+                let now_ms = link.tier.clock().unix_millis();
                 let remaining = match meta.expires_at_ms {
                     0 => None,
                     at if at > now_ms => Some(Duration::from_millis(at - now_ms)),
@@ -498,7 +502,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// invalidation raced the computation or it is too large.
     pub(crate) async fn shared_put<T: CacheValue>(
         &self,
-        sf: &SharedLink,
+        link: &SharedLink,
         sk: &SharedKey,
         value: &T,
         generation: Generation,
@@ -508,7 +512,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         if !self.local.is_current(generation) {
             return false;
         }
-        let now_ms = sf.tier.clock().unix_millis();
+        let now_ms = link.tier.clock().unix_millis();
         let meta = Meta {
             type_fingerprint: codec::type_fingerprint::<T>(),
             key_check: sk.check,
@@ -517,7 +521,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 now_ms.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
             }),
         };
-        let settings = sf.tier.settings();
+        let settings = link.tier.settings();
         let bytes = match settings.codec.seal(value, &meta, settings.max_value_size) {
             Ok(bytes) => bytes,
             Err(CodecError::TooLarge { limit }) => {
@@ -529,7 +533,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
                     "layercache: value over the shared size limit; kept in-process only"
                 );
                 if sk.corrupt {
-                    self.delete_entry(sf, sk).await;
+                    self.delete_entry(link, sk).await;
                 }
                 return false;
             }
@@ -539,21 +543,21 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 return false;
             }
         };
-        if is_value_type::<T, V>() && sf.codec.load(SeqCst) != CODEC_OK {
+        if is_value_type::<T, V>() && link.codec.load(SeqCst) != CODEC_OK {
             // Once per function: can the codec read this type back?
             if let Err(err) = settings.codec.open::<T>(&bytes, sk.check) {
-                if sf.codec.swap(CODEC_BROKEN, SeqCst) != CODEC_BROKEN {
+                if link.codec.swap(CODEC_BROKEN, SeqCst) != CODEC_BROKEN {
                     tracing::error!(name = self.name(), %err, codec = settings.codec.as_str(), "layercache: the value type does not survive the codec; this function stays in-process");
                 }
                 m.record_error(ErrorKind::Encode);
                 return false;
             }
-            sf.codec.store(CODEC_OK, SeqCst);
+            link.codec.store(CODEC_OK, SeqCst);
         }
         let len = bytes.len();
-        let stored = sf
+        let stored = link
             .tier
-            .call(Some(m), sf.tier.timeout(), |s| {
+            .call(Some(m), link.tier.timeout(), |s| {
                 // Kept past the envelope's expiry for the fail-safe window.
                 s.set(&sk.full, bytes, self.policy.shared_ttl(ttl))
             })
@@ -563,7 +567,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 // The SET may still run when a stalled server wakes up,
                 // after an invalidation that made this value old: have the
                 // outbox delete the key once the server answers.
-                sf.defer(self.name(), sk.stable().to_string(), err);
+                link.defer(self.name(), sk.stable().to_string(), err);
             }
         }
         let stored = stored.is_ok();
@@ -572,7 +576,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
             // An invalidation may have deleted the key while the SET was in
             // flight; the value may predate it, so take it out again.
             if !self.local.is_current(generation) {
-                self.delete_entry(sf, sk).await;
+                self.delete_entry(link, sk).await;
                 return false;
             }
         }
@@ -582,11 +586,11 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// Deletes the entry under `sk`, best effort: bytes that failed
     /// verification when nothing replaces them, or a write an invalidation
     /// overtook.
-    pub(crate) async fn delete_entry(&self, sf: &SharedLink, sk: &SharedKey) {
+    pub(crate) async fn delete_entry(&self, link: &SharedLink, sk: &SharedKey) {
         let keys = [sk.full.clone()];
-        let _ = sf
+        let _ = link
             .tier
-            .call(Some(&self.metrics.shared), sf.tier.timeout(), |s| {
+            .call(Some(&self.metrics.shared), link.tier.timeout(), |s| {
                 s.delete(&keys, None)
             })
             .await;
@@ -622,13 +626,13 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// update, unlike a write-back after a miss).
     pub(crate) async fn put_shared<T: CacheValue>(
         &self,
-        sf: &SharedLink,
+        link: &SharedLink,
         key: K,
         local: V,
         shared: &T,
         ttl: Option<Duration>,
     ) {
-        let (sk, tag) = match self.shared_key(sf, &key).await {
+        let (sk, tag) = match self.shared_key(link, &key).await {
             Ok(sk) => {
                 let tag = sk.tag;
                 (Some(sk), tag)
@@ -638,7 +642,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         let Some(sk) = sk else {
             // The old value may still be in the shared tier: it must go.
             self.defer_key(
-                sf,
+                link,
                 &key,
                 &SharedError::new(ErrorKind::Skipped, "no version"),
             );
@@ -648,9 +652,9 @@ impl<K: Key, V: Value> FnCache<K, V> {
         self.put_local(key.clone(), local, min_ttl(ttl, self.policy.local_ttl), tag);
         // After the put's own bump: only a later invalidation cancels the write.
         let generation = self.local.generation(tag);
-        let published = if self.shared_put(sf, &sk, shared, generation, ttl).await {
-            let notice = sf.key_notice(sk.stable());
-            sf.tier.bus_refused() || sf.tier.publish(&notice).await.is_ok()
+        let published = if self.shared_put(link, &sk, shared, generation, ttl).await {
+            let notice = link.key_notice(sk.stable());
+            link.tier.bus_refused() || link.tier.publish(&notice).await.is_ok()
         } else {
             false
         };
@@ -658,7 +662,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
             // Not written (down, oversize) or not announced: whatever the
             // shared tier or other processes hold for the key is older.
             let err = SharedError::new(ErrorKind::Skipped, "put not written or not announced");
-            self.defer_key(sf, &key, &err);
+            self.defer_key(link, &key, &err);
         }
     }
 
@@ -667,18 +671,18 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// `ttl`, unless an invalidation happened since `generation`.
     pub(crate) async fn write_back_everywhere<T: CacheValue>(
         &self,
-        sf: &SharedLink,
+        link: &SharedLink,
         key: K,
         local: V,
         shared: &T,
         generation: Generation,
         ttl: Option<Duration>,
     ) {
-        match self.shared_key(sf, &key).await {
+        match self.shared_key(link, &key).await {
             Ok(sk) => {
                 let local_ttl = min_ttl(ttl, self.policy.local_ttl);
                 self.write_back_with_timeout(key, local, generation, local_ttl, sk.tag);
-                self.shared_put(sf, &sk, shared, generation, ttl).await;
+                self.shared_put(link, &sk, shared, generation, ttl).await;
             }
             Err((_, tag)) => self.write_back_with_timeout(
                 key,
@@ -691,20 +695,20 @@ impl<K: Key, V: Value> FnCache<K, V> {
     }
 
     /// Whether the shared tier holds a fresh envelope under `key`, of any type.
-    pub(crate) async fn shared_contains(&self, sf: &SharedLink, key: &K) -> bool {
-        if sf.outbox_blocks() {
+    pub(crate) async fn shared_contains(&self, link: &SharedLink, key: &K) -> bool {
+        if link.outbox_blocks() {
             return false;
         }
-        let Ok(sk) = self.shared_key(sf, key).await else {
+        let Ok(sk) = self.shared_key(link, key).await else {
             return false;
         };
-        let found = sf
+        let found = link
             .tier
-            .call(Some(&self.metrics.shared), sf.tier.timeout(), |s| {
+            .call(Some(&self.metrics.shared), link.tier.timeout(), |s| {
                 s.get(&sk.full)
             })
             .await;
-        let now_ms = sf.tier.clock().unix_millis();
+        let now_ms = link.tier.clock().unix_millis();
         matches!(found, Ok(Some(bytes)) if codec::read_meta(&bytes)
             .is_ok_and(|(_, m)| m.key_check == sk.check && (m.expires_at_ms == 0 || m.expires_at_ms > now_ms)))
     }
@@ -713,7 +717,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// unusable bytes it replaces when it is not cacheable.
     pub(super) async fn write_shared(
         &self,
-        sf: &SharedLink,
+        link: &SharedLink,
         sk: &SharedKey,
         stored: Option<(&V, Option<Duration>)>,
         generation: Generation,
@@ -723,15 +727,15 @@ impl<K: Key, V: Value> FnCache<K, V> {
     {
         match stored {
             Some((v, ttl)) => {
-                let stored = self.shared_put(sf, sk, v, generation, ttl).await;
+                let stored = self.shared_put(link, sk, v, generation, ttl).await;
                 if stored && !tags.is_empty() {
                     // Record the key under each tag, kept as long as the entry.
-                    let sets: Vec<String> = tags.iter().map(|t| sf.tier.tag_key(t)).collect();
+                    let sets: Vec<String> = tags.iter().map(|t| link.tier.tag_key(t)).collect();
                     let ttl = self.policy.shared_ttl(ttl);
                     let m = &self.metrics.shared;
-                    let tagged = sf
+                    let tagged = link
                         .tier
-                        .call(Some(m), sf.tier.timeout(), |s| {
+                        .call(Some(m), link.tier.timeout(), |s| {
                             s.add_to_tags(&sets, &sk.full, ttl)
                         })
                         .await;
@@ -740,9 +744,9 @@ impl<K: Key, V: Value> FnCache<K, V> {
                         // tag invalidation: take it out of the shared tier.
                         tracing::warn!(name = self.name(), %err, "layercache: could not record a shared entry under its tags; deleting it from the shared tier");
                         let keys = [sk.full.clone()];
-                        if let Err(err) = sf
+                        if let Err(err) = link
                             .tier
-                            .call(Some(m), sf.tier.timeout(), |s| s.delete(&keys, None))
+                            .call(Some(m), link.tier.timeout(), |s| s.delete(&keys, None))
                             .await
                         {
                             tracing::warn!(name = self.name(), %err, "layercache: could not delete a shared entry missing from its tags; a tag invalidation may miss it until it expires");
@@ -750,7 +754,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
                     }
                 }
             }
-            None if sk.corrupt => self.delete_entry(sf, sk).await,
+            None if sk.corrupt => self.delete_entry(link, sk).await,
             None => {}
         }
     }

@@ -37,18 +37,23 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         if let Some(v) = self.local.stale(key, window) {
             return Some(v);
         }
-        let sf = self.shared.as_ref().filter(|sf| !sf.outbox_blocks())?;
-        let sk = self.shared_key(sf, key).await.ok()?;
-        let bytes = sf
+        let link = self.shared.as_ref().filter(|link| !link.outbox_blocks())?;
+        let sk = self.shared_key(link, key).await.ok()?;
+        let bytes = link
             .tier
-            .call(Some(&self.metrics.shared), sf.tier.timeout(), |s| {
+            .call(Some(&self.metrics.shared), link.tier.timeout(), |s| {
                 s.get(&sk.full)
             })
             .await
             .ok()??;
-        let (value, meta) = sf.tier.settings().codec.open::<V>(&bytes, sk.check).ok()?;
+        let (value, meta) = link
+            .tier
+            .settings()
+            .codec
+            .open::<V>(&bytes, sk.check)
+            .ok()?;
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-        let now_ms = sf.tier.clock().unix_millis();
+        let now_ms = link.tier.clock().unix_millis();
         (meta.expires_at_ms == 0 || now_ms < meta.expires_at_ms.saturating_add(window_ms))
             .then_some(value)
     }
@@ -77,7 +82,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     /// releases by the lock's expiry; a shared tier that fails lets the
     /// caller compute (fail-open), as does a wait longer than twice the
     /// lock's life.
-    pub(super) async fn lock_or_wait(&self, sf: &SharedLink, key: &K, sk: &SharedKey) -> Locked<V>
+    pub(super) async fn lock_or_wait(&self, link: &SharedLink, key: &K, sk: &SharedKey) -> Locked<V>
     where
         V: CacheValue,
     {
@@ -86,12 +91,12 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         };
         static TOKENS: AtomicU64 = AtomicU64::new(0);
         let lock_key = sk.lock_key();
-        let token = format!("{}:{}", sf.tier.instance(), TOKENS.fetch_add(1, SeqCst));
+        let token = format!("{}:{}", link.tier.instance(), TOKENS.fetch_add(1, SeqCst));
         let m = &self.metrics.shared;
         let started = self.local.clock.now();
         let mut backoff = LOCK_POLL_FIRST;
         loop {
-            match sf
+            match link
                 .tier
                 .try_lock(m, lock_key.clone(), token.clone(), ttl)
                 .await
@@ -100,7 +105,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                     // The previous holder may have written the value and
                     // released the lock between this caller's miss and its
                     // lock: look again, or the origin runs twice.
-                    return match self.shared_get::<V>(sf, self.rendered(key)).await {
+                    return match self.shared_get::<V>(link, self.rendered(key)).await {
                         Ok(found) => {
                             held.release().await;
                             Locked::Found(found)
@@ -116,9 +121,9 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                 return Locked::Proceed;
             }
             // Another process computes: wait for its value.
-            sf.tier.pause(backoff).await;
+            link.tier.pause(backoff).await;
             backoff = (backoff * 2).min(LOCK_POLL_MAX);
-            match self.shared_get::<V>(sf, self.rendered(key)).await {
+            match self.shared_get::<V>(link, self.rendered(key)).await {
                 Ok(found) => {
                     self.metrics.record_lock_wait();
                     return Locked::Found(found);
