@@ -15,9 +15,6 @@ use backends::{
     validate_redis_url, TLS_FIELDS, TLS_VARIABLES,
 };
 
-// Until the pipeline takes the runtime from its constructor (issue 17 merge).
-pub(crate) use crate::runtime::config;
-
 pub(crate) use secrets::redact_passwords;
 pub use secrets::RedisTls;
 

@@ -319,13 +319,6 @@ pub mod metrics {
             }
         })
     }
-
-    /// Records one origin duration (called on every miss).
-    #[inline]
-    pub(crate) fn origin_duration(function: &str, nanos: u64) {
-        ::metrics::histogram!("layercache_origin_duration_seconds", "function" => function.to_string())
-            .record(nanos as f64 / 1e9);
-    }
 }
 
 #[cfg(test)]

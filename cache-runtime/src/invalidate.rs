@@ -96,18 +96,10 @@ fn registry() -> RwLockReadGuard<'static, Vec<&'static dyn Registered>> {
     runtime::global().registry().caches()
 }
 
-/// A namespace moved to `version` in this process: see
-/// [`Registry::namespace_moved`](crate::runtime::Registry::namespace_moved).
-pub(crate) fn namespace_moved(namespace: &str, version: u64) {
-    runtime::global()
-        .registry()
-        .namespace_moved(namespace, version);
-}
-
 /// Creates, leaks and registers a function cache.
 pub(crate) fn register<K: Key, V: Value>(cache: FnCache<K, V>) -> &'static FnCache<K, V> {
     let cache: &'static FnCache<K, V> = Box::leak(Box::new(cache));
-    runtime::global().registry().add(cache);
+    cache.runtime().registry().add(cache);
     cache
 }
 

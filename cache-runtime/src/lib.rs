@@ -22,6 +22,7 @@
 //! | `metrics` | striped counters, latency histograms, [`Stats`] |
 //! | `manual` | [`sync::Cache`] and [`future::Cache`]: get / set / delete / clear |
 //! | `clock` | [`Clock`]: real or mock time for every expiry decision |
+//! | `value` | [`CacheValue`]: what every cached value must be |
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 // docs.rs (`--cfg docsrs`, nightly) marks every feature-gated item with its feature.
@@ -41,6 +42,7 @@ mod metrics;
 mod pipeline;
 mod runtime;
 pub mod shared;
+mod value;
 mod warm;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]

@@ -17,23 +17,10 @@ use std::any::Any;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-
 use crate::key::render_template;
-use crate::pipeline::{FnCache, FnSpec, Guard, TierChoice, Timeout};
+use crate::pipeline::{FnCache, FnSpec, Generation};
 use crate::shared;
-
-/// What a cached value must be: cloneable (a hit hands out a copy),
-/// shareable across threads, and serializable so that shared tiers can
-/// store it.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be stored in layercache",
-    label = "cached values must be `Clone + Send + Sync + Serialize + DeserializeOwned + 'static`",
-    note = "derive `Clone`, `serde::Serialize` and `serde::Deserialize` for it, or cache an owned, serializable form"
-)]
-pub trait CacheValue: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {}
-impl<T: Clone + Send + Sync + Serialize + DeserializeOwned + 'static> CacheValue for T {}
+pub use crate::value::CacheValue;
 
 type AnyValue = Arc<dyn Any + Send + Sync>;
 
@@ -44,25 +31,14 @@ fn store() -> &'static FnCache<String, AnyValue> {
     static STORE: OnceLock<&'static FnCache<String, AnyValue>> = OnceLock::new();
     STORE.get_or_init(|| {
         crate::invalidate::register(FnCache::new(FnSpec {
-            name: MANUAL_CACHE_NAME.to_string(),
-            namespace: String::new(),
-            timeout: Timeout::Default,
-            max_entries: None,
-            render: render_template,
-            tier: TierChoice::Both,
-            local_timeout: None,
             jitter: Some(0.0),
-            none_timeout: None,
-            lock: None,
-            stale_if_error: None,
-            refresh_ahead: None,
-            versioned: None,
+            ..FnSpec::new(MANUAL_CACHE_NAME, "", render_template)
         }))
     })
 }
 
 fn get<T: CacheValue>(key: &str) -> Option<T> {
-    match store().shared_fn() {
+    match store().shared_link() {
         None => store().lookup_with(&key.to_string(), |v| v.downcast_ref::<T>().cloned()),
         Some(_) => shared::block_on(get_async(key)),
     }
@@ -75,10 +51,10 @@ async fn get_async<T: CacheValue>(key: &str) -> Option<T> {
     if let Some(v) = s.local_get(&key, |v| v.downcast_ref::<T>().cloned()) {
         return Some(v);
     }
-    if let Some(sf) = s.shared_fn() {
+    if let Some(link) = s.shared_link() {
         let rendered = s.rendered(&key);
-        let generation = s.guard(rendered.as_ref().map_or(0, |r| r.tag()));
-        if let Ok((v, remaining, tag)) = s.shared_get::<T>(sf, rendered).await {
+        let generation = s.generation(rendered.as_ref().map_or(0, |r| r.tag()));
+        if let Ok((v, remaining, tag)) = s.shared_get::<T>(link, rendered).await {
             let local = || -> AnyValue { Arc::new(v.clone()) };
             s.backfill(key, local, remaining, generation, tag);
             return Some(v);
@@ -97,7 +73,7 @@ fn ttl_of(timeout: Option<Duration>) -> Option<Duration> {
 }
 
 fn set<T: CacheValue>(key: &str, value: T, timeout: Option<Duration>) {
-    match store().shared_fn() {
+    match store().shared_link() {
         None => store().put_local(key.to_string(), Arc::new(value), ttl_of(timeout), 0),
         Some(_) => shared::block_on(set_async(key, value, timeout)),
     }
@@ -106,25 +82,31 @@ fn set<T: CacheValue>(key: &str, value: T, timeout: Option<Duration>) {
 async fn set_async<T: CacheValue>(key: &str, value: T, timeout: Option<Duration>) {
     let s = store();
     let ttl = ttl_of(timeout);
-    match s.shared_fn() {
+    match s.shared_link() {
         None => s.put_local(key.to_string(), Arc::new(value), ttl, 0),
-        Some(sf) => {
+        Some(link) => {
             let local: AnyValue = Arc::new(value.clone());
-            s.put_shared(sf, key.to_string(), local, &value, ttl).await
+            s.put_shared(link, key.to_string(), local, &value, ttl)
+                .await
         }
     }
 }
 
 /// Stores a value computed after a miss, unless `key` was deleted (or the
 /// cache cleared) while it was being computed: it may be stale.
-async fn store_computed<T: CacheValue>(key: &str, value: T, timeout: Duration, generation: Guard) {
+async fn store_computed<T: CacheValue>(
+    key: &str,
+    value: T,
+    timeout: Duration,
+    generation: Generation,
+) {
     let s = store();
     let ttl = ttl_of(Some(timeout));
-    match s.shared_fn() {
+    match s.shared_link() {
         None => s.write_back_with_timeout(key.to_string(), Arc::new(value), generation, ttl, 0),
-        Some(sf) => {
+        Some(link) => {
             let local: AnyValue = Arc::new(value.clone());
-            s.write_back_everywhere(sf, key.to_string(), local, &value, generation, ttl)
+            s.write_back_everywhere(link, key.to_string(), local, &value, generation, ttl)
                 .await
         }
     }
@@ -151,14 +133,14 @@ async fn has_async(key: &str) -> bool {
     if s.peek(&key).is_some() {
         return true;
     }
-    match s.shared_fn() {
-        Some(sf) => s.shared_contains(sf, &key).await,
+    match s.shared_link() {
+        Some(link) => s.shared_contains(link, &key).await,
         None => false,
     }
 }
 
 fn has(key: &str) -> bool {
-    match store().shared_fn() {
+    match store().shared_link() {
         None => store().peek(&key.to_string()).is_some(),
         Some(_) => shared::block_on(has_async(key)),
     }
@@ -242,7 +224,7 @@ pub mod sync {
             }
             let s = store();
             let k = key.to_string();
-            let generation = s.guard(s.key_hash(&k));
+            let generation = s.generation(s.key_hash(&k));
             // One `make` per key per process: concurrent callers wait for it.
             let leader = match s.flight_or_value(&k) {
                 Err(other) => match other.downcast_ref::<T>() {
@@ -342,7 +324,7 @@ pub mod future {
             }
             let s = store();
             let k = key.to_string();
-            let generation = s.guard(s.key_hash(&k));
+            let generation = s.generation(s.key_hash(&k));
             let leader = match s.flight_or_value_async(&k).await {
                 Err(other) => match other.downcast_ref::<T>() {
                     Some(v) => return v.clone(),

@@ -598,6 +598,16 @@ fn human_nanos(ns: u64) -> String {
     }
 }
 
+/// Records one origin duration with the `metrics` facade (called on every
+/// miss; the other series reach the facade from snapshots, see
+/// [`export::metrics`](crate::export::metrics)).
+#[cfg(feature = "metrics")]
+#[inline]
+pub(crate) fn origin_duration_to_facade(function: &str, nanos: u64) {
+    ::metrics::histogram!("layercache_origin_duration_seconds", "function" => function.to_string())
+        .record(nanos as f64 / 1e9);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,12 +14,20 @@ use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
 
-use super::*;
+use super::entry::get_or_compute_async;
+use super::local::Generation;
+use super::miss::{compute, release};
+use super::shared_link::Rendered;
+use super::{FnCache, Key, OutputMode, Value};
+use crate::flight::{Join, Leader};
+use crate::key::KeyError;
+use crate::shared;
+use crate::value::CacheValue;
 
 /// A refresh about to start: it leads the key's flight.
 struct Due<K: Key, V: Value> {
     leader: Leader<'static, K, V>,
-    generation: Guard,
+    generation: Generation,
     rendered: Option<Result<Rendered, KeyError>>,
 }
 
@@ -27,32 +35,20 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     /// Step 1 for a function with `refresh_ahead`: the value and whether
     /// it is due for a refresh.
     fn local_get_refresh(&self, key: &K) -> Option<(V, bool)> {
-        let ratio = self.refresh_ahead?;
-        if !self.enabled || !self.local {
-            return None;
-        }
-        let now = self.clock.now();
-        let entry = self.store.get(key)?;
-        if now >= entry.expires_at {
-            self.metrics.record_expired();
-            return None;
-        }
-        if self.metrics.record_local_hit() {
-            self.metrics
-                .hit_latency
-                .record(self.clock.now().nanos_since(now));
-        }
-        let due = self.ttl.is_some_and(|ttl| {
-            let left = entry.expires_at.nanos_since(now) as f64;
-            left < ttl.as_nanos() as f64 * (1.0 - ratio)
-        });
-        Some((entry.value, due))
+        let ratio = self.policy.refresh_ahead?;
+        self.local_hit(key, true, |entry, now| {
+            let due = self.policy.ttl.is_some_and(|ttl| {
+                let left = entry.expires_at.nanos_since(now) as f64;
+                left < ttl.as_nanos() as f64 * (1.0 - ratio)
+            });
+            Some((entry.value, due))
+        })
     }
 
     /// Starts a refresh of `key` unless one (or a computation) is already
     /// in flight; returns the flight's leader to hand to the refresh.
     fn begin_refresh(&'static self, key: &K) -> Option<Due<K, V>> {
-        let (generation, hash, rendered) = self.miss_guard(key);
+        let (generation, hash, rendered) = self.noted_miss(key);
         match self.flights.join(key, hash) {
             Join::Lead(leader) => {
                 self.metrics.record_refresh_start();
@@ -85,14 +81,14 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         let mut held = None;
         let mut sk = None;
         let mut tag = 0;
-        if let (Some(sf), Some(rendered)) = (&self.shared, rendered) {
-            match self.shared_key_from(sf, rendered).await {
+        if let (Some(link), Some(rendered)) = (&self.shared, rendered) {
+            match link.key(&self.metrics.shared, rendered).await {
                 Ok(k) => {
                     tag = k.tag;
-                    if let Some(ttl) = self.lock {
-                        let lock_key = format!("{}lock:{}", shared::RESERVED_PREFIX, k.full);
-                        let token = format!("{}:refresh", sf.tier.instance());
-                        match sf
+                    if let Some(ttl) = self.policy.lock {
+                        let lock_key = k.lock_key();
+                        let token = format!("{}:refresh", link.tier.instance());
+                        match link
                             .tier
                             .try_lock(&self.metrics.shared, lock_key, token, ttl)
                             .await
@@ -123,17 +119,17 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                     name = self.name(),
                     "layercache: a background refresh panicked"
                 );
-                release_async(held).await;
+                release(held).await;
                 drop(leader);
                 self.metrics.record_refresh();
                 return;
             }
         };
         let stored = computation.finish::<M, R>(key, &r, cache_if, &tags, tag);
-        if let (Some(sf), Some(sk)) = (&self.shared, &sk) {
-            self.write_shared(sf, sk, stored, generation, &tags).await;
+        if let (Some(link), Some(sk)) = (&self.shared, &sk) {
+            self.write_shared(link, sk, stored, generation, &tags).await;
         }
-        release_async(held).await;
+        release(held).await;
         self.land_computed(Some(leader), stored, generation);
         // Counted once the flight has landed: the key is free for the next one.
         self.metrics.record_refresh();
@@ -141,7 +137,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
 }
 
 /// The pipeline of a sync function with `refresh_ahead`: like
-/// [`get_or_compute`], but a hit due for a refresh runs `origin` on a
+/// [`get_or_compute`](super::get_or_compute), but a hit due for a refresh runs `origin` on a
 /// background thread (of the I/O runtime's blocking pool).
 pub fn get_or_compute_refreshing<M, K, R>(
     cache: &'static FnCache<K, M::Value>,

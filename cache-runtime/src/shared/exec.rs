@@ -66,7 +66,14 @@ pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
     // Unconstrained: inside a tokio task, an exhausted cooperative budget
     // would make every poll return Pending and park this thread forever
     // (the wake-up goes to the task this thread is blocking).
-    pollster::block_on(tokio::task::unconstrained(fut))
+    let mut fut = std::pin::pin!(tokio::task::unconstrained(fut));
+    // A future ready at its first poll (a sync miss without a shared tier)
+    // needs no waker: pollster would allocate one per call.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+        return v;
+    }
+    pollster::block_on(fut)
 }
 
 thread_local! {

@@ -467,21 +467,14 @@ impl ResponseCacheLayer {
         let s = &self.settings;
         layers.entry(s.name.clone()).or_insert_with(|| {
             let cache = crate::invalidate::register(FnCache::new(FnSpec {
-                name: s.name.clone(),
-                // Pages share the manual cache's keyspace: their stable key
-                // is the path, which prefix invalidation matches.
-                namespace: String::new(),
                 timeout: s.timeout,
                 max_entries: s.max_entries,
-                render: render_template,
                 tier: s.tier,
                 local_timeout: s.local_timeout,
                 jitter: s.jitter,
-                none_timeout: None,
-                lock: None,
-                stale_if_error: None,
-                refresh_ahead: None,
-                versioned: None,
+                // Pages share the manual cache's keyspace: their stable key
+                // is the path, which prefix invalidation matches.
+                ..FnSpec::new(s.name.clone(), String::new(), render_template)
             }));
             let passes = Passes::new(cache.timeout());
             Box::leak(Box::new(Pages { cache, passes }))

@@ -1,0 +1,100 @@
+//! What a cached function declares about its cache ([`FnSpec`]), as
+//! generated code writes it.
+
+use std::time::Duration;
+
+use crate::key::KeyError;
+
+/// How long a function's entries live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// The configured default ([`Config::default_timeout`](crate::Config::default_timeout)).
+    Default,
+    /// Entries never expire (`timeout = 0`, as in Flask-Caching).
+    Never,
+    /// Entries expire this long after they are written.
+    After(Duration),
+}
+
+/// How a key is rendered into the suffix of its stable string key; returns
+/// the key check stored in shared envelopes (see [`codec`](crate::codec)).
+pub type RenderKey<K> = fn(&K, &mut String) -> Result<u64, KeyError>;
+
+/// Which tiers a function uses (`tier = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TierChoice {
+    /// The in-process tier only, even when a shared tier is configured.
+    Local,
+    /// The shared tier only: every call asks it (no local copy to go stale).
+    Shared,
+    /// Both (the default): local, then shared.
+    #[default]
+    Both,
+}
+
+/// What a cached function declares about its cache; built by generated code.
+pub struct FnSpec<K> {
+    /// Metrics name: the `key_prefix`, or the function's path.
+    pub name: String,
+    /// The key namespace: stable keys are `{namespace}:{suffix}` (just the
+    /// suffix when empty, as for the manual cache).
+    pub namespace: String,
+    /// Entry lifetime.
+    pub timeout: Timeout,
+    /// Local-tier bound; `None` for the configured default.
+    pub max_entries: Option<u64>,
+    /// Renders a key's stable suffix.
+    pub render: RenderKey<K>,
+    /// Which tiers the function uses.
+    pub tier: TierChoice,
+    /// Caps the life of local copies below `timeout` (`local_timeout`), so
+    /// a copy missed by an invalidation notice cannot outlive it.
+    pub local_timeout: Option<Duration>,
+    /// Spread of each entry's timeout (`jitter = 0.1`: ±10 %); `None` for
+    /// the configured default ([`Config::ttl_jitter`](crate::Config::ttl_jitter)).
+    pub jitter: Option<f64>,
+    /// Life of a cached negative result (`none_timeout`, with
+    /// `cache_none = true`); `None` for the function's timeout.
+    pub none_timeout: Option<Duration>,
+    /// Distributed single-flight (`lock = true`): after a shared miss, a
+    /// process computes only while it holds the key's lock in the shared
+    /// tier, which expires after this long if its holder dies.
+    pub lock: Option<Duration>,
+    /// Fail-safe (`stale_if_error`): when the function returns `Err`, a
+    /// value that expired less than this long ago is returned instead.
+    pub stale_if_error: Option<Duration>,
+    /// Refresh-ahead (`refresh_ahead = 0.8`): a hit after this fraction of
+    /// the timeout starts a background refresh.
+    pub refresh_ahead: Option<f64>,
+    /// Version group (`versioned = "user"`): the group's version is part
+    /// of every shared key, so [`bump_version`](crate::bump_version) drops
+    /// all of the group's entries in O(1).
+    pub versioned: Option<String>,
+}
+
+impl<K> FnSpec<K> {
+    /// A spec with every option at its default: the configured timeout,
+    /// bound and jitter, both tiers, no strategy. Callers set what they
+    /// declare with struct update syntax (`FnSpec { lock, ..FnSpec::new(..) }`).
+    pub fn new(
+        name: impl Into<String>,
+        namespace: impl Into<String>,
+        render: RenderKey<K>,
+    ) -> FnSpec<K> {
+        FnSpec {
+            name: name.into(),
+            namespace: namespace.into(),
+            timeout: Timeout::Default,
+            max_entries: None,
+            render,
+            tier: TierChoice::Both,
+            local_timeout: None,
+            jitter: None,
+            none_timeout: None,
+            lock: None,
+            stale_if_error: None,
+            refresh_ahead: None,
+            versioned: None,
+        }
+    }
+}
