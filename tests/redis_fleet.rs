@@ -507,6 +507,35 @@ mod node {
                 ["mget_u64", k] => format!("{:?}", layercache::sync::Cache::global().get::<u64>(k)),
                 ["mhas", k] => format!("{}", layercache::sync::Cache::global().has(k)),
                 ["mdel", k] => format!("{}", layercache::sync::Cache::global().delete(k)),
+                // The async manual clear on a current-thread runtime, with a
+                // task ticking every millisecond beside it: how many ticks ran
+                // while the clear waited for the shared tier.
+                ["aclear_ticks"] => {
+                    let local = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    local.block_on(async {
+                        let ticks = std::sync::Arc::new(AtomicU64::new(0));
+                        let counter = ticks.clone();
+                        let ticker = tokio::spawn(async move {
+                            loop {
+                                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                                counter.fetch_add(1, SeqCst);
+                            }
+                        });
+                        tokio::task::yield_now().await;
+                        let (before, started) = (ticks.load(SeqCst), Instant::now());
+                        layercache::future::Cache::global().clear().await;
+                        let waited = started.elapsed();
+                        ticker.abort();
+                        format!(
+                            "ticks {} waited_ms {}",
+                            ticks.load(SeqCst) - before,
+                            waited.as_millis()
+                        )
+                    })
+                }
                 ["aget_manual", k] => format!(
                     "{:?}",
                     rt.block_on(layercache::future::Cache::global().get::<String>(k))
@@ -1581,12 +1610,57 @@ fn a_lock_whose_holder_panicked_is_released_at_once() {
     server.assert_no_keys_command();
 }
 
+fn the_async_manual_clear_awaits_a_slow_shared_tier_without_blocking_its_executor() {
+    let server = RedisServer::start();
+    let db = temp_db("aclear");
+    let mut a = Node::spawn(
+        "A",
+        &server.url(),
+        &db,
+        &[("CACHE_SHARED_TIMEOUT_MS", "50")],
+    );
+    a.send("mset greeting hello");
+    server.pause();
+    let reply = a.send("aclear_ticks");
+    server.resume();
+    let number = |field: &str| -> u64 {
+        let at = reply
+            .find(field)
+            .unwrap_or_else(|| panic!("{field} in {reply:?}"));
+        reply[at + field.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (ticks, waited_ms) = (number("ticks "), number("waited_ms "));
+    println!("    the clear waited {waited_ms} ms for the paused server; a 1 ms ticker beside it ran {ticks} times");
+    assert!(
+        waited_ms >= 40,
+        "the clear waited for the shared tier's timeout: {reply}"
+    );
+    assert!(
+        ticks > 0,
+        "the executor's other task never ran while the clear waited: it blocked the thread ({reply})"
+    );
+    assert_eq!(
+        a.send("mget greeting"),
+        "None",
+        "the clear still emptied the cache"
+    );
+}
+
 fn main() {
     if std::env::var_os("LAYERCACHE_NODE").is_some() {
         node::run();
         return;
     }
     let scenarios: &[(&str, fn())] = &[
+        (
+            "the_async_manual_clear_awaits_a_slow_shared_tier_without_blocking_its_executor",
+            the_async_manual_clear_awaits_a_slow_shared_tier_without_blocking_its_executor,
+        ),
         (
             "a_value_computed_by_one_process_is_served_to_another_and_an_update_reaches_both",
             a_value_computed_by_one_process_is_served_to_another_and_an_update_reaches_both,

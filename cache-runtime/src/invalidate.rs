@@ -31,7 +31,7 @@ impl<K: Key, V: Value> Registered for FnCache<K, V> {
         FnCache::invalidate_all_local(self)
     }
     fn invalidate_prefix_local(&self, prefix: &str) -> u64 {
-        FnCache::invalidate_prefix(self, prefix)
+        FnCache::invalidate_prefix_local(self, prefix)
     }
     fn drop_tagged(&self, tag: u64) -> u64 {
         FnCache::drop_tagged(self, tag)
@@ -432,16 +432,45 @@ async fn bump_version_shared(tier: &'static Tier, group: &str) {
 /// the same number, fleet-wide), and other processes drop their copies.
 /// When the shared tier cannot be reached, the bumps wait in the outbox.
 pub fn clear() -> u64 {
-    let caches: Vec<&'static dyn Registered> = registry().iter().copied().collect();
-    let mut bumped = std::collections::HashSet::new();
     let mut removed = 0;
-    for c in caches {
-        removed += if c.is_shared() && bumped.insert(c.namespace().to_string()) {
-            c.invalidate_all()
+    for (cache, bump) in clear_plan() {
+        removed += if bump {
+            cache.invalidate_all()
         } else {
-            c.invalidate_all_local()
+            cache.invalidate_all_local()
         };
     }
     tracing::debug!(removed, "layercache: cleared");
     removed
+}
+
+/// [`clear`] for async code: it awaits the shared tier instead of blocking
+/// the executor's thread while it answers.
+pub async fn clear_async() -> u64 {
+    let mut removed = 0;
+    for (cache, bump) in clear_plan() {
+        removed += if bump {
+            cache.invalidate_all_async().await
+        } else {
+            cache.invalidate_all_local()
+        };
+    }
+    tracing::debug!(removed, "layercache: cleared");
+    removed
+}
+
+/// Every registered cache, and whether clearing it bumps its namespace's
+/// shared version (the first shared cache of each namespace does; the
+/// others on it adopt that number, so only their local tiers are emptied).
+fn clear_plan() -> Vec<(&'static dyn Registered, bool)> {
+    let mut bumped = std::collections::HashSet::new();
+    registry()
+        .iter()
+        .map(|c| {
+            (
+                *c,
+                c.is_shared() && bumped.insert(c.namespace().to_string()),
+            )
+        })
+        .collect()
 }

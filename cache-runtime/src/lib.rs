@@ -54,8 +54,9 @@ pub use config::{
     DEFAULT_REDIS_URL, DEFAULT_TIMEOUT,
 };
 pub use invalidate::{
-    bump_version, bump_version_async, clear, flush_invalidations, flush_invalidations_async,
-    invalidate_prefix, invalidate_prefix_async, invalidate_tag, invalidate_tag_async, stats,
+    bump_version, bump_version_async, clear, clear_async, flush_invalidations,
+    flush_invalidations_async, invalidate_prefix, invalidate_prefix_async, invalidate_tag,
+    invalidate_tag_async, stats,
 };
 pub use local::LocalStoreKind;
 pub use manual::{future, sync, CacheValue, MANUAL_CACHE_NAME};

@@ -307,9 +307,10 @@ pub mod future {
             crate::invalidate_prefix_async(prefix).await
         }
 
-        /// Empties this cache and every cached function's.
+        /// Empties this cache and every cached function's, awaiting the
+        /// shared tier (it never blocks the executor).
         pub async fn clear(&self) -> u64 {
-            crate::clear()
+            crate::clear_async().await
         }
 
         /// The value under `key`, or `make`'s output, stored for `timeout`.

@@ -416,10 +416,21 @@ impl<K: Key, V: Value> FnCache<K, V> {
         }
     }
 
-    /// Drops every local entry whose stable key (without `CACHE_KEY_PREFIX`)
-    /// starts with `prefix`; returns how many went. The shared tier is
-    /// handled once for all functions by [`invalidate_prefix`](crate::invalidate_prefix).
+    /// [`FnCache::invalidate_prefix_local`], under a name that hid that it
+    /// leaves the shared tier and other processes alone.
+    #[deprecated(
+        since = "0.1.0",
+        note = "this process's local tier only: call `invalidate_prefix_local`, or `layercache::invalidate_prefix` for every tier and process"
+    )]
     pub fn invalidate_prefix(&self, prefix: &str) -> u64 {
+        self.invalidate_prefix_local(prefix)
+    }
+
+    /// Drops every entry of this process's local tier whose stable key
+    /// (without `CACHE_KEY_PREFIX`) starts with `prefix`; returns how many
+    /// went. The shared tier and other processes are reached once for all
+    /// functions by [`invalidate_prefix`](crate::invalidate_prefix).
+    pub fn invalidate_prefix_local(&self, prefix: &str) -> u64 {
         let ns = self.namespace.as_str();
         let suffix_prefix = if ns.is_empty() {
             prefix
