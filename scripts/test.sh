@@ -38,6 +38,8 @@ stage "MSRV: every locked dependency against rust-version (scripts/msrv.py)"
 python3 scripts/msrv.py
 stage "what crates.io users meet: README, doc citations, one syn, the quickstart's packages"
 python3 scripts/check_package.py
+stage "the runtime's layers: no import cycle, no upward import, no file over 700 lines of code (scripts/check_layers.py)"
+python3 scripts/check_layers.py
 stage "cargo clippy"
 # incompatible_msrv: no std API newer than the workspace's rust-version.
 cargo clippy --workspace --all-targets --all-features -- -D warnings -D clippy::incompatible_msrv
