@@ -7,7 +7,7 @@ use std::sync::{Mutex, OnceLock, RwLockReadGuard};
 
 use crate::metrics::{FunctionStats, Stats};
 use crate::pipeline::{FnCache, FnSpec, Key, Value};
-use crate::runtime::{self, prefix_covers, Registered};
+use crate::runtime::{self, bump_each_namespace, Registered};
 use crate::shared::outbox::Pending;
 use crate::shared::{self, Notice, Tier};
 
@@ -260,18 +260,7 @@ async fn invalidate_prefix_shared(tier: &'static Tier, prefix: &str) {
         // shared entries (more than the prefix, never fewer). Functions
         // this process never called are moved by the processes that have
         // them, when the notice below reaches them.
-        let covered: Vec<&'static dyn Registered> = registry()
-            .iter()
-            .copied()
-            .filter(|c| c.is_shared() && prefix_covers(prefix, c.namespace()))
-            .collect();
-        // One bump per namespace (each covered cache adopts it).
-        let mut done = std::collections::HashSet::new();
-        for cache in covered {
-            if done.insert(cache.namespace().to_string()) {
-                cache.invalidate_all_async().await;
-            }
-        }
+        bump_each_namespace(runtime::global().registry().covered_by(prefix)).await;
         tracing::debug!(
             prefix,
             "layercache: prefix invalidated by new versions (the store cannot delete by prefix)"

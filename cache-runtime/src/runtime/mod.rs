@@ -16,7 +16,7 @@ mod bus;
 mod registry;
 mod versions;
 
-pub(crate) use registry::{prefix_covers, Registered, Registry};
+pub(crate) use registry::{bump_each_namespace, Registered, Registry};
 
 /// What every cache of a process shares.
 pub(crate) struct Runtime {

@@ -98,28 +98,27 @@ impl Registry {
     /// usual notice): one bump per covered function per notice, in the
     /// background (the bus handler must not block the poll loop).
     pub(crate) fn retire_covered_functions(&self, prefix: &str) {
-        let covered: Vec<&'static dyn Registered> = self
-            .caches()
-            .iter()
-            .copied()
-            .filter(|c| c.is_shared() && prefix_covers(prefix, c.namespace()))
-            .collect();
+        let covered = self.covered_by(prefix);
         if covered.is_empty() {
             return;
         }
         let prefix = prefix.to_string();
         crate::shared::io_runtime().spawn(async move {
-            let mut done = std::collections::HashSet::new();
-            for cache in covered {
-                if done.insert(cache.namespace().to_string()) {
-                    cache.invalidate_all_async().await;
-                }
-            }
+            bump_each_namespace(covered).await;
             tracing::debug!(
                 prefix,
                 "layercache: a prefix notice moved this process's covered functions to new versions (the store cannot delete by prefix)"
             );
         });
+    }
+
+    /// The shared caches whose stable keys `prefix` may cover.
+    pub(crate) fn covered_by(&self, prefix: &str) -> Vec<&'static dyn Registered> {
+        self.caches()
+            .iter()
+            .copied()
+            .filter(|c| c.is_shared() && prefix_covers(prefix, c.namespace()))
+            .collect()
     }
 
     /// Drops this process's local entries carrying `tag`.
@@ -147,4 +146,15 @@ pub(crate) fn prefix_covers(prefix: &str, namespace: &str) -> bool {
     }
     let ns = format!("{namespace}:");
     prefix.starts_with(&ns) || ns.starts_with(prefix)
+}
+
+/// Moves each namespace of `caches` to a new shared version, once: every
+/// cache on a namespace adopts the number its first cache bumped to.
+pub(crate) async fn bump_each_namespace(caches: Vec<&'static dyn Registered>) {
+    let mut done = std::collections::HashSet::new();
+    for cache in caches {
+        if done.insert(cache.namespace().to_string()) {
+            cache.invalidate_all_async().await;
+        }
+    }
 }
