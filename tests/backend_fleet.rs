@@ -105,7 +105,7 @@ mod node {
         };
         let tier = stats.shared_tier.clone().unwrap_or_default();
         format!(
-            "stats pending={} replayed={} local={} shared={} misses={} corrupt={} errors={} timeouts={} skipped={}",
+            "stats pending={} replayed={} local={} shared={} misses={} corrupt={} errors={} timeouts={} skipped={} bus={}",
             tier.invalidations_pending,
             tier.invalidations_replayed,
             f.local_hits,
@@ -114,7 +114,8 @@ mod node {
             f.shared.corrupt,
             f.shared.errors(),
             f.shared.timeouts,
-            f.shared.skipped
+            f.shared.skipped,
+            tier.bus.status.as_str()
         )
     }
 
@@ -392,6 +393,16 @@ impl Node {
             value: value.to_string(),
             runs: runs.parse().unwrap(),
         }
+    }
+
+    /// The invalidation bus's status in `stats()`: up, down or starting.
+    fn bus(&mut self) -> String {
+        let reply = self.send("stats shared_only");
+        reply
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("bus="))
+            .unwrap_or_else(|| panic!("no bus in {reply:?}"))
+            .to_string()
     }
 
     fn stat(&mut self, function: &str, field: &str) -> u64 {
@@ -821,6 +832,42 @@ fn calls_against_a_server_that_never_answers_return_within_the_timeout_and_count
     println!("    {}: (no server to silence)", b.name);
 }
 
+/// memcached only: a polled bus that cannot read its notice log says so, as
+/// a lost Redis subscription does (`bus: down` in `stats()`, local copies
+/// of shared entries capped), within one poll interval plus the poll's
+/// operation timeout (2 s: `shared::polled`), and is up again within one
+/// poll of the server answering.
+fn a_polled_bus_that_cannot_read_its_log_reports_down_then_up_again(b: &mut Backend) {
+    #[cfg(feature = "memcached")]
+    if b.guard.is::<memcached_server::MemcachedServer>() {
+        let db = temp_dir("db");
+        let mut x = Node::spawn("A", b, &db);
+        assert_eq!(x.call("shared_only 1").runs, 1);
+        assert_eq!(x.bus(), "up");
+        let name = b.name;
+        let server = b
+            .guard
+            .downcast_mut::<memcached_server::MemcachedServer>()
+            .unwrap();
+        server.stop();
+        let down_bound = Duration::from_millis(POLL_MS + 2000 + 400);
+        let down = within(Duration::from_secs(10), || x.bus() == "down")
+            .expect("the bus never said down with its store stopped");
+        server.restart();
+        let up = within(Duration::from_secs(10), || x.bus() == "up")
+            .expect("the bus never came back up after the restart");
+        println!("    {name}: bus down {down:?} after the stop (bound {down_bound:?}), up {up:?} after the restart");
+        assert!(down <= down_bound, "bus down only after {down:?}");
+        assert!(
+            up <= Duration::from_millis(POLL_MS + 2000 + 400),
+            "bus up only after {up:?}"
+        );
+        let _ = std::fs::remove_dir_all(db);
+        return;
+    }
+    println!("    {}: (no server to kill)", b.name);
+}
+
 fn main() {
     if std::env::var_os("LAYERCACHE_NODE").is_some() {
         node::run();
@@ -828,6 +875,10 @@ fn main() {
     }
     type Scenario = fn(&mut Backend);
     let scenarios: &[(&str, Scenario)] = &[
+        (
+            "a_polled_bus_that_cannot_read_its_log_reports_down_then_up_again",
+            a_polled_bus_that_cannot_read_its_log_reports_down_then_up_again,
+        ),
         (
             "calls_keep_their_values_while_the_server_is_down_and_shared_hits_resume_after_a_restart",
             calls_keep_their_values_while_the_server_is_down_and_shared_hits_resume_after_a_restart,
@@ -869,11 +920,17 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    // Scenarios that stop, pause or silence a server: they apply to the
+    // backend that has one (memcached), and are not counted for the others.
+    let needs_a_server = &scenarios[..4];
     let (mut ran, mut failed) = (0, Vec::new());
     for (name, scenario) in scenarios {
         for mut backend in backends(name) {
             let full = format!("{}::{name}", backend.name);
             if !filter.is_empty() && !filter.iter().any(|f| full.contains(f.as_str())) {
+                continue;
+            }
+            if needs_a_server.iter().any(|(n, _)| n == name) && backend.name != "memcached" {
                 continue;
             }
             ran += 1;

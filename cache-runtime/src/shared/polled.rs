@@ -166,6 +166,13 @@ impl PolledBus {
                 Err(err) => {
                     if !failing {
                         tracing::warn!(%err, "layercache: cannot poll the invalidation log; retrying");
+                        // As a lost subscription: `stats()` says the bus is
+                        // down, and local copies of shared entries are
+                        // capped until it is back.
+                        handler(BusEvent::Down {
+                            reason: format!("cannot poll the invalidation log: {err}"),
+                            refused: false,
+                        });
                     }
                     failing = true;
                 }
@@ -173,6 +180,11 @@ impl PolledBus {
                     if failing {
                         tracing::info!("layercache: invalidation log reachable again");
                         failing = false;
+                        if last.is_some() {
+                            // Notices may have expired from the log meanwhile:
+                            // answered as a gap, like a Redis resubscription.
+                            handler(BusEvent::Subscribed { after_gap: true });
+                        }
                     }
                     match last {
                         None => {
