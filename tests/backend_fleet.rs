@@ -14,6 +14,8 @@
 mod conformance;
 #[path = "support/direct_store.rs"]
 mod direct_store;
+#[path = "support/fleet_node.rs"]
+mod fleet_node;
 #[cfg(feature = "memcached")]
 #[path = "support/memcached_server.rs"]
 mod memcached_server;
@@ -22,13 +24,12 @@ mod memcached_server;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fleet_node::NodeProcess;
 use layercache::shared::SharedStore;
 
 /// The poll interval the nodes run with: the staleness bound under test.
@@ -303,11 +304,19 @@ fn backends(scenario: &str) -> Vec<Backend> {
     out
 }
 
-struct Node {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-    name: String,
+struct Node(NodeProcess);
+
+impl std::ops::Deref for Node {
+    type Target = NodeProcess;
+    fn deref(&self) -> &NodeProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut NodeProcess {
+        &mut self.0
+    }
 }
 
 /// What a node answered to a call: `ok <value> runs=<n>`.
@@ -338,49 +347,15 @@ impl Node {
             .env("LAYERCACHE_DB_DIR", db)
             .env_remove("CACHE_SHARED_TIMEOUT_MS")
             .env_remove("CACHE_DEFAULT_TIMEOUT")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in &backend.env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn node");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Node {
-            child,
-            stdin,
-            lines,
-            name: format!("{}/{name}", backend.name),
-        }
-    }
-
-    fn post(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    fn reply(&mut self, line: &str) -> String {
-        let reply = self
-            .lines
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("node {} did not answer {line:?}", self.name));
-        assert!(!reply.starts_with("error"), "node {}: {reply}", self.name);
-        reply
-    }
-
-    fn send(&mut self, line: &str) -> String {
-        self.post(line);
-        self.reply(line)
+        Node(NodeProcess::spawn(
+            format!("{}/{name}", backend.name),
+            cmd,
+            false,
+        ))
     }
 
     fn call(&mut self, line: &str) -> Call {
@@ -403,24 +378,6 @@ impl Node {
             .find_map(|kv| kv.strip_prefix("bus="))
             .unwrap_or_else(|| panic!("no bus in {reply:?}"))
             .to_string()
-    }
-
-    fn stat(&mut self, function: &str, field: &str) -> u64 {
-        let reply = self.send(&format!("stats {function}"));
-        reply
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
-            .unwrap_or_else(|| panic!("no {field} in {reply:?}"))
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

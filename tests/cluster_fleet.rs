@@ -11,15 +11,16 @@
 //! environment as a service would be. Each scenario uses its own
 //! `CACHE_KEY_PREFIX`, so they share the cluster.
 
+#[path = "support/fleet_node.rs"]
+mod fleet_node;
 #[path = "support/redis_cluster.rs"]
 mod redis_cluster;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fleet_node::NodeProcess;
 use redis_cluster::RedisCluster;
 
 // ---------------------------------------------------------------- node side
@@ -167,11 +168,19 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-struct Node {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-    name: String,
+struct Node(NodeProcess);
+
+impl std::ops::Deref for Node {
+    type Target = NodeProcess;
+    fn deref(&self) -> &NodeProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut NodeProcess {
+        &mut self.0
+    }
 }
 
 /// What a node answered to a call: `ok <value> runs=<n>`.
@@ -190,27 +199,8 @@ impl Node {
             .env("LAYERCACHE_DB_DIR", db)
             .env_remove("CACHE_SHARED_TIMEOUT_MS")
             .env_remove("CACHE_DEFAULT_TIMEOUT")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().expect("spawn node");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut node = Node {
-            child,
-            stdin,
-            lines,
-            name: name.to_string(),
-        };
+        let mut node = Node(NodeProcess::spawn(name, cmd, false));
         assert_eq!(
             node.send("wait_bus"),
             "bus true",
@@ -218,17 +208,6 @@ impl Node {
             node.name
         );
         node
-    }
-
-    fn send(&mut self, line: &str) -> String {
-        writeln!(self.stdin, "{line}").unwrap();
-        self.stdin.flush().unwrap();
-        let reply = self
-            .lines
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("node {} did not answer {line:?}", self.name));
-        assert!(!reply.starts_with("error"), "node {}: {reply}", self.name);
-        reply
     }
 
     fn call(&mut self, line: &str) -> Call {
@@ -241,24 +220,6 @@ impl Node {
             value: value.to_string(),
             runs: runs.parse().unwrap(),
         }
-    }
-
-    fn stat(&mut self, function: &str, field: &str) -> u64 {
-        let reply = self.send(&format!("stats {function}"));
-        reply
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
-            .unwrap_or_else(|| panic!("no {field} in {reply:?}"))
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

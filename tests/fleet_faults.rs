@@ -12,17 +12,19 @@
 //! (`LAYERCACHE_NODE=1`), driven one command per line over stdin/stdout;
 //! each node's log (WARN and up) comes back on its stderr.
 
+#[path = "support/fleet_node.rs"]
+mod fleet_node;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 #[path = "support/scenarios.rs"]
 mod scenarios;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fleet_node::NodeProcess;
 use redis_server::RedisServer;
 
 /// The shared tier's timeout the nodes run with.
@@ -192,12 +194,19 @@ mod node {
 // -------------------------------------------------------------- parent side
 
 /// A node process, its command channel and its log.
-struct Node {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-    log: Arc<Mutex<Vec<String>>>,
-    name: String,
+struct Node(NodeProcess);
+
+impl std::ops::Deref for Node {
+    type Target = NodeProcess;
+    fn deref(&self) -> &NodeProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut NodeProcess {
+        &mut self.0
+    }
 }
 
 impl Node {
@@ -217,48 +226,10 @@ impl Node {
             .env("CACHE_SHARED_TIMEOUT_MS", TIMEOUT_MS.to_string())
             .env("LAYERCACHE_DB_DIR", db)
             .env_remove("CACHE_DEFAULT_TIMEOUT")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn node");
-        let stdin = child.stdin.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut node = Node {
-            child,
-            stdin,
-            lines,
-            log,
-            name: name.to_string(),
-        };
+            .env_remove("RUST_LOG");
+        let mut node = Node(NodeProcess::spawn(name, cmd, true));
         node.send("wait_bus");
         node
-    }
-
-    fn send(&mut self, line: &str) -> String {
-        writeln!(self.stdin, "{line}").expect("node stdin");
-        self.stdin.flush().unwrap();
-        let reply = self
-            .lines
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("node {} did not answer {line:?}", self.name));
-        assert!(!reply.starts_with("error"), "node {}: {reply}", self.name);
-        reply
     }
 
     /// The value a read returned.
@@ -284,18 +255,6 @@ impl Node {
         } else {
             rest.split_whitespace().next().unwrap().to_string()
         }
-    }
-
-    fn log_lines(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -9,6 +9,8 @@
 //! and checks what they answer. Every scenario ends by checking the
 //! server's `MONITOR` capture for a `KEYS` command.
 
+#[path = "support/fleet_node.rs"]
+mod fleet_node;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 #[path = "support/scenarios.rs"]
@@ -16,11 +18,10 @@ mod scenarios;
 #[path = "support/slow_link.rs"]
 mod slow_link;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fleet_node::NodeProcess;
 use redis_server::{RedisServer, RespValue, SilentServer};
 
 // ---------------------------------------------------------------- node side
@@ -569,11 +570,19 @@ mod node {
 // -------------------------------------------------------------- parent side
 
 /// A node process and its command channel.
-struct Node {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-    name: &'static str,
+struct Node(NodeProcess);
+
+impl std::ops::Deref for Node {
+    type Target = NodeProcess;
+    fn deref(&self) -> &NodeProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut NodeProcess {
+        &mut self.0
+    }
 }
 
 /// What a node answered to a call: `ok <value> runs=<n> us=<micros>`.
@@ -606,51 +615,11 @@ impl Node {
             .env("LAYERCACHE_DB_DIR", db)
             .env_remove("CACHE_SHARED_TIMEOUT_MS")
             .env_remove("CACHE_DEFAULT_TIMEOUT")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn node");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Node {
-            child,
-            stdin,
-            lines,
-            name,
-        }
-    }
-
-    fn send(&mut self, line: &str) -> String {
-        self.post(line);
-        self.reply(line)
-    }
-
-    /// Sends `line` without waiting for the answer ([`Node::reply`]).
-    fn post(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").expect("node stdin");
-        self.stdin.flush().unwrap();
-    }
-
-    /// The answer to the line sent last.
-    fn reply(&mut self, line: &str) -> String {
-        let reply = self
-            .lines
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("node {} did not answer {line:?} within 20 s", self.name));
-        assert!(!reply.starts_with("error"), "node {}: {reply}", self.name);
-        reply
+        Node(NodeProcess::spawn(name, cmd, false))
     }
 
     fn call(&mut self, line: &str) -> Call {
@@ -671,29 +640,11 @@ impl Node {
         }
     }
 
-    fn stat(&mut self, function: &str, field: &str) -> u64 {
-        let reply = self.send(&format!("stats {function}"));
-        reply
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
-            .unwrap_or_else(|| panic!("no {field} in {reply:?}"))
-            .parse()
-            .unwrap()
-    }
-
     fn key(&mut self, function: &str, id: u64) -> String {
         let reply = self.send(&format!("key {function} {id}"));
         let key = reply.strip_prefix("key ").unwrap().to_string();
         assert!(!key.is_empty(), "no shared key for {function}({id})");
         key
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -15,6 +15,8 @@
 #[cfg(feature = "memcached")]
 #[path = "support/direct_store.rs"]
 mod direct_store;
+#[path = "support/fleet_node.rs"]
+mod fleet_node;
 #[path = "support/memcached_server.rs"]
 mod memcached_server;
 #[cfg(feature = "redis-cluster")]
@@ -24,11 +26,12 @@ mod redis_cluster;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
+
+use fleet_node::NodeProcess;
 
 /// Counts scenario runs, for their namespaces.
 static RUN: AtomicU64 = AtomicU64::new(0);
@@ -302,11 +305,19 @@ fn backends() -> Vec<Backend> {
     out
 }
 
-struct Node {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    name: String,
+struct Node(NodeProcess);
+
+impl std::ops::Deref for Node {
+    type Target = NodeProcess;
+    fn deref(&self) -> &NodeProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut NodeProcess {
+        &mut self.0
+    }
 }
 
 impl Node {
@@ -341,35 +352,11 @@ impl Node {
                 format!("hostile{}x{}", std::process::id(), RUN.load(Relaxed)),
             )
             .env("CACHE_SHARED_TIMEOUT_MS", "1000")
-            .env("CACHE_BUS_POLL_MS", "20")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
+            .env("CACHE_BUS_POLL_MS", "20");
         for (k, v) in &b.env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn node");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Node {
-            child,
-            stdin,
-            stdout,
-            name: format!("{}/{name}", b.name),
-        }
-    }
-
-    fn send(&mut self, line: &str) -> String {
-        writeln!(self.stdin, "{line}").unwrap();
-        self.stdin.flush().unwrap();
-        let mut reply = String::new();
-        self.stdout.read_line(&mut reply).unwrap();
-        assert!(
-            !reply.is_empty(),
-            "node {} died (aborted?) on {line:?}",
-            self.name
-        );
-        assert!(!reply.starts_with("error"), "node {}: {reply}", self.name);
-        reply.trim_end().to_string()
+        Node(NodeProcess::spawn(format!("{}/{name}", b.name), cmd, false))
     }
 
     /// How many times the function ran during `line`.
@@ -378,27 +365,9 @@ impl Node {
         reply.rsplit_once("runs=").unwrap().1.parse().unwrap()
     }
 
-    fn stat(&mut self, function: &str, field: &str) -> u64 {
-        let reply = self.send(&format!("stats {function}"));
-        reply
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
-            .unwrap_or_else(|| panic!("no {field} in {reply:?}"))
-            .parse()
-            .unwrap()
-    }
-
     fn key(&mut self, function: &str, id: u64) -> String {
         let reply = self.send(&format!("key {function} {id}"));
         reply.strip_prefix("key ").unwrap().to_string()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
