@@ -304,20 +304,9 @@ fn backends(scenario: &str) -> Vec<Backend> {
     out
 }
 
-struct Node(NodeProcess);
-
-impl std::ops::Deref for Node {
-    type Target = NodeProcess;
-    fn deref(&self) -> &NodeProcess {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Node {
-    fn deref_mut(&mut self) -> &mut NodeProcess {
-        &mut self.0
-    }
-}
+/// The fleet binaries' node process; this binary adds how it starts
+/// its nodes and reads their answers.
+type Node = NodeProcess;
 
 /// What a node answered to a call: `ok <value> runs=<n>`.
 struct Call {
@@ -351,11 +340,7 @@ impl Node {
         for (k, v) in &backend.env {
             cmd.env(k, v);
         }
-        Node(NodeProcess::spawn(
-            format!("{}/{name}", backend.name),
-            cmd,
-            false,
-        ))
+        NodeProcess::start_command(format!("{}/{name}", backend.name), cmd, false)
     }
 
     fn call(&mut self, line: &str) -> Call {

@@ -168,20 +168,9 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-struct Node(NodeProcess);
-
-impl std::ops::Deref for Node {
-    type Target = NodeProcess;
-    fn deref(&self) -> &NodeProcess {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Node {
-    fn deref_mut(&mut self) -> &mut NodeProcess {
-        &mut self.0
-    }
-}
+/// The fleet binaries' node process; this binary adds how it starts
+/// its nodes and reads their answers.
+type Node = NodeProcess;
 
 /// What a node answered to a call: `ok <value> runs=<n>`.
 struct Call {
@@ -200,7 +189,7 @@ impl Node {
             .env_remove("CACHE_SHARED_TIMEOUT_MS")
             .env_remove("CACHE_DEFAULT_TIMEOUT")
             .stderr(Stdio::inherit());
-        let mut node = Node(NodeProcess::spawn(name, cmd, false));
+        let mut node = NodeProcess::start_command(name, cmd, false);
         assert_eq!(
             node.send("wait_bus"),
             "bus true",

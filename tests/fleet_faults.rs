@@ -194,20 +194,9 @@ mod node {
 // -------------------------------------------------------------- parent side
 
 /// A node process, its command channel and its log.
-struct Node(NodeProcess);
-
-impl std::ops::Deref for Node {
-    type Target = NodeProcess;
-    fn deref(&self) -> &NodeProcess {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Node {
-    fn deref_mut(&mut self) -> &mut NodeProcess {
-        &mut self.0
-    }
-}
+/// The fleet binaries' node process; this binary adds how it starts
+/// its nodes and reads their answers.
+type Node = NodeProcess;
 
 impl Node {
     /// A node on `url` whose bus answered (up, or down when refused).
@@ -227,7 +216,7 @@ impl Node {
             .env("LAYERCACHE_DB_DIR", db)
             .env_remove("CACHE_DEFAULT_TIMEOUT")
             .env_remove("RUST_LOG");
-        let mut node = Node(NodeProcess::spawn(name, cmd, true));
+        let mut node = NodeProcess::start_command(name, cmd, true);
         node.send("wait_bus");
         node
     }
@@ -244,7 +233,8 @@ impl Node {
         Duration::from_micros(reply.strip_prefix("ok ").unwrap().parse().unwrap())
     }
 
-    fn stat(&mut self, field: &str) -> String {
+    /// A field of the node's `stats` line (the shared tier's state).
+    fn tier_stat(&mut self, field: &str) -> String {
         let reply = self.send("stats");
         let at = reply
             .find(&format!("{field}="))
@@ -317,7 +307,11 @@ fn an_update_while_redis_is_paused_reaches_every_process_once_it_resumes() {
     let (mut a, mut b) = two_nodes_holding_one_value(&server, &db);
     server.pause();
     assert_fail_open(a.update("update 1 1"));
-    assert_eq!(a.stat("pending"), "1", "the delete waits in A's outbox");
+    assert_eq!(
+        a.tier_stat("pending"),
+        "1",
+        "the delete waits in A's outbox"
+    );
     assert_eq!(a.get("get 1"), "1", "A never reads what it invalidated");
     std::thread::sleep(Duration::from_millis(300));
     server.resume();
@@ -328,8 +322,8 @@ fn an_update_while_redis_is_paused_reaches_every_process_once_it_resumes() {
         stale <= BOUND_AFTER_OUTAGE,
         "B stale {stale:?} after the outage"
     );
-    within(Duration::from_secs(2), || a.stat("pending") == "0").expect("A's outbox drained");
-    assert_eq!(a.stat("replayed"), "1");
+    within(Duration::from_secs(2), || a.tier_stat("pending") == "0").expect("A's outbox drained");
+    assert_eq!(a.tier_stat("replayed"), "1");
     // A process that starts now finds nothing old in Redis.
     let mut c = Node::spawn("C", &server.url(), &db);
     assert_eq!(c.get("get 1"), "1");
@@ -349,7 +343,7 @@ fn an_update_while_redis_is_down_reaches_every_process_after_it_restarts_empty()
         stale <= BOUND_AFTER_OUTAGE,
         "B stale {stale:?} after the restart"
     );
-    within(Duration::from_secs(2), || a.stat("pending") == "0").expect("A's outbox drained");
+    within(Duration::from_secs(2), || a.tier_stat("pending") == "0").expect("A's outbox drained");
     assert_eq!(b.get("get 1"), "1");
 }
 
@@ -395,8 +389,11 @@ fn pub_sub_connections_killed_during_an_invalidation_lose_no_invalidation() {
     let stale = stale_for(&mut b, back, "1");
     println!("    B read the new value {stale:?} after its bus connection was killed ({killed:?})");
     assert!(stale <= BOUND_AFTER_OUTAGE, "B stale {stale:?}");
-    within(Duration::from_secs(2), || b.stat("resubscriptions") != "0").expect("B resubscribed");
-    assert_eq!(b.stat("bus"), "up");
+    within(Duration::from_secs(2), || {
+        b.tier_stat("resubscriptions") != "0"
+    })
+    .expect("B resubscribed");
+    assert_eq!(b.tier_stat("bus"), "up");
 }
 
 /// Creates the ACL user `limited` with every key and command but no pub/sub
@@ -423,8 +420,8 @@ fn a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies
     let mut a = Node::spawn("A", &server.url(), &db);
     let mut b = Node::spawn("B", &limited_url, &db);
 
-    assert_eq!(b.stat("bus"), "down");
-    let reason = b.stat("reason");
+    assert_eq!(b.tier_stat("bus"), "down");
+    let reason = b.tier_stat("reason");
     assert!(
         reason.contains("NOPERM") || reason.contains("permission"),
         "{reason}"
@@ -460,7 +457,7 @@ fn a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies
 
     // B's own invalidation deletes the shared entry (no publish to refuse it).
     b.update("cupdate 1 2");
-    assert_eq!(b.stat("pending"), "0", "the delete ran");
+    assert_eq!(b.tier_stat("pending"), "0", "the delete ran");
     within(Duration::from_secs(2), || a.get("cget 1") == "2").expect("A reads B's update");
     let warns: Vec<String> = b
         .log_lines()
@@ -475,7 +472,7 @@ fn a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies
     let started = Instant::now();
     assert_eq!(c.get("get 7"), "0");
     assert!(started.elapsed() < Duration::from_millis(TIMEOUT_MS + 150));
-    assert_eq!(c.stat("bus"), "down");
+    assert_eq!(c.tier_stat("bus"), "down");
     let log = c.log_lines();
     assert!(
         log.iter()
@@ -492,7 +489,7 @@ fn a_refused_bus_caps_local_copies_at_5_s_without_local_timeout() {
     let db = temp_db("cap5s");
     let mut a = Node::spawn("A", &server.url(), &db);
     let mut b = Node::spawn_with("B", &limited_url, &db, &[("LAYERCACHE_MOCK_CLOCK", "1")]);
-    assert_eq!(b.stat("bus"), "down");
+    assert_eq!(b.tier_stat("bus"), "down");
     assert_eq!(b.get("get 1"), "0");
     assert_eq!(a.get("get 1"), "0", "A reads B's value from Redis");
     a.update("update 1 1");
@@ -514,7 +511,7 @@ fn a_flush_at_shutdown_applies_what_it_can_and_logs_the_rest_at_error() {
     assert_eq!(a.get("get 1"), "0");
     server.stop();
     a.update("update 1 1");
-    assert_eq!(a.stat("pending"), "1");
+    assert_eq!(a.tier_stat("pending"), "1");
     let started = Instant::now();
     assert_eq!(a.send("flush 200"), "unapplied 1", "Redis is down");
     let took = started.elapsed();
@@ -534,7 +531,7 @@ fn a_flush_at_shutdown_applies_what_it_can_and_logs_the_rest_at_error() {
         "unapplied 0",
         "applied once Redis is back"
     );
-    assert_eq!(a.stat("pending"), "0");
+    assert_eq!(a.tier_stat("pending"), "0");
 }
 
 // --------------------------------------------------------------------- soak

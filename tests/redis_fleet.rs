@@ -570,20 +570,9 @@ mod node {
 // -------------------------------------------------------------- parent side
 
 /// A node process and its command channel.
-struct Node(NodeProcess);
-
-impl std::ops::Deref for Node {
-    type Target = NodeProcess;
-    fn deref(&self) -> &NodeProcess {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Node {
-    fn deref_mut(&mut self) -> &mut NodeProcess {
-        &mut self.0
-    }
-}
+/// The fleet binaries' node process; this binary adds how it starts
+/// its nodes and reads their answers.
+type Node = NodeProcess;
 
 /// What a node answered to a call: `ok <value> runs=<n> us=<micros>`.
 #[derive(Debug)]
@@ -619,7 +608,7 @@ impl Node {
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        Node(NodeProcess::spawn(name, cmd, false))
+        NodeProcess::start_command(name, cmd, false)
     }
 
     fn call(&mut self, line: &str) -> Call {

@@ -305,20 +305,9 @@ fn backends() -> Vec<Backend> {
     out
 }
 
-struct Node(NodeProcess);
-
-impl std::ops::Deref for Node {
-    type Target = NodeProcess;
-    fn deref(&self) -> &NodeProcess {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Node {
-    fn deref_mut(&mut self) -> &mut NodeProcess {
-        &mut self.0
-    }
-}
+/// The fleet binaries' node process; this binary adds how it starts
+/// its nodes and reads their answers.
+type Node = NodeProcess;
 
 impl Node {
     fn spawn(name: &str, b: &Backend) -> Node {
@@ -356,7 +345,7 @@ impl Node {
         for (k, v) in &b.env {
             cmd.env(k, v);
         }
-        Node(NodeProcess::spawn(format!("{}/{name}", b.name), cmd, false))
+        NodeProcess::start_command(format!("{}/{name}", b.name), cmd, false)
     }
 
     /// How many times the function ran during `line`.

@@ -28,7 +28,11 @@ impl NodeProcess {
     /// Starts `cmd` with piped stdin and stdout. With `capture_log` its
     /// stderr is kept for [`NodeProcess::log_lines`]; otherwise it goes
     /// where `cmd` sends it.
-    pub fn spawn(name: impl Into<String>, mut cmd: Command, capture_log: bool) -> NodeProcess {
+    pub fn start_command(
+        name: impl Into<String>,
+        mut cmd: Command,
+        capture_log: bool,
+    ) -> NodeProcess {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
         if capture_log {
             cmd.stderr(Stdio::piped());
