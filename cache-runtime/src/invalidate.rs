@@ -1,5 +1,7 @@
-//! The registry of every function cache in the process, and the
-//! operations that span them: prefix invalidation, clear, stats.
+//! The operations that span every function cache of the process's runtime
+//! (its registry lives in `runtime`): prefix, tag and version-group
+//! invalidation, clear, flushing the outbox, stats; and the slots generated
+//! code keeps its cache in.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
