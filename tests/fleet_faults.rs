@@ -504,6 +504,51 @@ fn a_refused_bus_caps_local_copies_at_5_s_without_local_timeout() {
     assert_eq!(b.get("get 1"), "1", "the copy lived at most 5 s");
 }
 
+/// Local copies made while the bus was up outlive its loss by at most the
+/// cap (5 s without `local_timeout`), on B's mock clock: the outage's timer
+/// drops them, since no notice can.
+fn copies_made_before_the_bus_was_lost_live_at_most_5_s_after_it() {
+    let server = RedisServer::start_unmonitored();
+    // A user whose channel rights are taken away while B is subscribed.
+    let acl = server.command(&[
+        b"ACL",
+        b"SETUSER",
+        b"revocable",
+        b"on",
+        b">s3cret",
+        b"~*",
+        b"+@all",
+        b"allchannels",
+    ]);
+    assert!(format!("{acl:?}").contains("OK"), "{acl:?}");
+    let url = format!("redis://revocable:s3cret@127.0.0.1:{}/", server.port());
+    let db = temp_db("lost_bus");
+    let mut a = Node::spawn("A", &server.url(), &db);
+    let mut b = Node::spawn_with("B", &url, &db, &[("LAYERCACHE_MOCK_CLOCK", "1")]);
+    assert_eq!(b.tier_stat("bus"), "up");
+    assert_eq!(
+        b.get("get 1"),
+        "0",
+        "B's local copy, made while the bus is up"
+    );
+    // Redis drops a subscriber whose channel rights go, and refuses it again.
+    server.command(&[b"ACL", b"SETUSER", b"revocable", b"resetchannels"]);
+    within(Duration::from_secs(2), || b.tier_stat("bus") == "down").expect("B's bus goes down");
+    a.update("update 1 1");
+    assert_eq!(
+        b.get("get 1"),
+        "0",
+        "B cannot hear the update: its copy stands"
+    );
+    b.send("advance 4900");
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(b.get("get 1"), "0", "still within 5 s");
+    b.send("advance 200");
+    let dropped = within(Duration::from_millis(500), || b.get("get 1") == "1")
+        .expect("the copy made before the outage lived longer than 5 s into it");
+    println!("    B's copy from before the outage was dropped {dropped:?} (real time) after 5 s of its clock");
+}
+
 fn a_flush_at_shutdown_applies_what_it_can_and_logs_the_rest_at_error() {
     let mut server = RedisServer::start_unmonitored();
     let db = temp_db("flush");
@@ -780,6 +825,10 @@ fn main() {
         (
             "a_refused_bus_caps_local_copies_at_5_s_without_local_timeout",
             a_refused_bus_caps_local_copies_at_5_s_without_local_timeout,
+        ),
+        (
+            "copies_made_before_the_bus_was_lost_live_at_most_5_s_after_it",
+            copies_made_before_the_bus_was_lost_live_at_most_5_s_after_it,
         ),
         (
             "a_flush_at_shutdown_applies_what_it_can_and_logs_the_rest_at_error",
