@@ -426,6 +426,10 @@ fn a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies
         reason.contains("NOPERM") || reason.contains("permission"),
         "{reason}"
     );
+    // Its stderr is read by another thread than its answers.
+    within(Duration::from_secs(1), || {
+        b.log_lines().iter().any(|l| l.contains("ERROR"))
+    });
     let log = b.log_lines();
     let errors: Vec<&String> = log.iter().filter(|l| l.contains("ERROR")).collect();
     assert_eq!(errors.len(), 1, "one ERROR line: {log:#?}");
@@ -473,6 +477,9 @@ fn a_user_without_channel_rights_gets_an_error_a_down_bus_and_short_local_copies
     assert_eq!(c.get("get 7"), "0");
     assert!(started.elapsed() < Duration::from_millis(TIMEOUT_MS + 150));
     assert_eq!(c.tier_stat("bus"), "down");
+    within(Duration::from_secs(1), || {
+        c.log_lines().iter().any(|l| l.contains("ERROR"))
+    });
     let log = c.log_lines();
     assert!(
         log.iter()
@@ -564,12 +571,16 @@ fn a_flush_at_shutdown_applies_what_it_can_and_logs_the_rest_at_error() {
         took < Duration::from_millis(200 + 150),
         "the deadline holds: {took:?}"
     );
+    // The node's stderr is read by another thread than its answers: give
+    // the line it logged before answering a moment to arrive.
+    let logged = |log: &[String]| {
+        log.iter().any(|l| {
+            l.contains("ERROR") && l.contains("could not reach the shared tier before shutdown")
+        })
+    };
+    within(Duration::from_secs(1), || logged(&a.log_lines()));
     let log = a.log_lines();
-    assert!(
-        log.iter().any(|l| l.contains("ERROR")
-            && l.contains("could not reach the shared tier before shutdown")),
-        "{log:#?}"
-    );
+    assert!(logged(&log), "{log:#?}");
     server.restart();
     assert_eq!(
         a.send("flush 2000"),
