@@ -25,19 +25,14 @@ pub(crate) fn bus_handler(rt: &'static Runtime, tier: &'static Tier) -> BusHandl
                 Notice::Key { namespace, stable } => {
                     let tag = xxhash_rust::xxh3::xxh3_64(stable.as_bytes());
                     rt.registry()
-                        .caches()
-                        .iter()
-                        .filter(|c| c.is_shared() && c.namespace() == namespace)
+                        .on_namespace(namespace)
+                        .into_iter()
                         .map(|c| c.drop_tagged(tag))
                         .sum()
                 }
-                Notice::All { namespace, version } => rt
-                    .registry()
-                    .caches()
-                    .iter()
-                    .filter(|c| c.is_shared() && c.namespace() == namespace)
-                    .map(|c| c.remote_invalidate_all(version))
-                    .sum(),
+                Notice::All { namespace, version } => {
+                    rt.registry().namespace_moved(namespace, version)
+                }
                 Notice::Group { group, version } => rt.registry().group_bumped(group, version),
                 Notice::Tag { tag } => rt.registry().drop_tag_local(tag),
                 Notice::Prefix { prefix } => {
@@ -186,9 +181,8 @@ pub(crate) async fn replay(
             // store's may be gone: a FLUSHALL, or a restart without data).
             let mut versions: Vec<(u64, u64)> = rt
                 .registry()
-                .caches()
-                .iter()
-                .filter(|c| c.is_shared() && c.namespace() == namespace)
+                .on_namespace(&namespace)
+                .into_iter()
                 .filter_map(|c| c.known_versions())
                 .collect();
             versions.push((version, group_version));

@@ -55,26 +55,26 @@ impl Registry {
         caches.push(cache);
     }
 
-    /// The shared caches on `namespace`.
-    fn on_namespace<'a>(
-        caches: &'a [&'static dyn Registered],
-        namespace: &'a str,
-    ) -> impl Iterator<Item = &'static dyn Registered> + 'a {
-        caches
+    /// The shared caches on `namespace` (taken out of the lock, which is
+    /// not held while they drop entries).
+    pub(crate) fn on_namespace(&self, namespace: &str) -> Vec<&'static dyn Registered> {
+        self.caches()
             .iter()
             .copied()
-            .filter(move |c| c.is_shared() && c.namespace() == namespace)
+            .filter(|c| c.is_shared() && c.namespace() == namespace)
+            .collect()
     }
 
     /// A namespace moved to `version` in this process (an `all =`
-    /// invalidation, `clear()`, or the outbox replaying one): every cache on
-    /// it adopts the number and drops its local entries, so two caches sharing
-    /// a namespace (view caches and the manual cache share the empty one)
-    /// never drift apart.
-    pub(crate) fn namespace_moved(&self, namespace: &str, version: u64) {
-        for c in Registry::on_namespace(&self.caches(), namespace) {
-            c.remote_invalidate_all(version);
-        }
+    /// invalidation, `clear()`, a notice, or the outbox replaying one):
+    /// every cache on it adopts the number and drops its local entries, so
+    /// two caches sharing a namespace (view caches and the manual cache
+    /// share the empty one) never drift apart. Returns how many went.
+    pub(crate) fn namespace_moved(&self, namespace: &str, version: u64) -> u64 {
+        self.on_namespace(namespace)
+            .into_iter()
+            .map(|c| c.remote_invalidate_all(version))
+            .sum()
     }
 
     /// The distinct namespaces of this process's shared caches.

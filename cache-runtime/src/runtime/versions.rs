@@ -90,10 +90,8 @@ pub(crate) async fn check(rt: &'static Runtime, tier: &'static Tier) {
             );
             match &owner {
                 Owner::Namespace(ns) => rt.registry().namespace_moved(ns, stored),
-                Owner::Group(group) => {
-                    rt.registry().group_bumped(group, stored);
-                }
-            }
+                Owner::Group(group) => rt.registry().group_bumped(group, stored),
+            };
         } else if stored < used {
             tracing::warn!(?owner, used, stored, "layercache: the shared tier lost a version number (flushed, or failed over); moving the fleet to a new one");
             let op = match owner {
