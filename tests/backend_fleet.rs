@@ -23,6 +23,8 @@ mod memcached_server;
 #[cfg(feature = "memcached")]
 #[path = "support/redis_server.rs"]
 mod redis_server;
+#[path = "support/scenarios.rs"]
+mod scenarios;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -858,43 +860,18 @@ fn main() {
             |b| version_bumps_from_two_processes_are_all_distinct(b),
         ),
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
     // Scenarios that stop, pause or silence a server: they apply to the
     // backend that has one (memcached), and are not counted for the others.
     let needs_a_server = &scenarios[..4];
-    let (mut ran, mut failed) = (0, Vec::new());
+    let mut runner = scenarios::Runner::from_args();
     for (name, scenario) in scenarios {
         for mut backend in backends(name) {
-            let full = format!("{}::{name}", backend.name);
-            if !filter.is_empty() && !filter.iter().any(|f| full.contains(f.as_str())) {
-                continue;
-            }
             if needs_a_server.iter().any(|(n, _)| n == name) && backend.name != "memcached" {
                 continue;
             }
-            ran += 1;
-            println!("test {full} ...");
-            let started = Instant::now();
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut backend)))
-            {
-                Ok(()) => println!("test {full} ... ok ({:?})", started.elapsed()),
-                Err(_) => {
-                    println!("test {full} ... FAILED");
-                    failed.push(full);
-                }
-            }
+            let full = format!("{}::{name}", backend.name);
+            runner.run(&full, || scenario(&mut backend));
         }
     }
-    println!(
-        "\ntest result: {}. {} passed; {} failed",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        ran - failed.len(),
-        failed.len()
-    );
-    if !failed.is_empty() {
-        std::process::exit(1);
-    }
+    runner.finish();
 }

@@ -15,6 +15,8 @@
 mod fleet_node;
 #[path = "support/redis_cluster.rs"]
 mod redis_cluster;
+#[path = "support/scenarios.rs"]
+mod scenarios;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -472,10 +474,6 @@ fn main() {
             calls_keep_their_values_while_a_master_is_down_and_shared_hits_resume_after_it_rejoins,
         ),
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
     let started = Instant::now();
     let mut cluster = RedisCluster::start();
     println!(
@@ -483,21 +481,9 @@ fn main() {
         cluster.ports(),
         started.elapsed()
     );
-    let (mut ran, mut failed) = (0, Vec::new());
+    let mut runner = scenarios::Runner::from_args();
     for (name, scenario) in scenarios {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        ran += 1;
-        println!("test {name} ...");
-        let started = Instant::now();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut cluster))) {
-            Ok(()) => println!("test {name} ... ok ({:?})", started.elapsed()),
-            Err(_) => {
-                println!("test {name} ... FAILED");
-                failed.push(*name);
-            }
-        }
+        runner.run(name, || scenario(&mut cluster));
         // A scenario that failed midway may leave a master down.
         for i in 0..3 {
             if !cluster.is_running(i) {
@@ -506,13 +492,5 @@ fn main() {
         }
     }
     drop(cluster);
-    println!(
-        "\ntest result: {}. {} passed; {} failed",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        ran - failed.len(),
-        failed.len()
-    );
-    if !failed.is_empty() {
-        std::process::exit(1);
-    }
+    runner.finish();
 }

@@ -25,6 +25,8 @@ mod redis_cluster;
 #[cfg(feature = "redis")]
 #[path = "support/redis_server.rs"]
 mod redis_server;
+#[path = "support/scenarios.rs"]
+mod scenarios;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -548,18 +550,10 @@ fn main() {
             the_codec_chosen_by_configuration_is_shared_and_another_codec_s_bytes_are_a_miss,
         ),
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
     let backends = backends();
-    let (mut ran, mut failed) = (0, Vec::new());
+    let mut runner = scenarios::Runner::from_args();
     for (name, scenario) in scenarios {
         for backend in &backends {
-            let full = format!("{}::{name}", backend.name);
-            if !filter.is_empty() && !filter.iter().any(|f| full.contains(f.as_str())) {
-                continue;
-            }
             let applies = match *name {
                 n if n.starts_with("a_list_at") => backend.list_at.is_some(),
                 n if n.starts_with("a_deleted_store") => backend
@@ -571,26 +565,11 @@ fn main() {
             if !applies {
                 continue;
             }
-            ran += 1;
-            RUN.fetch_add(1, Relaxed);
-            println!("test {full} ...");
-            let started = Instant::now();
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(backend))) {
-                Ok(()) => println!("test {full} ... ok ({:?})", started.elapsed()),
-                Err(_) => {
-                    println!("test {full} ... FAILED");
-                    failed.push(full);
-                }
-            }
+            runner.run(&format!("{}::{name}", backend.name), || {
+                RUN.fetch_add(1, Relaxed);
+                scenario(backend)
+            });
         }
     }
-    println!(
-        "\ntest result: {}. {} passed; {} failed",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        ran - failed.len(),
-        failed.len()
-    );
-    if !failed.is_empty() {
-        std::process::exit(1);
-    }
+    runner.finish();
 }
