@@ -43,6 +43,11 @@ python3 scripts/check_layers.py
 stage "cargo clippy"
 # incompatible_msrv: no std API newer than the workspace's rust-version.
 cargo clippy --workspace --all-targets --all-features -- -D warnings -D clippy::incompatible_msrv
+stage "each runtime feature on its own (a consumer's build): clippy -D warnings"
+# Workspace builds unify features; a user who enables one backend does not.
+for feature in "" metrics sqlite memcached redis redis-cluster tls axum moka; do
+  cargo clippy --quiet -p layercache-runtime --no-default-features ${feature:+--features "$feature"} -- -D warnings
+done
 stage "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --all-features --quiet
 stage "docs as docs.rs builds them (nightly, --cfg docsrs: feature badges)"

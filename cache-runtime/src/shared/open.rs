@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+#[cfg(feature = "redis")]
 use super::exec::io_runtime;
 use super::filesystem;
 #[cfg(feature = "memcached")]
