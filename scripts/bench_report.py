@@ -173,7 +173,11 @@ if os.path.exists(cg_path):
     md += [""]
     for x in cg["ratios"]:
         value = f"{x['ratio']:.2f}x" if "ratio" in x else f"{x['percent']:.1f} %"
-        md.append(f"- {x['label']}: {value}")
+        line = f"- {x['label']}: {value}"
+        if x.get("bar") is not None:
+            unit = "x" if "ratio" in x else " %"
+            line += f" (bar: at most {x['bar']:g}{unit}, {verdict(x['within'])})"
+        md.append(line)
     md += [""]
 
 # ---- shared hit
