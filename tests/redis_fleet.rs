@@ -508,6 +508,43 @@ mod node {
                 ["mget_u64", k] => format!("{:?}", layercache::sync::Cache::global().get::<u64>(k)),
                 ["mhas", k] => format!("{}", layercache::sync::Cache::global().has(k)),
                 ["mdel", k] => format!("{}", layercache::sync::Cache::global().delete(k)),
+                ["nset", name, k, v] => {
+                    layercache::sync::Cache::named(name).set(
+                        k,
+                        v.to_string(),
+                        std::time::Duration::from_secs(300),
+                    );
+                    "ok".to_string()
+                }
+                ["nget", name, k] => {
+                    format!(
+                        "{:?}",
+                        layercache::sync::Cache::named(name).get::<String>(k)
+                    )
+                }
+                ["nclear", name] => format!("{}", layercache::sync::Cache::named(name).clear()),
+                // `mset_many a=1,b=2`, `mget_many a,b`, `mdel_many a,b`.
+                ["mset_many", pairs] => {
+                    let pairs: Vec<(&str, String)> = pairs
+                        .split(',')
+                        .filter_map(|p| p.split_once('='))
+                        .map(|(k, v)| (k, v.to_string()))
+                        .collect();
+                    layercache::sync::Cache::global()
+                        .set_many(&pairs, std::time::Duration::from_secs(300));
+                    "ok".to_string()
+                }
+                ["mget_many", keys] => {
+                    let keys: Vec<&str> = keys.split(',').collect();
+                    format!(
+                        "{:?}",
+                        layercache::sync::Cache::global().get_many::<String>(&keys)
+                    )
+                }
+                ["mdel_many", keys] => {
+                    let keys: Vec<&str> = keys.split(',').collect();
+                    format!("{}", layercache::sync::Cache::global().delete_many(&keys))
+                }
                 // The async manual clear on a current-thread runtime, with a
                 // task ticking every millisecond beside it: how many ticks ran
                 // while the clear waited for the shared tier.
@@ -1035,6 +1072,55 @@ fn the_manual_cache_is_shared_and_its_writes_reach_every_process() {
     assert_eq!(server.get_raw("fleet:greeting"), None);
     a.send("mset async_key value");
     assert_eq!(b.send("aget_manual async_key"), "Some(\"value\")");
+    server.assert_no_keys_command();
+}
+
+fn named_caches_and_batch_operations_reach_every_process() {
+    let server = RedisServer::start();
+    let db = temp_db("named");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    let mut b = Node::spawn("B", &server.url(), &db, &[]);
+    assert_eq!(b.send("wait_bus"), "bus true");
+    a.send("nset sessions s1 alice");
+    a.send("nset carts s1 cart");
+    a.send("mset s1 global");
+    // Separators in names and keys are escaped: these two never meet.
+    a.send("nset a b:c first");
+    a.send("nset a:b c second");
+    assert_eq!(
+        b.send("nget sessions s1"),
+        "Some(\"alice\")",
+        "read from Redis"
+    );
+    assert_eq!(b.send("nget carts s1"), "Some(\"cart\")");
+    assert_eq!(b.send("mget s1"), "Some(\"global\")");
+    assert_eq!(b.send("nget a b:c"), "Some(\"first\")");
+    assert_eq!(b.send("nget a:b c"), "Some(\"second\")");
+
+    // A clears its "sessions": B's copy goes, every other cache keeps its entries.
+    a.send("nclear sessions");
+    let (_, waited) = within(Duration::from_millis(50), || {
+        (b.send("nget sessions s1") == "None").then_some(())
+    })
+    .expect("B kept a sessions entry after A cleared sessions");
+    println!("    A's clear of a named cache reached B after {waited:?}");
+    assert_eq!(b.send("nget carts s1"), "Some(\"cart\")");
+    assert_eq!(b.send("mget s1"), "Some(\"global\")");
+    assert_eq!(a.send("nget sessions s1"), "None");
+
+    // Batch operations: A's set_many is B's get_many; B's delete_many reaches A.
+    a.send("mset_many x=1,y=2");
+    assert_eq!(
+        b.send("mget_many x,y,z"),
+        "[Some(\"1\"), Some(\"2\"), None]"
+    );
+    assert_eq!(a.send("mget_many y,x"), "[Some(\"2\"), Some(\"1\")]");
+    assert_eq!(b.send("mdel_many x,y,z"), "2");
+    within(Duration::from_millis(50), || {
+        (a.send("mget_many x,y") == "[None, None]").then_some(())
+    })
+    .expect("A kept its copies after B's delete_many");
+    assert_eq!(server.get_raw("fleet:x"), None);
     server.assert_no_keys_command();
 }
 
@@ -1628,6 +1714,10 @@ fn main() {
         (
             "the_manual_cache_is_shared_and_its_writes_reach_every_process",
             the_manual_cache_is_shared_and_its_writes_reach_every_process,
+        ),
+        (
+            "named_caches_and_batch_operations_reach_every_process",
+            named_caches_and_batch_operations_reach_every_process,
         ),
         (
             "values_over_the_size_limit_stay_in_process_and_are_counted",

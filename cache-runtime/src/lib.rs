@@ -59,7 +59,7 @@ pub use invalidate::{
     invalidate_tag_async, stats,
 };
 pub use local::LocalStoreKind;
-pub use manual::{future, sync, CacheValue, MANUAL_CACHE_NAME};
+pub use manual::{future, sync, CacheValue, NamedCacheBuilder, MANUAL_CACHE_NAME};
 pub use metrics::{FunctionStats, LatencyStats, Stats, EXPORT_BOUNDS, HIT_SAMPLE_EVERY};
 pub use pipeline::{CallEntry, FnCache, TierChoice, Timeout};
 pub use runtime::{config, init, AlreadyInitialized};

@@ -22,12 +22,18 @@ use crate::pipeline::{FnCache, FnSpec, Generation};
 use crate::shared;
 pub use crate::value::CacheValue;
 
+mod named;
+pub use named::Builder as NamedCacheBuilder;
+
 type AnyValue = Arc<dyn Any + Send + Sync>;
+
+/// The cache behind a handle: the global manual cache or a named one.
+type Store = &'static FnCache<String, AnyValue>;
 
 /// The metrics name of the manual cache in [`stats()`](crate::stats).
 pub const MANUAL_CACHE_NAME: &str = "layercache::manual";
 
-fn store() -> &'static FnCache<String, AnyValue> {
+fn store() -> Store {
     static STORE: OnceLock<&'static FnCache<String, AnyValue>> = OnceLock::new();
     STORE.get_or_init(|| {
         crate::invalidate::register(FnCache::new(FnSpec {
@@ -37,16 +43,15 @@ fn store() -> &'static FnCache<String, AnyValue> {
     })
 }
 
-fn get<T: CacheValue>(key: &str) -> Option<T> {
-    match store().shared_link() {
-        None => store().lookup_with(&key.to_string(), |v| v.downcast_ref::<T>().cloned()),
-        Some(_) => shared::block_on(get_async(key)),
+fn get<T: CacheValue>(s: Store, key: &str) -> Option<T> {
+    match s.shared_link() {
+        None => s.lookup_with(&key.to_string(), |v| v.downcast_ref::<T>().cloned()),
+        Some(_) => shared::block_on(get_async(s, key)),
     }
 }
 
 /// Local tier, then the shared tier (backfilling the local one), as `T`.
-async fn get_async<T: CacheValue>(key: &str) -> Option<T> {
-    let s = store();
+async fn get_async<T: CacheValue>(s: Store, key: &str) -> Option<T> {
     let key = key.to_string();
     if let Some(v) = s.local_get(&key, |v| v.downcast_ref::<T>().cloned()) {
         return Some(v);
@@ -64,24 +69,23 @@ async fn get_async<T: CacheValue>(key: &str) -> Option<T> {
     None
 }
 
-fn ttl_of(timeout: Option<Duration>) -> Option<Duration> {
+fn ttl_of(s: Store, timeout: Option<Duration>) -> Option<Duration> {
     match timeout {
         Some(t) if t.is_zero() => None,
         Some(t) => Some(t),
-        None => store().timeout(),
+        None => s.timeout(),
     }
 }
 
-fn set<T: CacheValue>(key: &str, value: T, timeout: Option<Duration>) {
-    match store().shared_link() {
-        None => store().put_local(key.to_string(), Arc::new(value), ttl_of(timeout), 0),
-        Some(_) => shared::block_on(set_async(key, value, timeout)),
+fn set<T: CacheValue>(s: Store, key: &str, value: T, timeout: Option<Duration>) {
+    match s.shared_link() {
+        None => s.put_local(key.to_string(), Arc::new(value), ttl_of(s, timeout), 0),
+        Some(_) => shared::block_on(set_async(s, key, value, timeout)),
     }
 }
 
-async fn set_async<T: CacheValue>(key: &str, value: T, timeout: Option<Duration>) {
-    let s = store();
-    let ttl = ttl_of(timeout);
+async fn set_async<T: CacheValue>(s: Store, key: &str, value: T, timeout: Option<Duration>) {
+    let ttl = ttl_of(s, timeout);
     match s.shared_link() {
         None => s.put_local(key.to_string(), Arc::new(value), ttl, 0),
         Some(link) => {
@@ -95,13 +99,13 @@ async fn set_async<T: CacheValue>(key: &str, value: T, timeout: Option<Duration>
 /// Stores a value computed after a miss, unless `key` was deleted (or the
 /// cache cleared) while it was being computed: it may be stale.
 async fn store_computed<T: CacheValue>(
+    s: Store,
     key: &str,
     value: T,
     timeout: Duration,
     generation: Generation,
 ) {
-    let s = store();
-    let ttl = ttl_of(Some(timeout));
+    let ttl = ttl_of(s, Some(timeout));
     match s.shared_link() {
         None => s.write_back_with_timeout(key.to_string(), Arc::new(value), generation, ttl, 0),
         Some(link) => {
@@ -119,16 +123,15 @@ fn land_manual<T: CacheValue>(leader: Option<crate::flight::Leader<'_, String, A
     }
 }
 
-fn delete(key: &str) -> bool {
-    store().invalidate(&key.to_string())
+fn delete(s: Store, key: &str) -> bool {
+    s.invalidate(&key.to_string())
 }
 
-async fn delete_async(key: &str) -> bool {
-    store().invalidate_async(&key.to_string()).await
+async fn delete_async(s: Store, key: &str) -> bool {
+    s.invalidate_async(&key.to_string()).await
 }
 
-async fn has_async(key: &str) -> bool {
-    let s = store();
+async fn has_async(s: Store, key: &str) -> bool {
     let key = key.to_string();
     if s.peek(&key).is_some() {
         return true;
@@ -139,10 +142,57 @@ async fn has_async(key: &str) -> bool {
     }
 }
 
-fn has(key: &str) -> bool {
-    match store().shared_link() {
-        None => store().peek(&key.to_string()).is_some(),
-        Some(_) => shared::block_on(has_async(key)),
+fn has(s: Store, key: &str) -> bool {
+    match s.shared_link() {
+        None => s.peek(&key.to_string()).is_some(),
+        Some(_) => shared::block_on(has_async(s, key)),
+    }
+}
+
+/// The values under `keys`, in order. The lookups run concurrently, so a
+/// Redis tier answers them in one `MGET` (its client batches concurrent
+/// GETs) and other stores overlap their round trips.
+async fn get_many_async<T: CacheValue>(s: Store, keys: &[&str]) -> Vec<Option<T>> {
+    futures_util::future::join_all(keys.iter().map(|k| get_async(s, k))).await
+}
+
+fn get_many<T: CacheValue>(s: Store, keys: &[&str]) -> Vec<Option<T>> {
+    match s.shared_link() {
+        None => keys.iter().map(|k| get(s, k)).collect(),
+        Some(_) => shared::block_on(get_many_async(s, keys)),
+    }
+}
+
+/// Stores each pair; the writes run concurrently (one pipelined burst on a
+/// multiplexed Redis connection).
+async fn set_many_async<T: CacheValue>(s: Store, items: &[(&str, T)], timeout: Option<Duration>) {
+    futures_util::future::join_all(
+        items
+            .iter()
+            .map(|(k, v)| set_async(s, k, v.clone(), timeout)),
+    )
+    .await;
+}
+
+fn set_many<T: CacheValue>(s: Store, items: &[(&str, T)], timeout: Option<Duration>) {
+    match s.shared_link() {
+        None => items
+            .iter()
+            .for_each(|(k, v)| set(s, k, v.clone(), timeout)),
+        Some(_) => shared::block_on(set_many_async(s, items, timeout)),
+    }
+}
+
+/// Deletes each key everywhere; returns how many were there.
+async fn delete_many_async(s: Store, keys: &[&str]) -> u64 {
+    let found = futures_util::future::join_all(keys.iter().map(|k| delete_async(s, k))).await;
+    found.into_iter().filter(|&f| f).count() as u64
+}
+
+fn delete_many(s: Store, keys: &[&str]) -> u64 {
+    match s.shared_link() {
+        None => keys.iter().filter(|k| delete(s, k)).count() as u64,
+        Some(_) => shared::block_on(delete_many_async(s, keys)),
     }
 }
 
@@ -150,7 +200,7 @@ fn has(key: &str) -> bool {
 pub mod sync {
     use super::*;
 
-    /// A handle on the process's manual cache; cheap to copy.
+    /// A handle on the process's manual cache, or on a named one; cheap to copy.
     ///
     /// ```
     /// use std::time::Duration;
@@ -164,41 +214,101 @@ pub mod sync {
     /// assert!(cache.delete("greeting"));
     /// let v = cache.get_or_insert_with("answer", Duration::from_secs(60), || 42u64);
     /// assert_eq!(v, 42);
+    ///
+    /// // Several keys at once: one round trip to a shared tier where it allows.
+    /// cache.set_many(&[("a", 1u32), ("b", 2)], Duration::from_secs(60));
+    /// assert_eq!(cache.get_many::<u32>(&["a", "b", "c"]), vec![Some(1), Some(2), None]);
+    /// assert_eq!(cache.delete_many(&["a", "b", "c"]), 2);
     /// ```
-    #[derive(Debug, Clone, Copy, Default)]
+    #[derive(Clone, Copy)]
     pub struct Cache {
-        _private: (),
+        pub(super) store: Store,
+    }
+
+    impl std::fmt::Debug for Cache {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Cache")
+                .field("name", &self.store.name())
+                .finish()
+        }
+    }
+
+    impl Default for Cache {
+        fn default() -> Cache {
+            Cache::global()
+        }
     }
 
     impl Cache {
         /// The process's manual cache.
         pub fn global() -> Cache {
-            Cache { _private: () }
+            Cache { store: store() }
+        }
+
+        /// A named cache: its own namespace, default timeout and bound,
+        /// over the process's tiers. Set its options on the returned
+        /// builder, or use it as the cache directly (it derefs to one built
+        /// with the defaults). See [`named`](super::named).
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use layercache_runtime::sync::Cache;
+        ///
+        /// let sessions = Cache::named("sessions")
+        ///     .timeout(Duration::from_secs(1800))
+        ///     .max_entries(10_000)
+        ///     .build();
+        /// sessions.set_default("s1", "alice".to_string());
+        /// assert_eq!(Cache::global().get::<String>("s1"), None, "its own namespace");
+        /// assert_eq!(sessions.clear(), 1, "clear drops only its entries");
+        /// ```
+        pub fn named(name: &str) -> super::named::Builder<Cache> {
+            super::named::Builder::new(name)
+        }
+
+        /// The cache's name: [`MANUAL_CACHE_NAME`] for the global one.
+        pub fn name(&self) -> &str {
+            self.store.name()
         }
 
         /// The value under `key` if present, fresh and of type `T`.
         pub fn get<T: CacheValue>(&self, key: &str) -> Option<T> {
-            get(key)
+            get(self.store, key)
+        }
+
+        /// The values under `keys`, in order (`None` for each missing one).
+        pub fn get_many<T: CacheValue>(&self, keys: &[&str]) -> Vec<Option<T>> {
+            get_many(self.store, keys)
         }
 
         /// Stores `value` under `key` for `timeout` (`Duration::ZERO`: never expires).
         pub fn set<T: CacheValue>(&self, key: &str, value: T, timeout: Duration) {
-            set(key, value, Some(timeout))
+            set(self.store, key, value, Some(timeout))
         }
 
-        /// Stores `value` under `key` for the configured default timeout.
+        /// Stores each `(key, value)` for `timeout` (`Duration::ZERO`: never expires).
+        pub fn set_many<T: CacheValue>(&self, items: &[(&str, T)], timeout: Duration) {
+            set_many(self.store, items, Some(timeout))
+        }
+
+        /// Stores `value` under `key` for the cache's default timeout.
         pub fn set_default<T: CacheValue>(&self, key: &str, value: T) {
-            set(key, value, None)
+            set(self.store, key, value, None)
         }
 
         /// Whether a fresh value is stored under `key` (counts neither hit nor miss).
         pub fn has(&self, key: &str) -> bool {
-            has(key)
+            has(self.store, key)
         }
 
         /// Removes `key`; `true` when it was there.
         pub fn delete(&self, key: &str) -> bool {
-            delete(key)
+            delete(self.store, key)
+        }
+
+        /// Removes each of `keys` everywhere; returns how many were there.
+        pub fn delete_many(&self, keys: &[&str]) -> u64 {
+            delete_many(self.store, keys)
         }
 
         /// Removes every key, of this cache and of every cached function,
@@ -207,9 +317,15 @@ pub mod sync {
             crate::invalidate_prefix(prefix)
         }
 
-        /// Empties this cache and every cached function's (Flask's `cache.clear()`).
+        /// Empties the cache (Flask's `cache.clear()`). The global cache
+        /// empties every cached function's too; a named cache drops only its
+        /// own entries, in every process.
         pub fn clear(&self) -> u64 {
-            crate::clear()
+            if self.store.name() == MANUAL_CACHE_NAME {
+                crate::clear()
+            } else {
+                self.store.invalidate_all()
+            }
         }
 
         /// The value under `key`, or `make()`'s result, stored for `timeout`.
@@ -219,10 +335,10 @@ pub mod sync {
             timeout: Duration,
             make: impl FnOnce() -> T,
         ) -> T {
-            if let Some(v) = get(key) {
+            let s = self.store;
+            if let Some(v) = get(s, key) {
                 return v;
             }
-            let s = store();
             let k = key.to_string();
             let generation = s.generation(s.key_hash(&k));
             // One `make` per key per process: concurrent callers wait for it.
@@ -234,7 +350,7 @@ pub mod sync {
                 Ok(leader) => leader,
             };
             let v = crate::flight::run_led(leader.as_ref().map(|l| l.id()), make);
-            shared::block_on(store_computed(key, v.clone(), timeout, generation));
+            shared::block_on(store_computed(s, key, v.clone(), timeout, generation));
             land_manual(leader, &v);
             v
         }
@@ -246,7 +362,7 @@ pub mod sync {
 pub mod future {
     use super::*;
 
-    /// A handle on the process's manual cache; cheap to copy.
+    /// A handle on the process's manual cache, or on a named one; cheap to copy.
     ///
     /// ```
     /// # futures_lite_block_on(async {
@@ -258,6 +374,9 @@ pub mod future {
     /// assert_eq!(cache.get::<Vec<u8>>("page").await, Some(vec![1, 2, 3]));
     /// let n = cache.get_or_insert_with("n", Duration::from_secs(30), async { 7u32 }).await;
     /// assert_eq!(n, 7);
+    /// let carts = Cache::named("carts").timeout(Duration::from_secs(60)).build();
+    /// carts.set_many(&[("c1", 3u8), ("c2", 4)], Duration::ZERO).await;
+    /// assert_eq!(carts.get_many::<u8>(&["c1", "c2"]).await, vec![Some(3), Some(4)]);
     /// # });
     /// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
     /// #     use std::task::{Context, Poll, Waker};
@@ -266,40 +385,80 @@ pub mod future {
     /// #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
     /// # }
     /// ```
-    #[derive(Debug, Clone, Copy, Default)]
+    #[derive(Clone, Copy)]
     pub struct Cache {
-        _private: (),
+        pub(super) store: Store,
+    }
+
+    impl std::fmt::Debug for Cache {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Cache")
+                .field("name", &self.store.name())
+                .finish()
+        }
+    }
+
+    impl Default for Cache {
+        fn default() -> Cache {
+            Cache::global()
+        }
     }
 
     impl Cache {
         /// The process's manual cache.
         pub fn global() -> Cache {
-            Cache { _private: () }
+            Cache { store: store() }
+        }
+
+        /// A named cache (see [`sync::Cache::named`](super::sync::Cache::named)):
+        /// the same cache as the blocking handle of that name.
+        pub fn named(name: &str) -> super::named::Builder<Cache> {
+            super::named::Builder::new(name)
+        }
+
+        /// The cache's name: [`MANUAL_CACHE_NAME`] for the global one.
+        pub fn name(&self) -> &str {
+            self.store.name()
         }
 
         /// The value under `key` if present, fresh and of type `T`.
         pub async fn get<T: CacheValue>(&self, key: &str) -> Option<T> {
-            get_async(key).await
+            get_async(self.store, key).await
+        }
+
+        /// The values under `keys`, in order (`None` for each missing one).
+        pub async fn get_many<T: CacheValue>(&self, keys: &[&str]) -> Vec<Option<T>> {
+            get_many_async(self.store, keys).await
         }
 
         /// Stores `value` under `key` for `timeout` (`Duration::ZERO`: never expires).
         pub async fn set<T: CacheValue>(&self, key: &str, value: T, timeout: Duration) {
-            set_async(key, value, Some(timeout)).await
+            set_async(self.store, key, value, Some(timeout)).await
         }
 
-        /// Stores `value` under `key` for the configured default timeout.
+        /// Stores each `(key, value)` for `timeout` (`Duration::ZERO`: never expires).
+        pub async fn set_many<T: CacheValue>(&self, items: &[(&str, T)], timeout: Duration) {
+            set_many_async(self.store, items, Some(timeout)).await
+        }
+
+        /// Stores `value` under `key` for the cache's default timeout.
         pub async fn set_default<T: CacheValue>(&self, key: &str, value: T) {
-            set_async(key, value, None).await
+            set_async(self.store, key, value, None).await
         }
 
         /// Whether a fresh value is stored under `key`.
         pub async fn has(&self, key: &str) -> bool {
-            has_async(key).await
+            has_async(self.store, key).await
         }
 
         /// Removes `key`; `true` when it was there.
         pub async fn delete(&self, key: &str) -> bool {
-            delete_async(key).await
+            delete_async(self.store, key).await
+        }
+
+        /// Removes each of `keys` everywhere; returns how many were there.
+        pub async fn delete_many(&self, keys: &[&str]) -> u64 {
+            delete_many_async(self.store, keys).await
         }
 
         /// Removes every key starting with `prefix`, here and in every cached function.
@@ -307,10 +466,15 @@ pub mod future {
             crate::invalidate_prefix_async(prefix).await
         }
 
-        /// Empties this cache and every cached function's, awaiting the
-        /// shared tier (it never blocks the executor).
+        /// Empties the cache, awaiting the shared tier (it never blocks the
+        /// executor). The global cache empties every cached function's too;
+        /// a named cache drops only its own entries, in every process.
         pub async fn clear(&self) -> u64 {
-            crate::clear_async().await
+            if self.store.name() == MANUAL_CACHE_NAME {
+                crate::clear_async().await
+            } else {
+                self.store.invalidate_all_async().await
+            }
         }
 
         /// The value under `key`, or `make`'s output, stored for `timeout`.
@@ -320,10 +484,10 @@ pub mod future {
             timeout: Duration,
             make: impl std::future::Future<Output = T>,
         ) -> T {
-            if let Some(v) = get_async(key).await {
+            let s = self.store;
+            if let Some(v) = get_async(s, key).await {
                 return v;
             }
-            let s = store();
             let k = key.to_string();
             let generation = s.generation(s.key_hash(&k));
             let leader = match s.flight_or_value_async(&k).await {
@@ -334,7 +498,7 @@ pub mod future {
                 Ok(leader) => leader,
             };
             let v = crate::flight::run_led_async(leader.as_ref().map(|l| l.id()), make).await;
-            store_computed(key, v.clone(), timeout, generation).await;
+            store_computed(s, key, v.clone(), timeout, generation).await;
             land_manual(leader, &v);
             v
         }

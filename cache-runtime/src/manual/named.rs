@@ -1,0 +1,167 @@
+//! Named manual caches: [`sync::Cache::named`](super::sync::Cache::named)
+//! and [`future::Cache::named`](super::future::Cache::named).
+//!
+//! A named cache is a manual cache with its own namespace, default timeout
+//! and bound, over the process's tiers. Its shared keys are
+//! `{CACHE_KEY_PREFIX}:{name}:{key}` with the name and the key escaped as
+//! stable keys are (see [`key`](crate::key)), so `named("a")`'s key `"b:c"`
+//! and `named("a:b")`'s key `"c"` never meet. Clearing it moves its
+//! namespace to a new version, which drops its entries in every process
+//! and leaves every other cache alone.
+//!
+//! The first [`Builder::build`] of a name fixes its settings for the
+//! process's life; a later build of the same name with other settings gets
+//! the existing cache and logs a warning.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use super::{store, Store};
+use crate::key::{escape, render_template, KeyError};
+use crate::pipeline::{FnCache, FnSpec, Timeout};
+
+/// What a named cache was built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Settings {
+    timeout: Option<Duration>,
+    max_entries: Option<u64>,
+}
+
+/// A handle type a builder makes: [`sync::Cache`](super::sync::Cache) or
+/// [`future::Cache`](super::future::Cache).
+pub trait Handle: Copy + sealed::Sealed {
+    #[doc(hidden)]
+    fn from_store(store: Store) -> Self;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::super::sync::Cache {}
+    impl Sealed for super::super::future::Cache {}
+}
+
+impl Handle for super::sync::Cache {
+    fn from_store(store: Store) -> Self {
+        super::sync::Cache { store }
+    }
+}
+
+impl Handle for super::future::Cache {
+    fn from_store(store: Store) -> Self {
+        super::future::Cache { store }
+    }
+}
+
+/// Builds a named cache: `Cache::named("sessions").timeout(..).max_entries(..).build()`.
+///
+/// It also derefs to the cache, built with the settings given so far, so
+/// `Cache::named("sessions").get::<String>("s1")` works without `build()`.
+#[must_use = "a builder does nothing until it is built or used as its cache"]
+pub struct Builder<C> {
+    name: String,
+    settings: Settings,
+    built: OnceLock<C>,
+}
+
+impl<C: Handle> Builder<C> {
+    pub(super) fn new(name: &str) -> Builder<C> {
+        Builder {
+            name: name.to_string(),
+            settings: Settings {
+                timeout: None,
+                max_entries: None,
+            },
+            built: OnceLock::new(),
+        }
+    }
+
+    /// The default timeout of `set_default` (`Duration::ZERO`: never
+    /// expires); without it, the configured default timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeout = Some(timeout);
+        self
+    }
+
+    /// The bound of the cache's local tier; without it, the configured
+    /// `CACHE_MAX_ENTRIES`.
+    pub fn max_entries(mut self, max_entries: u64) -> Self {
+        self.settings.max_entries = Some(max_entries);
+        self
+    }
+
+    /// The cache. An empty name is the global manual cache.
+    pub fn build(&self) -> C {
+        *self
+            .built
+            .get_or_init(|| C::from_store(lookup(&self.name, self.settings)))
+    }
+}
+
+impl<C: Handle> Deref for Builder<C> {
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        self.build();
+        self.built.get().expect("built just above")
+    }
+}
+
+impl<C> std::fmt::Debug for Builder<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamedCacheBuilder")
+            .field("name", &self.name)
+            .field("timeout", &self.settings.timeout)
+            .field("max_entries", &self.settings.max_entries)
+            .finish()
+    }
+}
+
+/// The cache of `name`, registered on first use.
+fn lookup(name: &str, settings: Settings) -> Store {
+    if name.is_empty() {
+        tracing::warn!("layercache: a named cache needs a name; using the global manual cache");
+        return store();
+    }
+    static NAMED: OnceLock<Mutex<HashMap<String, (Settings, Store)>>> = OnceLock::new();
+    let mut named = NAMED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(&(first, cache)) = named.get(name) {
+        let unset = Settings {
+            timeout: None,
+            max_entries: None,
+        };
+        if settings != first && settings != unset {
+            tracing::warn!(
+                name,
+                ?first,
+                ?settings,
+                "layercache: named cache built again with other settings; keeping the first"
+            );
+        }
+        return cache;
+    }
+    let timeout = match settings.timeout {
+        None => Timeout::Default,
+        Some(t) if t.is_zero() => Timeout::Never,
+        Some(t) => Timeout::After(t),
+    };
+    let cache = crate::invalidate::register(FnCache::new(FnSpec {
+        timeout,
+        max_entries: settings.max_entries,
+        jitter: Some(0.0),
+        ..FnSpec::new(name, escape(name), render_escaped)
+    }));
+    named.insert(name.to_string(), (settings, cache));
+    cache
+}
+
+/// A named cache's key suffix: the key escaped, so a separator in it cannot
+/// make two names' keys meet.
+#[allow(clippy::ptr_arg)] // must match `RenderKey<String>`
+fn render_escaped(key: &String, out: &mut String) -> Result<u64, KeyError> {
+    render_template(&escape(key), out)
+}
