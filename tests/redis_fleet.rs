@@ -242,6 +242,19 @@ mod node {
         vec![id as u8; 3]
     }
 
+    pub static BY_VALUE_RUNS: AtomicU64 = AtomicU64::new(0);
+
+    /// Even values live 60 s, odd ones 600 s (capped by `timeout` at 300 s).
+    fn lifetime_of(v: &u64) -> std::time::Duration {
+        std::time::Duration::from_secs(if v.is_multiple_of(2) { 60 } else { 600 })
+    }
+
+    #[cached(timeout = 300, key_prefix = "by_value", timeout_by = lifetime_of)]
+    pub fn by_value(id: u64) -> u64 {
+        BY_VALUE_RUNS.fetch_add(1, SeqCst);
+        id
+    }
+
     /// Over the 1 MiB default limit.
     #[cached(timeout = 300, key_prefix = "big")]
     pub fn big(id: u64) -> String {
@@ -474,6 +487,7 @@ mod node {
                 ["short", _] => timed(&SHARED_RUNS, || short(n(1))),
                 ["capped", _] => timed(&SHARED_RUNS, || capped(n(1))),
                 ["big", _] => timed(&BIG_RUNS, || big(n(1)).len()),
+                ["by_value", _] => timed(&BY_VALUE_RUNS, || by_value(n(1))),
                 ["json", _] => timed(&BIG_RUNS, || json(n(1)).to_string()),
                 ["key", "shared_only", _] => {
                     format!(
@@ -491,6 +505,12 @@ mod node {
                     format!(
                         "key {}",
                         entry!(json(n(2))).shared_key().unwrap_or_default()
+                    )
+                }
+                ["key", "by_value", _] => {
+                    format!(
+                        "key {}",
+                        entry!(by_value(n(2))).shared_key().unwrap_or_default()
                     )
                 }
                 ["key", "big", _] => {
@@ -1124,6 +1144,31 @@ fn named_caches_and_batch_operations_reach_every_process() {
     server.assert_no_keys_command();
 }
 
+fn timeout_by_gives_each_value_its_own_lifetime_in_the_shared_tier() {
+    let server = RedisServer::start();
+    let db = temp_db("by_value");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    let mut b = Node::spawn("B", &server.url(), &db, &[]);
+    assert_eq!(a.call("by_value 2").runs, 1);
+    assert_eq!(a.call("by_value 3").runs, 1);
+    let pttl = |key: &str| match server.command(&[b"PTTL", key.as_bytes()]) {
+        RespValue::Int(ms) => ms,
+        other => panic!("PTTL {key}: {other:?}"),
+    };
+    let (even, odd) = (pttl(&a.key("by_value", 2)), pttl(&a.key("by_value", 3)));
+    println!("    PTTL: even value {even} ms, odd value {odd} ms");
+    assert!(
+        (55_000..=60_000).contains(&even),
+        "an even value lives 60 s: {even} ms"
+    );
+    assert!(
+        (295_000..=300_000).contains(&odd),
+        "an odd value's 600 s is capped by timeout = 300 s: {odd} ms"
+    );
+    assert_eq!(b.call("by_value 2").runs, 0, "B reads A's value");
+    server.assert_no_keys_command();
+}
+
 fn values_over_the_size_limit_stay_in_process_and_are_counted() {
     let server = RedisServer::start();
     let db = temp_db("big");
@@ -1718,6 +1763,10 @@ fn main() {
         (
             "named_caches_and_batch_operations_reach_every_process",
             named_caches_and_batch_operations_reach_every_process,
+        ),
+        (
+            "timeout_by_gives_each_value_its_own_lifetime_in_the_shared_tier",
+            timeout_by_gives_each_value_its_own_lifetime_in_the_shared_tier,
         ),
         (
             "values_over_the_size_limit_stay_in_process_and_are_counted",

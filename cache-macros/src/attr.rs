@@ -55,6 +55,11 @@ pub struct CachedArgs {
     pub versioned: Option<LitStr>,
     /// `tags = ["user:{user_id}"]`: templates of the call's tags.
     pub tags: Vec<LitStr>,
+    /// `stale_throttle` (seconds) or `stale_throttle_ms`: after a failure
+    /// answered by a stale value, how long the key keeps that answer.
+    pub stale_throttle: SecsOrMs,
+    /// `timeout_by = path`: `fn(&V) -> Duration`, each value's lifetime.
+    pub timeout_by: Option<Expr>,
 }
 
 /// Which tiers a function uses.
@@ -127,6 +132,12 @@ impl CachedArgs {
                 "it should exceed the function's longest run",
             )?),
             "stale_if_error" => self.stale_if_error = Some(stale_if_error(o)?),
+            "stale_throttle" | "stale_throttle_ms" => self.stale_throttle.set(o.secs_or_ms(
+                "how long a failing function is not asked again",
+                ("stale_throttle = 30", "stale_throttle_ms = 500"),
+                "the default, without it, is 30 s",
+            )?),
+            "timeout_by" => self.timeout_by = Some(timeout_by(o)?),
             "refresh_ahead" => self.refresh_ahead = Some(refresh_ahead(o)?),
             "versioned" => {
                 self.versioned = Some(o.prefix("the version group", "versioned = \"catalog\"")?)
@@ -312,6 +323,17 @@ fn stale_if_error(o: &Written) -> syn::Result<(u64, Span)> {
         ));
     }
     Ok((n, span))
+}
+
+fn timeout_by(o: &Written) -> syn::Result<Expr> {
+    let expr = o.need("timeout_by = ttl_of")?;
+    match expr {
+        Expr::Path(_) | Expr::Closure(_) => Ok(expr.clone()),
+        _ => Err(syn::Error::new(
+            expr.span(),
+            "`timeout_by` takes a function `fn(&V) -> std::time::Duration` over the value to cache, like `timeout_by = ttl_of`; for one timeout for every value, use `timeout`",
+        )),
+    }
 }
 
 fn refresh_ahead(o: &Written) -> syn::Result<(f64, Span)> {

@@ -300,7 +300,7 @@ fn cache_companion(parts: &Parts) -> TokenStream {
         quote_spanned!(span=> ::layercache::__private::require_value::<::layercache::__private::ValueOf<#mode, #output>>();)
     };
     let cache_name = cache_name(input);
-    let spec = fn_spec(&input.opts, &key.render);
+    let spec = fn_spec(&input.opts, &key.render, value_ty);
     quote! {
         #[doc(hidden)]
         #[allow(non_snake_case, dead_code, clippy::all)]
@@ -334,7 +334,7 @@ fn cache_name(input: &Cached) -> TokenStream {
 }
 
 /// The `FnSpec` literal: the options as the runtime takes them.
-fn fn_spec(opts: &CachedArgs, render: &TokenStream) -> TokenStream {
+fn fn_spec(opts: &CachedArgs, render: &TokenStream, value_ty: &TokenStream) -> TokenStream {
     let timeout = match (opts.timeout, opts.timeout_ms) {
         (Some((0, _)), _) | (_, Some((0, _))) => quote!(::layercache::__private::Timeout::Never),
         (Some((s, span)), _) => {
@@ -375,6 +375,15 @@ fn fn_spec(opts: &CachedArgs, render: &TokenStream) -> TokenStream {
         Some(lit) => quote!(::core::option::Option::Some(::std::string::String::from(#lit))),
         None => quote!(::core::option::Option::None),
     };
+    let stale_throttle = some_or_none(opts.stale_throttle.ms.map(millis));
+    let timeout_by = match &opts.timeout_by {
+        Some(f) => {
+            quote_spanned!(f.span()=> ::core::option::Option::Some(
+                |__lc_v: &dyn ::core::any::Any| ::layercache::__private::timeout_by::<#value_ty>(__lc_v, #f)
+            ))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     quote! {
         ::layercache::__private::FnSpec {
             namespace: ::core::clone::Clone::clone(&name),
@@ -390,6 +399,8 @@ fn fn_spec(opts: &CachedArgs, render: &TokenStream) -> TokenStream {
             stale_if_error: #stale_if_error,
             refresh_ahead: #refresh_ahead,
             versioned: #versioned,
+            timeout_by: #timeout_by,
+            stale_throttle: #stale_throttle,
         }
     }
 }

@@ -78,6 +78,12 @@ const CASES: &[(&str, Expander, &str, &str)] = &[
         "async fn price(item: String) -> Result<u64, std::io::Error> { Ok(item.len() as u64) }",
     ),
     (
+        "throttle_and_timeout_by",
+        crate::expand::cached,
+        "timeout = 3600, timeout_by = ttl_of, stale_if_error = 600, stale_throttle_ms = 500",
+        "fn quote(symbol: String) -> Result<Quote, Error> { fetch(&symbol) }",
+    ),
+    (
         "lock_default_timeout",
         crate::expand::cached,
         "lock = true, local_timeout_ms = 200",

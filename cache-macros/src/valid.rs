@@ -92,6 +92,7 @@ fn options(opts: &CachedArgs, errors: &mut Errors) {
         (opts.local_timeout, "local_timeout"),
         (opts.none_timeout, "none_timeout"),
         (opts.lock_timeout, "lock_timeout"),
+        (opts.stale_throttle, "stale_throttle"),
     ] {
         if let SecsOrMs {
             both: Some(span), ..
@@ -113,6 +114,12 @@ fn options(opts: &CachedArgs, errors: &mut Errors) {
         errors.add(
             span,
             "`lock_timeout` is the life of the shared lock; it needs `lock = true`",
+        );
+    }
+    if let (None, Some((_, span))) = (opts.stale_if_error, opts.stale_throttle.ms) {
+        errors.add(
+            span,
+            "`stale_throttle` is how long a stale value answers for a failing function; it needs `stale_if_error`",
         );
     }
     if let (Some(Tier::Shared), Some((_, span))) = (opts.tier, opts.refresh_ahead) {

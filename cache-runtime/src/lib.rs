@@ -61,7 +61,7 @@ pub use invalidate::{
 pub use local::LocalStoreKind;
 pub use manual::{future, sync, CacheValue, NamedCacheBuilder, MANUAL_CACHE_NAME};
 pub use metrics::{FunctionStats, LatencyStats, Stats, EXPORT_BOUNDS, HIT_SAMPLE_EVERY};
-pub use pipeline::{CallEntry, FnCache, TierChoice, Timeout};
+pub use pipeline::{CallEntry, FnCache, TierChoice, Timeout, TimeoutBy, DEFAULT_STALE_THROTTLE};
 pub use runtime::{config, init, AlreadyInitialized};
 pub use shared::{BusHealth, BusStatus, SharedSettings, SharedStats, TierStats};
 pub use warm::{try_warm_up, try_warm_up_blocking, warm_up, warm_up_blocking, WarmUpReport};
@@ -82,6 +82,16 @@ pub mod __private {
         FnSpec, OkOnly, OutputMode, Plain, SomeOnly, SomeOrNone, Succeeds, TierChoice, Timeout,
     };
     pub use std::time::Duration;
+
+    /// `timeout_by = f`'s [`TimeoutBy`](crate::TimeoutBy): the value of
+    /// type `V`, if that is what `v` holds, mapped by `f`.
+    #[inline(always)]
+    pub fn timeout_by<V: 'static>(
+        v: &dyn std::any::Any,
+        f: fn(&V) -> Duration,
+    ) -> Option<Duration> {
+        v.downcast_ref::<V>().map(f)
+    }
 
     /// Whether `r` counts as success under mode `M` (everything but `Err`).
     #[inline(always)]

@@ -23,6 +23,7 @@
 //! | `shared_link` | step 3 and the shared write-back: keys, versions, get, put, backfill, tags, notices |
 //! | `miss` | steps 2 to 5, written once as async; sync calls drive it on their thread |
 //! | `strategies`, `refresh` | what acts on a miss: fail-safe and the lock; refresh-ahead |
+//! | `control` | `timeout_by` (a lifetime per value) and the fail-safe throttle |
 //! | `entry` | what generated code calls, and [`CallEntry`] |
 //! | `output` | how a return value maps to what is cached ([`OutputMode`]) |
 
@@ -39,6 +40,7 @@ use crate::runtime::{self, Runtime};
 use crate::shared;
 use crate::value::CacheValue;
 
+mod control;
 mod entry;
 mod local;
 mod miss;
@@ -49,6 +51,8 @@ mod shared_link;
 mod spec;
 mod strategies;
 
+use control::Controls;
+pub use control::{TimeoutBy, DEFAULT_STALE_THROTTLE};
 pub use entry::{
     always, bypass, bypass_async, get_or_compute, get_or_compute_async, no_tags, CallEntry,
 };
@@ -79,6 +83,8 @@ pub struct FnCache<K, V> {
     /// `false` under `CACHE_TYPE=null`: every call runs the function.
     enabled: bool,
     policy: Policy,
+    /// `timeout_by` and the fail-safe throttle.
+    controls: Controls<K>,
     local: LocalTier<K, V>,
     shared: Option<SharedLink>,
     /// Step 2: computations in progress, by exact key.
@@ -117,11 +123,13 @@ impl<K: Key, V: Value> FnCache<K, V> {
         let policy = Policy::new(&mut spec, config, shared.is_some());
         tracing::debug!(name = %spec.name, ttl = ?policy.ttl, max_entries, cache_type = %config.cache_type(), shared = shared.is_some(), local, "layercache: function cache created");
         let store = build_store(config.local_store(), max_entries, evictions.clone());
+        let controls = Controls::new(&spec);
         FnCache {
             namespace: spec.namespace,
             render: spec.render,
             enabled,
             policy,
+            controls,
             local: LocalTier::new(enabled && local, config.clock().clone(), store),
             shared,
             flights: Flights::new(),
@@ -481,7 +489,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     /// With a shared tier this waits for the write (at most the tier's
     /// timeout); from async code prefer [`FnCache::put_async`].
     pub fn put(&self, key: K, value: V) {
-        let ttl = self.policy.entry_ttl(false);
+        let ttl = self.controls.ttl_of(&value, self.policy.entry_ttl(false));
         match &self.shared {
             Some(link) => shared::block_on(self.put_shared(link, key, value.clone(), &value, ttl)),
             None => self.put_local(key, value, min_ttl(ttl, self.policy.local_cap), 0),
@@ -490,7 +498,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
 
     /// [`FnCache::put`] for async code.
     pub async fn put_async(&self, key: K, value: V) {
-        let ttl = self.policy.entry_ttl(false);
+        let ttl = self.controls.ttl_of(&value, self.policy.entry_ttl(false));
         match &self.shared {
             Some(link) => self.put_shared(link, key, value.clone(), &value, ttl).await,
             None => self.put_local(key, value, min_ttl(ttl, self.policy.local_cap), 0),

@@ -145,6 +145,10 @@ where
             Err((k, m)) => (key, miss) = (k, m),
         }
     }
+    // A key whose origin just failed takes its stale value (stale_throttle).
+    if let Some(v) = cache.throttled(&key).await {
+        return M::from_cached(land(leader, v));
+    }
     let mut held = None;
     if let (Some(link), Some(sk)) = (&cache.shared, &miss.key) {
         match cache.lock_or_wait(link, &key, sk).await {
@@ -163,10 +167,14 @@ where
     span.returned::<M, R>(&r);
     if M::is_error(&r) && cache.policy.stale.is_some() {
         if let Some(v) = cache.fail_safe(&key).await {
+            cache.throttle(&key);
             computation.failed();
             release(held).await;
             return M::from_cached(land(leader, v));
         }
+    }
+    if !M::is_error(&r) {
+        cache.unthrottle(&key);
     }
     let stored = computation.finish::<M, R>(key, &r, cache_if, tags, miss.tag);
     if let (Some(link), Some(sk)) = (&cache.shared, &miss.key) {
@@ -458,7 +466,8 @@ impl<K: Key, V: CacheValue> Computation<'_, K, V> {
         // `cache_if` vetoes storing a result (the guide's response filter).
         match M::cacheable(r).filter(|_| cache_if(r)) {
             Some(v) => {
-                let ttl = min_ttl(cache.policy.entry_ttl(M::is_negative(v)), M::lifetime(v));
+                let default = cache.policy.entry_ttl(M::is_negative(v));
+                let ttl = min_ttl(cache.controls.ttl_of(v, default), M::lifetime(v));
                 let local_ttl = min_ttl(ttl, cache.policy.local_cap);
                 cache.index_tags(&key, tags);
                 if cache.local.on {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::control::TimeoutBy;
 use crate::key::KeyError;
 
 /// How long a function's entries live.
@@ -70,6 +71,14 @@ pub struct FnSpec<K> {
     /// of every shared key, so [`bump_version`](crate::bump_version) drops
     /// all of the group's entries in O(1).
     pub versioned: Option<String>,
+    /// `timeout_by = path`: each value's own lifetime, capped by `timeout`
+    /// when one is declared (see [`TimeoutBy`]).
+    pub timeout_by: Option<TimeoutBy>,
+    /// `stale_throttle`: after `stale_if_error` answered a failure with a
+    /// stale value, the key takes that value without running the function
+    /// for this long; `None` for [`DEFAULT_STALE_THROTTLE`](crate::DEFAULT_STALE_THROTTLE) when
+    /// `stale_if_error` is set.
+    pub stale_throttle: Option<Duration>,
 }
 
 impl<K> FnSpec<K> {
@@ -95,6 +104,8 @@ impl<K> FnSpec<K> {
             stale_if_error: None,
             refresh_ahead: None,
             versioned: None,
+            timeout_by: None,
+            stale_throttle: None,
         }
     }
 }
