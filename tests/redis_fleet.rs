@@ -242,6 +242,23 @@ mod node {
         vec![id as u8; 3]
     }
 
+    pub static SOFT_RUNS: AtomicU64 = AtomicU64::new(0);
+
+    /// Fast on its first run in a process, 400 ms on every later one.
+    #[cached(
+        timeout_ms = 300,
+        key_prefix = "soft",
+        stale_if_error = 60,
+        soft_timeout_ms = 100
+    )]
+    pub fn soft_quote(id: u64) -> Result<u64, String> {
+        let run = SOFT_RUNS.fetch_add(1, SeqCst) + 1;
+        if run > 1 {
+            std::thread::sleep(std::time::Duration::from_millis(400));
+        }
+        Ok(id * 1000 + run)
+    }
+
     pub static BY_VALUE_RUNS: AtomicU64 = AtomicU64::new(0);
 
     /// Even values live 60 s, odd ones 600 s (capped by `timeout` at 300 s).
@@ -488,6 +505,7 @@ mod node {
                 ["capped", _] => timed(&SHARED_RUNS, || capped(n(1))),
                 ["big", _] => timed(&BIG_RUNS, || big(n(1)).len()),
                 ["by_value", _] => timed(&BY_VALUE_RUNS, || by_value(n(1))),
+                ["soft", _] => timed(&SOFT_RUNS, || soft_quote(n(1))),
                 ["json", _] => timed(&BIG_RUNS, || json(n(1)).to_string()),
                 ["key", "shared_only", _] => {
                     format!(
@@ -1144,6 +1162,34 @@ fn named_caches_and_batch_operations_reach_every_process() {
     server.assert_no_keys_command();
 }
 
+fn a_soft_timeout_answers_stale_and_the_background_origin_updates_the_shared_tier_for_others() {
+    let server = RedisServer::start();
+    let db = temp_db("soft");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    let mut b = Node::spawn("B", &server.url(), &db, &[]);
+    assert_eq!(a.call("soft 1").value, "Ok(1001)");
+    std::thread::sleep(Duration::from_millis(350)); // expired; within stale_if_error
+    let stale = a.call("soft 1");
+    assert_eq!(stale.value, "Ok(1001)", "A answers with the stale value");
+    assert!(
+        stale.elapsed >= Duration::from_millis(100) && stale.elapsed < Duration::from_millis(300),
+        "at the 100 ms soft deadline, not after the 400 ms origin: {:?}",
+        stale.elapsed
+    );
+    // A's origin finishes in the background and writes both tiers.
+    within(Duration::from_secs(2), || {
+        a.send("stats soft").contains(" writes=2 ").then_some(())
+    })
+    .expect("A's background run wrote the shared tier");
+    let b_call = b.call("soft 1");
+    assert_eq!(
+        (b_call.value.as_str(), b_call.runs),
+        ("Ok(1002)", 0),
+        "B reads A's background value from Redis without running the function"
+    );
+    server.assert_no_keys_command();
+}
+
 fn timeout_by_gives_each_value_its_own_lifetime_in_the_shared_tier() {
     let server = RedisServer::start();
     let db = temp_db("by_value");
@@ -1763,6 +1809,10 @@ fn main() {
         (
             "named_caches_and_batch_operations_reach_every_process",
             named_caches_and_batch_operations_reach_every_process,
+        ),
+        (
+            "a_soft_timeout_answers_stale_and_the_background_origin_updates_the_shared_tier_for_others",
+            a_soft_timeout_answers_stale_and_the_background_origin_updates_the_shared_tier_for_others,
         ),
         (
             "timeout_by_gives_each_value_its_own_lifetime_in_the_shared_tier",

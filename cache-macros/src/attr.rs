@@ -60,6 +60,10 @@ pub struct CachedArgs {
     pub stale_throttle: SecsOrMs,
     /// `timeout_by = path`: `fn(&V) -> Duration`, each value's lifetime.
     pub timeout_by: Option<Expr>,
+    /// `soft_timeout_ms = 100`: past it, a stale value answers.
+    pub soft_timeout_ms: Option<(u64, Span)>,
+    /// `hard_timeout_ms = 2000`: past it, the call stops waiting.
+    pub hard_timeout_ms: Option<(u64, Span)>,
 }
 
 /// Which tiers a function uses.
@@ -138,6 +142,20 @@ impl CachedArgs {
                 "the default, without it, is 30 s",
             )?),
             "timeout_by" => self.timeout_by = Some(timeout_by(o)?),
+            "soft_timeout_ms" => {
+                self.soft_timeout_ms = Some(o.secs_or_ms(
+                    "how long to wait before a stale value answers",
+                    ("soft_timeout_ms = 100", "soft_timeout_ms = 100"),
+                    "to answer with the stale value at once, use a short timeout",
+                )?)
+            }
+            "hard_timeout_ms" => {
+                self.hard_timeout_ms = Some(o.secs_or_ms(
+                    "how long to wait for the function at most",
+                    ("hard_timeout_ms = 2000", "hard_timeout_ms = 2000"),
+                    "a call must be given some time",
+                )?)
+            }
             "refresh_ahead" => self.refresh_ahead = Some(refresh_ahead(o)?),
             "versioned" => {
                 self.versioned = Some(o.prefix("the version group", "versioned = \"catalog\"")?)

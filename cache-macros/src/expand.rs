@@ -172,22 +172,33 @@ fn body(parts: &Parts) -> TokenStream {
     let key_expr = &parts.key.expr;
     let cache_var = proc_macro2::Ident::new("__lc_cache", proc_macro2::Span::mixed_site());
     let key_var = proc_macro2::Ident::new("__lc_key", proc_macro2::Span::mixed_site());
-    let (sync_fn, async_fn) = match opts.refresh_ahead {
-        Some(_) => (
+    let deadlines = deadlines(opts, output);
+    let (sync_fn, async_fn) = match (opts.refresh_ahead, &deadlines) {
+        (Some(_), _) => (
             quote!(::layercache::__private::get_or_compute_refreshing),
             quote!(::layercache::__private::get_or_compute_async_refreshing),
         ),
-        None => (
+        (None, Some(_)) => (
+            quote!(::layercache::__private::get_or_compute_bounded),
+            quote!(::layercache::__private::get_or_compute_async_bounded),
+        ),
+        (None, None) => (
             quote!(::layercache::__private::get_or_compute),
             quote!(::layercache::__private::get_or_compute_async),
         ),
     };
+
     let cache_if = match &opts.cache_if {
         Some(e) => quote_spanned!(e.span()=> #e),
         None => quote!(::layercache::__private::always),
     };
     let is_async = input.func.sig.asyncness.is_some();
     let (tags_setup, tags_fn) = tags(parts);
+    // Factory timeouts add their arguments between the tags and the origin.
+    let tags_fn_and = match &deadlines {
+        Some(d) => quote!(#tags_fn, #d),
+        None => tags_fn,
+    };
     let origin_var = proc_macro2::Ident::new("__lc_origin", proc_macro2::Span::mixed_site());
     let bypass_var = proc_macro2::Ident::new("__lc_bypass", proc_macro2::Span::mixed_site());
     let Some(cond) = &opts.unless else {
@@ -196,14 +207,14 @@ fn body(parts: &Parts) -> TokenStream {
                 let #cache_var = #cache_call;
                 let #key_var = #key_expr;
                 #tags_setup
-                #async_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn, async move #block).await
+                #async_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn_and, async move #block).await
             }
         } else {
             quote! {
                 let #cache_var = #cache_call;
                 let #key_var = #key_expr;
                 #tags_setup
-                #sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn, move || -> #output #block)
+                #sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn_and, move || -> #output #block)
             }
         };
     };
@@ -211,13 +222,13 @@ fn body(parts: &Parts) -> TokenStream {
     let (origin, run, bypass) = if is_async {
         (
             quote!(async move #block),
-            quote!(#async_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn, #origin_var).await),
+            quote!(#async_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn_and, #origin_var).await),
             quote!(::layercache::__private::bypass_async(#cache_var, #origin_var).await),
         )
     } else {
         (
             quote!(move || -> #output #block),
-            quote!(#sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn, #origin_var)),
+            quote!(#sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn_and, #origin_var)),
             quote!(::layercache::__private::bypass(#cache_var, #origin_var)),
         )
     };
@@ -232,6 +243,29 @@ fn body(parts: &Parts) -> TokenStream {
         }
         #run
     }
+}
+
+/// `soft_timeout_ms` / `hard_timeout_ms`: the `Deadlines` and the error a
+/// hard timeout returns (`Err(From::from(OriginTimeout))`, which does not
+/// compile unless the error type has that `From`), or `None`.
+fn deadlines(opts: &CachedArgs, output: &syn::Type) -> Option<TokenStream> {
+    if opts.soft_timeout_ms.is_none() && opts.hard_timeout_ms.is_none() {
+        return None;
+    }
+    let ms = |t: Option<(u64, proc_macro2::Span)>| some_or_none(t.map(millis));
+    let (soft, hard) = (ms(opts.soft_timeout_ms), ms(opts.hard_timeout_ms));
+    let on_timeout = match opts.hard_timeout_ms {
+        Some((_, span)) => quote_spanned!(span=>
+            |__lc_t: ::layercache::OriginTimeout| -> #output {
+                ::core::result::Result::Err(::core::convert::From::from(__lc_t))
+            }
+        ),
+        None => quote!(::layercache::__private::no_hard_timeout::<#output>),
+    };
+    Some(quote! {
+        ::layercache::__private::Deadlines { soft: #soft, hard: #hard },
+        #on_timeout
+    })
 }
 
 /// `unless = ...`: an argument named alone is a flag; another path is a

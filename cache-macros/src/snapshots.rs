@@ -84,6 +84,12 @@ const CASES: &[(&str, Expander, &str, &str)] = &[
         "fn quote(symbol: String) -> Result<Quote, Error> { fetch(&symbol) }",
     ),
     (
+        "factory_timeouts",
+        crate::expand::cached,
+        "timeout = 60, stale_if_error = 600, soft_timeout_ms = 100, hard_timeout_ms = 2000",
+        "async fn rate(pair: String) -> Result<f64, ApiError> { fetch(pair).await }",
+    ),
+    (
         "lock_default_timeout",
         crate::expand::cached,
         "lock = true, local_timeout_ms = 200",

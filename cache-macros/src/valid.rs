@@ -70,7 +70,15 @@ impl Cached {
             errors.push(unnamed_method(name));
         }
         if opts.refresh_ahead.is_some() {
-            refresh_owns_arguments(&sig, &mut errors);
+            owns_arguments(&sig, "refresh_ahead", "after the call returns", &mut errors);
+        }
+        if opts.soft_timeout_ms.is_some() || opts.hard_timeout_ms.is_some() {
+            let option = if opts.soft_timeout_ms.is_some() {
+                "soft_timeout_ms"
+            } else {
+                "hard_timeout_ms"
+            };
+            owns_arguments(&sig, option, "once the call stops waiting", &mut errors);
         }
         let tags = opts
             .tags
@@ -114,6 +122,29 @@ fn options(opts: &CachedArgs, errors: &mut Errors) {
         errors.add(
             span,
             "`lock_timeout` is the life of the shared lock; it needs `lock = true`",
+        );
+    }
+    if let (None, Some((_, span))) = (opts.stale_if_error, opts.soft_timeout_ms) {
+        errors.add(
+            span,
+            "`soft_timeout_ms` answers a slow call with a stale value; it needs `stale_if_error` (how stale that value may be)",
+        );
+    }
+    if let (Some((soft, span)), Some((hard, _))) = (opts.soft_timeout_ms, opts.hard_timeout_ms) {
+        if soft >= hard {
+            errors.add(
+                span,
+                "`soft_timeout_ms` must be below `hard_timeout_ms`: the soft deadline comes first",
+            );
+        }
+    }
+    if let (Some(_), Some((_, span))) = (
+        opts.refresh_ahead,
+        opts.soft_timeout_ms.or(opts.hard_timeout_ms),
+    ) {
+        errors.add(
+            span,
+            "factory timeouts cannot be combined with `refresh_ahead` yet: choose one",
         );
     }
     if let (None, Some((_, span))) = (opts.stale_if_error, opts.stale_throttle.ms) {
@@ -256,6 +287,14 @@ fn mode(opts: &CachedArgs, sig: &FnSig, errors: &mut Errors) -> Mode {
         }
         mode = Mode::OptionAll;
     }
+    if let Some((_, span)) = opts.hard_timeout_ms {
+        if mode != Mode::Result {
+            errors.add(
+                span,
+                "`hard_timeout_ms` answers a call that took too long with `Err(OriginTimeout.into())`: the function must return `Result<T, E>` with `E: From<layercache::OriginTimeout>`",
+            );
+        }
+    }
     if let Some((_, span)) = opts.stale_if_error {
         if mode != Mode::Result {
             errors.add(
@@ -279,17 +318,17 @@ fn unnamed_method(name: &syn::Ident) -> syn::Error {
 }
 
 /// The refresh runs after the call returned: it owns the arguments.
-fn refresh_owns_arguments(sig: &FnSig, errors: &mut Errors) {
+fn owns_arguments(sig: &FnSig, option: &str, when: &str, errors: &mut Errors) {
     if let Some(r) = sig.receiver.as_ref().filter(|r| r.by_ref) {
         errors.add(
             r.tokens.span(),
-            "`refresh_ahead` runs the function in the background after the call returns, so it cannot borrow `self`; use it on a free function or an associated function with owned arguments",
+            format!("`{option}` runs the function in the background {when}, so it cannot borrow `self`; use it on a free function or an associated function with owned arguments"),
         );
     }
     for a in sig.args.iter().filter(|a| a.referent.is_some()) {
         errors.add(
             a.ty.span(),
-            format!("`refresh_ahead` runs the function in the background after the call returns, so `{}` must be owned (`String`, not `&str`)", a.ident),
+            format!("`{option}` runs the function in the background {when}, so `{}` must be owned (`String`, not `&str`)", a.ident),
         );
     }
 }

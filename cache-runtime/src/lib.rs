@@ -61,7 +61,9 @@ pub use invalidate::{
 pub use local::LocalStoreKind;
 pub use manual::{future, sync, CacheValue, NamedCacheBuilder, MANUAL_CACHE_NAME};
 pub use metrics::{FunctionStats, LatencyStats, Stats, EXPORT_BOUNDS, HIT_SAMPLE_EVERY};
-pub use pipeline::{CallEntry, FnCache, TierChoice, Timeout, TimeoutBy, DEFAULT_STALE_THROTTLE};
+pub use pipeline::{
+    CallEntry, FnCache, OriginTimeout, TierChoice, Timeout, TimeoutBy, DEFAULT_STALE_THROTTLE,
+};
 pub use runtime::{config, init, AlreadyInitialized};
 pub use shared::{BusHealth, BusStatus, SharedSettings, SharedStats, TierStats};
 pub use warm::{try_warm_up, try_warm_up_blocking, warm_up, warm_up_blocking, WarmUpReport};
@@ -78,8 +80,9 @@ pub mod __private {
     };
     pub use crate::pipeline::{
         always, bypass, bypass_async, get_or_compute, get_or_compute_async,
-        get_or_compute_async_refreshing, get_or_compute_refreshing, no_tags, CallEntry, FnCache,
-        FnSpec, OkOnly, OutputMode, Plain, SomeOnly, SomeOrNone, Succeeds, TierChoice, Timeout,
+        get_or_compute_async_bounded, get_or_compute_async_refreshing, get_or_compute_bounded,
+        get_or_compute_refreshing, no_tags, CallEntry, Deadlines, FnCache, FnSpec, OkOnly,
+        OutputMode, Plain, SomeOnly, SomeOrNone, Succeeds, TierChoice, Timeout,
     };
     pub use std::time::Duration;
 
@@ -91,6 +94,12 @@ pub mod __private {
         f: fn(&V) -> Duration,
     ) -> Option<Duration> {
         v.downcast_ref::<V>().map(f)
+    }
+
+    /// The `on_timeout` of a function with a soft timeout and no hard one:
+    /// never called (without a hard timeout the call waits for its value).
+    pub fn no_hard_timeout<R>(t: crate::OriginTimeout) -> R {
+        unreachable!("{t}: no hard_timeout_ms was declared")
     }
 
     /// Whether `r` counts as success under mode `M` (everything but `Err`).

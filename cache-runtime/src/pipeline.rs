@@ -24,6 +24,7 @@
 //! | `miss` | steps 2 to 5, written once as async; sync calls drive it on their thread |
 //! | `strategies`, `refresh` | what acts on a miss: fail-safe and the lock; refresh-ahead |
 //! | `control` | `timeout_by` (a lifetime per value) and the fail-safe throttle |
+//! | `deadline` | factory timeouts: the miss in the background, a stale or `OriginTimeout` answer |
 //! | `entry` | what generated code calls, and [`CallEntry`] |
 //! | `output` | how a return value maps to what is cached ([`OutputMode`]) |
 
@@ -41,6 +42,7 @@ use crate::shared;
 use crate::value::CacheValue;
 
 mod control;
+mod deadline;
 mod entry;
 mod local;
 mod miss;
@@ -53,6 +55,9 @@ mod strategies;
 
 use control::Controls;
 pub use control::{TimeoutBy, DEFAULT_STALE_THROTTLE};
+pub use deadline::{
+    get_or_compute_async_bounded, get_or_compute_bounded, Deadlines, OriginTimeout,
+};
 pub use entry::{
     always, bypass, bypass_async, get_or_compute, get_or_compute_async, no_tags, CallEntry,
 };
