@@ -50,8 +50,8 @@ pub mod web;
 
 pub use clock::{Clock, MockClock, Timestamp};
 pub use config::{
-    CacheType, Config, ConfigBuilder, ConfigError, RedisTls, DEFAULT_MAX_ENTRIES,
-    DEFAULT_REDIS_URL, DEFAULT_TIMEOUT,
+    CacheType, Config, ConfigBuilder, ConfigError, RedisTls, DEFAULT_MAX_ENTRIES, DEFAULT_PROFILE,
+    DEFAULT_PROFILE_FILE, DEFAULT_REDIS_URL, DEFAULT_TIMEOUT,
 };
 pub use invalidate::{
     bump_version, bump_version_async, clear, clear_async, flush_invalidations,
