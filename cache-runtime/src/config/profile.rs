@@ -1,4 +1,4 @@
-//! Profile files (guide 7.5): `layercache.toml`, or the file named by
+//! Profile files: `layercache.toml`, or the file named by
 //! `CACHE_CONFIG_FILE`, holds one table per environment, its keys the
 //! environment variables' names, as the guide writes them:
 //!
@@ -230,7 +230,7 @@ mod tests {
         }
     }
 
-    /// Guide 7.5's three profiles, written as its Python dicts are.
+    /// The guide's three profiles, written as its Python dicts are.
     const GUIDE: &str = r#"
 [development]
 CACHE_TYPE = "simple"
