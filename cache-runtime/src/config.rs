@@ -308,7 +308,9 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let env = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let profile = Profile::find(&env)?;
-        let get = |name: &str| env(name).or_else(|| profile.as_ref()?.get(name));
+        let get = |name: &str| {
+            env(name).or_else(|| profile.as_ref()?.get(name).filter(|v| !v.trim().is_empty()))
+        };
         Config::from_values(&get).map_err(|err| match &profile {
             // Said only when the file's value is the one used, not one the environment overrode.
             Some(p) if env(err.variable()).is_none() && p.get(err.variable()).is_some() => {

@@ -417,6 +417,17 @@ CACHE_NO_NULL_WARNING = true
     }
 
     #[test]
+    fn an_empty_value_in_the_file_keeps_the_default_as_an_empty_variable_does() {
+        let file = File::new(
+            "empty",
+            "[development]\nCACHE_DEFAULT_TIMEOUT = \"\"\nCACHE_TYPE = \" \"\n",
+        );
+        let c = file.load(&[]).unwrap();
+        assert_eq!(c.default_timeout(), Some(crate::DEFAULT_TIMEOUT));
+        assert_eq!(c.cache_type(), CacheType::Simple);
+    }
+
+    #[test]
     fn a_list_value_is_joined_with_commas() {
         let file = File::new(
             "list",
