@@ -33,7 +33,7 @@ pub(super) fn redis_url(
             return Err(ConfigError::invalid(
                 "CACHE_REDIS_URL",
                 &url,
-                format!("{part} is set as well: give either CACHE_REDIS_URL or CACHE_REDIS_HOST / _PORT / _DB / _PASSWORD, not both"),
+                format!("{part} is set as well (in the environment or the profile file): give either CACHE_REDIS_URL or CACHE_REDIS_HOST / _PORT / _DB / _PASSWORD, not both"),
             ));
         }
         return validate_redis_url("CACHE_REDIS_URL", url.trim()).map(Some);
