@@ -25,6 +25,7 @@
 //! is found on a developer's machine.
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::path::Path;
 
 use super::{ConfigError, VARIABLES};
@@ -35,8 +36,11 @@ pub const DEFAULT_PROFILE_FILE: &str = "layercache.toml";
 /// The profile read when `CACHE_ENV` is not set.
 pub const DEFAULT_PROFILE: &str = "development";
 
-/// The values of one table of a profile file.
-#[derive(Debug)]
+/// A profile file larger than this is refused, not read: settings fit in
+/// a few kilobytes, and a wrong path could name a huge file.
+const MAX_PROFILE_BYTES: u64 = 1 << 20;
+
+/// The values of one table of a profile file (no `Debug`: they may hold a password).
 pub(super) struct Profile {
     pub(super) file: String,
     pub(super) table: String,
@@ -80,12 +84,21 @@ impl Profile {
             file: file.to_string(),
             reason,
         };
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            error(
+        let mut text = String::new();
+        std::fs::File::open(file)
+            .and_then(|f| f.take(MAX_PROFILE_BYTES + 1).read_to_string(&mut text))
+            .map_err(|e| {
+                error(
+                    "CACHE_CONFIG_FILE",
+                    format!("cannot read the profile file: {e}"),
+                )
+            })?;
+        if text.len() as u64 > MAX_PROFILE_BYTES {
+            return Err(error(
                 "CACHE_CONFIG_FILE",
-                format!("cannot read the profile file: {e}"),
-            )
-        })?;
+                format!("larger than {MAX_PROFILE_BYTES} bytes; is it the profile file?"),
+            ));
+        }
         // The error's message only: its rendering quotes the line, which may hold a password.
         let root: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             let line = e.span().map_or(0, |s| {
@@ -345,6 +358,23 @@ CACHE_NO_NULL_WARNING = true
         assert!(
             msg.starts_with("/nonexistent/layercache.toml: cannot read"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_huge_or_binary_file_is_refused_with_a_clear_error() {
+        let file = File::new("huge", &"# padding\n".repeat(120_000));
+        let err = file.load(&[]).unwrap_err();
+        assert!(
+            err.to_string().contains("larger than 1048576 bytes"),
+            "{err}"
+        );
+        std::fs::write(&file.0, [0xff, 0xfe, 0x00, 0x5b]).unwrap();
+        let err = file.load(&[]).unwrap_err();
+        assert_eq!(err.variable(), "CACHE_CONFIG_FILE");
+        assert!(
+            err.to_string().contains("cannot read the profile file"),
+            "{err}"
         );
     }
 
