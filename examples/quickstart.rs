@@ -128,8 +128,10 @@ fn timed<T>(label: &str, f: impl FnOnce() -> T) -> T {
 fn main() {
     // Optional: configure in code; without it the environment is read
     // (CACHE_TYPE=simple|redis|null, CACHE_REDIS_URL, CACHE_DEFAULT_TIMEOUT,
-    // CACHE_KEY_PREFIX). With CACHE_TYPE=redis (`--features redis`), run it
-    // twice: the second process gets the slow values from Redis.
+    // CACHE_KEY_PREFIX), over the CACHE_ENV profile of a layercache.toml in
+    // the working directory, if there is one. With CACHE_TYPE=redis
+    // (`--features redis`), run it twice: the second process gets the slow
+    // values from Redis.
     let config = layercache::Config::from_env().unwrap_or_else(|err| {
         eprintln!("invalid cache configuration: {err}");
         std::process::exit(2);
