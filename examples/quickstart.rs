@@ -7,7 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use layercache::{cache_invalidate, cached, entry, fn_cache, sync::Cache};
+use indicatif::{ProgressBar, ProgressStyle};
+use layercache::{cache_invalidate, cached, entry, fn_cache, sync::Cache, WarmUp};
 use serde::{Deserialize, Serialize};
 
 /// Guide 2.2.1: an expensive function, cached for 5 minutes.
@@ -76,6 +77,44 @@ fn find_user(id: u64) -> Option<String> {
     (id < 1000).then(|| format!("user {id}"))
 }
 
+/// Guide 4.3: prices loaded before traffic arrives; a few are missing.
+#[cached(timeout = 600, key_prefix = "price")]
+fn product_price(id: u64) -> Result<u64, String> {
+    std::thread::sleep(Duration::from_millis(15));
+    if id % 100 == 99 {
+        return Err(format!("no price for product {id}")); // counted, not fatal
+    }
+    Ok(id * 3 + 99)
+}
+
+/// Warms 400 prices, 8 at a time, behind a progress bar. The bar draws on
+/// stderr only when it is a terminal; otherwise (CI, a pipe) the same
+/// progress reports are printed as a line per quarter.
+fn warm_prices() {
+    const PRODUCTS: u64 = 400;
+    let bar = ProgressBar::new(PRODUCTS).with_style(
+        ProgressStyle::with_template("  {bar:40} {pos:>3}/{len} prices warmed, {msg} [{elapsed}]")
+            .expect("a valid template"),
+    );
+    let report = WarmUp::new(0..PRODUCTS, 8)
+        .on_progress(|p| {
+            bar.set_position(p.done);
+            bar.set_message(format!("{} failed", p.failed));
+            if bar.is_hidden() && p.done > 0 && p.done % (PRODUCTS / 4) == 0 {
+                println!(
+                    "  {:>3}/{PRODUCTS} prices warmed, {} failed",
+                    p.done, p.failed
+                );
+            }
+        })
+        .try_run_blocking(product_price);
+    bar.finish_and_clear();
+    println!("  {report}");
+    let _ = timed("product_price(7) after the warm-up: hit", || {
+        product_price(7)
+    });
+}
+
 fn timed<T>(label: &str, f: impl FnOnce() -> T) -> T {
     let start = Instant::now();
     let value = f();
@@ -89,8 +128,10 @@ fn timed<T>(label: &str, f: impl FnOnce() -> T) -> T {
 fn main() {
     // Optional: configure in code; without it the environment is read
     // (CACHE_TYPE=simple|redis|null, CACHE_REDIS_URL, CACHE_DEFAULT_TIMEOUT,
-    // CACHE_KEY_PREFIX). With CACHE_TYPE=redis (`--features redis`), run it
-    // twice: the second process gets the slow values from Redis.
+    // CACHE_KEY_PREFIX), over the CACHE_ENV profile of a layercache.toml in
+    // the working directory, if there is one. With CACHE_TYPE=redis
+    // (`--features redis`), run it twice: the second process gets the slow
+    // values from Redis.
     let config = layercache::Config::from_env().unwrap_or_else(|err| {
         eprintln!("invalid cache configuration: {err}");
         std::process::exit(2);
@@ -196,7 +237,10 @@ fn main() {
         fn_cache!(find_user).stats().misses
     );
 
-    println!("\n6. Hit-rate metrics (guide 6.1)");
+    println!("\n6. Warm-up with progress (guide 4.3)");
+    warm_prices();
+
+    println!("\n7. Hit-rate metrics (guide 6.1)");
     let stats = layercache::stats();
     print!("{stats}");
     let profile = stats.function("user_profile").expect("called above");

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 mod backends;
+mod profile;
+mod redis_address;
 mod secrets;
 mod tiers;
 
@@ -15,6 +17,8 @@ use backends::{
     validate_redis_url, TLS_FIELDS, TLS_VARIABLES,
 };
 
+use profile::Profile;
+pub use profile::{DEFAULT_PROFILE, DEFAULT_PROFILE_FILE};
 pub(crate) use secrets::redact_passwords;
 pub use secrets::RedisTls;
 
@@ -37,6 +41,27 @@ pub enum ConfigError {
         /// What was expected instead.
         reason: String,
     },
+    /// The profile file cannot be used: it is missing or not TOML, the
+    /// profile `CACHE_ENV` names is not in it, or a key in it is unknown.
+    #[error("{file}: {reason}")]
+    Profile {
+        /// `CACHE_ENV` when the profile is missing, else `CACHE_CONFIG_FILE`.
+        variable: &'static str,
+        /// The file, as named (`layercache.toml` by default).
+        file: String,
+        /// What is wrong, naming the table and key.
+        reason: String,
+    },
+    /// A value read from a profile is invalid (`source` names the key).
+    #[error("{source} (from [{table}] in {file})")]
+    InProfile {
+        /// The file, as named.
+        file: String,
+        /// The profile (table) the value was read from.
+        table: String,
+        /// What is wrong with the value.
+        source: Box<ConfigError>,
+    },
 }
 
 impl ConfigError {
@@ -49,10 +74,14 @@ impl ConfigError {
         }
     }
 
-    /// The name of the offending variable.
+    /// The name of the offending variable (for a value read from a profile
+    /// file, the key it was written under).
     pub fn variable(&self) -> &'static str {
         match self {
-            ConfigError::Invalid { variable, .. } => variable,
+            ConfigError::Invalid { variable, .. } | ConfigError::Profile { variable, .. } => {
+                variable
+            }
+            ConfigError::InProfile { source, .. } => source.variable(),
         }
     }
 }
@@ -119,6 +148,35 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// Every variable [`Config::from_env`] reads besides `CACHE_ENV` and
+/// `CACHE_CONFIG_FILE` (which choose the profile): the keys a profile may hold.
+const VARIABLES: &[&str] = &[
+    "CACHE_TYPE",
+    "CACHE_DEFAULT_TIMEOUT",
+    "CACHE_KEY_PREFIX",
+    "CACHE_MAX_ENTRIES",
+    "CACHE_REDIS_URL",
+    "CACHE_REDIS_HOST",
+    "CACHE_REDIS_PORT",
+    "CACHE_REDIS_DB",
+    "CACHE_REDIS_PASSWORD",
+    "CACHE_REDIS_CA_CERT",
+    "CACHE_REDIS_CLIENT_CERT",
+    "CACHE_REDIS_CLIENT_KEY",
+    "CACHE_SHARED_TIMEOUT_MS",
+    "CACHE_MAX_VALUE_SIZE",
+    "CACHE_CODEC",
+    "CACHE_TTL_JITTER",
+    "CACHE_METRICS",
+    "CACHE_NO_NULL_WARNING",
+    "CACHE_DIR",
+    "CACHE_THRESHOLD",
+    "CACHE_SQLITE_PATH",
+    "CACHE_MEMCACHED_SERVERS",
+    "CACHE_REDIS_NODES",
+    "CACHE_BUS_POLL_MS",
+];
+
 /// The memcached server used when `CACHE_MEMCACHED_SERVERS` is not set.
 pub const DEFAULT_MEMCACHED_SERVER: &str = "127.0.0.1:11211";
 
@@ -159,9 +217,13 @@ impl Config {
         ConfigBuilder(Config::default())
     }
 
-    /// The defaults overridden by the environment: `CACHE_TYPE`,
+    /// The defaults, overridden by the profile file when there is one,
+    /// overridden by the environment: `CACHE_TYPE`,
     /// `CACHE_DEFAULT_TIMEOUT` (whole seconds, `0` = never expire),
-    /// `CACHE_KEY_PREFIX`, `CACHE_MAX_ENTRIES`, `CACHE_REDIS_URL`,
+    /// `CACHE_KEY_PREFIX`, `CACHE_MAX_ENTRIES`, `CACHE_REDIS_URL` (or
+    /// `CACHE_REDIS_HOST`, `CACHE_REDIS_PORT`, `CACHE_REDIS_DB` and
+    /// `CACHE_REDIS_PASSWORD`, defaults `127.0.0.1`, 6379, 0 and none, from
+    /// which the URL is built; setting both the URL and a part is an error),
     /// `CACHE_SHARED_TIMEOUT_MS` (per shared operation, default 50) and
     /// `CACHE_MAX_VALUE_SIZE` (bytes, default 1 MiB), `CACHE_CODEC`
     /// (`msgpack`, the default, or `json`) and `CACHE_TTL_JITTER`
@@ -172,11 +234,20 @@ impl Config {
     /// `127.0.0.1:11211`) for `memcached`, `CACHE_REDIS_NODES` (seed nodes,
     /// `redis://host:port,host:port`, required) for `redis-cluster`, and
     /// `CACHE_BUS_POLL_MS` (how often filesystem, SQLite and memcached are
-    /// polled for invalidations, default 100). Unset or empty variables
-    /// keep their defaults.
+    /// polled for invalidations, default 100). `CACHE_TYPE=null` logs a
+    /// warning that caching is off unless `CACHE_NO_NULL_WARNING=true`.
+    /// Unset or empty variables keep their defaults (or the profile's value).
+    ///
+    /// The profile file is `CACHE_CONFIG_FILE` (an error if it cannot be
+    /// read), else [`DEFAULT_PROFILE_FILE`] (`layercache.toml`) in the
+    /// working directory when it exists; `CACHE_ENV` picks its table
+    /// (default `development`; an error if the table, or any file, is
+    /// missing). See [`Config::from_profile`] for its format. This is also
+    /// what the first cached call reads when [`init`](crate::init) was not
+    /// called.
     ///
     /// ```
-    /// // With none of the variables set, this is the default configuration.
+    /// // With none of the variables set and no layercache.toml, this is the default configuration.
     /// let config = layercache_runtime::Config::from_env().expect("valid environment");
     /// # let _ = config;
     /// ```
@@ -184,8 +255,49 @@ impl Config {
         Config::from_lookup(|name| std::env::var(name).ok())
     }
 
+    /// The table `env` of the profile file at `path`, overridden by the
+    /// environment's variables as in [`Config::from_env`] (`path` and `env`
+    /// stand for `CACHE_CONFIG_FILE` and `CACHE_ENV`). The file holds one
+    /// table per environment (the guide's `[development]`, `[production]`
+    /// and `[testing]`, or any other name), and each table the environment
+    /// variables' names, written as the guide writes them
+    /// (`CACHE_TYPE = "redis"`, `CACHE_REDIS_PORT = 6379`; a list such as
+    /// `CACHE_MEMCACHED_SERVERS = ["a:11211", "b:11211"]` is joined with
+    /// commas). A missing file or table, a key that is not a variable (in
+    /// any table), or a value that is not valid is a [`ConfigError`] naming
+    /// the file, the table and the key.
+    ///
+    /// ```
+    /// use layercache_runtime::{CacheType, Config};
+    ///
+    /// let path = std::env::temp_dir().join(format!("layercache-doc-{}.toml", std::process::id()));
+    /// std::fs::write(&path, r#"
+    /// [development]
+    /// CACHE_TYPE = "simple"
+    /// CACHE_DEFAULT_TIMEOUT = 300
+    ///
+    /// [testing]
+    /// CACHE_TYPE = "null"
+    /// CACHE_NO_NULL_WARNING = true
+    /// "#).unwrap();
+    /// let config = Config::from_profile(&path, "testing").unwrap();
+    /// assert_eq!(config.cache_type(), CacheType::Null);
+    /// let err = Config::from_profile(&path, "staging").unwrap_err();
+    /// assert!(err.to_string().contains("no [staging] profile"), "{err}");
+    /// # std::fs::remove_file(&path).unwrap();
+    /// ```
+    pub fn from_profile(path: impl AsRef<Path>, env: &str) -> Result<Config, ConfigError> {
+        let path = path.as_ref().display().to_string();
+        Config::from_lookup(|name| match name {
+            "CACHE_CONFIG_FILE" => Some(path.clone()),
+            "CACHE_ENV" => Some(env.to_string()),
+            _ => std::env::var(name).ok(),
+        })
+    }
+
     /// Like [`Config::from_env`], reading variables through `lookup`
-    /// (for tests, or for configuration held in a map).
+    /// (for tests, or for configuration held in a map). The profile file is
+    /// found as there, through `lookup`'s `CACHE_CONFIG_FILE` and `CACHE_ENV`.
     ///
     /// ```
     /// use layercache_runtime::Config;
@@ -194,7 +306,26 @@ impl Config {
     /// assert_eq!(err.variable(), "CACHE_DEFAULT_TIMEOUT");
     /// ```
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let env = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let profile = Profile::find(&env)?;
+        let get = |name: &str| {
+            env(name).or_else(|| profile.as_ref()?.get(name).filter(|v| !v.trim().is_empty()))
+        };
+        Config::from_values(&get).map_err(|err| match &profile {
+            // Said only when the file's value is the one used, not one the environment overrode.
+            Some(p) if env(err.variable()).is_none() && p.get(err.variable()).is_some() => {
+                ConfigError::InProfile {
+                    file: p.file.clone(),
+                    table: p.table.clone(),
+                    source: Box::new(err),
+                }
+            }
+            _ => err,
+        })
+    }
+
+    /// The configuration the variables' values describe.
+    fn from_values(get: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut config = Config::default();
         if let Some(v) = get("CACHE_TYPE") {
             config.cache_type = v.parse()?;
@@ -225,8 +356,8 @@ impl Config {
             }
             config.default_max_entries = n;
         }
-        if let Some(v) = get("CACHE_REDIS_URL") {
-            config.redis_url = validate_redis_url("CACHE_REDIS_URL", v.trim())?;
+        if let Some(url) = redis_address::redis_url(get)? {
+            config.redis_url = url;
         }
         let path = |name| get(name).map(|v| PathBuf::from(v.trim()));
         config.redis_tls = RedisTls {
@@ -270,17 +401,15 @@ impl Config {
             config.ttl_jitter = validate_jitter("CACHE_TTL_JITTER", &v, j)?;
         }
         if let Some(v) = get("CACHE_METRICS") {
-            config.metrics = match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "on" | "yes" => true,
-                "0" | "false" | "off" | "no" => false,
-                _ => {
-                    return Err(ConfigError::invalid(
-                        "CACHE_METRICS",
-                        &v,
-                        "expected `on` or `off` (or true/false, 1/0)",
-                    ))
-                }
-            };
+            config.metrics = parse_switch("CACHE_METRICS", &v)?;
+        }
+        let quiet_null = match get("CACHE_NO_NULL_WARNING") {
+            Some(v) => parse_switch("CACHE_NO_NULL_WARNING", &v)?,
+            None => false,
+        };
+        if config.cache_type == CacheType::Null && !quiet_null {
+            // Flask-Caching's warning: a null cache left in production is a silent slowdown.
+            tracing::warn!("layercache: CACHE_TYPE=null, caching is off and every call runs its function (CACHE_NO_NULL_WARNING=true silences this)");
         }
         if let Some(v) = get("CACHE_DIR") {
             config.cache_dir = Some(PathBuf::from(v.trim()));
@@ -416,6 +545,18 @@ fn validate_jitter(variable: &'static str, value: &str, j: f64) -> Result<f64, C
             value,
             "must be at least 0 and below 1 (0.1 spreads each timeout by ±10 %)",
         ))
+    }
+}
+
+fn parse_switch(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => Ok(true),
+        "0" | "false" | "off" | "no" => Ok(false),
+        _ => Err(ConfigError::invalid(
+            variable,
+            value,
+            "expected `on` or `off` (or true/false, 1/0)",
+        )),
     }
 }
 

@@ -17,7 +17,7 @@
 //! | [`shared`] | the [`SharedStore`](shared::SharedStore) trait and its backends (Redis, Redis Cluster, memcached, SQLite, files), timeouts, the breaker, the bus, the [`outbox`](shared::outbox) of invalidations waiting out an outage |
 //! | `pipeline` | [`FnCache`]: lookup, origin, write-back, entry handles |
 //! | `flight` | single-flight: one computation per missing key per process |
-//! | `warm` | [`warm_up`] / [`warm_up_blocking`]: prime entries with bounded parallelism |
+//! | `warm` | [`warm_up`] / [`warm_up_blocking`] / [`WarmUp`]: prime entries with bounded parallelism and progress |
 //! | `invalidate` | the registry of caches: [`invalidate_prefix`], [`clear`], [`stats`], [`flush_invalidations`] |
 //! | `metrics` | striped counters, latency histograms, [`Stats`] |
 //! | `manual` | [`sync::Cache`] and [`future::Cache`]: get / set / delete / clear |
@@ -50,8 +50,8 @@ pub mod web;
 
 pub use clock::{Clock, MockClock, Timestamp};
 pub use config::{
-    CacheType, Config, ConfigBuilder, ConfigError, RedisTls, DEFAULT_MAX_ENTRIES,
-    DEFAULT_REDIS_URL, DEFAULT_TIMEOUT,
+    CacheType, Config, ConfigBuilder, ConfigError, RedisTls, DEFAULT_MAX_ENTRIES, DEFAULT_PROFILE,
+    DEFAULT_PROFILE_FILE, DEFAULT_REDIS_URL, DEFAULT_TIMEOUT,
 };
 pub use invalidate::{
     bump_version, bump_version_async, clear, clear_async, flush_invalidations,
@@ -66,7 +66,10 @@ pub use pipeline::{
 };
 pub use runtime::{config, init, AlreadyInitialized};
 pub use shared::{BusHealth, BusStatus, SharedSettings, SharedStats, TierStats};
-pub use warm::{try_warm_up, try_warm_up_blocking, warm_up, warm_up_blocking, WarmUpReport};
+pub use warm::{
+    try_warm_up, try_warm_up_blocking, warm_up, warm_up_blocking, WarmUp, WarmUpProgress,
+    WarmUpReport,
+};
 
 /// What generated code uses. Not a stable API: do not name it in your code.
 #[doc(hidden)]

@@ -208,7 +208,10 @@ pub(super) fn parse_redis_nodes(
             ));
         }
         let url = validate_redis_url(variable, &url).map_err(|e| {
-            let ConfigError::Invalid { reason, .. } = e;
+            let reason = match e {
+                ConfigError::Invalid { reason, .. } => reason,
+                other => other.to_string(),
+            };
             ConfigError::invalid(variable, value, format!("{node:?}: {reason}"))
         })?;
         let host = url
