@@ -156,6 +156,43 @@ mod node {
                     entry!(shared_only(n(1))).shared_key().unwrap_or_default()
                 ),
                 ["stats", name] => stats_line(name),
+                ["nset", name, k, v] => {
+                    layercache::sync::Cache::named(name).set(
+                        k,
+                        v.to_string(),
+                        std::time::Duration::from_secs(300),
+                    );
+                    "ok".into()
+                }
+                ["nget", name, k] => {
+                    format!(
+                        "{:?}",
+                        layercache::sync::Cache::named(name).get::<String>(k)
+                    )
+                }
+                ["nclear", name] => format!("{}", layercache::sync::Cache::named(name).clear()),
+                // `mset_many a=1,b=2`, `mget_many a,b`, `mdel_many a,b`.
+                ["mset_many", pairs] => {
+                    let pairs: Vec<(&str, String)> = pairs
+                        .split(',')
+                        .filter_map(|p| p.split_once('='))
+                        .map(|(k, v)| (k, v.to_string()))
+                        .collect();
+                    layercache::sync::Cache::global()
+                        .set_many(&pairs, std::time::Duration::from_secs(300));
+                    "ok".into()
+                }
+                ["mget_many", keys] => {
+                    let keys: Vec<&str> = keys.split(',').collect();
+                    format!(
+                        "{:?}",
+                        layercache::sync::Cache::global().get_many::<String>(&keys)
+                    )
+                }
+                ["mdel_many", keys] => {
+                    let keys: Vec<&str> = keys.split(',').collect();
+                    format!("{}", layercache::sync::Cache::global().delete_many(&keys))
+                }
                 // Writes and reads the same keys as the other node, straight
                 // through the store; every read must be one whole value.
                 ["hammer", _, _] => {
@@ -543,6 +580,52 @@ fn garbage_under_a_key_is_a_counted_corrupt_miss_and_is_replaced(b: &Backend) {
 }
 
 /// The backend's store opened in the parent, as a node would.
+fn batch_operations_and_named_caches_work_across_processes(b: &Backend) {
+    let db = temp_dir("batch");
+    let mut x = Node::spawn("A", b, &db);
+    let mut y = Node::spawn("B", b, &db);
+    x.send("mset_many a=1,b=2,c=3");
+    assert_eq!(
+        y.send("mget_many c,missing,a,b"),
+        "[Some(\"3\"), None, Some(\"1\"), Some(\"2\")]",
+        "{}: B reads A's set_many, in its keys' order",
+        b.name
+    );
+    assert_eq!(x.send("mget_many a,b"), "[Some(\"1\"), Some(\"2\")]");
+    assert_eq!(y.send("mdel_many a,b,missing"), "2");
+    within(bound(), || {
+        x.send("mget_many a,b,c") == "[None, None, Some(\"3\")]"
+    })
+    .unwrap_or_else(|| panic!("{}: A kept copies after B's delete_many", b.name));
+
+    x.send("nset sessions k alice");
+    x.send("nset carts k cart");
+    x.send("nset a b:c first");
+    x.send("nset a:b c second");
+    assert_eq!(y.send("nget sessions k"), "Some(\"alice\")");
+    assert_eq!(y.send("nget carts k"), "Some(\"cart\")");
+    assert_eq!(
+        y.send("nget a b:c"),
+        "Some(\"first\")",
+        "names and keys escaped"
+    );
+    assert_eq!(y.send("nget a:b c"), "Some(\"second\")");
+    x.send("nclear sessions");
+    let waited = within(bound(), || y.send("nget sessions k") == "None")
+        .unwrap_or_else(|| panic!("{}: B kept a sessions entry after A's clear", b.name));
+    println!(
+        "    {}: a named cache's clear reached B after {waited:?}",
+        b.name
+    );
+    assert_eq!(
+        y.send("nget carts k"),
+        "Some(\"cart\")",
+        "other caches keep theirs"
+    );
+    assert_eq!(x.send("mget_many c"), "[Some(\"3\")]");
+    let _ = std::fs::remove_dir_all(db);
+}
+
 fn env_store(b: &Backend) -> Arc<dyn SharedStore> {
     for (k, v) in &b.env {
         std::env::set_var(k, v);
@@ -854,6 +937,10 @@ fn main() {
         (
             "two_processes_writing_the_same_keys_never_read_a_torn_value",
             |b| two_processes_writing_the_same_keys_never_read_a_torn_value(b),
+        ),
+        (
+            "batch_operations_and_named_caches_work_across_processes",
+            |b| batch_operations_and_named_caches_work_across_processes(b),
         ),
         (
             "version_bumps_from_two_processes_are_all_distinct",
