@@ -156,43 +156,6 @@ mod node {
                     entry!(shared_only(n(1))).shared_key().unwrap_or_default()
                 ),
                 ["stats", name] => stats_line(name),
-                ["nset", name, k, v] => {
-                    layercache::sync::Cache::named(name).set(
-                        k,
-                        v.to_string(),
-                        std::time::Duration::from_secs(300),
-                    );
-                    "ok".into()
-                }
-                ["nget", name, k] => {
-                    format!(
-                        "{:?}",
-                        layercache::sync::Cache::named(name).get::<String>(k)
-                    )
-                }
-                ["nclear", name] => format!("{}", layercache::sync::Cache::named(name).clear()),
-                // `mset_many a=1,b=2`, `mget_many a,b`, `mdel_many a,b`.
-                ["mset_many", pairs] => {
-                    let pairs: Vec<(&str, String)> = pairs
-                        .split(',')
-                        .filter_map(|p| p.split_once('='))
-                        .map(|(k, v)| (k, v.to_string()))
-                        .collect();
-                    layercache::sync::Cache::global()
-                        .set_many(&pairs, std::time::Duration::from_secs(300));
-                    "ok".into()
-                }
-                ["mget_many", keys] => {
-                    let keys: Vec<&str> = keys.split(',').collect();
-                    format!(
-                        "{:?}",
-                        layercache::sync::Cache::global().get_many::<String>(&keys)
-                    )
-                }
-                ["mdel_many", keys] => {
-                    let keys: Vec<&str> = keys.split(',').collect();
-                    format!("{}", layercache::sync::Cache::global().delete_many(&keys))
-                }
                 // Writes and reads the same keys as the other node, straight
                 // through the store; every read must be one whole value.
                 ["hammer", _, _] => {
@@ -232,7 +195,8 @@ mod node {
                     }
                 }
                 ["quit"] => return,
-                _ => format!("error unknown command {line:?}"),
+                _ => crate::fleet_node::manual_cache_command(&parts)
+                    .unwrap_or_else(|| format!("error unknown command {line:?}")),
             };
             writeln!(out, "{reply}").unwrap();
             out.flush().unwrap();

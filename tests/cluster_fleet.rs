@@ -147,7 +147,8 @@ mod node {
                     }
                 }
                 ["quit"] => return,
-                _ => format!("error unknown command {line:?}"),
+                _ => crate::fleet_node::manual_cache_command(&parts)
+                    .unwrap_or_else(|| format!("error unknown command {line:?}")),
             };
             writeln!(out, "{reply}").unwrap();
             out.flush().unwrap();
@@ -258,6 +259,31 @@ fn a_value_written_by_one_process_is_read_by_the_other_and_a_key_invalidation_re
     let waited = within(BOUND, || y.call("get 1").value == "\"alice\"")
         .unwrap_or_else(|| panic!("B still served the old value {BOUND:?} after A's update"));
     println!("    B saw A's update (key invalidation) after {waited:?}");
+    let _ = std::fs::remove_dir_all(db);
+}
+
+fn batch_operations_and_named_caches_span_the_cluster_s_slots(cluster: &mut RedisCluster) {
+    let db = temp_dir("batch");
+    let mut x = Node::spawn("A", cluster, "cfleet-batch", &db);
+    let mut y = Node::spawn("B", cluster, "cfleet-batch", &db);
+    // Keys on different masters: a batch is not one slot's.
+    x.send("mset_many a=1,b=2,c=3,d=4,e=5,f=6");
+    assert_eq!(
+        y.send("mget_many f,missing,a,b,c,d,e"),
+        "[Some(\"6\"), None, Some(\"1\"), Some(\"2\"), Some(\"3\"), Some(\"4\"), Some(\"5\")]"
+    );
+    assert_eq!(y.send("mdel_many a,b,missing"), "2");
+    within(BOUND, || {
+        x.send("mget_many a,b,c") == "[None, None, Some(\"3\")]"
+    })
+    .expect("A kept copies after B's delete_many");
+    x.send("nset sessions k alice");
+    x.send("nset carts k cart");
+    assert_eq!(y.send("nget sessions k"), "Some(\"alice\")");
+    x.send("nclear sessions");
+    within(BOUND, || y.send("nget sessions k") == "None")
+        .expect("B kept a sessions entry after A's clear");
+    assert_eq!(y.send("nget carts k"), "Some(\"cart\")");
     let _ = std::fs::remove_dir_all(db);
 }
 
@@ -464,6 +490,10 @@ fn main() {
         (
             "all_and_prefix_invalidations_reach_the_other_process",
             all_and_prefix_invalidations_reach_the_other_process,
+        ),
+        (
+            "batch_operations_and_named_caches_span_the_cluster_s_slots",
+            batch_operations_and_named_caches_span_the_cluster_s_slots,
         ),
         (
             "an_update_while_a_master_is_paused_reaches_the_other_process_once_it_resumes",

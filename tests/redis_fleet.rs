@@ -534,55 +534,9 @@ mod node {
                 ["key", "big", _] => {
                     format!("key {}", entry!(big(n(2))).shared_key().unwrap_or_default())
                 }
-                ["mset", k, v] => {
-                    layercache::sync::Cache::global().set(
-                        k,
-                        v.to_string(),
-                        std::time::Duration::from_secs(300),
-                    );
-                    "ok".to_string()
-                }
-                ["mget", k] => format!("{:?}", layercache::sync::Cache::global().get::<String>(k)),
                 ["mget_u64", k] => format!("{:?}", layercache::sync::Cache::global().get::<u64>(k)),
                 ["mhas", k] => format!("{}", layercache::sync::Cache::global().has(k)),
                 ["mdel", k] => format!("{}", layercache::sync::Cache::global().delete(k)),
-                ["nset", name, k, v] => {
-                    layercache::sync::Cache::named(name).set(
-                        k,
-                        v.to_string(),
-                        std::time::Duration::from_secs(300),
-                    );
-                    "ok".to_string()
-                }
-                ["nget", name, k] => {
-                    format!(
-                        "{:?}",
-                        layercache::sync::Cache::named(name).get::<String>(k)
-                    )
-                }
-                ["nclear", name] => format!("{}", layercache::sync::Cache::named(name).clear()),
-                // `mset_many a=1,b=2`, `mget_many a,b`, `mdel_many a,b`.
-                ["mset_many", pairs] => {
-                    let pairs: Vec<(&str, String)> = pairs
-                        .split(',')
-                        .filter_map(|p| p.split_once('='))
-                        .map(|(k, v)| (k, v.to_string()))
-                        .collect();
-                    layercache::sync::Cache::global()
-                        .set_many(&pairs, std::time::Duration::from_secs(300));
-                    "ok".to_string()
-                }
-                ["mget_many", keys] => {
-                    let keys: Vec<&str> = keys.split(',').collect();
-                    format!(
-                        "{:?}",
-                        layercache::sync::Cache::global().get_many::<String>(&keys)
-                    )
-                }
-                ["mdel_many", keys] => {
-                    let keys: Vec<&str> = keys.split(',').collect();
-                    format!("{}", layercache::sync::Cache::global().delete_many(&keys))
-                }
                 // The async manual clear on a current-thread runtime, with a
                 // task ticking every millisecond beside it: how many ticks ran
                 // while the clear waited for the shared tier.
@@ -634,7 +588,8 @@ mod node {
                 }
                 ["stats", name] => stats_line(name),
                 ["quit"] => return,
-                _ => format!("error unknown command {line:?}"),
+                _ => crate::fleet_node::manual_cache_command(&parts)
+                    .unwrap_or_else(|| format!("error unknown command {line:?}")),
             };
             writeln!(out, "{reply}").unwrap();
             out.flush().unwrap();

@@ -2,7 +2,8 @@
 //! (started with `LAYERCACHE_NODE=1` and its own environment), driven one
 //! command per line on its stdin, answering one line per command on its
 //! stdout. Each fleet binary wraps [`NodeProcess`] with how it starts its
-//! nodes and how it reads their answers.
+//! nodes and how it reads their answers. [`manual_cache_command`] is the
+//! node's side of the manual-cache commands every fleet binary answers.
 // Each test binary uses the part it needs.
 #![allow(dead_code)]
 
@@ -119,4 +120,47 @@ impl Drop for NodeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The manual-cache commands a node answers, the same in every fleet binary:
+/// `mset k v`, `mget k`, `nset NAME k v`, `nget NAME k`, `nclear NAME`,
+/// `mset_many a=1,b=2`, `mget_many a,b`, `mdel_many a,b` (values are
+/// `String`s, written for 300 s). `None` for another command.
+pub fn manual_cache_command(parts: &[&str]) -> Option<String> {
+    use layercache::sync::Cache;
+    const LIFE: Duration = Duration::from_secs(300);
+    let list = |keys: &str| keys.split(',').map(str::to_string).collect::<Vec<_>>();
+    Some(match parts {
+        ["mset", k, v] => {
+            Cache::global().set(k, v.to_string(), LIFE);
+            "ok".into()
+        }
+        ["mget", k] => format!("{:?}", Cache::global().get::<String>(k)),
+        ["nset", name, k, v] => {
+            Cache::named(name).set(k, v.to_string(), LIFE);
+            "ok".into()
+        }
+        ["nget", name, k] => format!("{:?}", Cache::named(name).get::<String>(k)),
+        ["nclear", name] => Cache::named(name).clear().to_string(),
+        ["mset_many", pairs] => {
+            let pairs: Vec<(&str, String)> = pairs
+                .split(',')
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k, v.to_string()))
+                .collect();
+            Cache::global().set_many(&pairs, LIFE);
+            "ok".into()
+        }
+        ["mget_many", keys] => {
+            let keys = list(keys);
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            format!("{:?}", Cache::global().get_many::<String>(&keys))
+        }
+        ["mdel_many", keys] => {
+            let keys = list(keys);
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            Cache::global().delete_many(&keys).to_string()
+        }
+        _ => return None,
+    })
 }
