@@ -11,11 +11,15 @@
 //! - throughput: 64 concurrent callers (tokio tasks on 2 worker threads),
 //!   each on its own key.
 //!
-//! Ratios are to Redis, in the same run.
+//! Ratios are to Redis, in the same run: every backend runs once per
+//! round (`BACKENDS_ROUNDS`, 3 by default), in an order that rotates from
+//! round to round, and each figure is the median of its rounds. The
+//! memcached/Redis throughput ratio at 64 callers is printed per round and
+//! as the median of the per-round ratios (the two ran back to back).
 //!
 //! ```text
-//! cargo bench --features redis,redis-cluster,sqlite,memcached --bench backends
-//! BACKENDS_SECS=1 cargo bench --features redis,redis-cluster,sqlite,memcached --bench backends
+//! cargo bench -p layercache-benches --bench backends
+//! BACKENDS_SECS=1 BACKENDS_ROUNDS=5 cargo bench -p layercache-benches --bench backends
 //! ```
 
 #[path = "../../tests/support/memcached_server.rs"]
@@ -157,11 +161,37 @@ fn run(backend: &'static str, env: &[(&str, String)]) -> Row {
     }
 }
 
+/// The median of `xs` (the mean of the middle two for an even count).
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// One row per backend: the medians of its rounds.
+fn medians(backend: &'static str, runs: &[Row]) -> Row {
+    let of = |f: fn(&Row) -> f64| median(runs.iter().map(f).collect());
+    Row {
+        backend,
+        mean_ns: of(|r| r.mean_ns),
+        p99_ns: of(|r| r.p99_ns),
+        rate: of(|r| r.rate),
+        errors: runs.iter().map(|r| r.errors).sum(),
+    }
+}
+
 fn main() {
     if std::env::var_os("BACKENDS_CHILD").is_some() {
         child();
         return;
     }
+    let rounds: usize = env_or("BACKENDS_ROUNDS", 3).max(1);
     let redis = redis_server::RedisServer::start_unmonitored();
     let memcached = memcached_server::MemcachedServer::start();
     let dir =
@@ -169,32 +199,56 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let cluster = redis_cluster::RedisCluster::start();
-    let rows = [
-        run("redis", &[("CACHE_REDIS_URL", redis.url())]),
-        run(
+    let backends: [(&'static str, Vec<(&str, String)>); 5] = [
+        ("redis", vec![("CACHE_REDIS_URL", redis.url())]),
+        (
             "redis-cluster",
-            &[("CACHE_REDIS_NODES", cluster.nodes_env())],
+            vec![("CACHE_REDIS_NODES", cluster.nodes_env())],
         ),
-        run(
+        (
             "memcached",
-            &[("CACHE_MEMCACHED_SERVERS", memcached.address())],
+            vec![("CACHE_MEMCACHED_SERVERS", memcached.address())],
         ),
-        run(
+        (
             "sqlite",
-            &[(
+            vec![(
                 "CACHE_SQLITE_PATH",
                 dir.join("cache.sqlite").display().to_string(),
             )],
         ),
-        run(
+        (
             "filesystem",
-            &[("CACHE_DIR", dir.join("files").display().to_string())],
+            vec![("CACHE_DIR", dir.join("files").display().to_string())],
         ),
     ];
+    let mut runs: Vec<Vec<Row>> = backends.iter().map(|_| Vec::new()).collect();
+    let mut memcached_over_redis = Vec::new();
+    for round in 0..rounds {
+        // Rotated, so no backend always runs first (or right after another).
+        for i in 0..backends.len() {
+            let b = (i + round) % backends.len();
+            let (name, env) = &backends[b];
+            runs[b].push(run(*name, env));
+        }
+        let ratio = runs[2][round].rate / runs[0][round].rate;
+        println!(
+            "round {}: memcached {:.0} calls/s, redis {:.0} calls/s at {CALLERS} callers: {ratio:.2}x",
+            round + 1,
+            runs[2][round].rate,
+            runs[0][round].rate
+        );
+        memcached_over_redis.push(ratio);
+    }
     let _ = std::fs::remove_dir_all(&dir);
+    let rows: Vec<Row> = backends
+        .iter()
+        .zip(&runs)
+        .map(|((name, _), runs)| medians(*name, runs))
+        .collect();
+    let ratio = median(memcached_over_redis.clone());
     let redis_row = &rows[0];
     println!(
-        "backends: a #[cached(tier = \"shared\")] hit of a 256-byte value (every call asks the backend)"
+        "backends: a #[cached(tier = \"shared\")] hit of a 256-byte value (every call asks the backend), medians of {rounds} rounds"
     );
     println!(
         "{:<12} {:>11} {:>11} {:>15} {:>14} {:>16}",
@@ -202,7 +256,10 @@ fn main() {
     );
     report::write_results(
         "backends",
-        &serde_json::json!({ "rows": rows.iter().map(|r| serde_json::json!({
+        &serde_json::json!({ "rounds": rounds,
+            "memcached_over_redis_64": ratio,
+            "memcached_over_redis_64_rounds": memcached_over_redis,
+            "rows": rows.iter().map(|r| serde_json::json!({
             "backend": r.backend, "mean_ns": r.mean_ns, "p99_ns": r.p99_ns, "calls_per_s": r.rate,
             "shared_errors": r.errors,
         })).collect::<Vec<_>>() }),
@@ -218,4 +275,7 @@ fn main() {
             r.rate / redis_row.rate,
         );
     }
+    println!(
+        "memcached / redis throughput at {CALLERS} callers: {ratio:.2}x (median of the per-round ratios {memcached_over_redis:.2?})"
+    );
 }
