@@ -114,14 +114,16 @@ struct Row {
     errors: f64,
 }
 
-fn run(backend: &'static str, env: &[(&str, String)]) -> Row {
+/// Runs one child for `backend`; `round` names its keyspace, so each round
+/// starts cold (its warm-ups are misses) on servers that outlive rounds.
+fn run(backend: &'static str, env: &[(&str, String)], round: usize) -> Row {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     // The benchmark measures hits, not the tier timeout: on a loaded two-core
     // CI machine 64 callers can stall one call past the 50 ms default, which
     // is then (correctly) a counted miss. `redis_hit` uses 1 s for the same reason.
     cmd.env("BACKENDS_CHILD", "1")
         .env("CACHE_TYPE", backend)
-        .env("CACHE_KEY_PREFIX", "bench")
+        .env("CACHE_KEY_PREFIX", format!("bench{round}"))
         .env("CACHE_SHARED_TIMEOUT_MS", "1000");
     for (k, v) in env {
         cmd.env(k, v);
@@ -228,7 +230,7 @@ fn main() {
         for i in 0..backends.len() {
             let b = (i + round) % backends.len();
             let (name, env) = &backends[b];
-            runs[b].push(run(*name, env));
+            runs[b].push(run(name, env, round));
         }
         let ratio = runs[2][round].rate / runs[0][round].rate;
         println!(
