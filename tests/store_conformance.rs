@@ -800,13 +800,13 @@ mod memcached {
             let b = open();
             let s = b.store.clone();
             let key = |i: usize| {
-                if i % 5 == 0 {
+                if i.is_multiple_of(5) {
                     format!("batch key with spaces {i}")
                 } else {
                     format!("batch:{i}")
                 }
             };
-            for i in (0..64).filter(|i| i % 7 != 0) {
+            for i in (0..64usize).filter(|i| !i.is_multiple_of(7)) {
                 s.set(&key(i), format!("value-{i}").into_bytes(), None)
                     .await
                     .unwrap();
@@ -817,7 +817,8 @@ mod memcached {
                     tokio::spawn(async move {
                         for _ in 0..50 {
                             let got = s.get(&key(i)).await.unwrap();
-                            let want = (i % 7 != 0).then(|| format!("value-{i}").into_bytes());
+                            let want =
+                                (!i.is_multiple_of(7)).then(|| format!("value-{i}").into_bytes());
                             assert_eq!(got, want, "caller {i}");
                         }
                     })

@@ -245,7 +245,7 @@ fn main() {
     let rows: Vec<Row> = backends
         .iter()
         .zip(&runs)
-        .map(|((name, _), runs)| medians(*name, runs))
+        .map(|((name, _), runs)| medians(name, runs))
         .collect();
     let ratio = median(memcached_over_redis.clone());
     let redis_row = &rows[0];
