@@ -191,11 +191,13 @@ fn hit(got: GetResult) -> Option<Vec<u8>> {
 
 /// The value of a `Get` answer in a batch, when it hit.
 fn hit_value(result: Option<Result<OpResult, McError>>) -> Result<Option<Vec<u8>>, SharedError> {
-    let result = result.ok_or_else(missing_answer)?.map_err(to_shared)?;
-    Ok(result
-        .as_get()
-        .filter(|g| g.hit())
-        .and_then(|g| g.value.clone()))
+    match result.ok_or_else(missing_answer)?.map_err(to_shared)? {
+        OpResult::Get(got) => Ok(hit(got)),
+        _ => Err(SharedError::new(
+            ErrorKind::Server,
+            "memcached: a get answered as another operation",
+        )),
+    }
 }
 
 impl MemcachedStore {
