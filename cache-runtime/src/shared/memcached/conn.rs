@@ -124,3 +124,32 @@ impl Conns {
             .clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mapping of earlier releases (the blocking client's
+    /// `xxh3_64(key) as usize % servers`), pinned: a fleet upgraded one
+    /// process at a time keeps finding its keys.
+    #[test]
+    fn keys_go_to_the_servers_they_went_to_before() {
+        let servers: Vec<String> = (0..3).map(|i| format!("10.0.0.{i}:11211")).collect();
+        let keys = [
+            "user:42",
+            "search:rust:page:1",
+            "lc:h:0123",
+            "__layercache__:version:p:f",
+        ];
+        let routed: Vec<usize> = keys
+            .iter()
+            .map(|k| Xxh3Modulo.route(k.as_bytes(), &servers))
+            .collect();
+        let before: Vec<usize> = keys
+            .iter()
+            .map(|k| xxhash_rust::xxh3::xxh3_64(k.as_bytes()) as usize % servers.len())
+            .collect();
+        assert_eq!(routed, before);
+        assert_eq!(routed, [0, 0, 2, 1]);
+    }
+}
