@@ -949,6 +949,27 @@ mod memcached {
         });
     }
 
+    /// A value over the server's item size (`-I 2m` here) is refused with
+    /// a clear server error, and the store goes on working: the next write
+    /// and reads on the same connections succeed.
+    #[test]
+    fn a_value_over_the_item_size_is_a_server_error_and_the_store_keeps_working() {
+        use layercache::shared::ErrorKind;
+
+        super::conformance::run(|| async {
+            let b = open();
+            let s = &*b.store;
+            let err = s
+                .set("huge", vec![7u8; 3 << 20], None)
+                .await
+                .expect_err("3 MiB does not fit a 2 MiB item");
+            assert_eq!(err.kind, ErrorKind::Server, "{err}");
+            assert_eq!(s.get("huge").await.unwrap(), None);
+            s.set("small", b"fits".to_vec(), None).await.unwrap();
+            assert_eq!(s.get("small").await.unwrap(), Some(b"fits".to_vec()));
+        });
+    }
+
     /// memcached evicts any item and a restarted server forgets its keys:
     /// a lost version key must not bring back numbers used before.
     #[test]
