@@ -9,7 +9,8 @@
 //!
 //! - latency: 1 caller, sequential calls, mean and p99;
 //! - throughput: 64 concurrent callers (tokio tasks on 2 worker threads),
-//!   each on its own key.
+//!   each on its own key, with the process's CPU time and context switches
+//!   per call over that phase (from `/proc`; the servers' own are not counted).
 //!
 //! Ratios are to Redis, in the same run: every backend runs once per
 //! round (`BACKENDS_ROUNDS`, 3 by default), in an order that rotates from
@@ -53,7 +54,38 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// Child side: measure and print one line `RESULT mean_ns p99_ns calls_per_s hits misses`.
+/// CPU time of this process (every thread) in µs, and its context switches
+/// (voluntary and not, summed over its threads), from `/proc` (Linux;
+/// NaN elsewhere): what a call costs the machine, not only how long it waits.
+fn cpu_and_switches() -> (f64, f64) {
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // The fields after the command name, which is in parentheses.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split(' ').collect();
+            let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            // USER_HZ is 100 on every Linux this runs on.
+            Some(ticks * 10_000.0)
+        });
+    let switches = std::fs::read_dir("/proc/self/task").ok().map(|tasks| {
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+            .flat_map(|status| {
+                status
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches:"))
+                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .sum::<f64>()
+    });
+    (cpu.unwrap_or(f64::NAN), switches.unwrap_or(f64::NAN))
+}
+
+/// Child side: measure and print one line `RESULT mean_ns p99_ns calls_per_s
+/// hits misses errors cpu_us_per_call switches_per_call`.
 fn child() {
     let secs: f64 = env_or("BACKENDS_SECS", 2.0);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -78,6 +110,7 @@ fn child() {
         let p99 = lat[(lat.len() - 1) * 99 / 100];
         // Throughput: 64 callers.
         let calls = Arc::new(AtomicU64::new(0));
+        let (cpu_before, switches_before) = cpu_and_switches();
         let started = Instant::now();
         let deadline = started + Duration::from_secs_f64(secs / 2.0);
         let tasks: Vec<_> = (0..CALLERS)
@@ -95,10 +128,16 @@ fn child() {
             t.await.unwrap();
         }
         let rate = calls.load(Relaxed) as f64 / started.elapsed().as_secs_f64();
+        let (cpu_after, switches_after) = cpu_and_switches();
+        let n = calls.load(Relaxed).max(1) as f64;
+        let (cpu_per_call, switches_per_call) = (
+            (cpu_after - cpu_before) / n,
+            (switches_after - switches_before) / n,
+        );
         let stats = layercache::stats();
         let f = stats.function("bench_backends").unwrap();
         println!(
-            "RESULT {mean} {p99} {rate:.0} {} {} {}",
+            "RESULT {mean} {p99} {rate:.0} {} {} {} {cpu_per_call:.3} {switches_per_call:.3}",
             f.shared_hits,
             f.misses,
             f.shared.errors()
@@ -112,6 +151,10 @@ struct Row {
     p99_ns: f64,
     rate: f64,
     errors: f64,
+    /// CPU µs (all threads) per call at 64 callers.
+    cpu_us: f64,
+    /// Context switches per call at 64 callers.
+    switches: f64,
 }
 
 /// Runs one child for `backend`; `round` names its keyspace, so each round
@@ -160,6 +203,8 @@ fn run(backend: &'static str, env: &[(&str, String)], round: usize) -> Row {
         p99_ns: f[1],
         rate: f[2],
         errors,
+        cpu_us: f[6],
+        switches: f[7],
     }
 }
 
@@ -185,6 +230,8 @@ fn medians(backend: &'static str, runs: &[Row]) -> Row {
         p99_ns: of(|r| r.p99_ns),
         rate: of(|r| r.rate),
         errors: runs.iter().map(|r| r.errors).sum(),
+        cpu_us: of(|r| r.cpu_us),
+        switches: of(|r| r.switches),
     }
 }
 
@@ -253,8 +300,15 @@ fn main() {
         "backends: a #[cached(tier = \"shared\")] hit of a 256-byte value (every call asks the backend), medians of {rounds} rounds"
     );
     println!(
-        "{:<12} {:>11} {:>11} {:>15} {:>14} {:>16}",
-        "backend", "mean", "p99", "64 callers/s", "latency/redis", "throughput/redis"
+        "{:<12} {:>11} {:>11} {:>15} {:>14} {:>16} {:>12} {:>13}",
+        "backend",
+        "mean",
+        "p99",
+        "64 callers/s",
+        "latency/redis",
+        "throughput/redis",
+        "CPU µs/call",
+        "switches/call"
     );
     report::write_results(
         "backends",
@@ -263,18 +317,20 @@ fn main() {
             "memcached_over_redis_64_rounds": memcached_over_redis,
             "rows": rows.iter().map(|r| serde_json::json!({
             "backend": r.backend, "mean_ns": r.mean_ns, "p99_ns": r.p99_ns, "calls_per_s": r.rate,
-            "shared_errors": r.errors,
+            "shared_errors": r.errors, "cpu_us_per_call": r.cpu_us, "switches_per_call": r.switches,
         })).collect::<Vec<_>>() }),
     );
     for r in &rows {
         println!(
-            "{:<12} {:>8.1} µs {:>8.1} µs {:>15.0} {:>13.2}x {:>15.2}x",
+            "{:<12} {:>8.1} µs {:>8.1} µs {:>15.0} {:>13.2}x {:>15.2}x {:>12.1} {:>13.2}",
             r.backend,
             r.mean_ns / 1e3,
             r.p99_ns / 1e3,
             r.rate,
             r.mean_ns / redis_row.mean_ns,
             r.rate / redis_row.rate,
+            r.cpu_us,
+            r.switches,
         );
     }
     println!(
