@@ -2,11 +2,11 @@
 //! `CACHE_MEMCACHED_SERVERS`; cargo feature `memcached`), through the
 //! tokio client of the `memcache` crate's `exp` module (the meta
 //! protocol, memcached 1.6+): each command is written whole, in one
-//! `write`, on a pooled connection of the runtime that polls it (see
-//! [`conn`]), and concurrent reads share one multi-key exchange (see
-//! [`batch`]). No operation takes a blocking thread. Keys are spread over
-//! the servers by their xxh3 hash modulo the server count, as in earlier
-//! releases: the same in every process and every build.
+//! `write`, on a pooled connection of the runtime that polls it
+//! (`memcached/conn.rs`), and concurrent reads share one multi-key
+//! exchange (`memcached/batch.rs`). No operation takes a blocking thread.
+//! Keys are spread over the servers by their xxh3 hash modulo the server
+//! count, as in earlier releases: the same in every process and every build.
 //!
 //! - **Keys** of at most 200 printable ASCII bytes are used as they are;
 //!   longer ones, and ones with spaces or control characters, are stored
