@@ -282,17 +282,24 @@ md += ["## Coherence", "",
        f"- p50 **{co['p50_us']:.0f} µs**, p99 **{co['p99_us']:.0f} µs**, max {co['max_us']:.0f} µs.", ""]
 
 # ---- backends
-be = load("backends")["rows"]
+bej = load("backends")
+be = bej["rows"]
 red = next(x for x in be if x["backend"] == "redis")
 md += ["## Shared backends", "",
        "A `#[cached(tier = \"shared\")]` hit of a 256-byte value on each backend (a",
        "process per backend configured by `CACHE_TYPE`); 1 caller latency, 64 callers",
-       "throughput.", "",
-       "| backend | mean µs | p99 µs | 64 callers calls/s | latency / redis | throughput / redis |",
-       "|---|---|---|---|---|---|"]
+       "throughput; medians of alternating rounds (each backend once per round).", "",
+       "| backend | mean µs | p99 µs | 64 callers calls/s | latency / redis | throughput / redis "
+       "| CPU µs / call (64 callers) | context switches / call |",
+       "|---|---|---|---|---|---|---|---|"]
 for x in be:
     md.append(f"| {x['backend']} | {x['mean_ns'] / 1e3:.1f} | {x['p99_ns'] / 1e3:.1f} | {x['calls_per_s']:,.0f} | "
-              f"{x['mean_ns'] / red['mean_ns']:.2f}x | {x['calls_per_s'] / red['calls_per_s']:.2f}x |")
+              f"{x['mean_ns'] / red['mean_ns']:.2f}x | {x['calls_per_s'] / red['calls_per_s']:.2f}x | "
+              f"{x.get('cpu_us_per_call', float('nan')):.1f} | {x.get('switches_per_call', float('nan')):.2f} |")
+if "memcached_over_redis_64" in bej:
+    md += ["", f"memcached / Redis throughput at 64 callers: {bej['memcached_over_redis_64']:.2f}x, the median of "
+           f"{bej['rounds']} alternating rounds (per round: "
+           + ", ".join(f"{r:.2f}x" for r in bej["memcached_over_redis_64_rounds"]) + ")."]
 chart = bars("backends", "Shared hit throughput, 64 callers (calls/s)",
              [(x["backend"], x["calls_per_s"], x["backend"] == "redis") for x in be], "calls/s", better="higher")
 md += ["", f"![backends]({chart})", ""]

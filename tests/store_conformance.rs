@@ -688,6 +688,7 @@ mod memcached {
     use std::sync::Arc;
 
     use layercache::shared::memcached::MemcachedStore;
+    use layercache::shared::SharedStore;
     use layercache::SharedSettings;
 
     use super::conformance::{conformance_suite, Backend};
@@ -786,6 +787,187 @@ mod memcached {
             println!("failures {kinds:?}, the slowest after {slowest:?}");
         });
         assert!(silent.connections_accepted() >= 1, "the client connected");
+    }
+
+    /// Many callers of one runtime reading at once share multi-key
+    /// exchanges: whatever rounds their reads fall into, each caller gets
+    /// the value of its own key (hashed keys included), a missing key is a
+    /// miss for its caller alone, and the callers do not each hold a
+    /// connection.
+    #[test]
+    fn concurrent_reads_coalesced_into_batches_give_each_caller_its_own_value() {
+        super::conformance::run(|| async {
+            let b = open();
+            let s = b.store.clone();
+            let key = |i: usize| {
+                if i.is_multiple_of(5) {
+                    format!("batch key with spaces {i}")
+                } else {
+                    format!("batch:{i}")
+                }
+            };
+            for i in (0..64usize).filter(|i| !i.is_multiple_of(7)) {
+                s.set(&key(i), format!("value-{i}").into_bytes(), None)
+                    .await
+                    .unwrap();
+            }
+            let readers: Vec<_> = (0..64)
+                .map(|i| {
+                    let s = s.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..50 {
+                            let got = s.get(&key(i)).await.unwrap();
+                            let want =
+                                (!i.is_multiple_of(7)).then(|| format!("value-{i}").into_bytes());
+                            assert_eq!(got, want, "caller {i}");
+                        }
+                    })
+                })
+                .collect();
+            for r in readers {
+                r.await.unwrap();
+            }
+            // Reads that waited for an exchange in flight went in a shared
+            // one: a few connections served the 64 callers (one read per
+            // exchange dials about one connection per caller: 67 here).
+            let stats = server_stats(&b);
+            assert_eq!(stats["cmd_get"], 64 * 50, "every read reached the server");
+            assert!(
+                stats["total_connections"] < 32,
+                "64 concurrent readers shared exchanges: {stats:?}"
+            );
+        });
+    }
+
+    /// `stats` of the server behind `b`.
+    fn server_stats(b: &Backend) -> std::collections::HashMap<String, u64> {
+        use std::io::{BufRead, Write};
+        let server = b.guard.downcast_ref::<MemcachedServer>().unwrap();
+        let mut conn = std::net::TcpStream::connect(server.address()).unwrap();
+        conn.write_all(b"stats\r\n").unwrap();
+        let mut out = std::collections::HashMap::new();
+        for line in std::io::BufReader::new(conn).lines() {
+            let line = line.unwrap();
+            if line.starts_with("END") {
+                break;
+            }
+            let mut f = line.split(' ').skip(1);
+            if let (Some(k), Some(v)) = (f.next(), f.next()) {
+                if let Ok(v) = v.parse() {
+                    out.insert(k.to_string(), v);
+                }
+            }
+        }
+        out
+    }
+
+    /// A lock is memcached's `add`, whose answer says whether it stored:
+    /// of many processes racing for one lock exactly one holds it, and a
+    /// lock re-taken after it expired is not released by its old holder.
+    #[test]
+    fn try_lock_is_the_answer_of_add_exactly_one_racer_wins() {
+        use std::time::Duration;
+
+        super::conformance::run(|| async {
+            let b = open();
+            let racers: Vec<_> = (0..16)
+                .map(|i| {
+                    let s = b.store.clone();
+                    tokio::spawn(async move {
+                        s.try_lock("lock:race", &format!("t{i}"), Duration::from_secs(30))
+                            .await
+                            .unwrap()
+                    })
+                })
+                .collect();
+            let mut won = 0;
+            for r in racers {
+                won += usize::from(r.await.unwrap());
+            }
+            assert_eq!(won, 1, "one racer holds the lock");
+
+            let s = &*b.store;
+            let short = Duration::from_millis(10);
+            assert!(s.try_lock("lock:old", "old", short).await.unwrap());
+            // memcached counts whole seconds: the lock is gone within 2 s.
+            let retaken = super::conformance::eventually(Duration::from_secs(3), || async {
+                s.try_lock("lock:old", "new", Duration::from_secs(30))
+                    .await
+                    .unwrap()
+            })
+            .await;
+            assert!(retaken.is_some(), "the expired lock was taken again");
+            s.unlock("lock:old", "old").await.unwrap();
+            assert!(
+                !s.try_lock("lock:old", "third", short).await.unwrap(),
+                "the old holder did not release the new holder's lock"
+            );
+        });
+    }
+
+    /// A server killed while callers read: the reads fail with a
+    /// connection error (counted by the tier, never a panic or a hang),
+    /// and once it is back the same store reads and writes again on fresh
+    /// connections, without being reopened.
+    #[test]
+    fn reads_during_a_restart_fail_as_connection_errors_then_hit_again() {
+        use std::time::Duration;
+
+        use layercache::shared::ErrorKind;
+
+        super::conformance::run(|| async {
+            let mut server = MemcachedServer::start();
+            let s = store(server.address());
+            s.set("restart:k", b"before".to_vec(), None).await.unwrap();
+            assert_eq!(s.get("restart:k").await.unwrap(), Some(b"before".to_vec()));
+            server.stop();
+            let failed: Vec<_> = (0..16)
+                .map(|_| {
+                    let s = s.clone();
+                    tokio::spawn(async move { s.get("restart:k").await })
+                })
+                .collect();
+            for f in failed {
+                let err = f.await.unwrap().expect_err("the server is down");
+                assert_eq!(err.kind, ErrorKind::Connection, "{err}");
+            }
+            server.restart();
+            let back = super::conformance::eventually(Duration::from_secs(2), || async {
+                s.set("restart:k", b"after".to_vec(), None).await.is_ok()
+            })
+            .await;
+            assert!(back.is_some(), "writes resume after the restart");
+            let readers: Vec<_> = (0..16)
+                .map(|_| {
+                    let s = s.clone();
+                    tokio::spawn(async move { s.get("restart:k").await.unwrap() })
+                })
+                .collect();
+            for r in readers {
+                assert_eq!(r.await.unwrap(), Some(b"after".to_vec()));
+            }
+        });
+    }
+
+    /// A value over the server's item size (`-I 2m` here) is refused with
+    /// a clear server error, and the store goes on working: the next write
+    /// and reads on the same connections succeed.
+    #[test]
+    fn a_value_over_the_item_size_is_a_server_error_and_the_store_keeps_working() {
+        use layercache::shared::ErrorKind;
+
+        super::conformance::run(|| async {
+            let b = open();
+            let s = &*b.store;
+            let err = s
+                .set("huge", vec![7u8; 3 << 20], None)
+                .await
+                .expect_err("3 MiB does not fit a 2 MiB item");
+            assert_eq!(err.kind, ErrorKind::Server, "{err}");
+            assert_eq!(s.get("huge").await.unwrap(), None);
+            s.set("small", b"fits".to_vec(), None).await.unwrap();
+            assert_eq!(s.get("small").await.unwrap(), Some(b"fits".to_vec()));
+        });
     }
 
     /// memcached evicts any item and a restarted server forgets its keys:

@@ -163,13 +163,13 @@ fn runtime_has_io_and_time() -> bool {
     std::panic::set_hook(Box::new(|_| {}));
     let probe = std::panic::catch_unwind(|| {
         drop(tokio::time::sleep(Duration::ZERO));
-        #[cfg(feature = "redis")]
+        #[cfg(any(feature = "redis", feature = "memcached"))]
         {
             let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
             socket.set_nonblocking(true)?;
             tokio::net::UdpSocket::from_std(socket).map(drop)
         }
-        #[cfg(not(feature = "redis"))]
+        #[cfg(not(any(feature = "redis", feature = "memcached")))]
         Ok::<(), std::io::Error>(())
     });
     std::panic::set_hook(hook);

@@ -1,8 +1,12 @@
 //! memcached as the shared tier (`CACHE_TYPE=memcached`,
 //! `CACHE_MEMCACHED_SERVERS`; cargo feature `memcached`), through the
-//! `memcache` crate (ASCII protocol, one small r2d2 pool per server, keys
-//! spread over the servers by their xxh3 hash: the same in every process
-//! and every build, unlike the crate's default `DefaultHasher`).
+//! tokio client of the `memcache` crate's `exp` module (the meta
+//! protocol, memcached 1.6+): each command is written whole, in one
+//! `write`, on a pooled connection of the runtime that polls it
+//! (`memcached/conn.rs`), and concurrent reads share one multi-key
+//! exchange (`memcached/batch.rs`). No operation takes a blocking thread.
+//! Keys are spread over the servers by their xxh3 hash modulo the server
+//! count, as in earlier releases: the same in every process and every build.
 //!
 //! - **Keys** of at most 200 printable ASCII bytes are used as they are;
 //!   longer ones, and ones with spaces or control characters, are stored
@@ -13,35 +17,47 @@
 //!   decides) and, for hashed keys, the key. Values larger than the
 //!   server's item size (`-I`, 1 MiB by default) fail to write, which the
 //!   tier counts; start memcached with `-I` above `CACHE_MAX_VALUE_SIZE`.
-//! - **Versions** are plain numbers: `add` then `incr`, atomic on the server.
-//!   A version key that is missing (evicted, or its server restarted)
-//!   reads as the current Unix time in ms (stored with `add`, so every
-//!   process reads the same number), never as 0: numbers used before it
-//!   was lost are not used again.
+//! - **Versions** are plain numbers: `add` then `incr`, in one exchange,
+//!   atomic on the server. A version key that is missing (evicted, or its
+//!   server restarted) reads as the current Unix time in ms (stored with
+//!   `add`, so every process reads the same number), never as 0: numbers
+//!   used before it was lost are not used again.
 //! - **Prefix deletion is not possible** (memcached cannot list keys):
 //!   [`SharedStore::can_delete_prefix`] is `false`, and the pipeline
 //!   moves every function the prefix may cover to a new version instead.
-//! - **Locks**: `add` with the lock's TTL, then a read to see whose token
-//!   won (the client does not report whether `add` stored). Tags: a set is
-//!   a newline-separated list built with `add` + `append` (never expires;
-//!   an evicted set means its members expire by their own TTL instead); a
-//!   member already listed is not appended again. When a set outgrows the
-//!   item size, `append` fails and the pipeline deletes the value it could
-//!   not record, so no value outlives a tag invalidation.
-//! - **Server down or restarted**: calls fail fast (refused connections)
-//!   and the tier fails open; after an I/O error the client is rebuilt
-//!   (at most every 500 ms), because the pool does not notice dead
-//!   connections by itself.
+//! - **Locks**: `add` with the lock's TTL; the server says whether it
+//!   stored, so whoever stored holds the lock. Unlocking deletes only the
+//!   item read with the holder's token (compare-and-swap on its CAS), so a
+//!   lock that expired and was taken by another process is left alone.
+//!   Tags: a set is a newline-separated list built with `add`, then
+//!   `append` (never expires; an evicted set means its members expire by
+//!   their own TTL instead); a member already listed is not appended
+//!   again. When a set outgrows the item size, `append` fails and the
+//!   pipeline deletes the value it could not record, so no value outlives
+//!   a tag invalidation.
+//! - **Server down or restarted**: a refused dial fails the operation at
+//!   once and the tier fails open; an exchange that fails or is cut off by
+//!   a timeout drops its connection, and a pooled connection the server
+//!   closed is noticed before use, so the first operation after a restart
+//!   dials afresh.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+mod batch;
+mod conn;
+
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use memcache::{Client, ConnectionManager, MemcacheError, Url};
+use memcache::exp::{
+    Arithmetic, Delete, Error as McError, Get, GetResult, Meta, Op, OpResult, Set,
+};
+use tokio::runtime::Handle;
 
+use self::conn::{Conn, Conns};
+use super::exec::InRuntime;
 use super::polled::PolledBus;
 use super::{
-    run_blocking, BoxFuture, BusHandler, ErrorKind, SharedError, SharedSettings, SharedStore,
+    io_runtime, BoxFuture, BusHandler, ErrorKind, SharedError, SharedSettings, SharedStore,
 };
 
 const MAGIC: &[u8; 4] = b"LCM\x01";
@@ -58,10 +74,9 @@ pub struct MemcachedStore {
 
 struct Inner {
     servers: Vec<String>,
-    timeout: Duration,
-    client: RwLock<Arc<Client>>,
-    /// Unix ms of the last rebuild of the client.
-    rebuilt_at: AtomicU64,
+    conns: Conns,
+    /// Bounds a coalesced read no caller's timer covers (the tier's timeout).
+    round_timeout: Duration,
     bus: PolledBus,
 }
 
@@ -69,10 +84,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn hash_key(key: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(key.as_bytes())
 }
 
 /// The key memcached sees, and whether it is a hash of `key`.
@@ -116,38 +127,14 @@ fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-fn build_client(servers: &[String], timeout: Duration) -> Result<Client, SharedError> {
-    let io_timeout = timeout.max(Duration::from_millis(100));
-    let mut pools = Vec::with_capacity(servers.len());
-    for server in servers {
-        let url = Url::parse(&format!(
-            "memcache://{server}?protocol=ascii&tcp_nodelay=true&timeout={}",
-            io_timeout.as_secs_f64()
-        ))
-        .map_err(|e| {
-            SharedError::new(
-                ErrorKind::Connection,
-                format!("memcached server {server}: {e}"),
-            )
-        })?;
-        // Unchecked: no connection is made until the first operation, so a
-        // server that is down at start-up is a counted miss, not an error.
-        let pool = r2d2::Pool::builder()
-            .max_size(4)
-            .min_idle(Some(0))
-            .test_on_check_out(false)
-            .connection_timeout(io_timeout)
-            .build_unchecked(ConnectionManager::new(url));
-        pools.push(pool);
-    }
-    let mut client = Client::with_pools(pools).map_err(to_shared)?;
-    client.hash_function = hash_key;
-    Ok(client)
+fn to_shared(err: McError) -> SharedError {
+    let kind = kind_of(&err);
+    SharedError::new(kind, format!("memcached: {err}"))
 }
 
-fn to_shared(err: MemcacheError) -> SharedError {
-    let kind = match &err {
-        MemcacheError::IOError(e)
+fn kind_of(err: &McError) -> ErrorKind {
+    match err {
+        McError::Io(e)
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
@@ -155,10 +142,62 @@ fn to_shared(err: MemcacheError) -> SharedError {
         {
             ErrorKind::Timeout
         }
-        MemcacheError::IOError(_) | MemcacheError::PoolError(_) => ErrorKind::Connection,
+        McError::Io(_) => ErrorKind::Connection,
+        McError::Timeout { .. } => ErrorKind::Timeout,
+        // Written, then the connection failed or timed out before the answer.
+        McError::Ambiguous { source, .. } => kind_of(source),
         _ => ErrorKind::Server,
-    };
-    SharedError::new(kind, format!("memcached: {err}"))
+    }
+}
+
+/// An answer the client did not give (one result per operation is its promise).
+fn missing_answer() -> SharedError {
+    SharedError::new(ErrorKind::Server, "memcached: a batch came back short")
+}
+
+/// Runs `f` with the connection of the runtime polling this future, or of
+/// layercache's I/O runtime (entered for every poll) when none is.
+async fn on_conn<T, Fut>(conns: &Conns, f: impl FnOnce(Arc<Conn>) -> Fut) -> Result<T, SharedError>
+where
+    Fut: Future<Output = Result<T, SharedError>>,
+{
+    match Handle::try_current() {
+        Ok(handle) => f(conns.of(&handle)).await,
+        Err(_) => {
+            let handle = io_runtime();
+            InRuntime {
+                handle,
+                fut: Box::pin(f(conns.of(handle))),
+            }
+            .await
+        }
+    }
+}
+
+/// The stored version number in `raw` (0 when it is not one).
+fn parse_version(raw: Option<Vec<u8>>) -> u64 {
+    raw.and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The value of a get, when it hit.
+fn hit(got: GetResult) -> Option<Vec<u8>> {
+    if got.hit() {
+        got.value
+    } else {
+        None
+    }
+}
+
+/// The value of a `Get` answer in a batch, when it hit.
+fn hit_value(result: Option<Result<OpResult, McError>>) -> Result<Option<Vec<u8>>, SharedError> {
+    match result.ok_or_else(missing_answer)?.map_err(to_shared)? {
+        OpResult::Get(got) => Ok(hit(got)),
+        _ => Err(SharedError::new(
+            ErrorKind::Server,
+            "memcached: a get answered as another operation",
+        )),
+    }
 }
 
 impl MemcachedStore {
@@ -169,78 +208,32 @@ impl MemcachedStore {
         channel: &str,
         settings: &SharedSettings,
     ) -> Result<MemcachedStore, SharedError> {
-        let client = build_client(servers, settings.timeout)?;
+        if servers.is_empty() {
+            return Err(SharedError::new(
+                ErrorKind::Connection,
+                "memcached: no server given",
+            ));
+        }
         Ok(MemcachedStore {
             inner: Arc::new(Inner {
                 servers: servers.to_vec(),
-                timeout: settings.timeout,
-                client: RwLock::new(Arc::new(client)),
-                rebuilt_at: AtomicU64::new(0),
+                conns: Conns::new(servers, settings.timeout),
+                round_timeout: settings.timeout.max(Duration::from_millis(1)),
                 bus: PolledBus::new(channel, settings.bus_poll_interval),
             }),
         })
     }
 
-    /// Runs `f` with the client on the blocking pool; rebuilds the client
-    /// after a connection error.
-    fn with<'a, T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Client) -> Result<T, MemcacheError> + Send + 'static,
-    ) -> BoxFuture<'a, Result<T, SharedError>> {
-        let inner = self.inner.clone();
-        Box::pin(run_blocking(move || {
-            let client = inner
-                .client
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            f(&client).map_err(|e| {
-                // A connection that timed out or misread an answer has an
-                // answer still to come (a paused server wakes up): back in
-                // the pool it would hand that answer to the next request.
-                let desynced = matches!(
-                    e,
-                    MemcacheError::ParseError(_) | MemcacheError::ClientError(_)
-                );
-                let err = to_shared(e);
-                if desynced || err.kind == ErrorKind::Timeout {
-                    inner.rebuild_now();
-                } else if err.kind == ErrorKind::Connection {
-                    inner.rebuild();
-                }
-                err
-            })
-        }))
-    }
-}
-
-impl Inner {
-    fn rebuild(&self) {
-        let now = now_ms();
-        let last = self.rebuilt_at.load(Relaxed);
-        if now.saturating_sub(last) < 500
-            || self
-                .rebuilt_at
-                .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_err()
-        {
-            return;
-        }
-        self.rebuild_now();
-    }
-
-    /// Replaces the client (and its pools) now: cheap, connections are made lazily.
-    fn rebuild_now(&self) {
-        self.rebuilt_at.store(now_ms(), Relaxed);
-        match build_client(&self.servers, self.timeout) {
-            Ok(client) => {
-                *self.client.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(client);
-                tracing::debug!(
-                    "layercache: rebuilt the memcached client after a connection error"
-                );
-            }
-            Err(err) => tracing::warn!(%err, "layercache: cannot rebuild the memcached client"),
-        }
+    /// Runs `f` on this operation's connection (see [`on_conn`]).
+    fn op<'a, T, Fut>(
+        &'a self,
+        f: impl FnOnce(Arc<Conn>) -> Fut + Send + 'a,
+    ) -> BoxFuture<'a, Result<T, SharedError>>
+    where
+        T: Send + 'a,
+        Fut: Future<Output = Result<T, SharedError>> + Send + 'a,
+    {
+        Box::pin(on_conn(&self.inner.conns, f))
     }
 }
 
@@ -283,10 +276,11 @@ impl SharedStore for MemcachedStore {
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>> {
-        let key = key.to_string();
-        self.with(move |c| {
-            let (sk, hashed) = server_key(&key);
-            Ok(c.get::<Vec<u8>>(&sk)?.and_then(|v| unwrap(&key, hashed, v)))
+        let round_timeout = self.inner.round_timeout;
+        self.op(move |conn| async move {
+            let (sk, hashed) = server_key(key);
+            let raw = batch::get(conn, &sk, round_timeout).await?;
+            Ok(raw.and_then(|v| unwrap(key, hashed, v)))
         })
     }
 
@@ -296,10 +290,22 @@ impl SharedStore for MemcachedStore {
         value: Vec<u8>,
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<(), SharedError>> {
-        let key = key.to_string();
-        self.with(move |c| {
-            let (sk, hashed) = server_key(&key);
-            c.set(&sk, &wrap(&key, hashed, &value, ttl)[..], exptime(ttl))
+        self.op(move |conn| async move {
+            let (sk, hashed) = server_key(key);
+            let client = conn.client().await.map_err(to_shared)?;
+            let set = Set::new(&sk, wrap(key, hashed, &value, ttl)).ttl_raw(exptime(ttl));
+            let stored = client.run(set).await.map_err(to_shared)?;
+            if stored.applied() {
+                Ok(())
+            } else {
+                Err(SharedError::new(
+                    ErrorKind::Server,
+                    format!(
+                        "memcached: the server did not store {sk} ({:?})",
+                        stored.status
+                    ),
+                ))
+            }
         })
     }
 
@@ -308,18 +314,36 @@ impl SharedStore for MemcachedStore {
         keys: &'a [String],
         notice: Option<&'a str>,
     ) -> BoxFuture<'a, Result<u64, SharedError>> {
-        let owned = keys.to_vec();
-        let deleted = self.with(move |c| {
-            let mut n = 0;
-            for key in &owned {
-                let (sk, hashed) = server_key(key);
-                // Only a live entry of this key counts (and is deleted).
-                let live = c.get::<Vec<u8>>(&sk)?.and_then(|v| unwrap(key, hashed, v));
-                if c.delete(&sk)? && live.is_some() {
-                    n += 1;
+        let (owned, inner) = (keys.to_vec(), self.inner.clone());
+        let deleted: BoxFuture<'static, Result<u64, SharedError>> = Box::pin(async move {
+            on_conn(&inner.conns, |conn| async move {
+                let client = conn.client().await.map_err(to_shared)?;
+                // Each key is read, then deleted, in one exchange per
+                // server: only a live entry of this key counts.
+                let mut ops = Vec::with_capacity(owned.len() * 2);
+                for key in &owned {
+                    let sk = server_key(key).0;
+                    ops.push(Op::from(Get::new(&sk)));
+                    ops.push(Op::from(Delete::new(&sk)));
                 }
-            }
-            Ok(n)
+                let mut results = client.run_batch(ops).await.map_err(to_shared)?.into_iter();
+                let mut n = 0;
+                for key in &owned {
+                    let hashed = server_key(key).1;
+                    let live = hit_value(results.next())?
+                        .and_then(|v| unwrap(key, hashed, v))
+                        .is_some();
+                    let gone = results
+                        .next()
+                        .ok_or_else(missing_answer)?
+                        .map_err(to_shared)?;
+                    if live && gone.as_mutation().is_some_and(|m| m.applied()) {
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            })
+            .await
         });
         self.inner.bus.delete_then_publish(
             Arc::new(self.clone()),
@@ -343,17 +367,12 @@ impl SharedStore for MemcachedStore {
     }
 
     fn read_version<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
-        let key = key.to_string();
-        self.with(move |c| {
-            let sk = server_key(&key).0;
-            let parse = |v: Vec<u8>| -> u64 {
-                std::str::from_utf8(&v)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0)
-            };
-            if let Some(raw) = c.get::<Vec<u8>>(&sk)? {
-                return Ok(parse(raw));
+        self.op(move |conn| async move {
+            let client = conn.client().await.map_err(to_shared)?;
+            let sk = server_key(key).0;
+            let got = client.run(Get::new(&sk)).await.map_err(to_shared)?;
+            if got.hit() {
+                return Ok(parse_version(hit(got)));
             }
             // Missing: never written, or lost (memcached evicts any item,
             // and a restarted server forgets its share of the keys). 0 could
@@ -361,8 +380,16 @@ impl SharedStore for MemcachedStore {
             // from now, as `bump_version` does: `add` stores only when the
             // key is still missing, and every process reads back the winner.
             let now = now_ms();
-            c.add(&sk, now, 0)?;
-            Ok(c.get::<Vec<u8>>(&sk)?.map_or(now, parse))
+            let ops = [
+                Op::from(Set::new(&sk, now.to_string()).add()),
+                Op::from(Get::new(&sk)),
+            ];
+            let mut results = client.run_batch(ops).await.map_err(to_shared)?.into_iter();
+            results
+                .next()
+                .ok_or_else(missing_answer)?
+                .map_err(to_shared)?;
+            Ok(hit_value(results.next())?.map_or(now, |v| parse_version(Some(v))))
         })
     }
 
@@ -371,12 +398,33 @@ impl SharedStore for MemcachedStore {
         key: &'a str,
         now_ms: u64,
     ) -> BoxFuture<'a, Result<u64, SharedError>> {
-        let key = key.to_string();
-        self.with(move |c| {
-            let sk = server_key(&key).0;
+        self.op(move |conn| async move {
+            let client = conn.client().await.map_err(to_shared)?;
+            let sk = server_key(key).0;
             // Stores only when missing; then the server increments atomically.
-            c.add(&sk, now_ms, 0)?;
-            c.increment(&sk, 1)
+            let ops = [
+                Op::from(Set::new(&sk, now_ms.to_string()).add()),
+                Op::from(Arithmetic::new(&sk)),
+            ];
+            let mut results = client.run_batch(ops).await.map_err(to_shared)?.into_iter();
+            results
+                .next()
+                .ok_or_else(missing_answer)?
+                .map_err(to_shared)?;
+            let bumped = results
+                .next()
+                .ok_or_else(missing_answer)?
+                .map_err(to_shared)?;
+            bumped
+                .as_arithmetic()
+                .filter(|a| a.applied())
+                .and_then(|a| a.value)
+                .ok_or_else(|| {
+                    SharedError::new(
+                        ErrorKind::Server,
+                        format!("memcached: {sk} vanished before its increment"),
+                    )
+                })
         })
     }
 
@@ -388,17 +436,22 @@ impl SharedStore for MemcachedStore {
         Some(self.inner.bus.subscribe(Arc::new(self.clone()), handler))
     }
 
+    fn reset(&self) {
+        self.inner.conns.clear();
+    }
+
     fn try_lock<'a>(
         &'a self,
         key: &'a str,
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, SharedError>> {
-        let (key, token) = (key.to_string(), token.to_string());
-        self.with(move |c| {
-            let sk = server_key(&key).0;
-            c.add(&sk, token.as_str(), exptime(Some(ttl)))?;
-            Ok(c.get::<String>(&sk)?.as_deref() == Some(token.as_str()))
+        self.op(move |conn| async move {
+            let client = conn.client().await.map_err(to_shared)?;
+            let add = Set::new(server_key(key).0, token)
+                .add()
+                .ttl_raw(exptime(Some(ttl)));
+            Ok(client.run(add).await.map_err(to_shared)?.applied())
         })
     }
 
@@ -407,11 +460,22 @@ impl SharedStore for MemcachedStore {
         key: &'a str,
         token: &'a str,
     ) -> BoxFuture<'a, Result<(), SharedError>> {
-        let (key, token) = (key.to_string(), token.to_string());
-        self.with(move |c| {
-            let sk = server_key(&key).0;
-            if c.get::<String>(&sk)?.as_deref() == Some(token.as_str()) {
-                c.delete(&sk)?;
+        self.op(move |conn| async move {
+            let client = conn.client().await.map_err(to_shared)?;
+            let sk = server_key(key).0;
+            let held = client
+                .run(Get::new(&sk).meta(Meta::NONE.cas()))
+                .await
+                .map_err(to_shared)?;
+            if let (true, Some(cas)) = (
+                held.hit() && held.value.as_deref() == Some(token.as_bytes()),
+                held.item.cas,
+            ) {
+                // Only the item read: a lock re-taken since keeps its holder.
+                client
+                    .run(Delete::new(&sk).compare_cas(cas))
+                    .await
+                    .map_err(to_shared)?;
             }
             Ok(())
         })
@@ -424,39 +488,67 @@ impl SharedStore for MemcachedStore {
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<(), SharedError>> {
         let _ = ttl;
-        let (sets, member) = (sets.to_vec(), member.to_string());
-        self.with(move |c| {
+        self.op(move |conn| async move {
+            let client = conn.client().await.map_err(to_shared)?;
             let line = format!("{member}\n");
-            for set in &sets {
+            for set in sets {
                 let sk = server_key(set).0;
                 // A member already listed is not appended again: a set grows
                 // by distinct keys, not by writes (two processes appending
                 // the same new member at once may list it twice; harmless).
-                let listed: Option<String> = c.get(&sk)?;
-                if listed.is_some_and(|l| l.lines().any(|m| m == member)) {
+                let listed = client.run(Get::new(&sk)).await.map_err(to_shared)?;
+                let known = listed.hit()
+                    && listed
+                        .value
+                        .as_deref()
+                        .is_some_and(|l| l.split(|&b| b == b'\n').any(|m| m == member.as_bytes()));
+                if known {
                     continue;
                 }
-                c.add(&sk, "", 0)?;
-                c.append(&sk, line.as_str())?;
+                let added = client
+                    .run(Set::new(&sk, &line).add())
+                    .await
+                    .map_err(to_shared)?;
+                if !added.applied() {
+                    let appended = client
+                        .run(Set::new(&sk, &line).append())
+                        .await
+                        .map_err(to_shared)?;
+                    if !appended.applied() {
+                        return Err(SharedError::new(
+                            ErrorKind::Server,
+                            format!(
+                                "memcached: cannot append to the tag set {sk} ({:?})",
+                                appended.status
+                            ),
+                        ));
+                    }
+                }
             }
             Ok(())
         })
     }
 
     fn delete_tag<'a>(&'a self, set: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
-        let set = set.to_string();
-        self.with(move |c| {
-            let sk = server_key(&set).0;
-            let members: String = c.get(&sk)?.unwrap_or_default();
-            let mut n = 0;
+        self.op(move |conn| async move {
+            let client = conn.client().await.map_err(to_shared)?;
+            let sk = server_key(set).0;
+            let listed = client.run(Get::new(&sk)).await.map_err(to_shared)?;
+            let members = hit(listed).unwrap_or_default();
             let mut seen = std::collections::HashSet::new();
-            for m in members.lines().filter(|m| !m.is_empty()) {
+            let mut ops = Vec::new();
+            for m in members.split(|&b| b == b'\n').filter(|m| !m.is_empty()) {
                 if seen.insert(m) {
-                    c.delete(&server_key(m).0)?;
-                    n += 1;
+                    let m = String::from_utf8_lossy(m);
+                    ops.push(Delete::new(server_key(&m).0));
                 }
             }
-            c.delete(&sk)?;
+            let n = ops.len() as u64;
+            ops.push(Delete::new(&sk));
+            // Every member and the set in one exchange per server.
+            for result in client.run_many(ops).await.map_err(to_shared)? {
+                result.map_err(to_shared)?;
+            }
             Ok(n)
         })
     }
