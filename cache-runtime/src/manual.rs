@@ -248,7 +248,7 @@ pub mod sync {
         /// A named cache: its own namespace, default timeout and bound,
         /// over the process's tiers. Set its options on the returned
         /// builder, or use it as the cache directly (it derefs to one built
-        /// with the defaults). See [`named`](super::named).
+        /// with the defaults). See [`NamedCacheBuilder`](crate::NamedCacheBuilder).
         ///
         /// ```
         /// use std::time::Duration;

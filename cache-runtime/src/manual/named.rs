@@ -58,6 +58,14 @@ impl Handle for super::future::Cache {
 ///
 /// It also derefs to the cache, built with the settings given so far, so
 /// `Cache::named("sessions").get::<String>("s1")` works without `build()`.
+///
+/// A named cache's shared keys are `{CACHE_KEY_PREFIX}:{name}:{key}`, the
+/// name and the key escaped as stable keys are, so `named("a")`'s key
+/// `"b:c"` and `named("a:b")`'s key `"c"` never meet. Its `clear()` moves
+/// its namespace to a new version: its entries go in every process, every
+/// other cache keeps its own. The first build of a name fixes its settings
+/// for the life of the process; a later build with other settings gets the
+/// existing cache and logs a warning.
 #[must_use = "a builder does nothing until it is built or used as its cache"]
 pub struct Builder<C> {
     name: String,
