@@ -242,6 +242,14 @@ mod node {
         vec![id as u8; 3]
     }
 
+    pub static FORCED_RUNS: AtomicU64 = AtomicU64::new(0);
+
+    #[cached(timeout = 300, key_prefix = "forced", key = "{id}", force_refresh = fresh)]
+    pub fn forced(id: u64, fresh: bool) -> u64 {
+        let _ = fresh;
+        id * 1000 + FORCED_RUNS.fetch_add(1, SeqCst) + 1
+    }
+
     pub static SOFT_RUNS: AtomicU64 = AtomicU64::new(0);
 
     /// Fast on its first run in a process, 400 ms on every later one.
@@ -506,6 +514,7 @@ mod node {
                 ["big", _] => timed(&BIG_RUNS, || big(n(1)).len()),
                 ["by_value", _] => timed(&BY_VALUE_RUNS, || by_value(n(1))),
                 ["soft", _] => timed(&SOFT_RUNS, || soft_quote(n(1))),
+                ["forced", _, fresh] => timed(&FORCED_RUNS, || forced(n(1), *fresh == "true")),
                 ["json", _] => timed(&BIG_RUNS, || json(n(1)).to_string()),
                 ["key", "shared_only", _] => {
                     format!(
@@ -1145,6 +1154,35 @@ fn a_soft_timeout_answers_stale_and_the_background_origin_updates_the_shared_tie
     server.assert_no_keys_command();
 }
 
+fn a_forced_refresh_stores_its_value_in_both_tiers_and_drops_other_processes_copies() {
+    let server = RedisServer::start();
+    let db = temp_db("forced");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    let mut b = Node::spawn("B", &server.url(), &db, &[]);
+    assert_eq!(b.send("wait_bus"), "bus true");
+    assert_eq!(a.call("forced 1 false").value, "1001");
+    let from_a = b.call("forced 1 false");
+    assert_eq!(
+        (from_a.value.as_str(), from_a.runs),
+        ("1001", 0),
+        "B reads A's value"
+    );
+    assert_eq!(b.call("forced 1 false").runs, 0, "and keeps a local copy");
+    let forced = a.call("forced 1 true");
+    assert_eq!(
+        (forced.value.as_str(), forced.runs),
+        ("1002", 1),
+        "A runs the function"
+    );
+    let (_, waited) = within(Duration::from_millis(50), || {
+        (b.call("forced 1 false").value == "1002").then_some(())
+    })
+    .expect("B kept its copy after A's forced refresh");
+    println!("    A's forced refresh reached B after {waited:?}");
+    assert_eq!(b.call("forced 1 false").runs, 0, "B never ran the function");
+    server.assert_no_keys_command();
+}
+
 fn timeout_by_gives_each_value_its_own_lifetime_in_the_shared_tier() {
     let server = RedisServer::start();
     let db = temp_db("by_value");
@@ -1768,6 +1806,10 @@ fn main() {
         (
             "a_soft_timeout_answers_stale_and_the_background_origin_updates_the_shared_tier_for_others",
             a_soft_timeout_answers_stale_and_the_background_origin_updates_the_shared_tier_for_others,
+        ),
+        (
+            "a_forced_refresh_stores_its_value_in_both_tiers_and_drops_other_processes_copies",
+            a_forced_refresh_stores_its_value_in_both_tiers_and_drops_other_processes_copies,
         ),
         (
             "timeout_by_gives_each_value_its_own_lifetime_in_the_shared_tier",

@@ -72,6 +72,24 @@ fn uncapped(secs: u64) -> u64 {
     secs
 }
 
+static REPORT_RUNS: AtomicU32 = AtomicU32::new(0);
+#[cached(timeout = 300, key = "{id}", force_refresh = fresh)]
+fn report(id: u32, fresh: bool) -> u32 {
+    let _ = fresh;
+    id * 100 + REPORT_RUNS.fetch_add(1, SeqCst) + 1
+}
+
+static REFRESH_ALL: AtomicBool = AtomicBool::new(false);
+fn refresh_all() -> bool {
+    REFRESH_ALL.load(SeqCst)
+}
+
+static PRICE_RUNS: AtomicU32 = AtomicU32::new(0);
+#[cached(timeout = 300, force_refresh = refresh_all)]
+async fn price(id: u32) -> Option<u32> {
+    Some(id * 100 + PRICE_RUNS.fetch_add(1, SeqCst) + 1)
+}
+
 // One test: the clock is shared by the whole process, so the steps run in order.
 #[test]
 fn a_failing_origin_is_asked_once_per_throttle_period_and_values_live_as_timeout_by_says() {
@@ -144,4 +162,28 @@ fn a_failing_origin_is_asked_once_per_throttle_period_and_values_live_as_timeout
     mock.advance(Duration::from_secs(15));
     uncapped(60);
     assert_eq!(UNCAPPED_RUNS.load(SeqCst), 4);
+
+    // ---- force_refresh: the function runs and its value replaces the entry
+    assert_eq!(report(1, false), 101);
+    assert_eq!(report(1, false), 101, "cached");
+    assert_eq!(report(1, true), 102, "forced: runs again");
+    assert_eq!(
+        report(1, false),
+        102,
+        "and the forced value is the cached one"
+    );
+    assert_eq!(REPORT_RUNS.load(SeqCst), 2);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(price(1)), Some(101));
+    assert_eq!(rt.block_on(price(1)), Some(101));
+    REFRESH_ALL.store(true, SeqCst);
+    assert_eq!(
+        rt.block_on(price(1)),
+        Some(102),
+        "a function as the condition"
+    );
+    REFRESH_ALL.store(false, SeqCst);
+    assert_eq!(rt.block_on(price(1)), Some(102));
 }

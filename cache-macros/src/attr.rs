@@ -60,6 +60,9 @@ pub struct CachedArgs {
     pub stale_throttle: SecsOrMs,
     /// `timeout_by = path`: `fn(&V) -> Duration`, each value's lifetime.
     pub timeout_by: Option<Expr>,
+    /// `force_refresh = expr`: when true, the call runs the function and
+    /// stores its result in both tiers.
+    pub force_refresh: Option<Expr>,
     /// `soft_timeout_ms = 100`: past it, a stale value answers.
     pub soft_timeout_ms: Option<(u64, Span)>,
     /// `hard_timeout_ms = 2000`: past it, the call stops waiting.
@@ -162,6 +165,9 @@ impl CachedArgs {
             }
             "tags" => self.tags = tags(o)?,
             "unless" => self.unless = Some(o.need("unless = is_admin")?.clone()),
+            "force_refresh" => {
+                self.force_refresh = Some(o.need("force_refresh = refresh_now")?.clone())
+            }
             "cache_if" => self.cache_if = Some(o.need("cache_if = worth_caching")?.clone()),
             "in_impl" => match o.value {
                 Some(Expr::Lit(ExprLit {

@@ -197,11 +197,11 @@ fn body(parts: &Parts) -> TokenStream {
     // Factory timeouts add their arguments between the tags and the origin.
     let tags_fn_and = match &deadlines {
         Some(d) => quote!(#tags_fn, #d),
-        None => tags_fn,
+        None => tags_fn.clone(),
     };
     let origin_var = proc_macro2::Ident::new("__lc_origin", proc_macro2::Span::mixed_site());
     let bypass_var = proc_macro2::Ident::new("__lc_bypass", proc_macro2::Span::mixed_site());
-    let Some(cond) = &opts.unless else {
+    if opts.unless.is_none() && opts.force_refresh.is_none() {
         return if is_async {
             quote! {
                 let #cache_var = #cache_call;
@@ -217,30 +217,53 @@ fn body(parts: &Parts) -> TokenStream {
                 #sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn_and, move || -> #output #block)
             }
         };
-    };
-    let cond = bypass_condition(cond, &checked.sig);
-    let (origin, run, bypass) = if is_async {
+    }
+    let (origin, run, bypass, force) = if is_async {
         (
             quote!(async move #block),
             quote!(#async_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn_and, #origin_var).await),
             quote!(::layercache::__private::bypass_async(#cache_var, #origin_var).await),
+            quote!(::layercache::__private::refresh_now_async::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn, #origin_var).await),
         )
     } else {
         (
             quote!(move || -> #output #block),
             quote!(#sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn_and, #origin_var)),
             quote!(::layercache::__private::bypass(#cache_var, #origin_var)),
+            quote!(::layercache::__private::refresh_now::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn, #origin_var)),
         )
     };
+    // The conditions read the arguments before the key and the body take them.
+    let force_var = proc_macro2::Ident::new("__lc_force", proc_macro2::Span::mixed_site());
+    let (unless_cond, unless_step) = match &opts.unless {
+        Some(cond) => {
+            let cond = bypass_condition(cond, &checked.sig);
+            (
+                quote!(let #bypass_var: bool = #cond;),
+                quote!(if #bypass_var { return #bypass; }),
+            )
+        }
+        None => (TokenStream::new(), TokenStream::new()),
+    };
+    let (force_cond, force_step) = match &opts.force_refresh {
+        Some(cond) => {
+            let cond = bypass_condition(cond, &checked.sig);
+            (
+                quote!(let #force_var: bool = #cond;),
+                quote!(if #force_var { return #force; }),
+            )
+        }
+        None => (TokenStream::new(), TokenStream::new()),
+    };
     quote! {
-        let #bypass_var: bool = #cond;
+        #unless_cond
+        #force_cond
         let #cache_var = #cache_call;
         let #key_var = #key_expr;
         #tags_setup
         let #origin_var = #origin;
-        if #bypass_var {
-            return #bypass;
-        }
+        #unless_step
+        #force_step
         #run
     }
 }

@@ -90,6 +90,12 @@ const CASES: &[(&str, Expander, &str, &str)] = &[
         "async fn rate(pair: String) -> Result<f64, ApiError> { fetch(pair).await }",
     ),
     (
+        "force_refresh_flag_with_unless",
+        crate::expand::cached,
+        "timeout = 300, key = \"{id}\", force_refresh = fresh, unless = id == 0",
+        "fn report(id: u64, fresh: bool) -> u64 { id }",
+    ),
+    (
         "lock_default_timeout",
         crate::expand::cached,
         "lock = true, local_timeout_ms = 200",

@@ -84,8 +84,9 @@ pub mod __private {
     pub use crate::pipeline::{
         always, bypass, bypass_async, get_or_compute, get_or_compute_async,
         get_or_compute_async_bounded, get_or_compute_async_refreshing, get_or_compute_bounded,
-        get_or_compute_refreshing, no_tags, CallEntry, Deadlines, FnCache, FnSpec, OkOnly,
-        OutputMode, Plain, SomeOnly, SomeOrNone, Succeeds, TierChoice, Timeout,
+        get_or_compute_refreshing, no_tags, refresh_now, refresh_now_async, CallEntry, Deadlines,
+        FnCache, FnSpec, OkOnly, OutputMode, Plain, SomeOnly, SomeOrNone, Succeeds, TierChoice,
+        Timeout,
     };
     pub use std::time::Duration;
 

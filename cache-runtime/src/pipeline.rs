@@ -54,7 +54,7 @@ mod spec;
 mod strategies;
 
 use control::Controls;
-pub use control::{TimeoutBy, DEFAULT_STALE_THROTTLE};
+pub use control::{refresh_now, refresh_now_async, TimeoutBy, DEFAULT_STALE_THROTTLE};
 pub use deadline::{
     get_or_compute_async_bounded, get_or_compute_bounded, Deadlines, OriginTimeout,
 };

@@ -1,5 +1,6 @@
 //! Controls a function declares beyond its timeout: a timeout chosen per
-//! value (`timeout_by`) and the fail-safe throttle (`stale_throttle`).
+//! value (`timeout_by`), the fail-safe throttle (`stale_throttle`) and the
+//! forced refresh (`force_refresh`).
 //!
 //! **`timeout_by`** maps the value to be cached to its lifetime (the
 //! `cached` crate's `expires`, moka's `Expiry`, Flask-Caching's
@@ -14,14 +15,21 @@
 //! is not rewritten: it stays bounded by its own `stale_if_error` window,
 //! and an invalidation (which removes it) ends the throttle's effect at
 //! once. A call that succeeds clears the key's throttle.
+//!
+//! **`force_refresh = expr`** (Flask-Caching's `forced_update`, the
+//! `cached` crate's `force_refresh`): when the expression holds, the call
+//! skips every lookup, runs the function, and stores a cacheable result in
+//! both tiers as [`FnCache::put`] does, so other processes drop their
+//! copies. It counts as a miss.
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use super::policy::min_ttl;
-use super::{FnCache, FnSpec, Key, Timeout};
+use super::{FnCache, FnSpec, Key, OutputMode, Timeout};
 use crate::clock::Timestamp;
 use crate::value::CacheValue;
 
@@ -141,4 +149,68 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
             }
         }
     }
+}
+
+impl<K: Key, V: CacheValue> FnCache<K, V> {
+    /// Stores a forced refresh's result, if cacheable, in every tier.
+    async fn store_forced<M: OutputMode<R, Value = V>, R>(
+        &self,
+        key: K,
+        r: &R,
+        cache_if: fn(&R) -> bool,
+        tags: &[String],
+    ) {
+        let Some(v) = M::cacheable(r).filter(|_| cache_if(r) && self.enabled) else {
+            self.metrics.record_not_cached();
+            return;
+        };
+        let default = self.policy.entry_ttl(M::is_negative(v));
+        let ttl = min_ttl(self.controls.ttl_of(v, default), M::lifetime(v));
+        self.index_tags(&key, tags);
+        match &self.shared {
+            Some(link) => self.put_shared(link, key, v.clone(), v, ttl).await,
+            None => self.put_local(key, v.clone(), min_ttl(ttl, self.policy.local_cap), 0),
+        }
+    }
+}
+
+/// `force_refresh = ...` held: run the function and store its result
+/// everywhere, without looking anything up.
+pub fn refresh_now<M, K, R>(
+    cache: &FnCache<K, M::Value>,
+    key: K,
+    cache_if: fn(&R) -> bool,
+    tags: impl FnOnce(&K) -> Vec<String>,
+    origin: impl FnOnce() -> R,
+) -> R
+where
+    M: OutputMode<R>,
+    M::Value: CacheValue,
+    K: Key,
+{
+    cache.metrics.record_miss();
+    let tags = tags(&key);
+    let r = origin();
+    crate::shared::block_on(cache.store_forced::<M, R>(key, &r, cache_if, &tags));
+    r
+}
+
+/// [`refresh_now`] for an `async fn`.
+pub async fn refresh_now_async<M, K, R>(
+    cache: &FnCache<K, M::Value>,
+    key: K,
+    cache_if: fn(&R) -> bool,
+    tags: impl FnOnce(&K) -> Vec<String>,
+    origin: impl Future<Output = R>,
+) -> R
+where
+    M: OutputMode<R>,
+    M::Value: CacheValue,
+    K: Key,
+{
+    cache.metrics.record_miss();
+    let tags = tags(&key);
+    let r = origin.await;
+    cache.store_forced::<M, R>(key, &r, cache_if, &tags).await;
+    r
 }
