@@ -843,6 +843,84 @@ fn calls_keep_their_values_while_redis_is_down_and_shared_hits_resume_after_a_re
     server.assert_no_keys_command();
 }
 
+fn a_sync_shared_call_during_a_pause_returns_within_the_timeout_and_counts_an_error() {
+    let server = RedisServer::start();
+    let db = temp_db("sync_pause");
+    let mut a = Node::spawn(
+        "A",
+        &server.url(),
+        &db,
+        &[("CACHE_SHARED_TIMEOUT_MS", "50")],
+    );
+    // Two calls: the second is a shared hit over a pooled blocking connection.
+    assert_eq!(a.call("shared_only 1").runs, 1);
+    assert_eq!(a.call("shared_only 1").runs, 0);
+
+    server.pause();
+    let c = a.call("shared_only 1");
+    server.resume();
+    println!(
+        "    a sync call against the paused server took {:?}",
+        c.elapsed
+    );
+    assert_eq!(c.value, "(1, \"value 1\")");
+    assert_eq!(
+        c.runs, 1,
+        "the paused server did not answer: the function ran"
+    );
+    let budget = Duration::from_millis(50 + 100); // timeout + scheduling slack
+    assert!(
+        c.elapsed < budget,
+        "the call took {:?} against a 50 ms timeout",
+        c.elapsed
+    );
+    assert!(
+        a.stat("shared_only", "timeouts") >= 1,
+        "the timeout was counted"
+    );
+    // The timed-out connection was dropped, not reused: a late answer to
+    // the paused GET cannot be read as the next command's.
+    let resumed = within(Duration::from_secs(2), || {
+        (a.call("shared_only 1").runs == 0).then_some(())
+    });
+    assert!(
+        resumed.is_some(),
+        "shared hits did not resume after the pause"
+    );
+    server.assert_no_keys_command();
+}
+
+fn the_sync_connection_pool_reconnects_after_a_restart_without_a_failed_call() {
+    let mut server = RedisServer::start();
+    let db = temp_db("sync_restart");
+    let mut a = Node::spawn(
+        "A",
+        &server.url(),
+        &db,
+        &[("CACHE_SHARED_TIMEOUT_MS", "200")],
+    );
+    // Pooled blocking connections to the first server.
+    assert_eq!(a.call("shared_only 1").runs, 1);
+    assert_eq!(a.call("shared_only 1").runs, 0);
+
+    server.restart();
+    // The pooled connection finds its server gone and the call is retried
+    // on a fresh one: a miss (the server restarted empty), not an error.
+    assert_eq!(a.call("shared_only 2").runs, 1);
+    let failures = a.stat("shared_only", "connection") + a.stat("shared_only", "timeouts");
+    assert_eq!(failures, 0, "no call failed across the restart");
+    // A write-back racing the bus's re-subscription (which drops what the
+    // gap may have made stale) is not kept: hits resume within a few calls.
+    let resumed = within(Duration::from_secs(2), || {
+        (a.call("shared_only 2").runs == 0).then_some(())
+    });
+    assert!(
+        resumed.is_some(),
+        "no shared hit on the new server within 2 s"
+    );
+    server.assert_no_keys_command();
+}
+
 fn a_shared_hit_is_kept_locally_only_for_the_remaining_life_or_local_timeout() {
     let server = RedisServer::start();
     let db = temp_db("ttl");
@@ -1612,6 +1690,14 @@ fn main() {
         (
             "calls_keep_their_values_while_redis_is_down_and_shared_hits_resume_after_a_restart",
             calls_keep_their_values_while_redis_is_down_and_shared_hits_resume_after_a_restart,
+        ),
+        (
+            "a_sync_shared_call_during_a_pause_returns_within_the_timeout_and_counts_an_error",
+            a_sync_shared_call_during_a_pause_returns_within_the_timeout_and_counts_an_error,
+        ),
+        (
+            "the_sync_connection_pool_reconnects_after_a_restart_without_a_failed_call",
+            the_sync_connection_pool_reconnects_after_a_restart_without_a_failed_call,
         ),
         (
             "a_shared_hit_is_kept_locally_only_for_the_remaining_life_or_local_timeout",

@@ -81,6 +81,14 @@ thread_local! {
     static BLOCKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Whether this thread is a sync caller inside [`block_on`]: a store may
+/// then do its I/O on this thread, blocking, instead of through the I/O
+/// thread (the caller waits either way; this saves the two hand-offs).
+#[cfg(feature = "redis")]
+pub(crate) fn in_block_on() -> bool {
+    BLOCKING.with(|b| b.get())
+}
+
 /// The caller's own tokio runtime, when a store may drive a connection on
 /// it instead of on the I/O thread: an async caller (not inside
 /// [`block_on`]) on a multi-thread runtime other than the I/O one. Requests
