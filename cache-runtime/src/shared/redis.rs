@@ -3,7 +3,7 @@
 //! Async callers' data goes over one multiplexed connection held by a
 //! [`ConnectionManager`], which reconnects by itself after a restart (or
 //! one driven by the caller's own runtime). Sync callers use a small pool
-//! of blocking connections on their own thread ([`blocking`]).
+//! of blocking connections on their own thread (`redis/blocking.rs`).
 //! Invalidation notices travel on a pub/sub channel with a connection of
 //! its own, kept up by a loop that reconnects with backoff and reports each
 //! re-subscription (notices may have been lost while it was down).
@@ -435,12 +435,14 @@ impl RedisStore {
 
 /// The single-key commands the Redis and the Redis Cluster stores send
 /// alike (one key is one slot, so a cluster routes each to one node): each
-/// built once, then sent async here or blocking by [`RedisStore`].
+/// built once; the async senders here are the cluster store's, the Redis
+/// store sends them through `RedisStore::send`.
 pub(super) mod single_key {
     use std::time::Duration;
 
-    use redis::aio::ConnectionLike;
-    use redis::{Cmd, Pipeline, RedisResult};
+    #[cfg(feature = "redis-cluster")]
+    use redis::{aio::ConnectionLike, RedisResult};
+    use redis::{Cmd, Pipeline};
 
     use super::UNLOCK_SCRIPT;
 
@@ -458,6 +460,7 @@ pub(super) mod single_key {
     }
 
     /// The version under `key`.
+    #[cfg(feature = "redis-cluster")]
     pub(in crate::shared) async fn read_version(
         conn: &mut impl ConnectionLike,
         key: &str,
@@ -479,6 +482,7 @@ pub(super) mod single_key {
     }
 
     /// Raises the version under `key`; the new one.
+    #[cfg(feature = "redis-cluster")]
     pub(in crate::shared) async fn bump_version(
         conn: &mut impl ConnectionLike,
         key: &str,
@@ -500,6 +504,7 @@ pub(super) mod single_key {
     }
 
     /// Whether the lock was taken.
+    #[cfg(feature = "redis-cluster")]
     pub(in crate::shared) async fn try_lock(
         conn: &mut impl ConnectionLike,
         key: &str,
@@ -518,6 +523,7 @@ pub(super) mod single_key {
     }
 
     /// Releases the lock `key` if it still holds `token`.
+    #[cfg(feature = "redis-cluster")]
     pub(in crate::shared) async fn unlock(
         conn: &mut impl ConnectionLike,
         key: &str,

@@ -243,3 +243,39 @@ impl Drop for Lease<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(size: usize) -> Pool {
+        // Nothing listens there; leasing a slot does not connect.
+        let client = Client::open("redis://127.0.0.1:1/").unwrap();
+        Pool::new(client, Duration::from_millis(50), size)
+    }
+
+    #[test]
+    fn a_lease_past_the_pool_size_is_refused_at_once_and_a_returned_slot_is_leased_again() {
+        let pool = pool(2);
+        let a = pool.lease().expect("first slot");
+        let _b = pool.lease().expect("second slot");
+        assert!(pool.lease().is_none(), "every slot busy: the async path");
+        drop(a);
+        assert!(pool.lease().is_some(), "a returned slot is free again");
+    }
+
+    #[test]
+    fn a_connection_that_cannot_be_opened_is_an_error_that_frees_its_slot() {
+        let pool = pool(1);
+        let err = pool
+            .lease()
+            .expect("a slot")
+            .run(|c| redis::cmd("PING").query::<String>(c))
+            .expect_err("nothing listens on port 1");
+        assert!(err.is_connection_refusal() || err.is_io_error(), "{err}");
+        assert!(
+            pool.lease().is_some(),
+            "the failed connection's slot is free"
+        );
+    }
+}
