@@ -84,7 +84,6 @@ thread_local! {
 /// Whether this thread is a sync caller inside [`block_on`]: a store may
 /// then do its I/O on this thread, blocking, instead of through the I/O
 /// thread (the caller waits either way; this saves the two hand-offs).
-#[cfg(feature = "redis")]
 pub(crate) fn in_block_on() -> bool {
     BLOCKING.with(|b| b.get())
 }

@@ -25,6 +25,14 @@
 //!   sent here may run twice then: a GET, SET, UNLINK, PUBLISH, a version
 //!   read or bump (a second bump only retires one more version), a lock
 //!   attempt (a lost reply leaves the lock to expire, as a crash would).
+//!
+//! Not r2d2 (redis-rs's `r2d2` feature, already a dependency for
+//! memcached): its `get` waits for a free connection, its `try_get` answers
+//! `None` below the size limit while a connection is opened in the
+//! background, it pings on every checkout by default (a second round trip)
+//! and runs threads of its own; none of it gives a per-operation deadline
+//! or retires the pool on a restart. A `Vec` under a mutex does what is
+//! needed here.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
