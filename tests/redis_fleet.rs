@@ -442,6 +442,26 @@ mod node {
                         });
                     })
                 }
+                ["sync_threads", _] => {
+                    // More sync threads than the blocking pool holds (at
+                    // most 16), each on its own key: the rest take the
+                    // async path.
+                    let base = n(1);
+                    timed(&SHARED_RUNS, || {
+                        let start = std::sync::Barrier::new(32);
+                        std::thread::scope(|s| {
+                            for t in 0..32 {
+                                let start = &start;
+                                s.spawn(move || {
+                                    start.wait();
+                                    for _ in 0..20 {
+                                        assert_eq!(shared_only(base + t).0, base + t);
+                                    }
+                                });
+                            }
+                        });
+                    })
+                }
                 ["price", _] => timed(&FIND_RUNS, || catalog_price(n(1))),
                 ["bump", group] => format!("bumped {}", layercache::bump_version(group)),
                 ["warm", _] => {
@@ -917,6 +937,29 @@ fn the_sync_connection_pool_reconnects_after_a_restart_without_a_failed_call() {
     assert!(
         resumed.is_some(),
         "no shared hit on the new server within 2 s"
+    );
+    server.assert_no_keys_command();
+}
+
+fn more_sync_threads_than_blocking_connections_all_get_their_values_and_shared_hits() {
+    let server = RedisServer::start();
+    let db = temp_db("sync_threads");
+    // A generous timeout: 32 threads on a small machine must not turn a
+    // slow scheduling into a counted timeout.
+    let mut a = Node::spawn(
+        "A",
+        &server.url(),
+        &db,
+        &[("CACHE_SHARED_TIMEOUT_MS", "2000")],
+    );
+    let c = a.call("sync_threads 7000");
+    assert_eq!(c.runs, 32, "each thread's key was computed once");
+    let failures = a.stat("shared_only", "connection") + a.stat("shared_only", "timeouts");
+    assert_eq!(failures, 0, "no shared operation failed");
+    assert_eq!(
+        a.stat("shared_only", "shared"),
+        32 * 19,
+        "every later call was a shared hit, pooled or not"
     );
     server.assert_no_keys_command();
 }
@@ -1698,6 +1741,10 @@ fn main() {
         (
             "the_sync_connection_pool_reconnects_after_a_restart_without_a_failed_call",
             the_sync_connection_pool_reconnects_after_a_restart_without_a_failed_call,
+        ),
+        (
+            "more_sync_threads_than_blocking_connections_all_get_their_values_and_shared_hits",
+            more_sync_threads_than_blocking_connections_all_get_their_values_and_shared_hits,
         ),
         (
             "a_shared_hit_is_kept_locally_only_for_the_remaining_life_or_local_timeout",
