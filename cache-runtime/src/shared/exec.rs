@@ -1,6 +1,8 @@
 //! Where the shared tier's I/O runs: layercache's own I/O runtime (one
 //! thread), the caller's runtime when it may drive a connection, the
-//! blocking pool for blocking stores, and the `block_on` of sync callers.
+//! blocking pool for blocking stores, and the `block_on` of sync callers
+//! (inside which a store may do its I/O on the caller's own thread: see
+//! [`in_block_on`]).
 
 use std::future::Future;
 use std::pin::Pin;
