@@ -480,6 +480,26 @@ mod node {
                         });
                     })
                 }
+                ["sync_threads", _] => {
+                    // More sync threads than the blocking pool holds (at
+                    // most 16), each on its own key: the rest take the
+                    // async path.
+                    let base = n(1);
+                    timed(&SHARED_RUNS, || {
+                        let start = std::sync::Barrier::new(32);
+                        std::thread::scope(|s| {
+                            for t in 0..32 {
+                                let start = &start;
+                                s.spawn(move || {
+                                    start.wait();
+                                    for _ in 0..20 {
+                                        assert_eq!(shared_only(base + t).0, base + t);
+                                    }
+                                });
+                            }
+                        });
+                    })
+                }
                 ["price", _] => timed(&FIND_RUNS, || catalog_price(n(1))),
                 ["bump", group] => format!("bumped {}", layercache::bump_version(group)),
                 ["warm", _] => {
@@ -878,6 +898,107 @@ fn calls_keep_their_values_while_redis_is_down_and_shared_hits_resume_after_a_re
         a.call("get 5").runs,
         1,
         "A's local copy was dropped on resubscription"
+    );
+    server.assert_no_keys_command();
+}
+
+fn a_sync_shared_call_during_a_pause_returns_within_the_timeout_and_counts_an_error() {
+    let server = RedisServer::start();
+    let db = temp_db("sync_pause");
+    let mut a = Node::spawn(
+        "A",
+        &server.url(),
+        &db,
+        &[("CACHE_SHARED_TIMEOUT_MS", "50")],
+    );
+    // Two calls: the second is a shared hit over a pooled blocking connection.
+    assert_eq!(a.call("shared_only 1").runs, 1);
+    assert_eq!(a.call("shared_only 1").runs, 0);
+
+    server.pause();
+    let c = a.call("shared_only 1");
+    server.resume();
+    println!(
+        "    a sync call against the paused server took {:?}",
+        c.elapsed
+    );
+    assert_eq!(c.value, "(1, \"value 1\")");
+    assert_eq!(
+        c.runs, 1,
+        "the paused server did not answer: the function ran"
+    );
+    let budget = Duration::from_millis(50 + 100); // timeout + scheduling slack
+    assert!(
+        c.elapsed < budget,
+        "the call took {:?} against a 50 ms timeout",
+        c.elapsed
+    );
+    assert!(
+        a.stat("shared_only", "timeouts") >= 1,
+        "the timeout was counted"
+    );
+    // The timed-out connection was dropped, not reused: a late answer to
+    // the paused GET cannot be read as the next command's.
+    let resumed = within(Duration::from_secs(2), || {
+        (a.call("shared_only 1").runs == 0).then_some(())
+    });
+    assert!(
+        resumed.is_some(),
+        "shared hits did not resume after the pause"
+    );
+    server.assert_no_keys_command();
+}
+
+fn the_sync_connection_pool_reconnects_after_a_restart_without_a_failed_call() {
+    let mut server = RedisServer::start();
+    let db = temp_db("sync_restart");
+    let mut a = Node::spawn(
+        "A",
+        &server.url(),
+        &db,
+        &[("CACHE_SHARED_TIMEOUT_MS", "200")],
+    );
+    // Pooled blocking connections to the first server.
+    assert_eq!(a.call("shared_only 1").runs, 1);
+    assert_eq!(a.call("shared_only 1").runs, 0);
+
+    server.restart();
+    // The pooled connection finds its server gone and the call is retried
+    // on a fresh one: a miss (the server restarted empty), not an error.
+    assert_eq!(a.call("shared_only 2").runs, 1);
+    let failures = a.stat("shared_only", "connection") + a.stat("shared_only", "timeouts");
+    assert_eq!(failures, 0, "no call failed across the restart");
+    // A write-back racing the bus's re-subscription (which drops what the
+    // gap may have made stale) is not kept: hits resume within a few calls.
+    let resumed = within(Duration::from_secs(2), || {
+        (a.call("shared_only 2").runs == 0).then_some(())
+    });
+    assert!(
+        resumed.is_some(),
+        "no shared hit on the new server within 2 s"
+    );
+    server.assert_no_keys_command();
+}
+
+fn more_sync_threads_than_blocking_connections_all_get_their_values_and_shared_hits() {
+    let server = RedisServer::start();
+    let db = temp_db("sync_threads");
+    // A generous timeout: 32 threads on a small machine must not turn a
+    // slow scheduling into a counted timeout.
+    let mut a = Node::spawn(
+        "A",
+        &server.url(),
+        &db,
+        &[("CACHE_SHARED_TIMEOUT_MS", "2000")],
+    );
+    let c = a.call("sync_threads 7000");
+    assert_eq!(c.runs, 32, "each thread's key was computed once");
+    let failures = a.stat("shared_only", "connection") + a.stat("shared_only", "timeouts");
+    assert_eq!(failures, 0, "no shared operation failed");
+    assert_eq!(
+        a.stat("shared_only", "shared"),
+        32 * 19,
+        "every later call was a shared hit, pooled or not"
     );
     server.assert_no_keys_command();
 }
@@ -1782,6 +1903,18 @@ fn main() {
         (
             "calls_keep_their_values_while_redis_is_down_and_shared_hits_resume_after_a_restart",
             calls_keep_their_values_while_redis_is_down_and_shared_hits_resume_after_a_restart,
+        ),
+        (
+            "a_sync_shared_call_during_a_pause_returns_within_the_timeout_and_counts_an_error",
+            a_sync_shared_call_during_a_pause_returns_within_the_timeout_and_counts_an_error,
+        ),
+        (
+            "the_sync_connection_pool_reconnects_after_a_restart_without_a_failed_call",
+            the_sync_connection_pool_reconnects_after_a_restart_without_a_failed_call,
+        ),
+        (
+            "more_sync_threads_than_blocking_connections_all_get_their_values_and_shared_hits",
+            more_sync_threads_than_blocking_connections_all_get_their_values_and_shared_hits,
         ),
         (
             "a_shared_hit_is_kept_locally_only_for_the_remaining_life_or_local_timeout",

@@ -5,12 +5,14 @@
 //!   local tier off (`tier = "shared"`): GET, envelope check, decode. Peer:
 //!   raw redis-rs multiplexed `GET` + MessagePack decode of the bare value.
 //!   Both async in the same multi-thread tokio runtime; the sync path
-//!   (`block_on` over layercache's I/O thread) against a raw blocking
+//!   (a blocking connection on the caller's thread) against a raw blocking
 //!   `redis::Connection` is reported too.
 //! - `shared_hit_64c`: 64 concurrent async callers; time per call, so
 //!   throughput = 1 / time.
 //!
-//! Ratios (layercache / raw; lower is better) are printed at the end.
+//! Ratios (layercache / raw; lower is better) are printed at the end: from
+//! criterion's means, then from alternating rounds (medians) for the sync
+//! and async single caller and the 64 callers.
 //!
 //! Profiling: `REDIS_HIT_PROFILE=ours` (or `raw`) runs one side of the
 //! 64-caller case for 5 s and exits, e.g. under `perf record`.
@@ -303,6 +305,18 @@ fn main() {
             t.elapsed() / BATCH as u32
         })
     });
+    let sync_caller = alternate(rounds, |ours| {
+        let t = Instant::now();
+        for _ in 0..BATCH {
+            if ours {
+                assert_eq!(cached_sync(1).len(), VALUE_LEN);
+            } else {
+                let bytes: Vec<u8> = redis::Commands::get(&mut sync_conn, RAW_KEY).unwrap();
+                assert_eq!(decode(&bytes).len(), VALUE_LEN);
+            }
+        }
+        t.elapsed() / BATCH as u32
+    });
     let many_callers = alternate(rounds, |ours| {
         let iters = CALLERS * 32;
         if ours {
@@ -321,9 +335,8 @@ fn main() {
                 0,
                 "{name}: shared errors during the benchmark"
             );
-            // The sync function is only called by criterion's group (skipped by a filter).
             assert!(
-                f.shared_hits > 0 || name == "bench_sync",
+                f.shared_hits > 0,
                 "{name}: the benchmark measured shared hits"
             );
         }
@@ -420,6 +433,13 @@ fn main() {
         o.as_secs_f64() * 1e6,
         o.as_secs_f64() / t.as_secs_f64()
     );
+    let (o, t) = sync_caller;
+    println!(
+        "1 caller, sync: raw blocking {:.1} us, layercache {:.1} us per call = {:.2}x (bar: at most 1.5x)",
+        t.as_secs_f64() * 1e6,
+        o.as_secs_f64() * 1e6,
+        o.as_secs_f64() / t.as_secs_f64()
+    );
     let (o, t) = many_callers;
     println!(
         "64 callers, async throughput: raw {:.0} calls/s, layercache {:.0} calls/s = {:.2}x of raw (bar: at least 1.0x)",
@@ -429,6 +449,7 @@ fn main() {
     );
     let (o1, t1) = one_caller;
     let (o64, t64) = many_callers;
+    let (os, ts) = sync_caller;
     report::write_results(
         "redis_hit",
         &serde_json::json!({
@@ -437,6 +458,8 @@ fn main() {
                 "rounds": rounds,
                 "one_caller_ours_ns": o1.as_nanos() as f64,
                 "one_caller_raw_ns": t1.as_nanos() as f64,
+                "sync_caller_ours_ns": os.as_nanos() as f64,
+                "sync_caller_raw_ns": ts.as_nanos() as f64,
                 "many_callers_ours_ns": o64.as_nanos() as f64,
                 "many_callers_raw_ns": t64.as_nanos() as f64,
             },

@@ -1,6 +1,8 @@
 //! Where the shared tier's I/O runs: layercache's own I/O runtime (one
 //! thread), the caller's runtime when it may drive a connection, the
-//! blocking pool for blocking stores, and the `block_on` of sync callers.
+//! blocking pool for blocking stores, and the `block_on` of sync callers
+//! (inside which a store may do its I/O on the caller's own thread: see
+//! [`in_block_on`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -79,6 +81,13 @@ pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
 thread_local! {
     /// Set while [`block_on`] runs on this thread.
     static BLOCKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is a sync caller inside [`block_on`]: a store may
+/// then do its I/O on this thread, blocking, instead of through the I/O
+/// thread (the caller waits either way; this saves the two hand-offs).
+pub(crate) fn in_block_on() -> bool {
+    BLOCKING.with(|b| b.get())
 }
 
 /// The caller's own tokio runtime, when a store may drive a connection on

@@ -21,7 +21,9 @@
 //! the connection is driven by layercache's own thread. Async callers on a
 //! multi-thread tokio runtime with I/O and timers instead get a connection
 //! driven by their own runtime (`caller_runtime`), as a raw redis-rs user
-//! would, so no other thread is involved per operation.
+//! would, so no other thread is involved per operation. Sync callers of
+//! Redis send on a blocking connection of their own thread instead
+//! (`redis/blocking.rs`), when one of the pool's is free.
 
 pub mod filesystem;
 #[cfg(feature = "memcached")]

@@ -1,7 +1,9 @@
 //! Redis as the shared tier (cargo feature `redis`), through redis-rs.
 //!
-//! Data goes over one multiplexed connection held by a
-//! [`ConnectionManager`], which reconnects by itself after a restart.
+//! Async callers' data goes over one multiplexed connection held by a
+//! [`ConnectionManager`], which reconnects by itself after a restart (or
+//! one driven by the caller's own runtime). Sync callers use a small pool
+//! of blocking connections on their own thread (`redis/blocking.rs`).
 //! Invalidation notices travel on a pub/sub channel with a connection of
 //! its own, kept up by a loop that reconnects with backoff and reports each
 //! re-subscription (notices may have been lost while it was down).
@@ -19,6 +21,7 @@ use super::{
 };
 
 mod batch;
+mod blocking;
 pub(super) mod tls;
 
 /// A connection driven by a caller's runtime.
@@ -107,6 +110,41 @@ impl redis::aio::ConnectionLike for Conn {
     }
 }
 
+/// How one operation reaches the server.
+enum Via<'a> {
+    /// A sync caller's own blocking connection (no thread hop).
+    Blocking(blocking::Lease<'a>),
+    Async(Conn),
+}
+
+/// A command or pipeline, built once and sent by either kind of connection.
+enum Req {
+    One(redis::Cmd),
+    Pipe(redis::Pipeline),
+}
+
+impl Req {
+    fn query<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut redis::Connection,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Req::One(cmd) => cmd.query(conn),
+            Req::Pipe(pipe) => pipe.query(conn),
+        }
+    }
+
+    async fn query_async<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut Conn,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Req::One(cmd) => cmd.query_async(conn).await,
+            Req::Pipe(pipe) => pipe.query_async(conn).await,
+        }
+    }
+}
+
 /// Connections kept for callers' runtimes.
 const MAX_CALLER_CONNS: usize = 4;
 
@@ -179,6 +217,8 @@ pub struct RedisStore {
     caller_conns: std::sync::RwLock<Vec<(tokio::runtime::Id, Arc<Direct>)>>,
     /// Settings of the direct connections.
     direct_config: redis::AsyncConnectionConfig,
+    /// Sync callers' connections.
+    blocking: blocking::Pool,
     /// The tier's timeout, for coalesced GETs no caller's timer covers.
     round_timeout: Duration,
     channel: String,
@@ -266,12 +306,14 @@ impl RedisStore {
             .set_number_of_retries(3);
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(to_shared)?;
+        let blocking = blocking::Pool::new(client.clone(), settings.timeout, blocking::pool_size());
         Ok(RedisStore {
             id: NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             client,
             config,
             conn: std::sync::RwLock::new(conn),
             caller_conns: std::sync::RwLock::new(Vec::new()),
+            blocking,
             direct_config: redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(settings.timeout.max(Duration::from_millis(100)) * 4))
                 .set_response_timeout(None),
@@ -284,6 +326,33 @@ impl RedisStore {
     /// The pub/sub channel of invalidation notices.
     pub fn channel(&self) -> &str {
         &self.channel
+    }
+
+    /// How this operation reaches the server: a sync caller's blocking
+    /// connection when one is free, else an async connection.
+    fn via(&self) -> Via<'_> {
+        if super::exec::in_block_on() {
+            if let Some(lease) = self.blocking.lease() {
+                return Via::Blocking(lease);
+            }
+        }
+        Via::Async(self.conn())
+    }
+
+    /// Sends `req` the way [`RedisStore::via`] picks (decided now, in the
+    /// caller's context; sent when polled).
+    fn send<'a, T: redis::FromRedisValue + Send + 'a>(
+        &'a self,
+        req: Req,
+    ) -> impl std::future::Future<Output = Result<T, SharedError>> + Send + 'a {
+        let via = self.via();
+        async move {
+            match via {
+                Via::Blocking(lease) => lease.run(|c| req.query(c)),
+                Via::Async(mut conn) => req.query_async(&mut conn).await,
+            }
+            .map_err(to_shared)
+        }
     }
 
     /// The connection for this operation: the caller's runtime's own when
@@ -365,73 +434,102 @@ impl RedisStore {
 }
 
 /// The single-key commands the Redis and the Redis Cluster stores send
-/// alike (one key is one slot, so a cluster routes each to one node).
+/// alike (one key is one slot, so a cluster routes each to one node): each
+/// built once; the async senders here are the cluster store's, the Redis
+/// store sends them through `RedisStore::send`.
 pub(super) mod single_key {
     use std::time::Duration;
 
-    use redis::aio::ConnectionLike;
-    use redis::RedisResult;
+    #[cfg(feature = "redis-cluster")]
+    use redis::{aio::ConnectionLike, RedisResult};
+    use redis::{Cmd, Pipeline};
 
     use super::UNLOCK_SCRIPT;
 
-    /// The version under `key`; 0 when missing or not a number (the next
-    /// bump then moves it to a fresh, time-based number).
+    /// `GET key`, read by [`version_of`].
+    pub(in crate::shared) fn read_version_cmd(key: &str) -> Cmd {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        cmd
+    }
+
+    /// The version in a version key's value; 0 when missing or not a
+    /// number (the next bump then moves it to a fresh, time-based number).
+    pub(in crate::shared) fn version_of(raw: Option<String>) -> u64 {
+        raw.and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    /// The version under `key`.
+    #[cfg(feature = "redis-cluster")]
     pub(in crate::shared) async fn read_version(
         conn: &mut impl ConnectionLike,
         key: &str,
     ) -> RedisResult<u64> {
-        let raw: Option<String> = redis::cmd("GET").arg(key).query_async(conn).await?;
-        Ok(raw.and_then(|v| v.parse().ok()).unwrap_or(0))
+        Ok(version_of(read_version_cmd(key).query_async(conn).await?))
     }
 
-    /// `SET key now NX` then `INCR key`, in one round trip.
-    pub(in crate::shared) async fn bump_version(
-        conn: &mut impl ConnectionLike,
-        key: &str,
-        now_ms: u64,
-    ) -> RedisResult<u64> {
-        let (v,): (u64,) = redis::pipe()
-            .cmd("SET")
+    /// `SET key now NX` then `INCR key`, in one round trip; answers `(new,)`.
+    pub(in crate::shared) fn bump_version_pipe(key: &str, now_ms: u64) -> Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
             .arg(key)
             .arg(now_ms)
             .arg("NX")
             .ignore()
             .cmd("INCR")
-            .arg(key)
-            .query_async(conn)
-            .await?;
+            .arg(key);
+        pipe
+    }
+
+    /// Raises the version under `key`; the new one.
+    #[cfg(feature = "redis-cluster")]
+    pub(in crate::shared) async fn bump_version(
+        conn: &mut impl ConnectionLike,
+        key: &str,
+        now_ms: u64,
+    ) -> RedisResult<u64> {
+        let (v,): (u64,) = bump_version_pipe(key, now_ms).query_async(conn).await?;
         Ok(v)
     }
 
-    /// `SET key token NX PX ttl`: whether the lock was taken.
+    /// `SET key token NX PX ttl`: a value when the lock was taken.
+    pub(in crate::shared) fn try_lock_cmd(key: &str, token: &str, ttl: Duration) -> Cmd {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(super::px(ttl));
+        cmd
+    }
+
+    /// Whether the lock was taken.
+    #[cfg(feature = "redis-cluster")]
     pub(in crate::shared) async fn try_lock(
         conn: &mut impl ConnectionLike,
         key: &str,
         token: &str,
         ttl: Duration,
     ) -> RedisResult<bool> {
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(token)
-            .arg("NX")
-            .arg("PX")
-            .arg(super::px(ttl))
-            .query_async(conn)
-            .await?;
+        let taken: Option<String> = try_lock_cmd(key, token, ttl).query_async(conn).await?;
         Ok(taken.is_some())
     }
 
     /// Compare and delete in one step: never releases another holder's lock.
+    pub(in crate::shared) fn unlock_cmd(key: &str, token: &str) -> Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(UNLOCK_SCRIPT).arg(1).arg(key).arg(token);
+        cmd
+    }
+
+    /// Releases the lock `key` if it still holds `token`.
+    #[cfg(feature = "redis-cluster")]
     pub(in crate::shared) async fn unlock(
         conn: &mut impl ConnectionLike,
         key: &str,
         token: &str,
     ) -> RedisResult<()> {
-        redis::cmd("EVAL")
-            .arg(UNLOCK_SCRIPT)
-            .arg(1)
-            .arg(key)
-            .arg(token)
+        unlock_cmd(key, token)
             .query_async::<i64>(conn)
             .await
             .map(drop)
@@ -452,17 +550,21 @@ impl SharedStore for RedisStore {
                 );
             }
         }
-        let conn = self.conn();
-        // The hot path: on a direct connection, no wrapper future per call.
-        Box::pin(async move {
-            match conn {
-                Conn::Managed(mut c) => c.get(key).await.map_err(to_shared),
-                Conn::Direct(d) => {
-                    let mut c = d.connection().await.map_err(to_shared)?;
-                    d.check(c.get(key).await).map_err(to_shared)
-                }
+        // The hot paths: no request built, no wrapper future per call.
+        match self.via() {
+            Via::Blocking(lease) => Box::pin(async move {
+                lease
+                    .run(|c| redis::Commands::get(c, key))
+                    .map_err(to_shared)
+            }),
+            Via::Async(Conn::Managed(mut c)) => {
+                Box::pin(async move { c.get(key).await.map_err(to_shared) })
             }
-        })
+            Via::Async(Conn::Direct(d)) => Box::pin(async move {
+                let mut c = d.connection().await.map_err(to_shared)?;
+                d.check(c.get(key).await).map_err(to_shared)
+            }),
+        }
     }
 
     fn set<'a>(
@@ -471,15 +573,12 @@ impl SharedStore for RedisStore {
         value: Vec<u8>,
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<(), SharedError>> {
-        let mut conn = self.conn();
-        Box::pin(async move {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(key).arg(value);
-            if let Some(ttl) = ttl {
-                cmd.arg("PX").arg(px(ttl));
-            }
-            cmd.query_async::<()>(&mut conn).await.map_err(to_shared)
-        })
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        if let Some(ttl) = ttl {
+            cmd.arg("PX").arg(px(ttl));
+        }
+        Box::pin(self.send(Req::One(cmd)))
     }
 
     fn delete<'a>(
@@ -487,26 +586,23 @@ impl SharedStore for RedisStore {
         keys: &'a [String],
         notice: Option<&'a str>,
     ) -> BoxFuture<'a, Result<u64, SharedError>> {
-        let mut conn = self.conn();
-        Box::pin(async move {
-            if keys.is_empty() && notice.is_none() {
-                // Nothing to send (an empty pipeline is an error to redis-rs).
-                return Ok(0);
-            }
-            let mut pipe = redis::pipe();
-            if !keys.is_empty() {
-                pipe.cmd("UNLINK").arg(keys);
-            }
-            if let Some(notice) = notice {
-                pipe.cmd("PUBLISH").arg(&self.channel).arg(notice).ignore();
-            }
-            if keys.is_empty() {
-                pipe.query_async::<()>(&mut conn).await.map_err(to_shared)?;
-                return Ok(0);
-            }
-            let (n,): (u64,) = pipe.query_async(&mut conn).await.map_err(to_shared)?;
-            Ok(n)
-        })
+        if keys.is_empty() && notice.is_none() {
+            // Nothing to send (an empty pipeline is an error to redis-rs).
+            return Box::pin(async { Ok(0) });
+        }
+        let mut pipe = redis::pipe();
+        if !keys.is_empty() {
+            pipe.cmd("UNLINK").arg(keys);
+        }
+        if let Some(notice) = notice {
+            pipe.cmd("PUBLISH").arg(&self.channel).arg(notice).ignore();
+        }
+        if keys.is_empty() {
+            let sent = self.send::<()>(Req::Pipe(pipe));
+            return Box::pin(async move { sent.await.map(|()| 0) });
+        }
+        let sent = self.send::<(u64,)>(Req::Pipe(pipe));
+        Box::pin(async move { sent.await.map(|(n,)| n) })
     }
 
     fn delete_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
@@ -546,12 +642,8 @@ impl SharedStore for RedisStore {
     }
 
     fn read_version<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
-        let mut conn = self.conn();
-        Box::pin(async move {
-            single_key::read_version(&mut conn, key)
-                .await
-                .map_err(to_shared)
-        })
+        let sent = self.send(Req::One(single_key::read_version_cmd(key)));
+        Box::pin(async move { sent.await.map(single_key::version_of) })
     }
 
     fn bump_version<'a>(
@@ -559,12 +651,8 @@ impl SharedStore for RedisStore {
         key: &'a str,
         now_ms: u64,
     ) -> BoxFuture<'a, Result<u64, SharedError>> {
-        let mut conn = self.conn();
-        Box::pin(async move {
-            single_key::bump_version(&mut conn, key, now_ms)
-                .await
-                .map_err(to_shared)
-        })
+        let sent = self.send(Req::Pipe(single_key::bump_version_pipe(key, now_ms)));
+        Box::pin(async move { sent.await.map(|(v,): (u64,)| v) })
     }
 
     fn try_lock<'a>(
@@ -573,12 +661,8 @@ impl SharedStore for RedisStore {
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, SharedError>> {
-        let mut conn = self.conn();
-        Box::pin(async move {
-            single_key::try_lock(&mut conn, key, token, ttl)
-                .await
-                .map_err(to_shared)
-        })
+        let sent = self.send(Req::One(single_key::try_lock_cmd(key, token, ttl)));
+        Box::pin(async move { sent.await.map(|taken: Option<String>| taken.is_some()) })
     }
 
     fn add_to_tags<'a>(
@@ -587,25 +671,21 @@ impl SharedStore for RedisStore {
         member: &'a str,
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<(), SharedError>> {
-        let mut conn = self.conn();
-        Box::pin(async move {
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(ADD_TO_TAGS_SCRIPT)
-                .arg(sets.len())
-                .arg(sets)
-                .arg(member);
-            match ttl {
-                Some(ttl) => cmd.arg(px(ttl)),
-                None => cmd.arg(-1),
-            };
-            cmd.query_async::<i64>(&mut conn)
-                .await
-                .map(drop)
-                .map_err(to_shared)
-        })
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(ADD_TO_TAGS_SCRIPT)
+            .arg(sets.len())
+            .arg(sets)
+            .arg(member);
+        match ttl {
+            Some(ttl) => cmd.arg(px(ttl)),
+            None => cmd.arg(-1),
+        };
+        let sent = self.send::<i64>(Req::One(cmd));
+        Box::pin(async move { sent.await.map(drop) })
     }
 
     fn delete_tag<'a>(&'a self, set: &'a str) -> BoxFuture<'a, Result<u64, SharedError>> {
+        // Bulk, with a longer budget than one socket timeout: always async.
         let mut conn = self.conn();
         Box::pin(async move {
             redis::cmd("EVAL")
@@ -623,26 +703,20 @@ impl SharedStore for RedisStore {
         key: &'a str,
         token: &'a str,
     ) -> BoxFuture<'a, Result<(), SharedError>> {
-        let mut conn = self.conn();
-        Box::pin(async move {
-            single_key::unlock(&mut conn, key, token)
-                .await
-                .map_err(to_shared)
-        })
+        let sent = self.send::<i64>(Req::One(single_key::unlock_cmd(key, token)));
+        Box::pin(async move { sent.await.map(drop) })
     }
 
     fn publish<'a>(&'a self, notice: &'a str) -> BoxFuture<'a, Result<(), SharedError>> {
-        let mut conn = self.conn();
-        Box::pin(async move {
-            conn.publish::<_, _, ()>(&self.channel, notice)
-                .await
-                .map_err(to_shared)
-        })
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(&self.channel).arg(notice);
+        Box::pin(self.send::<()>(Req::One(cmd)))
     }
 
     fn reset(&self) {
         // Inside the I/O runtime's context: the new manager's tasks live there.
         let _guard = super::io_runtime().enter();
+        self.blocking.reset();
         match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
             Ok(fresh) => {
                 *self.conn.write().unwrap_or_else(|e| e.into_inner()) = fresh;

@@ -5,9 +5,10 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::exec::{caller_runtime, io_runtime, sample_this_op, InRuntime, OP_RUNTIME};
+use super::exec::{caller_runtime, in_block_on, io_runtime, sample_this_op, InRuntime, OP_RUNTIME};
 use super::outbox;
 use super::store::{BoxFuture, BusHandler, SharedStore, RESERVED_PREFIX};
 use crate::clock::{Clock, Timestamp};
@@ -284,31 +285,12 @@ impl Tier {
         let caller = caller_runtime();
         let on_caller = caller.is_some();
         OP_RUNTIME.with(|o| o.set(caller));
-        let fut = op(&*self.store);
+        let mut fut = op(&*self.store);
         OP_RUNTIME.with(|o| o.set(None));
-        let timed = if on_caller {
-            // The caller's runtime has timers (checked): keep the timer with
-            // the connection, so no other thread is woken per operation.
-            tokio::time::timeout(budget, fut)
-        } else {
-            let _guard = self.runtime.enter();
-            tokio::time::timeout(budget, fut)
+        let result = match self.done_inline(&mut fut) {
+            Some(result) => result,
+            None => self.timed(on_caller, budget, fut).await,
         };
-        let result = if on_caller {
-            timed.await
-        } else {
-            InRuntime {
-                handle: &self.runtime,
-                fut: Box::pin(timed),
-            }
-            .await
-        }
-        .unwrap_or_else(|_| {
-            Err(SharedError::new(
-                ErrorKind::Timeout,
-                format!("no answer within {budget:?}"),
-            ))
-        });
         let now = self.clock.now();
         match &result {
             Ok(_) => self.breaker.success(),
@@ -333,6 +315,59 @@ impl Tier {
             tracing::debug!(err = %e, "layercache: shared operation failed");
         }
         result
+    }
+
+    /// A sync caller's operation that the store did on this thread (see
+    /// `in_block_on`), done at its first poll: it was bounded by the
+    /// store's own socket timeouts and needs no timer. `None` otherwise.
+    fn done_inline<T>(
+        &self,
+        fut: &mut BoxFuture<'_, Result<T, SharedError>>,
+    ) -> Option<Result<T, SharedError>> {
+        if !in_block_on() {
+            return None;
+        }
+        let _guard = self.runtime.enter();
+        match fut
+            .as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()))
+        {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => None,
+        }
+    }
+
+    /// `fut` cut off after `budget`, on the caller's runtime's timer
+    /// (`on_caller`) or the I/O runtime's.
+    async fn timed<T>(
+        &self,
+        on_caller: bool,
+        budget: Duration,
+        fut: BoxFuture<'_, Result<T, SharedError>>,
+    ) -> Result<T, SharedError> {
+        let timed = if on_caller {
+            // The caller's runtime has timers (checked): keep the timer with
+            // the connection, so no other thread is woken per operation.
+            tokio::time::timeout(budget, fut)
+        } else {
+            let _guard = self.runtime.enter();
+            tokio::time::timeout(budget, fut)
+        };
+        if on_caller {
+            timed.await
+        } else {
+            InRuntime {
+                handle: &self.runtime,
+                fut: Box::pin(timed),
+            }
+            .await
+        }
+        .unwrap_or_else(|_| {
+            Err(SharedError::new(
+                ErrorKind::Timeout,
+                format!("no answer within {budget:?}"),
+            ))
+        })
     }
 
     /// The tier's per-operation timeout.
