@@ -1237,6 +1237,15 @@ fn named_caches_and_batch_operations_reach_every_process() {
         b.send("mget_many x,y,z"),
         "[Some(\"1\"), Some(\"2\"), None]"
     );
+    let mget = server
+        .monitor_lines()
+        .into_iter()
+        .find(|l| l.contains("\"MGET\"") && l.contains("fleet:x"))
+        .expect("B's get_many asked Redis for its keys in one MGET");
+    assert!(
+        mget.contains("fleet:y") && mget.contains("fleet:z"),
+        "one MGET for x, y and z: {mget}"
+    );
     assert_eq!(a.send("mget_many y,x"), "[Some(\"2\"), Some(\"1\")]");
     assert_eq!(b.send("mdel_many x,y,z"), "2");
     within(Duration::from_millis(50), || {

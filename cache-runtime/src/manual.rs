@@ -149,11 +149,41 @@ fn has(s: Store, key: &str) -> bool {
     }
 }
 
-/// The values under `keys`, in order. The lookups run concurrently, so a
-/// Redis tier answers them in one `MGET` (its client batches concurrent
-/// GETs) and other stores overlap their round trips.
+/// The values under `keys`, in order: the local tier, then the shared tier
+/// for the keys it lacked, in one `get_many` of the store (one `MGET` on
+/// Redis), backfilling the local tier.
 async fn get_many_async<T: CacheValue>(s: Store, keys: &[&str]) -> Vec<Option<T>> {
-    futures_util::future::join_all(keys.iter().map(|k| get_async(s, k))).await
+    let Some(link) = s.shared_link() else {
+        return keys.iter().map(|k| get(s, k)).collect();
+    };
+    let mut found: Vec<Option<T>> = keys
+        .iter()
+        .map(|k| s.local_get(&k.to_string(), |v| v.downcast_ref::<T>().cloned()))
+        .collect();
+    let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
+    if missing.is_empty() {
+        return found;
+    }
+    let rendered: Vec<_> = missing
+        .iter()
+        .map(|&i| s.rendered(&keys[i].to_string()))
+        .collect();
+    let generations: Vec<Generation> = rendered
+        .iter()
+        .map(|r| s.generation(r.as_ref().map_or(0, |r| r.tag())))
+        .collect();
+    let answers = s.shared_get_many::<T>(link, rendered).await;
+    for ((i, generation), answer) in missing.into_iter().zip(generations).zip(answers) {
+        match answer {
+            Some((v, remaining, tag)) => {
+                let local = || -> AnyValue { Arc::new(v.clone()) };
+                s.backfill(keys[i].to_string(), local, remaining, generation, tag);
+                found[i] = Some(v);
+            }
+            None => s.record_miss(),
+        }
+    }
+    found
 }
 
 fn get_many<T: CacheValue>(s: Store, keys: &[&str]) -> Vec<Option<T>> {

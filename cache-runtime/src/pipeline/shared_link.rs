@@ -454,12 +454,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
             .tier
             .call(Some(m), link.tier.timeout(), |s| s.get(&sk.full));
         let bytes = match tracing::Instrument::instrument(get, span.clone()).await {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => {
-                span.record("outcome", "miss");
-                m.record_miss();
-                return Err(SharedMiss::at(sk));
-            }
+            Ok(bytes) => bytes,
             Err(err) if err.kind == ErrorKind::Corrupt => {
                 // The store could not read this key as a value (counted by
                 // the tier): a miss whose write-back replaces it.
@@ -473,6 +468,68 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 span.record("outcome", "error");
                 return Err(SharedMiss { key: None, tag });
             }
+        };
+        self.open_shared(link, sk, bytes, &span)
+    }
+
+    /// Several keys' step 3 at once (the manual cache's `get_many`): one
+    /// `get_many` of the store (one `MGET` on Redis), each answer decoded as
+    /// [`FnCache::shared_get`] does. `None` for each key not found, not
+    /// usable or not asked (a failing tier: every key).
+    pub(crate) async fn shared_get_many<T: DeserializeOwned + 'static>(
+        &self,
+        link: &SharedLink,
+        rendered: Vec<Result<Rendered, KeyError>>,
+    ) -> Vec<Option<(T, Option<Duration>, u64)>> {
+        let m = &self.metrics.shared;
+        let mut found: Vec<Option<(T, Option<Duration>, u64)>> =
+            rendered.iter().map(|_| None).collect();
+        if (link.codec.load(SeqCst) == CODEC_BROKEN && is_value_type::<T, V>())
+            || link.outbox_blocks()
+        {
+            return found;
+        }
+        let mut keys = Vec::with_capacity(rendered.len());
+        for (i, r) in rendered.into_iter().enumerate() {
+            if let Ok(sk) = link.key(m, r).await {
+                keys.push((i, sk));
+            }
+        }
+        let fulls: Vec<String> = keys.iter().map(|(_, sk)| sk.full.clone()).collect();
+        let span = tracing::trace_span!(
+            "layercache.shared",
+            function = self.name(),
+            op = "get_many",
+            keys = fulls.len(),
+            outcome = tracing::field::Empty
+        );
+        let get = link
+            .tier
+            .call(Some(m), link.tier.timeout(), |s| s.get_many(&fulls));
+        let Ok(answers) = tracing::Instrument::instrument(get, span.clone()).await else {
+            span.record("outcome", "error");
+            return found;
+        };
+        for ((i, sk), bytes) in keys.into_iter().zip(answers) {
+            found[i] = self.open_shared(link, sk, bytes, &span).ok();
+        }
+        found
+    }
+
+    /// Decodes what the store answered for `sk`: a hit, or a miss (counted)
+    /// for nothing, an expired envelope or bytes that are not this key's `T`.
+    fn open_shared<T: DeserializeOwned + 'static>(
+        &self,
+        link: &SharedLink,
+        mut sk: SharedKey,
+        bytes: Option<Vec<u8>>,
+        span: &tracing::Span,
+    ) -> Result<(T, Option<Duration>, u64), SharedMiss> {
+        let m = &self.metrics.shared;
+        let Some(bytes) = bytes else {
+            span.record("outcome", "miss");
+            m.record_miss();
+            return Err(SharedMiss::at(sk));
         };
         match link.tier.settings().codec.open::<T>(&bytes, sk.check) {
             Ok((value, meta)) => {

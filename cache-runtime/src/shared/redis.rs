@@ -567,6 +567,19 @@ impl SharedStore for RedisStore {
         }
     }
 
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, SharedError>> {
+        if keys.is_empty() {
+            return Box::pin(async { Ok(Vec::new()) });
+        }
+        // One MGET; a key of another type answers nil (a miss), not an error.
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(keys);
+        Box::pin(self.send(Req::One(cmd)))
+    }
+
     fn set<'a>(
         &'a self,
         key: &'a str,

@@ -51,6 +51,25 @@ pub trait SharedStore: Send + Sync + 'static {
     fn describe(&self) -> String;
     /// The bytes under `key`, if any.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>>;
+    /// The bytes under each of `keys`, in order, in one round trip where
+    /// the store allows (`MGET` on Redis). A key the store cannot read as
+    /// a value (a wrong type, unreadable bytes) is `None`, a miss for that
+    /// key alone; the default asks for the keys concurrently.
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>, SharedError>> {
+        Box::pin(async move {
+            let answers = futures_util::future::join_all(keys.iter().map(|k| self.get(k))).await;
+            answers
+                .into_iter()
+                .map(|a| match a {
+                    Err(e) if e.kind == crate::error::ErrorKind::Corrupt => Ok(None),
+                    other => other,
+                })
+                .collect()
+        })
+    }
     /// Stores `value` under `key`, expiring after `ttl` (never when `None`).
     fn set<'a>(
         &'a self,
