@@ -29,6 +29,10 @@ struct Key {
     render: TokenStream,
     /// Compile-time checks that each part can be a key.
     checks: TokenStream,
+    /// The arguments borrowed, standing for the key in a local lookup
+    /// (`Probe((&x, name))`), so a hit builds no owned key; `None` for a
+    /// template, which is rendered anyway.
+    probe: Option<TokenStream>,
 }
 
 /// What the wrapper and its companions share.
@@ -94,11 +98,13 @@ fn key(checked: &Checked) -> Key {
                 ::layercache::__private::render_template_typed(k, out, #signature)
             }),
             checks: TokenStream::new(),
+            probe: None,
         };
     }
     let mut tys = Vec::new();
     let mut exprs = Vec::new();
     let mut checks = Vec::new();
+    let mut borrowed = Vec::new();
     if let Some(r) = &sig.receiver {
         let span = r.tokens.span();
         let ty = &r.key_ty;
@@ -108,6 +114,11 @@ fn key(checked: &Checked) -> Key {
         } else {
             quote_spanned!(span=> ::core::clone::Clone::clone(&self))
         });
+        borrowed.push(if r.by_ref {
+            quote!(self)
+        } else {
+            quote!(&self)
+        });
         checks.push(quote_spanned!(span=> ::layercache::__private::require_key_arg::<Self>();));
     }
     for a in &sig.args {
@@ -116,6 +127,11 @@ fn key(checked: &Checked) -> Key {
             .push(quote_spanned!(a.ty.span()=> ::layercache::__private::require_key_arg::<#ty>();));
         tys.push(ty);
         exprs.push(a.key_expr());
+        let ident = &a.ident;
+        borrowed.push(match a.referent {
+            Some(_) => quote!(&*#ident),
+            None => quote!(&#ident),
+        });
     }
     let key_ty = quote!((#(#tys,)*));
     let signature = hashed_signature(sig);
@@ -126,6 +142,7 @@ fn key(checked: &Checked) -> Key {
             ::layercache::__private::render_hashed_typed::<#key_ty>(k, out, #signature)
         }),
         checks: quote!(#(#checks)*),
+        probe: Some(quote!(::layercache::__private::Probe((#(#borrowed,)*)))),
     }
 }
 
@@ -190,6 +207,62 @@ fn body(parts: &Parts) -> TokenStream {
     let (tags_setup, tags_fn) = tags(parts);
     let origin_var = proc_macro2::Ident::new("__lc_origin", proc_macro2::Span::mixed_site());
     let bypass_var = proc_macro2::Ident::new("__lc_bypass", proc_macro2::Span::mixed_site());
+    // A key of the arguments themselves is looked up borrowed first, and
+    // built only on a miss (refresh-ahead reads the entry's age on its own path).
+    let probe = parts
+        .key
+        .probe
+        .as_ref()
+        .filter(|_| opts.refresh_ahead.is_none());
+    if let Some(probe) = probe {
+        let hit_var = proc_macro2::Ident::new("__lc_hit", proc_macro2::Span::mixed_site());
+        let lookup = quote! {
+            if let ::core::option::Option::Some(#hit_var) = ::layercache::__private::local_hit::<#mode, _, _, #output>(#cache_var, &#probe) {
+                return #hit_var;
+            }
+        };
+        let (origin, compute) = if is_async {
+            (
+                quote!(async move #block),
+                quote!(::layercache::__private::after_local_miss_async::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn, #origin_var).await),
+            )
+        } else {
+            (
+                quote!(move || -> #output #block),
+                quote!(::layercache::__private::after_local_miss::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn, #origin_var)),
+            )
+        };
+        let Some(cond) = &opts.unless else {
+            return quote! {
+                let #cache_var = #cache_call;
+                #lookup
+                let #key_var = #key_expr;
+                #tags_setup
+                let #origin_var = #origin;
+                #compute
+            };
+        };
+        let cond = bypass_condition(cond, &checked.sig);
+        let bypass = if is_async {
+            quote!(::layercache::__private::bypass_async(#cache_var, #origin_var).await)
+        } else {
+            quote!(::layercache::__private::bypass(#cache_var, #origin_var))
+        };
+        return quote! {
+            let #bypass_var: bool = #cond;
+            let #cache_var = #cache_call;
+            if !#bypass_var {
+                #lookup
+            }
+            let #key_var = #key_expr;
+            #tags_setup
+            let #origin_var = #origin;
+            if #bypass_var {
+                return #bypass;
+            }
+            #compute
+        };
+    }
     let Some(cond) = &opts.unless else {
         return if is_async {
             quote! {
@@ -301,6 +374,25 @@ fn cache_companion(parts: &Parts) -> TokenStream {
     };
     let cache_name = cache_name(input);
     let spec = fn_spec(&input.opts, &key.render);
+    // A static in a method cannot name the type parameters of a generic
+    // `impl`: methods keep their cache in an untyped slot, checked per type.
+    let slot = if input.in_impl {
+        quote! {
+            static __LC_SLOT: ::layercache::__private::CacheSlot = ::layercache::__private::CacheSlot::new();
+            ::layercache::__private::slot_cache(&__LC_SLOT, || {
+                let name = #cache_name;
+                #spec
+            })
+        }
+    } else {
+        quote! {
+            static __LC_SLOT: ::layercache::__private::FnSlot<#key_ty, #value_ty> = ::layercache::__private::FnSlot::new();
+            __LC_SLOT.get_or_init(|| {
+                let name = #cache_name;
+                #spec
+            })
+        }
+    };
     quote! {
         #[doc(hidden)]
         #[allow(non_snake_case, dead_code, clippy::all)]
@@ -308,11 +400,7 @@ fn cache_companion(parts: &Parts) -> TokenStream {
         #vis fn #fn_companion() -> &'static ::layercache::__private::FnCache<#key_ty, #value_ty> {
             #key_checks
             #value_check
-            static __LC_SLOT: ::layercache::__private::CacheSlot = ::layercache::__private::CacheSlot::new();
-            ::layercache::__private::slot_cache(&__LC_SLOT, || {
-                let name = #cache_name;
-                #spec
-            })
+            #slot
         }
     }
 }

@@ -35,9 +35,12 @@ impl Evictions {
     }
 }
 
-const STRIPES: usize = 8;
+/// Stripes per function: a thread keeps one for its life, so up to this
+/// many threads count without sharing a cache line.
+const STRIPES: usize = 64;
 
-/// One hit in this many (per thread) has its latency measured.
+/// One local lookup in this many (per thread) is timed, when it hits; the
+/// first lookup of each thread is one of them.
 pub const HIT_SAMPLE_EVERY: u32 = 64;
 
 /// The counters of one function, in the stripe of one group of threads.
@@ -58,8 +61,30 @@ struct Stripe {
     refreshes_started: AtomicU64,
 }
 
+impl Stripe {
+    fn reset(&self) {
+        for counter in [
+            &self.misses,
+            &self.local_hits,
+            &self.shared_hits,
+            &self.expired,
+            &self.not_cached,
+            &self.origin_panics,
+            &self.invalidations,
+            &self.coalesced,
+            &self.lock_waits,
+            &self.stale_hits,
+            &self.bypassed,
+            &self.refreshes,
+            &self.refreshes_started,
+        ] {
+            counter.store(0, Relaxed);
+        }
+    }
+}
+
 thread_local! {
-    // (stripe index + 1, 0 while unassigned; hit counter for sampling)
+    // (this thread's stripe; local lookups so far, for sampling, 0 until the stripe is assigned)
     static THREAD_SLOT: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
 }
 
@@ -67,30 +92,51 @@ static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
 
 #[cold]
 fn assign_stripe() -> u32 {
-    (NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES) as u32 + 1
-}
-
-/// This thread's stripe and, when `hit` is set, whether this hit is to be
-/// timed: one thread-local access for both, on the hit path.
-#[inline]
-fn thread_slot(hit: bool) -> (usize, bool) {
-    THREAD_SLOT.with(|slot| {
-        let (mut idx, mut tick) = slot.get();
-        if idx == 0 {
-            idx = assign_stripe();
-        }
-        if hit {
-            tick = tick.wrapping_add(1);
-        }
-        slot.set((idx, tick));
-        // The first hit of each thread is timed, then one in HIT_SAMPLE_EVERY.
-        (idx as usize - 1, hit && tick % HIT_SAMPLE_EVERY == 1)
-    })
+    (NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES) as u32
 }
 
 #[inline]
 fn stripe_index() -> usize {
-    thread_slot(false).0
+    THREAD_SLOT.with(|slot| match slot.get() {
+        (_, 0) => {
+            let stripe = assign_stripe();
+            slot.set((stripe, 1));
+            stripe as usize
+        }
+        (stripe, _) => stripe as usize,
+    })
+}
+
+/// What a local lookup took before it looked: this thread's stripe (out
+/// of range when nothing is counted), and whether to time the lookup (see
+/// [`HIT_SAMPLE_EVERY`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Ticket {
+    stripe: usize,
+    sampled: bool,
+}
+
+impl Ticket {
+    /// Whether this lookup is timed.
+    #[inline]
+    pub(crate) fn sampled(self) -> bool {
+        self.sampled
+    }
+}
+
+/// The ticket of every [`HIT_SAMPLE_EVERY`]th lookup of a thread, and of
+/// its first (which takes a stripe).
+#[cold]
+fn sampled_ticket(slot: &Cell<(u32, u32)>) -> Ticket {
+    let (mut stripe, tick) = slot.get();
+    if tick == 0 {
+        stripe = assign_stripe();
+    }
+    slot.set((stripe, tick.wrapping_add(1).max(1)));
+    Ticket {
+        stripe: stripe as usize,
+        sampled: true,
+    }
 }
 
 /// Live metrics of one cached function (or of the manual cache).
@@ -123,7 +169,7 @@ impl FnMetrics {
         FnMetrics {
             name,
             enabled,
-            stripes: Default::default(),
+            stripes: std::array::from_fn(|_| CachePadded::default()),
             evictions,
             hit_latency: Histogram::default(),
             origin_latency: Histogram::default(),
@@ -166,15 +212,46 @@ impl FnMetrics {
         }
     }
 
-    /// A hit served by the local tier; returns whether to time this hit.
+    /// Taken before a local lookup: one thread-local access for the
+    /// stripe a hit is counted in and whether the lookup is timed.
     #[inline]
-    pub(crate) fn record_local_hit(&self) -> bool {
+    pub(crate) fn ticket(&self) -> Ticket {
         if !self.enabled {
-            return false;
+            return Ticket {
+                stripe: STRIPES,
+                sampled: false,
+            };
         }
-        let (stripe, sample) = thread_slot(true);
-        self.stripes[stripe].local_hits.fetch_add(1, Relaxed);
-        sample
+        THREAD_SLOT.with(|slot| {
+            let (stripe, tick) = slot.get();
+            if tick % HIT_SAMPLE_EVERY == 0 {
+                return sampled_ticket(slot);
+            }
+            slot.set((stripe, tick.wrapping_add(1)));
+            Ticket {
+                stripe: stripe as usize,
+                sampled: false,
+            }
+        })
+    }
+
+    /// A hit served by the local tier, counted in the stripe of `ticket`.
+    #[inline]
+    pub(crate) fn record_local_hit(&self, ticket: Ticket) {
+        if let Some(stripe) = self.stripes.get(ticket.stripe) {
+            stripe.local_hits.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Zeroes every counter and histogram of this function.
+    pub(crate) fn reset(&self) {
+        for stripe in &self.stripes {
+            stripe.reset();
+        }
+        self.evictions.0.store(0, Relaxed);
+        self.hit_latency.reset();
+        self.origin_latency.reset();
+        self.shared.reset();
     }
 
     fn sum(&self, field: impl Fn(&Stripe) -> &AtomicU64) -> u64 {
@@ -301,6 +378,16 @@ fn quantile(counts: &[u64], total: u64, min: u64, max: u64, q: f64) -> u64 {
 }
 
 impl Histogram {
+    fn reset(&self) {
+        for bucket in &*self.buckets {
+            bucket.store(0, Relaxed);
+        }
+        self.count.store(0, Relaxed);
+        self.sum.store(0, Relaxed);
+        self.min.store(u64::MAX, Relaxed);
+        self.max.store(0, Relaxed);
+    }
+
     pub(crate) fn record(&self, nanos: u64) {
         self.buckets[bucket_of(nanos)].fetch_add(1, Relaxed);
         self.count.fetch_add(1, Relaxed);
@@ -747,7 +834,7 @@ mod tests {
                 let m = m.clone();
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
-                        let _ = m.record_local_hit();
+                        m.record_local_hit(m.ticket());
                         m.record_miss();
                     }
                 })
