@@ -1,10 +1,12 @@
 //! Per-function counters and latency histograms, and the [`Stats`] snapshot.
 //!
 //! The hit path must stay cheap on many cores, so counters are striped: each
-//! thread bumps plain atomics in its own cache-line-padded stripe and a
-//! snapshot adds the stripes up. Hit latency is sampled (one hit in
-//! [`HIT_SAMPLE_EVERY`] per thread is timed); origin latency is measured on
-//! every miss, whose cost dwarfs a clock read.
+//! thread keeps one of 64 cache-line-padded stripes for its life and bumps
+//! uncontended atomics there (threads share a stripe only past 64), and a
+//! snapshot adds the stripes up. Hit latency is sampled: one hit in
+//! [`HIT_SAMPLE_EVERY`] per stripe has a repeat of its lookup timed, so no
+//! hit reads the clock for it. Origin latency is measured on every miss,
+//! whose cost dwarfs a clock read.
 
 use std::cell::Cell;
 use std::fmt;
@@ -39,8 +41,8 @@ impl Evictions {
 /// many threads count without sharing a cache line.
 const STRIPES: usize = 64;
 
-/// One local lookup in this many (per thread) is timed, when it hits; the
-/// first lookup of each thread is one of them.
+/// One local hit in this many (per function and stripe, the first one
+/// included) has its latency measured: a repeat of its lookup is timed.
 pub const HIT_SAMPLE_EVERY: u32 = 64;
 
 /// The counters of one function, in the stripe of one group of threads.
@@ -84,59 +86,26 @@ impl Stripe {
 }
 
 thread_local! {
-    // (this thread's stripe; local lookups so far, for sampling, 0 until the stripe is assigned)
-    static THREAD_SLOT: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    // This thread's stripe; STRIPES (out of range) until one is assigned.
+    static THREAD_STRIPE: Cell<u32> = const { Cell::new(STRIPES as u32) };
 }
 
 static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
 
 #[cold]
-fn assign_stripe() -> u32 {
-    (NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES) as u32
+fn assign_stripe(slot: &Cell<u32>) -> usize {
+    let stripe = NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES;
+    slot.set(stripe as u32);
+    stripe
 }
 
+/// This thread's stripe: one thread-local load once it has one.
 #[inline]
 fn stripe_index() -> usize {
-    THREAD_SLOT.with(|slot| match slot.get() {
-        (_, 0) => {
-            let stripe = assign_stripe();
-            slot.set((stripe, 1));
-            stripe as usize
-        }
-        (stripe, _) => stripe as usize,
+    THREAD_STRIPE.with(|slot| match slot.get() as usize {
+        stripe if stripe < STRIPES => stripe,
+        _ => assign_stripe(slot),
     })
-}
-
-/// What a local lookup took before it looked: this thread's stripe (out
-/// of range when nothing is counted), and whether to time the lookup (see
-/// [`HIT_SAMPLE_EVERY`]).
-#[derive(Clone, Copy)]
-pub(crate) struct Ticket {
-    stripe: usize,
-    sampled: bool,
-}
-
-impl Ticket {
-    /// Whether this lookup is timed.
-    #[inline]
-    pub(crate) fn sampled(self) -> bool {
-        self.sampled
-    }
-}
-
-/// The ticket of every [`HIT_SAMPLE_EVERY`]th lookup of a thread, and of
-/// its first (which takes a stripe).
-#[cold]
-fn sampled_ticket(slot: &Cell<(u32, u32)>) -> Ticket {
-    let (mut stripe, tick) = slot.get();
-    if tick == 0 {
-        stripe = assign_stripe();
-    }
-    slot.set((stripe, tick.wrapping_add(1).max(1)));
-    Ticket {
-        stripe: stripe as usize,
-        sampled: true,
-    }
 }
 
 /// Live metrics of one cached function (or of the manual cache).
@@ -212,35 +181,15 @@ impl FnMetrics {
         }
     }
 
-    /// Taken before a local lookup: one thread-local access for the
-    /// stripe a hit is counted in and whether the lookup is timed.
+    /// A hit served by the local tier; returns whether to time it (one in
+    /// [`HIT_SAMPLE_EVERY`] of its stripe, the first one included).
     #[inline]
-    pub(crate) fn ticket(&self) -> Ticket {
-        if !self.enabled {
-            return Ticket {
-                stripe: STRIPES,
-                sampled: false,
-            };
-        }
-        THREAD_SLOT.with(|slot| {
-            let (stripe, tick) = slot.get();
-            if tick % HIT_SAMPLE_EVERY == 0 {
-                return sampled_ticket(slot);
-            }
-            slot.set((stripe, tick.wrapping_add(1)));
-            Ticket {
-                stripe: stripe as usize,
-                sampled: false,
-            }
-        })
-    }
-
-    /// A hit served by the local tier, counted in the stripe of `ticket`.
-    #[inline]
-    pub(crate) fn record_local_hit(&self, ticket: Ticket) {
-        if let Some(stripe) = self.stripes.get(ticket.stripe) {
-            stripe.local_hits.fetch_add(1, Relaxed);
-        }
+    pub(crate) fn record_local_hit(&self) -> bool {
+        self.enabled
+            && self.stripes[stripe_index()]
+                .local_hits
+                .fetch_add(1, Relaxed)
+                .is_multiple_of(u64::from(HIT_SAMPLE_EVERY))
     }
 
     /// Zeroes every counter and histogram of this function.
@@ -531,7 +480,7 @@ pub struct FunctionStats {
     pub evictions: u64,
     /// Entries held in the local tier now.
     pub entries: u64,
-    /// Time to answer a hit (sampled: one hit in 64 per thread, counted across functions).
+    /// Time of a local lookup that hits (sampled: a repeat of one hit's lookup in 64).
     pub hit_latency: LatencyStats,
     /// Time the function itself took, on every miss.
     pub origin_latency: LatencyStats,
@@ -834,7 +783,7 @@ mod tests {
                 let m = m.clone();
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
-                        m.record_local_hit(m.ticket());
+                        m.record_local_hit();
                         m.record_miss();
                     }
                 })
