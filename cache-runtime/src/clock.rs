@@ -209,3 +209,42 @@ impl MockClock {
         self.0.increment(d);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mock_clock_decides_expiry_exactly_at_the_deadline() {
+        let (clock, mock) = Clock::mock();
+        clock.keep_recent();
+        let deadline = clock.now().saturating_add(Duration::from_secs(300));
+        mock.advance(Duration::from_secs(300) - Duration::from_nanos(1));
+        assert!(clock.is_before(deadline));
+        mock.advance(Duration::from_nanos(1));
+        assert!(!clock.is_before(deadline), "the deadline itself has come");
+    }
+
+    #[test]
+    fn the_system_clock_trusts_its_recent_time_only_far_from_a_deadline() {
+        let clock = Clock::system();
+        clock.keep_recent();
+        let now = clock.now();
+        assert!(clock.is_before(now.saturating_add(Duration::from_secs(3600))));
+        assert!(clock.is_before(Timestamp::NEVER));
+        assert!(!clock.is_before(now), "a deadline already reached");
+        // Within the slack of the recent time the exact clock decides: a
+        // deadline 20 ms ahead has passed 30 ms later, though the recent
+        // time may not have moved yet.
+        let soon = clock.now().saturating_add(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!clock.is_before(soon));
+    }
+
+    #[test]
+    fn system_clocks_share_one_origin() {
+        let (a, b) = (Clock::system(), Clock::system());
+        let (ta, tb) = (a.now(), b.now());
+        assert!(tb >= ta && tb.nanos_since(ta) < 1_000_000_000);
+    }
+}
