@@ -181,7 +181,8 @@
 //!
 //! [`sync::Cache`] and [`future::Cache`] are the guide's
 //! `cache.get / set / delete / clear`. [`stats()`] returns a [`Stats`]
-//! snapshot (serializable, printable as a table). The process is configured
+//! snapshot (serializable, printable as a table); [`reset_stats()`] zeroes
+//! the counts, to measure a period. The process is configured
 //! by [`init`] or, failing that, by the environment: `CACHE_TYPE` (`simple`,
 //! the default; `null`, caching off; or a shared tier: `redis`,
 //! `redis-cluster`, `memcached`, `sqlite`, `filesystem`),

@@ -215,20 +215,17 @@ pub fn stats() -> Stats {
 /// For measuring a period (a benchmark round, a test, a deploy):
 ///
 /// ```
-/// use layercache::cached;
+/// use std::time::Duration;
+/// use layercache_runtime::{reset_stats, stats, sync::Cache, MANUAL_CACHE_NAME};
 ///
-/// #[cached(key_prefix = "doc_reset_square")]
-/// fn square(x: u64) -> u64 {
-///     x * x
-/// }
-///
-/// square(3);
-/// square(3);
-/// layercache::reset_stats();
-/// square(3);
-/// let s = layercache::stats();
-/// let f = s.function("doc_reset_square").unwrap();
-/// assert_eq!((f.hits, f.misses), (1, 0));
+/// let cache = Cache::global();
+/// cache.set("greeting", "hello".to_string(), Duration::from_secs(60));
+/// let _: Option<String> = cache.get("greeting");
+/// reset_stats();
+/// let _: Option<String> = cache.get("greeting");
+/// let s = stats();
+/// let manual = s.function(MANUAL_CACHE_NAME).unwrap();
+/// assert_eq!((manual.hits, manual.misses), (1, 0), "only the read after the reset");
 /// ```
 pub fn reset_stats() {
     reset_runtime_stats(runtime::global());
