@@ -78,7 +78,7 @@
 //! | `timeout_ms = 250` | the same in milliseconds |
 //! | `key_prefix = "user_profile"` | key namespace and metrics name; default `module::path::fn_name`; a method needs it, or `#[cached]` on its `impl` block (below) |
 //! | `key = "{query}:page:{page}"` | key template over argument names and fields (`{user.id}`, `{self.tenant}`); arguments it does not name are not part of the key |
-//! | `max_entries = 10000` | bound of the in-process tier; default `CACHE_MAX_ENTRIES`, else 10 000 |
+//! | `max_entries = 10000` | bound of the in-process tier; default `CACHE_MAX_ENTRIES`, else 10 000. Any `max_entries` keys fit (a working set that size stays whole); the default store may hold up to 19 % more ([`QuickCacheStore`](crate::local::QuickCacheStore)) |
 //! | `output = "result"` | how to treat the return value when its type's name does not say: `"result"` (cache only `Ok`; for an alias of `Result` with another name), `"option"`, `"value"` |
 //! | `in_impl = "Repo"` | names a method's cache `module::Repo::method` when it has no `key_prefix`, as `#[cached]` on the `impl Repo` block does for all its `#[cached]` methods (a method's attribute cannot see the `impl`, and compiler type names are not stable); bare `in_impl` is needed only on an associated function without `self` that never mentions `Self` |
 //! | `tier = "both"` | with a shared tier (`CACHE_TYPE=redis`): `"both"` (default), `"shared"` (no local copy), `"local"` (never shared) |
@@ -181,7 +181,8 @@
 //!
 //! [`sync::Cache`] and [`future::Cache`] are the guide's
 //! `cache.get / set / delete / clear`. [`stats()`] returns a [`Stats`]
-//! snapshot (serializable, printable as a table). The process is configured
+//! snapshot (serializable, printable as a table); [`reset_stats()`] zeroes
+//! the counts, to measure a period. The process is configured
 //! by [`init`] or, failing that, by the environment: `CACHE_TYPE` (`simple`,
 //! the default; `null`, caching off; or a shared tier: `redis`,
 //! `redis-cluster`, `memcached`, `sqlite`, `filesystem`),

@@ -1,5 +1,6 @@
-//! A local hit of a `Copy` value allocates nothing: counted by a global
-//! allocator that tallies this thread's allocations.
+//! A local hit of a `Copy` value allocates nothing, whatever its
+//! arguments (borrowed ones included): counted by a global allocator that
+//! tallies this thread's allocations.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -85,6 +86,30 @@ fn an_async_hit_of_a_copy_value_allocates_nothing() {
         }
         assert_eq!(allocations() - before, 0, "allocations on 100 000 hits");
     });
+}
+
+#[layercache::cached(timeout = 300, key_prefix = "no_alloc_borrowed")]
+fn weight(name: &str, ids: &[u32], scale: &u64) -> u64 {
+    (name.len() + ids.len()) as u64 * scale
+}
+
+#[test]
+fn a_hit_with_borrowed_arguments_builds_no_owned_key() {
+    let names: Vec<String> = (0..16).map(|i| format!("user:{i:04}")).collect();
+    let ids = [1u32, 2, 3];
+    for name in &names {
+        weight(name, &ids, &2);
+    }
+    let before = allocations();
+    let mut sum = 0;
+    for k in 0..100_000 {
+        sum += weight(&names[k % 16], &ids, &2);
+    }
+    assert_eq!(allocations() - before, 0, "allocations on 100 000 hits");
+    assert_eq!(sum, 100_000 * 24);
+    let stats = layercache::stats();
+    let f = stats.function("no_alloc_borrowed").unwrap();
+    assert_eq!((f.local_hits, f.misses), (100_000, 16));
 }
 
 /// Hashes `(7u8,)` while it is itself being hashed (a re-entrant key hash).

@@ -29,6 +29,10 @@ struct Key {
     render: TokenStream,
     /// Compile-time checks that each part can be a key.
     checks: TokenStream,
+    /// The arguments borrowed, standing for the key in a local lookup
+    /// (`Probe((&x, name))`), so a hit builds no owned key; `None` for a
+    /// template, which is rendered anyway.
+    probe: Option<TokenStream>,
 }
 
 /// What the wrapper and its companions share.
@@ -94,11 +98,13 @@ fn key(checked: &Checked) -> Key {
                 ::layercache::__private::render_template_typed(k, out, #signature)
             }),
             checks: TokenStream::new(),
+            probe: None,
         };
     }
     let mut tys = Vec::new();
     let mut exprs = Vec::new();
     let mut checks = Vec::new();
+    let mut borrowed = Vec::new();
     if let Some(r) = &sig.receiver {
         let span = r.tokens.span();
         let ty = &r.key_ty;
@@ -108,6 +114,11 @@ fn key(checked: &Checked) -> Key {
         } else {
             quote_spanned!(span=> ::core::clone::Clone::clone(&self))
         });
+        borrowed.push(if r.by_ref {
+            quote!(self)
+        } else {
+            quote!(&self)
+        });
         checks.push(quote_spanned!(span=> ::layercache::__private::require_key_arg::<Self>();));
     }
     for a in &sig.args {
@@ -116,6 +127,11 @@ fn key(checked: &Checked) -> Key {
             .push(quote_spanned!(a.ty.span()=> ::layercache::__private::require_key_arg::<#ty>();));
         tys.push(ty);
         exprs.push(a.key_expr());
+        let ident = &a.ident;
+        borrowed.push(match a.referent {
+            Some(_) => quote!(&*#ident),
+            None => quote!(&#ident),
+        });
     }
     let key_ty = quote!((#(#tys,)*));
     let signature = hashed_signature(sig);
@@ -126,6 +142,7 @@ fn key(checked: &Checked) -> Key {
             ::layercache::__private::render_hashed_typed::<#key_ty>(k, out, #signature)
         }),
         checks: quote!(#(#checks)*),
+        probe: Some(quote!(::layercache::__private::Probe((#(#borrowed,)*)))),
     }
 }
 
@@ -172,98 +189,91 @@ fn body(parts: &Parts) -> TokenStream {
     let key_expr = &parts.key.expr;
     let cache_var = proc_macro2::Ident::new("__lc_cache", proc_macro2::Span::mixed_site());
     let key_var = proc_macro2::Ident::new("__lc_key", proc_macro2::Span::mixed_site());
-    let deadlines = deadlines(opts, output);
-    let (sync_fn, async_fn) = match (opts.refresh_ahead, &deadlines) {
-        (Some(_), _) => (
-            quote!(::layercache::__private::get_or_compute_refreshing),
-            quote!(::layercache::__private::get_or_compute_async_refreshing),
-        ),
-        (None, Some(_)) => (
-            quote!(::layercache::__private::get_or_compute_bounded),
-            quote!(::layercache::__private::get_or_compute_async_bounded),
-        ),
-        (None, None) => (
-            quote!(::layercache::__private::get_or_compute),
-            quote!(::layercache::__private::get_or_compute_async),
-        ),
-    };
-
+    let origin_var = proc_macro2::Ident::new("__lc_origin", proc_macro2::Span::mixed_site());
+    let bypass_var = proc_macro2::Ident::new("__lc_bypass", proc_macro2::Span::mixed_site());
+    let force_var = proc_macro2::Ident::new("__lc_force", proc_macro2::Span::mixed_site());
+    let hit_var = proc_macro2::Ident::new("__lc_hit", proc_macro2::Span::mixed_site());
+    let is_async = input.func.sig.asyncness.is_some();
+    let (tags_setup, tags_fn) = tags(parts);
     let cache_if = match &opts.cache_if {
         Some(e) => quote_spanned!(e.span()=> #e),
         None => quote!(::layercache::__private::always),
     };
-    let is_async = input.func.sig.asyncness.is_some();
-    let (tags_setup, tags_fn) = tags(parts);
-    // Factory timeouts add their arguments between the tags and the origin.
-    let tags_fn_and = match &deadlines {
-        Some(d) => quote!(#tags_fn, #d),
-        None => tags_fn.clone(),
+    // A key of the arguments themselves is looked up borrowed first, and
+    // built only on a miss (refresh-ahead reads the entry's age on its own path).
+    let probe = parts
+        .key
+        .probe
+        .as_ref()
+        .filter(|_| opts.refresh_ahead.is_none());
+    let deadlines = deadlines(opts, output);
+    // What runs after the local tier (or does its own lookup, without a probe).
+    let (sync_fn, async_fn) = match (opts.refresh_ahead, &deadlines, probe) {
+        (Some(_), _, _) => (
+            "get_or_compute_refreshing",
+            "get_or_compute_async_refreshing",
+        ),
+        (None, Some(_), _) => ("get_or_compute_bounded", "get_or_compute_async_bounded"),
+        (None, None, Some(_)) => ("after_local_miss", "after_local_miss_async"),
+        (None, None, None) => ("get_or_compute", "get_or_compute_async"),
     };
-    let origin_var = proc_macro2::Ident::new("__lc_origin", proc_macro2::Span::mixed_site());
-    let bypass_var = proc_macro2::Ident::new("__lc_bypass", proc_macro2::Span::mixed_site());
-    if opts.unless.is_none() && opts.force_refresh.is_none() {
-        return if is_async {
-            quote! {
-                let #cache_var = #cache_call;
-                let #key_var = #key_expr;
-                #tags_setup
-                #async_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn_and, async move #block).await
-            }
-        } else {
-            quote! {
-                let #cache_var = #cache_call;
-                let #key_var = #key_expr;
-                #tags_setup
-                #sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn_and, move || -> #output #block)
-            }
-        };
-    }
+    let miss_fn = proc_macro2::Ident::new(
+        if is_async { async_fn } else { sync_fn },
+        proc_macro2::Span::call_site(),
+    );
+    // Factory timeouts add their arguments between the tags and the origin.
+    let deadline_args = deadlines.map(|d| quote!(#d,));
     let (origin, run, bypass, force) = if is_async {
         (
             quote!(async move #block),
-            quote!(#async_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn_and, #origin_var).await),
+            quote!(::layercache::__private::#miss_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn, #deadline_args #origin_var).await),
             quote!(::layercache::__private::bypass_async(#cache_var, #origin_var).await),
             quote!(::layercache::__private::refresh_now_async::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn, #origin_var).await),
         )
     } else {
         (
             quote!(move || -> #output #block),
-            quote!(#sync_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn_and, #origin_var)),
+            quote!(::layercache::__private::#miss_fn::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn, #deadline_args #origin_var)),
             quote!(::layercache::__private::bypass(#cache_var, #origin_var)),
             quote!(::layercache::__private::refresh_now::<#mode, _, #output>(#cache_var, #key_var, #cache_if, #tags_fn, #origin_var)),
         )
     };
     // The conditions read the arguments before the key and the body take them.
-    let force_var = proc_macro2::Ident::new("__lc_force", proc_macro2::Span::mixed_site());
-    let (unless_cond, unless_step) = match &opts.unless {
-        Some(cond) => {
-            let cond = bypass_condition(cond, &checked.sig);
-            (
-                quote!(let #bypass_var: bool = #cond;),
-                quote!(if #bypass_var { return #bypass; }),
-            )
+    let mut conditions = Vec::new();
+    let mut skips_lookup = Vec::new();
+    let mut steps = Vec::new();
+    if let Some(cond) = &opts.unless {
+        let cond = bypass_condition(cond, &checked.sig);
+        conditions.push(quote!(let #bypass_var: bool = #cond;));
+        skips_lookup.push(quote!(#bypass_var));
+        steps.push(quote!(if #bypass_var { return #bypass; }));
+    }
+    if let Some(cond) = &opts.force_refresh {
+        let cond = bypass_condition(cond, &checked.sig);
+        conditions.push(quote!(let #force_var: bool = #cond;));
+        skips_lookup.push(quote!(#force_var));
+        steps.push(quote!(if #force_var { return #force; }));
+    }
+    let lookup = probe.map(|probe| {
+        let lookup = quote! {
+            if let ::core::option::Option::Some(#hit_var) = ::layercache::__private::local_hit::<#mode, _, _, #output>(#cache_var, &#probe) {
+                return #hit_var;
+            }
+        };
+        if skips_lookup.is_empty() {
+            lookup
+        } else {
+            quote!(if !(#(#skips_lookup)||*) { #lookup })
         }
-        None => (TokenStream::new(), TokenStream::new()),
-    };
-    let (force_cond, force_step) = match &opts.force_refresh {
-        Some(cond) => {
-            let cond = bypass_condition(cond, &checked.sig);
-            (
-                quote!(let #force_var: bool = #cond;),
-                quote!(if #force_var { return #force; }),
-            )
-        }
-        None => (TokenStream::new(), TokenStream::new()),
-    };
+    });
     quote! {
-        #unless_cond
-        #force_cond
+        #(#conditions)*
         let #cache_var = #cache_call;
+        #lookup
         let #key_var = #key_expr;
         #tags_setup
         let #origin_var = #origin;
-        #unless_step
-        #force_step
+        #(#steps)*
         #run
     }
 }
@@ -358,6 +368,25 @@ fn cache_companion(parts: &Parts) -> TokenStream {
     };
     let cache_name = cache_name(input);
     let spec = fn_spec(&input.opts, &key.render, value_ty);
+    // A static in a method cannot name the type parameters of a generic
+    // `impl`: methods keep their cache in an untyped slot, checked per type.
+    let slot = if input.in_impl {
+        quote! {
+            static __LC_SLOT: ::layercache::__private::CacheSlot = ::layercache::__private::CacheSlot::new();
+            ::layercache::__private::slot_cache(&__LC_SLOT, || {
+                let name = #cache_name;
+                #spec
+            })
+        }
+    } else {
+        quote! {
+            static __LC_SLOT: ::layercache::__private::FnSlot<#key_ty, #value_ty> = ::layercache::__private::FnSlot::new();
+            __LC_SLOT.get_or_init(|| {
+                let name = #cache_name;
+                #spec
+            })
+        }
+    };
     quote! {
         #[doc(hidden)]
         #[allow(non_snake_case, dead_code, clippy::all)]
@@ -365,11 +394,7 @@ fn cache_companion(parts: &Parts) -> TokenStream {
         #vis fn #fn_companion() -> &'static ::layercache::__private::FnCache<#key_ty, #value_ty> {
             #key_checks
             #value_check
-            static __LC_SLOT: ::layercache::__private::CacheSlot = ::layercache::__private::CacheSlot::new();
-            ::layercache::__private::slot_cache(&__LC_SLOT, || {
-                let name = #cache_name;
-                #spec
-            })
+            #slot
         }
     }
 }

@@ -4,8 +4,31 @@
 //! [`Clock`], so tests can replace real time with a [`MockClock`] and move it
 //! forward by hand instead of sleeping.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Once, OnceLock};
 use std::time::Duration;
+
+/// How often the recent time behind [`Clock::is_before`] is refreshed.
+const RECENT_EVERY: Duration = Duration::from_millis(10);
+
+/// How stale the recent time may be before an expiry decision goes wrong:
+/// [`Clock::is_before`] trusts it only for deadlines more than this ahead
+/// of it, and reads the exact clock for the others. 100 times the refresh
+/// interval, so the refreshing thread may be kept off the CPU for most of
+/// a second before a decision could be late.
+const RECENT_SLACK: Duration = Duration::from_secs(1);
+
+/// The recent time of the system clocks plus [`RECENT_SLACK`]: a deadline
+/// after it has surely not come. `u64::MAX` until the refreshing thread
+/// runs, so nothing is trusted to it before.
+static HORIZON: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The horizon of a mock clock: nothing is trusted to a past reading.
+static NO_HORIZON: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The process's system clock and its origin: every [`Clock::system`]
+/// shares them, so their timestamps compare with [`HORIZON`].
+static SYSTEM: OnceLock<(quanta::Clock, quanta::Instant)> = OnceLock::new();
 
 /// A point in time read from a [`Clock`], in nanoseconds since an arbitrary
 /// origin. Only comparisons and differences between two readings of the same
@@ -43,6 +66,14 @@ impl Timestamp {
 /// OS monotonic clock elsewhere. [`Clock::mock`] gives a clock that only moves
 /// when a test moves it.
 ///
+/// A local hit decides expiry with a coarser, cheaper reading: a thread
+/// (`layercache-clock`, started with the first function cache) stores the
+/// time every 10 ms, and a deadline more than 1 s past that stored time has
+/// surely not come; only an entry within a second of its deadline (every
+/// entry of a timeout under a second) is checked against the exact clock.
+/// So expiry is exact, unless that thread is kept off the CPU for most of
+/// a second. A mock clock is always read exactly.
+///
 /// ```
 /// use std::time::Duration;
 /// use layercache_runtime::Clock;
@@ -60,12 +91,24 @@ pub struct Clock {
     /// moves with the mock. `None` for the system clock, which reads the
     /// real wall clock.
     mock_wall_origin_ms: Option<u64>,
+    /// [`HORIZON`] for the system clock, [`NO_HORIZON`] for a mock.
+    horizon: &'static AtomicU64,
 }
 
 impl Clock {
     /// The real, monotonic clock.
     pub fn system() -> Clock {
-        Clock::from_quanta(quanta::Clock::new())
+        let (inner, origin) = SYSTEM.get_or_init(|| {
+            let inner = quanta::Clock::new();
+            let origin = inner.now();
+            (inner, origin)
+        });
+        Clock {
+            inner: inner.clone(),
+            origin: *origin,
+            mock_wall_origin_ms: None,
+            horizon: &HORIZON,
+        }
     }
 
     /// A clock that stands still until the returned [`MockClock`] advances it.
@@ -84,6 +127,7 @@ impl Clock {
             inner,
             origin,
             mock_wall_origin_ms: None,
+            horizon: &NO_HORIZON,
         }
     }
 
@@ -95,6 +139,40 @@ impl Clock {
             None => system_unix_millis(),
             Some(base) => base + self.now().0 / 1_000_000,
         }
+    }
+
+    /// Starts the thread that keeps the recent time [`Clock::is_before`]
+    /// relies on (once per process; nothing for a mock clock).
+    pub(crate) fn keep_recent(&self) {
+        static STARTED: Once = Once::new();
+        if self.mock_wall_origin_ms.is_some() {
+            return;
+        }
+        STARTED.call_once(|| {
+            let clock = Clock::system();
+            let slack = u64::try_from(RECENT_SLACK.as_nanos()).unwrap_or(u64::MAX);
+            let horizon = move || clock.now().0.saturating_add(slack);
+            HORIZON.store(horizon(), Relaxed);
+            let spawned = std::thread::Builder::new()
+                .name("layercache-clock".into())
+                .spawn(move || loop {
+                    std::thread::sleep(RECENT_EVERY);
+                    HORIZON.store(horizon(), Relaxed);
+                });
+            if let Err(e) = spawned {
+                // Without the thread every expiry check reads the exact clock.
+                HORIZON.store(u64::MAX, Relaxed);
+                tracing::warn!(error = %e, "layercache: could not start the clock thread; expiry checks read the exact clock");
+            }
+        });
+    }
+
+    /// Whether `deadline` has not come yet: `now() < deadline`, decided
+    /// without reading the clock when the deadline is more than a second
+    /// past the recent time (see the type's documentation).
+    #[inline]
+    pub fn is_before(&self, deadline: Timestamp) -> bool {
+        deadline.0 > self.horizon.load(Relaxed) || self.now() < deadline
     }
 
     /// The current time.
@@ -129,5 +207,44 @@ impl MockClock {
     /// Moves the clock forward by `d`.
     pub fn advance(&self, d: Duration) {
         self.0.increment(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mock_clock_decides_expiry_exactly_at_the_deadline() {
+        let (clock, mock) = Clock::mock();
+        clock.keep_recent();
+        let deadline = clock.now().saturating_add(Duration::from_secs(300));
+        mock.advance(Duration::from_secs(300) - Duration::from_nanos(1));
+        assert!(clock.is_before(deadline));
+        mock.advance(Duration::from_nanos(1));
+        assert!(!clock.is_before(deadline), "the deadline itself has come");
+    }
+
+    #[test]
+    fn the_system_clock_trusts_its_recent_time_only_far_from_a_deadline() {
+        let clock = Clock::system();
+        clock.keep_recent();
+        let now = clock.now();
+        assert!(clock.is_before(now.saturating_add(Duration::from_secs(3600))));
+        assert!(clock.is_before(Timestamp::NEVER));
+        assert!(!clock.is_before(now), "a deadline already reached");
+        // Within the slack of the recent time the exact clock decides: a
+        // deadline 20 ms ahead has passed 30 ms later, though the recent
+        // time may not have moved yet.
+        let soon = clock.now().saturating_add(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!clock.is_before(soon));
+    }
+
+    #[test]
+    fn system_clocks_share_one_origin() {
+        let (a, b) = (Clock::system(), Clock::system());
+        let (ta, tb) = (a.now(), b.now());
+        assert!(tb >= ta && tb.nanos_since(ta) < 1_000_000_000);
     }
 }

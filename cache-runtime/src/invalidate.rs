@@ -17,6 +17,9 @@ impl<K: Key, V: Value> Registered for FnCache<K, V> {
     fn stats(&self) -> FunctionStats {
         FnCache::stats(self)
     }
+    fn reset_stats(&self) {
+        FnCache::reset_stats(self)
+    }
     fn namespace(&self) -> &str {
         FnCache::namespace(self)
     }
@@ -105,7 +108,38 @@ pub(crate) fn register<K: Key, V: Value>(cache: FnCache<K, V>) -> &'static FnCac
     cache
 }
 
-/// The slot a generated wrapper keeps its cache in.
+/// The slot the generated wrapper of a free function keeps its cache in:
+/// typed, so a call finds its cache with one load and no type check.
+/// (A `static` cannot name the type parameters of an enclosing `impl`, so
+/// methods use a [`CacheSlot`].)
+pub struct FnSlot<K: 'static, V: 'static>(OnceLock<&'static FnCache<K, V>>);
+
+impl<K, V> FnSlot<K, V> {
+    /// An empty slot.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        FnSlot(OnceLock::new())
+    }
+}
+
+impl<K: Key, V: Value> FnSlot<K, V> {
+    /// The cache in this slot, created on first use from `spec`.
+    #[inline]
+    pub fn get_or_init(&'static self, spec: impl FnOnce() -> FnSpec<K>) -> &'static FnCache<K, V> {
+        match self.0.get() {
+            Some(cache) => cache,
+            None => self.init(spec),
+        }
+    }
+
+    #[cold]
+    fn init(&'static self, spec: impl FnOnce() -> FnSpec<K>) -> &'static FnCache<K, V> {
+        self.0
+            .get_or_init(|| register(FnCache::<K, V>::new(spec())))
+    }
+}
+
+/// The slot a generated method wrapper keeps its cache in.
 pub type CacheSlot = OnceLock<&'static (dyn Any + Send + Sync)>;
 
 /// The cache behind `slot`, created on first use from `spec`.
@@ -168,6 +202,42 @@ pub fn stats() -> Stats {
     Stats {
         functions,
         shared_tier,
+    }
+}
+
+/// Zeroes every counter [`stats`] reports: each function's (hits,
+/// misses, evictions, latencies, shared-tier counts) and the shared tier's
+/// process totals (breaker openings, notices, resubscriptions, replayed
+/// invalidations, outbox overflows). Cached entries stay; `entries` and
+/// what is pending are states, not counts, and are not changed. Counts
+/// made while it runs may land before or after the reset.
+///
+/// For measuring a period (a benchmark round, a test, a deploy):
+///
+/// ```
+/// use std::time::Duration;
+/// use layercache_runtime::{reset_stats, stats, sync::Cache, MANUAL_CACHE_NAME};
+///
+/// let cache = Cache::global();
+/// cache.set("greeting", "hello".to_string(), Duration::from_secs(60));
+/// let _: Option<String> = cache.get("greeting");
+/// reset_stats();
+/// let _: Option<String> = cache.get("greeting");
+/// let s = stats();
+/// let manual = s.function(MANUAL_CACHE_NAME).unwrap();
+/// assert_eq!((manual.hits, manual.misses), (1, 0), "only the read after the reset");
+/// ```
+pub fn reset_stats() {
+    reset_runtime_stats(runtime::global());
+}
+
+/// [`reset_stats`] for the caches and tier of `runtime`.
+pub(crate) fn reset_runtime_stats(runtime: &'static runtime::Runtime) {
+    for cache in runtime.registry().caches().iter() {
+        cache.reset_stats();
+    }
+    if let Some(tier) = runtime.tier() {
+        tier.reset_counters();
     }
 }
 

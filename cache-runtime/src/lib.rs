@@ -18,7 +18,7 @@
 //! | `pipeline` | [`FnCache`]: lookup, origin, write-back, entry handles |
 //! | `flight` | single-flight: one computation per missing key per process |
 //! | `warm` | [`warm_up`] / [`warm_up_blocking`] / [`WarmUp`]: prime entries with bounded parallelism and progress |
-//! | `invalidate` | the registry of caches: [`invalidate_prefix`], [`clear`], [`stats`], [`flush_invalidations`] |
+//! | `invalidate` | the registry of caches: [`invalidate_prefix`], [`clear`], [`stats`], [`reset_stats`], [`flush_invalidations`] |
 //! | `metrics` | striped counters, latency histograms, [`Stats`] |
 //! | `manual` | [`sync::Cache`] and [`future::Cache`]: get / set / delete / clear |
 //! | `clock` | [`Clock`]: real or mock time for every expiry decision |
@@ -56,7 +56,7 @@ pub use config::{
 pub use invalidate::{
     bump_version, bump_version_async, clear, clear_async, flush_invalidations,
     flush_invalidations_async, invalidate_prefix, invalidate_prefix_async, invalidate_tag,
-    invalidate_tag_async, stats,
+    invalidate_tag_async, reset_stats, stats,
 };
 pub use local::LocalStoreKind;
 pub use manual::{future, sync, CacheValue, NamedCacheBuilder, MANUAL_CACHE_NAME};
@@ -76,17 +76,18 @@ pub use warm::{
 pub mod __private {
     pub use crate::invalidate::{
         invalidate_prefix, invalidate_prefix_async, invalidate_tag, invalidate_tag_async,
-        slot_cache, CacheSlot,
+        slot_cache, CacheSlot, FnSlot,
     };
     pub use crate::key::{
         render_hashed, render_hashed_typed, render_template, render_template_typed, KeyBuilder,
     };
+    pub use crate::local::Probe;
     pub use crate::pipeline::{
-        always, bypass, bypass_async, get_or_compute, get_or_compute_async,
-        get_or_compute_async_bounded, get_or_compute_async_refreshing, get_or_compute_bounded,
-        get_or_compute_refreshing, no_tags, refresh_now, refresh_now_async, CallEntry, Deadlines,
-        FnCache, FnSpec, OkOnly, OutputMode, Plain, SomeOnly, SomeOrNone, Succeeds, TierChoice,
-        Timeout,
+        after_local_miss, after_local_miss_async, always, bypass, bypass_async, get_or_compute,
+        get_or_compute_async, get_or_compute_async_bounded, get_or_compute_async_refreshing,
+        get_or_compute_bounded, get_or_compute_refreshing, local_hit, no_tags, refresh_now,
+        refresh_now_async, CallEntry, Deadlines, FnCache, FnSpec, OkOnly, OutputMode, Plain,
+        SomeOnly, SomeOrNone, Succeeds, TierChoice, Timeout,
     };
     pub use std::time::Duration;
 

@@ -29,13 +29,14 @@
 //! | `output` | how a return value maps to what is cached ([`OutputMode`]) |
 
 use std::hash::Hash;
+
+use quick_cache::Equivalent;
 use std::time::Duration;
 
-use crate::clock::Timestamp;
 use crate::config::CacheType;
 use crate::flight::Flights;
 use crate::key::KeyError;
-use crate::local::{build_store, Evictions, Stored};
+use crate::local::{AnyStore, Evictions, Stored};
 use crate::metrics::{FnMetrics, FunctionStats};
 use crate::runtime::{self, Runtime};
 use crate::shared;
@@ -59,7 +60,8 @@ pub use deadline::{
     get_or_compute_async_bounded, get_or_compute_bounded, Deadlines, OriginTimeout,
 };
 pub use entry::{
-    always, bypass, bypass_async, get_or_compute, get_or_compute_async, no_tags, CallEntry,
+    after_local_miss, after_local_miss_async, always, bypass, bypass_async, get_or_compute,
+    get_or_compute_async, local_hit, no_tags, CallEntry,
 };
 pub(crate) use local::Generation;
 use local::LocalTier;
@@ -127,7 +129,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         let local = spec.tier != TierChoice::Shared || shared.is_none();
         let policy = Policy::new(&mut spec, config, shared.is_some());
         tracing::debug!(name = %spec.name, ttl = ?policy.ttl, max_entries, cache_type = %config.cache_type(), shared = shared.is_some(), local, "layercache: function cache created");
-        let store = build_store(config.local_store(), max_entries, evictions.clone());
+        let store = AnyStore::build(config.local_store(), max_entries, evictions.clone());
         let controls = Controls::new(&spec);
         FnCache {
             namespace: spec.namespace,
@@ -188,6 +190,11 @@ impl<K: Key, V: Value> FnCache<K, V> {
         self.metrics.snapshot(self.local.len())
     }
 
+    /// Zeroes this function's counters (see [`reset_stats`](crate::reset_stats)).
+    pub(crate) fn reset_stats(&self) {
+        self.metrics.reset();
+    }
+
     /// The stable string key of `key` (without the global `CACHE_KEY_PREFIX`):
     /// `{namespace}:{rendered template or 128-bit hash}`.
     pub fn stable_key(&self, key: &K) -> Result<String, KeyError> {
@@ -218,29 +225,33 @@ impl<K: Key, V: Value> FnCache<K, V> {
 
     /// Step 1 without counting a miss (a shared hit may still answer).
     #[inline]
-    pub(crate) fn local_get<T>(&self, key: &K, accept: impl FnOnce(V) -> Option<T>) -> Option<T> {
+    pub(crate) fn local_get<Q: Hash + Equivalent<K> + ?Sized, T>(
+        &self,
+        key: &Q,
+        accept: impl FnOnce(V) -> Option<T>,
+    ) -> Option<T> {
         self.local_lookup(key, accept, true)
     }
 
     /// Step 1; `first` is false for the look again after joining a flight
     /// (an expired entry was already counted by the first look).
     #[inline]
-    fn local_lookup<T>(
+    fn local_lookup<Q: Hash + Equivalent<K> + ?Sized, T>(
         &self,
-        key: &K,
+        key: &Q,
         accept: impl FnOnce(V) -> Option<T>,
         first: bool,
     ) -> Option<T> {
-        self.local_hit(key, first, |entry, _| accept(entry.value))
+        self.local_hit(key, first, |entry| accept(entry.value))
     }
 
     /// Step 1 through the one local hit path (see [`LocalTier::hit`]).
     #[inline]
-    fn local_hit<T>(
+    fn local_hit<Q: Hash + Equivalent<K> + ?Sized, T>(
         &self,
-        key: &K,
+        key: &Q,
         first: bool,
-        accept: impl FnOnce(Stored<V>, Timestamp) -> Option<T>,
+        accept: impl FnOnce(Stored<V>) -> Option<T>,
     ) -> Option<T> {
         self.local.hit(&self.metrics, key, first, accept)
     }
@@ -643,6 +654,58 @@ mod tests {
         assert_eq!(cache.drop_tag(xxhash_rust::xxh3::xxh3_64(b"t")), live);
         assert_eq!(cache.len(), 0, "every live entry carried the tag");
         assert_eq!(cache.local.tag_pairs(), 0);
+    }
+
+    #[test]
+    fn reset_stats_zeroes_every_counter_of_the_runtime_s_caches_and_keeps_their_entries() {
+        let rt = Runtime::leak(Config::default());
+        let cache: &FnCache<u64, u64> =
+            crate::invalidate::register(FnCache::with_runtime(local_spec("reset_test"), rt));
+        cache.lookup_with(&1, Some);
+        cache.write_back(1, 10, cache.generation(cache.key_hash(&1)), 0);
+        // One lookup in HIT_SAMPLE_EVERY is timed: some of these hits are.
+        for _ in 0..crate::metrics::HIT_SAMPLE_EVERY {
+            assert_eq!(cache.lookup_with(&1, Some), Some(10));
+        }
+        let before = cache.stats();
+        assert_eq!(
+            (before.local_hits, before.misses),
+            (u64::from(crate::metrics::HIT_SAMPLE_EVERY), 1)
+        );
+        assert!(before.hit_latency.count > 0);
+        crate::invalidate::reset_runtime_stats(rt);
+        let after = cache.stats();
+        assert_eq!(
+            FunctionStats {
+                name: after.name.clone(),
+                entries: 1,
+                ..FunctionStats::default()
+            },
+            after,
+            "every count is zero, the entry stays"
+        );
+        assert_eq!(cache.lookup_with(&1, Some), Some(10));
+        assert_eq!(cache.stats().local_hits, 1, "counting goes on from zero");
+    }
+
+    #[test]
+    fn a_working_set_of_max_entries_keys_hits_every_time_after_warm_up() {
+        let cache: FnCache<u64, u64> = FnCache::with_runtime(
+            FnSpec {
+                max_entries: Some(10_000),
+                ..local_spec("working_set_test")
+            },
+            Runtime::leak(Config::default()),
+        );
+        for k in 0..10_000u64 {
+            assert_eq!(cache.lookup_with(&k, Some), None);
+            cache.write_back(k, k, cache.generation(cache.key_hash(&k)), 0);
+        }
+        let hits = (0..10_000u64)
+            .filter(|k| cache.lookup_with(k, Some) == Some(*k))
+            .count();
+        assert_eq!(hits, 10_000, "every key of the working set is held");
+        assert_eq!(cache.stats().evictions, 0);
     }
 
     #[test]

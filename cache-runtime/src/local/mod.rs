@@ -9,9 +9,12 @@
 use crate::clock::Timestamp;
 pub use crate::config::LocalStoreKind;
 pub use crate::metrics::Evictions;
+use quick_cache::Equivalent;
 use std::hash::Hash;
 
+mod probe;
 mod quick;
+pub use probe::Probe;
 pub use quick::QuickCacheStore;
 
 #[cfg(feature = "moka")]
@@ -71,6 +74,60 @@ where
         LocalStoreKind::QuickCache => Box::new(QuickCacheStore::new(max_entries, evictions)),
         #[cfg(feature = "moka")]
         LocalStoreKind::Moka => Box::new(MokaStore::new(max_entries, evictions)),
+    }
+}
+
+/// The store of a function's local tier, as the pipeline holds it: an
+/// enum rather than a `Box<dyn LocalStore>`, so a lookup may take a
+/// borrowed form of the key (a trait object cannot have a generic method)
+/// and a hit makes no indirect call. Everything else goes through
+/// [`LocalStore`].
+pub(crate) enum AnyStore<K, V> {
+    Quick(QuickCacheStore<K, V>),
+    #[cfg(feature = "moka")]
+    Moka(MokaStore<K, V>),
+}
+
+impl<K, V> AnyStore<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The store of `kind` for `max_entries` entries.
+    pub(crate) fn build(kind: LocalStoreKind, max_entries: u64, evictions: Evictions) -> Self {
+        match kind {
+            LocalStoreKind::QuickCache => {
+                AnyStore::Quick(QuickCacheStore::new(max_entries, evictions))
+            }
+            #[cfg(feature = "moka")]
+            LocalStoreKind::Moka => AnyStore::Moka(MokaStore::new(max_entries, evictions)),
+        }
+    }
+
+    /// A copy of the entry under the key `key` stands for, expired or not.
+    #[inline]
+    pub(crate) fn get<Q: Hash + Equivalent<K> + ?Sized>(&self, key: &Q) -> Option<Stored<V>> {
+        match self {
+            AnyStore::Quick(store) => store.get_equivalent(key),
+            #[cfg(feature = "moka")]
+            AnyStore::Moka(store) => store.get_equivalent(key),
+        }
+    }
+}
+
+impl<K, V> std::ops::Deref for AnyStore<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    type Target = dyn LocalStore<K, V>;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            AnyStore::Quick(store) => store,
+            #[cfg(feature = "moka")]
+            AnyStore::Moka(store) => store,
+        }
     }
 }
 

@@ -2,6 +2,7 @@ use std::hash::Hash;
 
 use moka::notification::RemovalCause;
 use moka::sync::Cache;
+use quick_cache::Equivalent;
 
 use super::{Evictions, LocalStore, Stored};
 
@@ -26,6 +27,15 @@ where
             })
             .build();
         MokaStore { cache }
+    }
+
+    /// [`LocalStore::get`] by any form of the key (see [`super::Probe`]).
+    #[inline]
+    pub(crate) fn get_equivalent<Q: Hash + Equivalent<K> + ?Sized>(
+        &self,
+        key: &Q,
+    ) -> Option<Stored<V>> {
+        self.cache.get(key)
     }
 }
 

@@ -1,10 +1,12 @@
 //! Per-function counters and latency histograms, and the [`Stats`] snapshot.
 //!
 //! The hit path must stay cheap on many cores, so counters are striped: each
-//! thread bumps plain atomics in its own cache-line-padded stripe and a
-//! snapshot adds the stripes up. Hit latency is sampled (one hit in
-//! [`HIT_SAMPLE_EVERY`] per thread is timed); origin latency is measured on
-//! every miss, whose cost dwarfs a clock read.
+//! thread keeps one of 64 cache-line-padded stripes for its life and bumps
+//! uncontended atomics there (threads share a stripe only past 64), and a
+//! snapshot adds the stripes up. Hit latency is sampled: one hit in
+//! [`HIT_SAMPLE_EVERY`] per stripe has a repeat of its lookup timed, so no
+//! hit reads the clock for it. Origin latency is measured on every miss,
+//! whose cost dwarfs a clock read.
 
 use std::cell::Cell;
 use std::fmt;
@@ -35,9 +37,12 @@ impl Evictions {
     }
 }
 
-const STRIPES: usize = 8;
+/// Stripes per function: a thread keeps one for its life, so up to this
+/// many threads count without sharing a cache line.
+const STRIPES: usize = 64;
 
-/// One hit in this many (per thread) has its latency measured.
+/// One local hit in this many (per function and stripe, the first one
+/// included) has its latency measured: a repeat of its lookup is timed.
 pub const HIT_SAMPLE_EVERY: u32 = 64;
 
 /// The counters of one function, in the stripe of one group of threads.
@@ -58,39 +63,49 @@ struct Stripe {
     refreshes_started: AtomicU64,
 }
 
+impl Stripe {
+    fn reset(&self) {
+        for counter in [
+            &self.misses,
+            &self.local_hits,
+            &self.shared_hits,
+            &self.expired,
+            &self.not_cached,
+            &self.origin_panics,
+            &self.invalidations,
+            &self.coalesced,
+            &self.lock_waits,
+            &self.stale_hits,
+            &self.bypassed,
+            &self.refreshes,
+            &self.refreshes_started,
+        ] {
+            counter.store(0, Relaxed);
+        }
+    }
+}
+
 thread_local! {
-    // (stripe index + 1, 0 while unassigned; hit counter for sampling)
-    static THREAD_SLOT: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    // This thread's stripe; STRIPES (out of range) until one is assigned.
+    static THREAD_STRIPE: Cell<u32> = const { Cell::new(STRIPES as u32) };
 }
 
 static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
 
 #[cold]
-fn assign_stripe() -> u32 {
-    (NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES) as u32 + 1
+fn assign_stripe(slot: &Cell<u32>) -> usize {
+    let stripe = NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES;
+    slot.set(stripe as u32);
+    stripe
 }
 
-/// This thread's stripe and, when `hit` is set, whether this hit is to be
-/// timed: one thread-local access for both, on the hit path.
-#[inline]
-fn thread_slot(hit: bool) -> (usize, bool) {
-    THREAD_SLOT.with(|slot| {
-        let (mut idx, mut tick) = slot.get();
-        if idx == 0 {
-            idx = assign_stripe();
-        }
-        if hit {
-            tick = tick.wrapping_add(1);
-        }
-        slot.set((idx, tick));
-        // The first hit of each thread is timed, then one in HIT_SAMPLE_EVERY.
-        (idx as usize - 1, hit && tick % HIT_SAMPLE_EVERY == 1)
-    })
-}
-
+/// This thread's stripe: one thread-local load once it has one.
 #[inline]
 fn stripe_index() -> usize {
-    thread_slot(false).0
+    THREAD_STRIPE.with(|slot| match slot.get() as usize {
+        stripe if stripe < STRIPES => stripe,
+        _ => assign_stripe(slot),
+    })
 }
 
 /// Live metrics of one cached function (or of the manual cache).
@@ -123,7 +138,7 @@ impl FnMetrics {
         FnMetrics {
             name,
             enabled,
-            stripes: Default::default(),
+            stripes: std::array::from_fn(|_| CachePadded::default()),
             evictions,
             hit_latency: Histogram::default(),
             origin_latency: Histogram::default(),
@@ -166,15 +181,26 @@ impl FnMetrics {
         }
     }
 
-    /// A hit served by the local tier; returns whether to time this hit.
+    /// A hit served by the local tier; returns whether to time it (one in
+    /// [`HIT_SAMPLE_EVERY`] of its stripe, the first one included).
     #[inline]
     pub(crate) fn record_local_hit(&self) -> bool {
-        if !self.enabled {
-            return false;
+        self.enabled
+            && self.stripes[stripe_index()]
+                .local_hits
+                .fetch_add(1, Relaxed)
+                .is_multiple_of(u64::from(HIT_SAMPLE_EVERY))
+    }
+
+    /// Zeroes every counter and histogram of this function.
+    pub(crate) fn reset(&self) {
+        for stripe in &self.stripes {
+            stripe.reset();
         }
-        let (stripe, sample) = thread_slot(true);
-        self.stripes[stripe].local_hits.fetch_add(1, Relaxed);
-        sample
+        self.evictions.0.store(0, Relaxed);
+        self.hit_latency.reset();
+        self.origin_latency.reset();
+        self.shared.reset();
     }
 
     fn sum(&self, field: impl Fn(&Stripe) -> &AtomicU64) -> u64 {
@@ -301,6 +327,16 @@ fn quantile(counts: &[u64], total: u64, min: u64, max: u64, q: f64) -> u64 {
 }
 
 impl Histogram {
+    fn reset(&self) {
+        for bucket in &*self.buckets {
+            bucket.store(0, Relaxed);
+        }
+        self.count.store(0, Relaxed);
+        self.sum.store(0, Relaxed);
+        self.min.store(u64::MAX, Relaxed);
+        self.max.store(0, Relaxed);
+    }
+
     pub(crate) fn record(&self, nanos: u64) {
         self.buckets[bucket_of(nanos)].fetch_add(1, Relaxed);
         self.count.fetch_add(1, Relaxed);
@@ -444,7 +480,7 @@ pub struct FunctionStats {
     pub evictions: u64,
     /// Entries held in the local tier now.
     pub entries: u64,
-    /// Time to answer a hit (sampled: one hit in 64 per thread, counted across functions).
+    /// Time of a local lookup that hits (sampled: a repeat of one hit's lookup in 64).
     pub hit_latency: LatencyStats,
     /// Time the function itself took, on every miss.
     pub origin_latency: LatencyStats,
@@ -747,7 +783,7 @@ mod tests {
                 let m = m.clone();
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
-                        let _ = m.record_local_hit();
+                        m.record_local_hit();
                         m.record_miss();
                     }
                 })

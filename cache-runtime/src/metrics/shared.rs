@@ -65,6 +65,17 @@ impl SharedMetrics {
         self.writes.fetch_add(1, Relaxed);
         self.bytes_written.fetch_add(bytes as u64, Relaxed);
     }
+    pub(crate) fn reset(&self) {
+        for counter in self
+            .errors
+            .iter()
+            .chain([&self.misses, &self.bytes_written, &self.writes])
+        {
+            counter.store(0, Relaxed);
+        }
+        self.latency.reset();
+    }
+
     pub(crate) fn snapshot(&self) -> SharedStats {
         let e = |k: ErrorKind| self.errors[k as usize].load(Relaxed);
         SharedStats {

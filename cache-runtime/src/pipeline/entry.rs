@@ -3,6 +3,9 @@
 //! entry ([`CallEntry`]).
 
 use std::future::Future;
+use std::hash::Hash;
+
+use quick_cache::Equivalent;
 
 use super::miss::{compute, miss, Awaited};
 use super::{FnCache, Key, OutputMode, Value};
@@ -30,6 +33,55 @@ where
     // Tags are rendered only now, after a local miss: a hit never pays for them.
     let tags = tags(&key);
     compute::<M, K, R>(cache, key, cache_if, &tags, origin)
+}
+
+/// Step 1 for a wrapper whose key is the tuple of its arguments: looks the
+/// call up by `probe`, the arguments borrowed ([`Probe`](crate::local::Probe)),
+/// so a hit builds no owned key. After a miss the wrapper builds the key
+/// and calls [`after_local_miss`] or [`after_local_miss_async`].
+#[inline]
+pub fn local_hit<M, K, Q, R>(cache: &FnCache<K, M::Value>, probe: &Q) -> Option<R>
+where
+    M: OutputMode<R>,
+    M::Value: CacheValue,
+    K: Key,
+    Q: Hash + Equivalent<K> + ?Sized,
+{
+    cache.local_get(probe, Some).map(M::from_cached)
+}
+
+/// Steps 2 to 5 for a sync function, after [`local_hit`] missed.
+pub fn after_local_miss<M, K, R>(
+    cache: &FnCache<K, M::Value>,
+    key: K,
+    cache_if: fn(&R) -> bool,
+    tags: impl FnOnce(&K) -> Vec<String>,
+    origin: impl FnOnce() -> R,
+) -> R
+where
+    M: OutputMode<R>,
+    M::Value: CacheValue,
+    K: Key,
+{
+    let tags = tags(&key);
+    compute::<M, K, R>(cache, key, cache_if, &tags, origin)
+}
+
+/// Steps 2 to 5 for an `async fn`, after [`local_hit`] missed.
+pub async fn after_local_miss_async<M, K, R>(
+    cache: &FnCache<K, M::Value>,
+    key: K,
+    cache_if: fn(&R) -> bool,
+    tags: impl FnOnce(&K) -> Vec<String>,
+    origin: impl Future<Output = R>,
+) -> R
+where
+    M: OutputMode<R>,
+    M::Value: CacheValue,
+    K: Key,
+{
+    let tags = tags(&key);
+    miss::<M, K, R, _>(cache, key, cache_if, &tags, Awaited(origin)).await
 }
 
 /// The pipeline for an `async fn`: local tier, shared tier, `origin.await`, write-back.

@@ -36,8 +36,9 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     /// it is due for a refresh.
     fn local_get_refresh(&self, key: &K) -> Option<(V, bool)> {
         let ratio = self.policy.refresh_ahead?;
-        self.local_hit(key, true, |entry, now| {
+        self.local_hit(key, true, |entry| {
             let due = self.policy.ttl.is_some_and(|ttl| {
+                let now = self.local.clock.now();
                 let left = entry.expires_at.nanos_since(now) as f64;
                 left < ttl.as_nanos() as f64 * (1.0 - ratio)
             });

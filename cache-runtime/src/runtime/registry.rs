@@ -9,6 +9,7 @@ use crate::shared;
 /// What the registry needs of a function cache, whatever its key and value types.
 pub(crate) trait Registered: Send + Sync {
     fn stats(&self) -> FunctionStats;
+    fn reset_stats(&self);
     fn namespace(&self) -> &str;
     fn is_shared(&self) -> bool;
     /// Everywhere: local, shared (new version) and, by notice, other processes.

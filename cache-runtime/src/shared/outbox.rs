@@ -164,6 +164,12 @@ impl Outbox {
     }
 
     /// Operations applied after having waited.
+    /// Zeroes the replayed and overflow counts (not what is pending).
+    pub(crate) fn reset_counters(&self) {
+        self.replayed.store(0, Relaxed);
+        self.overflows.store(0, Relaxed);
+    }
+
     pub(crate) fn replayed(&self) -> u64 {
         self.replayed.load(Relaxed)
     }

@@ -435,6 +435,18 @@ impl Tier {
         self.call(None, self.timeout(), |s| s.publish(notice)).await
     }
 
+    /// Zeroes the counters [`Tier::stats`] reports (`layercache::reset_stats`).
+    pub(crate) fn reset_counters(&self) {
+        for counter in [
+            &self.breaker.opens,
+            &self.notices_received,
+            &self.resubscriptions,
+        ] {
+            counter.store(0, Relaxed);
+        }
+        self.outbox.reset_counters();
+    }
+
     pub(crate) fn stats(&self) -> TierStats {
         TierStats {
             store: self.store.describe(),
