@@ -27,7 +27,8 @@ RATIOS = [
     ("local_hit_str_1k", "cached_crate_hit_str_1k", "&str + 1 KiB hit / cached crate's", 1.0),
     ("local_hit_str_1k", "quick_cache_get_str_1k", "&str + 1 KiB hit / quick_cache floor", None),
     ("shared_hit_sync", "redis_get_sync", "sync shared hit / raw blocking GET", 1.5),
-    ("shared_hit_async", "redis_get_async", "async shared hit / raw multiplexed GET", 1.1),
+    # The async bar (1.1x) is on time, measured by benches/redis_hit.rs.
+    ("shared_hit_async", "redis_get_async", "async shared hit / raw multiplexed GET", None),
 ]
 METRICS_BAR_PERCENT = 5.0
 
