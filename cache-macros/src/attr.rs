@@ -50,6 +50,8 @@ pub struct CachedArgs {
     pub cache_if: Option<Expr>,
     /// `refresh_ahead = 0.8`: refresh in the background after 80 % of the timeout.
     pub refresh_ahead: Option<(f64, Span)>,
+    /// `xfetch = 1.0`: probabilistic early refresh with this beta.
+    pub xfetch: Option<(f64, Span)>,
     /// `versioned = "catalog"`: the function's shared keys carry the
     /// version of group `catalog` (see `bump_version`).
     pub versioned: Option<LitStr>,
@@ -160,6 +162,7 @@ impl CachedArgs {
                 )?)
             }
             "refresh_ahead" => self.refresh_ahead = Some(refresh_ahead(o)?),
+            "xfetch" => self.xfetch = Some(xfetch(o)?),
             "versioned" => {
                 self.versioned = Some(o.prefix("the version group", "versioned = \"catalog\"")?)
             }
@@ -358,6 +361,31 @@ fn timeout_by(o: &Written) -> syn::Result<Expr> {
             "`timeout_by` takes a function `fn(&V) -> std::time::Duration` over the value to cache, like `timeout_by = ttl_of`; for one timeout for every value, use `timeout`",
         )),
     }
+}
+
+fn xfetch(o: &Written) -> syn::Result<(f64, Span)> {
+    let expr = o.need("xfetch = 1.0")?;
+    let (beta, span) = match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Float(f), ..
+        }) => (f.base10_parse::<f64>()?, f.span()),
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => (i.base10_parse::<u64>()? as f64, i.span()),
+        _ => {
+            return Err(syn::Error::new(
+                expr.span(),
+                "expected XFetch's beta as a number literal, like `xfetch = 1.0` (larger refreshes earlier)",
+            ))
+        }
+    };
+    if !(beta > 0.0 && beta.is_finite()) {
+        return Err(syn::Error::new(
+            span,
+            "`xfetch` is XFetch's beta: above 0, like `xfetch = 1.0` (larger refreshes earlier)",
+        ));
+    }
+    Ok((beta, span))
 }
 
 fn refresh_ahead(o: &Written) -> syn::Result<(f64, Span)> {

@@ -205,10 +205,10 @@ fn body(parts: &Parts) -> TokenStream {
         .key
         .probe
         .as_ref()
-        .filter(|_| opts.refresh_ahead.is_none());
+        .filter(|_| opts.refresh_ahead.is_none() && opts.xfetch.is_none());
     let deadlines = deadlines(opts, output);
     // What runs after the local tier (or does its own lookup, without a probe).
-    let (sync_fn, async_fn) = match (opts.refresh_ahead, &deadlines, probe) {
+    let (sync_fn, async_fn) = match (opts.refresh_ahead.or(opts.xfetch), &deadlines, probe) {
         (Some(_), _, _) => (
             "get_or_compute_refreshing",
             "get_or_compute_async_refreshing",
@@ -453,6 +453,7 @@ fn fn_spec(opts: &CachedArgs, render: &TokenStream, value_ty: &TokenStream) -> T
         )
     }));
     let refresh_ahead = some_or_none(opts.refresh_ahead.map(|(r, span)| (quote!(#r), span)));
+    let xfetch = some_or_none(opts.xfetch.map(|(b, span)| (quote!(#b), span)));
     let versioned = match &opts.versioned {
         Some(lit) => quote!(::core::option::Option::Some(::std::string::String::from(#lit))),
         None => quote!(::core::option::Option::None),
@@ -483,6 +484,7 @@ fn fn_spec(opts: &CachedArgs, render: &TokenStream, value_ty: &TokenStream) -> T
             versioned: #versioned,
             timeout_by: #timeout_by,
             stale_throttle: #stale_throttle,
+            xfetch: #xfetch,
         }
     }
 }

@@ -31,6 +31,7 @@ pub const OPTIONS: &[&str] = &[
     "force_refresh",
     "cache_if",
     "refresh_ahead",
+    "xfetch",
     "versioned",
     "tags",
 ];
@@ -115,6 +116,10 @@ const ALIASES: &[(&str, &str)] = &[
     ("response_filter", "cache_if"),
     ("store_if", "cache_if"),
     ("veto", "cache_if"),
+    ("x_fetch", "xfetch"),
+    ("probabilistic_refresh", "xfetch"),
+    ("eager_refresh", "xfetch"),
+    ("beta", "xfetch"),
     ("refresh", "refresh_ahead"),
     ("refresh_after", "refresh_ahead"),
     ("early_refresh", "refresh_ahead"),

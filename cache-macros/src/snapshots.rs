@@ -96,6 +96,12 @@ const CASES: &[(&str, Expander, &str, &str)] = &[
         "fn report(id: u64, fresh: bool) -> u64 { id }",
     ),
     (
+        "xfetch_with_lock",
+        crate::expand::cached,
+        "timeout = 300, xfetch = 1.5, lock = true",
+        "fn hot(id: u64) -> u64 { id }",
+    ),
+    (
         "lock_default_timeout",
         crate::expand::cached,
         "lock = true, local_timeout_ms = 200",

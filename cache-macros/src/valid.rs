@@ -71,6 +71,8 @@ impl Cached {
         }
         if opts.refresh_ahead.is_some() {
             owns_arguments(&sig, "refresh_ahead", "after the call returns", &mut errors);
+        } else if opts.xfetch.is_some() {
+            owns_arguments(&sig, "xfetch", "after the call returns", &mut errors);
         }
         if opts.soft_timeout_ms.is_some() || opts.hard_timeout_ms.is_some() {
             let option = if opts.soft_timeout_ms.is_some() {
@@ -139,12 +141,18 @@ fn options(opts: &CachedArgs, errors: &mut Errors) {
         }
     }
     if let (Some(_), Some((_, span))) = (
-        opts.refresh_ahead,
+        opts.refresh_ahead.or(opts.xfetch),
         opts.soft_timeout_ms.or(opts.hard_timeout_ms),
     ) {
         errors.add(
             span,
-            "factory timeouts cannot be combined with `refresh_ahead` yet: choose one",
+            "factory timeouts cannot be combined with `refresh_ahead` or `xfetch` yet: choose one",
+        );
+    }
+    if let (Some(Tier::Shared), Some((_, span))) = (opts.tier, opts.xfetch) {
+        errors.add(
+            span,
+            "`xfetch` acts on local hits; it cannot be used with `tier = \"shared\"`",
         );
     }
     if let (None, Some((_, span))) = (opts.stale_if_error, opts.stale_throttle.ms) {

@@ -461,9 +461,10 @@ pub struct FunctionStats {
     /// Calls that skipped the cache because their `unless` held (neither
     /// hits nor misses).
     pub bypassed: u64,
-    /// Background refreshes ended (`refresh_ahead`), including ones that
-    /// failed or were skipped because another process held the lock;
-    /// their function runs are not misses.
+    /// Background refreshes ended (`refresh_ahead`, `xfetch`), including
+    /// ones that failed, were skipped because another process held the
+    /// lock, or took the value another process had just refreshed; their
+    /// function runs are not misses.
     pub refreshes: u64,
     /// Background refreshes started; `refreshes_started - refreshes` are
     /// in flight.

@@ -16,6 +16,15 @@
 //! and an invalidation (which removes it) ends the throttle's effect at
 //! once. A call that succeeds clears the key's throttle.
 //!
+//! **`xfetch = 1.0`** (probabilistic early refresh, Vattani, Chierichetti
+//! and Lowenstein, VLDB 2015): each hit refreshes in the background when
+//! `delta * beta * -ln(U) >= time left`, with `U` uniform in (0, 1] and
+//! `delta` how long the function took (a moving average of its recent
+//! runs). The chance grows as expiry nears and with a slower function, so
+//! a hot key is refreshed once, shortly before it expires, without a fixed
+//! threshold; with `lock = true` the processes of a fleet refresh it once
+//! between them (see `refresh`).
+//!
 //! **`force_refresh = expr`** (Flask-Caching's `forced_update`, the
 //! `cached` crate's `force_refresh`): when the expression holds, the call
 //! skips every lookup, runs the function, and stores a cacheable result in
@@ -53,6 +62,14 @@ pub(crate) struct Controls<K> {
     /// The declared `timeout`, which caps `timeout_by`.
     cap: Option<Duration>,
     throttle: Option<Throttle<K>>,
+    xfetch: Option<XFetch>,
+}
+
+/// `xfetch`'s beta and the function's recent origin time.
+struct XFetch {
+    beta: f64,
+    /// Nanoseconds, a moving average of the last runs (0 before the first).
+    delta: std::sync::atomic::AtomicU64,
 }
 
 /// Keys whose origin failed and was answered by a stale value, until when.
@@ -77,6 +94,38 @@ impl<K: Key> Controls<K> {
                 period,
                 until: Mutex::new(HashMap::new()),
             }),
+            xfetch: spec
+                .xfetch
+                .filter(|b| b.is_finite() && *b > 0.0)
+                .map(|beta| XFetch {
+                    beta,
+                    delta: Default::default(),
+                }),
+        }
+    }
+
+    /// XFetch's draw for a hit on an entry with `left` nanoseconds to live.
+    pub(super) fn xfetch_due(&self, left: u64) -> bool {
+        let Some(x) = &self.xfetch else {
+            return false;
+        };
+        let delta = x.delta.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        // 1 - U is in (0, 1]: its logarithm is finite.
+        let draw = -(1.0 - fastrand::f64()).ln();
+        delta * x.beta * draw >= left as f64
+    }
+
+    /// The origin ran for `nanos`: XFetch's `delta` follows it.
+    pub(super) fn note_origin(&self, nanos: u64) {
+        if let Some(x) = &self.xfetch {
+            use std::sync::atomic::Ordering::Relaxed;
+            let old = x.delta.load(Relaxed);
+            let new = if old == 0 {
+                nanos
+            } else {
+                (old / 4) * 3 + nanos / 4
+            };
+            x.delta.store(new, Relaxed);
         }
     }
 

@@ -444,6 +444,7 @@ impl<K: Key, V: CacheValue> Computation<'_, K, V> {
     fn record_origin(&self) {
         let cache = self.cache;
         let nanos = cache.local.clock.now().nanos_since(self.started);
+        cache.controls.note_origin(nanos);
         if cache.metrics.enabled() {
             cache.metrics.origin_latency.record(nanos);
         }

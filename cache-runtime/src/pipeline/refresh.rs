@@ -29,26 +29,29 @@ struct Due<K: Key, V: Value> {
     leader: Leader<'static, K, V>,
     generation: Generation,
     rendered: Option<Result<Rendered, KeyError>>,
+    /// Nanoseconds the local copy had left when the refresh was decided.
+    left: u64,
 }
 
 impl<K: Key, V: CacheValue> FnCache<K, V> {
-    /// Step 1 for a function with `refresh_ahead`: the value and whether
-    /// it is due for a refresh.
-    fn local_get_refresh(&self, key: &K) -> Option<(V, bool)> {
-        let ratio = self.policy.refresh_ahead?;
+    /// Step 1 for a function with `refresh_ahead` or `xfetch`: the value,
+    /// whether it is due for a refresh, and how long it has left (ns).
+    fn local_get_refresh(&self, key: &K) -> Option<(V, bool, u64)> {
         self.local_hit(key, true, |entry| {
-            let due = self.policy.ttl.is_some_and(|ttl| {
-                let now = self.local.clock.now();
-                let left = entry.expires_at.nanos_since(now) as f64;
-                left < ttl.as_nanos() as f64 * (1.0 - ratio)
+            let left = entry.expires_at.nanos_since(self.local.clock.now());
+            let by_ratio = self.policy.refresh_ahead.is_some_and(|ratio| {
+                self.policy
+                    .ttl
+                    .is_some_and(|ttl| (left as f64) < ttl.as_nanos() as f64 * (1.0 - ratio))
             });
-            Some((entry.value, due))
+            let due = by_ratio || self.controls.xfetch_due(left);
+            Some((entry.value, due, left))
         })
     }
 
     /// Starts a refresh of `key` unless one (or a computation) is already
     /// in flight; returns the flight's leader to hand to the refresh.
-    fn begin_refresh(&'static self, key: &K) -> Option<Due<K, V>> {
+    fn begin_refresh(&'static self, key: &K, left: u64) -> Option<Due<K, V>> {
         let (generation, hash, rendered) = self.noted_miss(key);
         match self.flights.join(key, hash) {
             Join::Lead(leader) => {
@@ -57,6 +60,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                     leader,
                     generation,
                     rendered,
+                    left,
                 })
             }
             Join::Follow(_) | Join::Alone => None,
@@ -78,6 +82,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
             leader,
             generation,
             rendered,
+            left,
         } = due;
         let mut held = None;
         let mut sk = None;
@@ -106,6 +111,24 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                     sk = Some(k);
                 }
                 Err((_, t)) => tag = t,
+            }
+        }
+        if let (Some(_), Some(link)) = (&held, &self.shared) {
+            // Another process may have refreshed the key since this copy was
+            // made (it held the lock a moment ago): its value lives longer
+            // than this copy. Take it instead of running the function again,
+            // so a fleet refreshes a hot key once between its processes.
+            if let Ok(hit) = self.shared_get::<V>(link, self.rendered(&key)).await {
+                if hit
+                    .1
+                    .is_none_or(|r| r.as_nanos() > u128::from(left) + 1_000_000)
+                {
+                    let v = self.settle_hit(key, hit, generation, &tags);
+                    release(held).await;
+                    leader.land(|| Some(v));
+                    self.metrics.record_refresh();
+                    return;
+                }
             }
         }
         let computation = self.begin(generation);
@@ -153,12 +176,12 @@ where
     K: Key,
     R: Send + 'static,
 {
-    let Some((v, due)) = cache.local_get_refresh(&key) else {
+    let Some((v, due, left)) = cache.local_get_refresh(&key) else {
         let tags = tags(&key);
         return compute::<M, K, R>(cache, key, cache_if, &tags, origin);
     };
     if due {
-        if let Some(due) = cache.begin_refresh(&key) {
+        if let Some(due) = cache.begin_refresh(&key, left) {
             let tags = tags(&key);
             shared::io_runtime().spawn_blocking(move || {
                 shared::block_on(cache.refresh::<M, R, _>(
@@ -190,11 +213,11 @@ where
     K: Key,
     R: Send + 'static,
 {
-    let Some((v, due)) = cache.local_get_refresh(&key) else {
+    let Some((v, due, left)) = cache.local_get_refresh(&key) else {
         return get_or_compute_async::<M, K, R>(cache, key, cache_if, tags, origin).await;
     };
     if due {
-        if let Some(due) = cache.begin_refresh(&key) {
+        if let Some(due) = cache.begin_refresh(&key, left) {
             let tags = tags(&key);
             let job = cache.refresh::<M, R, _>(key, due, cache_if, tags, || origin);
             match tokio::runtime::Handle::try_current() {

@@ -79,6 +79,9 @@ pub struct FnSpec<K> {
     /// for this long; `None` for [`DEFAULT_STALE_THROTTLE`](crate::DEFAULT_STALE_THROTTLE) when
     /// `stale_if_error` is set.
     pub stale_throttle: Option<Duration>,
+    /// Probabilistic early refresh (`xfetch = 1.0`, the beta of Vattani et
+    /// al., VLDB 2015): see [`refresh`](crate::FnCache) in the pipeline docs.
+    pub xfetch: Option<f64>,
 }
 
 impl<K> FnSpec<K> {
@@ -106,6 +109,7 @@ impl<K> FnSpec<K> {
             versioned: None,
             timeout_by: None,
             stale_throttle: None,
+            xfetch: None,
         }
     }
 }
