@@ -82,7 +82,11 @@ fn chosen_name(input: &DeriveInput) -> syn::Result<Option<LitStr>> {
     {
         attr.parse_nested_meta(|meta| {
             if !meta.path.is_ident("name") {
-                return Err(meta.error("expected `name = \"...\"`"));
+                let path = &meta.path;
+                let option = quote!(#path).to_string().replace(' ', "");
+                return Err(meta.error(format!(
+                    "unknown `cache_key_type` option `{option}`: the only one is `name = \"...\"`"
+                )));
             }
             let lit: LitStr = meta.value()?.parse()?;
             check_prefix(&lit, "name")?;
