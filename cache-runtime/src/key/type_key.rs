@@ -16,6 +16,13 @@
 //! of a cached function, so a type without a stable name is a compile
 //! error at the call, not a key that changes with the next compiler.
 //!
+//! The names go into the namespace, not into the hashed argument
+//! signature, which keeps the parameters as written (`(T)`): the
+//! namespace already separates every instantiation's keys, including
+//! those of a type parameter that is not an argument (`fn parse<T>(s:
+//! String) -> T`) and those of templated keys, and the signature stays a
+//! constant that the per-call render does not rebuild.
+//!
 //! The names here are pinned by tests: changing one changes the shared
 //! keys of every instantiation using that type.
 
