@@ -192,13 +192,13 @@ impl CacheSlot {
     ) -> &'static FnCache<K, V> {
         let mut spec = Some(spec);
         // Runs at most once: when it does, the entry it makes is the one returned.
-        let mut make = || Instance {
-            types: types.into(),
-            cache: register(FnCache::<K, V>::new(spec
-                .take()
-                .expect("one cache is made")(
-            ))),
-            next: OnceLock::new(),
+        let mut make = || {
+            let spec = spec.take().expect("one cache is made");
+            Instance {
+                types: types.into(),
+                cache: register(FnCache::<K, V>::new(spec())),
+                next: OnceLock::new(),
+            }
         };
         let mut node: &'static Instance = self.first.get_or_init(&mut make);
         loop {
