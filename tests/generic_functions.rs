@@ -7,7 +7,7 @@
 use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use layercache::{cache_invalidate, cached, entry, fn_cache, CacheKeyType};
+use layercache::{cache_invalidate, cache_put, cached, entry, fn_cache, CacheKeyType};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -156,6 +156,22 @@ fn invalidating_one_instantiation_leaves_the_others_cached() {
     reload_numeric_profiles();
     assert!(!entry!(profile(2u64)).is_cached());
     assert!(entry!(profile("1".to_string())).is_cached());
+}
+
+#[cache_put(profile(id))]
+fn rename_profile<T: KeyArg>(id: T, name: &str) -> String {
+    let _ = id;
+    name.to_string()
+}
+
+#[test]
+fn a_put_stores_into_the_instantiation_of_its_argument_only() {
+    rename_profile(9u32, "nine");
+    assert_eq!(profile(9u32), "nine", "served from u32's cache");
+    assert!(
+        !entry!(profile(9u64)).is_cached(),
+        "u64's cache is untouched"
+    );
 }
 
 counter!(ASYNC_RUNS);
