@@ -317,6 +317,25 @@ pub use layercache_macros::entry;
 /// ```
 #[doc(inline)]
 pub use layercache_macros::fn_cache;
+
+/// Derives [`CacheKeyType`] (the trait of the same name): a stable name of
+/// the type, `module::path::Type`, or `#[cache_key_type(name = "...")]`.
+///
+/// ```
+/// use layercache::CacheKeyType;
+///
+/// #[derive(CacheKeyType)]
+/// #[cache_key_type(name = "user")]
+/// struct User;
+///
+/// #[derive(CacheKeyType)]
+/// struct Page<T>(Vec<T>);
+///
+/// assert_eq!(User::type_key(), "user");
+/// assert!(<Page<u64>>::type_key().ends_with("::Page<u64>"));
+/// ```
+#[doc(inline)]
+pub use layercache_macros::CacheKeyType;
 pub use layercache_runtime::*;
 
 #[doc(hidden)]

@@ -131,6 +131,87 @@ mod node {
         format!("i64 {x}")
     }
 
+    pub static GENERIC_RUNS: AtomicU64 = AtomicU64::new(0);
+
+    /// What a type argument of `generic_label` must be.
+    pub trait LabelArg:
+        layercache::CacheKeyType
+        + std::hash::Hash
+        + Eq
+        + Clone
+        + Send
+        + Sync
+        + serde::Serialize
+        + std::fmt::Debug
+    {
+    }
+    impl<
+            T: layercache::CacheKeyType
+                + std::hash::Hash
+                + Eq
+                + Clone
+                + Send
+                + Sync
+                + serde::Serialize
+                + std::fmt::Debug,
+        > LabelArg for T
+    {
+    }
+
+    /// A user type, named by its module path.
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, serde::Serialize, layercache::CacheKeyType)]
+    pub struct Sku(pub u64);
+
+    /// One cache per instantiation, in every tier.
+    #[cached(timeout = 300, key_prefix = "generic")]
+    pub fn generic_label<T: LabelArg>(x: T) -> String {
+        GENERIC_RUNS.fetch_add(1, SeqCst);
+        format!("{x:?}")
+    }
+
+    #[cache_invalidate(generic_label(x))]
+    pub fn touch_generic<T: LabelArg>(x: T) {
+        let _ = x;
+    }
+
+    /// `generic_label`'s instantiation named `ty`, called with `id`:
+    /// `u64` and `i64` (whose ids 2 and 1 encode alike) and `sku`.
+    fn with_generic(ty: &str, id: u64, f: &dyn Fn(&dyn Fn() -> String) -> String) -> String {
+        match ty {
+            "u64" => f(&|| generic_label(id)),
+            "i64" => f(&|| generic_label(id as i64)),
+            "sku" => f(&|| generic_label(Sku(id))),
+            other => format!("error unknown type {other}"),
+        }
+    }
+
+    fn generic_command(action: &str, ty: &str, id: u64) -> String {
+        match (action, ty) {
+            ("call", _) => with_generic(ty, id, &|call| timed(&GENERIC_RUNS, call)),
+            ("key", "u64") => format!(
+                "key {}",
+                entry!(generic_label(id)).shared_key().unwrap_or_default()
+            ),
+            ("key", "i64") => format!(
+                "key {}",
+                entry!(generic_label(id as i64))
+                    .shared_key()
+                    .unwrap_or_default()
+            ),
+            ("key", "sku") => format!(
+                "key {}",
+                entry!(generic_label(Sku(id)))
+                    .shared_key()
+                    .unwrap_or_default()
+            ),
+            ("touch", "u64") => {
+                touch_generic(id);
+                "ok".to_string()
+            }
+            _ => format!("error unknown generic command {action} {ty}"),
+        }
+    }
+
     /// The same without the lock, for comparison.
     #[cached(timeout = 300, key_prefix = "unlocked")]
     pub fn unlocked_report(id: u64) -> String {
@@ -549,6 +630,9 @@ mod node {
                 ["one_name_i64", _] => timed(&RETYPED_RUNS, || one_name_i64(n(1) as i64)),
                 ["one_template_u64", _] => timed(&RETYPED_RUNS, || one_template_u64(n(1))),
                 ["one_template_i64", _] => timed(&RETYPED_RUNS, || one_template_i64(n(1) as i64)),
+                ["generic", ty, _] => generic_command("call", ty, n(2)),
+                ["key", "generic", ty, _] => generic_command("key", ty, n(3)),
+                ["touch_generic", ty, _] => generic_command("touch", ty, n(2)),
                 ["locked", _] => timed(&LOCKED_RUNS, || locked_report(n(1))),
                 ["unlocked", _] => timed(&LOCKED_RUNS, || unlocked_report(n(1))),
                 ["die_holding_lock", _] => die_holding_lock(n(1)),
@@ -1918,6 +2002,66 @@ fn functions_of_other_argument_types_under_one_key_prefix_never_read_each_other_
     server.assert_no_keys_command();
 }
 
+fn each_instantiation_of_a_generic_function_has_its_own_shared_keys() {
+    let server = RedisServer::start();
+    let db = temp_db("generic");
+    let mut a = Node::spawn("A", &server.url(), &db, &[]);
+    let mut b = Node::spawn("B", &server.url(), &db, &[]);
+    // `2u64` and `1i64` encode alike (postcard's zigzag varint).
+    let calls = [("u64", 2, "2"), ("i64", 1, "1"), ("sku", 2, "Sku(2)")];
+    for (ty, id, value) in calls {
+        let c = a.call(&format!("generic {ty} {id}"));
+        assert_eq!(
+            (c.value, c.runs),
+            (format!("\"{value}\""), 1),
+            "A runs {ty}"
+        );
+    }
+    for (ty, id, value) in calls {
+        let c = b.call(&format!("generic {ty} {id}"));
+        assert_eq!(
+            (c.value, c.runs),
+            (format!("\"{value}\""), 0),
+            "B reads {ty}'s value from Redis"
+        );
+    }
+    assert_eq!(b.stat("generic<u64>", "shared"), 1);
+    assert_eq!(b.stat("generic<i64>", "shared"), 1);
+    assert_eq!(b.stat("generic<redis_fleet::node::Sku>", "shared"), 1);
+    let (unsigned, signed) = (a.key("generic u64", 2), a.key("generic i64", 1));
+    let sku = a.key("generic sku", 2);
+    assert!(unsigned.starts_with("fleet:generic<u64>:"), "{unsigned}");
+    assert!(signed.starts_with("fleet:generic<i64>:"), "{signed}");
+    assert!(
+        sku.starts_with("fleet:generic<redis_fleet::node::Sku>:"),
+        "{sku}"
+    );
+    assert_eq!(
+        b.key("generic u64", 2),
+        unsigned,
+        "the same key in every process"
+    );
+    for key in [&unsigned, &signed, &sku] {
+        assert!(server.get_raw(key).is_some(), "{key} is in Redis");
+    }
+
+    // Invalidating one instantiation leaves the others, in both tiers.
+    assert_eq!(b.send("touch_generic u64 2"), "ok");
+    assert!(
+        server.get_raw(&unsigned).is_none(),
+        "u64's entry is deleted"
+    );
+    assert!(server.get_raw(&signed).is_some(), "i64's is not");
+    assert!(server.get_raw(&sku).is_some(), "nor Sku's");
+    within(Duration::from_millis(50), || {
+        (a.call("generic u64 2").runs == 1).then_some(())
+    })
+    .expect("A still served its u64 copy 50 ms after B's invalidation");
+    assert_eq!(a.call("generic i64 1").runs, 0, "A's i64 copy stays");
+    assert_eq!(a.call("generic sku 2").runs, 0, "A's Sku copy stays");
+    server.assert_no_keys_command();
+}
+
 fn a_lock_whose_holder_panicked_is_released_at_once() {
     let server = RedisServer::start();
     let db = temp_db("lock_panic");
@@ -1983,6 +2127,10 @@ fn main() {
         return;
     }
     let scenarios: &[(&str, fn())] = &[
+        (
+            "each_instantiation_of_a_generic_function_has_its_own_shared_keys",
+            each_instantiation_of_a_generic_function_has_its_own_shared_keys,
+        ),
         (
             "the_async_manual_clear_awaits_a_slow_shared_tier_without_blocking_its_executor",
             the_async_manual_clear_awaits_a_slow_shared_tier_without_blocking_its_executor,

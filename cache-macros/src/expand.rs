@@ -58,10 +58,13 @@ fn expand(input: &Cached, checked: &Checked) -> TokenStream {
         key: key(checked),
         value_ty: quote!(::layercache::__private::ValueOf<#mode, #output>),
         mode,
-        cache_call: if input.in_impl {
-            quote!(Self::#fn_companion())
-        } else {
-            quote!(#fn_companion())
+        cache_call: {
+            let turbofish = turbofish(input);
+            if input.in_impl {
+                quote!(Self::#fn_companion #turbofish())
+            } else {
+                quote!(#fn_companion #turbofish())
+            }
         },
     };
     let ItemFn {
@@ -368,9 +371,25 @@ fn cache_companion(parts: &Parts) -> TokenStream {
     };
     let cache_name = cache_name(input);
     let spec = fn_spec(&input.opts, &key.render, value_ty);
-    // A static in a method cannot name the type parameters of a generic
-    // `impl`: methods keep their cache in an untyped slot, checked per type.
-    let slot = if input.in_impl {
+    let params = type_params(input);
+    // A static in a method or a generic function cannot name the type
+    // parameters around it: such caches live in an untyped slot, one per
+    // instantiation, found by the type arguments (and the cache's type).
+    let slot = if !params.is_empty() {
+        let ids = params
+            .iter()
+            .map(|p| quote_spanned!(p.span()=> ::layercache::__private::type_id::<#p>()));
+        let keys = params
+            .iter()
+            .map(|p| quote_spanned!(p.span()=> ::layercache::__private::type_key::<#p>()));
+        quote! {
+            static __LC_SLOT: ::layercache::__private::CacheSlot = ::layercache::__private::CacheSlot::new();
+            ::layercache::__private::instance_cache(&__LC_SLOT, &[#(#ids),*], || {
+                let name = ::layercache::__private::instance_namespace(&#cache_name, &[#(#keys),*]);
+                #spec
+            })
+        }
+    } else if input.in_impl {
         quote! {
             static __LC_SLOT: ::layercache::__private::CacheSlot = ::layercache::__private::CacheSlot::new();
             ::layercache::__private::slot_cache(&__LC_SLOT, || {
@@ -387,15 +406,45 @@ fn cache_companion(parts: &Parts) -> TokenStream {
             })
         }
     };
+    // Lifetimes alone need not reach the companion: its key and value own their data.
+    let (generics, where_clause) = if params.is_empty() {
+        (None, None)
+    } else {
+        let generics = &input.func.sig.generics;
+        (Some(generics), generics.where_clause.as_ref())
+    };
     quote! {
         #[doc(hidden)]
         #[allow(non_snake_case, dead_code, clippy::all)]
         #[inline]
-        #vis fn #fn_companion() -> &'static ::layercache::__private::FnCache<#key_ty, #value_ty> {
+        #vis fn #fn_companion #generics () -> &'static ::layercache::__private::FnCache<#key_ty, #value_ty> #where_clause {
             #key_checks
             #value_check
             #slot
         }
+    }
+}
+
+/// The function's type parameters, in order (lifetimes aside: they are
+/// not part of a cache's type).
+fn type_params(input: &Cached) -> Vec<&syn::Ident> {
+    input
+        .func
+        .sig
+        .generics
+        .type_params()
+        .map(|t| &t.ident)
+        .collect()
+}
+
+/// `::<T, U>` naming the type parameters, so calling a generic
+/// function's cache needs no inference; nothing for a function without.
+fn turbofish(input: &Cached) -> TokenStream {
+    let params = type_params(input);
+    if params.is_empty() {
+        TokenStream::new()
+    } else {
+        quote!(::<#(#params),*>)
     }
 }
 

@@ -10,8 +10,8 @@
 //! `template` parses key templates), and `expand` writes the code, which
 //! cannot fail. `in_impl` handles `#[cached]` on an `impl` block,
 //! `signature` writes the argument types hashed into keys, `target` parses
-//! invalidation targets, and `invalidate` expands `#[cache_invalidate]`
-//! and `#[cache_put]`.
+//! invalidation targets, `invalidate` expands `#[cache_invalidate]`
+//! and `#[cache_put]`, and `type_key` derives `CacheKeyType`.
 #![deny(missing_docs)]
 
 use proc_macro::TokenStream;
@@ -30,6 +30,7 @@ mod signature;
 mod snapshots;
 mod target;
 mod template;
+mod type_key;
 mod valid;
 
 /// Memoizes a function: see the `layercache` crate documentation. On an
@@ -80,6 +81,19 @@ pub fn entry(input: TokenStream) -> TokenStream {
 #[proc_macro]
 pub fn fn_cache(input: TokenStream) -> TokenStream {
     match target::fn_cache_macro(input.into()) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// Derives `layercache::CacheKeyType`: the type's stable name, so it can be
+/// a type argument of a generic `#[cached]` function. The name is
+/// `module::path::Type` (with the parameters' names, `Page<u64>`), or the
+/// one given by `#[cache_key_type(name = "...")]`: see the `layercache`
+/// crate documentation.
+#[proc_macro_derive(CacheKeyType, attributes(cache_key_type))]
+pub fn derive_cache_key_type(input: TokenStream) -> TokenStream {
+    match type_key::derive(input.into()) {
         Ok(ts) => ts.into(),
         Err(e) => e.to_compile_error().into(),
     }

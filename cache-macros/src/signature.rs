@@ -5,6 +5,14 @@
 //! one (see `layercache_runtime::key`). It is taken from the source rather
 //! than from `std::any::type_name`, which may change between compilers, so
 //! the same code gives the same keys on every build and platform.
+//!
+//! A generic function's signature keeps its type parameters as written
+//! (`(T,u32)`): each instantiation's keys are already under a namespace
+//! of its own, `{key_prefix or path}<u64>`, built at run time from the
+//! type arguments' `CacheKeyType` names, so `(T)` and the namespace
+//! together name the concrete types. Writing the names into the hashed
+//! signature too would add nothing that can tell two keys apart, and
+//! would turn a constant into text built on every render.
 
 use proc_macro2::{Delimiter, TokenStream, TokenTree};
 use quote::ToTokens;

@@ -174,6 +174,30 @@ const CASES: &[(&str, Expander, &str, &str)] = &[
         "const fn bump<T>(&mut self, (a, b): (u32, u32)) { }",
     ),
     (
+        "generic_where_clause",
+        crate::expand::cached,
+        "key_prefix = \"describe\"",
+        "pub fn describe<'a, T: Clone, U>(x: &'a T, n: u32) -> Vec<U> where T: Hash, U: Clone { vec![] }",
+    ),
+    (
+        "generic_method_async",
+        crate::expand::cached,
+        "in_impl = \"Repo\", key = \"{id}\"",
+        "async fn label<T: Display>(&self, id: T) -> String { id.to_string() }",
+    ),
+    (
+        "derive_type_key",
+        derive_type_key,
+        "",
+        "struct UserId(u64);",
+    ),
+    (
+        "derive_type_key_generic_named",
+        derive_type_key,
+        "",
+        "#[cache_key_type(name = \"page\")] struct Page<T: Clone, const N: usize> where T: Eq { items: [T; N] }",
+    ),
+    (
         "template_mistakes",
         crate::invalidate::cache_invalidate,
         "tag = \"{}\", tag = \"{id:>5}\", prefix = \"a}b\", tag = \"{id.}\", tag = \"{ID}\", tag = \"{id}{id}\", tag = \"{id\"",
@@ -420,16 +444,28 @@ const MISTAKES: &[(&str, Expander, &str, &str)] = &[
         G,
     ),
     (
-        "invalidate_turbofish",
-        crate::invalidate::cache_invalidate,
-        "x.f::<u8>(1)",
-        G,
-    ),
-    (
         "invalidate_not_on_fn",
         crate::invalidate::cache_invalidate,
         "f(x)",
         "struct S;",
+    ),
+    (
+        "derive_type_key_lifetime",
+        derive_type_key,
+        "",
+        "struct Borrowed<'a>(&'a str);",
+    ),
+    (
+        "derive_type_key_glob_name",
+        derive_type_key,
+        "",
+        "#[cache_key_type(name = \"user*\")] struct User;",
+    ),
+    (
+        "derive_type_key_unknown_option",
+        derive_type_key,
+        "",
+        "#[cache_key_type(rename = \"user\")] struct User;",
     ),
     ("put_no_target", crate::invalidate::cache_put, "", F),
     (
@@ -465,6 +501,10 @@ const G: &str = "fn g(x: u64) {}";
 
 fn cached_impl(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     crate::in_impl::cached_impl(args, syn::parse2(item)?)
+}
+
+fn derive_type_key(_: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    crate::type_key::derive(item)
 }
 
 fn expand(expander: Expander, args: &str, item: &str) -> String {

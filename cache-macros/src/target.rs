@@ -52,12 +52,7 @@ impl CallTarget {
                     format!("`{what}` expects a cached function's name, like `get_user(user_id)`"),
                 )),
             },
-            Expr::MethodCall(m) => {
-                if let Some(t) = &m.turbofish {
-                    return Err(syn::Error::new(t.span(), "cached methods take no type arguments"));
-                }
-                Ok(CallTarget::Method(m.clone()))
-            }
+            Expr::MethodCall(m) => Ok(CallTarget::Method(m.clone())),
             other => Err(syn::Error::new(
                 other.span(),
                 format!("`{what}` expects a call of a cached function, like `get_user(user_id)` or `self.get_user(user_id)`"),
@@ -93,8 +88,10 @@ impl CallTarget {
             CallTarget::Method(m) => {
                 let receiver = &m.receiver;
                 let companion = entry_ident(&m.method);
+                // A generic method's entry companion has its type parameters.
+                let turbofish = &m.turbofish;
                 let args = args(&m.args);
-                quote_spanned!(m.span()=> #receiver.#companion(#args))
+                quote_spanned!(m.span()=> #receiver.#companion #turbofish(#args))
             }
         }
     }

@@ -198,11 +198,9 @@ fn signature(sig: &Signature) -> syn::Result<()> {
     }
     for param in &sig.generics.params {
         match param {
-            GenericParam::Lifetime(_) => {}
-            GenericParam::Type(t) => errors.add(
-                t.ident.span(),
-                "`#[cached]` functions cannot have type parameters: each cached function has one cache with one key and value type; cache a concrete function (it may call this generic one)",
-            ),
+            // Each instantiation over type parameters gets a cache of its
+            // own, named after the parameters' `CacheKeyType` names.
+            GenericParam::Lifetime(_) | GenericParam::Type(_) => {}
             GenericParam::Const(c) => errors.add(
                 c.ident.span(),
                 "`#[cached]` functions cannot have const parameters; pass the value as an argument instead",

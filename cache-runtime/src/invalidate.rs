@@ -4,8 +4,7 @@
 //! code keeps its cache in.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock, RwLockReadGuard};
+use std::sync::{OnceLock, RwLockReadGuard};
 
 use crate::metrics::{FunctionStats, Stats};
 use crate::pipeline::{FnCache, FnSpec, Key, Value};
@@ -139,52 +138,108 @@ impl<K: Key, V: Value> FnSlot<K, V> {
     }
 }
 
-/// The slot a generated method wrapper keeps its cache in.
-pub type CacheSlot = OnceLock<&'static (dyn Any + Send + Sync)>;
+/// The slot the generated wrapper of a method or a generic function keeps
+/// its caches in: a `static` in a generic function, or in a method of a
+/// generic `impl`, cannot name the type parameters, so one untyped slot
+/// serves every instantiation, each with a cache of its own.
+///
+/// The caches form a list that only grows (caches live as long as the
+/// process): a call walks it without a lock, comparing its instantiation
+/// (the `TypeId`s of the function's type arguments, and the cache's own
+/// type) with each entry's; a function has a handful of instantiations,
+/// and the first is found with the same loads as a typed slot plus one
+/// comparison. A new instantiation is linked at the end through a
+/// `OnceLock`, so two threads racing to add the same one create one cache.
+pub struct CacheSlot {
+    first: OnceLock<Instance>,
+}
 
-/// The cache behind `slot`, created on first use from `spec`.
+/// One instantiation's cache in a [`CacheSlot`].
+struct Instance {
+    /// The type arguments' `TypeId`s (none for a method of a plain `impl`).
+    types: Box<[TypeId]>,
+    cache: &'static (dyn Any + Send + Sync),
+    next: OnceLock<&'static Instance>,
+}
+
+impl Instance {
+    /// This entry's cache, if it is the one of `types` with keys `K` and values `V`.
+    #[inline]
+    fn holds<K: Key, V: Value>(&self, types: &[TypeId]) -> Option<&'static FnCache<K, V>> {
+        if *self.types != *types {
+            return None;
+        }
+        self.cache.downcast_ref::<FnCache<K, V>>()
+    }
+}
+
+impl CacheSlot {
+    /// An empty slot.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        CacheSlot {
+            first: OnceLock::new(),
+        }
+    }
+
+    /// Links the cache of `types` at the end of the list, unless another
+    /// thread linked it first.
+    #[cold]
+    fn add<K: Key, V: Value>(
+        &'static self,
+        types: &[TypeId],
+        spec: impl FnOnce() -> FnSpec<K>,
+    ) -> &'static FnCache<K, V> {
+        let mut spec = Some(spec);
+        // Runs at most once: when it does, the entry it makes is the one returned.
+        let mut make = || {
+            let spec = spec.take().expect("one cache is made");
+            Instance {
+                types: types.into(),
+                cache: register(FnCache::<K, V>::new(spec())),
+                next: OnceLock::new(),
+            }
+        };
+        let mut node: &'static Instance = self.first.get_or_init(&mut make);
+        loop {
+            if let Some(cache) = node.holds::<K, V>(types) {
+                return cache;
+            }
+            node = node.next.get_or_init(|| Box::leak(Box::new(make())));
+        }
+    }
+}
+
+/// The cache of a method behind `slot`, created on first use from `spec`.
 ///
 /// One slot normally holds one cache. A `#[cached]` method in a generic
 /// `impl` shares one slot between instantiations; each instantiation then
-/// gets its own cache from a side table keyed by type.
+/// gets its own cache, told apart by its type.
 #[inline]
 pub fn slot_cache<K: Key, V: Value>(
     slot: &'static CacheSlot,
     spec: impl FnOnce() -> FnSpec<K>,
 ) -> &'static FnCache<K, V> {
-    let mut spec = Some(spec);
-    let erased = *slot.get_or_init(|| {
-        let spec = spec.take().expect("spec is used once");
-        register(FnCache::<K, V>::new(spec())) as &'static (dyn Any + Send + Sync)
-    });
-    match erased.downcast_ref::<FnCache<K, V>>() {
-        Some(cache) => cache,
-        None => per_type_cache(
-            slot,
-            spec.expect("the slot was filled by another instantiation"),
-        ),
-    }
+    instance_cache(slot, &[], spec)
 }
 
-#[cold]
-fn per_type_cache<K: Key, V: Value>(
+/// The cache of one instantiation of a generic function behind `slot`:
+/// `types` are the `TypeId`s of its type arguments, in order. Created on
+/// first use from `spec`, whose namespace names the type arguments.
+#[inline]
+pub fn instance_cache<K: Key, V: Value>(
     slot: &'static CacheSlot,
+    types: &[TypeId],
     spec: impl FnOnce() -> FnSpec<K>,
 ) -> &'static FnCache<K, V> {
-    type Table = Mutex<HashMap<(usize, TypeId), &'static (dyn Any + Send + Sync)>>;
-    static TABLE: OnceLock<Table> = OnceLock::new();
-    let table = TABLE.get_or_init(Default::default);
-    let id = (
-        slot as *const CacheSlot as usize,
-        TypeId::of::<FnCache<K, V>>(),
-    );
-    let mut table = table.lock().unwrap_or_else(|e| e.into_inner());
-    let erased = *table.entry(id).or_insert_with(|| {
-        register(FnCache::<K, V>::new(spec())) as &'static (dyn Any + Send + Sync)
-    });
-    erased
-        .downcast_ref::<FnCache<K, V>>()
-        .expect("the side table is keyed by the cache's type")
+    let mut node = slot.first.get();
+    while let Some(instance) = node {
+        if let Some(cache) = instance.holds::<K, V>(types) {
+            return cache;
+        }
+        node = instance.next.get().copied();
+    }
+    slot.add(types, spec)
 }
 
 /// Counters of every cached function called so far (and of the manual cache).

@@ -60,6 +60,9 @@ use postcard::ser_flavors::Flavor;
 use serde::Serialize;
 use xxhash_rust::xxh3::Xxh3;
 
+mod type_key;
+pub use type_key::{instance_namespace, CacheKeyType};
+
 /// Why a stable key could not be computed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

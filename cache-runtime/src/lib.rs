@@ -58,6 +58,7 @@ pub use invalidate::{
     flush_invalidations_async, invalidate_prefix, invalidate_prefix_async, invalidate_tag,
     invalidate_tag_async, reset_stats, stats,
 };
+pub use key::CacheKeyType;
 pub use local::LocalStoreKind;
 pub use manual::{future, sync, CacheValue, NamedCacheBuilder, MANUAL_CACHE_NAME};
 pub use metrics::{FunctionStats, LatencyStats, Stats, EXPORT_BOUNDS, HIT_SAMPLE_EVERY};
@@ -75,11 +76,12 @@ pub use warm::{
 #[doc(hidden)]
 pub mod __private {
     pub use crate::invalidate::{
-        invalidate_prefix, invalidate_prefix_async, invalidate_tag, invalidate_tag_async,
-        slot_cache, CacheSlot, FnSlot,
+        instance_cache, invalidate_prefix, invalidate_prefix_async, invalidate_tag,
+        invalidate_tag_async, slot_cache, CacheSlot, FnSlot,
     };
     pub use crate::key::{
-        render_hashed, render_hashed_typed, render_template, render_template_typed, KeyBuilder,
+        instance_namespace, render_hashed, render_hashed_typed, render_template,
+        render_template_typed, KeyBuilder,
     };
     pub use crate::local::Probe;
     pub use crate::pipeline::{
@@ -130,6 +132,23 @@ pub mod __private {
     {
     }
     impl<T: std::hash::Hash + Eq + Clone + Send + Sync + serde::Serialize + 'static> KeyArg for T {}
+
+    /// The `TypeId` an instantiation of a generic function is told apart
+    /// by, for each of its type arguments. Bounded by [`CacheKeyType`]
+    /// (which is `'static`), so a type argument without a stable name is
+    /// one error, about that.
+    ///
+    /// [`CacheKeyType`]: crate::CacheKeyType
+    #[inline(always)]
+    pub fn type_id<T: crate::CacheKeyType + ?Sized>() -> std::any::TypeId {
+        std::any::TypeId::of::<T>()
+    }
+
+    /// The stable name of a generic function's type argument.
+    #[inline(always)]
+    pub fn type_key<T: crate::CacheKeyType + ?Sized>() -> std::borrow::Cow<'static, str> {
+        T::type_key()
+    }
 
     /// Compile-time check that `T` can be part of a key.
     #[inline(always)]

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use layercache::{cache_invalidate, cache_put, cached};
+use std::hash::Hash;
+
+use layercache::{cache_invalidate, cache_put, cached, CacheKeyType};
 use serde::{Deserialize, Serialize};
 
 /// A cached public function.
@@ -55,6 +57,34 @@ where
     text.to_uppercase()
 }
 
+/// A tenant's id: a user type for generic functions.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, Serialize, Deserialize, CacheKeyType)]
+pub struct TenantId(pub u64);
+
+/// A generic function with a lifetime: one cache per type argument.
+#[cached(key_prefix = "strict_first")]
+pub fn first<'a, T>(items: &'a [T]) -> Option<T>
+where
+    T: CacheKeyType + Clone + Hash + Eq + Send + Sync + Serialize + for<'de> Deserialize<'de>,
+{
+    items.first().cloned()
+}
+
+/// A generic function of an owned argument.
+#[cached(key_prefix = "strict_label")]
+pub fn label<T: CacheKeyType + Clone + Hash + Eq + Send + Sync + Serialize + std::fmt::Debug>(
+    id: T,
+) -> String {
+    format!("{id:?}")
+}
+
+/// Drops one instantiation's entry, and all of another's.
+#[cache_invalidate(label(id), all = first::<u64>)]
+pub fn forget<T: CacheKeyType + Clone + Hash + Eq + Send + Sync + Serialize + std::fmt::Debug>(
+    id: T,
+) {
+}
+
 /// An update.
 #[cache_invalidate(square(x), all = search)]
 pub fn update(x: u64) {}
@@ -102,5 +132,8 @@ fn main() {
     let shared = Arc::new(repo);
     assert_eq!(shared.shared(2), "t2");
     let _ = search;
+    assert_eq!(first(&[TenantId(1)]), Some(TenantId(1)));
+    assert_eq!(label(TenantId(2)), "TenantId(2)");
+    forget(TenantId(2));
     assert_eq!(unsafe { shout("hi") }, "HI");
 }

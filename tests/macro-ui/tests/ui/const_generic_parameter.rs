@@ -1,0 +1,8 @@
+use layercache::cached;
+
+#[cached]
+fn repeat<const N: usize>(value: u64) -> u64 {
+    value * N as u64
+}
+
+fn main() {}

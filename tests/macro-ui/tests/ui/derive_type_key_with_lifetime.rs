@@ -1,0 +1,6 @@
+use layercache::CacheKeyType;
+
+#[derive(CacheKeyType)]
+struct Name<'a>(&'a str);
+
+fn main() {}
