@@ -243,6 +243,20 @@ impl<'a> Written<'a> {
         Ok((b, self.path.span()))
     }
 
+    /// A float or integer literal, as `f64`; `expected` when it is neither.
+    fn number(&self, expected: &str, example: &str) -> syn::Result<(f64, Span)> {
+        let expr = self.need(example)?;
+        match expr {
+            Expr::Lit(ExprLit {
+                lit: Lit::Float(f), ..
+            }) => Ok((f.base10_parse::<f64>()?, f.span())),
+            Expr::Lit(ExprLit {
+                lit: Lit::Int(i), ..
+            }) => Ok((i.base10_parse::<u64>()? as f64, i.span())),
+            _ => Err(syn::Error::new(expr.span(), expected)),
+        }
+    }
+
     fn int(&self, what: &str, example: &str) -> syn::Result<(u64, Span)> {
         let lit = int_value(self.need(example)?, what, example)?;
         Ok((lit.base10_parse()?, lit.span()))
@@ -314,21 +328,10 @@ fn tier(o: &Written) -> syn::Result<Tier> {
 }
 
 fn jitter(o: &Written) -> syn::Result<(f64, Span)> {
-    let expr = o.need("jitter = 0.1")?;
-    let (j, span) = match expr {
-        Expr::Lit(ExprLit {
-            lit: Lit::Float(f), ..
-        }) => (f.base10_parse::<f64>()?, f.span()),
-        Expr::Lit(ExprLit {
-            lit: Lit::Int(i), ..
-        }) => (i.base10_parse::<u64>()? as f64, i.span()),
-        _ => {
-            return Err(syn::Error::new(
-                expr.span(),
-                "expected the jitter as a fraction literal, like `jitter = 0.1` (±10 %)",
-            ))
-        }
-    };
+    let (j, span) = o.number(
+        "expected the jitter as a fraction literal, like `jitter = 0.1` (±10 %)",
+        "jitter = 0.1",
+    )?;
     if !(0.0..1.0).contains(&j) {
         return Err(syn::Error::new(
             span,
@@ -364,21 +367,10 @@ fn timeout_by(o: &Written) -> syn::Result<Expr> {
 }
 
 fn xfetch(o: &Written) -> syn::Result<(f64, Span)> {
-    let expr = o.need("xfetch = 1.0")?;
-    let (beta, span) = match expr {
-        Expr::Lit(ExprLit {
-            lit: Lit::Float(f), ..
-        }) => (f.base10_parse::<f64>()?, f.span()),
-        Expr::Lit(ExprLit {
-            lit: Lit::Int(i), ..
-        }) => (i.base10_parse::<u64>()? as f64, i.span()),
-        _ => {
-            return Err(syn::Error::new(
-                expr.span(),
-                "expected XFetch's beta as a number literal, like `xfetch = 1.0` (larger refreshes earlier)",
-            ))
-        }
-    };
+    let (beta, span) = o.number(
+        "expected XFetch's beta as a number literal, like `xfetch = 1.0` (larger refreshes earlier)",
+        "xfetch = 1.0",
+    )?;
     if !(beta > 0.0 && beta.is_finite()) {
         return Err(syn::Error::new(
             span,
