@@ -1,25 +1,13 @@
 //! Expiry decided by an injected clock: no sleeping, exact boundaries.
 
+#[path = "support/mock_runtime.rs"]
+mod mock_runtime;
+
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use layercache::{cached, fn_cache, Clock, Config, MockClock};
-
-fn clock() -> &'static MockClock {
-    static MOCK: OnceLock<MockClock> = OnceLock::new();
-    MOCK.get_or_init(|| {
-        let (clock, mock) = Clock::mock();
-        layercache::init(
-            Config::builder()
-                .clock(clock)
-                .default_timeout(Duration::from_secs(30))
-                .build(),
-        )
-        .unwrap();
-        mock
-    })
-}
+use layercache::{cached, fn_cache};
+use mock_runtime::clock;
 
 static FIVE_MIN: AtomicUsize = AtomicUsize::new(0);
 #[cached(timeout = 300)]

@@ -2,25 +2,13 @@
 //! batch operations (`get_many`, `set_many`, `delete_many`), in one process
 //! with an injected clock. Across processes over Redis: `redis_fleet`.
 
-use std::sync::OnceLock;
+#[path = "support/mock_runtime.rs"]
+mod mock_runtime;
+
 use std::time::Duration;
 
-use layercache::{future, sync, Clock, Config, MockClock};
-
-fn clock() -> &'static MockClock {
-    static MOCK: OnceLock<MockClock> = OnceLock::new();
-    MOCK.get_or_init(|| {
-        let (clock, mock) = Clock::mock();
-        layercache::init(
-            Config::builder()
-                .clock(clock)
-                .default_timeout(Duration::from_secs(30))
-                .build(),
-        )
-        .unwrap();
-        mock
-    })
-}
+use layercache::{future, sync};
+use mock_runtime::clock;
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()

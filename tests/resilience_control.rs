@@ -3,27 +3,14 @@
 //! period) and `timeout_by` (a lifetime per value). Across processes and
 //! in the shared tier: `redis_fleet`.
 
+#[path = "support/mock_runtime.rs"]
+mod mock_runtime;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use layercache::{cached, entry, Clock, Config, MockClock};
-
-fn clock() -> &'static MockClock {
-    static MOCK: OnceLock<MockClock> = OnceLock::new();
-    MOCK.get_or_init(|| {
-        let (clock, mock) = Clock::mock();
-        layercache::init(
-            Config::builder()
-                .clock(clock)
-                .default_timeout(Duration::from_secs(30))
-                .ttl_jitter(0.0)
-                .build(),
-        )
-        .unwrap();
-        mock
-    })
-}
+use layercache::{cached, entry};
+use mock_runtime::clock;
 
 static FAILING: AtomicBool = AtomicBool::new(false);
 static THROTTLED_RUNS: AtomicU32 = AtomicU32::new(0);
