@@ -226,6 +226,33 @@ fn delete_many(s: Store, keys: &[&str]) -> u64 {
     }
 }
 
+/// What the blocking and the async handle share: `Debug` (the cache's
+/// name), `Default` (the global cache) and `global()`.
+macro_rules! handle_basics {
+    () => {
+        impl std::fmt::Debug for Cache {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct("Cache")
+                    .field("name", &self.store.name())
+                    .finish()
+            }
+        }
+
+        impl Default for Cache {
+            fn default() -> Cache {
+                Cache::global()
+            }
+        }
+
+        impl Cache {
+            /// The process's manual cache.
+            pub fn global() -> Cache {
+                Cache { store: store() }
+            }
+        }
+    };
+}
+
 /// The blocking manual cache.
 pub mod sync {
     use super::*;
@@ -255,26 +282,9 @@ pub mod sync {
         pub(super) store: Store,
     }
 
-    impl std::fmt::Debug for Cache {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("Cache")
-                .field("name", &self.store.name())
-                .finish()
-        }
-    }
-
-    impl Default for Cache {
-        fn default() -> Cache {
-            Cache::global()
-        }
-    }
+    handle_basics!();
 
     impl Cache {
-        /// The process's manual cache.
-        pub fn global() -> Cache {
-            Cache { store: store() }
-        }
-
         /// A named cache: its own namespace, default timeout and bound,
         /// over the process's tiers. Set its options on the returned
         /// builder, or use it as the cache directly (it derefs to one built
@@ -420,26 +430,9 @@ pub mod future {
         pub(super) store: Store,
     }
 
-    impl std::fmt::Debug for Cache {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("Cache")
-                .field("name", &self.store.name())
-                .finish()
-        }
-    }
-
-    impl Default for Cache {
-        fn default() -> Cache {
-            Cache::global()
-        }
-    }
+    handle_basics!();
 
     impl Cache {
-        /// The process's manual cache.
-        pub fn global() -> Cache {
-            Cache { store: store() }
-        }
-
         /// A named cache (see [`sync::Cache::named`](super::sync::Cache::named)):
         /// the same cache as the blocking handle of that name.
         pub fn named(name: &str) -> super::named::Builder<Cache> {
