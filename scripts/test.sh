@@ -55,6 +55,14 @@ RUSTDOCFLAGS="--cfg docsrs -D warnings" cargo +nightly doc --no-deps --all-featu
   -p layercache -p layercache-runtime -p layercache-macros
 stage "cargo publish --workspace --dry-run (package and build the published crates)"
 # --allow-dirty: the dry run uploads nothing, and a local run has uncommitted work.
+# The dry run verifies each crate against a local registry of the packaged
+# workspace crates. cargo treats registry crates as immutable: it never
+# extracts one again (under $CARGO_HOME/registry/src/-<hash>/) nor rebuilds it
+# (in target/debug) for the same version, so a second run in the same
+# checkout or CARGO_HOME would build an earlier run's sources (a macro added
+# since then "does not exist"). Drop those copies first.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/layercache-* target/package \
+  target/debug/deps/liblayercache* target/debug/.fingerprint/layercache-*
 cargo publish --workspace --dry-run --allow-dirty --quiet
 stage "benchmarks against the peers (short run of scripts/bench.sh; report in target/bench-report)"
 BENCH_QUICK=1 bash scripts/bench.sh target/bench-report
