@@ -10,7 +10,7 @@ use super::{Evictions, LocalStore, Stored};
 /// but not the old value an insert replaces, which quick_cache reports
 /// through the same hook: the request state holds the key being inserted.
 #[derive(Clone)]
-struct CountEvictions(Evictions);
+pub(super) struct CountEvictions(pub(super) Evictions);
 
 impl<K: Eq, V> Lifecycle<K, V> for CountEvictions {
     type RequestState = Option<K>;
