@@ -56,15 +56,26 @@ fn the_moka_store_holds_max_bytes_through_10_000_inserts_of_mixed_sizes() {
     let cache = fn_cache!(blob);
     for id in 0..10_000u64 {
         // 10 B to 64 KiB: most small, one in 64 large.
-        let len = if id % 64 == 0 { 65_536 } else { 10 + (id as usize * 97) % 4_000 };
+        let len = if id % 64 == 0 {
+            65_536
+        } else {
+            10 + (id as usize * 97) % 4_000
+        };
         blob(id, len);
         if id % 100 == 99 {
             // moka bounds in its maintenance, which `weight` runs.
             let weight = cache.weight();
-            assert!(weight <= 1 << 20, "{weight} bytes after insert {id} over 1 MiB");
+            assert!(
+                weight <= 1 << 20,
+                "{weight} bytes after insert {id} over 1 MiB"
+            );
         }
     }
     let s = cache.stats();
     assert!(s.evictions > 0);
-    assert!(cache.weight() > 1 << 19, "the bound is used: {} bytes", cache.weight());
+    assert!(
+        cache.weight() > 1 << 19,
+        "the bound is used: {} bytes",
+        cache.weight()
+    );
 }
