@@ -54,8 +54,9 @@ where
             shards /= 2;
         }
         let per_shard = bound.max_bytes / shards;
-        // A guess at the entry count for the initial table only: 1 KiB an entry.
-        let items = (bound.max_bytes / 1024).clamp(32 * shards, 1 << 20);
+        // Sizes the initial tables only (they grow): a guess of 4 KiB an
+        // entry, capped so a large bound does not allocate up front.
+        let items = (bound.max_bytes / 4096).clamp(32 * shards, 1 << 16);
         let options = OptionsBuilder::new()
             .shards(shards as usize)
             .estimated_items_capacity(items as usize)
