@@ -15,11 +15,9 @@ use std::hash::Hash;
 mod probe;
 mod quick;
 pub mod weigh;
-mod weighed;
 pub use probe::Probe;
 pub use quick::QuickCacheStore;
 pub use weigh::{ByteBound, HeapBytes};
-pub use weighed::WeighedStore;
 
 #[cfg(feature = "moka")]
 mod moka_store;
@@ -38,6 +36,11 @@ pub struct Stored<V> {
     /// stable key, so an invalidation notice from another process (which
     /// names the stable key, not the arguments) can find it; 0 otherwise.
     pub tag: u64,
+    /// What the entry weighs against its store's bound: the store sets it
+    /// when the entry is inserted (1, or its estimated bytes under a
+    /// [`ByteBound`]), so it is weighed once; what an inserter writes
+    /// there is ignored.
+    pub weight: u64,
 }
 
 /// A bounded, concurrent map: the in-process tier of one cached function.
@@ -94,7 +97,6 @@ where
 /// [`LocalStore`].
 pub(crate) enum AnyStore<K, V> {
     Quick(QuickCacheStore<K, V>),
-    Weighed(WeighedStore<K, V>),
     #[cfg(feature = "moka")]
     Moka(MokaStore<K, V>),
 }
@@ -117,7 +119,7 @@ where
                 AnyStore::Quick(QuickCacheStore::new(max_entries, evictions))
             }
             (LocalStoreKind::QuickCache, Some(bytes)) => {
-                AnyStore::Weighed(WeighedStore::new(bytes, evictions))
+                AnyStore::Quick(QuickCacheStore::weighed(bytes, evictions))
             }
             #[cfg(feature = "moka")]
             (LocalStoreKind::Moka, None) => AnyStore::Moka(MokaStore::new(max_entries, evictions)),
@@ -133,7 +135,6 @@ where
     pub(crate) fn get<Q: Hash + Equivalent<K> + ?Sized>(&self, key: &Q) -> Option<Stored<V>> {
         match self {
             AnyStore::Quick(store) => store.get_equivalent(key),
-            AnyStore::Weighed(store) => store.get_equivalent(key),
             #[cfg(feature = "moka")]
             AnyStore::Moka(store) => store.get_equivalent(key),
         }
@@ -150,7 +151,6 @@ where
     fn deref(&self) -> &Self::Target {
         match self {
             AnyStore::Quick(store) => store,
-            AnyStore::Weighed(store) => store,
             #[cfg(feature = "moka")]
             AnyStore::Moka(store) => store,
         }
@@ -175,6 +175,7 @@ mod tests {
             tag: 0,
             value: v,
             expires_at: Timestamp::NEVER,
+            weight: 0,
         }
     }
 
@@ -241,6 +242,7 @@ mod tests {
                         value,
                         expires_at: Timestamp::NEVER,
                         tag: 0,
+                        weight: 0,
                     },
                 );
             }
@@ -273,6 +275,7 @@ mod tests {
                     value: 7,
                     expires_at: at,
                     tag: 0,
+                    weight: 0,
                 },
             );
             assert_eq!(store.get(&1).map(|e| e.expires_at), Some(at), "{kind:?}");

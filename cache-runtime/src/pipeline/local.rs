@@ -229,6 +229,7 @@ impl<K: Key, V: Value> LocalTier<K, V> {
                 value,
                 expires_at,
                 tag,
+                weight: 0,
             },
         );
     }
