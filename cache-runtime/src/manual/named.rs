@@ -195,6 +195,7 @@ fn lookup(name: &str, settings: Settings) -> Store {
 
 /// The heap part of a named cache entry's weight: its key's length and
 /// its value's (see [`Weighable`]).
+#[allow(clippy::ptr_arg)] // must match `HeapBytes<String>`
 fn named_heap_bytes(key: &String, value: &dyn Any) -> u64 {
     let value = value
         .downcast_ref::<AnyValue>()
