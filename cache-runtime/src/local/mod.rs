@@ -14,8 +14,10 @@ use std::hash::Hash;
 
 mod probe;
 mod quick;
+pub mod weigh;
 pub use probe::Probe;
 pub use quick::QuickCacheStore;
+pub use weigh::{ByteBound, HeapBytes};
 
 #[cfg(feature = "moka")]
 mod moka_store;
@@ -34,13 +36,19 @@ pub struct Stored<V> {
     /// stable key, so an invalidation notice from another process (which
     /// names the stable key, not the arguments) can find it; 0 otherwise.
     pub tag: u64,
+    /// What the entry weighs against its store's bound: the store sets it
+    /// when the entry is inserted (1, or its estimated bytes under a
+    /// [`ByteBound`]), so it is weighed once; what an inserter writes
+    /// there is ignored.
+    pub weight: u64,
 }
 
 /// A bounded, concurrent map: the in-process tier of one cached function.
 ///
 /// Implementations must be safe to share across threads and must hold at
-/// most their configured number of entries, counting every entry they drop
-/// to make room in the [`Evictions`] they were built with.
+/// most their configured number of entries (or, under a [`ByteBound`],
+/// weigh at most its bytes), counting every entry they drop to make room in
+/// the [`Evictions`] they were built with.
 pub trait LocalStore<K, V>: Send + Sync {
     /// A copy of the entry under `key`, expired or not.
     fn get(&self, key: &K) -> Option<Stored<V>>;
@@ -57,6 +65,11 @@ pub trait LocalStore<K, V>: Send + Sync {
     /// `true` when the store holds no entry.
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// What the entries weigh together: their estimated bytes under a
+    /// [`ByteBound`] (see [`weigh`]), otherwise one each.
+    fn weight(&self) -> u64 {
+        self.len()
     }
 }
 
@@ -93,14 +106,27 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// The store of `kind` for `max_entries` entries.
-    pub(crate) fn build(kind: LocalStoreKind, max_entries: u64, evictions: Evictions) -> Self {
-        match kind {
-            LocalStoreKind::QuickCache => {
+    /// The store of `kind` for `max_entries` entries, or for what `bytes`
+    /// allows (both bounds when `bytes` was made with `max_entries`).
+    pub(crate) fn build(
+        kind: LocalStoreKind,
+        max_entries: u64,
+        bytes: Option<ByteBound<K>>,
+        evictions: Evictions,
+    ) -> Self {
+        match (kind, bytes) {
+            (LocalStoreKind::QuickCache, None) => {
                 AnyStore::Quick(QuickCacheStore::new(max_entries, evictions))
             }
+            (LocalStoreKind::QuickCache, Some(bytes)) => {
+                AnyStore::Quick(QuickCacheStore::weighed(bytes, evictions))
+            }
             #[cfg(feature = "moka")]
-            LocalStoreKind::Moka => AnyStore::Moka(MokaStore::new(max_entries, evictions)),
+            (LocalStoreKind::Moka, None) => AnyStore::Moka(MokaStore::new(max_entries, evictions)),
+            #[cfg(feature = "moka")]
+            (LocalStoreKind::Moka, Some(bytes)) => {
+                AnyStore::Moka(MokaStore::weighed(bytes, evictions))
+            }
         }
     }
 
@@ -149,6 +175,7 @@ mod tests {
             tag: 0,
             value: v,
             expires_at: Timestamp::NEVER,
+            weight: 0,
         }
     }
 
@@ -201,6 +228,42 @@ mod tests {
     }
 
     #[test]
+    fn every_store_holds_its_byte_bound_and_counts_evictions() {
+        for kind in kinds() {
+            let evictions = Evictions::default();
+            let heap: HeapBytes<u32> = |_, v| weigh::heap_bytes_of::<Vec<u8>>(v);
+            let bound = ByteBound::new(100_000, None, Some(heap));
+            let store = AnyStore::<u32, Vec<u8>>::build(kind, 10, Some(bound), evictions.clone());
+            for i in 0..1_000 {
+                let value = vec![0; 1_000];
+                store.insert(
+                    i,
+                    Stored {
+                        value,
+                        expires_at: Timestamp::NEVER,
+                        tag: 0,
+                        weight: 0,
+                    },
+                );
+            }
+            let weight = store.weight();
+            assert!(
+                weight <= 100_000,
+                "{kind:?} weighs {weight} over a bound of 100,000"
+            );
+            assert!(
+                store.len() > 10,
+                "{kind:?}: bytes bound it, not max_entries"
+            );
+            assert!(
+                evictions.get() >= 900,
+                "{kind:?} counted {}",
+                evictions.get()
+            );
+        }
+    }
+
+    #[test]
     fn stored_entries_keep_their_expiry() {
         for kind in kinds() {
             let store = build_store::<u32, u32>(kind, 10, Evictions::default());
@@ -212,6 +275,7 @@ mod tests {
                     value: 7,
                     expires_at: at,
                     tag: 0,
+                    weight: 0,
                 },
             );
             assert_eq!(store.get(&1).map(|e| e.expires_at), Some(at), "{kind:?}");
