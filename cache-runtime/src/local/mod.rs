@@ -36,11 +36,6 @@ pub struct Stored<V> {
     /// stable key, so an invalidation notice from another process (which
     /// names the stable key, not the arguments) can find it; 0 otherwise.
     pub tag: u64,
-    /// What the entry weighs against its store's bound: the store sets it
-    /// when the entry is inserted (1, or its estimated bytes under a
-    /// [`ByteBound`]), so it is weighed once; what an inserter writes
-    /// there is ignored.
-    pub weight: u64,
 }
 
 /// A bounded, concurrent map: the in-process tier of one cached function.
@@ -175,7 +170,6 @@ mod tests {
             tag: 0,
             value: v,
             expires_at: Timestamp::NEVER,
-            weight: 0,
         }
     }
 
@@ -242,7 +236,6 @@ mod tests {
                         value,
                         expires_at: Timestamp::NEVER,
                         tag: 0,
-                        weight: 0,
                     },
                 );
             }
@@ -275,7 +268,6 @@ mod tests {
                     value: 7,
                     expires_at: at,
                     tag: 0,
-                    weight: 0,
                 },
             );
             assert_eq!(store.get(&1).map(|e| e.expires_at), Some(at), "{kind:?}");

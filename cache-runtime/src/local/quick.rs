@@ -23,15 +23,28 @@ impl<K: Eq, V> Lifecycle<K, V> for CountEvictions {
     }
 }
 
-/// An entry weighs what the store wrote in it when it was inserted:
-/// quick_cache asks an entry's weight again whenever it moves or evicts it.
-#[derive(Clone)]
-struct StoredWeight;
+/// What an entry weighs against the store's bound: 1 without a byte bound,
+/// the [`ByteBound::weigh`] estimate with one. It is computed again each
+/// time quick_cache asks (on insert, and when it moves, replaces, evicts
+/// or removes the entry; never on a read) rather than kept in the entry,
+/// so that no entry of any function pays memory for the byte bound; and it
+/// is one type with and without a bound, so every function's store is the
+/// same type and a hit takes the same path.
+struct EntryWeight<K>(Option<ByteBound<K>>);
 
-impl<K, V> Weighter<K, Stored<V>> for StoredWeight {
+impl<K> Clone for EntryWeight<K> {
+    fn clone(&self) -> Self {
+        EntryWeight(self.0)
+    }
+}
+
+impl<K: 'static, V: 'static> Weighter<K, Stored<V>> for EntryWeight<K> {
     #[inline]
-    fn weight(&self, _key: &K, val: &Stored<V>) -> u64 {
-        val.weight
+    fn weight(&self, key: &K, val: &Stored<V>) -> u64 {
+        match &self.0 {
+            None => 1,
+            Some(bound) => bound.weigh(key, &val.value),
+        }
     }
 }
 
@@ -56,15 +69,15 @@ impl<K, V> Weighter<K, Stored<V>> for StoredWeight {
 /// # What `max_bytes` guarantees
 ///
 /// Built with [`weighed`](Self::weighed), each entry weighs what
-/// [`ByteBound::weigh`] says (see [`weigh`](super::weigh)), once, when it
-/// is inserted, and the weighed total never exceeds `max_bytes`: the bytes
+/// [`ByteBound::weigh`] says (see [`weigh`](super::weigh)), recomputed
+/// whenever quick_cache moves or drops it (nothing is stored per entry),
+/// and the weighed total never exceeds `max_bytes`: the bytes
 /// are split over shards of at least 1 MiB each (one shard below 2 MiB)
 /// with no headroom, rounded down to a multiple of the shard count. An
 /// entry heavier than its shard's share is not admitted (and counted as an
 /// eviction). Without a byte bound every entry weighs 1.
 pub struct QuickCacheStore<K, V> {
-    cache: Cache<K, Stored<V>, StoredWeight, DefaultHashBuilder, CountEvictions>,
-    bytes: Option<ByteBound<K>>,
+    cache: Cache<K, Stored<V>, EntryWeight<K>, DefaultHashBuilder, CountEvictions>,
 }
 
 impl<K, V> QuickCacheStore<K, V>
@@ -109,11 +122,11 @@ where
             .expect("capacity options are always valid when both are set");
         let cache = Cache::with_options(
             options,
-            StoredWeight,
+            EntryWeight(bytes),
             DefaultHashBuilder::default(),
             CountEvictions(evictions),
         );
-        QuickCacheStore { cache, bytes }
+        QuickCacheStore { cache }
     }
 
     /// [`LocalStore::get`] by any form of the key (see [`super::Probe`]).
@@ -167,11 +180,7 @@ where
     }
 
     #[inline]
-    fn insert(&self, key: K, mut entry: Stored<V>) {
-        entry.weight = match &self.bytes {
-            None => 1,
-            Some(bound) => bound.weigh(&key, &entry.value),
-        };
+    fn insert(&self, key: K, entry: Stored<V>) {
         let mut inserting = Some(key.clone());
         self.cache.insert_with_lifecycle(key, entry, &mut inserting);
     }
@@ -210,7 +219,6 @@ mod tests {
             value: v,
             expires_at: Timestamp::ZERO,
             tag: 0,
-            weight: 0,
         }
     }
 
@@ -265,7 +273,6 @@ mod tests {
             value: v,
             expires_at: Timestamp::NEVER,
             tag: 0,
-            weight: 0,
         }
     }
 
@@ -308,6 +315,28 @@ mod tests {
             store.weight()
         );
         assert_eq!(store.get(&1).map(|e| e.value.len()), Some(10));
+    }
+
+    #[test]
+    fn weights_recomputed_on_removal_and_eviction_balance_to_zero() {
+        let store =
+            QuickCacheStore::<u32, Vec<u8>>::weighed(bound(100_000, None), Evictions::default());
+        for k in 0..500u32 {
+            store.insert(k, blob(vec![0; (k as usize * 37) % 2_000]));
+        }
+        for k in 0..500u32 {
+            store.remove(&k);
+        }
+        assert_eq!((store.len(), store.weight()), (0, 0));
+    }
+
+    #[test]
+    fn an_entry_carries_no_weight_of_its_own() {
+        use std::mem::size_of;
+        assert_eq!(
+            size_of::<Stored<u64>>(),
+            size_of::<u64>() + size_of::<Timestamp>() + size_of::<u64>()
+        );
     }
 
     #[test]

@@ -20,9 +20,15 @@
 //! (the arguments' heap is not counted); a named cache's key, a `String`,
 //! also its length.
 //!
-//! It is computed once, when an entry is inserted: on the miss path, which
-//! has just paid for the origin. A function without `max_bytes` weighs
-//! nothing: its store counts entries.
+//! No entry stores its weight (that would cost every entry of every
+//! function 8 bytes): the store computes it when it admits an entry and
+//! again when it moves, replaces, evicts or removes it, never on a read,
+//! so a hit costs nothing more and the rest is on the miss path, which has
+//! just paid for the origin. The estimate must therefore not change while
+//! the entry is cached: a value whose encoding can grow in place (an
+//! `Arc<Mutex<..>>` or an atomic shared with its callers) throws the
+//! store's total off. A function without `max_bytes` weighs nothing: its
+//! store counts entries.
 //!
 //! # Both bounds
 //!

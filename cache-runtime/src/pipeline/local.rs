@@ -229,7 +229,6 @@ impl<K: Key, V: Value> LocalTier<K, V> {
                 value,
                 expires_at,
                 tag,
-                weight: 0,
             },
         );
     }
