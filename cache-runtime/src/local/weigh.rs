@@ -20,15 +20,16 @@
 //! (the arguments' heap is not counted); a named cache's key, a `String`,
 //! also its length.
 //!
-//! No entry stores its weight (that would cost every entry of every
-//! function 8 bytes): the store computes it when it admits an entry and
-//! again when it moves, replaces, evicts or removes it, never on a read,
-//! so a hit costs nothing more and the rest is on the miss path, which has
-//! just paid for the origin. The estimate must therefore not change while
-//! the entry is cached: a value whose encoding can grow in place (an
-//! `Arc<Mutex<..>>` or an atomic shared with its callers) throws the
-//! store's total off. A function without `max_bytes` weighs nothing: its
-//! store counts entries.
+//! No [`Stored`] entry carries its weight (that would cost every entry of
+//! every function 8 bytes): quick_cache computes it when it admits an
+//! entry and again when it moves, replaces, evicts or removes it, never on
+//! a read, so a hit costs nothing more and the rest is on the miss path,
+//! which has just paid for the origin (moka weighs an entry once and keeps
+//! the weight in the bookkeeping it has for every entry anyway). The
+//! estimate must therefore not change while the entry is cached: a value
+//! whose encoding can change in place (an `Arc<Mutex<..>>` or an atomic
+//! shared with its callers) throws quick_cache's total off. A function
+//! without `max_bytes` weighs nothing: its store counts entries.
 //!
 //! # Both bounds
 //!
