@@ -2,6 +2,7 @@
 #![cfg(feature = "moka")]
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Once;
 
 use layercache::{cache_invalidate, cached, entry, fn_cache, Config, LocalStoreKind};
 
@@ -16,9 +17,22 @@ fn search(q: &str, page: u32) -> String {
 #[cache_invalidate(prefix = "moka_search:{q}:")]
 fn reindex(q: &str) {}
 
+/// Every test of this binary runs on moka: the first to start sets it up.
+fn init_moka() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        layercache::init(Config::builder().local_store(LocalStoreKind::Moka).build()).unwrap();
+    });
+}
+
+#[cached(key_prefix = "moka_blob", max_bytes = 1048576)]
+fn blob(id: u64, len: usize) -> Vec<u8> {
+    vec![id as u8; len]
+}
+
 #[test]
 fn the_moka_store_caches_invalidates_and_bounds_like_the_default() {
-    layercache::init(Config::builder().local_store(LocalStoreKind::Moka).build()).unwrap();
+    init_moka();
     assert_eq!(search("a", 1), "a/1");
     assert_eq!(search("a", 1), "a/1");
     assert_eq!(search("a", 2), "a/2");
@@ -34,4 +48,34 @@ fn the_moka_store_caches_invalidates_and_bounds_like_the_default() {
     let s = fn_cache!(search).stats();
     assert!(s.entries <= 32, "{} entries over a bound of 32", s.entries);
     assert!(s.evictions > 0);
+}
+
+#[test]
+fn the_moka_store_holds_max_bytes_through_10_000_inserts_of_mixed_sizes() {
+    init_moka();
+    let cache = fn_cache!(blob);
+    for id in 0..10_000u64 {
+        // 10 B to 64 KiB: most small, one in 64 large.
+        let len = if id % 64 == 0 {
+            65_536
+        } else {
+            10 + (id as usize * 97) % 4_000
+        };
+        blob(id, len);
+        if id % 100 == 99 {
+            // moka bounds in its maintenance, which `weight` runs.
+            let weight = cache.weight();
+            assert!(
+                weight <= 1 << 20,
+                "{weight} bytes after insert {id} over 1 MiB"
+            );
+        }
+    }
+    let s = cache.stats();
+    assert!(s.evictions > 0);
+    assert!(
+        cache.weight() > 1 << 19,
+        "the bound is used: {} bytes",
+        cache.weight()
+    );
 }

@@ -71,6 +71,21 @@ const PATHS: &[Path] = &[
         about: "sync local-only miss, new key per call, max_entries = 1024 (each miss evicts one)",
     },
     Path {
+        name: "local_miss_u64_max_bytes",
+        redis: false,
+        about: "local_miss_u64 bounded by max_bytes (about 1024 entries) instead of max_entries",
+    },
+    Path {
+        name: "local_miss_1k",
+        redis: false,
+        about: "sync local-only miss of fn(u64) -> Vec<u8> (1 KiB), max_entries = 1024",
+    },
+    Path {
+        name: "local_miss_1k_max_bytes",
+        redis: false,
+        about: "the same bounded by max_bytes (about 1024 entries): the cost of weighing",
+    },
+    Path {
         name: "local_miss_u64_async",
         redis: false,
         about: "the same async",
@@ -150,6 +165,23 @@ fn hit_str_1k(name: &str) -> Vec<u8> {
 #[cached(timeout = 300, key_prefix = "cg_miss_u64", max_entries = 1024)]
 fn miss_u64(x: u64) -> u64 {
     x.wrapping_mul(x)
+}
+
+// About 40 bytes an entry (key, Stored<u64>, the value's varint): 1024 entries.
+#[cached(timeout = 300, key_prefix = "cg_miss_u64_bytes", max_bytes = 40960)]
+fn miss_u64_max_bytes(x: u64) -> u64 {
+    x.wrapping_mul(x)
+}
+
+#[cached(timeout = 300, key_prefix = "cg_miss_1k", max_entries = 1024)]
+fn miss_1k(x: u64) -> Vec<u8> {
+    vec![x as u8; PAGE]
+}
+
+// About 1,090 bytes an entry: 1024 entries.
+#[cached(timeout = 300, key_prefix = "cg_miss_1k_bytes", max_bytes = 1116160)]
+fn miss_1k_max_bytes(x: u64) -> Vec<u8> {
+    vec![x as u8; PAGE]
 }
 
 #[cached(timeout = 300, key_prefix = "cg_miss_u64_async", max_entries = 1024)]
@@ -319,6 +351,21 @@ fn run(path: &str, calls: u64) {
             init_local(true);
             drive(miss_warm, calls, miss_u64);
             check("cg_miss_u64", "misses", calls);
+        }
+        "local_miss_u64_max_bytes" => {
+            init_local(true);
+            drive(miss_warm, calls, miss_u64_max_bytes);
+            check("cg_miss_u64_bytes", "misses", calls);
+        }
+        "local_miss_1k" => {
+            init_local(true);
+            drive(miss_warm, calls, |x| miss_1k(x).len() as u64);
+            check("cg_miss_1k", "misses", calls);
+        }
+        "local_miss_1k_max_bytes" => {
+            init_local(true);
+            drive(miss_warm, calls, |x| miss_1k_max_bytes(x).len() as u64);
+            check("cg_miss_1k_bytes", "misses", calls);
         }
         "local_miss_u64_async" => {
             init_local(true);

@@ -19,6 +19,8 @@ pub struct CachedArgs {
     pub key_prefix: Option<LitStr>,
     pub key: Option<LitStr>,
     pub max_entries: Option<LitInt>,
+    /// `max_bytes = 67108864`: the byte bound of the local tier.
+    pub max_bytes: Option<LitInt>,
     pub in_impl: bool,
     /// `in_impl = "Repo"`: the `impl`'s type, which names a method's cache
     /// (`module::Repo::method`) when it has no `key_prefix`.
@@ -120,6 +122,7 @@ impl CachedArgs {
             }
             "key" => self.key = Some(o.str("the key template", "key = \"{query}:page:{page}\"")?),
             "max_entries" => self.max_entries = Some(max_entries(o)?),
+            "max_bytes" => self.max_bytes = Some(max_bytes(o)?),
             "output" => self.output = Some(output_mode(o.need("output = \"result\"")?)?),
             "tier" => self.tier = Some(tier(o)?),
             "local_timeout" | "local_timeout_ms" => self.local_timeout.set(o.secs_or_ms(
@@ -309,6 +312,21 @@ fn max_entries(o: &Written) -> syn::Result<LitInt> {
         return Err(syn::Error::new(
             lit.span(),
             "`max_entries` must be at least 1",
+        ));
+    }
+    Ok(lit)
+}
+
+fn max_bytes(o: &Written) -> syn::Result<LitInt> {
+    let lit = int_value(
+        o.need("max_bytes = 67108864")?,
+        "the local tier's byte bound",
+        "max_bytes = 67108864",
+    )?;
+    if lit.base10_parse::<u64>()? == 0 {
+        return Err(syn::Error::new(
+            lit.span(),
+            "`max_bytes` must be at least 1",
         ));
     }
     Ok(lit)

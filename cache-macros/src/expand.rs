@@ -480,6 +480,16 @@ fn fn_spec(opts: &CachedArgs, render: &TokenStream, value_ty: &TokenStream) -> T
         Some(lit) => quote!(::core::option::Option::Some(#lit)),
         None => quote!(::core::option::Option::None),
     };
+    let (max_bytes, heap_bytes) = match &opts.max_bytes {
+        Some(lit) => (
+            quote!(::core::option::Option::Some(#lit)),
+            quote_spanned!(lit.span()=> ::core::option::Option::Some(|_, __lc_v: &dyn ::core::any::Any| ::layercache::__private::heap_bytes_of::<#value_ty>(__lc_v))),
+        ),
+        None => (
+            quote!(::core::option::Option::None),
+            quote!(::core::option::Option::None),
+        ),
+    };
     let tier = match opts.tier {
         Some(Tier::Local) => quote!(Local),
         Some(Tier::Shared) => quote!(Shared),
@@ -522,6 +532,8 @@ fn fn_spec(opts: &CachedArgs, render: &TokenStream, value_ty: &TokenStream) -> T
             name,
             timeout: #timeout,
             max_entries: #max_entries,
+            max_bytes: #max_bytes,
+            heap_bytes: #heap_bytes,
             render: #render,
             tier: ::layercache::__private::TierChoice::#tier,
             local_timeout: #local_timeout,

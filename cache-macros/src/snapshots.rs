@@ -90,6 +90,12 @@ const CASES: &[(&str, Expander, &str, &str)] = &[
         "async fn rate(pair: String) -> Result<f64, ApiError> { fetch(pair).await }",
     ),
     (
+        "max_bytes_with_max_entries",
+        crate::expand::cached,
+        "max_bytes = 67108864, max_entries = 1000",
+        "fn page(path: String) -> Vec<u8> { path.into_bytes() }",
+    ),
+    (
         "force_refresh_flag_with_unless",
         crate::expand::cached,
         "timeout = 300, key = \"{id}\", force_refresh = fresh, unless = id == 0",
@@ -237,6 +243,24 @@ const MISTAKES: &[(&str, Expander, &str, &str)] = &[
         "cached_max_entries_zero",
         crate::expand::cached,
         "max_entries = 0",
+        F,
+    ),
+    (
+        "cached_max_bytes_zero",
+        crate::expand::cached,
+        "max_bytes = 0",
+        F,
+    ),
+    (
+        "cached_max_bytes_not_int",
+        crate::expand::cached,
+        "max_bytes = \"64MiB\"",
+        F,
+    ),
+    (
+        "cached_alias_max_memory",
+        crate::expand::cached,
+        "max_memory = 1024",
         F,
     ),
     ("cached_key_not_str", crate::expand::cached, "key = 5", F),

@@ -83,7 +83,7 @@ pub mod __private {
         instance_namespace, render_hashed, render_hashed_typed, render_template,
         render_template_typed, KeyBuilder,
     };
-    pub use crate::local::Probe;
+    pub use crate::local::{weigh::heap_bytes_of, Probe};
     pub use crate::pipeline::{
         after_local_miss, after_local_miss_async, always, bypass, bypass_async, get_or_compute,
         get_or_compute_async, get_or_compute_async_bounded, get_or_compute_async_refreshing,

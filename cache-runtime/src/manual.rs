@@ -13,11 +13,11 @@
 //! `delete` deletes everywhere. The key `k` is stored as
 //! `{CACHE_KEY_PREFIX}:k` (unescaped: manual keys are the caller's own).
 
-use std::any::Any;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::key::render_template;
+use crate::local::weigh::Weighable;
 use crate::pipeline::{FnCache, FnSpec, Generation};
 use crate::shared;
 pub use crate::value::CacheValue;
@@ -25,7 +25,8 @@ pub use crate::value::CacheValue;
 mod named;
 pub use named::Builder as NamedCacheBuilder;
 
-type AnyValue = Arc<dyn Any + Send + Sync>;
+/// A value of any type, which can still be weighed under a named cache's `max_bytes`.
+type AnyValue = Arc<dyn Weighable>;
 
 /// The cache behind a handle: the global manual cache or a named one.
 type Store = &'static FnCache<String, AnyValue>;
@@ -311,6 +312,12 @@ pub mod sync {
             self.store.name()
         }
 
+        /// What its local tier's entries weigh: their estimated bytes under
+        /// [`max_bytes`](super::NamedCacheBuilder::max_bytes), otherwise their number.
+        pub fn weight(&self) -> u64 {
+            self.store.weight()
+        }
+
         /// The value under `key` if present, fresh and of type `T`.
         pub fn get<T: CacheValue>(&self, key: &str) -> Option<T> {
             get(self.store, key)
@@ -442,6 +449,12 @@ pub mod future {
         /// The cache's name: [`MANUAL_CACHE_NAME`] for the global one.
         pub fn name(&self) -> &str {
             self.store.name()
+        }
+
+        /// What its local tier's entries weigh: their estimated bytes under
+        /// [`max_bytes`](super::NamedCacheBuilder::max_bytes), otherwise their number.
+        pub fn weight(&self) -> u64 {
+            self.store.weight()
         }
 
         /// The value under `key` if present, fresh and of type `T`.

@@ -36,7 +36,7 @@ use std::time::Duration;
 use crate::config::CacheType;
 use crate::flight::Flights;
 use crate::key::KeyError;
-use crate::local::{AnyStore, Evictions, Stored};
+use crate::local::{AnyStore, ByteBound, Evictions, Stored};
 use crate::metrics::{FnMetrics, FunctionStats};
 use crate::runtime::{self, Runtime};
 use crate::shared;
@@ -129,7 +129,10 @@ impl<K: Key, V: Value> FnCache<K, V> {
         let local = spec.tier != TierChoice::Shared || shared.is_none();
         let policy = Policy::new(&mut spec, config, shared.is_some());
         tracing::debug!(name = %spec.name, ttl = ?policy.ttl, max_entries, cache_type = %config.cache_type(), shared = shared.is_some(), local, "layercache: function cache created");
-        let store = AnyStore::build(config.local_store(), max_entries, evictions.clone());
+        let bytes = spec
+            .max_bytes
+            .map(|n| ByteBound::new(n, spec.max_entries, spec.heap_bytes));
+        let store = AnyStore::build(config.local_store(), max_entries, bytes, evictions.clone());
         let controls = Controls::new(&spec);
         FnCache {
             namespace: spec.namespace,
@@ -178,6 +181,13 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// Entries held in the local tier (expired ones until they are read or evicted).
     pub fn len(&self) -> u64 {
         self.local.len()
+    }
+
+    /// What the local tier's entries weigh: their estimated bytes under
+    /// `max_bytes` (see [`local::weigh`](crate::local::weigh)), otherwise
+    /// their number.
+    pub fn weight(&self) -> u64 {
+        self.local.weight()
     }
 
     /// `true` when the local tier holds nothing.

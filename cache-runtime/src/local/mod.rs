@@ -14,8 +14,10 @@ use std::hash::Hash;
 
 mod probe;
 mod quick;
+pub mod weigh;
 pub use probe::Probe;
 pub use quick::QuickCacheStore;
+pub use weigh::{ByteBound, HeapBytes};
 
 #[cfg(feature = "moka")]
 mod moka_store;
@@ -39,8 +41,9 @@ pub struct Stored<V> {
 /// A bounded, concurrent map: the in-process tier of one cached function.
 ///
 /// Implementations must be safe to share across threads and must hold at
-/// most their configured number of entries, counting every entry they drop
-/// to make room in the [`Evictions`] they were built with.
+/// most their configured number of entries (or, under a [`ByteBound`],
+/// weigh at most its bytes), counting every entry they drop to make room in
+/// the [`Evictions`] they were built with.
 pub trait LocalStore<K, V>: Send + Sync {
     /// A copy of the entry under `key`, expired or not.
     fn get(&self, key: &K) -> Option<Stored<V>>;
@@ -57,6 +60,11 @@ pub trait LocalStore<K, V>: Send + Sync {
     /// `true` when the store holds no entry.
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// What the entries weigh together: their estimated bytes under a
+    /// [`ByteBound`] (see [`weigh`]), otherwise one each.
+    fn weight(&self) -> u64 {
+        self.len()
     }
 }
 
@@ -93,14 +101,27 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// The store of `kind` for `max_entries` entries.
-    pub(crate) fn build(kind: LocalStoreKind, max_entries: u64, evictions: Evictions) -> Self {
-        match kind {
-            LocalStoreKind::QuickCache => {
+    /// The store of `kind` for `max_entries` entries, or for what `bytes`
+    /// allows (both bounds when `bytes` was made with `max_entries`).
+    pub(crate) fn build(
+        kind: LocalStoreKind,
+        max_entries: u64,
+        bytes: Option<ByteBound<K>>,
+        evictions: Evictions,
+    ) -> Self {
+        match (kind, bytes) {
+            (LocalStoreKind::QuickCache, None) => {
                 AnyStore::Quick(QuickCacheStore::new(max_entries, evictions))
             }
+            (LocalStoreKind::QuickCache, Some(bytes)) => {
+                AnyStore::Quick(QuickCacheStore::weighed(bytes, evictions))
+            }
             #[cfg(feature = "moka")]
-            LocalStoreKind::Moka => AnyStore::Moka(MokaStore::new(max_entries, evictions)),
+            (LocalStoreKind::Moka, None) => AnyStore::Moka(MokaStore::new(max_entries, evictions)),
+            #[cfg(feature = "moka")]
+            (LocalStoreKind::Moka, Some(bytes)) => {
+                AnyStore::Moka(MokaStore::weighed(bytes, evictions))
+            }
         }
     }
 
@@ -195,6 +216,41 @@ mod tests {
             assert!(
                 evictions.get() >= 1_000 - 50,
                 "{kind:?} counted {} evictions",
+                evictions.get()
+            );
+        }
+    }
+
+    #[test]
+    fn every_store_holds_its_byte_bound_and_counts_evictions() {
+        for kind in kinds() {
+            let evictions = Evictions::default();
+            let heap: HeapBytes<u32> = |_, v| weigh::heap_bytes_of::<Vec<u8>>(v);
+            let bound = ByteBound::new(100_000, None, Some(heap));
+            let store = AnyStore::<u32, Vec<u8>>::build(kind, 10, Some(bound), evictions.clone());
+            for i in 0..1_000 {
+                let value = vec![0; 1_000];
+                store.insert(
+                    i,
+                    Stored {
+                        value,
+                        expires_at: Timestamp::NEVER,
+                        tag: 0,
+                    },
+                );
+            }
+            let weight = store.weight();
+            assert!(
+                weight <= 100_000,
+                "{kind:?} weighs {weight} over a bound of 100,000"
+            );
+            assert!(
+                store.len() > 10,
+                "{kind:?}: bytes bound it, not max_entries"
+            );
+            assert!(
+                evictions.get() >= 900,
+                "{kind:?} counted {}",
                 evictions.get()
             );
         }

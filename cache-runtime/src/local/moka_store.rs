@@ -4,7 +4,7 @@ use moka::notification::RemovalCause;
 use moka::sync::Cache;
 use quick_cache::Equivalent;
 
-use super::{Evictions, LocalStore, Stored};
+use super::{ByteBound, Evictions, LocalStore, Stored};
 
 /// A local store backed by [`moka::sync::Cache`] (TinyLFU admission, LRU eviction).
 pub struct MokaStore<K, V> {
@@ -20,6 +20,27 @@ where
     pub fn new(max_entries: u64, evictions: Evictions) -> Self {
         let cache = Cache::builder()
             .max_capacity(max_entries.max(1))
+            .eviction_listener(move |_k, _v, cause| {
+                if cause == RemovalCause::Size {
+                    evictions.add(1);
+                }
+            })
+            .build();
+        MokaStore { cache }
+    }
+
+    /// A store whose entries weigh at most `bound.max_bytes` in all (see
+    /// [`weigh`](super::weigh)). moka takes an entry's weight as a `u32`:
+    /// one weighing more than 4 GiB counts as 4 GiB. Like its entry bound,
+    /// moka applies the byte bound in its maintenance, so the total may run
+    /// over it between an insert and the next maintenance (at the latest
+    /// [`LocalStore::len`] or [`LocalStore::weight`], which run it).
+    pub fn weighed(bound: ByteBound<K>, evictions: Evictions) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(bound.max_bytes)
+            .weigher(move |k, v: &Stored<V>| {
+                u32::try_from(bound.weigh(k, &v.value)).unwrap_or(u32::MAX)
+            })
             .eviction_listener(move |_k, _v, cause| {
                 if cause == RemovalCause::Size {
                     evictions.add(1);
@@ -84,5 +105,10 @@ where
         // entry_count is eventually consistent; settle pending maintenance first.
         self.cache.run_pending_tasks();
         self.cache.entry_count()
+    }
+
+    fn weight(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.weighted_size()
     }
 }

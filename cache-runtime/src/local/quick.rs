@@ -1,10 +1,10 @@
 use std::hash::Hash;
 
 use quick_cache::{
-    sync::Cache, DefaultHashBuilder, Equivalent, Lifecycle, OptionsBuilder, UnitWeighter,
+    sync::Cache, DefaultHashBuilder, Equivalent, Lifecycle, OptionsBuilder, Weighter,
 };
 
-use super::{Evictions, LocalStore, Stored};
+use super::{ByteBound, Evictions, LocalStore, Stored};
 
 /// Counts quick_cache evictions (including inserts it refused to admit),
 /// but not the old value an insert replaces, which quick_cache reports
@@ -19,6 +19,31 @@ impl<K: Eq, V> Lifecycle<K, V> for CountEvictions {
     fn on_evict(&self, inserting: &mut Option<K>, key: K, _val: V) {
         if inserting.as_ref() != Some(&key) {
             self.0.add(1);
+        }
+    }
+}
+
+/// What an entry weighs against the store's bound: 1 without a byte bound,
+/// the [`ByteBound::weigh`] estimate with one. It is computed again each
+/// time quick_cache asks (on insert, and when it moves, replaces, evicts
+/// or removes the entry; never on a read) rather than kept in the entry,
+/// so that no entry of any function pays memory for the byte bound; and it
+/// is one type with and without a bound, so every function's store is the
+/// same type and a hit takes the same path.
+struct EntryWeight<K>(Option<ByteBound<K>>);
+
+impl<K> Clone for EntryWeight<K> {
+    fn clone(&self) -> Self {
+        EntryWeight(self.0)
+    }
+}
+
+impl<K: 'static, V: 'static> Weighter<K, Stored<V>> for EntryWeight<K> {
+    #[inline]
+    fn weight(&self, key: &K, val: &Stored<V>) -> u64 {
+        match &self.0 {
+            None => 1,
+            Some(bound) => bound.weigh(key, &val.value),
         }
     }
 }
@@ -40,8 +65,19 @@ impl<K: Eq, V> Lifecycle<K, V> for CountEvictions {
 /// shards are kept to at least 1,024 entries each, so that is at most
 /// 19 % more (1.7 % at a million entries). Below 2,048 entries there is one
 /// shard and the bound is exact.
+///
+/// # What `max_bytes` guarantees
+///
+/// Built with [`weighed`](Self::weighed), each entry weighs what
+/// [`ByteBound::weigh`] says (see [`weigh`](super::weigh)), recomputed
+/// whenever quick_cache moves or drops it (nothing is stored per entry),
+/// and the weighed total never exceeds `max_bytes`: the bytes
+/// are split over shards of at least 1 MiB each (one shard below 2 MiB)
+/// with no headroom, rounded down to a multiple of the shard count. An
+/// entry heavier than its shard's share is not admitted (and counted as an
+/// eviction). Without a byte bound every entry weighs 1.
 pub struct QuickCacheStore<K, V> {
-    cache: Cache<K, Stored<V>, UnitWeighter, DefaultHashBuilder, CountEvictions>,
+    cache: Cache<K, Stored<V>, EntryWeight<K>, DefaultHashBuilder, CountEvictions>,
 }
 
 impl<K, V> QuickCacheStore<K, V>
@@ -52,15 +88,41 @@ where
     /// A store holding any `max_entries` keys (see the type's documentation).
     pub fn new(max_entries: u64, evictions: Evictions) -> Self {
         let (shards, capacity) = sharding(max_entries.max(1));
+        let items = usize::try_from(capacity).unwrap_or(usize::MAX);
+        QuickCacheStore::with_capacity(shards, items, capacity, None, evictions)
+    }
+
+    /// A store whose entries weigh at most `bound.max_bytes` in all (see
+    /// the type's documentation).
+    pub fn weighed(bound: ByteBound<K>, evictions: Evictions) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut shards = (cpus * 4).next_power_of_two() as u64;
+        while shards > 1 && bound.max_bytes / shards < MIN_SHARD_BYTES {
+            shards /= 2;
+        }
+        // Sizes the initial tables only (they grow): a guess of 4 KiB an
+        // entry, capped so a large bound does not allocate up front.
+        let items = (bound.max_bytes / 4096).clamp(32 * shards, 1 << 16) as usize;
+        let capacity = (bound.max_bytes / shards) * shards;
+        QuickCacheStore::with_capacity(shards as usize, items, capacity, Some(bound), evictions)
+    }
+
+    fn with_capacity(
+        shards: usize,
+        items: usize,
+        weight: u64,
+        bytes: Option<ByteBound<K>>,
+        evictions: Evictions,
+    ) -> Self {
         let options = OptionsBuilder::new()
             .shards(shards)
-            .estimated_items_capacity(usize::try_from(capacity).unwrap_or(usize::MAX))
-            .weight_capacity(capacity)
+            .estimated_items_capacity(items)
+            .weight_capacity(weight)
             .build()
             .expect("capacity options are always valid when both are set");
         let cache = Cache::with_options(
             options,
-            UnitWeighter,
+            EntryWeight(bytes),
             DefaultHashBuilder::default(),
             CountEvictions(evictions),
         );
@@ -79,6 +141,10 @@ where
 
 /// Fewest entries per shard: fewer, larger shards keep the headroom small.
 const MIN_SHARD_ENTRIES: u64 = 1024;
+
+/// Fewest bytes per shard under a byte bound: a shard refuses an entry
+/// heavier than its share.
+const MIN_SHARD_BYTES: u64 = 1 << 20;
 
 /// Standard deviations of headroom per shard.
 const HEADROOM_SIGMAS: f64 = 6.0;
@@ -136,12 +202,17 @@ where
     fn len(&self) -> u64 {
         self.cache.len() as u64
     }
+
+    fn weight(&self) -> u64 {
+        self.cache.weight()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::Timestamp;
+    use crate::local::weigh::heap_bytes_of;
 
     fn entry(v: u32) -> Stored<u32> {
         Stored {
@@ -195,5 +266,93 @@ mod tests {
         }
         assert!(store.len() <= 100);
         assert!(evictions.get() >= 800, "{} evictions", evictions.get());
+    }
+
+    fn blob(v: Vec<u8>) -> Stored<Vec<u8>> {
+        Stored {
+            value: v,
+            expires_at: Timestamp::NEVER,
+            tag: 0,
+        }
+    }
+
+    fn bound(max_bytes: u64, max_entries: Option<u64>) -> ByteBound<u32> {
+        ByteBound::new(
+            max_bytes,
+            max_entries,
+            Some(|_, v| heap_bytes_of::<Vec<u8>>(v)),
+        )
+    }
+
+    #[test]
+    fn the_weighed_total_stays_under_max_bytes_and_counts_evictions() {
+        let evictions = Evictions::default();
+        let store =
+            QuickCacheStore::<u32, Vec<u8>>::weighed(bound(100_000, None), evictions.clone());
+        for k in 0..1_000u32 {
+            store.insert(k, blob(vec![0; 1_000]));
+            assert!(store.weight() <= 100_000, "{} after {k}", store.weight());
+        }
+        assert!(
+            store.len() < 100,
+            "{} entries of over 1,000 bytes",
+            store.len()
+        );
+        assert!(evictions.get() >= 900, "{} evictions", evictions.get());
+    }
+
+    #[test]
+    fn replacing_an_entry_replaces_its_weight() {
+        let store =
+            QuickCacheStore::<u32, Vec<u8>>::weighed(bound(100_000, None), Evictions::default());
+        store.insert(1, blob(vec![0; 10_000]));
+        let heavy = store.weight();
+        store.insert(1, blob(vec![0; 10]));
+        assert!(
+            store.weight() < heavy - 9_000,
+            "{} then {}",
+            heavy,
+            store.weight()
+        );
+        assert_eq!(store.get(&1).map(|e| e.value.len()), Some(10));
+    }
+
+    #[test]
+    fn weights_recomputed_on_removal_and_eviction_balance_to_zero() {
+        let store =
+            QuickCacheStore::<u32, Vec<u8>>::weighed(bound(100_000, None), Evictions::default());
+        for k in 0..500u32 {
+            store.insert(k, blob(vec![0; (k as usize * 37) % 2_000]));
+        }
+        for k in 0..500u32 {
+            store.remove(&k);
+        }
+        assert_eq!((store.len(), store.weight()), (0, 0));
+    }
+
+    #[test]
+    fn an_entry_carries_no_weight_of_its_own() {
+        use std::mem::size_of;
+        assert_eq!(
+            size_of::<Stored<u64>>(),
+            size_of::<u64>() + size_of::<Timestamp>() + size_of::<u64>()
+        );
+    }
+
+    #[test]
+    fn with_max_entries_both_bounds_hold() {
+        let store = QuickCacheStore::<u32, Vec<u8>>::weighed(
+            bound(100_000, Some(10)),
+            Evictions::default(),
+        );
+        for k in 0..100u32 {
+            store.insert(k, blob(vec![0; 10]));
+        }
+        assert!(
+            store.len() <= 10,
+            "{} entries over a bound of 10",
+            store.len()
+        );
+        assert!(store.weight() <= 100_000);
     }
 }

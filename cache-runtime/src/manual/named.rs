@@ -18,7 +18,9 @@ use std::ops::Deref;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use super::{store, Store};
+use std::any::Any;
+
+use super::{store, AnyValue, Store};
 use crate::key::{escape, render_template, KeyError};
 use crate::pipeline::{FnCache, FnSpec, Timeout};
 
@@ -27,7 +29,15 @@ use crate::pipeline::{FnCache, FnSpec, Timeout};
 struct Settings {
     timeout: Option<Duration>,
     max_entries: Option<u64>,
+    max_bytes: Option<u64>,
 }
+
+/// Settings before any builder method: what `named(..)` alone asks for.
+const UNSET: Settings = Settings {
+    timeout: None,
+    max_entries: None,
+    max_bytes: None,
+};
 
 /// A handle type a builder makes: [`sync::Cache`](super::sync::Cache) or
 /// [`future::Cache`](super::future::Cache).
@@ -77,10 +87,7 @@ impl<C: Handle> Builder<C> {
     pub(super) fn new(name: &str) -> Builder<C> {
         Builder {
             name: name.to_string(),
-            settings: Settings {
-                timeout: None,
-                max_entries: None,
-            },
+            settings: UNSET,
             built: OnceLock::new(),
         }
     }
@@ -96,6 +103,26 @@ impl<C: Handle> Builder<C> {
     /// `CACHE_MAX_ENTRIES`.
     pub fn max_entries(mut self, max_entries: u64) -> Self {
         self.settings.max_entries = Some(max_entries);
+        self
+    }
+
+    /// The byte bound of the cache's local tier: its entries weigh at most
+    /// `max_bytes` in all, each weighed by the estimate of
+    /// [`local::weigh`](crate::local::weigh) (a key its length, a value its
+    /// encoded size, plus their inline sizes). With
+    /// [`max_entries`](Self::max_entries) as well both bounds hold; alone,
+    /// the configured entry bound does not apply.
+    ///
+    /// ```
+    /// use layercache_runtime::sync::Cache;
+    /// use std::time::Duration;
+    ///
+    /// let pages = Cache::named("doc_pages").max_bytes(64 << 20).build();
+    /// pages.set("/", "<html>…</html>".to_string(), Duration::from_secs(60));
+    /// assert_eq!(pages.get::<String>("/").as_deref(), Some("<html>…</html>"));
+    /// ```
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.settings.max_bytes = Some(max_bytes);
         self
     }
 
@@ -122,6 +149,7 @@ impl<C> std::fmt::Debug for Builder<C> {
             .field("name", &self.name)
             .field("timeout", &self.settings.timeout)
             .field("max_entries", &self.settings.max_entries)
+            .field("max_bytes", &self.settings.max_bytes)
             .finish()
     }
 }
@@ -138,11 +166,7 @@ fn lookup(name: &str, settings: Settings) -> Store {
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     if let Some(&(first, cache)) = named.get(name) {
-        let unset = Settings {
-            timeout: None,
-            max_entries: None,
-        };
-        if settings != first && settings != unset {
+        if settings != first && settings != UNSET {
             tracing::warn!(
                 name,
                 ?first,
@@ -160,11 +184,23 @@ fn lookup(name: &str, settings: Settings) -> Store {
     let cache = crate::invalidate::register(FnCache::new(FnSpec {
         timeout,
         max_entries: settings.max_entries,
+        max_bytes: settings.max_bytes,
+        heap_bytes: Some(named_heap_bytes),
         jitter: Some(0.0),
         ..FnSpec::new(name, escape(name), render_escaped)
     }));
     named.insert(name.to_string(), (settings, cache));
     cache
+}
+
+/// The heap part of a named cache entry's weight: its key's length and
+/// its value's (see [`Weighable`]).
+#[allow(clippy::ptr_arg)] // must match `HeapBytes<String>`
+fn named_heap_bytes(key: &String, value: &dyn Any) -> u64 {
+    let value = value
+        .downcast_ref::<AnyValue>()
+        .map_or(0, |v| v.heap_bytes());
+    (key.len() as u64).saturating_add(value)
 }
 
 /// A named cache's key suffix: the key escaped, so a separator in it cannot

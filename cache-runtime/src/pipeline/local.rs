@@ -153,6 +153,11 @@ impl<K: Key, V: Value> LocalTier<K, V> {
         self.store.len()
     }
 
+    /// What the entries weigh (see [`LocalStore::weight`](crate::local::LocalStore::weight)).
+    pub(super) fn weight(&self) -> u64 {
+        self.store.weight()
+    }
+
     /// What a computation for the key hashing to `hash` notes before it starts.
     #[inline]
     pub(super) fn generation(&self, hash: u64) -> Generation {

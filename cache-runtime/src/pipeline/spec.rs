@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::control::TimeoutBy;
 use crate::key::KeyError;
+use crate::local::HeapBytes;
 
 /// How long a function's entries live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,14 @@ pub struct FnSpec<K> {
     pub timeout: Timeout,
     /// Local-tier bound; `None` for the configured default.
     pub max_entries: Option<u64>,
+    /// Byte bound of the local tier (`max_bytes`), each entry weighed by
+    /// the estimate of [`local::weigh`](crate::local::weigh). With
+    /// `max_entries` as well both bounds hold; alone, the configured
+    /// default entry bound does not apply.
+    pub max_bytes: Option<u64>,
+    /// The heap part of an entry's weight under `max_bytes`; `None`
+    /// weighs inline sizes only.
+    pub heap_bytes: Option<HeapBytes<K>>,
     /// Renders a key's stable suffix.
     pub render: RenderKey<K>,
     /// Which tiers the function uses.
@@ -98,6 +107,8 @@ impl<K> FnSpec<K> {
             namespace: namespace.into(),
             timeout: Timeout::Default,
             max_entries: None,
+            max_bytes: None,
+            heap_bytes: None,
             render,
             tier: TierChoice::Both,
             local_timeout: None,
