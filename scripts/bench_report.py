@@ -337,9 +337,11 @@ if os.path.exists(mc_path):
            f"(median of {mc['rounds']} alternating rounds): {cost * 100:+.1f} %.",
            "- The bar is in instructions (at most 5 % of a hit; see the callgrind",
            "  section above); this wall-clock figure moves by tens of percent between runs",
-           "  on this VM. What a hit pays for metrics: the enabled check, the thread's stripe",
-           "  (a thread-local read), one uncontended atomic add (`lock xadd`, a few ns though",
-           "  one instruction) and the test that picks one hit in 64 for the latency sample.",
+           "  on this VM. What a hit pays for metrics, seven instructions: the thread's stripe",
+           "  (a thread-local load and a mask), one uncontended atomic add (`lock incq`, a few",
+           "  ns though one instruction) and a thread-local countdown that picks one hit in",
+           "  1024 for the latency sample; whether to count shares its test with whether the",
+           "  local tier is on.",
            ""]
 
 with open(OUT_MD, "w") as f:

@@ -137,15 +137,40 @@ fn key(checked: &Checked) -> Key {
         });
     }
     let key_ty = quote!((#(#tys,)*));
+    let key_expr = quote!((#(#exprs,)*));
     let signature = hashed_signature(sig);
     Key {
         ty: key_ty.clone(),
-        expr: quote!((#(#exprs,)*)),
+        expr: key_expr.clone(),
         render: quote!(|k: &#key_ty, out: &mut ::std::string::String| {
             ::layercache::__private::render_hashed_typed::<#key_ty>(k, out, #signature)
         }),
         checks: quote!(#(#checks)*),
-        probe: Some(quote!(::layercache::__private::Probe((#(#borrowed,)*)))),
+        probe: Some(
+            if sig.receiver.is_none() && sig.args.iter().all(is_primitive) {
+                // The key itself: copying a few integers costs less than the
+                // references a `Probe` holds (one load more per argument, twice).
+                quote!(#key_expr)
+            } else {
+                quote!(::layercache::__private::Probe((#(#borrowed,)*)))
+            },
+        ),
+    }
+}
+
+/// An argument of a primitive, `Copy` type (by name: a macro cannot resolve
+/// types; a user type named `u64` would only be cloned, which is still right).
+fn is_primitive(a: &crate::sig::Arg) -> bool {
+    const PRIMITIVES: [&str; 14] = [
+        "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
+        "bool", "char",
+    ];
+    match &a.ty {
+        syn::Type::Path(p) if p.qself.is_none() && a.referent.is_none() => p
+            .path
+            .get_ident()
+            .is_some_and(|i| PRIMITIVES.contains(&i.to_string().as_str())),
+        _ => false,
     }
 }
 

@@ -111,13 +111,22 @@ pub(crate) fn register<K: Key, V: Value>(cache: FnCache<K, V>) -> &'static FnCac
 /// typed, so a call finds its cache with one load and no type check.
 /// (A `static` cannot name the type parameters of an enclosing `impl`, so
 /// methods use a [`CacheSlot`].)
-pub struct FnSlot<K: 'static, V: 'static>(OnceLock<&'static FnCache<K, V>>);
+pub struct FnSlot<K: 'static, V: 'static> {
+    /// The cache once made: a call finds it with one load and a test (a
+    /// `OnceLock` also tests its state first, one instruction more of a hit).
+    ready: once_cell::race::OnceRef<'static, FnCache<K, V>>,
+    /// Makes it once, when threads race to the first call.
+    made: OnceLock<&'static FnCache<K, V>>,
+}
 
 impl<K, V> FnSlot<K, V> {
     /// An empty slot.
     #[allow(clippy::new_without_default)]
     pub const fn new() -> Self {
-        FnSlot(OnceLock::new())
+        FnSlot {
+            ready: once_cell::race::OnceRef::new(),
+            made: OnceLock::new(),
+        }
     }
 }
 
@@ -125,7 +134,7 @@ impl<K: Key, V: Value> FnSlot<K, V> {
     /// The cache in this slot, created on first use from `spec`.
     #[inline]
     pub fn get_or_init(&'static self, spec: impl FnOnce() -> FnSpec<K>) -> &'static FnCache<K, V> {
-        match self.0.get() {
+        match self.ready.get() {
             Some(cache) => cache,
             None => self.init(spec),
         }
@@ -133,8 +142,12 @@ impl<K: Key, V: Value> FnSlot<K, V> {
 
     #[cold]
     fn init(&'static self, spec: impl FnOnce() -> FnSpec<K>) -> &'static FnCache<K, V> {
-        self.0
-            .get_or_init(|| register(FnCache::<K, V>::new(spec())))
+        let cache = *self
+            .made
+            .get_or_init(|| register(FnCache::<K, V>::new(spec())));
+        // Err: another thread published the same cache first.
+        let _ = self.ready.set(cache);
+        cache
     }
 }
 

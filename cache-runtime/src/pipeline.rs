@@ -140,7 +140,12 @@ impl<K: Key, V: Value> FnCache<K, V> {
             enabled,
             policy,
             controls,
-            local: LocalTier::new(enabled && local, config.clock().clone(), store),
+            local: LocalTier::new(
+                enabled && local,
+                config.metrics(),
+                config.clock().clone(),
+                store,
+            ),
             shared,
             flights: Flights::new(),
             metrics: FnMetrics::new(spec.name, evictions, config.metrics()),
@@ -234,7 +239,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
     }
 
     /// Step 1 without counting a miss (a shared hit may still answer).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn local_get<Q: Hash + Equivalent<K> + ?Sized, T>(
         &self,
         key: &Q,
@@ -245,7 +250,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
 
     /// Step 1; `first` is false for the look again after joining a flight
     /// (an expired entry was already counted by the first look).
-    #[inline]
+    #[inline(always)]
     fn local_lookup<Q: Hash + Equivalent<K> + ?Sized, T>(
         &self,
         key: &Q,
@@ -256,7 +261,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
     }
 
     /// Step 1 through the one local hit path (see [`LocalTier::hit`]).
-    #[inline]
+    #[inline(always)]
     fn local_hit<Q: Hash + Equivalent<K> + ?Sized, T>(
         &self,
         key: &Q,

@@ -1,18 +1,18 @@
 //! Per-function counters and latency histograms, and the [`Stats`] snapshot.
 //!
 //! The hit path must stay cheap on many cores, so counters are striped: each
-//! thread keeps one of 64 cache-line-padded stripes for its life and bumps
-//! uncontended atomics there (threads share a stripe only past 64), and a
-//! snapshot adds the stripes up. Hit latency is sampled: one hit in
-//! [`HIT_SAMPLE_EVERY`] per stripe has a repeat of its lookup timed, so no
-//! hit reads the clock for it. Origin latency is measured on every miss,
+//! thread keeps one of 63 cache-line-padded stripes for its life and bumps
+//! uncontended atomics there (threads share a stripe only past 63; a thread
+//! counts in a shared stripe 0 until its first timed hit or other count),
+//! and a snapshot adds the stripes up. Hit latency is sampled: each thread's
+//! first hit, then one in [`HIT_SAMPLE_EVERY`] of its hits, has a repeat of
+//! its lookup timed, so no other hit reads the clock for it. Origin latency is measured on every miss,
 //! whose cost dwarfs a clock read.
 
 use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use crossbeam_utils::CachePadded;
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
@@ -41,71 +41,85 @@ impl Evictions {
 /// many threads count without sharing a cache line.
 const STRIPES: usize = 64;
 
-/// One local hit in this many (per function and stripe, the first one
-/// included) has its latency measured: a repeat of its lookup is timed.
-pub const HIT_SAMPLE_EVERY: u32 = 64;
+/// One local hit in this many (per thread, its first one included) has
+/// its latency measured: a repeat of its lookup is timed.
+pub const HIT_SAMPLE_EVERY: u32 = 1024;
 
-/// The counters of one function, in the stripe of one group of threads.
-#[derive(Default)]
-struct Stripe {
-    misses: AtomicU64,
-    local_hits: AtomicU64,
-    shared_hits: AtomicU64,
-    expired: AtomicU64,
-    not_cached: AtomicU64,
-    origin_panics: AtomicU64,
-    invalidations: AtomicU64,
-    coalesced: AtomicU64,
-    lock_waits: AtomicU64,
-    stale_hits: AtomicU64,
-    bypassed: AtomicU64,
-    refreshes: AtomicU64,
-    refreshes_started: AtomicU64,
+/// The counters of a function, one slot each in every stripe.
+#[derive(Clone, Copy)]
+enum Counter {
+    Misses,
+    LocalHits,
+    SharedHits,
+    Expired,
+    NotCached,
+    OriginPanics,
+    Invalidations,
+    Coalesced,
+    LockWaits,
+    StaleHits,
+    Bypassed,
+    Refreshes,
+    RefreshesStarted,
 }
 
-impl Stripe {
-    fn reset(&self) {
-        for counter in [
-            &self.misses,
-            &self.local_hits,
-            &self.shared_hits,
-            &self.expired,
-            &self.not_cached,
-            &self.origin_panics,
-            &self.invalidations,
-            &self.coalesced,
-            &self.lock_waits,
-            &self.stale_hits,
-            &self.bypassed,
-            &self.refreshes,
-            &self.refreshes_started,
-        ] {
-            counter.store(0, Relaxed);
-        }
-    }
+/// Slots per stripe: 16 counters of 8 bytes are 128 bytes, the two cache
+/// lines x86-64 fetches together, so two stripes never share a line.
+const PER_STRIPE: usize = 16;
+const _: () = assert!((Counter::RefreshesStarted as usize) < PER_STRIPE);
+
+/// Masks a thread's stripe start into range: the compiler then knows an
+/// index is in bounds, and a hit makes no bounds check.
+const STRIPE_MASK: usize = (STRIPES - 1) * PER_STRIPE;
+
+/// Every stripe's counters of one function, stripe after stripe:
+/// counter `c` of the stripe starting at `s` is slot `s + c`.
+#[repr(align(128))]
+struct Stripes([AtomicU64; STRIPES * PER_STRIPE]);
+
+/// What a thread knows about its counting, kept in one thread-local so a
+/// hit computes its address once.
+struct ThreadCounting {
+    /// Local hits (of any function) before this thread's next timed one;
+    /// 0 at the start, so its first hit is timed and gives it a stripe.
+    countdown: Cell<u32>,
+    /// Where this thread's stripe starts (a multiple of [`PER_STRIPE`]);
+    /// 0, the stripe shared by threads without one of their own, until
+    /// [`own_stripe`] gives it one. Kept premultiplied, so a hit finds its
+    /// counter with a load and a mask.
+    start: Cell<usize>,
 }
 
 thread_local! {
-    // This thread's stripe; STRIPES (out of range) until one is assigned.
-    static THREAD_STRIPE: Cell<u32> = const { Cell::new(STRIPES as u32) };
+    static THREAD: ThreadCounting = const {
+        ThreadCounting {
+            countdown: Cell::new(0),
+            start: Cell::new(0),
+        }
+    };
 }
 
 static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
 
-#[cold]
-fn assign_stripe(slot: &Cell<u32>) -> usize {
-    let stripe = NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES;
-    slot.set(stripe as u32);
-    stripe
+/// The start of this thread's stripe, giving it one of its own (stripes
+/// 1 to 63, in turn) if it has none yet. Never inlined: counters other
+/// than local hits are off the hit path, and inlined into a caller that
+/// also counts a hit, its mask made the compiler keep the constant in a
+/// register, one instruction more of every hit.
+#[inline(never)]
+fn own_stripe() -> usize {
+    THREAD.with(|t| match t.start.get() {
+        0 => assign_stripe(&t.start),
+        start => start & STRIPE_MASK,
+    })
 }
 
-/// This thread's stripe: one thread-local load once it has one.
-#[inline]
-fn stripe_index() -> usize {
-    THREAD_STRIPE.with(|slot| match slot.get() as usize {
-        stripe if stripe < STRIPES => stripe,
-        _ => assign_stripe(slot),
-    })
+#[cold]
+fn assign_stripe(slot: &Cell<usize>) -> usize {
+    let stripe = 1 + NEXT_STRIPE.fetch_add(1, Relaxed) % (STRIPES - 1);
+    let start = stripe * PER_STRIPE;
+    slot.set(start);
+    start
 }
 
 /// Live metrics of one cached function (or of the manual cache).
@@ -113,7 +127,7 @@ pub struct FnMetrics {
     name: String,
     /// `Config::metrics`: off, nothing is counted.
     enabled: bool,
-    stripes: [CachePadded<Stripe>; STRIPES],
+    stripes: Stripes,
     pub(crate) evictions: Evictions,
     pub(crate) hit_latency: Histogram,
     pub(crate) origin_latency: Histogram,
@@ -126,7 +140,7 @@ macro_rules! bump {
             #[inline]
             pub(crate) fn $method(&self) {
                 if self.enabled {
-                    self.stripes[stripe_index()].$field.fetch_add(1, Relaxed);
+                    self.add(Counter::$field, 1);
                 }
             }
         )*
@@ -138,7 +152,7 @@ impl FnMetrics {
         FnMetrics {
             name,
             enabled,
-            stripes: std::array::from_fn(|_| CachePadded::default()),
+            stripes: Stripes(std::array::from_fn(|_| AtomicU64::new(0))),
             evictions,
             hit_latency: Histogram::default(),
             origin_latency: Histogram::default(),
@@ -158,44 +172,65 @@ impl FnMetrics {
     }
 
     bump! {
-        record_miss => misses,
-        record_expired => expired,
-        record_not_cached => not_cached,
-        record_origin_panic => origin_panics,
-        record_shared_hit => shared_hits,
-        record_coalesced => coalesced,
-        record_lock_wait => lock_waits,
-        record_stale_hit => stale_hits,
-        record_bypass => bypassed,
-        record_refresh => refreshes,
-        record_refresh_start => refreshes_started,
+        record_miss => Misses,
+        record_expired => Expired,
+        record_not_cached => NotCached,
+        record_origin_panic => OriginPanics,
+        record_shared_hit => SharedHits,
+        record_coalesced => Coalesced,
+        record_lock_wait => LockWaits,
+        record_stale_hit => StaleHits,
+        record_bypass => Bypassed,
+        record_refresh => Refreshes,
+        record_refresh_start => RefreshesStarted,
     }
 
     /// `n` entries dropped by invalidation.
     #[inline]
     pub(crate) fn record_invalidations(&self, n: u64) {
         if n > 0 && self.enabled {
-            self.stripes[stripe_index()]
-                .invalidations
-                .fetch_add(n, Relaxed);
+            self.add(Counter::Invalidations, n);
         }
     }
 
-    /// A hit served by the local tier; returns whether to time it (one in
-    /// [`HIT_SAMPLE_EVERY`] of its stripe, the first one included).
+    /// Adds `n` to `counter` in this thread's own stripe.
     #[inline]
-    pub(crate) fn record_local_hit(&self) -> bool {
-        self.enabled
-            && self.stripes[stripe_index()]
-                .local_hits
-                .fetch_add(1, Relaxed)
-                .is_multiple_of(u64::from(HIT_SAMPLE_EVERY))
+    fn add(&self, counter: Counter, n: u64) {
+        self.stripes.0[own_stripe() + counter as usize].fetch_add(n, Relaxed);
+    }
+
+    /// A hit served by the local tier, on a function whose metrics are
+    /// [`enabled`](FnMetrics::enabled) (the hit path checks that once, with
+    /// whether the tier is on); returns whether to time it (one in
+    /// [`HIT_SAMPLE_EVERY`] of this thread's hits, its first included).
+    ///
+    /// Six instructions: the stripe is taken as it is (0 for a thread
+    /// without one) and the sampling test is a decrement of a thread-local
+    /// countdown; the timed hit gives its thread a stripe
+    /// ([`FnMetrics::sampled`]), so neither needs a test of its own.
+    #[inline(always)]
+    pub(crate) fn count_local_hit(&self) -> bool {
+        THREAD.with(|t| {
+            let start = t.start.get() & STRIPE_MASK;
+            self.stripes.0[start + Counter::LocalHits as usize].fetch_add(1, Relaxed);
+            let (left, timed) = t.countdown.get().overflowing_sub(1);
+            t.countdown.set(left);
+            timed
+        })
+    }
+
+    /// After a hit [`FnMetrics::count_local_hit`] picked: restarts this
+    /// thread's countdown and gives the thread a stripe of its own if it
+    /// still shares stripe 0.
+    pub(crate) fn sampled(&self) {
+        THREAD.with(|t| t.countdown.set(HIT_SAMPLE_EVERY - 1));
+        own_stripe();
     }
 
     /// Zeroes every counter and histogram of this function.
     pub(crate) fn reset(&self) {
-        for stripe in &self.stripes {
-            stripe.reset();
+        for counter in &self.stripes.0 {
+            counter.store(0, Relaxed);
         }
         self.evictions.0.store(0, Relaxed);
         self.hit_latency.reset();
@@ -203,30 +238,36 @@ impl FnMetrics {
         self.shared.reset();
     }
 
-    fn sum(&self, field: impl Fn(&Stripe) -> &AtomicU64) -> u64 {
-        self.stripes.iter().map(|s| field(s).load(Relaxed)).sum()
+    fn sum(&self, counter: Counter) -> u64 {
+        self.stripes
+            .0
+            .iter()
+            .skip(counter as usize)
+            .step_by(PER_STRIPE)
+            .map(|c| c.load(Relaxed))
+            .sum()
     }
 
     pub(crate) fn snapshot(&self, entries: u64) -> FunctionStats {
-        let local_hits = self.sum(|s| &s.local_hits);
-        let shared_hits = self.sum(|s| &s.shared_hits);
-        let coalesced = self.sum(|s| &s.coalesced);
+        let local_hits = self.sum(Counter::LocalHits);
+        let shared_hits = self.sum(Counter::SharedHits);
+        let coalesced = self.sum(Counter::Coalesced);
         FunctionStats {
             name: self.name.clone(),
             hits: local_hits + shared_hits + coalesced,
-            misses: self.sum(|s| &s.misses),
+            misses: self.sum(Counter::Misses),
             local_hits,
             shared_hits,
             coalesced,
-            lock_waits: self.sum(|s| &s.lock_waits),
-            stale_hits: self.sum(|s| &s.stale_hits),
-            bypassed: self.sum(|s| &s.bypassed),
-            refreshes: self.sum(|s| &s.refreshes),
-            refreshes_started: self.sum(|s| &s.refreshes_started),
-            expired: self.sum(|s| &s.expired),
-            not_cached: self.sum(|s| &s.not_cached),
-            origin_panics: self.sum(|s| &s.origin_panics),
-            invalidations: self.sum(|s| &s.invalidations),
+            lock_waits: self.sum(Counter::LockWaits),
+            stale_hits: self.sum(Counter::StaleHits),
+            bypassed: self.sum(Counter::Bypassed),
+            refreshes: self.sum(Counter::Refreshes),
+            refreshes_started: self.sum(Counter::RefreshesStarted),
+            expired: self.sum(Counter::Expired),
+            not_cached: self.sum(Counter::NotCached),
+            origin_panics: self.sum(Counter::OriginPanics),
+            invalidations: self.sum(Counter::Invalidations),
             evictions: self.evictions.get(),
             entries,
             hit_latency: self.hit_latency.snapshot(),
@@ -481,7 +522,8 @@ pub struct FunctionStats {
     pub evictions: u64,
     /// Entries held in the local tier now.
     pub entries: u64,
-    /// Time of a local lookup that hits (sampled: a repeat of one hit's lookup in 64).
+    /// Time of a local lookup that hits (sampled: a repeat of the lookup of
+    /// each thread's first hit, then of one hit in [`HIT_SAMPLE_EVERY`]).
     pub hit_latency: LatencyStats,
     /// Time the function itself took, on every miss.
     pub origin_latency: LatencyStats,
@@ -784,7 +826,7 @@ mod tests {
                 let m = m.clone();
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
-                        m.record_local_hit();
+                        m.count_local_hit();
                         m.record_miss();
                     }
                 })

@@ -39,7 +39,7 @@ where
 /// call up by `probe`, the arguments borrowed ([`Probe`](crate::local::Probe)),
 /// so a hit builds no owned key. After a miss the wrapper builds the key
 /// and calls [`after_local_miss`] or [`after_local_miss_async`].
-#[inline]
+#[inline(always)]
 pub fn local_hit<M, K, Q, R>(cache: &FnCache<K, M::Value>, probe: &Q) -> Option<R>
 where
     M: OutputMode<R>,

@@ -35,6 +35,9 @@ pub(crate) struct LocalTier<K, V> {
     /// Whether the tier is used: caching is on and the function keeps
     /// local copies (`false` for `tier = "shared"` and `CACHE_TYPE=null`).
     pub(super) on: bool,
+    /// The tier is on and counts hits (`Config::metrics`, the default): one
+    /// test on the hit path covers both.
+    counted: bool,
     pub(super) clock: Clock,
     store: AnyStore<K, V>,
     /// Bumped by every invalidation and `put`; a computation that started
@@ -68,12 +71,14 @@ impl<K> Default for TagIndex<K> {
 }
 
 impl<K: Key, V: Value> LocalTier<K, V> {
-    pub(super) fn new(on: bool, clock: Clock, store: AnyStore<K, V>) -> Self {
+    /// The tier over `store`, used when `on`; hits are counted when `counted`.
+    pub(super) fn new(on: bool, counted: bool, clock: Clock, store: AnyStore<K, V>) -> Self {
         if on {
             clock.keep_recent();
         }
         LocalTier {
             on,
+            counted: on && counted,
             clock,
             store,
             generation: AtomicU64::new(0),
@@ -97,13 +102,28 @@ impl<K: Key, V: Value> LocalTier<K, V> {
         first: bool,
         accept: impl FnOnce(Stored<V>) -> Option<T>,
     ) -> Option<T> {
-        if !self.on {
-            return None;
+        if self.counted {
+            self.look::<true, Q, T>(metrics, key, first, accept)
+        } else if self.on {
+            self.look::<false, Q, T>(metrics, key, first, accept)
+        } else {
+            None
         }
+    }
+
+    /// [`LocalTier::hit`] on a tier that is on, counting a hit if `COUNTED`.
+    #[inline(always)]
+    fn look<const COUNTED: bool, Q: Hash + Equivalent<K> + ?Sized, T>(
+        &self,
+        metrics: &FnMetrics,
+        key: &Q,
+        first: bool,
+        accept: impl FnOnce(Stored<V>) -> Option<T>,
+    ) -> Option<T> {
         match self.store.get(key) {
             Some(entry) if self.clock.is_before(entry.expires_at) => {
                 if let Some(found) = accept(entry) {
-                    if metrics.record_local_hit() {
+                    if COUNTED && metrics.count_local_hit() {
                         self.time_lookup(metrics, key);
                     }
                     return Some(found);
@@ -122,6 +142,7 @@ impl<K: Key, V: Value> LocalTier<K, V> {
     #[cold]
     #[inline(never)]
     fn time_lookup<Q: Hash + Equivalent<K> + ?Sized>(&self, metrics: &FnMetrics, key: &Q) {
+        metrics.sampled();
         let started = self.clock.now();
         let entry = self.store.get(key);
         let fresh = entry.is_some_and(|e| self.clock.is_before(e.expires_at));
