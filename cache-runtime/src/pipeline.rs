@@ -45,6 +45,7 @@ use crate::value::CacheValue;
 mod control;
 mod deadline;
 mod entry;
+mod idle;
 mod local;
 mod miss;
 mod output;
@@ -63,6 +64,7 @@ pub use entry::{
     after_local_miss, after_local_miss_async, always, bypass, bypass_async, get_or_compute,
     get_or_compute_async, local_hit, no_tags, CallEntry,
 };
+pub use idle::{get_or_compute_async_idle, get_or_compute_idle};
 pub(crate) use local::Generation;
 use local::LocalTier;
 pub use output::{OkOnly, OutputMode, Plain, SomeOnly, SomeOrNone, Succeeds};
@@ -301,7 +303,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         ttl: Option<Duration>,
         tag: u64,
     ) {
-        let ttl = self.cap_while_bus_down(ttl);
+        let (ttl, tag) = self.idle_stamp(self.cap_while_bus_down(ttl), tag);
         self.local
             .write_back(&self.metrics, key, value, generation, ttl, tag);
     }
@@ -315,8 +317,8 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// replacing any entry and cancelling in-flight computations' write-backs.
     pub(crate) fn put_local(&self, key: K, value: V, ttl: Option<Duration>, tag: u64) {
         self.local.bump_slot(self.key_hash(&key));
-        self.local
-            .put(key, value, self.cap_while_bus_down(ttl), tag);
+        let (ttl, tag) = self.idle_stamp(self.cap_while_bus_down(ttl), tag);
+        self.local.put(key, value, ttl, tag);
     }
 
     /// Drops the local entry of `key` (this process only); `true` when there was one.
@@ -406,6 +408,9 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// A notice from another process: drop local entries of the stable key
     /// whose tag is `tag`, and void in-flight computations.
     pub(crate) fn drop_tagged(&self, tag: u64) -> u64 {
+        if self.policy.idle.is_some() {
+            return self.drop_tagged_idle(tag);
+        }
         self.local.drop_tagged(&self.metrics, tag)
     }
 

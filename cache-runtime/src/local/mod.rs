@@ -134,6 +134,18 @@ where
             AnyStore::Moka(store) => store.get_equivalent(key),
         }
     }
+
+    /// Changes the entry under `key` in place if there is one: `change`
+    /// sees the entry held now (not a copy read earlier, which a write may
+    /// since have replaced) and returns whether it changed it. What sliding
+    /// expiration (`time_to_idle`) moves a read entry's deadline with.
+    pub(crate) fn update(&self, key: &K, change: impl FnOnce(&mut Stored<V>) -> bool) {
+        match self {
+            AnyStore::Quick(store) => store.update(key, change),
+            #[cfg(feature = "moka")]
+            AnyStore::Moka(store) => store.update(key, change),
+        }
+    }
 }
 
 impl<K, V> std::ops::Deref for AnyStore<K, V>

@@ -628,7 +628,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
             .tier
             .call(Some(m), link.tier.timeout(), |s| {
                 // Kept past the envelope's expiry for the fail-safe window.
-                s.set(&sk.full, bytes, self.policy.shared_ttl(ttl))
+                s.set(&sk.full, bytes, self.policy.stored_ttl(ttl))
             })
             .await;
         if let Err(err) = &stored {
