@@ -208,10 +208,15 @@ fn body(parts: &Parts) -> TokenStream {
         .key
         .probe
         .as_ref()
-        .filter(|_| opts.refresh_ahead.is_none() && opts.xfetch.is_none());
+        .filter(|_| {
+            opts.refresh_ahead.is_none() && opts.xfetch.is_none() && opts.time_to_idle.ms.is_none()
+        });
     let deadlines = deadlines(opts, output);
     // What runs after the local tier (or does its own lookup, without a probe).
     let (sync_fn, async_fn) = match (opts.refresh_ahead.or(opts.xfetch), &deadlines, probe) {
+        // A hit moves the entry's idle deadline, on a path of its own (which
+        // `valid` keeps apart from refresh-ahead and factory timeouts).
+        _ if opts.time_to_idle.ms.is_some() => ("get_or_compute_idle", "get_or_compute_async_idle"),
         (Some(_), _, _) => (
             "get_or_compute_refreshing",
             "get_or_compute_async_refreshing",
@@ -474,6 +479,10 @@ fn fn_spec(opts: &CachedArgs, render: &TokenStream, value_ty: &TokenStream) -> T
         (_, Some((ms, span))) => {
             quote_spanned!(span=> ::layercache::__private::Timeout::After(::layercache::__private::Duration::from_millis(#ms)))
         }
+        // `time_to_idle` alone bounds an entry by its reads only.
+        (None, None) if opts.time_to_idle.ms.is_some() => {
+            quote!(::layercache::__private::Timeout::Never)
+        }
         (None, None) => quote!(::layercache::__private::Timeout::Default),
     };
     let max_entries = match &opts.max_entries {
@@ -518,6 +527,7 @@ fn fn_spec(opts: &CachedArgs, render: &TokenStream, value_ty: &TokenStream) -> T
         None => quote!(::core::option::Option::None),
     };
     let stale_throttle = some_or_none(opts.stale_throttle.ms.map(millis));
+    let time_to_idle = some_or_none(opts.time_to_idle.ms.map(millis));
     let timeout_by = match &opts.timeout_by {
         Some(f) => {
             quote_spanned!(f.span()=> ::core::option::Option::Some(
@@ -546,6 +556,7 @@ fn fn_spec(opts: &CachedArgs, render: &TokenStream, value_ty: &TokenStream) -> T
             timeout_by: #timeout_by,
             stale_throttle: #stale_throttle,
             xfetch: #xfetch,
+            time_to_idle: #time_to_idle,
         }
     }
 }
