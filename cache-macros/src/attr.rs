@@ -300,8 +300,8 @@ impl<'a> Written<'a> {
         };
         let value = self.need(example)?;
         if is_negative(value) {
-            return Err(syn::Error::new(
-                value.span(),
+            return Err(syn::Error::new_spanned(
+                value,
                 format!("`{}` cannot be negative: it is {what} in {unit}, like `{example}`", self.name),
             ));
         }
