@@ -103,6 +103,21 @@ pub struct FnCache<K, V> {
     runtime: &'static Runtime,
 }
 
+/// Whether a function may use `tier`: one with `time_to_idle` needs a
+/// store that moves an entry's expiry on a read; on another (the
+/// filesystem store) it keeps its entries in-process, and says so.
+fn idle_can_share<K>(spec: &FnSpec<K>, tier: &shared::Tier) -> bool {
+    if spec.time_to_idle.is_none() || tier.can_touch() {
+        return true;
+    }
+    tracing::error!(
+        name = %spec.name,
+        store = %tier.describe(),
+        "layercache: `time_to_idle` needs a shared store that can move an entry's expiry on a read (Redis 6.2+, Redis Cluster, memcached, SQLite); this function keeps its entries in-process only"
+    );
+    false
+}
+
 impl<K: Key, V: Value> FnCache<K, V> {
     /// A cache configured by `spec` and the process configuration.
     pub fn new(spec: FnSpec<K>) -> FnCache<K, V> {
@@ -119,6 +134,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         let shared = (enabled && config.cache_type().is_shared() && spec.tier != TierChoice::Local)
             .then(|| runtime.tier())
             .flatten()
+            .filter(|tier| idle_can_share(&spec, tier))
             .map(|tier| {
                 SharedLink::new(
                     runtime,
