@@ -271,6 +271,27 @@ mod tests {
     }
 
     #[test]
+    fn a_notice_naming_the_stable_key_drops_an_idle_entry_and_only_that_one() {
+        use crate::config::Config;
+        use crate::pipeline::{FnSpec, TierChoice, Timeout};
+        use crate::runtime::Runtime;
+        let spec = FnSpec {
+            timeout: Timeout::After(Duration::from_secs(60)),
+            time_to_idle: Some(IDLE),
+            tier: TierChoice::Local,
+            ..FnSpec::new("idle_notice", "idle_notice", crate::key::render_hashed::<u64>)
+        };
+        let cache: FnCache<u64, u64> =
+            FnCache::with_runtime(spec, Runtime::leak(Config::default()));
+        let (tag_a, tag_b) = (0x1111_2222_3333_4444, 0x5555_6666_7777_8888);
+        cache.write_back(1, 10, cache.generation(tag_a), tag_a);
+        cache.write_back(2, 20, cache.generation(tag_b), tag_b);
+        assert_eq!(cache.drop_tagged(tag_a), 1);
+        assert_eq!(cache.peek(&1), None);
+        assert_eq!(cache.peek(&2), Some(20));
+    }
+
+    #[test]
     fn a_timeout_over_49_days_saturates_to_an_earlier_hard_deadline() {
         let e = stored(Some(Duration::from_secs(100 * 86_400)), at(0));
         assert!(hard_deadline(&e) < at(100 * 86_400));
