@@ -85,10 +85,18 @@ fn an_entry_unread_for_its_idle_time_expires() {
     // The read at 59 s moved the deadline to 119 s: 60 s unread from there.
     mock.advance(Duration::from_secs(59));
     left_alone("abc");
-    assert_eq!(LEFT_ALONE.load(SeqCst), 1, "still fresh 59 s after the read");
+    assert_eq!(
+        LEFT_ALONE.load(SeqCst),
+        1,
+        "still fresh 59 s after the read"
+    );
     mock.advance(Duration::from_secs(60));
     left_alone("abc");
-    assert_eq!(LEFT_ALONE.load(SeqCst), 2, "expired 60 s after the last read");
+    assert_eq!(
+        LEFT_ALONE.load(SeqCst),
+        2,
+        "expired 60 s after the last read"
+    );
     assert_eq!(fn_cache!(left_alone).stats().expired, 1);
 }
 

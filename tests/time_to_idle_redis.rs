@@ -44,14 +44,24 @@ fn pttl(key: &str) -> i64 {
 }
 
 static WRITER: AtomicUsize = AtomicUsize::new(0);
-#[cached(key_prefix = "session", key = "{id}", tier = "shared", time_to_idle = 1)]
+#[cached(
+    key_prefix = "session",
+    key = "{id}",
+    tier = "shared",
+    time_to_idle = 1
+)]
 fn writer_session(id: u64) -> u64 {
     WRITER.fetch_add(1, SeqCst);
     id * 10
 }
 
 static READER: AtomicUsize = AtomicUsize::new(0);
-#[cached(key_prefix = "session", key = "{id}", tier = "shared", time_to_idle = 1)]
+#[cached(
+    key_prefix = "session",
+    key = "{id}",
+    tier = "shared",
+    time_to_idle = 1
+)]
 fn reader_session(id: u64) -> u64 {
     READER.fetch_add(1, SeqCst);
     id * 10
@@ -63,7 +73,12 @@ fn unread(id: u64) -> u64 {
 }
 
 static CAPPED: AtomicUsize = AtomicUsize::new(0);
-#[cached(key_prefix = "capped", tier = "shared", timeout_ms = 600, time_to_idle_ms = 500)]
+#[cached(
+    key_prefix = "capped",
+    tier = "shared",
+    timeout_ms = 600,
+    time_to_idle_ms = 500
+)]
 fn capped(id: u64) -> u64 {
     CAPPED.fetch_add(1, SeqCst);
     id
@@ -82,9 +97,16 @@ fn a_reader_keeps_a_shared_entry_alive_for_the_process_that_wrote_it() {
     }
     assert_eq!(READER.load(SeqCst), 0, "every read was a shared hit");
     let left = pttl("tti:session:1");
-    assert!(left > 0 && left <= 1000, "PTTL {left} ms after the last read");
+    assert!(
+        left > 0 && left <= 1000,
+        "PTTL {left} ms after the last read"
+    );
     assert_eq!(writer_session(1), 10);
-    assert_eq!(WRITER.load(SeqCst), 1, "the writer finds its entry still there");
+    assert_eq!(
+        WRITER.load(SeqCst),
+        1,
+        "the writer finds its entry still there"
+    );
 }
 
 #[test]

@@ -302,7 +302,10 @@ impl<'a> Written<'a> {
         if is_negative(value) {
             return Err(syn::Error::new_spanned(
                 value,
-                format!("`{}` cannot be negative: it is {what} in {unit}, like `{example}`", self.name),
+                format!(
+                    "`{}` cannot be negative: it is {what} in {unit}, like `{example}`",
+                    self.name
+                ),
             ));
         }
         let lit = int_value(value, &format!("{what} in {unit}"), example)?;

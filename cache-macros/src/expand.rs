@@ -204,13 +204,9 @@ fn body(parts: &Parts) -> TokenStream {
     };
     // A key of the arguments themselves is looked up borrowed first, and
     // built only on a miss (refresh-ahead reads the entry's age on its own path).
-    let probe = parts
-        .key
-        .probe
-        .as_ref()
-        .filter(|_| {
-            opts.refresh_ahead.is_none() && opts.xfetch.is_none() && opts.time_to_idle.ms.is_none()
-        });
+    let probe = parts.key.probe.as_ref().filter(|_| {
+        opts.refresh_ahead.is_none() && opts.xfetch.is_none() && opts.time_to_idle.ms.is_none()
+    });
     let deadlines = deadlines(opts, output);
     // What runs after the local tier (or does its own lookup, without a probe).
     let (sync_fn, async_fn) = match (opts.refresh_ahead.or(opts.xfetch), &deadlines, probe) {

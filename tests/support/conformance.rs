@@ -189,7 +189,10 @@ pub async fn a_touching_read_moves_the_expiry_or_the_store_says_it_cannot(b: &Ba
     while started.elapsed() < ttl * 3 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(
-            s.get_and_touch("conf:touched", ttl).await.unwrap().as_deref(),
+            s.get_and_touch("conf:touched", ttl)
+                .await
+                .unwrap()
+                .as_deref(),
             Some(&b"t"[..]),
             "read every 100 ms, after {:?}",
             started.elapsed()
@@ -204,7 +207,11 @@ pub async fn a_touching_read_moves_the_expiry_or_the_store_says_it_cannot(b: &Ba
         "an entry nobody read outlived its ttl"
     );
     assert_eq!(s.get_and_touch("conf:missing", ttl).await.unwrap(), None);
-    assert_eq!(get(s, "conf:missing").await, None, "a touch creates nothing");
+    assert_eq!(
+        get(s, "conf:missing").await,
+        None,
+        "a touch creates nothing"
+    );
     assert!(
         eventually(Duration::from_secs(5), || async {
             get(s, "conf:touched").await.is_none()

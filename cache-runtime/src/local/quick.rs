@@ -144,10 +144,12 @@ where
         use quick_cache::sync::{EntryAction, EntryResult};
         // A zero timeout: a key being loaded through quick_cache's own
         // placeholder (never the pipeline's: its flights are its own) is left alone.
-        match self.cache.entry(key, Some(std::time::Duration::ZERO), |_, v| {
-            change(v);
-            EntryAction::Retain(())
-        }) {
+        match self
+            .cache
+            .entry(key, Some(std::time::Duration::ZERO), |_, v| {
+                change(v);
+                EntryAction::Retain(())
+            }) {
             // Dropping the guard unused takes the placeholder away again.
             EntryResult::Vacant(guard) => drop(guard),
             EntryResult::Retained(())

@@ -279,7 +279,11 @@ mod tests {
             timeout: Timeout::After(Duration::from_secs(60)),
             time_to_idle: Some(IDLE),
             tier: TierChoice::Local,
-            ..FnSpec::new("idle_notice", "idle_notice", crate::key::render_hashed::<u64>)
+            ..FnSpec::new(
+                "idle_notice",
+                "idle_notice",
+                crate::key::render_hashed::<u64>,
+            )
         };
         let cache: FnCache<u64, u64> =
             FnCache::with_runtime(spec, Runtime::leak(Config::default()));
