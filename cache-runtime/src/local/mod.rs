@@ -269,6 +269,30 @@ mod tests {
     }
 
     #[test]
+    fn every_store_updates_an_entry_in_place_and_creates_none() {
+        for kind in kinds() {
+            let store = AnyStore::<u32, u32>::build(kind, 10, None, Evictions::default());
+            store.insert(1, entry(7));
+            store.update(&1, |e| {
+                e.tag = 42;
+                true
+            });
+            assert_eq!(
+                store.get(&1).map(|e| (e.value, e.tag)),
+                Some((7, 42)),
+                "{kind:?}"
+            );
+            store.update(&1, |e| {
+                e.tag = 43;
+                false
+            });
+            store.update(&2, |_| panic!("no entry to change"));
+            assert!(store.get(&2).is_none(), "{kind:?}");
+            assert_eq!(store.len(), 1, "{kind:?}");
+        }
+    }
+
+    #[test]
     fn stored_entries_keep_their_expiry() {
         for kind in kinds() {
             let store = build_store::<u32, u32>(kind, 10, Evictions::default());
