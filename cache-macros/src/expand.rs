@@ -204,15 +204,19 @@ fn body(parts: &Parts) -> TokenStream {
     };
     // A key of the arguments themselves is looked up borrowed first, and
     // built only on a miss (refresh-ahead reads the entry's age on its own path).
-    let probe = parts.key.probe.as_ref().filter(|_| {
-        opts.refresh_ahead.is_none() && opts.xfetch.is_none() && opts.time_to_idle.ms.is_none()
-    });
+    let probe = parts
+        .key
+        .probe
+        .as_ref()
+        .filter(|_| opts.refresh_ahead.is_none() && opts.xfetch.is_none());
     let deadlines = deadlines(opts, output);
     // What runs after the local tier (or does its own lookup, without a probe).
     let (sync_fn, async_fn) = match (opts.refresh_ahead.or(opts.xfetch), &deadlines, probe) {
-        // A hit moves the entry's idle deadline, on a path of its own (which
-        // `valid` keeps apart from refresh-ahead and factory timeouts).
-        _ if opts.time_to_idle.ms.is_some() => ("get_or_compute_idle", "get_or_compute_async_idle"),
+        // Without a probe, a hit moves the entry's idle deadline on a path of
+        // its own (`valid` keeps idle apart from refresh-ahead and factory timeouts).
+        _ if opts.time_to_idle.ms.is_some() && probe.is_none() => {
+            ("get_or_compute_idle", "get_or_compute_async_idle")
+        }
         (Some(_), _, _) => (
             "get_or_compute_refreshing",
             "get_or_compute_async_refreshing",
@@ -259,9 +263,23 @@ fn body(parts: &Parts) -> TokenStream {
         steps.push(quote!(if #force_var { return #force; }));
     }
     let lookup = probe.map(|probe| {
-        let lookup = quote! {
-            if let ::core::option::Option::Some(#hit_var) = ::layercache::__private::local_hit::<#mode, _, _, #output>(#cache_var, &#probe) {
-                return #hit_var;
+        let lookup = if opts.time_to_idle.ms.is_some() {
+            // The owned key is built only when the read moves the entry's deadline.
+            quote! {
+                match ::layercache::__private::idle_hit::<#mode, _, _, #output>(#cache_var, &#probe) {
+                    ::layercache::__private::IdleHit::Fresh(#hit_var) => return #hit_var,
+                    ::layercache::__private::IdleHit::Slide(#hit_var) => {
+                        ::layercache::__private::idle_slide(#cache_var, &#key_expr);
+                        return #hit_var;
+                    }
+                    ::layercache::__private::IdleHit::Miss => {}
+                }
+            }
+        } else {
+            quote! {
+                if let ::core::option::Option::Some(#hit_var) = ::layercache::__private::local_hit::<#mode, _, _, #output>(#cache_var, &#probe) {
+                    return #hit_var;
+                }
             }
         };
         if skips_lookup.is_empty() {

@@ -64,7 +64,7 @@ pub use entry::{
     after_local_miss, after_local_miss_async, always, bypass, bypass_async, get_or_compute,
     get_or_compute_async, local_hit, no_tags, CallEntry,
 };
-pub use idle::{get_or_compute_async_idle, get_or_compute_idle};
+pub use idle::{get_or_compute_async_idle, get_or_compute_idle, idle_hit, idle_slide, IdleHit};
 pub(crate) use local::Generation;
 use local::LocalTier;
 pub use output::{OkOnly, OutputMode, Plain, SomeOnly, SomeOrNone, Succeeds};

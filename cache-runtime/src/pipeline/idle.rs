@@ -17,8 +17,8 @@
 //! before `timeout`, never after.
 //!
 //! Functions without `time_to_idle` never reach this module: the macro
-//! calls [`get_or_compute_idle`](super::get_or_compute_idle) only for those
-//! that declare it, so their hit path and entries are unchanged.
+//! calls [`idle_hit`] or [`get_or_compute_idle`] only for those that
+//! declare it, so their hit path and entries are unchanged.
 //!
 //! # Precision
 //!
@@ -29,7 +29,10 @@
 //! costs one store write per `time_to_idle / 8`, not one per read.
 
 use std::future::Future;
+use std::hash::Hash;
 use std::time::Duration;
+
+use quick_cache::Equivalent;
 
 use super::miss::{compute, miss, Awaited};
 use super::{FnCache, Key, OutputMode, Value};
@@ -115,9 +118,9 @@ fn slide<V>(entry: &mut Stored<V>, now: Timestamp, idle: Duration) -> bool {
 
 /// The pipeline for a sync function with `time_to_idle`: the local tier
 /// (a hit moves the entry's idle deadline), then as
-/// [`get_or_compute`](super::get_or_compute). The key is built before the
-/// lookup: moving a deadline needs the owned key, and only idle functions
-/// pay for that.
+/// [`get_or_compute`](super::get_or_compute), for a key built before the
+/// lookup (a template's rendering); a key of the arguments themselves goes
+/// through [`idle_hit`] instead.
 pub fn get_or_compute_idle<M, K, R>(
     cache: &FnCache<K, M::Value>,
     key: K,
@@ -157,20 +160,70 @@ where
     miss::<M, K, R, _>(cache, key, cache_if, &tags, Awaited(origin)).await
 }
 
+/// What the idle hit path found by a call's borrowed arguments.
+pub enum IdleHit<R> {
+    /// A fresh entry whose deadline need not move.
+    Fresh(R),
+    /// A fresh entry whose deadline this read should move: the wrapper
+    /// builds the owned key and calls [`idle_slide`].
+    Slide(R),
+    /// No fresh entry.
+    Miss,
+}
+
+/// Step 1 for a function with `time_to_idle` whose key is the tuple of its
+/// arguments: looks the call up by `probe` (see [`local_hit`](super::local_hit)),
+/// so a hit builds no owned key unless it must move the entry's deadline
+/// (once per `time_to_idle / 8` at most, see the module's precision).
+#[inline]
+pub fn idle_hit<M, K, Q, R>(cache: &FnCache<K, M::Value>, probe: &Q) -> IdleHit<R>
+where
+    M: OutputMode<R>,
+    M::Value: CacheValue,
+    K: Key,
+    Q: Hash + Equivalent<K> + ?Sized,
+{
+    match cache.idle_lookup(probe) {
+        Some((v, false)) => IdleHit::Fresh(M::from_cached(v)),
+        Some((v, true)) => IdleHit::Slide(M::from_cached(v)),
+        None => IdleHit::Miss,
+    }
+}
+
+/// Moves the idle deadline of `key`'s entry after [`IdleHit::Slide`].
+pub fn idle_slide<K: Key, V: Value>(cache: &FnCache<K, V>, key: &K) {
+    cache.slide(key);
+}
+
 impl<K: Key, V: Value> FnCache<K, V> {
     /// Step 1 for a function with `time_to_idle`: a fresh local entry is a
     /// hit, and the read moves its deadline (see the module's precision).
     pub(crate) fn idle_get(&self, key: &K) -> Option<V> {
+        let (value, due) = self.idle_lookup(key)?;
+        if due {
+            self.slide(key);
+        }
+        Some(value)
+    }
+
+    /// The fresh value under `key`, and whether this read should move its
+    /// deadline (counted as a local hit or, by the caller, a miss).
+    fn idle_lookup<Q: Hash + Equivalent<K> + ?Sized>(&self, key: &Q) -> Option<(V, bool)> {
         let Some(idle) = self.policy.idle else {
-            return self.local_get(key, Some);
+            return self.local_get(key, |v| Some((v, false)));
         };
         self.local.hit(&self.metrics, key, true, |entry| {
-            let now = self.local.clock.now();
-            if due(&entry, now, idle) {
-                self.local.store().update(key, |e| slide(e, now, idle));
-            }
-            Some(entry.value)
+            let due = due(&entry, self.local.clock.now(), idle);
+            Some((entry.value, due))
         })
+    }
+
+    /// Moves the deadline of `key`'s entry for a read now.
+    fn slide(&self, key: &K) {
+        if let Some(idle) = self.policy.idle {
+            let now = self.local.clock.now();
+            self.local.store().update(key, |e| slide(e, now, idle));
+        }
     }
 
     /// The life and tag a local entry of this function is stored with:
