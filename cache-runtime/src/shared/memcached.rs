@@ -297,7 +297,7 @@ impl SharedStore for MemcachedStore {
     }
 
     /// A meta get with the `T` flag: memcached's expiry is whole seconds
-    /// (rounded up, see [`exptime`]), so a touched entry may outlive
+    /// (rounded up, plus one), so a touched entry may outlive
     /// `time_to_idle` by up to two seconds; the envelope's absolute expiry
     /// still decides `timeout`.
     fn get_and_touch<'a>(
