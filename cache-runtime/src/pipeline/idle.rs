@@ -349,6 +349,30 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_function_on_a_store_that_cannot_touch_stays_in_process() {
+        use crate::config::{CacheType, Config};
+        use crate::pipeline::FnSpec;
+        use crate::runtime::Runtime;
+        let dir = std::env::temp_dir().join(format!("layercache-idle-{}", std::process::id()));
+        let runtime = Runtime::leak(
+            Config::builder()
+                .cache_type(CacheType::Filesystem)
+                .cache_dir(&dir)
+                .build(),
+        );
+        let spec = |name: &str, idle| FnSpec {
+            time_to_idle: idle,
+            ..FnSpec::new(name, name, crate::key::render_hashed::<u64>)
+        };
+        let plain: FnCache<u64, u64> = FnCache::with_runtime(spec("fs_plain", None), runtime);
+        let idle: FnCache<u64, u64> = FnCache::with_runtime(spec("fs_idle", Some(IDLE)), runtime);
+        assert!(plain.is_shared(), "the filesystem store is shared");
+        assert!(!idle.is_shared(), "it cannot move an entry's expiry");
+        assert!(idle.is_enabled());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn a_timeout_over_49_days_saturates_to_an_earlier_hard_deadline() {
         let e = stored(Some(Duration::from_secs(100 * 86_400)), at(0));
         assert!(hard_deadline(&e) < at(100 * 86_400));
