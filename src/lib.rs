@@ -88,6 +88,7 @@
 //! | `lock = true`, `lock_timeout = 5` / `lock_timeout_ms` | one process of the fleet computes a missing key; the others wait for its value |
 //! | `refresh_ahead = 0.8` | a hit after 80 % of the timeout refreshes in the background (owned arguments only) |
 //! | `stale_if_error = 600` | an `Err` within 600 s after expiry returns the expired value |
+//! | `time_to_idle = 60` / `time_to_idle_ms` | sliding expiration: an entry not read for 60 s expires, never later than `timeout` (alone, it sets no absolute timeout); in the shared tier on Redis 6.2+, Redis Cluster, memcached and SQLite (the filesystem store cannot: such a function stays in-process, logged) |
 //! | `unless = expr` | skips the cache for a call: a `bool` argument, a function path, or an expression |
 //! | `cache_if = f` | `fn(&R) -> bool` over the return value; `false` vetoes storing it |
 //! | `versioned = "group"` | joins a version group: [`bump_version`] drops the whole group in O(1) |

@@ -67,6 +67,9 @@ pub struct CachedArgs {
     /// `force_refresh = expr`: when true, the call runs the function and
     /// stores its result in both tiers.
     pub force_refresh: Option<Expr>,
+    /// `time_to_idle` (seconds) or `time_to_idle_ms`: sliding expiration,
+    /// an entry not read for this long expires.
+    pub time_to_idle: SecsOrMs,
     /// `soft_timeout_ms = 100`: past it, a stale value answers.
     pub soft_timeout_ms: Option<(u64, Span)>,
     /// `hard_timeout_ms = 2000`: past it, the call stops waiting.
@@ -150,6 +153,11 @@ impl CachedArgs {
                 "the default, without it, is 30 s",
             )?),
             "timeout_by" => self.timeout_by = Some(timeout_by(o)?),
+            "time_to_idle" | "time_to_idle_ms" => self.time_to_idle.set(o.secs_or_ms(
+                "how long an unread entry lives",
+                ("time_to_idle = 60", "time_to_idle_ms = 500"),
+                "for entries that never idle out, leave `time_to_idle` out",
+            )?),
             "soft_timeout_ms" => {
                 self.soft_timeout_ms = Some(o.secs_or_ms(
                     "how long to wait before a stale value answers",
@@ -290,7 +298,17 @@ impl<'a> Written<'a> {
         } else {
             ("seconds", secs_example)
         };
-        let lit = int_value(self.need(example)?, &format!("{what} in {unit}"), example)?;
+        let value = self.need(example)?;
+        if is_negative(value) {
+            return Err(syn::Error::new_spanned(
+                value,
+                format!(
+                    "`{}` cannot be negative: it is {what} in {unit}, like `{example}`",
+                    self.name
+                ),
+            ));
+        }
+        let lit = int_value(value, &format!("{what} in {unit}"), example)?;
         let n: u64 = lit.base10_parse()?;
         if n == 0 {
             return Err(syn::Error::new(
@@ -440,6 +458,20 @@ fn tags(o: &Written) -> syn::Result<Vec<LitStr>> {
         ));
     }
     Ok(tags)
+}
+
+/// `-5` as written (a negation) or as one literal (what parsing a string gives).
+fn is_negative(expr: &Expr) -> bool {
+    match expr {
+        Expr::Unary(syn::ExprUnary {
+            op: syn::UnOp::Neg(_),
+            ..
+        }) => true,
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i.base10_digits().starts_with('-'),
+        _ => false,
+    }
 }
 
 fn int_value(expr: &Expr, what: &str, example: &str) -> syn::Result<LitInt> {

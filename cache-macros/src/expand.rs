@@ -237,6 +237,11 @@ fn body(parts: &Parts) -> TokenStream {
     let deadlines = deadlines(opts, output);
     // What runs after the local tier (or does its own lookup, without a probe).
     let (sync_fn, async_fn) = match (opts.refresh_ahead.or(opts.xfetch), &deadlines, probe) {
+        // Without a probe, a hit moves the entry's idle deadline on a path of
+        // its own (`valid` keeps idle apart from refresh-ahead and factory timeouts).
+        _ if opts.time_to_idle.ms.is_some() && probe.is_none() => {
+            ("get_or_compute_idle", "get_or_compute_async_idle")
+        }
         (Some(_), _, _) => (
             "get_or_compute_refreshing",
             "get_or_compute_async_refreshing",
@@ -283,9 +288,23 @@ fn body(parts: &Parts) -> TokenStream {
         steps.push(quote!(if #force_var { return #force; }));
     }
     let lookup = probe.map(|probe| {
-        let lookup = quote! {
-            if let ::core::option::Option::Some(#hit_var) = ::layercache::__private::local_hit::<#mode, _, _, #output>(#cache_var, &#probe) {
-                return #hit_var;
+        let lookup = if opts.time_to_idle.ms.is_some() {
+            // The owned key is built only when the read moves the entry's deadline.
+            quote! {
+                match ::layercache::__private::idle_hit::<#mode, _, _, #output>(#cache_var, &#probe) {
+                    ::layercache::__private::IdleHit::Fresh(#hit_var) => return #hit_var,
+                    ::layercache::__private::IdleHit::Slide(#hit_var) => {
+                        ::layercache::__private::idle_slide(#cache_var, &#key_expr);
+                        return #hit_var;
+                    }
+                    ::layercache::__private::IdleHit::Miss => {}
+                }
+            }
+        } else {
+            quote! {
+                if let ::core::option::Option::Some(#hit_var) = ::layercache::__private::local_hit::<#mode, _, _, #output>(#cache_var, &#probe) {
+                    return #hit_var;
+                }
             }
         };
         if skips_lookup.is_empty() {
@@ -499,6 +518,10 @@ fn fn_spec(opts: &CachedArgs, render: &TokenStream, value_ty: &TokenStream) -> T
         (_, Some((ms, span))) => {
             quote_spanned!(span=> ::layercache::__private::Timeout::After(::layercache::__private::Duration::from_millis(#ms)))
         }
+        // `time_to_idle` alone bounds an entry by its reads only.
+        (None, None) if opts.time_to_idle.ms.is_some() => {
+            quote!(::layercache::__private::Timeout::Never)
+        }
         (None, None) => quote!(::layercache::__private::Timeout::Default),
     };
     let max_entries = match &opts.max_entries {
@@ -543,6 +566,7 @@ fn fn_spec(opts: &CachedArgs, render: &TokenStream, value_ty: &TokenStream) -> T
         None => quote!(::core::option::Option::None),
     };
     let stale_throttle = some_or_none(opts.stale_throttle.ms.map(millis));
+    let time_to_idle = some_or_none(opts.time_to_idle.ms.map(millis));
     let timeout_by = match &opts.timeout_by {
         Some(f) => {
             quote_spanned!(f.span()=> ::core::option::Option::Some(
@@ -571,6 +595,7 @@ fn fn_spec(opts: &CachedArgs, render: &TokenStream, value_ty: &TokenStream) -> T
             timeout_by: #timeout_by,
             stale_throttle: #stale_throttle,
             xfetch: #xfetch,
+            time_to_idle: #time_to_idle,
         }
     }
 }

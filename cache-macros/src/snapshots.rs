@@ -108,6 +108,18 @@ const CASES: &[(&str, Expander, &str, &str)] = &[
         "fn hot(id: u64) -> u64 { id }",
     ),
     (
+        "time_to_idle_sync",
+        crate::expand::cached,
+        "timeout = 3600, time_to_idle = 60",
+        "fn session(token: &str) -> u64 { 1 }",
+    ),
+    (
+        "time_to_idle_async_alone",
+        crate::expand::cached,
+        "time_to_idle_ms = 500, key = \"{id}\"",
+        "async fn profile(id: u64) -> Option<u64> { Some(id) }",
+    ),
+    (
         "lock_default_timeout",
         crate::expand::cached,
         "lock = true, local_timeout_ms = 200",
@@ -313,6 +325,36 @@ const MISTAKES: &[(&str, Expander, &str, &str)] = &[
         "cached_stale_zero",
         crate::expand::cached,
         "stale_if_error = 0",
+        F,
+    ),
+    (
+        "cached_time_to_idle_zero",
+        crate::expand::cached,
+        "time_to_idle = 0",
+        F,
+    ),
+    (
+        "cached_time_to_idle_negative",
+        crate::expand::cached,
+        "time_to_idle_ms = -5",
+        F,
+    ),
+    (
+        "cached_time_to_idle_not_below_timeout",
+        crate::expand::cached,
+        "timeout = 60, time_to_idle = 60",
+        F,
+    ),
+    (
+        "cached_time_to_idle_both_spellings",
+        crate::expand::cached,
+        "time_to_idle = 6, time_to_idle_ms = 500",
+        F,
+    ),
+    (
+        "cached_time_to_idle_with_xfetch",
+        crate::expand::cached,
+        "time_to_idle = 6, xfetch = 1.0",
         F,
     ),
     (

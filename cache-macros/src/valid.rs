@@ -103,6 +103,7 @@ fn options(opts: &CachedArgs, errors: &mut Errors) {
         (opts.none_timeout, "none_timeout"),
         (opts.lock_timeout, "lock_timeout"),
         (opts.stale_throttle, "stale_throttle"),
+        (opts.time_to_idle, "time_to_idle"),
     ] {
         if let SecsOrMs {
             both: Some(span), ..
@@ -167,6 +168,7 @@ fn options(opts: &CachedArgs, errors: &mut Errors) {
             "`refresh_ahead` acts on local hits; it cannot be used with `tier = \"shared\"`",
         );
     }
+    time_to_idle(opts, errors);
     if let (Some(Tier::Local), Some((true, span))) = (opts.tier, opts.lock) {
         errors.add(
             span,
@@ -184,6 +186,38 @@ fn options(opts: &CachedArgs, errors: &mut Errors) {
         errors.add(
             span,
             "`local_timeout` caps the local copy of a two-tier function; it needs `tier = \"both\"` (the default)",
+        );
+    }
+}
+
+/// `time_to_idle` against the options it cannot go with.
+fn time_to_idle(opts: &CachedArgs, errors: &mut Errors) {
+    let Some((idle_ms, span)) = opts.time_to_idle.ms else {
+        return;
+    };
+    let timeout_ms = opts
+        .timeout
+        .map(|(secs, _)| secs.saturating_mul(1000))
+        .or(opts.timeout_ms.map(|(ms, _)| ms));
+    // `timeout = 0` is "never expires": any idle time is shorter.
+    if let Some(timeout_ms) = timeout_ms.filter(|&t| t > 0) {
+        if idle_ms >= timeout_ms {
+            errors.add(
+                span,
+                "`time_to_idle` must be shorter than `timeout`: every entry expires at `timeout` before it could idle out; leave `time_to_idle` out, or shorten it",
+            );
+        }
+    }
+    if opts.refresh_ahead.is_some() || opts.xfetch.is_some() {
+        errors.add(
+            span,
+            "`time_to_idle` cannot be combined with `refresh_ahead` or `xfetch`: they refresh ahead of a fixed expiry, which sliding expiration keeps moving",
+        );
+    }
+    if opts.soft_timeout_ms.is_some() || opts.hard_timeout_ms.is_some() {
+        errors.add(
+            span,
+            "`time_to_idle` cannot be combined with factory timeouts (`soft_timeout_ms`, `hard_timeout_ms`) yet: choose one",
         );
     }
 }

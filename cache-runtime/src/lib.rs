@@ -86,10 +86,11 @@ pub mod __private {
     pub use crate::local::{weigh::heap_bytes_of, Probe};
     pub use crate::pipeline::{
         after_local_miss, after_local_miss_async, always, bypass, bypass_async, get_or_compute,
-        get_or_compute_async, get_or_compute_async_bounded, get_or_compute_async_refreshing,
-        get_or_compute_bounded, get_or_compute_refreshing, local_hit, no_tags, refresh_now,
-        refresh_now_async, CallEntry, Deadlines, FnCache, FnSpec, OkOnly, OutputMode, Plain,
-        SomeOnly, SomeOrNone, Succeeds, TierChoice, Timeout,
+        get_or_compute_async, get_or_compute_async_bounded, get_or_compute_async_idle,
+        get_or_compute_async_refreshing, get_or_compute_bounded, get_or_compute_idle,
+        get_or_compute_refreshing, idle_hit, idle_slide, local_hit, no_tags, refresh_now,
+        refresh_now_async, CallEntry, Deadlines, FnCache, FnSpec, IdleHit, OkOnly, OutputMode,
+        Plain, SomeOnly, SomeOrNone, Succeeds, TierChoice, Timeout,
     };
     pub use std::time::Duration;
 

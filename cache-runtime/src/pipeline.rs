@@ -45,6 +45,7 @@ use crate::value::CacheValue;
 mod control;
 mod deadline;
 mod entry;
+mod idle;
 mod local;
 mod miss;
 mod output;
@@ -63,6 +64,7 @@ pub use entry::{
     after_local_miss, after_local_miss_async, always, bypass, bypass_async, get_or_compute,
     get_or_compute_async, local_hit, no_tags, CallEntry,
 };
+pub use idle::{get_or_compute_async_idle, get_or_compute_idle, idle_hit, idle_slide, IdleHit};
 pub(crate) use local::Generation;
 use local::LocalTier;
 pub use output::{OkOnly, OutputMode, Plain, SomeOnly, SomeOrNone, Succeeds};
@@ -101,6 +103,21 @@ pub struct FnCache<K, V> {
     runtime: &'static Runtime,
 }
 
+/// Whether a function may use `tier`: one with `time_to_idle` needs a
+/// store that moves an entry's expiry on a read; on another (the
+/// filesystem store) it keeps its entries in-process, and says so.
+fn idle_can_share<K>(spec: &FnSpec<K>, tier: &shared::Tier) -> bool {
+    if spec.time_to_idle.is_none() || tier.can_touch() {
+        return true;
+    }
+    tracing::error!(
+        name = %spec.name,
+        store = %tier.describe(),
+        "layercache: `time_to_idle` needs a shared store that can move an entry's expiry on a read (Redis 6.2+, Redis Cluster, memcached, SQLite); this function keeps its entries in-process only"
+    );
+    false
+}
+
 impl<K: Key, V: Value> FnCache<K, V> {
     /// A cache configured by `spec` and the process configuration.
     pub fn new(spec: FnSpec<K>) -> FnCache<K, V> {
@@ -117,6 +134,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         let shared = (enabled && config.cache_type().is_shared() && spec.tier != TierChoice::Local)
             .then(|| runtime.tier())
             .flatten()
+            .filter(|tier| idle_can_share(&spec, tier))
             .map(|tier| {
                 SharedLink::new(
                     runtime,
@@ -306,7 +324,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
         ttl: Option<Duration>,
         tag: u64,
     ) {
-        let ttl = self.cap_while_bus_down(ttl);
+        let (ttl, tag) = self.idle_stamp(self.cap_while_bus_down(ttl), tag);
         self.local
             .write_back(&self.metrics, key, value, generation, ttl, tag);
     }
@@ -320,8 +338,8 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// replacing any entry and cancelling in-flight computations' write-backs.
     pub(crate) fn put_local(&self, key: K, value: V, ttl: Option<Duration>, tag: u64) {
         self.local.bump_slot(self.key_hash(&key));
-        self.local
-            .put(key, value, self.cap_while_bus_down(ttl), tag);
+        let (ttl, tag) = self.idle_stamp(self.cap_while_bus_down(ttl), tag);
+        self.local.put(key, value, ttl, tag);
     }
 
     /// Drops the local entry of `key` (this process only); `true` when there was one.
@@ -411,6 +429,9 @@ impl<K: Key, V: Value> FnCache<K, V> {
     /// A notice from another process: drop local entries of the stable key
     /// whose tag is `tag`, and void in-flight computations.
     pub(crate) fn drop_tagged(&self, tag: u64) -> u64 {
+        if self.policy.idle.is_some() {
+            return self.drop_tagged_idle(tag);
+        }
         self.local.drop_tagged(&self.metrics, tag)
     }
 

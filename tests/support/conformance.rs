@@ -171,6 +171,57 @@ pub async fn entries_expire_after_their_millisecond_ttl(b: &Backend) {
     );
 }
 
+/// Sliding expiration (`time_to_idle`): a store that can touch keeps an
+/// entry read with `get_and_touch` past its first TTL, lets an unread one
+/// expire, and never creates a missing key; one that cannot says so and
+/// answers the call with an error.
+pub async fn a_touching_read_moves_the_expiry_or_the_store_says_it_cannot(b: &Backend) {
+    let s = &*b.store;
+    let ttl = Duration::from_secs(1);
+    set(s, "conf:touched", b"t", Some(ttl)).await;
+    set(s, "conf:untouched", b"u", Some(ttl)).await;
+    if !s.can_touch() {
+        assert!(s.get_and_touch("conf:touched", ttl).await.is_err());
+        return;
+    }
+    let started = Instant::now();
+    // Three TTLs: memcached keeps items whole seconds (rounded up, plus one).
+    while started.elapsed() < ttl * 3 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            s.get_and_touch("conf:touched", ttl)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&b"t"[..]),
+            "read every 100 ms, after {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            get(s, "conf:untouched").await.is_none()
+        })
+        .await
+        .is_some(),
+        "an entry nobody read outlived its ttl"
+    );
+    assert_eq!(s.get_and_touch("conf:missing", ttl).await.unwrap(), None);
+    assert_eq!(
+        get(s, "conf:missing").await,
+        None,
+        "a touch creates nothing"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            get(s, "conf:touched").await.is_none()
+        })
+        .await
+        .is_some(),
+        "a touched entry outlived its last touch"
+    );
+}
+
 /// Keys holding characters that are patterns somewhere: glob (`*?[]`),
 /// SQL `LIKE` (`%_`), paths (`/`, `..`, `\`).
 const TRICKY_PREFIXES: &[&str] = &["p*", "p?", "p[a]", "p%", "p_", "p/..", "p\\"];
@@ -614,6 +665,7 @@ macro_rules! conformance_suite {
             a_value_at_the_size_limit_round_trips,
             bytes_we_did_not_write_come_back_unchanged,
             keys_with_paths_wildcards_and_separators_stay_distinct,
+            a_touching_read_moves_the_expiry_or_the_store_says_it_cannot,
             a_lock_is_held_until_released_or_expired_and_tag_sets_delete_their_members
         );
         #[test]

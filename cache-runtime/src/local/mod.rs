@@ -134,6 +134,18 @@ where
             AnyStore::Moka(store) => store.get_equivalent(key),
         }
     }
+
+    /// Changes the entry under `key` in place if there is one: `change`
+    /// sees the entry held now (not a copy read earlier, which a write may
+    /// since have replaced) and returns whether it changed it. What sliding
+    /// expiration (`time_to_idle`) moves a read entry's deadline with.
+    pub(crate) fn update(&self, key: &K, change: impl FnOnce(&mut Stored<V>) -> bool) {
+        match self {
+            AnyStore::Quick(store) => store.update(key, change),
+            #[cfg(feature = "moka")]
+            AnyStore::Moka(store) => store.update(key, change),
+        }
+    }
 }
 
 impl<K, V> std::ops::Deref for AnyStore<K, V>
@@ -253,6 +265,30 @@ mod tests {
                 "{kind:?} counted {}",
                 evictions.get()
             );
+        }
+    }
+
+    #[test]
+    fn every_store_updates_an_entry_in_place_and_creates_none() {
+        for kind in kinds() {
+            let store = AnyStore::<u32, u32>::build(kind, 10, None, Evictions::default());
+            store.insert(1, entry(7));
+            store.update(&1, |e| {
+                e.tag = 42;
+                true
+            });
+            assert_eq!(
+                store.get(&1).map(|e| (e.value, e.tag)),
+                Some((7, 42)),
+                "{kind:?}"
+            );
+            store.update(&1, |e| {
+                e.tag = 43;
+                false
+            });
+            store.update(&2, |_| panic!("no entry to change"));
+            assert!(store.get(&2).is_none(), "{kind:?}");
+            assert_eq!(store.len(), 1, "{kind:?}");
         }
     }
 

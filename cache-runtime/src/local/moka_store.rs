@@ -58,6 +58,23 @@ where
     ) -> Option<Stored<V>> {
         self.cache.get(key)
     }
+
+    /// Changes the entry under `key` atomically, if there is one and
+    /// `change` says so (see [`super::AnyStore::update`]).
+    pub(crate) fn update(&self, key: &K, change: impl FnOnce(&mut Stored<V>) -> bool) {
+        use moka::ops::compute::Op;
+        self.cache.entry_by_ref(key).and_compute_with(|entry| {
+            let Some(entry) = entry else {
+                return Op::Nop;
+            };
+            let mut stored = entry.into_value();
+            if change(&mut stored) {
+                Op::Put(stored)
+            } else {
+                Op::Nop
+            }
+        });
+    }
 }
 
 impl<K, V> LocalStore<K, V> for MokaStore<K, V>

@@ -137,6 +137,27 @@ where
     ) -> Option<Stored<V>> {
         self.cache.get(key)
     }
+
+    /// Changes the entry under `key` in place, under its shard's lock, if
+    /// there is one and `change` says so (see [`super::AnyStore::update`]).
+    pub(crate) fn update(&self, key: &K, change: impl FnOnce(&mut Stored<V>) -> bool) {
+        use quick_cache::sync::{EntryAction, EntryResult};
+        // A zero timeout: a key being loaded through quick_cache's own
+        // placeholder (never the pipeline's: its flights are its own) is left alone.
+        match self
+            .cache
+            .entry(key, Some(std::time::Duration::ZERO), |_, v| {
+                change(v);
+                EntryAction::Retain(())
+            }) {
+            // Dropping the guard unused takes the placeholder away again.
+            EntryResult::Vacant(guard) => drop(guard),
+            EntryResult::Retained(())
+            | EntryResult::Removed(..)
+            | EntryResult::Replaced(..)
+            | EntryResult::Timeout => {}
+        }
+    }
 }
 
 /// Fewest entries per shard: fewer, larger shards keep the headroom small.

@@ -169,6 +169,12 @@ impl<K: Key, V: Value> LocalTier<K, V> {
         (self.clock.now() < e.expires_at.saturating_add(window)).then_some(e.value)
     }
 
+    /// The store, for the idle hit path (`pipeline/idle.rs`), which moves
+    /// a read entry's deadline.
+    pub(super) fn store(&self) -> &AnyStore<K, V> {
+        &self.store
+    }
+
     /// Entries held (expired ones until they are read or evicted).
     pub(super) fn len(&self) -> u64 {
         self.store.len()

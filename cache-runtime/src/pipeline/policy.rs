@@ -28,6 +28,8 @@ pub(crate) struct Policy {
     pub(super) refresh_ahead: Option<f64>,
     /// The version group, if any.
     pub(super) group: Option<String>,
+    /// Sliding expiration (`time_to_idle`), at least 1 ms.
+    pub(super) idle: Option<Duration>,
 }
 
 impl Policy {
@@ -55,6 +57,7 @@ impl Policy {
                 .refresh_ahead
                 .filter(|r| r.is_finite() && *r > 0.0 && *r < 1.0),
             group: spec.versioned.take(),
+            idle: spec.time_to_idle.filter(|d| !d.is_zero()),
         }
     }
 
@@ -79,6 +82,30 @@ impl Policy {
     #[inline]
     pub(super) fn shared_ttl(&self, ttl: Option<Duration>) -> Option<Duration> {
         ttl.map(|t| t.saturating_add(self.stale.unwrap_or_default()))
+    }
+}
+
+impl Policy {
+    /// How long the shared store keeps a new entry: [`Policy::shared_ttl`],
+    /// and no longer than `time_to_idle` (plus the fail-safe window) until
+    /// a read extends it. The envelope keeps the absolute expiry, so an
+    /// entry read past `timeout` is a miss however often it was touched.
+    #[inline]
+    pub(super) fn stored_ttl(&self, ttl: Option<Duration>) -> Option<Duration> {
+        let idle = self.idle_touch();
+        match (self.shared_ttl(ttl), idle) {
+            (Some(t), Some(i)) => Some(t.min(i)),
+            (t, None) => t,
+            (None, i) => i,
+        }
+    }
+
+    /// The expiry a read of an idle function's shared entry sets:
+    /// `time_to_idle` plus the fail-safe window.
+    #[inline]
+    pub(super) fn idle_touch(&self) -> Option<Duration> {
+        self.idle
+            .map(|i| i.saturating_add(self.stale.unwrap_or_default()))
     }
 }
 

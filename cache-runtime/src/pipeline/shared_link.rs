@@ -450,9 +450,14 @@ impl<K: Key, V: Value> FnCache<K, V> {
             op = "get",
             outcome = tracing::field::Empty
         );
+        // A function with `time_to_idle` moves the entry's expiry as it reads it.
+        let touch = self.policy.idle_touch();
         let get = link
             .tier
-            .call(Some(m), link.tier.timeout(), |s| s.get(&sk.full));
+            .call(Some(m), link.tier.timeout(), |s| match touch {
+                Some(ttl) => s.get_and_touch(&sk.full, ttl),
+                None => s.get(&sk.full),
+            });
         let bytes = match tracing::Instrument::instrument(get, span.clone()).await {
             Ok(bytes) => bytes,
             Err(err) if err.kind == ErrorKind::Corrupt => {
@@ -628,7 +633,7 @@ impl<K: Key, V: Value> FnCache<K, V> {
             .tier
             .call(Some(m), link.tier.timeout(), |s| {
                 // Kept past the envelope's expiry for the fail-safe window.
-                s.set(&sk.full, bytes, self.policy.shared_ttl(ttl))
+                s.set(&sk.full, bytes, self.policy.stored_ttl(ttl))
             })
             .await;
         if let Err(err) = &stored {

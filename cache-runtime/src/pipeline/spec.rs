@@ -91,6 +91,10 @@ pub struct FnSpec<K> {
     /// Probabilistic early refresh (`xfetch = 1.0`, the beta of Vattani et
     /// al., VLDB 2015): see [`refresh`](crate::FnCache) in the pipeline docs.
     pub xfetch: Option<f64>,
+    /// Sliding expiration (`time_to_idle`): an entry not read for this
+    /// long expires, and never outlives `timeout` (see
+    /// [`FnCache`](crate::FnCache)'s idle hit path for its precision).
+    pub time_to_idle: Option<Duration>,
 }
 
 impl<K> FnSpec<K> {
@@ -121,6 +125,7 @@ impl<K> FnSpec<K> {
             timeout_by: None,
             stale_throttle: None,
             xfetch: None,
+            time_to_idle: None,
         }
     }
 }

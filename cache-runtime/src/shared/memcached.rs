@@ -251,7 +251,19 @@ fn wrap(key: &str, hashed: bool, value: &[u8], ttl: Option<Duration>) -> Vec<u8>
 }
 
 /// The value in `stored` if it is ours, for `key`, and alive.
-fn unwrap(key: &str, hashed: bool, mut stored: Vec<u8>) -> Option<Vec<u8>> {
+fn unwrap(key: &str, hashed: bool, stored: Vec<u8>) -> Option<Vec<u8>> {
+    unwrap_checked(key, hashed, stored, true)
+}
+
+/// [`unwrap`], the header's ms expiry checked only when `check_expiry`: a
+/// read that touched the item renewed its life on the server, which the
+/// header (written with the item) cannot follow.
+fn unwrap_checked(
+    key: &str,
+    hashed: bool,
+    mut stored: Vec<u8>,
+    check_expiry: bool,
+) -> Option<Vec<u8>> {
     if stored.len() < HEADER || &stored[..4] != MAGIC {
         return None;
     }
@@ -263,7 +275,7 @@ fn unwrap(key: &str, hashed: bool, mut stored: Vec<u8>) -> Option<Vec<u8>> {
     } else {
         key_len == 0
     };
-    if !key_ok || (expires_at != 0 && expires_at <= now_ms()) {
+    if !key_ok || (check_expiry && expires_at != 0 && expires_at <= now_ms()) {
         return None;
     }
     stored.drain(..HEADER + key_len);
@@ -282,6 +294,28 @@ impl SharedStore for MemcachedStore {
             let raw = batch::get(conn, &sk, round_timeout).await?;
             Ok(raw.and_then(|v| unwrap(key, hashed, v)))
         })
+    }
+
+    /// A meta get with the `T` flag: memcached's expiry is whole seconds
+    /// (rounded up, plus one), so a touched entry may outlive
+    /// `time_to_idle` by up to two seconds; the envelope's absolute expiry
+    /// still decides `timeout`.
+    fn get_and_touch<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>> {
+        self.op(move |conn| async move {
+            let (sk, hashed) = server_key(key);
+            let client = conn.client().await.map_err(to_shared)?;
+            let get = Get::new(&sk).touch_raw(exptime(Some(ttl)));
+            let got = client.run(get).await.map_err(to_shared)?;
+            Ok(hit(got).and_then(|v| unwrap_checked(key, hashed, v, false)))
+        })
+    }
+
+    fn can_touch(&self) -> bool {
+        true
     }
 
     fn set<'a>(

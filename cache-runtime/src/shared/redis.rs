@@ -580,6 +580,21 @@ impl SharedStore for RedisStore {
         Box::pin(self.send(Req::One(cmd)))
     }
 
+    fn get_and_touch<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>> {
+        // Redis 6.2 or later; an older server answers an error, counted as such.
+        let mut cmd = redis::cmd("GETEX");
+        cmd.arg(key).arg("PX").arg(px(ttl));
+        Box::pin(self.send(Req::One(cmd)))
+    }
+
+    fn can_touch(&self) -> bool {
+        true
+    }
+
     fn set<'a>(
         &'a self,
         key: &'a str,

@@ -313,6 +313,27 @@ impl SharedStore for RedisClusterStore {
         })
     }
 
+    fn get_and_touch<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>> {
+        let mut conn = self.conn();
+        Box::pin(async move {
+            redis::cmd("GETEX")
+                .arg(key)
+                .arg("PX")
+                .arg(super::redis::px(ttl))
+                .query_async(&mut conn)
+                .await
+                .map_err(to_shared)
+        })
+    }
+
+    fn can_touch(&self) -> bool {
+        true
+    }
+
     fn set<'a>(
         &'a self,
         key: &'a str,

@@ -354,6 +354,28 @@ impl SharedStore for SqliteStore {
         })
     }
 
+    fn get_and_touch<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>> {
+        let key = key.to_string();
+        let expires = expires_at(ttl);
+        self.with(move |_, conn| {
+            // One statement: a row that expired is neither returned nor revived.
+            conn.prepare_cached(
+                "UPDATE layercache SET expires_at = ?3 WHERE key = ?1 \
+                 AND (expires_at IS NULL OR expires_at > ?2) RETURNING CAST(value AS BLOB)",
+            )?
+            .query_row(params![key, now_ms(), expires], |r| r.get(0))
+            .optional()
+        })
+    }
+
+    fn can_touch(&self) -> bool {
+        true
+    }
+
     fn set<'a>(
         &'a self,
         key: &'a str,

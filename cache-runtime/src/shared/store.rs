@@ -70,6 +70,32 @@ pub trait SharedStore: Send + Sync + 'static {
                 .collect()
         })
     }
+    /// The bytes under `key`, if any, and its expiry moved to `ttl` from
+    /// now, in one operation: sliding expiration (`time_to_idle`). A store
+    /// that cannot (the default) says so in [`SharedStore::can_touch`], and
+    /// the pipeline never asks it; this default answers with an error.
+    fn get_and_touch<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>> {
+        let _ = (key, ttl);
+        let what = self.describe();
+        Box::pin(async move {
+            Err(SharedError::new(
+                crate::error::ErrorKind::Server,
+                format!("{what} cannot move an entry's expiry on a read (`time_to_idle`)"),
+            ))
+        })
+    }
+    /// Whether [`SharedStore::get_and_touch`] works: `true` for Redis
+    /// (`GETEX`, Redis 6.2 or later), Redis Cluster, memcached (the meta
+    /// get's `T` flag) and SQLite (`UPDATE … RETURNING`); `false` by default
+    /// and for the filesystem store. A function with `time_to_idle` on a
+    /// store that cannot keeps its entries in-process (logged as an error).
+    fn can_touch(&self) -> bool {
+        false
+    }
     /// Stores `value` under `key`, expiring after `ttl` (never when `None`).
     fn set<'a>(
         &'a self,

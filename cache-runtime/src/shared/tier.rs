@@ -425,6 +425,11 @@ impl Tier {
         }
     }
 
+    /// Whether the store can slide an entry's expiry (see [`SharedStore::can_touch`]).
+    pub(crate) fn can_touch(&self) -> bool {
+        self.store.can_touch()
+    }
+
     /// Whether the store can delete by prefix (see [`SharedStore::can_delete_prefix`]).
     pub(crate) fn can_delete_prefix(&self) -> bool {
         self.store.can_delete_prefix()

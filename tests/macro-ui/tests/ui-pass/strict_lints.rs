@@ -27,6 +27,18 @@ pub async fn find_async(id: u64) -> Option<u64> {
     (id < 10).then_some(id)
 }
 
+/// Sliding expiration, by borrowed and owned arguments, sync and async.
+#[cached(timeout = 3600, time_to_idle = 60)]
+pub fn session(token: &str, owner: String) -> usize {
+    token.len() + owner.len()
+}
+
+/// Sliding expiration alone, in an async function with a key template.
+#[cached(time_to_idle_ms = 500, key = "{id}")]
+pub async fn idle_profile(id: u64) -> Option<u64> {
+    Some(id)
+}
+
 /// Tags from the arguments, with and without a key template.
 #[cached(timeout = 60, key_prefix = "strict_tagged", tags = ["user:{id}", "all"])]
 pub fn tagged(id: u64, page: u32) -> u64 {
