@@ -87,6 +87,7 @@
 //! | `cache_none = true`, `none_timeout = 30` / `none_timeout_ms` | caches `None` results of an `Option<T>` function, for `none_timeout` |
 //! | `lock = true`, `lock_timeout = 5` / `lock_timeout_ms` | one process of the fleet computes a missing key; the others wait for its value |
 //! | `refresh_ahead = 0.8` | a hit after 80 % of the timeout refreshes in the background (owned arguments only) |
+//! | `xfetch = 1.0` | probabilistic early refresh (XFetch's beta): a hit refreshes in the background with a chance that grows as expiry nears and with the function's run time (owned arguments only). Each process draws for its own local copy; with `lock = true` one process of the fleet runs the function per refresh and the others take its value from the shared tier before their copies expire ([guide](guide::strategies)) |
 //! | `stale_if_error = 600` | an `Err` within 600 s after expiry returns the expired value |
 //! | `time_to_idle = 60` / `time_to_idle_ms` | sliding expiration: an entry not read for 60 s expires, never later than `timeout` (alone, it sets no absolute timeout); in the shared tier on Redis 6.2+, Redis Cluster, memcached and SQLite (the filesystem store cannot: such a function stays in-process, logged) |
 //! | `unless = expr` | skips the cache for a call: a `bool` argument, a function path, or an expression |

@@ -492,6 +492,42 @@ async fn async_refresh_ahead_runs_one_background_task_per_key() {
     assert_eq!(stats().misses, 1);
 }
 
+static BULLETIN_RUNS: AtomicUsize = AtomicUsize::new(0);
+/// While set, a run of `bulletin` waits; cleared, a run that waited panics.
+static BULLETIN_HELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cached(timeout = 10, refresh_ahead = 0.5)]
+fn bulletin(id: u64) -> String {
+    let n = BULLETIN_RUNS.fetch_add(1, SeqCst) + 1;
+    let held = BULLETIN_HELD.load(SeqCst);
+    while BULLETIN_HELD.load(SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(!held, "bulletin service broke");
+    format!("bulletin {id} v{n}")
+}
+
+#[test]
+fn a_due_hit_during_a_refresh_that_fails_does_not_stop_the_next_refresh() {
+    let _lock = CLOCK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mock = clock();
+    let stats = || fn_cache!(bulletin).stats();
+    assert_eq!(bulletin(1), "bulletin 1 v1");
+    mock.advance(Duration::from_secs(6)); // due: past half of the timeout
+    BULLETIN_HELD.store(true, SeqCst);
+    assert_eq!(bulletin(1), "bulletin 1 v1", "this hit starts a refresh");
+    wait_for("the refresh to run", || BULLETIN_RUNS.load(SeqCst) == 2);
+    assert_eq!(bulletin(1), "bulletin 1 v1", "a due hit while it runs");
+    BULLETIN_HELD.store(false, SeqCst); // the refresh panics
+    wait_for("the failed refresh to end", || stats().refreshes == 1);
+    assert_eq!(stats().refreshes_started, 1, "one refresh at a time");
+    assert_eq!(bulletin(1), "bulletin 1 v1", "the entry kept its value");
+    wait_for("the next refresh", || stats().refreshes == 2);
+    assert_eq!(stats().refreshes_started, 2, "the next due hit refreshed");
+    assert_eq!(bulletin(1), "bulletin 1 v3");
+    assert_eq!(stats().misses, 1);
+}
+
 // ---------------------------------------------------------------- versioned groups
 
 static CATALOG_RUNS: AtomicUsize = AtomicUsize::new(0);

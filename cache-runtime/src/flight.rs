@@ -218,6 +218,20 @@ impl<K: Eq + Clone, V: Clone> Flights<K, V> {
             });
             return Join::Follow(waiters.clone());
         }
+        Join::Lead(self.start(&mut shard, key, hash))
+    }
+
+    /// Starts the flight of `key` unless one is in progress, without ever
+    /// following it: a refresh has a value to serve meanwhile. (A discarded
+    /// [`Join::Follow`] would leave waiters that nobody is, and a leader
+    /// that then ends without landing would keep its flight for them.)
+    pub(crate) fn lead(&self, key: &K, hash: u64) -> Option<Leader<'_, K, V>> {
+        let mut shard = lock(&self.shards[shard_of(hash)]);
+        let busy = shard.table.find(hash, |f| f.hash == hash && f.key == *key);
+        busy.is_none().then(|| self.start(&mut shard, key, hash))
+    }
+
+    fn start(&self, shard: &mut Shard<K, V>, key: &K, hash: u64) -> Leader<'_, K, V> {
         let id = NEXT_ID.fetch_add(1, Relaxed);
         shard.table.insert_unique(
             hash,
@@ -229,12 +243,12 @@ impl<K: Eq + Clone, V: Clone> Flights<K, V> {
             },
             |f| f.hash,
         );
-        Join::Lead(Leader {
+        Leader {
             flights: self,
             hash,
             id,
             landed: false,
-        })
+        }
     }
 
     /// Where `flight` stands for a follower: `None` while someone computes.
@@ -399,6 +413,18 @@ mod tests {
         assert_eq!(got, "value");
         assert_eq!(flights.in_progress(), 0);
         assert!(matches!(flights.join(&1, 1), Join::Lead(_)));
+    }
+
+    #[test]
+    fn a_refresh_finding_a_flight_leaves_no_waiters_behind_to_keep_it_alive() {
+        let flights: Flights<u64, u64> = Flights::new();
+        let first = flights
+            .lead(&3, 3)
+            .expect("no flight yet: the refresh leads");
+        assert!(flights.lead(&3, 3).is_none(), "one flight per key");
+        drop(first); // a refresh that ends without a value to share
+        assert_eq!(flights.in_progress(), 0);
+        assert!(flights.lead(&3, 3).is_some(), "the next refresh may start");
     }
 
     #[test]

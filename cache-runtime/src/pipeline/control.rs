@@ -22,8 +22,10 @@
 //! `delta` how long the function took (a moving average of its recent
 //! runs). The chance grows as expiry nears and with a slower function, so
 //! a hot key is refreshed once, shortly before it expires, without a fixed
-//! threshold; with `lock = true` the processes of a fleet refresh it once
-//! between them (see `refresh`).
+//! threshold. Each process draws for its own local copy with its own
+//! `delta`; with `lock = true` the fleet runs the function once per
+//! refresh and the other processes take that value from the shared tier,
+//! in the background, before their copies expire (see `refresh`).
 //!
 //! **`force_refresh = expr`** (Flask-Caching's `forced_update`, the
 //! `cached` crate's `force_refresh`): when the expression holds, the call

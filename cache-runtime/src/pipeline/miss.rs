@@ -151,7 +151,7 @@ where
     }
     let mut held = None;
     if let (Some(link), Some(sk)) = (&cache.shared, &miss.key) {
-        match cache.lock_or_wait(link, &key, sk).await {
+        match cache.lock_or_wait(link, &key, sk, None).await {
             Locked::Held(lock) => held = Some(lock),
             Locked::Found(hit) => {
                 return M::from_cached(land(leader, cache.settle_hit(key, hit, generation, tags)))

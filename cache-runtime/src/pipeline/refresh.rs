@@ -4,10 +4,21 @@
 //! function.
 //!
 //! One refresh per key per process: the refresh leads the key's flight
-//! (see `flight`), so concurrent hits and misses of that key join it
-//! instead of starting their own. With `lock = true` the refresh also takes
-//! the key's shared lock, without waiting: if another process holds it,
-//! that process is already refreshing and this one skips.
+//! (see `flight`), so concurrent misses of that key join it instead of
+//! starting their own, and hits due meanwhile start none.
+//!
+//! With `lock = true` one process of a fleet runs the function per
+//! refresh; the others take its value. A refresh first reads the shared
+//! tier: a value that outlives its local copy was stored by another
+//! process since the copy was made, and becomes the copy. Otherwise it
+//! takes the key's shared lock (reading again once held, for a holder that
+//! finished just before) and runs the function; or, when another process
+//! holds the lock, it waits for that holder's value, in the background, as
+//! callers keep getting the local copy. Skipping instead would leave this
+//! process on its old copy until it expired (the holder's value reaches
+//! the shared tier, not this process). A tier that fails, or a holder
+//! that delivers nothing in twice the lock's life, lets the refresh run
+//! the function here (fail-open, as a miss does).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -17,9 +28,11 @@ use futures_util::FutureExt;
 use super::entry::get_or_compute_async;
 use super::local::Generation;
 use super::miss::{compute, release};
-use super::shared_link::Rendered;
+use super::shared_link::{Rendered, SharedKey, SharedLink, SharedMiss};
+use super::strategies::{outlives, Locked};
 use super::{FnCache, Key, OutputMode, Value};
-use crate::flight::{Join, Leader};
+use crate::clock::Timestamp;
+use crate::flight::Leader;
 use crate::key::KeyError;
 use crate::shared;
 use crate::value::CacheValue;
@@ -29,14 +42,14 @@ struct Due<K: Key, V: Value> {
     leader: Leader<'static, K, V>,
     generation: Generation,
     rendered: Option<Result<Rendered, KeyError>>,
-    /// Nanoseconds the local copy had left when the refresh was decided.
-    left: u64,
+    /// When the local copy being refreshed expires.
+    expires: Timestamp,
 }
 
 impl<K: Key, V: CacheValue> FnCache<K, V> {
     /// Step 1 for a function with `refresh_ahead` or `xfetch`: the value,
-    /// whether it is due for a refresh, and how long it has left (ns).
-    fn local_get_refresh(&self, key: &K) -> Option<(V, bool, u64)> {
+    /// whether it is due for a refresh, and when it expires.
+    fn local_get_refresh(&self, key: &K) -> Option<(V, bool, Timestamp)> {
         self.local_hit(key, true, |entry| {
             let left = entry.expires_at.nanos_since(self.local.clock.now());
             let by_ratio = self.policy.refresh_ahead.is_some_and(|ratio| {
@@ -45,31 +58,47 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                     .is_some_and(|ttl| (left as f64) < ttl.as_nanos() as f64 * (1.0 - ratio))
             });
             let due = by_ratio || self.controls.xfetch_due(left);
-            Some((entry.value, due, left))
+            Some((entry.value, due, entry.expires_at))
         })
     }
 
     /// Starts a refresh of `key` unless one (or a computation) is already
     /// in flight; returns the flight's leader to hand to the refresh.
-    fn begin_refresh(&'static self, key: &K, left: u64) -> Option<Due<K, V>> {
+    fn begin_refresh(&'static self, key: &K, expires: Timestamp) -> Option<Due<K, V>> {
         let (generation, hash, rendered) = self.noted_miss(key);
-        match self.flights.join(key, hash) {
-            Join::Lead(leader) => {
-                self.metrics.record_refresh_start();
-                Some(Due {
-                    leader,
-                    generation,
-                    rendered,
-                    left,
-                })
-            }
-            Join::Follow(_) | Join::Alone => None,
+        let leader = self.flights.lead(key, hash)?;
+        self.metrics.record_refresh_start();
+        Some(Due {
+            leader,
+            generation,
+            rendered,
+            expires,
+        })
+    }
+
+    /// `lock = true`: whether this process runs the function for the
+    /// refresh of a copy that `expires` (holding the lock), or takes
+    /// another process's fresher value (see the module docs).
+    async fn refresh_lock(
+        &self,
+        link: &SharedLink,
+        key: &K,
+        sk: &SharedKey,
+        expires: Timestamp,
+    ) -> Locked<V> {
+        let found = self.shared_get::<V>(link, self.rendered(key)).await;
+        let left = expires.nanos_since(self.local.clock.now());
+        match found {
+            Ok(hit) if outlives(&hit, Some(left)) => Locked::Found(hit),
+            // The tier failed: run the function here rather than wait on it.
+            Err(SharedMiss { key: None, .. }) => Locked::Proceed,
+            _ => self.lock_or_wait(link, key, sk, Some(expires)).await,
         }
     }
 
-    /// The background part: run `origin` (caught if it panics), write the
-    /// result back everywhere, land the flight. With `lock = true`, only the process that takes the shared
-    /// lock refreshes.
+    /// The background part: take another process's fresher value (with
+    /// `lock = true`) or run `origin` (caught if it panics) and write the
+    /// result back everywhere; land the flight.
     async fn refresh<M: OutputMode<R, Value = V>, R, Fut: Future<Output = R>>(
         &'static self,
         key: K,
@@ -82,7 +111,7 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
             leader,
             generation,
             rendered,
-            left,
+            expires,
         } = due;
         let mut held = None;
         let mut sk = None;
@@ -91,44 +120,21 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
             match link.key(&self.metrics.shared, rendered).await {
                 Ok(k) => {
                     tag = k.tag;
-                    if let Some(ttl) = self.policy.lock {
-                        let lock_key = k.lock_key();
-                        let token = format!("{}:refresh", link.tier.instance());
-                        match link
-                            .tier
-                            .try_lock(&self.metrics.shared, lock_key, token, ttl)
-                            .await
-                        {
-                            Ok(Some(lock)) => held = Some(lock),
-                            // Another process refreshes (or the tier failed): skip.
-                            _ => {
-                                drop(leader);
+                    if self.policy.lock.is_some() {
+                        match self.refresh_lock(link, &key, &k, expires).await {
+                            Locked::Held(lock) => held = Some(lock),
+                            Locked::Found(hit) => {
+                                let v = self.settle_hit(key, hit, generation, &tags);
+                                leader.land(|| Some(v));
                                 self.metrics.record_refresh();
                                 return;
                             }
+                            Locked::Proceed => {}
                         }
                     }
                     sk = Some(k);
                 }
                 Err((_, t)) => tag = t,
-            }
-        }
-        if let (Some(_), Some(link)) = (&held, &self.shared) {
-            // Another process may have refreshed the key since this copy was
-            // made (it held the lock a moment ago): its value lives longer
-            // than this copy. Take it instead of running the function again,
-            // so a fleet refreshes a hot key once between its processes.
-            if let Ok(hit) = self.shared_get::<V>(link, self.rendered(&key)).await {
-                if hit
-                    .1
-                    .is_none_or(|r| r.as_nanos() > u128::from(left) + 1_000_000)
-                {
-                    let v = self.settle_hit(key, hit, generation, &tags);
-                    release(held).await;
-                    leader.land(|| Some(v));
-                    self.metrics.record_refresh();
-                    return;
-                }
             }
         }
         let computation = self.begin(generation);
@@ -176,12 +182,12 @@ where
     K: Key,
     R: Send + 'static,
 {
-    let Some((v, due, left)) = cache.local_get_refresh(&key) else {
+    let Some((v, due, expires)) = cache.local_get_refresh(&key) else {
         let tags = tags(&key);
         return compute::<M, K, R>(cache, key, cache_if, &tags, origin);
     };
     if due {
-        if let Some(due) = cache.begin_refresh(&key, left) {
+        if let Some(due) = cache.begin_refresh(&key, expires) {
             let tags = tags(&key);
             shared::io_runtime().spawn_blocking(move || {
                 shared::block_on(cache.refresh::<M, R, _>(
@@ -213,11 +219,11 @@ where
     K: Key,
     R: Send + 'static,
 {
-    let Some((v, due, left)) = cache.local_get_refresh(&key) else {
+    let Some((v, due, expires)) = cache.local_get_refresh(&key) else {
         return get_or_compute_async::<M, K, R>(cache, key, cache_if, tags, origin).await;
     };
     if due {
-        if let Some(due) = cache.begin_refresh(&key, left) {
+        if let Some(due) = cache.begin_refresh(&key, expires) {
             let tags = tags(&key);
             let job = cache.refresh::<M, R, _>(key, due, cache_if, tags, || origin);
             match tokio::runtime::Handle::try_current() {

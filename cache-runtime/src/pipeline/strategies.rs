@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::shared_link::{SharedKey, SharedLink, SharedMiss};
 use super::{FnCache, Key};
+use crate::clock::{Clock, Timestamp};
 use crate::shared;
 use crate::value::CacheValue;
 
@@ -82,7 +83,19 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
     /// releases by the lock's expiry; a shared tier that fails lets the
     /// caller compute (fail-open), as does a wait longer than twice the
     /// lock's life.
-    pub(super) async fn lock_or_wait(&self, link: &SharedLink, key: &K, sk: &SharedKey) -> Locked<V>
+    ///
+    /// A refresh passes when its local copy expires: only a value that
+    /// outlives the copy answers it (the shared tier holds the
+    /// copy's own value until another process stores a fresher one), and
+    /// its polls come fast enough to see the holder's value land before
+    /// the copy expires.
+    pub(super) async fn lock_or_wait(
+        &self,
+        link: &SharedLink,
+        key: &K,
+        sk: &SharedKey,
+        copy_expires: Option<Timestamp>,
+    ) -> Locked<V>
     where
         V: CacheValue,
     {
@@ -94,6 +107,8 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
         let token = format!("{}:{}", link.tier.instance(), TOKENS.fetch_add(1, SeqCst));
         let m = &self.metrics.shared;
         let started = self.local.clock.now();
+        // The refreshed copy's life left: it runs out as this waits.
+        let left = |clock: &Clock| copy_expires.map(|t| t.nanos_since(clock.now()));
         let mut backoff = LOCK_POLL_FIRST;
         loop {
             match link
@@ -105,12 +120,13 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                     // The previous holder may have written the value and
                     // released the lock between this caller's miss and its
                     // lock: look again, or the origin runs twice.
-                    return match self.shared_get::<V>(link, self.rendered(key)).await {
-                        Ok(found) => {
+                    let found = self.shared_get::<V>(link, self.rendered(key)).await;
+                    return match found {
+                        Ok(found) if outlives(&found, left(&self.local.clock)) => {
                             held.release().await;
                             Locked::Found(found)
                         }
-                        Err(_) => Locked::Held(held),
+                        _ => Locked::Held(held),
                     };
                 }
                 Ok(None) => {}
@@ -121,17 +137,40 @@ impl<K: Key, V: CacheValue> FnCache<K, V> {
                 return Locked::Proceed;
             }
             // Another process computes: wait for its value.
-            link.tier.pause(backoff).await;
+            link.tier
+                .pause(poll_pause(backoff, left(&self.local.clock)))
+                .await;
             backoff = (backoff * 2).min(LOCK_POLL_MAX);
             match self.shared_get::<V>(link, self.rendered(key)).await {
-                Ok(found) => {
+                Ok(found) if outlives(&found, left(&self.local.clock)) => {
                     self.metrics.record_lock_wait();
                     return Locked::Found(found);
                 }
                 // The tier failed: compute rather than wait on it.
                 Err(SharedMiss { key: None, .. }) => return Locked::Proceed,
-                Err(_) => {}
+                _ => {}
             }
         }
+    }
+}
+
+/// Whether a value found in the shared tier answers a waiter: any value
+/// after a miss; for a refresh, one that lives over a millisecond longer
+/// than the local copy (`left` ns; the margin covers the shared tier's
+/// millisecond expiry times).
+pub(super) fn outlives<V>(found: &(V, Option<Duration>, u64), left: Option<u64>) -> bool {
+    match (found.1, left) {
+        (Some(remaining), Some(left)) => remaining.as_nanos() > u128::from(left) + 1_000_000,
+        _ => true,
+    }
+}
+
+/// The pause before the next poll of a lock's holder: the backoff, but
+/// while a refreshed copy is alive (`left` ns), at most a quarter of its
+/// life left, so the holder's value is seen before the copy expires.
+fn poll_pause(backoff: Duration, left: Option<u64>) -> Duration {
+    match left {
+        Some(left) if left > 0 => backoff.min(Duration::from_nanos(left / 4).max(LOCK_POLL_FIRST)),
+        _ => backoff,
     }
 }
