@@ -164,7 +164,11 @@ if os.path.exists(cg_path):
            f"loop ({cg['empty_ir']:.1f} Ir) subtracted. Every thread of the process is counted:",
            "the shared paths include layercache's I/O thread, not redis-server. Median of",
            f"{cg['repeats']} run(s); spread = max - min (local paths repeat to a few Ir, shared",
-           "paths vary by a few % with the machine's load).", "",
+           "paths vary by a few % with the machine's load). Under valgrind `clock_gettime`",
+           "is a system call (about 10 instructions in libc; the kernel's work is not",
+           "counted), not the vDSO call it is natively: the peers that read the clock on",
+           "every hit (the `cached` crate, the quick_cache floor) count cheaper here than",
+           "they run. layercache's hit reads no clock far from a deadline.", "",
            "| path | Ir per call | spread | what |", "|---|---|---|---|"]
     for x in cg["rows"]:
         spread = f"{x['head_spread']:.1f}" if cg["repeats"] > 1 else "-"

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use quick_cache::Equivalent;
 
-use super::miss::{compute, miss, Awaited};
+use super::entry::{after_local_miss, after_local_miss_async};
 use super::{FnCache, Key, OutputMode, Value};
 use crate::clock::Timestamp;
 use crate::local::Stored;
@@ -136,8 +136,7 @@ where
     if let Some(v) = cache.idle_get(&key) {
         return M::from_cached(v);
     }
-    let tags = tags(&key);
-    compute::<M, K, R>(cache, key, cache_if, &tags, origin)
+    after_local_miss::<M, K, R>(cache, key, cache_if, tags, origin)
 }
 
 /// [`get_or_compute_idle`] for an `async fn`.
@@ -156,8 +155,7 @@ where
     if let Some(v) = cache.idle_get(&key) {
         return M::from_cached(v);
     }
-    let tags = tags(&key);
-    miss::<M, K, R, _>(cache, key, cache_if, &tags, Awaited(origin)).await
+    after_local_miss_async::<M, K, R>(cache, key, cache_if, tags, origin).await
 }
 
 /// What the idle hit path found by a call's borrowed arguments.
