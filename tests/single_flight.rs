@@ -308,6 +308,52 @@ fn a_panicking_leader_hands_its_flight_to_one_waiter_and_the_rest_share_its_valu
     );
 }
 
+counter!(VOIDED_CALLS);
+static VOIDED_GATE: std::sync::Mutex<
+    Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>,
+> = std::sync::Mutex::new(None);
+
+#[cached(key_prefix = "sf_voided")]
+fn voided_once(id: u64) -> u64 {
+    let n = VOIDED_CALLS.fetch_add(1, SeqCst) as u64;
+    // The first run tells the test it computes, then waits until the entry
+    // has been invalidated.
+    let gate = VOIDED_GATE.lock().unwrap().take();
+    if let Some((started, resume)) = gate {
+        started.send(()).unwrap();
+        resume.recv().unwrap();
+    }
+    id * 10 + n
+}
+
+#[test]
+fn a_leader_whose_result_an_invalidation_voided_hands_its_flight_to_one_waiter() {
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (resume_tx, resume_rx) = std::sync::mpsc::channel();
+    *VOIDED_GATE.lock().unwrap() = Some((started_tx, resume_rx));
+    let leader = std::thread::spawn(|| voided_once(4));
+    started_rx.recv().unwrap();
+    let waiters = together(16, |_| voided_once(4));
+    std::thread::sleep(Duration::from_millis(20)); // the waiters join the flight
+    entry!(voided_once(4)).invalidate();
+    resume_tx.send(()).unwrap();
+    assert_eq!(
+        leader.join().unwrap(),
+        40,
+        "the leader returns its own result"
+    );
+    let got: Vec<u64> = waiters.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(
+        got.iter().all(|v| *v == 41),
+        "no waiter took the voided value; all share the new one: {got:?}"
+    );
+    assert_eq!(
+        VOIDED_CALLS.load(SeqCst),
+        2,
+        "the voided run and one takeover, not one run per waiter"
+    );
+}
+
 counter!(JOIN_CALLS);
 #[cached(key_prefix = "sf_join")]
 async fn joined_in_one_task(id: u64) -> u64 {

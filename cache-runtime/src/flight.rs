@@ -340,6 +340,15 @@ impl<V> Flight<V> {
     }
 }
 
+impl<K, V: Clone> Leader<'_, K, V> {
+    /// Ends this leader's part without a value for its followers: the first
+    /// of them to wake takes the flight over and computes for the others
+    /// (as when a leader panics), or the flight ends if none waits.
+    pub(crate) fn hand_over(self) {
+        drop(self);
+    }
+}
+
 impl<K, V: Clone> Drop for Leader<'_, K, V> {
     /// A leader that never landed (its body panicked or was cancelled):
     /// with followers, the flight stays and the first of them to wake

@@ -119,7 +119,7 @@ where
     K: Key,
     O: Origin<R>,
 {
-    let (generation, hash, mut rendered) = cache.noted_miss(&key);
+    let (mut generation, hash, mut rendered) = cache.noted_miss(&key);
     let mut miss = SharedMiss::default();
     if let (Some(link), Some(r)) = (&cache.shared, rendered.take_if(|_| cache.shared_first())) {
         let found = cache.shared_get::<M::Value>(link, r).await;
@@ -133,7 +133,13 @@ where
         Flight::Answered(v) => return M::from_cached(v),
         Flight::Follow(f) => match O::follow(&cache.flights, &f).await {
             Followed::Value(v) => return M::from_cached(cache.coalesced(v)),
-            Followed::Lead(leader) => Some(leader),
+            Followed::Lead(leader) => {
+                // Taking over computes from now, having read nothing yet: an
+                // invalidation while it waited (what may have voided the
+                // leader's value) must not void this computation too.
+                generation = cache.local.generation(hash);
+                Some(leader)
+            }
             Followed::Alone => None,
         },
         Flight::Alone => None,
@@ -425,9 +431,14 @@ impl<K: Key, V: Value> FnCache<K, V> {
         stored: Option<(&V, Option<Duration>)>,
         generation: Generation,
     ) {
-        if let Some(leader) = leader {
-            let current = self.local.is_current(generation);
-            leader.land(|| stored.filter(|_| current).map(|(v, _)| v.clone()));
+        let Some(leader) = leader else { return };
+        match stored {
+            // An invalidation came while it ran: the value may predate it,
+            // so no follower may take it. Ending the flight empty would send
+            // every follower to the origin at once; handing it over lets one
+            // of them compute again for the rest.
+            Some(_) if !self.local.is_current(generation) => leader.hand_over(),
+            _ => leader.land(|| stored.map(|(v, _)| v.clone())),
         }
     }
 }
