@@ -121,7 +121,7 @@ fn invalidations(targets: &[CheckedInvalidation], is_async: bool) -> (TokenStrea
             CheckedInvalidation::One(call) => {
                 let entry = call.entry_expr_cloned();
                 setup.extend(quote! {
-                    #[allow(clippy::clone_on_copy, clippy::redundant_clone)]
+                    #[allow(noop_method_call, clippy::clone_on_copy, clippy::redundant_clone)]
                     let #var = #entry;
                 });
                 act.extend(if is_async {
@@ -173,7 +173,7 @@ pub fn cache_put(args: TokenStream, item: TokenStream) -> syn::Result<TokenStrea
     let value = Ident::new("__lc_value", at_target);
     let ret = ret_var();
     let setup = quote! {
-        #[allow(clippy::clone_on_copy, clippy::redundant_clone)]
+        #[allow(noop_method_call, clippy::clone_on_copy, clippy::redundant_clone)]
         let #put = #entry;
     };
     let store = if func.sig.asyncness.is_some() {

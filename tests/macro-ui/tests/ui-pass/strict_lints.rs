@@ -97,6 +97,18 @@ pub fn forget<T: CacheKeyType + Clone + Hash + Eq + Send + Sync + Serialize + st
 ) {
 }
 
+/// Drops the entry of a generic function of a borrowed slice.
+#[cache_invalidate(first(items))]
+pub fn forget_first<T>(items: &[T])
+where
+    T: CacheKeyType + Clone + Hash + Eq + Send + Sync + Serialize + for<'de> Deserialize<'de>,
+{
+}
+
+/// Drops the entry of a function of a borrowed slice of a concrete type.
+#[cache_invalidate(first(ids))]
+pub fn forget_ids(ids: &[u64]) {}
+
 /// An update.
 #[cache_invalidate(square(x), all = search)]
 pub fn update(x: u64) {}
