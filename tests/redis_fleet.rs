@@ -1071,6 +1071,48 @@ fn a_sync_shared_call_during_a_pause_returns_within_the_timeout_and_counts_an_er
     server.assert_no_keys_command();
 }
 
+fn concurrent_async_shared_calls_during_a_pause_return_within_the_timeout() {
+    let server = RedisServer::start();
+    let db = temp_db("mget_pause");
+    let mut a = Node::spawn(
+        "A",
+        &server.url(),
+        &db,
+        &[("CACHE_SHARED_TIMEOUT_MS", "50")],
+    );
+    const CALLERS: u64 = 64;
+    a.call(&format!("mt_burst {CALLERS}"));
+    // Coalesced GETs carry no timer of their own: their round's must
+    // answer each of them within its timeout.
+    server.pause();
+    let c = a.call(&format!("mt_burst {CALLERS}"));
+    server.resume();
+    println!(
+        "    {CALLERS} async calls against the paused server took {:?}",
+        c.elapsed
+    );
+    assert_eq!(
+        c.value,
+        CALLERS.to_string(),
+        "every caller got its own value"
+    );
+    assert_eq!(
+        c.runs, CALLERS,
+        "the paused server did not answer: the function ran"
+    );
+    let budget = Duration::from_millis(50 + 150); // timeout + scheduling slack
+    assert!(
+        c.elapsed < budget,
+        "the burst took {:?} against a 50 ms timeout",
+        c.elapsed
+    );
+    assert!(
+        a.stat("shared_async", "timeouts") >= 1,
+        "the timeouts were counted"
+    );
+    server.assert_no_keys_command();
+}
+
 fn the_sync_connection_pool_reconnects_after_a_restart_without_a_failed_call() {
     let mut server = RedisServer::start();
     let db = temp_db("sync_restart");
@@ -2213,6 +2255,10 @@ fn main() {
         (
             "a_sync_shared_call_during_a_pause_returns_within_the_timeout_and_counts_an_error",
             a_sync_shared_call_during_a_pause_returns_within_the_timeout_and_counts_an_error,
+        ),
+        (
+            "concurrent_async_shared_calls_during_a_pause_return_within_the_timeout",
+            concurrent_async_shared_calls_during_a_pause_return_within_the_timeout,
         ),
         (
             "the_sync_connection_pool_reconnects_after_a_restart_without_a_failed_call",

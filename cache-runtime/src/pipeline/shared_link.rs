@@ -46,6 +46,17 @@ const CODEC_BROKEN: u8 = 2;
 /// The version of a function not yet read from the shared tier.
 const UNKNOWN_VERSION: u64 = u64::MAX;
 
+/// `span`, or [`tracing::Span::none`] when no subscriber wants it: a
+/// disabled span still carries its metadata (for the `log` bridge), so
+/// entering and recording it costs work on every call for nothing.
+fn wanted(span: tracing::Span) -> tracing::Span {
+    if span.is_disabled() {
+        tracing::Span::none()
+    } else {
+        span
+    }
+}
+
 /// Whether the shared tier is asked for the function's own value type (not
 /// another type, as the manual cache does).
 fn is_value_type<T: 'static, V: 'static>() -> bool {
@@ -444,12 +455,12 @@ impl<K: Key, V: Value> FnCache<K, V> {
             Err((_, tag)) => return Err(SharedMiss { key: None, tag }),
         };
         let tag = sk.tag;
-        let span = tracing::trace_span!(
+        let span = wanted(tracing::trace_span!(
             "layercache.shared",
             function = self.name(),
             op = "get",
             outcome = tracing::field::Empty
-        );
+        ));
         // A function with `time_to_idle` moves the entry's expiry as it reads it.
         let touch = self.policy.idle_touch();
         let get = link
@@ -458,7 +469,12 @@ impl<K: Key, V: Value> FnCache<K, V> {
                 Some(ttl) => s.get_and_touch(&sk.full, ttl),
                 None => s.get(&sk.full),
             });
-        let bytes = match tracing::Instrument::instrument(get, span.clone()).await {
+        let got = if span.is_none() {
+            get.await
+        } else {
+            tracing::Instrument::instrument(get, span.clone()).await
+        };
+        let bytes = match got {
             Ok(bytes) => bytes,
             Err(err) if err.kind == ErrorKind::Corrupt => {
                 // The store could not read this key as a value (counted by
@@ -501,13 +517,13 @@ impl<K: Key, V: Value> FnCache<K, V> {
             }
         }
         let fulls: Vec<String> = keys.iter().map(|(_, sk)| sk.full.clone()).collect();
-        let span = tracing::trace_span!(
+        let span = wanted(tracing::trace_span!(
             "layercache.shared",
             function = self.name(),
             op = "get_many",
             keys = fulls.len(),
             outcome = tracing::field::Empty
-        );
+        ));
         let get = link
             .tier
             .call(Some(m), link.tier.timeout(), |s| s.get_many(&fulls));

@@ -142,6 +142,10 @@ thread_local! {
     /// store may use a connection on it.
     pub(crate) static OP_RUNTIME: std::cell::Cell<Option<tokio::runtime::Id>> =
         const { std::cell::Cell::new(None) };
+    /// While a store operation is being built by `Tier::call`: its time
+    /// budget, until the store takes it over (see [`take_budget`]).
+    pub(crate) static OP_BUDGET: std::cell::Cell<Option<Duration>> =
+        const { std::cell::Cell::new(None) };
     /// Counts this thread's shared operations, to sample their latency.
     static OP_TICK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
@@ -150,6 +154,17 @@ thread_local! {
 /// connection it may use (decided once per operation by `Tier::call`).
 pub fn operation_runtime() -> Option<tokio::runtime::Id> {
     OP_RUNTIME.with(|o| o.get())
+}
+
+/// For a store building an operation: takes over its time budget, so
+/// that the store, not `Tier::call`, bounds it: the operation must then
+/// answer (an error when the time is up) within the budget from now. A
+/// store that serves many callers with one command can so set one timer
+/// for all of them instead of one per caller. `None` outside `Tier::call`,
+/// or when taken already: the caller's own timer bounds the operation.
+#[cfg(feature = "redis")]
+pub(crate) fn take_budget() -> Option<Duration> {
+    OP_BUDGET.with(|b| b.take())
 }
 
 /// One shared operation in [`SHARED_SAMPLE_EVERY`] (per thread) has its

@@ -413,20 +413,23 @@ impl RedisStore {
 }
 
 impl RedisStore {
-    /// The hot path's connection: this thread's last direct connection when
-    /// it is for this store and runtime, connected and not broken.
-    fn hot_conn(
+    /// A GET on the hot path: this thread's last direct connection when it
+    /// is for this store and runtime, connected and not broken, coalesced
+    /// with other callers' GETs when the connection is busy (see [`batch`]).
+    /// Nothing is cloned for a GET that joins a round.
+    fn hot_get<'a>(
         &self,
         runtime: tokio::runtime::Id,
-    ) -> Option<(Arc<Direct>, MultiplexedConnection)> {
+        key: &'a str,
+    ) -> Option<BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>>> {
         HOT.with(|h| match &*h.borrow() {
             Some(hot)
                 if hot.store == self.id
                     && hot.runtime == runtime
                     && !hot.direct.broken.load(std::sync::atomic::Ordering::Relaxed) =>
             {
-                let conn = hot.direct.cell.get()?.clone();
-                Some((hot.direct.clone(), conn))
+                let conn = hot.direct.cell.get()?;
+                Some(batch::get(&hot.direct, conn, key))
             }
             _ => None,
         })
@@ -543,11 +546,8 @@ impl SharedStore for RedisStore {
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>> {
         if let Some(runtime) = super::operation_runtime() {
-            if let Some((direct, conn)) = self.hot_conn(runtime) {
-                // Coalesced with other callers' GETs when the connection is busy.
-                return Box::pin(
-                    async move { batch::get(direct, conn, key).await.map_err(to_shared) },
-                );
+            if let Some(sent) = self.hot_get(runtime, key) {
+                return sent;
             }
         }
         // The hot paths: no request built, no wrapper future per call.

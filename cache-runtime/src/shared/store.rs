@@ -45,7 +45,9 @@ pub type BusHandler = Arc<dyn Fn(BusEvent) + Send + Sync>;
 /// A store shared by every process: the operations the pipeline needs.
 ///
 /// Keys are full keys (with `CACHE_KEY_PREFIX`). Implementations do no
-/// timeouts or retries of their own: [`Tier`](super::Tier) bounds every call.
+/// retries of their own, and no timeouts: [`Tier`](super::Tier) bounds
+/// every call (the Redis store's coalesced GETs take the call's budget
+/// over, so that one timer bounds a whole `MGET` round).
 pub trait SharedStore: Send + Sync + 'static {
     /// Where the store is, for logs (no password).
     fn describe(&self) -> String;

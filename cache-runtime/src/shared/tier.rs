@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::exec::{caller_runtime, in_block_on, io_runtime, sample_this_op, InRuntime, OP_RUNTIME};
+use super::exec::{
+    caller_runtime, in_block_on, io_runtime, sample_this_op, InRuntime, OP_BUDGET, OP_RUNTIME,
+};
 use super::outbox;
 use super::store::{BoxFuture, BusHandler, SharedStore, RESERVED_PREFIX};
 use crate::clock::{Clock, Timestamp};
@@ -81,6 +83,12 @@ impl Breaker {
     fn trip(&self, now: Timestamp, why: &str) {
         self.failures.store(self.threshold, Relaxed);
         self.open(now, why);
+    }
+
+    /// Whether no failure has opened it: every call may go, and no clock
+    /// reading is needed to say so.
+    fn is_closed(&self) -> bool {
+        self.open_until.load(Relaxed) == 0
     }
 
     fn is_open(&self, now: Timestamp) -> bool {
@@ -271,31 +279,39 @@ impl Tier {
         budget: Duration,
         op: impl FnOnce(&'a dyn SharedStore) -> BoxFuture<'a, Result<T, SharedError>>,
     ) -> Result<T, SharedError> {
-        let started = self.clock.now();
-        if !self.breaker.allow(started) {
+        // The clock is read only where a reading is used: an open breaker,
+        // a sampled latency, a failure.
+        if !self.breaker.is_closed() && !self.breaker.allow(self.clock.now()) {
             if let Some(m) = metrics {
                 m.record_error(ErrorKind::Skipped);
             }
             return Err(SharedError::new(ErrorKind::Skipped, "circuit breaker open"));
         }
+        let started = match metrics {
+            Some(_) if sample_this_op() => Some(self.clock.now()),
+            _ => None,
+        };
         // The operation is built in the caller's context, so a store can
         // pick a connection driven by the caller's own runtime (see
-        // `caller_runtime`); otherwise the operation and its timer run in the
-        // I/O runtime's context, which always has timers.
+        // `caller_runtime`) and take over the budget (see `take_budget`);
+        // otherwise the operation and its timer run in the I/O runtime's
+        // context, which always has timers.
         let caller = caller_runtime();
         let on_caller = caller.is_some();
         OP_RUNTIME.with(|o| o.set(caller));
+        OP_BUDGET.with(|b| b.set(Some(budget)));
         let mut fut = op(&*self.store);
         OP_RUNTIME.with(|o| o.set(None));
+        let bounded_by_store = OP_BUDGET.with(|b| b.take()).is_none();
         let result = match self.done_inline(&mut fut) {
             Some(result) => result,
+            None if bounded_by_store => fut.await,
             None => self.timed(on_caller, budget, fut).await,
         };
-        let now = self.clock.now();
         match &result {
             Ok(_) => self.breaker.success(),
             Err(e) if e.kind.is_health_failure() => {
-                if self.breaker.failure(now, e) && e.kind == ErrorKind::Timeout {
+                if self.breaker.failure(self.clock.now(), e) && e.kind == ErrorKind::Timeout {
                     // Timeouts, not refusals: the connection may be up but
                     // deaf. Start a fresh one for the probe after the cool-down.
                     self.store.reset();
@@ -304,8 +320,8 @@ impl Tier {
             Err(_) => {}
         }
         if let Some(m) = metrics {
-            if sample_this_op() {
-                m.latency.record(now.nanos_since(started));
+            if let Some(started) = started {
+                m.latency.record(self.clock.now().nanos_since(started));
             }
             if let Err(e) = &result {
                 m.record_error(e.kind);

@@ -19,10 +19,12 @@
 //!   (Holding a round until the wire is free makes bigger rounds, and was
 //!   about 10 % faster at 64 callers, but it serialises two callers.)
 //!
-//! Each waiter keeps the tier's timeout around it, and a round has the same
-//! timeout of its own, so a server that stops answering cannot hold a
+//! A waiter sets no timer of its own: it hands its budget to the round
+//! (`take_budget`), whose one timer answers every waiter with a timeout by
+//! the round's first key's time plus the shortest budget, never later than
+//! any waiter's own deadline. A server that stops answering cannot hold a
 //! queue; the breaker then replaces the connection (and with it this
-//! state).
+//! state). A plain GET keeps the caller's timer.
 //!
 //! The round's task is spawned from the caller's worker, where tokio runs
 //! it next (and no other worker steals it): a task that blocks that worker
@@ -40,8 +42,11 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, ErrorKind as RedisErrorKind, RedisError, RedisResult, Value};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
-use super::Direct;
+use super::{to_shared, Direct};
+use crate::shared::exec::take_budget;
+use crate::shared::{BoxFuture, SharedError};
 
 /// A GET's answer.
 type Reply = RedisResult<Option<Vec<u8>>>;
@@ -66,6 +71,11 @@ struct State {
 struct Round {
     cmd: Cmd,
     waiters: Vec<oneshot::Sender<Reply>>,
+    /// When the first key was queued: the round answers every waiter by
+    /// `opened + budget`, before any of their own budgets runs out.
+    opened: Instant,
+    /// The shortest budget of its waiters.
+    budget: Duration,
 }
 
 impl Batch {
@@ -75,54 +85,57 @@ impl Batch {
 }
 
 /// `GET key` on `direct`'s connection `conn`, coalesced with the other
-/// callers' GETs when the connection is busy.
-pub(super) async fn get(direct: Arc<Direct>, conn: MultiplexedConnection, key: &str) -> Reply {
-    let (waiting, flush) = {
-        let mut state = direct.batch.lock();
-        if state.in_flight == 0 && state.next.is_none() {
-            state.in_flight += 1;
-            (None, false)
-        } else {
-            let round = state.next.get_or_insert_with(|| Round {
-                cmd: redis::cmd("MGET"),
-                waiters: Vec::new(),
-            });
-            round.cmd.arg(key);
-            let (tx, rx) = oneshot::channel();
-            round.waiters.push(tx);
-            let flush = !std::mem::replace(&mut state.flush_scheduled, true);
-            (Some(rx), flush)
-        }
-    };
-    if let Some(rx) = waiting {
-        if flush {
-            let flusher = Flusher {
-                direct: direct.clone(),
-                conn,
-                armed: true,
-            };
-            direct.runtime.spawn(flusher.run());
-        }
-        return rx.await.unwrap_or_else(|_| {
-            Err(RedisError::from((
-                RedisErrorKind::Io,
-                "the round carrying this GET was dropped",
-            )))
-        });
+/// callers' GETs when the connection is busy. A coalesced GET takes over
+/// the caller's budget (see `take_budget`): the round's one timer bounds
+/// all its waiters, so none of them sets a timer of its own.
+pub(super) fn get<'a>(
+    direct: &Arc<Direct>,
+    conn: &MultiplexedConnection,
+    key: &'a str,
+) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedError>> {
+    let mut state = direct.batch.lock();
+    if state.in_flight == 0 && state.next.is_none() {
+        state.in_flight += 1;
+        drop(state);
+        // Nothing else on the wire: a plain GET from the caller's own task,
+        // under the caller's timer.
+        let slot = Slot {
+            direct: direct.clone(),
+            conn: conn.clone(),
+        };
+        return Box::pin(async move { slot.get(key).await.map_err(to_shared) });
     }
-    // Nothing else on the wire: a plain GET from the caller's own task,
-    // sized once and sent without the boxed futures of `AsyncCommands`.
-    let mut slot = Slot { direct, conn };
-    let mut cmd = Cmd::with_capacity(2, 3 + key.len());
-    cmd.arg("GET").arg(key);
-    let reply = slot
-        .conn
-        .send_packed_command(&cmd)
-        .await
-        .and_then(Value::extract_error)
-        .and_then(|v| Ok(redis::from_redis_value::<Option<Vec<u8>>>(v)?));
-    slot.direct.check_reply(&reply);
-    reply
+    let budget = take_budget().unwrap_or(direct.round_timeout);
+    let round = state.next.get_or_insert_with(|| Round {
+        cmd: redis::cmd("MGET"),
+        waiters: Vec::new(),
+        opened: Instant::now(),
+        budget,
+    });
+    round.cmd.arg(key);
+    round.budget = round.budget.min(budget);
+    let (tx, rx) = oneshot::channel();
+    round.waiters.push(tx);
+    let flush = !std::mem::replace(&mut state.flush_scheduled, true);
+    drop(state);
+    if flush {
+        let flusher = Flusher {
+            direct: direct.clone(),
+            conn: conn.clone(),
+            armed: true,
+        };
+        direct.runtime.spawn(flusher.run());
+    }
+    Box::pin(async move {
+        rx.await
+            .unwrap_or_else(|_| {
+                Err(RedisError::from((
+                    RedisErrorKind::Io,
+                    "the round carrying this GET was dropped",
+                )))
+            })
+            .map_err(to_shared)
+    })
 }
 
 /// A command on the wire; counted out when dropped (answered, timed out
@@ -130,6 +143,23 @@ pub(super) async fn get(direct: Arc<Direct>, conn: MultiplexedConnection, key: &
 struct Slot {
     direct: Arc<Direct>,
     conn: MultiplexedConnection,
+}
+
+impl Slot {
+    /// A plain `GET`, sized once and sent without the boxed futures of
+    /// `AsyncCommands`.
+    async fn get(mut self, key: &str) -> Reply {
+        let mut cmd = Cmd::with_capacity(2, 3 + key.len());
+        cmd.arg("GET").arg(key);
+        let reply = self
+            .conn
+            .send_packed_command(&cmd)
+            .await
+            .and_then(Value::extract_error)
+            .and_then(|v| Ok(redis::from_redis_value::<Option<Vec<u8>>>(v)?));
+        self.direct.check_reply(&reply);
+        reply
+    }
 }
 
 impl Drop for Slot {
@@ -183,20 +213,20 @@ impl Drop for Flusher {
 
 /// Sends `round` as one `MGET` and hands each waiter its value.
 async fn send_round(mut slot: Slot, round: Round) {
-    let budget = slot.direct.round_timeout;
-    let reply = match tokio::time::timeout(budget, slot.conn.send_packed_command(&round.cmd)).await
-    {
-        Ok(reply) => {
-            let reply = reply.and_then(Value::extract_error);
-            slot.direct.check_reply(&reply);
-            reply
-        }
-        // Not a broken connection (the breaker judges timeouts): a timeout.
-        Err(_) => Err(RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "no answer to MGET within the tier's timeout",
-        ))),
-    };
+    let deadline = round.opened + round.budget;
+    let reply =
+        match tokio::time::timeout_at(deadline, slot.conn.send_packed_command(&round.cmd)).await {
+            Ok(reply) => {
+                let reply = reply.and_then(Value::extract_error);
+                slot.direct.check_reply(&reply);
+                reply
+            }
+            // Not a broken connection (the breaker judges timeouts): a timeout.
+            Err(_) => Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer to MGET within its callers' timeout",
+            ))),
+        };
     let values = match reply {
         Ok(Value::Array(values)) if values.len() == round.waiters.len() => values,
         Ok(other) => {
